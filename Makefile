@@ -1,0 +1,60 @@
+# datadiet_jax: `make run` (install, prepare Fashion-MNIST, run the main job) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/fashion_mnist
+CONFIG ?= configs/fashion_mnist.py
+SCALE ?= cpu
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install data run test lint format bench reproduce-fig1 reproduce-fig2 clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The Fashion-MNIST files come from Debian's dataset-fashion-mnist package when apt is usable;
+# without them TFDS downloads the dataset on first use.
+data: install
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+	    || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null); \
+	fi
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
+	  $(PY) -m datadiet_jax.prepare_data; \
+	else \
+	  echo "dataset-fashion-mnist is not installed; TFDS will download fashion_mnist when first used."; \
+	fi
+
+run: data
+	$(PY) -m datadiet_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
+
+test: data
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: data
+	$(PY) -m benchmarks.bench_scores --out=bench
+
+reproduce-fig2: data
+	$(PY) -m experiments.fig2 --scale=$(SCALE)
+
+reproduce-fig1: data
+	$(PY) -m experiments.fig1 --scale=$(SCALE)
+
+clean:
+	rm -rf $(VENV) runs figures bench .pytest_cache .ruff_cache *.egg-info

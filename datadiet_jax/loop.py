@@ -1,0 +1,134 @@
+"""The K-seed training loop: resumable from orbax checkpoints, with epoch hooks for scoring."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from absl import logging
+
+from datadiet_jax import forgetting, pipelines, train
+
+
+def seed_keys(seed: int, purpose: int, num_seeds: int) -> jax.Array:
+    """K init keys derived from (config seed, purpose, seed index); `[K]` key array."""
+    base = jax.random.fold_in(jax.random.key(seed), purpose)
+    return jax.vmap(lambda k: jax.random.fold_in(base, k))(np.arange(num_seeds))
+
+
+def train_seeds(
+    model,
+    split,
+    kept: np.ndarray,
+    *,
+    train_cfg,
+    num_seeds: int,
+    seed: int,
+    purpose: int,
+    num_steps: int,
+    schedule_steps: int,
+    ckpt_dir: str,
+    augment: bool,
+    hooks: dict[int, Callable] | None = None,
+    keep_epochs=(),
+    max_steps: int | None = None,
+    name: str = "train",
+):
+    """Trains K seeds together on `split` restricted to `kept`, resuming from `ckpt_dir`.
+
+    Each seed has its own init (key from `seed`, `purpose`, seed index) and its own data order.
+    Forgetting statistics are tracked on the way.
+
+    Args:
+      model: Flax module.
+      split: `data.Split` (train split, possibly with noisy labels).
+      kept: [M] int64 dataset indices to train on.
+      train_cfg: `config.train` (batch_size, optimizer fields, seed_axis, checkpoint_every_epochs).
+      num_seeds: K.
+      seed: run seed.
+      purpose: distinguishes independent trainings of one run (score stage, each retraining).
+      num_steps: steps to train.
+      schedule_steps: length of the learning-rate schedule (a stage may stop before its end).
+      ckpt_dir: orbax checkpoint directory.
+      augment: random crop and flip.
+      hooks: {epoch: fn(state, stats)} called when `epoch` is reached (epoch 0 is the init).
+      keep_epochs: epochs whose checkpoints are kept.
+      max_steps: stop early at this step (the run can later resume).
+      name: label of the progress log lines.
+
+    Returns:
+      (state, stats, step): stacked `TrainState` [K, ...], forgetting stats [K, N], last step.
+    """
+    hooks = hooks or {}
+    spe = pipelines.steps_per_epoch(len(kept), train_cfg.batch_size)
+    tx = train.make_optimizer(train_cfg, schedule_steps)
+    sample = np.zeros((1, *split.images.shape[1:]), np.float32)
+    state = train.init_states(
+        model, tx, seed_keys(seed, purpose, num_seeds), sample, train_cfg.seed_axis
+    )
+    stats = forgetting.init_forgetting(num_seeds, split.num_examples)
+    keep_steps = {e * spe for e in keep_epochs} | {num_steps}
+    ckpts = train.Checkpoints(ckpt_dir, keep_steps)
+    start = ckpts.latest_step() or 0
+    if start:
+        state, stats = ckpts.restore(start, state, stats)
+        logging.info("Resumed %s at step %d/%d", ckpt_dir, start, num_steps)
+    hook_steps = {e * spe: fn for e, fn in hooks.items()}
+    if start in hook_steps:
+        hook_steps[start](state, stats)
+    stop = min(num_steps, max_steps or num_steps)
+    if start >= stop:
+        ckpts.close()
+        return state, stats, start
+
+    step_fn = jax.jit(
+        functools.partial(_k_step, model, tx, train_cfg.seed_axis), donate_argnums=(0, 1)
+    )
+    batches = pipelines.train_batches(
+        split.images,
+        split.labels,
+        kept,
+        mean=split.mean,
+        std=split.std,
+        num_seeds=num_seeds,
+        batch_size=train_cfg.batch_size,
+        seed=seed * 1000 + purpose,
+        num_steps=stop,
+        start_step=start,
+        augment=augment,
+    )
+    progress = train.Progress(name, stop, start, num_seeds * train_cfg.batch_size)
+    save_every = max(1, train_cfg.checkpoint_every_epochs) * spe
+    metrics_path = os.path.join(os.path.dirname(ckpt_dir.rstrip("/")), "metrics.jsonl")
+    step, loss = start, None
+    for batch in batches:
+        state, stats, loss = step_fn(state, stats, batch)
+        step += 1
+        progress.update(step, f"(epoch {step / spe:.2f})")
+        at_epoch_end = step % spe == 0 or step == stop
+        if at_epoch_end:
+            _append_jsonl(
+                metrics_path, {"step": step, "epoch": step / spe, "loss": np.asarray(loss).tolist()}
+            )
+        if step % save_every == 0 or step == stop or step in keep_steps:
+            ckpts.save(step, state, stats)
+        if step in hook_steps:
+            hook_steps[step](state, stats)
+    ckpts.close()
+    return state, stats, step
+
+
+def _k_step(model, tx, seed_axis, state, stats, batch):
+    step = train.over_seeds(functools.partial(train.train_step, model, tx), seed_axis)
+    state, metrics = step(state, batch)
+    stats = forgetting.update_forgetting(stats, batch["index"], metrics["correct"], batch["mask"])
+    return state, stats, metrics["loss"]
+
+
+def _append_jsonl(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,56 @@
+"""Entry point: `python -m datadiet_jax.main --config=configs/fashion_mnist.py --workdir=DIR`.
+
+Every setting is a config field, overridden with `--config.x.y=value`; `WORKDIR/config.json`
+records the run completely. Running the same command again resumes the run.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from datadiet_jax import run as run_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run (resumed if present).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def summary(results: dict) -> str:
+    """A few lines for people: test accuracy of every run and where the files are."""
+    lines = ["", "Test accuracy (mean over retraining seeds):"]
+    for r in results["runs"]:
+        lines.append(
+            f"  {r['name']:<28} kept {r['num_kept']:>6}  accuracy {r['mean_test_accuracy']:.4f}"
+        )
+    lines.append(f"Scores:  {results['workdir']}/scores/")
+    lines.append(f"Results: {results['workdir']}/results.json, results.csv")
+    return "\n".join(lines)
+
+
+class _QuietLibraries(std_logging.Filter):
+    """Drops the INFO chatter of checkpointing internals; their warnings still show."""
+
+    def filter(self, record):
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments {argv[1:]}; settings go in --config.x=value.")
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    logging.info("JAX devices: %s", jax.devices())
+    try:
+        results = run_lib.run(_CONFIG.value, _WORKDIR.value)
+    except (ValueError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        sys.exit(f"error: {e}")
+    logging.info("%s", summary(results))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,342 @@
+"""The data-diet pipeline as resumable stages: data -> scores -> pruning -> retraining -> results.
+
+Each stage writes its output into the work directory and skips work that is already there, so a
+stopped run resumes where it stopped. Layout:
+
+  WORKDIR/config.json                 the full config (a different config is refused)
+  WORKDIR/label_noise.npz             noisy_index, labels, clean_labels
+  WORKDIR/scores/<score>_epochNNN.npz per-seed [K, N] scores, mean, index, provenance
+  WORKDIR/scores/train/               the K-seed score training: ckpt/, metrics.jsonl
+  WORKDIR/retrain/<run>/              kept.npz, ckpt/, metrics.jsonl, result.json
+  WORKDIR/results.json, results.csv   every retraining run (CSV: one row per seed)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from absl import logging
+
+from datadiet_jax import artifacts, data, loop, models, pipelines, pruning, train
+from datadiet_jax import scores as scores_lib
+
+SCORE_KINDS = ("el2n", "grand", "forgetting")
+_SCORE_PURPOSE, _RETRAIN_PURPOSE = 1, 2
+
+
+def config_to_dict(config) -> dict:
+    """A JSON-normal dict of the config (tuples become lists)."""
+    return json.loads(json.dumps(config.to_dict(), default=list))
+
+
+def score_epochs(config) -> tuple[list[int], int]:
+    """Epochs at which scores are computed, and how long the score stage trains."""
+    needed = sorted(set(config.score.el2n_epochs) | set(config.score.grand_epochs))
+    last = max(needed, default=0)
+    train_epochs = last if config.score.train_epochs < 0 else config.score.train_epochs
+    if train_epochs < last:
+        raise ValueError(
+            f"config.score.train_epochs={train_epochs} is before the last score epoch {last}; "
+            "raise it or set it to -1."
+        )
+    return needed, train_epochs
+
+
+def available_scores(config) -> list[str]:
+    """Names of the scores the config computes, e.g. ['el2n@20', 'grand@0', 'forgetting']."""
+    names = [f"el2n@{e}" for e in config.score.el2n_epochs]
+    names += [f"grand@{e}" for e in config.score.grand_epochs]
+    return names + (["forgetting"] if config.score.forgetting else [])
+
+
+def validate(config) -> None:
+    """Checks a config before anything is written; raises ValueError naming the field to fix."""
+    if config.model.name not in models.MODELS:
+        models.get_model(config.model.name, 10)  # Raises with the valid names.
+    for f in config.prune.fractions:
+        pruning.num_to_keep(100, f)
+    if config.prune.strategy not in pruning.STRATEGIES:
+        raise ValueError(
+            f"Unknown prune strategy {config.prune.strategy!r}; set config.prune.strategy to one "
+            f"of {sorted(pruning.STRATEGIES)}."
+        )
+    valid = available_scores(config)
+    for name in config.prune.scores:
+        if name not in valid:
+            raise ValueError(
+                f"config.prune.scores names {name!r}, which this config does not compute; "
+                f"use one of {valid} or add its epoch to config.score."
+            )
+    if config.retrain.budget not in ("steps", "epochs"):
+        raise ValueError("config.retrain.budget must be 'steps' or 'epochs'.")
+    if config.data.augment not in ("auto", "on", "off"):
+        raise ValueError("config.data.augment must be 'auto', 'on' or 'off'.")
+    score_epochs(config)
+
+
+def load_data(config):
+    """Train split (with label noise) and test split, as `data.Split`s."""
+    d = config.data
+    kw = dict(data_dir=d.data_dir, download=d.download)
+    train_split = data.load_split(d.name, "train", num_examples=d.num_train_examples, **kw)
+    test_split = data.load_split(d.name, "test", num_examples=d.num_test_examples, **kw)
+    noise = d.label_noise
+    train_split = data.with_label_noise(train_split, noise.fraction, noise.mode, noise.seed)
+    return train_split, test_split
+
+
+def _augment(config, split) -> bool:
+    if config.data.augment == "auto":
+        return split.images.shape[1:3] == (32, 32)
+    return config.data.augment == "on"
+
+
+def _model(config, split):
+    kwargs = {"width": config.model.width} if config.model.width else {}
+    return models.get_model(config.model.name, split.num_classes, **kwargs)
+
+
+def score_path(workdir: str, kind: str, epoch: int) -> str:
+    return os.path.join(workdir, "scores", f"{kind}_epoch{epoch:03d}.npz")
+
+
+def provenance(config, split, kind: str, epoch: int) -> dict:
+    return {
+        "dataset": split.name,
+        "split": split.split,
+        "num_examples": split.num_examples,
+        "label_noise": config_to_dict(config.data.label_noise)
+        if config.data.label_noise.fraction
+        else None,
+        "seed": config.seed,
+        "num_seeds": config.score.num_seeds,
+        "epoch": epoch,
+        "model": config.model.name,
+        "score": kind,
+        "config": config_to_dict(config),
+    }
+
+
+def score_stage(config, workdir: str, model, split) -> dict[str, str]:
+    """Trains K seeds up to the last score epoch, writing score files on the way.
+
+    Returns:
+      {score name: score file path}, e.g. {'el2n@20': '.../el2n_epoch020.npz'}.
+    """
+    needed, train_epochs = score_epochs(config)
+    wanted = {}
+    for e in config.score.el2n_epochs:
+        wanted[f"el2n@{e}"] = ("el2n", e)
+    for e in config.score.grand_epochs:
+        wanted[f"grand@{e}"] = ("grand", e)
+    if config.score.forgetting:
+        wanted["forgetting"] = ("forgetting", train_epochs)
+    paths = {name: score_path(workdir, *ke) for name, ke in wanted.items()}
+    if all(os.path.exists(p) for p in paths.values()):
+        logging.info("Scores already in %s", os.path.join(workdir, "scores"))
+        return paths
+    images = split.normalized_images()
+
+    def write(kind, epoch, per_seed):
+        artifacts.save_scores(
+            score_path(workdir, kind, epoch),
+            per_seed,
+            split.index,
+            provenance(config, split, kind, epoch),
+        )
+        logging.info("Wrote %s scores at epoch %d: mean %.4f", kind, epoch, float(per_seed.mean()))
+
+    def hook_for(epoch):
+        def hook(state, stats):
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            for kind, fn, bs in (
+                ("el2n", scores_lib.el2n_scores, config.score.batch_size),
+                ("grand", scores_lib.grand_scores, config.score.batch_size),
+            ):
+                if (kind, epoch) in wanted.values() and not os.path.exists(
+                    score_path(workdir, kind, epoch)
+                ):
+                    write(kind, epoch, fn(model, variables, images, split.labels, batch_size=bs))
+
+        return hook
+
+    spe = pipelines.steps_per_epoch(split.num_examples, config.train.batch_size)
+    state, stats, _ = loop.train_seeds(
+        model,
+        split,
+        split.index,
+        train_cfg=config.train,
+        num_seeds=config.score.num_seeds,
+        seed=config.seed,
+        purpose=_SCORE_PURPOSE,
+        num_steps=train_epochs * spe,
+        schedule_steps=config.train.num_epochs * spe,
+        ckpt_dir=os.path.join(workdir, "scores", "train", "ckpt"),
+        augment=_augment(config, split),
+        hooks={e: hook_for(e) for e in needed},
+        keep_epochs=needed,
+        name="score training",
+    )
+    if config.score.forgetting:
+        from datadiet_jax import forgetting
+
+        write("forgetting", train_epochs, forgetting.forgetting_scores(stats))
+    return paths
+
+
+def _run_name(score: str | None, strategy: str, fraction: float) -> str:
+    base = "full" if score is None else f"{re.sub(r'[^a-z0-9]+', '-', score)}_{strategy}"
+    return base if score is None and strategy == "full" else f"{base}_f{fraction:.2f}"
+
+
+def retrain_plan(config, score_files: dict[str, str], split) -> list[dict]:
+    """The retraining runs: each a dict with name, score, strategy, prune_fraction and kept [M]."""
+    plan = []
+    if config.prune.full_baseline:
+        plan.append(
+            dict(
+                name="full",
+                score=None,
+                strategy="full",
+                prune_fraction=0.0,
+                kept=split.index.copy(),
+            )
+        )
+    expect = {"dataset": split.name, "split": split.split, "num_examples": split.num_examples}
+    for f in config.prune.fractions:
+        for name in config.prune.scores:
+            s = artifacts.load_scores(score_files[name], expect)["mean"]
+            kept = pruning.select(
+                config.prune.strategy,
+                s,
+                prune_fraction=f,
+                labels=split.labels,
+                seed=config.seed,
+                offset=config.prune.offset,
+                beta=config.prune.ccs_beta,
+            )
+            plan.append(
+                dict(
+                    name=_run_name(name, config.prune.strategy, f),
+                    score=name,
+                    strategy=config.prune.strategy,
+                    prune_fraction=f,
+                    kept=kept,
+                )
+            )
+        if config.prune.random_baseline:
+            kept = pruning.select(
+                "random", None, prune_fraction=f, seed=config.seed, num_examples=split.num_examples
+            )
+            plan.append(
+                dict(
+                    name=_run_name("random", "subset", f),
+                    score="random",
+                    strategy="random",
+                    prune_fraction=f,
+                    kept=kept,
+                )
+            )
+    return plan
+
+
+def retrain_stage(config, workdir: str, model, split, test_split, plan) -> list[dict]:
+    """Trains R fresh seeds on each kept subset and evaluates them; returns one result per run."""
+    full_steps = config.train.num_epochs * pipelines.steps_per_epoch(
+        split.num_examples, config.train.batch_size
+    )
+    results = []
+    for i, run in enumerate(plan):
+        run_dir = os.path.join(workdir, "retrain", run["name"])
+        result_path = os.path.join(run_dir, "result.json")
+        if os.path.exists(result_path):
+            results.append(artifacts.read_json(result_path))
+            continue
+        logging.info(
+            "Retraining %d/%d: %s on %d examples", i + 1, len(plan), run["name"], len(run["kept"])
+        )
+        artifacts.save_npz(os.path.join(run_dir, "kept.npz"), index=run["kept"])
+        steps = full_steps
+        if config.retrain.budget == "epochs":
+            steps = config.train.num_epochs * pipelines.steps_per_epoch(
+                len(run["kept"]), config.train.batch_size
+            )
+        state, _, _ = loop.train_seeds(
+            model,
+            split,
+            run["kept"],
+            train_cfg=config.train,
+            num_seeds=config.retrain.num_seeds,
+            seed=config.seed,
+            purpose=_RETRAIN_PURPOSE,
+            num_steps=steps,
+            schedule_steps=steps,
+            ckpt_dir=os.path.join(run_dir, "ckpt"),
+            augment=_augment(config, split),
+            name=run["name"],
+        )
+        acc, loss = train.evaluate(
+            model,
+            state,
+            test_split,
+            batch_size=config.train.eval_batch_size,
+            seed_axis=config.train.seed_axis,
+        )
+        result = {k: v for k, v in run.items() if k != "kept"}
+        result.update(
+            num_kept=len(run["kept"]),
+            steps=steps,
+            test_accuracy=acc.tolist(),
+            test_loss=loss.tolist(),
+            mean_test_accuracy=float(acc.mean()),
+            label_noise=config.data.label_noise.fraction,
+        )
+        artifacts.write_json(result_path, result)
+        results.append(result)
+    return results
+
+
+def result_rows(results: list[dict]) -> list[dict]:
+    """One CSV row per (run, seed)."""
+    rows = []
+    for r in results:
+        for seed, acc in enumerate(r["test_accuracy"]):
+            rows.append(
+                dict(
+                    run=r["name"],
+                    score=r["score"],
+                    strategy=r["strategy"],
+                    prune_fraction=r["prune_fraction"],
+                    num_kept=r["num_kept"],
+                    label_noise=r["label_noise"],
+                    seed=seed,
+                    test_accuracy=acc,
+                )
+            )
+    return rows
+
+
+def run(config, workdir: str) -> dict:
+    """Runs (or resumes) every stage; returns the results dict also written to results.json."""
+    validate(config)
+    data.get_builder(config.data.name, config.data.data_dir, config.data.download)
+    artifacts.check_workdir(workdir, config_to_dict(config))
+    split, test_split = load_data(config)
+    noise_path = os.path.join(workdir, "label_noise.npz")
+    if not os.path.exists(noise_path):
+        artifacts.save_npz(
+            noise_path,
+            noisy_index=split.noisy_index,
+            labels=split.labels,
+            clean_labels=split.clean_labels,
+        )
+    model = _model(config, split)
+    score_files = score_stage(config, workdir, model, split)
+    plan = retrain_plan(config, score_files, split)
+    results = retrain_stage(config, workdir, model, split, test_split, plan)
+    out = {"workdir": os.path.abspath(workdir), "scores": score_files, "runs": results}
+    artifacts.write_json(os.path.join(workdir, "results.json"), out)
+    artifacts.write_csv(os.path.join(workdir, "results.csv"), result_rows(results))
+    return out

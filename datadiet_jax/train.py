@@ -1,0 +1,220 @@
+"""Training K seeds at once: train state, optimizer and schedule, pure steps, the loop, checkpoints.
+
+The K seeds are one stacked pytree with a leading seed axis. Steps are pure functions of one seed;
+`over_seeds` lifts them to K seeds inside one jit, either with `vmap` (fast on accelerators) or with
+`lax.map` (on CPU, vmapping convolutions over seeds is several times slower than running them one
+after another).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import struct
+
+from datadiet_jax import pipelines
+
+
+class TrainState(struct.PyTreeNode):
+    """One seed's (or, stacked, K seeds') training state."""
+
+    step: jnp.ndarray
+    params: dict
+    batch_stats: dict
+    opt_state: optax.OptState
+
+
+def learning_rate_fn(cfg, total_steps: int) -> optax.Schedule:
+    """Piecewise-constant schedule: `cfg.learning_rate`, times `cfg.lr_drop_factor` at each of
+    `cfg.lr_drop_fractions` of `total_steps` (the paper: x0.2 at epochs 60, 120, 160 of 200)."""
+    bounds = {int(f * total_steps): cfg.lr_drop_factor for f in cfg.lr_drop_fractions}
+    return optax.piecewise_constant_schedule(cfg.learning_rate, bounds)
+
+
+def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
+    """SGD with Nesterov momentum and L2 weight decay on all parameters."""
+    return optax.chain(
+        optax.add_decayed_weights(cfg.weight_decay),
+        optax.sgd(learning_rate_fn(cfg, total_steps), momentum=cfg.momentum, nesterov=cfg.nesterov),
+    )
+
+
+def create_train_state(key, model: nn.Module, tx, sample_input) -> TrainState:
+    """Initializes one seed; vmappable over `key`.
+
+    Args:
+      key: PRNG key.
+      model: Flax module called as `model.apply(variables, x, train=...)`.
+      tx: optax optimizer.
+      sample_input: [B, H, W, C] array with the input shape.
+    """
+    variables = model.init(key, sample_input, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+    )
+
+
+def over_seeds(fn: Callable, mode: str) -> Callable:
+    """Lifts `fn(*args)` of one seed to args with a leading seed axis K.
+
+    Args:
+      fn: function of one seed's arguments.
+      mode: 'vmap', 'map' (sequential `lax.map` inside the jit) or 'auto' (vmap on accelerators,
+        map on CPU).
+    """
+    if mode == "auto":
+        mode = "map" if jax.default_backend() == "cpu" else "vmap"
+    if mode == "vmap":
+        return jax.vmap(fn)
+    if mode == "map":
+        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+    raise ValueError(f"Unknown seed_axis {mode!r}; use 'auto', 'vmap' or 'map'.")
+
+
+def cross_entropy(logits, labels):
+    """Per-example softmax cross-entropy: logits [B, C], labels [B] -> [B]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def train_step(model: nn.Module, tx, state: TrainState, batch: dict):
+    """One SGD step of one seed on a masked batch.
+
+    Args:
+      batch: `image [B, H, W, C]`, `label [B]`, `mask [B]` (0 for padding).
+
+    Returns:
+      (new state, metrics) with metrics `loss` (masked mean) and `correct [B]` bool, the
+      per-example correctness in train mode that forgetting statistics use.
+    """
+    mask = batch["mask"]
+
+    def loss_fn(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["image"],
+            train=True,
+            mutable=["batch_stats"],
+        )
+        loss = jnp.sum(cross_entropy(logits, batch["label"]) * mask) / jnp.maximum(mask.sum(), 1)
+        return loss, (logits, updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    deltas, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, deltas),
+        batch_stats=updates.get("batch_stats", state.batch_stats),
+        opt_state=opt_state,
+    )
+    correct = jnp.argmax(logits, -1) == batch["label"]
+    return new_state, {"loss": loss, "correct": correct}
+
+
+def eval_step(model: nn.Module, params, batch_stats, batch: dict):
+    """Masked sums of correct predictions and loss for one seed: returns (correct, loss) scalars."""
+    logits = model.apply(
+        {"params": params, "batch_stats": batch_stats}, batch["image"], train=False
+    )
+    mask = batch["mask"]
+    correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask)
+    return correct, jnp.sum(cross_entropy(logits, batch["label"]) * mask)
+
+
+def evaluate(model, state: TrainState, split, *, batch_size: int, seed_axis: str = "auto"):
+    """Test accuracy and mean loss of each of K stacked seeds: returns two `[K]` numpy arrays."""
+    step = jax.jit(over_seeds(lambda p, s, b: eval_step(model, p, s, b), seed_axis))
+    num_seeds = jax.tree.leaves(state.params)[0].shape[0]
+    correct, loss = np.zeros(num_seeds), np.zeros(num_seeds)
+    batches = pipelines.eval_batches(
+        split.images, split.labels, mean=split.mean, std=split.std, batch_size=batch_size
+    )
+    for batch in batches:
+        stacked = jax.tree.map(lambda x: np.broadcast_to(x, (num_seeds, *x.shape)), batch)
+        c, lo = step(state.params, state.batch_stats, stacked)
+        correct += np.asarray(c)
+        loss += np.asarray(lo)
+    return correct / split.num_examples, loss / split.num_examples
+
+
+def init_states(model, tx, keys, sample_input, seed_axis: str = "auto") -> TrainState:
+    """K stacked initial states, one per key in `keys [K]`."""
+    init = over_seeds(lambda k: create_train_state(k, model, tx, sample_input), seed_axis)
+    return jax.jit(init)(keys)
+
+
+class Checkpoints:
+    """Orbax checkpoints of the stacked state and forgetting statistics, keyed by step.
+
+    Keeps the latest two and every step in `keep_steps` (the epochs that scores need, the end).
+    """
+
+    def __init__(self, directory: str, keep_steps: Iterable[int] = ()):
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [
+                ocp.checkpoint_managers.LatestN(2),
+                ocp.checkpoint_managers.CustomSteps(sorted(set(keep_steps))),
+            ]
+        )
+        self._manager = ocp.CheckpointManager(
+            os.path.abspath(directory),
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=policy, enable_async_checkpointing=False
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: TrainState, stats: dict) -> None:
+        item = {"state": state, "forgetting": stats}
+        self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, state: TrainState, stats: dict):
+        """Restores (state, stats) at `step`, shaped like the given templates."""
+        item = {"state": state, "forgetting": stats}
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
+        out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return out["state"], out["forgetting"]
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+class Progress:
+    """Logs step, rate and ETA at most every `every_s` seconds."""
+
+    def __init__(self, name: str, total: int, start: int = 0, unit_per_step: int = 1, every_s=10.0):
+        self.name, self.total, self.start, self.unit = name, total, start, unit_per_step
+        self.every_s, self.t0, self.last = every_s, time.time(), 0.0
+
+    def update(self, step: int, extra: str = "") -> None:
+        now = time.time()
+        if now - self.last < self.every_s and step != self.total:
+            return
+        self.last = now
+        done = step - self.start
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        logging.info(
+            "%s: step %d/%d, %.0f examples/s, ETA %.0fs %s",
+            self.name,
+            step,
+            self.total,
+            rate * self.unit,
+            eta,
+            extra,
+        )

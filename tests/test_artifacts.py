@@ -1,0 +1,70 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from datadiet_jax import artifacts
+
+PROV = {"dataset": "fashion_mnist", "split": "train", "num_examples": 4, "label_noise": None}
+
+
+def test_score_file_round_trip(tmp_path):
+    path = str(tmp_path / "s.npz")
+    per_seed = np.array([[1, 2, 3, 4], [3, 2, 1, 0]], np.float32)
+    artifacts.save_scores(path, per_seed, np.arange(4), PROV)
+    out = artifacts.load_scores(path, PROV)
+    np.testing.assert_array_equal(out["per_seed"], per_seed)
+    np.testing.assert_array_equal(out["mean"], [2, 2, 2, 2])
+    np.testing.assert_array_equal(out["index"], np.arange(4))
+    assert out["provenance"] == PROV
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(
+    "expect,match",
+    [
+        ({**PROV, "dataset": "cifar10"}, "dataset"),
+        ({**PROV, "num_examples": 5}, "num_examples"),
+        ({**PROV, "label_noise": {"fraction": 0.1}}, "label_noise"),
+    ],
+)
+def test_score_file_from_other_data_is_refused(tmp_path, expect, match):
+    path = str(tmp_path / "s.npz")
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV)
+    with pytest.raises(ValueError, match=match):
+        artifacts.load_scores(path, expect)
+
+
+def test_score_file_with_nan_or_wrong_length_is_refused(tmp_path):
+    path = str(tmp_path / "nan.npz")
+    artifacts.save_scores(path, np.array([[1, np.nan, 3, 4]]), np.arange(4), PROV)
+    with pytest.raises(ValueError, match="NaN"):
+        artifacts.load_scores(path)
+    bad = str(tmp_path / "short.npz")
+    artifacts.save_npz(
+        bad,
+        per_seed=np.ones((1, 3)),
+        mean=np.ones(3),
+        index=np.arange(4),
+        provenance=np.asarray(json.dumps(PROV)),
+    )
+    with pytest.raises(ValueError, match="3 scores for 4"):
+        artifacts.load_scores(bad)
+    with pytest.raises(ValueError, match="do not match"):
+        artifacts.save_scores(path, np.ones((1, 3)), np.arange(4), PROV)
+
+
+def test_workdir_with_another_config_is_refused_and_kept(tmp_path):
+    artifacts.check_workdir(str(tmp_path), {"a": 1, "b": {"c": 2}})
+    artifacts.check_workdir(str(tmp_path), {"a": 1, "b": {"c": 2}})  # same config: resume
+    before = (tmp_path / "config.json").read_text()
+    with pytest.raises(ValueError, match="b.c"):
+        artifacts.check_workdir(str(tmp_path), {"a": 1, "b": {"c": 3}})
+    assert (tmp_path / "config.json").read_text() == before
+
+
+def test_csv_columns(tmp_path):
+    path = str(tmp_path / "r.csv")
+    artifacts.write_csv(path, [{"a": 1, "b": 2}, {"a": 3, "c": 4}])
+    assert open(path).read().splitlines() == ["a,b,c", "1,2,", "3,,4"]

@@ -1,0 +1,62 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+from datadiet_jax import models
+
+
+def _count(model, shape):
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape))
+    return sum(x.size for x in jax.tree.leaves(variables["params"])), variables
+
+
+def test_small_cnn_parameter_count_by_hand():
+    # conv 3*3*1*32 + BN 2*32 + conv 3*3*32*64 + BN 2*64 + dense 7*7*64*128+128 + dense 128*10+10
+    expected = 288 + 64 + 18432 + 128 + (3136 * 128 + 128) + (128 * 10 + 10)
+    count, variables = _count(models.get_model("small_cnn", 10), (1, 28, 28, 1))
+    assert count == expected
+    assert "batch_stats" in variables
+
+
+@pytest.mark.parametrize(
+    "name,num_classes,expected",
+    # The CIFAR ResNet counts of the paper's architecture (3x3 stem, no max-pool).
+    [("resnet18", 10, 11_173_962), ("resnet50", 10, 23_520_842), ("resnet18", 100, 11_220_132)],
+)
+def test_resnet_parameter_counts(name, num_classes, expected):
+    count, _ = _count(models.get_model(name, num_classes), (1, 32, 32, 3))
+    assert count == expected
+
+
+@pytest.mark.parametrize(
+    "name,shape", [("small_cnn", (3, 28, 28, 1)), ("resnet18", (2, 32, 32, 3))]
+)
+def test_output_shapes_and_modes(name, shape):
+    model = models.get_model(name, 7, width=8)
+    variables = model.init(jax.random.key(1), jnp.zeros(shape))
+    x = jax.random.normal(jax.random.key(2), shape)
+    assert model.apply(variables, x, train=False).shape == (shape[0], 7)
+    logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert logits.shape == (shape[0], 7)
+    changed = jax.tree.map(
+        lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"], updates["batch_stats"]
+    )
+    assert any(jax.tree.leaves(changed))
+
+
+def test_resnet_stem_keeps_resolution():
+    # 3x3 stride-1 stem and no max-pool: the first stage runs at 32x32.
+    model = models.get_model("resnet18", 10, width=4)
+    _, state = model.apply(
+        model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))),
+        jnp.zeros((1, 32, 32, 3)),
+        capture_intermediates=True,
+        mutable=["intermediates"],
+    )
+    stem = state["intermediates"]["Conv_0"]["__call__"][0]
+    assert stem.shape == (1, 32, 32, 4)
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="resnet18"):
+        models.get_model("resnet19", 10)

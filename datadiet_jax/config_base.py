@@ -15,7 +15,8 @@ Fields (one name per concept across configs, code and metric keys):
     whether forgetting is tracked; how long the score stage trains (-1 = up to the last score
     epoch). Scores use BatchNorm in eval mode (running statistics), as the paper's code does.
   prune: which scores prune ('el2n@20', 'grand@0', 'forgetting', ...), the strategy, the pruned
-    fractions, the offset (for 'offset'), CCS beta, and the baselines to train.
+    fractions, the offsets (for 'offset': numbers of hardest examples skipped before the kept
+    window), CCS beta, and the baselines to train.
   retrain: R fresh seeds per kept subset; budget 'steps' (same steps as full-data training, the
     paper's protocol) or 'epochs' (same epochs).
 """
@@ -65,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
             forgetting=True,
             train_epochs=-1,
             batch_size=256,
+            workdir=config_dict.placeholder(str),
         )
     )
     c.prune = ml_collections.ConfigDict(
@@ -72,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
             scores=("el2n@20", "grand@20"),
             strategy="hardest",
             fractions=(0.3, 0.5, 0.7),
-            offset=0,
+            offsets=(0,),
             ccs_beta=0.1,
             random_baseline=True,
             full_baseline=True,

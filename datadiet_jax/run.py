@@ -13,6 +13,7 @@ stopped run resumes where it stopped. Layout:
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -186,60 +187,73 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
     return paths
 
 
+def external_scores(config, split) -> dict[str, str]:
+    """The score files of the run in `config.score.workdir`, checked against this run's data."""
+    files = {}
+    for name in config.prune.scores:
+        kind, _, epoch = name.partition("@")
+        if epoch:
+            files[name] = score_path(config.score.workdir, kind, int(epoch))
+        else:  # Forgetting: the end of that run's score training.
+            found = sorted(glob.glob(score_path(config.score.workdir, kind, 0).replace("000", "*")))
+            files[name] = found[-1] if found else score_path(config.score.workdir, kind, 0)
+        artifacts.load_scores(files[name], score_expectation(config, split))
+    return files
+
+
 def _run_name(score: str | None, strategy: str, fraction: float) -> str:
     base = "full" if score is None else f"{re.sub(r'[^a-z0-9]+', '-', score)}_{strategy}"
     return base if score is None and strategy == "full" else f"{base}_f{fraction:.2f}"
 
 
 def retrain_plan(config, score_files: dict[str, str], split) -> list[dict]:
-    """The retraining runs: each a dict with name, score, strategy, prune_fraction and kept [M]."""
+    """The retraining runs: each a dict with name, score, strategy, prune_fraction, offset and
+    kept [M] (sorted dataset indices)."""
     plan = []
     if config.prune.full_baseline:
         plan.append(
-            dict(
-                name="full",
-                score=None,
-                strategy="full",
-                prune_fraction=0.0,
-                kept=split.index.copy(),
-            )
-        )
-    expect = {"dataset": split.name, "split": split.split, "num_examples": split.num_examples}
+            dict(name="full", score=None, strategy="full", prune_fraction=0.0, offset=0,
+                 kept=split.index.copy())
+        )  # fmt: skip
+    expect = score_expectation(config, split)
+    strategy = config.prune.strategy
+    offsets = config.prune.offsets if strategy == "offset" else (0,)
     for f in config.prune.fractions:
         for name in config.prune.scores:
             s = artifacts.load_scores(score_files[name], expect)["mean"]
-            kept = pruning.select(
-                config.prune.strategy,
-                s,
-                prune_fraction=f,
-                labels=split.labels,
-                seed=config.seed,
-                offset=config.prune.offset,
-                beta=config.prune.ccs_beta,
-            )
-            plan.append(
-                dict(
-                    name=_run_name(name, config.prune.strategy, f),
-                    score=name,
-                    strategy=config.prune.strategy,
-                    prune_fraction=f,
-                    kept=kept,
-                )
-            )
+            for offset in offsets:
+                kept = pruning.select(
+                    strategy, s, prune_fraction=f, labels=split.labels, seed=config.seed,
+                    offset=offset, beta=config.prune.ccs_beta,
+                )  # fmt: skip
+                run_name = _run_name(name, strategy, f)
+                if strategy == "offset":
+                    run_name += f"_o{offset}"
+                plan.append(dict(name=run_name, score=name, strategy=strategy, prune_fraction=f,
+                                 offset=offset, kept=kept))  # fmt: skip
         if config.prune.random_baseline:
             kept = pruning.select(
                 "random", None, prune_fraction=f, seed=config.seed, num_examples=split.num_examples
             )
-            plan.append(
-                dict(
-                    name=_run_name("random", "subset", f),
-                    score="random",
-                    strategy="random",
-                    prune_fraction=f,
-                    kept=kept,
-                )
-            )
+            plan.append(dict(name=_run_name("random", "subset", f), score="random",
+                             strategy="random", prune_fraction=f, offset=0, kept=kept))  # fmt: skip
     return plan
+
+
+def score_expectation(config, split) -> dict:
+    """Provenance fields a score file must match to prune this run's data."""
+    return {
+        k: v for k, v in provenance(config, split, "", 0).items() if k in artifacts.MATCH_FIELDS
+    }
+
+
+def check_plan_inputs(config, split) -> None:
+    """Refuses offsets and fractions that leave an empty or out-of-range window, before training."""
+    if config.prune.strategy == "offset":
+        for f in config.prune.fractions:
+            num_keep = pruning.num_to_keep(split.num_examples, f)
+            for offset in config.prune.offsets:
+                pruning.check_window(split.num_examples, offset, num_keep)
 
 
 def retrain_stage(config, workdir: str, model, split, test_split, plan) -> list[dict]:
@@ -322,8 +336,9 @@ def run(config, workdir: str) -> dict:
     """Runs (or resumes) every stage; returns the results dict also written to results.json."""
     validate(config)
     data.get_builder(config.data.name, config.data.data_dir, config.data.download)
-    artifacts.check_workdir(workdir, config_to_dict(config))
     split, test_split = load_data(config)
+    check_plan_inputs(config, split)
+    artifacts.check_workdir(workdir, config_to_dict(config))
     noise_path = os.path.join(workdir, "label_noise.npz")
     if not os.path.exists(noise_path):
         artifacts.save_npz(
@@ -333,7 +348,10 @@ def run(config, workdir: str) -> dict:
             clean_labels=split.clean_labels,
         )
     model = _model(config, split)
-    score_files = score_stage(config, workdir, model, split)
+    if config.score.workdir:
+        score_files = external_scores(config, split)
+    else:
+        score_files = score_stage(config, workdir, model, split)
     plan = retrain_plan(config, score_files, split)
     results = retrain_stage(config, workdir, model, split, test_split, plan)
     out = {"workdir": os.path.abspath(workdir), "scores": score_files, "runs": results}

@@ -86,8 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrinks a config to a seconds-long CPU run with the same stages (tests use it)."""
-    c.data.num_train_examples = 256
-    c.data.num_test_examples = 200
+    c.data.num_train_examples = 128
+    c.data.num_test_examples = 100
     c.model.width = 8
     c.train.batch_size = 32
     c.train.num_epochs = 2

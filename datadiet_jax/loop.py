@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -65,11 +66,10 @@ def train_seeds(
     """
     hooks = hooks or {}
     spe = pipelines.steps_per_epoch(len(kept), train_cfg.batch_size)
-    tx = train.make_optimizer(train_cfg, schedule_steps)
+    init_fn, step_fn = _programs(model, _optimizer_fields(train_cfg), schedule_steps,
+                                 train_cfg.seed_axis)  # fmt: skip
     sample = np.zeros((1, *split.images.shape[1:]), np.float32)
-    state = train.init_states(
-        model, tx, seed_keys(seed, purpose, num_seeds), sample, train_cfg.seed_axis
-    )
+    state = init_fn(seed_keys(seed, purpose, num_seeds), sample)
     stats = forgetting.init_forgetting(num_seeds, split.num_examples)
     keep_steps = {e * spe for e in keep_epochs} | {num_steps}
     ckpts = train.Checkpoints(ckpt_dir, keep_steps)
@@ -85,9 +85,6 @@ def train_seeds(
         ckpts.close()
         return state, stats, start
 
-    step_fn = jax.jit(
-        functools.partial(_k_step, model, tx, train_cfg.seed_axis), donate_argnums=(0, 1)
-    )
     batches = pipelines.train_batches(
         split.images,
         split.labels,
@@ -120,6 +117,29 @@ def train_seeds(
             hook_steps[step](state, stats)
     ckpts.close()
     return state, stats, step
+
+
+_OPTIMIZER_FIELDS = (
+    "learning_rate", "lr_drop_fractions", "lr_drop_factor", "momentum", "nesterov", "weight_decay",
+)  # fmt: skip
+
+
+def _optimizer_fields(train_cfg) -> tuple:
+    return tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str):
+    """Jitted K-seed init and step, shared by every training with the same model and optimizer
+    (the score training and all retrainings of a run), so each compiles once."""
+    tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
+
+    def init(keys, sample_input):
+        one = lambda key: train.create_train_state(key, model, tx, sample_input)  # noqa: E731
+        return train.over_seeds(one, seed_axis)(keys)
+
+    step = jax.jit(functools.partial(_k_step, model, tx, seed_axis), donate_argnums=(0, 1))
+    return jax.jit(init), step
 
 
 def _k_step(model, tx, seed_axis, state, stats, batch):

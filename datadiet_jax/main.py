@@ -52,5 +52,17 @@ def main(argv):
     logging.info("%s", summary(results))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses flags; a bad `--config` override exits with one line naming it and the fix."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        text = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
+        if len(text) > 1 and text[0] == text[-1] == "'":
+            text = text[1:-1]
+        given = " ".join(a for a in argv[1:] if a.startswith("--config.")) or " ".join(argv[1:])
+        sys.exit(f"error: bad flag or config override ({given}): {text}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

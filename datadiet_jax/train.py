@@ -8,6 +8,7 @@ after another).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -135,7 +136,7 @@ def eval_step(model: nn.Module, params, batch_stats, batch: dict):
 
 def evaluate(model, state: TrainState, split, *, batch_size: int, seed_axis: str = "auto"):
     """Test accuracy and mean loss of each of K stacked seeds: returns two `[K]` numpy arrays."""
-    step = jax.jit(over_seeds(lambda p, s, b: eval_step(model, p, s, b), seed_axis))
+    step = _eval_program(model, seed_axis)
     num_seeds = jax.tree.leaves(state.params)[0].shape[0]
     correct, loss = np.zeros(num_seeds), np.zeros(num_seeds)
     batches = pipelines.eval_batches(
@@ -147,6 +148,11 @@ def evaluate(model, state: TrainState, split, *, batch_size: int, seed_axis: str
         correct += np.asarray(c)
         loss += np.asarray(lo)
     return correct / split.num_examples, loss / split.num_examples
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_program(model, seed_axis: str):
+    return jax.jit(over_seeds(functools.partial(eval_step, model), seed_axis))
 
 
 def init_states(model, tx, keys, sample_input, seed_axis: str = "auto") -> TrainState:

@@ -1,0 +1,249 @@
+"""Throughput and peak memory of EL2N/GraNd against a training step, forward and baselines.
+
+    python -m benchmarks.bench_scores --out=bench [--models=small_cnn,resnet18] [--quick]
+
+Every method runs in its own subprocess, so its peak memory (`ru_maxrss` on CPU, the device's
+`peak_bytes_in_use` on GPU/TPU) is its own; 'idle' is the process after importing JAX and building
+the model, the floor under every other number. Inputs are synthetic (random normal images, random
+labels) of the model's input shape; all timings follow one untimed warm-up (compilation) call.
+
+Methods: 'train' (SGD step, BatchNorm in train mode), 'forward' (jitted eval forward),
+'el2n' and 'grand' (the public `el2n_scores`/`grand_scores`, K=1, including host batching),
+'vmap_grad' (`vmap(grad)` per-example gradients, then norms), 'jacrev' (`jax.jacrev` of the
+per-example losses w.r.t. params, the authors' approach, at a smaller batch), and 'kseed' (K=4
+seeds in one `grand_scores` call against 4 sequential single-seed calls). Writes OUT/bench.json and
+OUT/bench.md and logs the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "bench", "Output folder for bench.json and bench.md.")
+flags.DEFINE_list("models", ["small_cnn", "resnet18"], "Models from datadiet_jax.models.")
+flags.DEFINE_bool("quick", False, "Smoke test: small CNN only, few iterations (under a minute).")
+flags.DEFINE_string("child", None, "Internal: run one MODEL:METHOD and print its result.")
+
+METHODS = ("idle", "train", "forward", "el2n", "grand", "vmap_grad", "jacrev", "kseed")
+# batch: train/grand/vmap_grad batch; iters: timed batches; fwd_*: forward/EL2N; jac_batch: jacrev.
+SETTINGS = {
+    "small_cnn": dict(batch=128, iters=8, fwd_batch=256, fwd_iters=16, jac_batch=16, jac_iters=4),
+    "resnet18": dict(batch=32, iters=2, fwd_batch=32, fwd_iters=6, jac_batch=8, jac_iters=1),
+}
+QUICK = {
+    "small_cnn": dict(batch=64, iters=2, fwd_batch=128, fwd_iters=3, jac_batch=8, jac_iters=1),
+    "resnet18": dict(batch=8, iters=1, fwd_batch=8, fwd_iters=2, jac_batch=4, jac_iters=1),
+}
+NUM_SEEDS = 4
+
+
+def _peak_mb() -> float:
+    import jax
+
+    if jax.default_backend() != "cpu":
+        stats = jax.devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use", 0) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed(fn, num_examples: int) -> float:
+    """Examples/s of `fn()` after one warm-up call."""
+    import jax
+
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return num_examples / (time.perf_counter() - start)
+
+
+def _run_child(model_name: str, method: str, cfg: dict) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from datadiet_jax import grad_norms, scores
+    from datadiet_jax.models import get_model
+
+    model = get_model(model_name, 10)
+    shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
+    rng = np.random.default_rng(0)
+    bsz = {"forward": cfg["fwd_batch"], "el2n": cfg["fwd_batch"], "jacrev": cfg["jac_batch"]}.get(
+        method, cfg["batch"]
+    )
+    iters = {"forward": cfg["fwd_iters"], "el2n": cfg["fwd_iters"], "jacrev": cfg["jac_iters"]}.get(
+        method, cfg["iters"]
+    )
+    n = bsz * iters
+    images = rng.normal(size=(n, *shape)).astype(np.float32)
+    labels = rng.integers(0, 10, n)
+    variables = scores.init_variables(model, jax.random.key(0), 1, images[:1])
+    one = jax.tree.map(lambda v: v[0], variables)
+    apply_fn = lambda v, x: model.apply(v, x, train=False)
+    batches = [(images[i : i + bsz], labels[i : i + bsz]) for i in range(0, n, bsz)]
+
+    def per_batch(step):
+        return lambda: [step(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]
+
+    result = {"batch_size": bsz, "timed_batches": iters}
+    if method == "idle":
+        result["examples_per_s"] = None
+    elif method == "train":
+
+        @jax.jit
+        def train_step(v, x, y):
+            def loss(p):
+                logits, new = model.apply(
+                    {**v, "params": p}, x, train=True, mutable=["batch_stats"]
+                )
+                return jnp.mean(grad_norms.cross_entropy(logits, y)), new
+
+            grads, new = jax.grad(loss, has_aux=True)(v["params"])
+            params = jax.tree.map(lambda p, g: p - 0.1 * g, v["params"], grads)
+            return {"params": params, **new}
+
+        result["examples_per_s"] = _timed(per_batch(lambda x, y: train_step(one, x, y)), n)
+    elif method == "forward":
+        fwd = jax.jit(apply_fn)
+        result["examples_per_s"] = _timed(per_batch(lambda x, y: fwd(one, x)), n)
+    elif method in ("el2n", "grand"):
+        fn = scores.el2n_scores if method == "el2n" else scores.grand_scores
+        result["examples_per_s"] = _timed(
+            lambda: fn(model, variables, images, labels, batch_size=bsz), n
+        )
+    elif method == "vmap_grad":
+        step = jax.jit(lambda x, y: jnp.sqrt(grad_norms.vmap_grad_sq_norms(apply_fn, one, x, y)))
+        result["examples_per_s"] = _timed(per_batch(step), n)
+    elif method == "jacrev":
+
+        @jax.jit
+        def step(x, y):
+            losses = lambda p: grad_norms.cross_entropy(apply_fn({**one, "params": p}, x), y)
+            jac = jax.jacrev(losses)(one["params"])
+            return jnp.sqrt(
+                sum(jnp.sum(j.reshape(len(y), -1) ** 2, 1) for j in jax.tree.leaves(jac))
+            )
+
+        result["examples_per_s"] = _timed(per_batch(step), n)
+    elif method == "kseed":
+        stacked = scores.init_variables(model, jax.random.key(1), NUM_SEEDS, images[:1])
+        singles = [jax.tree.map(lambda v, k=k: v[k : k + 1], stacked) for k in range(NUM_SEEDS)]
+        kw = dict(batch_size=bsz)
+        together = _timed(lambda: scores.grand_scores(model, stacked, images, labels, **kw), n)
+        seq = _timed(
+            lambda: [scores.grand_scores(model, s, images, labels, **kw) for s in singles], n
+        )
+        result.update(examples_per_s=together, sequential_examples_per_s=seq)
+        result["kseed_speedup"] = together / seq
+    result["peak_mb"] = _peak_mb()
+    return result
+
+
+def _machine() -> dict:
+    import jax
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__,
+    }
+
+
+def _spawn(model_name: str, method: str) -> dict:
+    args = [sys.executable, "-m", "benchmarks.bench_scores", f"--child={model_name}:{method}"]
+    args += ["--quick"] if FLAGS.quick else []
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        logging.error("%s/%s failed: %s", model_name, method, proc.stderr[-2000:])
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def _ratio(a, b):
+    return None if not a or not b else a / b
+
+
+def _table(results: dict) -> str:
+    rows = ["| model | method | batch | examples/s | peak MB |", "|---|---|---|---|---|"]
+    for model_name, by_method in results["results"].items():
+        for method, r in by_method.items():
+            rate = r.get("examples_per_s")
+            rate = f"{rate:.1f}" if rate else ("error" if "error" in r else "-")
+            if method == "kseed" and "sequential_examples_per_s" in r:
+                rate += (
+                    f" (K={NUM_SEEDS} x examples; sequential {r['sequential_examples_per_s']:.1f})"
+                )
+            peak = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
+            rows.append(
+                f"| {model_name} | {method} | {r.get('batch_size', '-')} | {rate} | {peak} |"
+            )
+    rows += ["", "| model | ratio | value |", "|---|---|---|"]
+    for model_name, ratios in results["ratios"].items():
+        for name, value in ratios.items():
+            rows.append(f"| {model_name} | {name} | {'-' if value is None else f'{value:.2f}'} |")
+    m = results["machine"]
+    rows += ["", f"Machine: {m['cpu']}, {m['cores']} cores, jax {m['jax']} on {m['backend']}."]
+    return "\n".join(rows)
+
+
+def main(argv):
+    del argv
+    if FLAGS.child:
+        model_name, method = FLAGS.child.split(":")
+        cfg = (QUICK if FLAGS.quick else SETTINGS)[model_name]
+        print("RESULT " + json.dumps(_run_child(model_name, method, cfg)), flush=True)
+        return
+    models = ["small_cnn"] if FLAGS.quick else FLAGS.models
+    settings = QUICK if FLAGS.quick else SETTINGS
+    results = {"machine": _machine(), "settings": {m: settings[m] for m in models}}
+    results["settings"]["num_seeds_kseed"] = NUM_SEEDS
+    results["results"], results["ratios"] = {}, {}
+    for model_name in models:
+        by_method = {}
+        for method in METHODS:
+            start = time.perf_counter()
+            by_method[method] = _spawn(model_name, method)
+            logging.info('%s %s: %s (%.0f s)', model_name, method, by_method[method],
+                         time.perf_counter() - start)  # fmt: skip
+        results["results"][model_name] = by_method
+        rate = {m: r.get("examples_per_s") for m, r in by_method.items()}
+        peak = {m: r.get("peak_mb") for m, r in by_method.items()}
+        results["ratios"][model_name] = {
+            "grand_vs_vmap_grad_throughput": _ratio(rate["grand"], rate["vmap_grad"]),
+            "grand_vs_jacrev_throughput": _ratio(rate["grand"], rate["jacrev"]),
+            "grand_vs_train_throughput": _ratio(rate["grand"], rate["train"]),
+            "el2n_vs_forward_throughput": _ratio(rate["el2n"], rate["forward"]),
+            "kseed_vs_sequential_throughput": by_method["kseed"].get("kseed_speedup"),
+            "grand_vs_train_peak_memory": _ratio(peak["grand"], peak["train"]),
+            "vmap_grad_vs_train_peak_memory": _ratio(peak["vmap_grad"], peak["train"]),
+        }
+    os.makedirs(FLAGS.out, exist_ok=True)
+    with open(os.path.join(FLAGS.out, "bench.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    table = _table(results)
+    with open(os.path.join(FLAGS.out, "bench.md"), "w") as f:
+        f.write(table + "\n")
+    logging.info("\n%s", table)
+
+
+if __name__ == "__main__":
+    app.run(main)

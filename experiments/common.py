@@ -1,0 +1,399 @@
+"""Scales and sweeps shared by the figure scripts.
+
+A sweep is data: a list of items, each a name plus flattened config overrides
+(`{'prune.strategy': 'offset', ...}`) applied to the scale's base config. Every item runs as its
+own `datadiet_jax.run.run` in `RUNS/<scale>/<item name>`, so a finished item is skipped by
+`run.run` and an interrupted one resumes. Item names are derived from their content, so two
+figures that need the same run (the score runs, the full-data and random baselines) share one
+work directory and train it once.
+
+Score runs are score-only (no pruning fractions, no baselines): one per (scale, label-noise
+level). Every training item points `config.score.workdir` at the score run of its noise level, and
+`run.run` checks the score files against its own data (dataset, split, label noise, N) before it
+trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import types
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import flags, logging
+
+from configs import cifar10, fashion_mnist
+from datadiet_jax import artifacts, data
+from datadiet_jax import run as run_lib
+
+SCALE = flags.DEFINE_enum(
+    "scale", "cpu", ["cpu", "paper", "smoke"], "Size of the reproduction (see experiments.common)."
+)
+OUT = flags.DEFINE_string("out", "figures", "Folder for figures, CSV files and reports.")
+RUNS = flags.DEFINE_string("runs", "runs/figures", "Folder for the work directories of the runs.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """One size of the reproduction.
+
+    Attributes:
+      name: 'paper', 'cpu' or 'smoke'; the runs go to RUNS/<name>/.
+      base_config: returns the config every item starts from (data, model, training, score
+        seeds and score epochs shared by both figures, retraining seeds, label-noise mode).
+      noise_fractions: label-noise levels of Figure 2 (the first must be 0, the clean run that
+        Figure 1 shares).
+      noisy_overrides: overrides applied to every item of a noisy level (e.g. fewer scores).
+      fig2_score: the score that orders the examples in Figure 2.
+      fig2_keep_fraction: window length as a fraction of N.
+      fig2_offset_fractions: offsets (hardest examples skipped) as fractions of N, floored.
+      fig1_methods: scores of the pruning panel of Figure 1 (random and full are added).
+      fig1_prune_fractions: pruned fractions of that panel.
+      fig1_epoch_kinds: score kinds of the epoch panel (every epoch the base config scores).
+      fig1_epoch_prune_fraction: the fixed pruned fraction of the epoch panel.
+    """
+
+    name: str
+    base_config: Callable[[], ml_collections.ConfigDict]
+    noise_fractions: tuple[float, ...]
+    fig2_score: str
+    fig2_keep_fraction: float
+    fig2_offset_fractions: tuple[float, ...]
+    fig1_methods: tuple[str, ...]
+    fig1_prune_fractions: tuple[float, ...]
+    fig1_epoch_kinds: tuple[str, ...]
+    fig1_epoch_prune_fraction: float
+    noisy_overrides: Mapping = dataclasses.field(default_factory=dict)
+
+
+def _paper_config() -> ml_collections.ConfigDict:
+    c = cifar10.get_config()
+    c.data.num_train_examples = 50_000  # all of CIFAR-10's train split; known without the data
+    c.data.label_noise.mode = "permute"  # the authors' code
+    c.score.num_seeds = 10
+    c.score.el2n_epochs = (0, 1, 2, 5, 10, 20, 40)
+    c.score.grand_epochs = (0, 1, 2, 5, 10, 20, 40)
+    c.score.forgetting = True
+    c.score.train_epochs = c.train.num_epochs  # forgetting counts events over the whole training
+    c.retrain.num_seeds = 4
+    return c
+
+
+def _cpu_config() -> ml_collections.ConfigDict:
+    c = fashion_mnist.get_config()
+    c.data.num_train_examples = 10_000
+    c.data.num_test_examples = 0  # the full 10,000-image test split
+    c.data.label_noise.mode = "permute"
+    c.train.num_epochs = 3
+    c.score.num_seeds = 4
+    c.score.el2n_epochs = (0, 1, 2)
+    c.score.grand_epochs = (0, 1, 2)
+    c.score.forgetting = True
+    c.score.train_epochs = 3
+    c.retrain.num_seeds = 2
+    return c
+
+
+def _smoke_config() -> ml_collections.ConfigDict:
+    c = fashion_mnist.get_config("smoke")
+    c.data.label_noise.mode = "permute"
+    c.score.el2n_epochs = (0, 1)
+    c.score.grand_epochs = (0, 1)
+    c.score.train_epochs = 2
+    c.retrain.num_seeds = 2
+    return c
+
+
+SCALES: dict[str, Scale] = {
+    # CIFAR-10, ResNet18, 200 epochs: a GPU job. Figure 2 as in the paper (EL2N of 10 seeds at
+    # epoch 10, 40% kept, offsets up to 60% of N, 4 runs per point, 10% permuted labels);
+    # Figure 1 with EL2N at epoch 20, GraNd at init and at epoch 20, and forgetting.
+    "paper": Scale(
+        name="paper",
+        base_config=_paper_config,
+        noise_fractions=(0.0, 0.1),
+        noisy_overrides={
+            "score.el2n_epochs": (10,),
+            "score.grand_epochs": (),
+            "score.forgetting": False,
+            "score.train_epochs": -1,
+        },
+        fig2_score="el2n@10",
+        fig2_keep_fraction=0.4,
+        fig2_offset_fractions=(0, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6),
+        fig1_methods=("el2n@20", "grand@0", "grand@20", "forgetting"),
+        fig1_prune_fractions=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        fig1_epoch_kinds=("el2n", "grand"),
+        fig1_epoch_prune_fraction=0.5,
+    ),
+    # Fashion-MNIST, small CNN, first 10,000 training images, 3 epochs: a 2-core CPU job.
+    "cpu": Scale(
+        name="cpu",
+        base_config=_cpu_config,
+        noise_fractions=(0.0, 0.1),
+        # Figure 2 needs only EL2N from the noisy run; GraNd of 4 seeds costs ~1 min an epoch.
+        noisy_overrides={"score.grand_epochs": ()},
+        fig2_score="el2n@1",
+        fig2_keep_fraction=0.4,
+        fig2_offset_fractions=(0, 0.01, 0.03, 0.06, 0.12, 0.3, 0.6),
+        fig1_methods=("el2n@2", "grand@0", "grand@2", "forgetting"),
+        fig1_prune_fractions=(0.3, 0.6, 0.8),
+        fig1_epoch_kinds=("el2n", "grand"),
+        fig1_epoch_prune_fraction=0.6,
+    ),
+    # The same stages on 256 examples, for tests.
+    "smoke": Scale(
+        name="smoke",
+        base_config=_smoke_config,
+        noise_fractions=(0.0, 0.1),
+        fig2_score="el2n@1",
+        fig2_keep_fraction=0.4,
+        fig2_offset_fractions=(0, 0.1, 0.6),
+        fig1_methods=("el2n@1", "grand@0", "grand@1", "forgetting"),
+        fig1_prune_fractions=(0.6, 0.8),
+        fig1_epoch_kinds=("el2n", "grand"),
+        fig1_epoch_prune_fraction=0.6,
+    ),
+}
+
+
+def get_scale(name: str | Scale) -> Scale:
+    """Returns the registered scale `name` (a `Scale` is returned as is); raises ValueError
+    listing the valid names."""
+    if isinstance(name, Scale):
+        return name
+    if name not in SCALES:
+        raise ValueError(f"Unknown scale {name!r}; use one of {sorted(SCALES)}.")
+    return SCALES[name]
+
+
+def noise_tag(noise: float) -> str:
+    """'noise00', 'noise10', ...: the label-noise percentage in item names."""
+    return f"noise{round(100 * float(noise)):02d}"
+
+
+def item(name: str, kind: str, noise: float, overrides: Mapping | None = None) -> dict:
+    """A sweep item: {'name', 'kind' ('score' or 'train'), 'noise', 'overrides'}."""
+    return {"name": name, "kind": kind, "noise": float(noise), "overrides": dict(overrides or {})}
+
+
+def score_item(noise: float) -> dict:
+    """The score-only run of one label-noise level (scores, no pruning, no baselines)."""
+    prune = {"prune.scores": (), "prune.fractions": ()}
+    prune |= {"prune.full_baseline": False, "prune.random_baseline": False}
+    return item(f"scores_{noise_tag(noise)}", "score", noise, prune)
+
+
+def training_item(
+    name: str,
+    noise: float,
+    *,
+    strategy: str = "hardest",
+    scores: Sequence[str] = (),
+    fractions: Sequence[float] = (),
+    offsets: Sequence[int] = (0,),
+    full: bool = False,
+    random: bool = False,
+) -> dict:
+    """A retraining run on the scores of the score run of `noise`.
+
+    Args:
+      name: item name; the noise tag is appended ('baselines' -> 'baselines_noise00').
+      noise: label-noise fraction.
+      strategy: pruning strategy of `scores` (see `datadiet_jax.pruning.STRATEGIES`).
+      scores: score names, e.g. ('el2n@1',); empty for baseline-only items.
+      fractions: pruned fractions (of the scores and of the random baseline).
+      offsets: windows of the 'offset' strategy (numbers of hardest examples skipped).
+      full: train the full-data baseline.
+      random: train a random subset at each fraction.
+
+    Returns:
+      The item.
+    """
+    overrides = {
+        "prune.strategy": strategy,
+        "prune.scores": tuple(scores),
+        "prune.fractions": tuple(float(f) for f in fractions),
+        "prune.offsets": tuple(int(o) for o in offsets),
+        "prune.full_baseline": bool(full),
+        "prune.random_baseline": bool(random),
+    }
+    return item(f"{name}_{noise_tag(noise)}", "train", noise, overrides)
+
+
+def fig2_prune_fraction(scale: Scale) -> float:
+    """The pruned fraction whose window keeps `fig2_keep_fraction` of the examples."""
+    return round(1.0 - scale.fig2_keep_fraction, 6)
+
+
+def baseline_item(scale: Scale, noise: float) -> dict:
+    """Full data and random subsets of one noise level, shared by both figures.
+
+    Random subsets are drawn at Figure 2's pruned fraction and, for clean labels, at every
+    fraction of Figure 1's pruning panel.
+    """
+    fractions = {fig2_prune_fraction(scale)}
+    if not noise:
+        fractions |= {float(f) for f in scale.fig1_prune_fractions}
+    return training_item("baselines", noise, fractions=sorted(fractions), full=True, random=True)
+
+
+def make_config(scale: Scale, it: Mapping, runs_dir: str) -> ml_collections.ConfigDict:
+    """The full config of an item: base config, noise level, its overrides, its score run."""
+    config = scale.base_config()
+    config.data.label_noise.fraction = float(it["noise"])
+    if it["noise"]:
+        config.update_from_flattened_dict(dict(scale.noisy_overrides))
+    if it["kind"] == "train":  # an item may name another score run in its overrides
+        config.score.workdir = workdir(runs_dir, scale, score_item(it["noise"]))
+    config.update_from_flattened_dict(dict(it["overrides"]))
+    return config
+
+
+def workdir(runs_dir: str, scale: Scale, it: Mapping) -> str:
+    return os.path.join(runs_dir, scale.name, it["name"])
+
+
+def num_train_examples(config) -> int:
+    """N of a config: `data.num_train_examples`, or the size of the dataset's train split."""
+    if config.data.num_train_examples:
+        return int(config.data.num_train_examples)
+    builder = data.get_builder(config.data.name, config.data.data_dir, config.data.download)
+    return int(builder.info.splits["train"].num_examples)
+
+
+def offsets_for(fractions: Sequence[float], num_examples: int) -> tuple[int, ...]:
+    """Offsets floor(f * N) (a window of round((1 - f) * N) then still fits), without repeats."""
+    return tuple(sorted({int(np.floor(float(f) * num_examples + 1e-9)) for f in fractions}))
+
+
+def _shape_only(config, num_examples: int):
+    # The plan and score-file checks of run.py read only the split's name, split and size.
+    return types.SimpleNamespace(name=config.data.name, split="train", num_examples=num_examples)
+
+
+def check_sweep(scale: Scale, items: Sequence[Mapping], runs_dir: str) -> None:
+    """Refuses a sweep with a bad config or an empty or out-of-range window, before any training.
+
+    Raises:
+      ValueError: naming the item and the problem.
+    """
+    names = [it["name"] for it in items]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Sweep items repeat names {names}; give every item its own name.")
+    for it in items:
+        config = make_config(scale, it, runs_dir)
+        try:
+            run_lib.validate(config)
+            run_lib.check_plan_inputs(config, _shape_only(config, num_train_examples(config)))
+        except ValueError as e:
+            raise ValueError(f"Sweep item {it['name']}: {e}") from None
+
+
+def check_score_files(scale: Scale, items: Sequence[Mapping], runs_dir: str) -> None:
+    """Checks that every training item's score files exist and match its data, before training.
+
+    Raises:
+      ValueError: a score file is for another dataset, split, label-noise setting or N.
+      FileNotFoundError: a score file is missing.
+    """
+    for it in items:
+        if it["kind"] != "train":
+            continue
+        config = make_config(scale, it, runs_dir)
+        run_lib.external_scores(config, _shape_only(config, num_train_examples(config)))
+
+
+def enable_compilation_cache(runs_dir: str) -> None:
+    """Caches compiled XLA programs in RUNS/.jax_cache unless a cache is configured already.
+
+    Every retraining of a sweep compiles the same step function; the cache turns its second and
+    later compilations into a lookup (about 6 s each on a CPU).
+    """
+    if jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update(
+        "jax_compilation_cache_dir", os.path.abspath(os.path.join(runs_dir, ".jax_cache"))
+    )
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def run_sweep(scale: Scale, items: Sequence[Mapping], runs_dir: str) -> dict[str, dict]:
+    """Runs (or resumes, or skips) every item: the score runs first, then the training runs.
+
+    Every item's config and windows are checked before the first run, and every training item's
+    score files before the first retraining.
+
+    Args:
+      scale: the scale.
+      items: sweep items from `score_item` / `training_item`.
+      runs_dir: root of the work directories.
+
+    Returns:
+      {item name: results dict of `run.run`}.
+    """
+    check_sweep(scale, items, runs_dir)
+    score_items = [it for it in items if it["kind"] == "score"]
+    train_items = [it for it in items if it["kind"] != "score"]
+    results = {}
+    for i, it in enumerate(score_items + train_items):
+        if it is (train_items or [None])[0]:
+            check_score_files(scale, train_items, runs_dir)
+        start = time.time()
+        logging.info("Item %d/%d: %s", i + 1, len(items), it["name"])
+        results[it["name"]] = _run_item(
+            make_config(scale, it, runs_dir), workdir(runs_dir, scale, it)
+        )
+        logging.info("Item %s done in %.1f s", it["name"], time.time() - start)
+    return results
+
+
+def _run_item(config, item_dir: str) -> dict:
+    """`run.run`, except that a finished run with this config is read back without loading data.
+
+    `results.json` is written last by `run.run`, so its presence next to an identical
+    `config.json` means every stage is done.
+    """
+    config_path = os.path.join(item_dir, "config.json")
+    results_path = os.path.join(item_dir, "results.json")
+    if os.path.exists(results_path) and os.path.exists(config_path):
+        if artifacts.read_json(config_path) == run_lib.config_to_dict(config):
+            logging.info("Finished already: %s", item_dir)
+            return artifacts.read_json(results_path)
+    return run_lib.run(config, item_dir)
+
+
+def load_results(scale: Scale, it: Mapping, runs_dir: str) -> dict:
+    """The saved `results.json` of an item."""
+    path = os.path.join(workdir(runs_dir, scale, it), "results.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; run the sweep of this figure first.")
+    return artifacts.read_json(path)
+
+
+def seed_rows(scale: Scale, it: Mapping, results: Mapping) -> list[dict]:
+    """One row per (retraining run, seed) of an item's saved results."""
+    rows = []
+    for r in results["runs"]:
+        for seed, acc in enumerate(r["test_accuracy"]):
+            rows.append(
+                dict(
+                    scale=scale.name,
+                    item=it["name"],
+                    run=r["name"],
+                    strategy=r["strategy"],
+                    score=r["score"] or "",
+                    prune_fraction=r["prune_fraction"],
+                    offset=r["offset"],
+                    num_kept=r["num_kept"],
+                    noise_fraction=r["label_noise"],
+                    steps=r["steps"],
+                    seed=seed,
+                    test_accuracy=acc,
+                )
+            )
+    return rows

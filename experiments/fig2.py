@@ -1,0 +1,143 @@
+"""Figure 2: test accuracy of training on a window of the hardest-first order, against its offset.
+
+  python -m experiments.fig2 --scale=cpu    # or: make reproduce-fig2 [SCALE=paper|smoke]
+
+The training set is sorted by the mean EL2N score of the score seeds (hardest first); each run
+trains on the window argsort_desc[offset : offset + keep * N] for offsets from 0 up to
+(1 - keep) * N, with clean labels and with 10% of the labels permuted among the chosen examples.
+Full-data and random-subset baselines are drawn as horizontal lines.
+
+Scales (see `experiments.common.SCALES`):
+  paper: CIFAR-10, ResNet18, EL2N of 10 seeds at epoch 10, 40% kept, 12 offsets up to 60% of N,
+    4 runs per point (GPU).
+  cpu: Fashion-MNIST (first 10,000 training images, full test split), small CNN, EL2N of 4 seeds
+    at epoch 1, 40% kept, 7 offsets up to 60% of N, 2 runs per point, 3 epochs of training.
+    Estimated time on a 2-core CPU: about TIME_ESTIMATE (two score runs of about SCORE_ESTIMATE
+    each, then 18 retrainings of about RETRAIN_ESTIMATE each).
+  smoke: the same stages on 256 examples, about a minute.
+
+Outputs: OUT/fig2.{png,pdf}, OUT/fig2.csv (one row per retraining seed), OUT/fig2_summary.md and
+OUT/reports/fig2_*. Runs live in RUNS/<scale>/ and are resumed or skipped when run again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, logging
+
+from datadiet_jax import artifacts, plots
+from experiments import common, reports
+
+CSV_COLUMNS = ("offset", "noise_fraction", "strategy", "seed", "test_accuracy", "num_kept", "scale")
+
+
+def sweep(scale: common.Scale) -> list[dict]:
+    """Items of Figure 2: per noise level the score run, the baselines and the offset windows."""
+    num_examples = common.num_train_examples(scale.base_config())
+    offsets = common.offsets_for(scale.fig2_offset_fractions, num_examples)
+    fraction = common.fig2_prune_fraction(scale)
+    items = []
+    for noise in scale.noise_fractions:
+        items += [
+            common.score_item(noise),
+            common.baseline_item(scale, noise),
+            common.training_item(
+                f"offset_{scale.fig2_score.replace('@', '')}",
+                noise,
+                strategy="offset",
+                scores=(scale.fig2_score,),
+                fractions=(fraction,),
+                offsets=offsets,
+            ),
+        ]
+    return items
+
+
+def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
+    """CSV rows of the saved training runs: one per (run, seed), `CSV_COLUMNS` first.
+
+    The shared baselines item also holds random subsets of Figure 1's fractions; only the one of
+    Figure 2's fraction is kept.
+    """
+    fraction = common.fig2_prune_fraction(scale)
+    rows = []
+    for it in items:
+        if it["kind"] == "train":
+            rows += common.seed_rows(scale, it, common.load_results(scale, it, runs_dir))
+    rows = [
+        r for r in rows if r["strategy"] != "random" or np.isclose(r["prune_fraction"], fraction)
+    ]
+    first = list(CSV_COLUMNS)
+    return [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+
+
+def summary_sections(rows) -> list[tuple[str, list[dict]]]:
+    sections = []
+    for noise in sorted({r["noise_fraction"] for r in rows}):
+        panel = [r for r in rows if r["noise_fraction"] == noise]
+        table = reports.summary_table(panel, ("strategy", "offset", "num_kept"))
+        offsets = [t for t in table if t["strategy"] == "offset"]
+        if offsets:
+            best = max(offsets, key=lambda t: t["mean"])
+            table.append(dict(best) | {"strategy": "best offset"})
+        sections.append((f"label noise {noise:.0%}", table))
+    return sections
+
+
+def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+    """Runs (or resumes) the sweep, then writes the figure, CSV, summary and reports.
+
+    Args:
+      scale_name: 'paper', 'cpu' or 'smoke' (or a `common.Scale`).
+      runs_dir: root of the work directories (RUNS).
+      out_dir: output folder (OUT).
+
+    Returns:
+      {'figure': paths, 'csv': [path], 'summary': [path], 'reports': paths}.
+    """
+    scale = common.get_scale(scale_name)
+    items = sweep(scale)
+    start = time.time()
+    common.run_sweep(scale, items, runs_dir)
+    logging.info("Figure 2 sweep (%s) done in %.1f s", scale.name, time.time() - start)
+    rows = collect(scale, items, runs_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, "fig2.csv")
+    artifacts.write_csv(csv_path, rows)
+    figure = plots.plot_offset_curves(rows, os.path.join(out_dir, "fig2"))
+    summary = reports.write_summary(
+        os.path.join(out_dir, "fig2_summary.md"),
+        f"Figure 2 ({scale.name}): test accuracy of offset windows, "
+        f"{scale.fig2_keep_fraction:.0%} kept, ordered by {scale.fig2_score}",
+        summary_sections(rows),
+    )
+    score_dirs = {
+        common.noise_tag(it["noise"]): common.workdir(runs_dir, scale, it)
+        for it in items
+        if it["kind"] == "score"
+    }
+    train_dirs = {
+        it["name"]: common.workdir(runs_dir, scale, it) for it in items if it["kind"] == "train"
+    }
+    written = reports.write_reports("fig2", score_dirs, train_dirs, (scale.fig2_score,), out_dir)
+    return {"figure": figure, "csv": [csv_path], "summary": [summary], "reports": written}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
+    common.enable_compilation_cache(common.RUNS.value)
+    try:
+        out = reproduce(common.SCALE.value, common.RUNS.value, common.OUT.value)
+    except (ValueError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        sys.exit(f"error: {e}")
+    logging.info("Figure 2: %s", ", ".join(out["figure"] + out["csv"] + out["summary"]))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,163 @@
+"""Per-example gradient norms against a Python loop of per-example `jax.grad`."""
+
+import functools
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from datadiet_jax import grad_norms
+from datadiet_jax.models import BasicBlock, ResNet, get_model
+
+
+class ConvBnDense(nn.Module):
+    """Conv with bias, strided conv with explicit padding, BatchNorm, Dense layers."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(6, (3, 3), padding="SAME")(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = nn.relu(x)
+        x = nn.Conv(8, (3, 3), strides=2, padding=((1, 0), (2, 1)), use_bias=False)(x)
+        x = nn.BatchNorm(use_running_average=not train, use_scale=False)(x)
+        x = nn.Conv(8, (1, 1), strides=(1, 2), padding="VALID")(nn.relu(x))
+        x = nn.Dense(5)(x)  # Dense over an image: per-position inputs
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(12)(x))
+        return nn.Dense(4)(x)
+
+
+class Unusual(nn.Module):
+    """Layers without a fast rule: dilated/grouped convs, LayerNorm, a Dense called twice."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, (3, 3), kernel_dilation=2)(x)
+        x = nn.Conv(4, (3, 3), feature_group_count=2)(x)
+        x = nn.LayerNorm()(x)
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = x.reshape((x.shape[0], -1))
+        shared = nn.Dense(x.shape[-1])
+        x = shared(nn.tanh(shared(x)))
+        x = x + self.param("offset", nn.initializers.normal(1.0), (x.shape[-1],))
+        return nn.Dense(3)(x)
+
+
+def _perturb(variables, key):
+    """Random BatchNorm statistics, scales and biases, so eval-mode BatchNorm is not identity."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
+    out = {}
+    for i, (path, v) in enumerate(sorted(flat.items())):
+        k = jax.random.fold_in(key, i)
+        if path[-1] == "mean":
+            v = jax.random.normal(k, v.shape)
+        elif path[-1] == "var":
+            v = jax.random.uniform(k, v.shape, minval=0.3, maxval=3.0)
+        elif path[-1] in ("scale", "bias"):
+            v = v + 0.5 * jax.random.normal(k, v.shape)
+        out[path] = v
+    return flax.traverse_util.unflatten_dict(out)
+
+
+def _loop_norms(apply_fn, variables, images, labels):
+    """One `jax.grad` per example, in a Python loop; norms accumulated in float64."""
+
+    @jax.jit
+    def grad_one(params, x, y):
+        def loss(params):
+            logits = apply_fn({**variables, "params": params}, x[None])
+            return grad_norms.cross_entropy(logits, y[None])[0]
+
+        return jax.grad(loss)(params)
+
+    norms = []
+    for i in range(len(images)):
+        grads = grad_one(variables["params"], images[i], labels[i])
+        leaves = [np.asarray(g, np.float64) for g in jax.tree.leaves(grads)]
+        norms.append(np.sqrt(sum(np.sum(g**2) for g in leaves)))
+    return np.array(norms)
+
+
+def _fast(apply_fn):
+    return jax.jit(functools.partial(grad_norms.per_example_grad_norms, apply_fn))
+
+
+def _case(model, shape, num_classes, n=5, key=0, train_arg=True):
+    key = jax.random.key(key)
+    images = jax.random.normal(key, (n, *shape))
+    labels = jnp.arange(n) % num_classes
+    kwargs = {"train": False} if train_arg else {}
+    variables = model.init(jax.random.fold_in(key, 1), images[:1], **kwargs)
+    variables = _perturb(variables, jax.random.fold_in(key, 2))
+    apply_fn = lambda v, x: model.apply(v, x, **kwargs)
+    return apply_fn, variables, images, labels
+
+
+@pytest.mark.parametrize(
+    "name,model,shape,classes",
+    [
+        ("conv_bn_dense", ConvBnDense(), (9, 10, 2), 4),
+        ("small_cnn", get_model("small_cnn", 10), (28, 28, 1), 10),
+        ("tiny_resnet", ResNet(block=BasicBlock, stage_sizes=(1, 1), width=8), (16, 16, 3), 10),
+    ],
+)
+def test_fast_norms_equal_per_example_grad_loop(name, model, shape, classes):
+    apply_fn, variables, images, labels = _case(model, shape, classes)
+    counts = grad_norms.coverage(apply_fn, variables, images)
+    assert counts["fallback"] == 0, counts  # every param goes through a fast rule
+    assert counts["conv"] > 0 and counts["dense"] > 0 and counts["batchnorm"] > 0
+    ours = _fast(apply_fn)(variables, images, labels)
+    ref = _loop_norms(apply_fn, variables, images, labels)
+    np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-4)
+
+
+def test_max_pool_ties_match_jax_grad():
+    # Zero background and integer images make 2x2 pooling windows with tied maxima.
+    model = get_model("small_cnn", 10)
+    apply_fn, variables, _, labels = _case(model, (28, 28, 1), 10, n=4)
+    images = (
+        jnp.zeros((4, 28, 28, 1))
+        .at[:, 8:20, 10:18]
+        .set(jnp.round(jax.random.uniform(jax.random.key(5), (4, 12, 8, 1)) * 2))
+    )
+    ours = _fast(apply_fn)(variables, images, labels)
+    ref = _loop_norms(apply_fn, variables, images, labels)
+    np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-4)
+
+
+def test_fallback_for_layers_without_rules_is_exact():
+    apply_fn, variables, images, labels = _case(Unusual(), (10, 10, 2), 3, train_arg=False)
+    counts = grad_norms.coverage(apply_fn, variables, images)
+    assert counts["fallback"] > 0 and counts["dense"] > 0  # last Dense has a rule, rest not
+    ours = _fast(apply_fn)(variables, images, labels)
+    ref = _loop_norms(apply_fn, variables, images, labels)
+    np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-4)
+
+
+def test_mask_zeroes_padded_examples_only():
+    apply_fn, variables, images, labels = _case(ConvBnDense(), (9, 10, 2), 4, n=4)
+    mask = jnp.array([1.0, 0.0, 1.0, 0.0])
+    fast = jax.jit(functools.partial(grad_norms.per_example_grad_norms, apply_fn))
+    full = fast(variables, images, labels, jnp.ones(4))
+    masked = fast(variables, images, labels, mask)
+    np.testing.assert_allclose(np.asarray(masked), np.asarray(full) * np.asarray(mask), rtol=1e-6)
+
+
+def test_vmap_grad_reference_path_matches_loop():
+    apply_fn, variables, images, labels = _case(ConvBnDense(), (9, 10, 2), 4, n=3)
+    ours = np.sqrt(np.asarray(grad_norms.vmap_grad_sq_norms(apply_fn, variables, images, labels)))
+    np.testing.assert_allclose(ours, _loop_norms(apply_fn, variables, images, labels), rtol=1e-4)
+
+
+def test_batchnorm_with_batch_statistics_is_rejected():
+    model = ConvBnDense()
+    _, variables, images, labels = _case(model, (9, 10, 2), 4, n=3)
+
+    def apply_fn(v, x):
+        return model.apply(v, x, train=True, mutable=["batch_stats"])[0]
+
+    with pytest.raises(ValueError, match="train=False"):
+        grad_norms.per_example_grad_norms(apply_fn, variables, images, labels)

@@ -1,0 +1,177 @@
+"""EL2N/GraNd drivers: hand values, seeds, padding, determinism, no retracing, bad input."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from datadiet_jax import grad_norms, scores
+
+
+class FixedLogits(nn.Module):
+    """Logits = images * scale (scale initialized to 1): a model with hand-computable scores."""
+
+    @nn.compact
+    def __call__(self, x):
+        return x * self.param("scale", nn.initializers.ones, ())
+
+
+class TinyCNN(nn.Module):
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(4, (3, 3), use_bias=False)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        x = nn.max_pool(x, (2, 2), (2, 2)).reshape((x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)
+
+
+def _data(n=37, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 6, 6, 1)).astype(np.float32), rng.integers(0, 3, n)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = TinyCNN()
+    variables = scores.init_variables(model, jax.random.key(0), 3, np.zeros((1, 6, 6, 1)))
+    # Non-trivial running statistics so eval-mode BatchNorm is not the identity.
+    stats = variables["batch_stats"]["BatchNorm_0"]
+    stats["mean"] = jax.random.normal(jax.random.key(1), stats["mean"].shape)
+    stats["var"] = jax.random.uniform(jax.random.key(2), stats["var"].shape, minval=0.5, maxval=2)
+    return model, variables
+
+
+def test_el2n_hand_computed_three_classes():
+    logits = np.array(
+        [[0, 0, 0], [np.log(2), 0, 0], [np.log(2), 0, 0], [100, 0, 0], [100, 0, 0]], np.float32
+    )
+    labels = np.array([0, 0, 1, 0, 2])
+    variables = scores.init_variables(FixedLogits(), jax.random.key(0), 2, logits[:1])
+    got = scores.el2n_scores(FixedLogits(), variables, logits, labels, batch_size=2)
+    want = [np.sqrt(6) / 3, np.sqrt(6) / 4, np.sqrt(14) / 4, 0.0, np.sqrt(2)]
+    assert got.shape == (2, 5) and got.dtype == np.float32
+    np.testing.assert_allclose(got, np.stack([want, want]), atol=1e-6)
+
+
+def test_grand_hand_computed_single_param():
+    # loss = logsumexp(s x) - s x_y, so dloss/ds = sum_j (p_j - onehot_j) x_j at s = 1.
+    logits = np.array([[0.5, -1.0, 2.0], [1.0, 1.0, 1.0], [3.0, 0.0, -3.0]], np.float32)
+    labels = np.array([1, 0, 0])
+    variables = scores.init_variables(FixedLogits(), jax.random.key(0), 1, logits[:1])
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    want = np.abs(np.sum((probs - np.eye(3)[labels]) * logits, axis=1))
+    got = scores.grand_scores(FixedLogits(), variables, logits, labels, batch_size=2)
+    np.testing.assert_allclose(got[0], want, rtol=1e-5)
+
+
+def test_grand_equals_per_example_grad_loop(tiny):
+    model, variables = tiny
+    images, labels = _data(n=9)
+    got = scores.grand_scores(model, variables, images, labels, batch_size=4)
+    apply_fn = lambda v, x: model.apply(v, x, train=False)
+    for k in range(3):
+        one = jax.tree.map(lambda v, k=k: v[k], variables)
+        for i in range(9):
+            grads = jax.grad(
+                lambda p, i=i, one=one: grad_norms.cross_entropy(
+                    apply_fn({**one, "params": p}, images[i : i + 1]), labels[i : i + 1]
+                )[0]
+            )(one["params"])
+            want = np.sqrt(
+                sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(grads))
+            )
+            np.testing.assert_allclose(got[k, i], want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fn", [scores.el2n_scores, scores.grand_scores])
+def test_k_seeds_equal_single_seed_calls_and_padding_never_matters(tiny, fn):
+    model, variables = tiny
+    images, labels = _data()
+    together = fn(model, variables, images, labels, batch_size=16)
+    assert together.shape == (3, 37)
+    for k in range(3):
+        single = jax.tree.map(lambda v, k=k: v[k : k + 1], variables)
+        np.testing.assert_allclose(
+            fn(model, single, images, labels, batch_size=16)[0], together[k], rtol=1e-6
+        )
+    for batch_size in (8, 64):
+        np.testing.assert_allclose(
+            fn(model, variables, images, labels, batch_size=batch_size), together, rtol=1e-5
+        )
+    vmapped = fn(model, variables, images, labels, batch_size=16, seed_axis="vmap")
+    np.testing.assert_allclose(vmapped, together, rtol=1e-5)
+    np.testing.assert_array_equal(fn(model, variables, images, labels, batch_size=16), together)
+
+
+def test_init_variables_stacks_independent_inits():
+    model = TinyCNN()
+    key = jax.random.key(7)
+    stacked = scores.init_variables(model, key, 2, np.zeros((1, 6, 6, 1)))
+    for k, subkey in enumerate(jax.random.split(key, 2)):
+        one = model.init(subkey, jnp.zeros((1, 6, 6, 1)), train=False)
+        jax.tree.map(lambda a, b, k=k: np.testing.assert_array_equal(a[k], b), stacked, one)
+
+
+def test_no_retrace_across_batches_or_calls(tiny, monkeypatch):
+    model, variables = tiny
+    images, labels = _data()
+    traces = []
+    original = scores._batch_scores
+
+    def counting(*args):
+        traces.append(args[1])
+        return original(*args)
+
+    monkeypatch.setattr(scores, "_batch_scores", counting)
+    scores._build_cached.cache_clear()
+    scores.grand_scores(model, variables, images, labels, batch_size=8)  # 5 batches
+    scores.grand_scores(model, variables, images[:20], labels[:20], batch_size=8)
+    scores.el2n_scores(model, variables, images, labels, batch_size=8)
+    assert traces == ["grand", "el2n"]
+
+
+def test_bad_inputs_raise_one_line_value_errors(tiny):
+    model, variables = tiny
+    images, labels = _data(n=10)
+    cases = [
+        (
+            images,
+            np.where(np.arange(10) == 4, 3, labels),
+            r"range \[0, 3\) at indices \[4\]",
+        ),
+        (images, np.where(np.arange(10) == 2, -1, labels), r"indices \[2\]"),
+        (images[:9], labels, "different lengths"),
+        (images, labels.astype(np.float32), "integer"),
+    ]
+    nan_images = images.copy()
+    nan_images[[3, 7], 0, 0, 0] = np.nan
+    cases.append((nan_images, labels, r"NaN or inf at indices \[3, 7\]"))
+    for x, y, pattern in cases:
+        for fn in (scores.el2n_scores, scores.grand_scores):
+            with pytest.raises(ValueError, match=pattern) as err:
+                fn(model, variables, x, y, batch_size=4)
+            assert "\n" not in str(err.value)
+    single = jax.tree.map(lambda v: v[0], variables)
+    with pytest.raises(ValueError, match="no leading seed axis"):
+        scores.grand_scores(model, single, images, labels)
+    ragged = jax.tree.map(lambda v: v, variables)
+    ragged["params"]["Dense_0"]["bias"] = ragged["params"]["Dense_0"]["bias"][:2]
+    with pytest.raises(ValueError, match="disagree on the seed axis"):
+        scores.el2n_scores(model, ragged, images, labels)
+    with pytest.raises(ValueError, match="seed_axis"):
+        scores.el2n_scores(model, variables, images, labels, seed_axis="pmap")
+
+
+def test_nan_scores_are_reported_not_averaged(tiny):
+    model, variables = tiny
+    images, labels = _data(n=6)
+    broken = jax.tree.map(lambda v: v, variables)
+    kernel = broken["params"]["Dense_0"]["kernel"]
+    broken["params"]["Dense_0"]["kernel"] = kernel.at[1].set(jnp.nan)  # seed 1 diverged
+    for fn in (scores.el2n_scores, scores.grand_scores):
+        with pytest.raises(ValueError, match=r"NaN or inf for \(seed, example\)") as err:
+            fn(model, broken, images, labels, batch_size=4)
+        assert "[(1, 0), (1, 1)" in str(err.value)

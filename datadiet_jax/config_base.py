@@ -10,7 +10,8 @@ Fields (one name per concept across configs, code and metric keys):
   model.name / width: registered model and its base width (0 keeps the model's default).
   train: batch size, epochs of full-data training, SGD with Nesterov momentum, weight decay, the
     piecewise-constant schedule (x lr_drop_factor at lr_drop_fractions of training), seed_axis
-    ('auto', 'vmap', 'map') and checkpoint period.
+    ('auto', 'vmap', 'unroll', 'map'; auto = vmap on accelerators, unroll on CPU) and the
+    checkpoint period.
   score: K score seeds; epochs at which EL2N and GraNd are computed (0 = at initialization);
     whether forgetting is tracked; how long the score stage trains (-1 = up to the last score
     epoch). Scores use BatchNorm in eval mode (running statistics), as the paper's code does.

@@ -29,7 +29,6 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,10 +36,10 @@ from typing import Any
 import flax
 import flax.linen as nn
 import jax
-import jax.extend.core as jex
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
+
+from datadiet_jax import fast_pools
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -242,101 +241,6 @@ def _site_sq_norm(site: _Site, x: jax.Array, g: jax.Array) -> jax.Array:
     return total
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _block_max(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
-    return _block_max_fwd(x, window)[0]
-
-
-def _blocks(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
-    """[n_0, ..., n_d] -> [n_0/w_0, ..., n_d/w_d, prod(w)] (non-overlapping windows last)."""
-    split = [d for n, w in zip(x.shape, window, strict=True) for d in (n // w, w)]
-    rank = len(window)
-    order = [2 * i for i in range(rank)] + [2 * i + 1 for i in range(rank)]
-    blocks = x.reshape(split).transpose(order)
-    return blocks.reshape(*blocks.shape[:rank], -1)
-
-
-def _block_max_fwd(x, window):
-    blocks = _blocks(x, window)
-    return jnp.max(blocks, axis=-1), (jnp.argmax(blocks, axis=-1), x.shape)
-
-
-def _block_max_bwd(window, res, g):
-    first, shape = res
-    rank = len(window)
-    scattered = g[..., None] * jax.nn.one_hot(first, int(np.prod(window)), dtype=g.dtype)
-    scattered = scattered.reshape(*g.shape, *window)
-    order = [i for r in range(rank) for i in (r, rank + r)]
-    return (scattered.transpose(order).reshape(shape),)
-
-
-_block_max.defvjp(_block_max_fwd, _block_max_bwd)
-
-
-def _is_block_pool(params, shape) -> bool:
-    window = params["window_dimensions"]
-    return (
-        tuple(params["window_strides"]) == tuple(window)
-        and all(tuple(p) == (0, 0) for p in params["padding"])
-        and all(d == 1 for d in (*params["base_dilation"], *params["window_dilation"]))
-        and all(n % w == 0 for n, w in zip(shape, window, strict=True))
-    )
-
-
-def _eval_fast_pools(jaxpr, consts, args):
-    """Evaluates `jaxpr` with non-overlapping max-pools replaced by `_block_max`.
-
-    Both give the gradient to the first maximum of each window, but XLA's CPU select-and-scatter
-    (the transpose of `reduce_window_max`) is several times slower than the whole forward pass.
-    """
-    env = {}
-
-    def read(v):
-        return v.val if isinstance(v, jex.Literal) else env[v]
-
-    env.update(zip(jaxpr.constvars, consts, strict=True))
-    env.update(zip(jaxpr.invars, args, strict=True))
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        name = eqn.primitive.name
-        if name == "reduce_window_max" and _is_block_pool(eqn.params, invals[0].shape):
-            outvals = [_block_max(invals[0], tuple(eqn.params["window_dimensions"]))]
-        elif name in ("jit", "pjit") and isinstance(eqn.params.get("jaxpr"), jex.ClosedJaxpr):
-            inner = eqn.params["jaxpr"]
-            outvals = _eval_fast_pools(inner.jaxpr, inner.consts, invals)
-        else:
-            with eqn.ctx.manager:
-                outvals = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-            outvals = outvals if eqn.primitive.multiple_results else [outvals]
-        env.update(
-            (v, val)
-            for v, val in zip(eqn.outvars, outvals, strict=True)
-            if not isinstance(v, jex.DropVar)
-        )
-    return [read(v) for v in jaxpr.outvars]
-
-
-def _with_fast_pools(fn):
-    """`fn` (one array argument) with its max-pools differentiated by `_block_max`."""
-
-    def wrapped(arg):
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(arg)
-        if not any(e.primitive.name == "reduce_window_max" for e in _all_eqns(closed.jaxpr)):
-            return fn(arg)
-        outs = _eval_fast_pools(closed.jaxpr, closed.consts, jax.tree.leaves(arg))
-        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
-
-    return wrapped
-
-
-def _all_eqns(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        inner = eqn.params.get("jaxpr")
-        if eqn.primitive.name in ("jit", "pjit") and isinstance(inner, jex.ClosedJaxpr):
-            yield from _all_eqns(inner.jaxpr)
-
-
 def _varying_axes(x) -> frozenset:
     """The manual mesh axes `x` varies over inside shard_map (empty outside)."""
     aval = jax.typeof(x)
@@ -444,7 +348,7 @@ def per_example_grad_norms(apply_fn: ApplyFn, variables, images, labels, mask=No
         return jnp.sum(cross_entropy(logits, labels) * weight), captured
 
     if sites:
-        grads, captured = jax.grad(_with_fast_pools(summed_loss), has_aux=True)(eps)
+        grads, captured = jax.grad(fast_pools.with_fast_pools(summed_loss), has_aux=True)(eps)
         total = sum(_site_sq_norm(s, captured[s.key], grads[s.key]) for s in sites)
     else:
         total = jnp.zeros(labels.shape, jnp.float32)

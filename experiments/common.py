@@ -85,22 +85,28 @@ def _paper_config() -> ml_collections.ConfigDict:
 
 def _cpu_config() -> ml_collections.ConfigDict:
     c = fashion_mnist.get_config()
-    c.data.num_train_examples = 10_000
+    c.data.num_train_examples = 4_000
     c.data.num_test_examples = 0  # the full 10,000-image test split
     c.data.label_noise.mode = "permute"
     c.train.num_epochs = 3
+    # On XLA:CPU a vmapped K-seed step of the small CNN runs ~4x faster than the sequential
+    # lax.map that seed_axis='auto' picks there (measured: 0.66 s against 2.5 s a step, K=2).
+    c.train.seed_axis = "vmap"
     c.score.num_seeds = 4
     c.score.el2n_epochs = (0, 1, 2)
     c.score.grand_epochs = (0, 1, 2)
     c.score.forgetting = True
-    c.score.train_epochs = 3
+    c.score.train_epochs = 3  # forgetting counts events over the whole training
     c.retrain.num_seeds = 2
     return c
 
 
 def _smoke_config() -> ml_collections.ConfigDict:
     c = fashion_mnist.get_config("smoke")
+    c.data.num_train_examples = 256
+    c.data.num_test_examples = 200
     c.data.label_noise.mode = "permute"
+    c.train.seed_axis = "vmap"
     c.score.el2n_epochs = (0, 1)
     c.score.grand_epochs = (0, 1)
     c.score.train_epochs = 2
@@ -130,7 +136,7 @@ SCALES: dict[str, Scale] = {
         fig1_epoch_kinds=("el2n", "grand"),
         fig1_epoch_prune_fraction=0.5,
     ),
-    # Fashion-MNIST, small CNN, first 10,000 training images, 3 epochs: a 2-core CPU job.
+    # Fashion-MNIST, small CNN, first 4,000 training images, 3 epochs: a 2-core CPU job.
     "cpu": Scale(
         name="cpu",
         base_config=_cpu_config,
@@ -139,7 +145,7 @@ SCALES: dict[str, Scale] = {
         noisy_overrides={"score.grand_epochs": ()},
         fig2_score="el2n@1",
         fig2_keep_fraction=0.4,
-        fig2_offset_fractions=(0, 0.01, 0.03, 0.06, 0.12, 0.3, 0.6),
+        fig2_offset_fractions=(0, 0.01, 0.03, 0.1, 0.3, 0.6),
         fig1_methods=("el2n@2", "grand@0", "grand@2", "forgetting"),
         fig1_prune_fractions=(0.3, 0.6, 0.8),
         fig1_epoch_kinds=("el2n", "grand"),
@@ -231,15 +237,10 @@ def fig2_prune_fraction(scale: Scale) -> float:
 
 
 def baseline_item(scale: Scale, noise: float) -> dict:
-    """Full data and random subsets of one noise level, shared by both figures.
-
-    Random subsets are drawn at Figure 2's pruned fraction and, for clean labels, at every
-    fraction of Figure 1's pruning panel.
-    """
-    fractions = {fig2_prune_fraction(scale)}
-    if not noise:
-        fractions |= {float(f) for f in scale.fig1_prune_fractions}
-    return training_item("baselines", noise, fractions=sorted(fractions), full=True, random=True)
+    """Full data and a random subset of Figure 2's size at one noise level, shared by both
+    figures (Figure 1 adds random subsets of its other fractions)."""
+    fraction = fig2_prune_fraction(scale)
+    return training_item("baselines", noise, fractions=(fraction,), full=True, random=True)
 
 
 def make_config(scale: Scale, it: Mapping, runs_dir: str) -> ml_collections.ConfigDict:

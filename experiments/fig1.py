@@ -13,10 +13,11 @@ full-data and random baselines are shared with it too.
 Scales (see `experiments.common.SCALES`):
   paper: CIFAR-10, ResNet18, 10 score seeds, scores at epochs 0-40, 9 pruned fractions, 4 runs
     per point (GPU).
-  cpu: Fashion-MNIST (first 10,000 training images), small CNN, 4 score seeds, scores at epochs
+  cpu: Fashion-MNIST (first 4,000 training images), small CNN, 4 score seeds, scores at epochs
     0, 1, 2, forgetting over 3 epochs, fractions 0.3, 0.6, 0.8, 2 runs per point. Estimated time
-    on a 2-core CPU: about TIME_ESTIMATE after `experiments.fig2` (which trains the shared score
-    run and baselines), about TIME_ALONE on its own.
+    on an otherwise idle 2-core CPU: about 30 minutes after `experiments.fig2` (17 retrainings of
+    about 100 s; the score run and the full and random-40% baselines are Figure 2's), about 37
+    minutes on its own.
   smoke: the same stages on 256 examples, about a minute.
 
 Outputs: OUT/fig1_pruning.{png,pdf}, OUT/fig1_epochs.{png,pdf}, OUT/fig1.csv (one row per
@@ -61,18 +62,22 @@ def epoch_panel_scores(scale: common.Scale) -> list[str]:
 
 
 def sweep(scale: common.Scale) -> list[dict]:
-    """Items of Figure 1: the clean score run and baselines (shared with Figure 2), the pruning
-    panel, and the epoch-panel runs the pruning panel does not already train."""
+    """Items of Figure 1: the clean score run and baselines (shared with Figure 2), random subsets
+    of the other fractions, the pruning panel, and the epoch-panel runs the pruning panel does not
+    already train."""
     fixed = scale.fig1_epoch_prune_fraction
     in_pruning = np.isclose(scale.fig1_prune_fractions, fixed).any()
     extra = [s for s in epoch_panel_scores(scale) if not (in_pruning and s in scale.fig1_methods)]
-    items = [
-        common.score_item(0.0),
-        common.baseline_item(scale, 0.0),
+    shared = common.fig2_prune_fraction(scale)
+    randoms = [f for f in scale.fig1_prune_fractions if not np.isclose(f, shared)]
+    items = [common.score_item(0.0), common.baseline_item(scale, 0.0)]
+    if randoms:
+        items.append(common.training_item("fig1_random", 0.0, fractions=randoms, random=True))
+    items.append(
         common.training_item(
             "fig1_pruning", 0.0, scores=scale.fig1_methods, fractions=scale.fig1_prune_fractions
-        ),
-    ]
+        )
+    )
     if extra:
         items.append(common.training_item("fig1_epochs", 0.0, scores=extra, fractions=(fixed,)))
     return items

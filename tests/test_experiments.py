@@ -152,7 +152,7 @@ def test_fig1_reused_the_clean_score_run(smoke):
     for path, stamp in before.items():  # nothing fig2 wrote was rewritten, scores included
         assert after[path] == stamp, path
     clean = os.path.join(runs, "smoke", "scores_noise00")
-    for item in ("fig1_pruning_noise00", "fig1_epochs_noise00"):
+    for item in ("fig1_random_noise00", "fig1_pruning_noise00", "fig1_epochs_noise00"):
         config = json.load(open(os.path.join(runs, "smoke", item, "config.json")))
         assert config["score"]["workdir"] == clean
         assert not os.path.exists(os.path.join(runs, "smoke", item, "scores"))

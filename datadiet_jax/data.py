@@ -99,7 +99,7 @@ def get_builder(name: str, data_dir: str | None, download: bool = False):
     return builder
 
 
-def _load_raw(name: str, split: str, data_dir: str | None, download: bool):
+def _load_raw(name: str, split: str, data_dir: str | None, download: bool, num_examples: int):
     import tensorflow_datasets as tfds
 
     builder = get_builder(name, data_dir, download)
@@ -108,8 +108,16 @@ def _load_raw(name: str, split: str, data_dir: str | None, download: bool):
     if builder.info.supervised_keys is None:
         raise ValueError(f"Dataset {name!r} has no (image, label) supervised keys; pick another.")
     image_key, label_key = builder.info.supervised_keys
+    if num_examples:  # Read only the first examples (TFDS slicing keeps the split's order).
+        available = builder.info.splits[split].num_examples if split in builder.info.splits else 0
+        if available and num_examples > available:
+            raise ValueError(
+                f"num_examples={num_examples} exceeds the {available} examples of {name}:{split}."
+            )
     try:
-        ds = builder.as_dataset(split=split, shuffle_files=False)
+        ds = builder.as_dataset(
+            split=f"{split}[:{num_examples}]" if num_examples else split, shuffle_files=False
+        )
     except (KeyError, ValueError) as e:
         raise ValueError(f"Dataset {name!r} has no split {split!r} ({e}); pick another.") from None
     images, labels = [], []
@@ -140,11 +148,11 @@ def load_split(
     Returns:
       A `Split` with `images [N, H, W, C] uint8` and `labels [N] int32`.
     """
-    images, labels, num_classes = _load_raw(name, split, data_dir, download)
+    images, labels, num_classes = _load_raw(name, split, data_dir, download, num_examples)
     if images.ndim == 3:
         images = images[..., None]
     if num_examples:
-        if num_examples > len(labels):
+        if len(labels) < num_examples:
             raise ValueError(
                 f"num_examples={num_examples} exceeds the {len(labels)} examples of {name}:{split}."
             )

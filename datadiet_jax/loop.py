@@ -105,7 +105,7 @@ def train_seeds(
     for batch in batches:
         state, stats, loss = step_fn(state, stats, batch)
         step += 1
-        progress.update(step, f"(epoch {step / spe:.2f})")
+        progress.update(step, f"(epoch {step / spe:.2f})", pending=loss)
         at_epoch_end = step % spe == 0 or step == stop
         if at_epoch_end:
             _append_jsonl(

@@ -217,10 +217,14 @@ class Progress:
         self.name, self.total, self.start, self.unit = name, total, start, unit_per_step
         self.every_s, self.t0, self.last = every_s, time.time(), 0.0
 
-    def update(self, step: int, extra: str = "") -> None:
+    def update(self, step: int, extra: str = "", pending=None) -> None:
+        """Logs progress at `step`; `pending` (arrays still being computed) is waited for first,
+        so the rate counts finished work, not work queued by asynchronous dispatch."""
         now = time.time()
         if now - self.last < self.every_s and step != self.total:
             return
+        jax.block_until_ready(pending)
+        now = time.time()
         self.last = now
         done = step - self.start
         rate = done / max(now - self.t0, 1e-9)

@@ -70,6 +70,7 @@ def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
 
 
 def summary_sections(rows) -> list[tuple[str, list[dict]]]:
+    """One summary table per noise level (strategy, offset, kept), plus its best offset."""
     sections = []
     for noise in sorted({r["noise_fraction"] for r in rows}):
         panel = [r for r in rows if r["noise_fraction"] == noise]

@@ -10,14 +10,15 @@ for normally distributed accuracies).
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
+
+from datadiet_jax import artifacts
 
 FORMATS = ("png", "pdf")
 BASELINE_STYLES = {
@@ -105,20 +106,12 @@ def save_figure(fig: Figure, out_stem) -> list[str]:
       The written paths, PNG first.
     """
     stem, paths = _out_paths(out_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     for fmt, path in zip(FORMATS, paths, strict=True):
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=f".{fmt}.tmp", dir=stem.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                # No creation date in the PDF, so identical results give identical files.
-                metadata = {"CreationDate": None} if fmt == "pdf" else None
-                fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; figures are meant to be shared
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        buf = io.BytesIO()
+        # No creation date in the PDF, so identical results give identical files.
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
+        artifacts.atomic_write_bytes(str(path), buf.getvalue())
     logging.info("Wrote %s", ", ".join(str(p) for p in paths))
     return [str(p) for p in paths]
 

@@ -23,7 +23,6 @@ from absl import logging
 from datadiet_jax import artifacts, data, loop, models, pipelines, pruning, train
 from datadiet_jax import scores as scores_lib
 
-SCORE_KINDS = ("el2n", "grand", "forgetting")
 _SCORE_PURPOSE, _RETRAIN_PURPOSE = 1, 2
 
 
@@ -314,22 +313,12 @@ def retrain_stage(config, workdir: str, model, split, test_split, plan) -> list[
 
 def result_rows(results: list[dict]) -> list[dict]:
     """One CSV row per (run, seed)."""
-    rows = []
-    for r in results:
-        for seed, acc in enumerate(r["test_accuracy"]):
-            rows.append(
-                dict(
-                    run=r["name"],
-                    score=r["score"],
-                    strategy=r["strategy"],
-                    prune_fraction=r["prune_fraction"],
-                    num_kept=r["num_kept"],
-                    label_noise=r["label_noise"],
-                    seed=seed,
-                    test_accuracy=acc,
-                )
-            )
-    return rows
+    keys = ("score", "strategy", "prune_fraction", "offset", "num_kept", "label_noise", "steps")
+    return [
+        {"run": r["name"], **{k: r.get(k) for k in keys}, "seed": seed, "test_accuracy": acc}
+        for r in results
+        for seed, acc in enumerate(r["test_accuracy"])
+    ]
 
 
 def run(config, workdir: str) -> dict:

@@ -376,22 +376,9 @@ def load_results(scale: Scale, it: Mapping, runs_dir: str) -> dict:
 def seed_rows(scale: Scale, it: Mapping, results: Mapping) -> list[dict]:
     """One row per (retraining run, seed) of an item's saved results."""
     rows = []
-    for r in results["runs"]:
-        for seed, acc in enumerate(r["test_accuracy"]):
-            rows.append(
-                dict(
-                    scale=scale.name,
-                    item=it["name"],
-                    run=r["name"],
-                    strategy=r["strategy"],
-                    score=r["score"] or "",
-                    prune_fraction=r["prune_fraction"],
-                    offset=r["offset"],
-                    num_kept=r["num_kept"],
-                    noise_fraction=r["label_noise"],
-                    steps=r["steps"],
-                    seed=seed,
-                    test_accuracy=acc,
-                )
-            )
+    for row in run_lib.result_rows(results["runs"]):
+        row = {"scale": scale.name, "item": it["name"], **row}
+        row["score"] = row["score"] or ""
+        row["noise_fraction"] = row.pop("label_noise")
+        rows.append(row)
     return rows

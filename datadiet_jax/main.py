@@ -6,7 +6,6 @@ records the run completely. Running the same command again resumes the run.
 
 from __future__ import annotations
 
-import logging as std_logging
 import sys
 
 import jax
@@ -14,6 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from datadiet_jax import run as run_lib
+from datadiet_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run (resumed if present).")
@@ -32,17 +32,10 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-class _QuietLibraries(std_logging.Filter):
-    """Drops the INFO chatter of checkpointing internals; their warnings still show."""
-
-    def filter(self, record):
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments {argv[1:]}; settings go in --config.x=value.")
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    train.quiet_checkpoint_logs()
     logging.info("JAX devices: %s", jax.devices())
     try:
         results = run_lib.run(_CONFIG.value, _WORKDIR.value)

@@ -8,6 +8,7 @@ one after another, unrolled (vmapping convolutions over seeds is several times s
 from __future__ import annotations
 
 import functools
+import logging as std_logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -169,6 +170,18 @@ def init_states(model, tx, keys, sample_input, seed_axis: str = "auto") -> Train
     """K stacked initial states, one per key in `keys [K]`."""
     init = over_seeds(lambda k: create_train_state(k, model, tx, sample_input), seed_axis)
     return jax.jit(init)(keys)
+
+
+class _QuietCheckpointing(std_logging.Filter):
+    def filter(self, record):
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_checkpoint_logs() -> None:
+    """Drops the INFO chatter of orbax's internals from absl's log; its warnings still show."""
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _QuietCheckpointing) for f in handler.filters):
+        handler.addFilter(_QuietCheckpointing())
 
 
 class Checkpoints:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -24,10 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import ml_collections
 import numpy as np
-from absl import flags, logging
+from absl import app, flags, logging
 
 from configs import cifar10, fashion_mnist
-from datadiet_jax import artifacts, data
+from datadiet_jax import artifacts, data, train
 from datadiet_jax import run as run_lib
 
 SCALE = flags.DEFINE_enum(
@@ -382,3 +383,17 @@ def seed_rows(scale: Scale, it: Mapping, results: Mapping) -> list[dict]:
         row["noise_fraction"] = row.pop("label_noise")
         rows.append(row)
     return rows
+
+
+def main(argv, title: str, reproduce: Callable) -> None:
+    """The entry point of a figure script: flags -> reproduce -> a one-line error on bad input."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
+    train.quiet_checkpoint_logs()
+    enable_compilation_cache(RUNS.value)
+    try:
+        out = reproduce(SCALE.value, RUNS.value, OUT.value)
+    except (ValueError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        sys.exit(f"error: {e}")
+    logging.info("%s: %s", title, ", ".join(out["figure"] + out["csv"] + out["summary"]))

@@ -28,7 +28,6 @@ OUT/reports/fig1_*.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
@@ -163,15 +162,7 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
-    common.enable_compilation_cache(common.RUNS.value)
-    try:
-        out = reproduce(common.SCALE.value, common.RUNS.value, common.OUT.value)
-    except (ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
-    logging.info("Figure 1: %s", ", ".join(out["figure"] + out["csv"] + out["summary"]))
+    common.main(argv, "Figure 1", reproduce)
 
 
 if __name__ == "__main__":

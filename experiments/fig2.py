@@ -26,7 +26,6 @@ OUT/reports/fig2_*. Runs live in RUNS/<scale>/ and are resumed or skipped when r
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from absl import app, logging
@@ -123,15 +122,7 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
-    common.enable_compilation_cache(common.RUNS.value)
-    try:
-        out = reproduce(common.SCALE.value, common.RUNS.value, common.OUT.value)
-    except (ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
-    logging.info("Figure 2: %s", ", ".join(out["figure"] + out["csv"] + out["summary"]))
+    common.main(argv, "Figure 2", reproduce)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,10 @@ Full-data and random-subset baselines are drawn as horizontal lines.
 Scales (see `experiments.common.SCALES`):
   paper: CIFAR-10, ResNet18, EL2N of 10 seeds at epoch 10, 40% kept, 12 offsets up to 60% of N,
     4 runs per point (GPU).
-  cpu: Fashion-MNIST (first 4,000 training images, full test split), small CNN, EL2N of 4 seeds
+  cpu: Fashion-MNIST (first 10,000 training images, full test split), small CNN, EL2N of 4 seeds
     at epoch 1, 40% kept, 6 offsets up to 60% of N, 2 runs per point, 3 epochs of training.
-    Estimated time on an otherwise idle 2-core CPU: about 35 minutes: the clean score run about
-    4 minutes (4 seeds, 3 epochs, GraNd at epochs 0-2), the noisy one about 3 (no GraNd), then 16
-    retrainings of about 100 s each (2 seeds x 3 epochs, then the 10,000 test images). Measured
-    at 5,000 images: a 1-epoch score run with EL2N and GraNd at epochs 0 and 1 took 178 s, one
-    retraining 164 s including its compilation; the estimate scales these to 4,000.
+    Measured with `make reproduce-fig2` on a 2-core CPU: 27.5 minutes (two score runs of 2-2.5
+    minutes, then 16 retrainings of about 65 s each, each tested on the 10,000 test images).
   smoke: the same stages on 256 examples, about a minute.
 
 Outputs: OUT/fig2.{png,pdf}, OUT/fig2.csv (one row per retraining seed), OUT/fig2_summary.md and

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax import forgetting, pipelines, train
+from datadiet_jax import forgetting, pipelines, seeds, train
 
 
 def seed_keys(seed: int, purpose: int, num_seeds: int) -> jax.Array:
@@ -136,14 +136,14 @@ def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: st
 
     def init(keys, sample_input):
         one = lambda key: train.create_train_state(key, model, tx, sample_input)  # noqa: E731
-        return train.over_seeds(one, seed_axis)(keys)
+        return seeds.over_seeds(one, seed_axis)(keys)
 
     step = jax.jit(functools.partial(_k_step, model, tx, seed_axis), donate_argnums=(0, 1))
     return jax.jit(init), step
 
 
 def _k_step(model, tx, seed_axis, state, stats, batch):
-    step = train.over_seeds(functools.partial(train.train_step, model, tx), seed_axis)
+    step = seeds.over_seeds(functools.partial(train.train_step, model, tx), seed_axis)
     state, metrics = step(state, batch)
     stats = forgetting.update_forgetting(stats, batch["index"], metrics["correct"], batch["mask"])
     return state, stats, metrics["loss"]

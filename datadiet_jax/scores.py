@@ -35,9 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from datadiet_jax import grad_norms
+from datadiet_jax import grad_norms, seeds
 
-SEED_AXES = ("map", "vmap")
+SEED_AXES = ("unroll", "vmap", "map")
 _LOG_EVERY_S = 10.0
 
 
@@ -88,17 +88,16 @@ def _per_seed_scores(model, kind, variables, images, labels, mask):
 def _batch_scores(model, kind, seed_axis, variables, images, labels, mask):
     """Scores of K stacked models on one batch -> [K, B] float32.
 
-    seed_axis='map' loops over seeds with `lax.map` inside the jit (on CPU, convolutions vmapped
-    over kernels become grouped convolutions that run 1.5-8x slower in 3x the memory); 'vmap'
-    batches the seeds (the better choice on GPU/TPU).
+    seed_axis (see `seeds.over_seeds`): 'unroll' runs the seeds one after another inside the jit
+    (the CPU default: convolutions vmapped over kernels become grouped convolutions that run
+    1.5-8x slower in 3x the memory, and a `lax.map` loop ran ResNet18 about 2x slower than
+    separate calls); 'vmap' batches the seeds (the GPU/TPU default); 'map' loops with `lax.map`.
     """
     per_seed = functools.partial(_per_seed_scores, model, kind)
     if jax.tree.leaves(variables)[0].shape[0] == 1:  # one seed: no loop or batching needed
         one = jax.tree.map(lambda v: v[0], variables)
         return per_seed(one, images, labels, mask)[None]
-    if seed_axis == "vmap":
-        return jax.vmap(per_seed, in_axes=(0, None, None, None))(variables, images, labels, mask)
-    return jax.lax.map(lambda v: per_seed(v, images, labels, mask), variables)
+    return seeds.over_seeds(lambda v: per_seed(v, images, labels, mask), seed_axis)(variables)
 
 
 def _build(model, kind, seed_axis, mesh):
@@ -232,7 +231,7 @@ def _check_inputs(model, variables, images, labels, batch_size, seed_axis):
 def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis) -> np.ndarray:
     """Streams padded batches through the compiled [K, B] function; returns [K, N] float32."""
     if seed_axis is None:
-        seed_axis = "map" if jax.default_backend() == "cpu" else "vmap"
+        seed_axis = "unroll" if jax.default_backend() == "cpu" else "vmap"
     images, labels, num_seeds = _check_inputs(
         model, variables, images, labels, batch_size, seed_axis
     )
@@ -304,7 +303,8 @@ def el2n_scores(
       images: [N, ...] numpy or jax array. labels: [N] int in [0, C).
       batch_size: examples per compiled step (the last batch is padded and masked).
       mesh: optional `jax.sharding.Mesh` with axes ('seed', 'data') to shard seeds and data.
-      seed_axis: 'map' (lax.map over seeds, default on CPU) or 'vmap' (default on GPU/TPU).
+      seed_axis: 'unroll' (seeds one after another inside the jit, default on CPU), 'vmap'
+        (default on GPU/TPU) or 'map' (`lax.map` over seeds).
     Returns:
       scores: [K, N] float32, in example order.
     Raises:

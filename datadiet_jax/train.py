@@ -11,7 +11,7 @@ import functools
 import logging as std_logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import flax.linen as nn
 import jax
@@ -23,6 +23,7 @@ from absl import logging
 from flax import struct
 
 from datadiet_jax import pipelines
+from datadiet_jax.seeds import over_seeds
 
 
 class TrainState(struct.PyTreeNode):
@@ -66,34 +67,6 @@ def create_train_state(key, model: nn.Module, tx, sample_input) -> TrainState:
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params),
     )
-
-
-def over_seeds(fn: Callable, mode: str) -> Callable:
-    """Lifts `fn(*args)` of one seed to args with a leading seed axis K.
-
-    Args:
-      fn: function of one seed's arguments.
-      mode: 'vmap'; 'unroll' (the K seeds one after another, unrolled inside the jit); 'map'
-        (`lax.map`, a loop inside the jit that compiles once whatever K is); or 'auto': vmap on
-        accelerators, unroll on CPU. On CPU, vmapping convolutions over seeds is several times
-        slower than running them one after another, and XLA runs a training step inside a loop
-        about 7x slower than the same step unrolled.
-    """
-    if mode == "auto":
-        mode = "unroll" if jax.default_backend() == "cpu" else "vmap"
-    if mode == "vmap":
-        return jax.vmap(fn)
-    if mode == "map":
-        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
-    if mode == "unroll":
-
-        def unrolled(*args):
-            num_seeds = jax.tree.leaves(args)[0].shape[0]
-            outs = [fn(*jax.tree.map(lambda x, k=k: x[k], args)) for k in range(num_seeds)]
-            return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-
-        return unrolled
-    raise ValueError(f"Unknown seed_axis {mode!r}; use 'auto', 'vmap', 'unroll' or 'map'.")
 
 
 def cross_entropy(logits, labels):

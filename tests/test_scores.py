@@ -101,8 +101,9 @@ def test_k_seeds_equal_single_seed_calls_and_padding_never_matters(tiny, fn):
         np.testing.assert_allclose(
             fn(model, variables, images, labels, batch_size=batch_size), together, rtol=1e-5
         )
-    vmapped = fn(model, variables, images, labels, batch_size=16, seed_axis="vmap")
-    np.testing.assert_allclose(vmapped, together, rtol=1e-5)
+    for seed_axis in ("vmap", "map"):
+        other = fn(model, variables, images, labels, batch_size=16, seed_axis=seed_axis)
+        np.testing.assert_allclose(other, together, rtol=1e-5)
     np.testing.assert_array_equal(fn(model, variables, images, labels, batch_size=16), together)
 
 

@@ -3,7 +3,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from datadiet_jax import loop, models, train
+from datadiet_jax import loop, models, seeds, train
 from datadiet_jax.config_base import base_config
 
 
@@ -58,7 +58,7 @@ def test_loss_falls_on_a_tiny_problem(synthetic_split, tmp_path):
         "label": synthetic_split.labels[None, :32],
         "mask": np.ones((1, 32), np.float32),
     }
-    step = jax.jit(train.over_seeds(lambda s, b: train.train_step(model, tx, s, b), "map"))
+    step = jax.jit(seeds.over_seeds(lambda s, b: train.train_step(model, tx, s, b), "map"))
     losses = []
     for _ in range(15):
         state, metrics = step(state, batch)
@@ -85,15 +85,16 @@ def test_resumed_run_equals_uninterrupted(synthetic_split, tmp_path):
     assert int(full_stats["seen"].sum()) == 2 * 3 * 64  # 12 steps = 3 epochs of 64 examples
 
 
-def test_map_and_vmap_over_seeds_agree(synthetic_split, tmp_path):
-    a, _, _ = _train(
-        synthetic_split, tmp_path, "map", train_cfg=_train_cfg(seed_axis="map"), num_steps=4
-    )
-    b, _, _ = _train(
-        synthetic_split, tmp_path, "vmap", train_cfg=_train_cfg(seed_axis="vmap"), num_steps=4
-    )
-    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-5)
+def test_unroll_map_and_vmap_over_seeds_agree(synthetic_split, tmp_path):
+    runs = {}
+    for mode in ("unroll", "map", "vmap"):
+        state, _, _ = _train(
+            synthetic_split, tmp_path, mode, train_cfg=_train_cfg(seed_axis=mode), num_steps=4
+        )
+        runs[mode] = jax.tree.leaves(state.params)
+    for mode in ("map", "vmap"):
+        for x, y in zip(runs["unroll"], runs[mode], strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-5)
 
 
 def test_evaluate_counts_correct_predictions(synthetic_split):

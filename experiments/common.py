@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -25,17 +24,11 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 
 from configs import cifar10, fashion_mnist
-from datadiet_jax import artifacts, data, train
+from datadiet_jax import artifacts, data
 from datadiet_jax import run as run_lib
-
-SCALE = flags.DEFINE_enum(
-    "scale", "cpu", ["cpu", "paper", "smoke"], "Size of the reproduction (see experiments.common)."
-)
-OUT = flags.DEFINE_string("out", "figures", "Folder for figures, CSV files and reports.")
-RUNS = flags.DEFINE_string("runs", "runs/figures", "Folder for the work directories of the runs.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,15 +378,24 @@ def seed_rows(scale: Scale, it: Mapping, results: Mapping) -> list[dict]:
     return rows
 
 
-def main(argv, title: str, reproduce: Callable) -> None:
-    """The entry point of a figure script: flags -> reproduce -> a one-line error on bad input."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
-    train.quiet_checkpoint_logs()
-    enable_compilation_cache(RUNS.value)
-    try:
-        out = reproduce(SCALE.value, RUNS.value, OUT.value)
-    except (ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
-    logging.info("%s: %s", title, ", ".join(out["figure"] + out["csv"] + out["summary"]))
+def run_and_collect(scale_name, runs_dir: str, out_dir: str, fig: str, sweep_fn, collect_fn):
+    """Runs (or resumes) a figure's sweep and writes its CSV (OUT/<fig>.csv).
+
+    Returns:
+      (scale, items, rows, csv_path).
+    """
+    scale = get_scale(scale_name)
+    items = sweep_fn(scale)
+    start = time.time()
+    run_sweep(scale, items, runs_dir)
+    logging.info("%s sweep (%s) done in %.1f s", fig, scale.name, time.time() - start)
+    rows = collect_fn(scale, items, runs_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, f"{fig}.csv")
+    artifacts.write_csv(csv_path, rows)
+    return scale, items, rows, csv_path
+
+
+def train_dirs(scale: Scale, items, runs_dir: str) -> dict[str, str]:
+    """{item name: work directory} of a sweep's training items."""
+    return {it["name"]: workdir(runs_dir, scale, it) for it in items if it["kind"] == "train"}

@@ -13,11 +13,10 @@ full-data and random baselines are shared with it too.
 Scales (see `experiments.common.SCALES`):
   paper: CIFAR-10, ResNet18, 10 score seeds, scores at epochs 0-40, 9 pruned fractions, 4 runs
     per point (GPU).
-  cpu: Fashion-MNIST (first 4,000 training images), small CNN, 4 score seeds, scores at epochs
-    0, 1, 2, forgetting over 3 epochs, fractions 0.3, 0.6, 0.8, 2 runs per point. Estimated time
-    on an otherwise idle 2-core CPU: about 30 minutes after `experiments.fig2` (17 retrainings of
-    about 100 s; the score run and the full and random-40% baselines are Figure 2's), about 37
-    minutes on its own.
+  cpu: Fashion-MNIST (first 10,000 training images), small CNN, 4 score seeds, scores at epochs
+    0, 1, 2, forgetting over 3 epochs, fractions 0.3, 0.6, 0.8, 2 runs per point. Measured with
+    `make reproduce-fig1` on a 2-core CPU after `make reproduce-fig2`: 24 minutes (17 retrainings
+    of about 85 s; the score run and the full and random-40% baselines are Figure 2's).
   smoke: the same stages on 256 examples, about a minute.
 
 Outputs: OUT/fig1_pruning.{png,pdf}, OUT/fig1_epochs.{png,pdf}, OUT/fig1.csv (one row per
@@ -28,13 +27,12 @@ OUT/reports/fig1_*.
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
-from absl import app, logging
+from absl import app
 
-from datadiet_jax import artifacts, plots
-from experiments import common, reports
+from datadiet_jax import plots
+from experiments import cli, common, reports
 
 CSV_COLUMNS = (
     "panel",
@@ -126,15 +124,9 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path], 'reports': paths}.
     """
-    scale = common.get_scale(scale_name)
-    items = sweep(scale)
-    start = time.time()
-    common.run_sweep(scale, items, runs_dir)
-    logging.info("Figure 1 sweep (%s) done in %.1f s", scale.name, time.time() - start)
-    rows = collect(scale, items, runs_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    csv_path = os.path.join(out_dir, "fig1.csv")
-    artifacts.write_csv(csv_path, rows)
+    scale, items, rows, csv_path = common.run_and_collect(
+        scale_name, runs_dir, out_dir, "fig1", sweep, collect
+    )
     pruning = [r for r in rows if r["panel"] == "pruning"]
     epochs = [r for r in rows if r["panel"] == "epochs"]
     figure = plots.plot_pruning_curves(pruning, os.path.join(out_dir, "fig1_pruning"))
@@ -152,9 +144,7 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
         sections,
     )
     score_dir = common.workdir(runs_dir, scale, common.score_item(0.0))
-    train_dirs = {
-        it["name"]: common.workdir(runs_dir, scale, it) for it in items if it["kind"] == "train"
-    }
+    train_dirs = common.train_dirs(scale, items, runs_dir)
     written = reports.write_reports(
         "fig1", {common.noise_tag(0.0): score_dir}, train_dirs, scale.fig1_methods, out_dir
     )
@@ -162,7 +152,7 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
 
 
 def main(argv):
-    common.main(argv, "Figure 1", reproduce)
+    cli.main(argv, "Figure 1", reproduce)
 
 
 if __name__ == "__main__":

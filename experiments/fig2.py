@@ -23,12 +23,11 @@ OUT/reports/fig2_*. Runs live in RUNS/<scale>/ and are resumed or skipped when r
 from __future__ import annotations
 
 import os
-import time
 
-from absl import app, logging
+from absl import app
 
-from datadiet_jax import artifacts, plots
-from experiments import common, reports
+from datadiet_jax import plots
+from experiments import cli, common, reports
 
 CSV_COLUMNS = ("offset", "noise_fraction", "strategy", "seed", "test_accuracy", "num_kept", "scale")
 
@@ -90,15 +89,9 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path], 'reports': paths}.
     """
-    scale = common.get_scale(scale_name)
-    items = sweep(scale)
-    start = time.time()
-    common.run_sweep(scale, items, runs_dir)
-    logging.info("Figure 2 sweep (%s) done in %.1f s", scale.name, time.time() - start)
-    rows = collect(scale, items, runs_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    csv_path = os.path.join(out_dir, "fig2.csv")
-    artifacts.write_csv(csv_path, rows)
+    scale, items, rows, csv_path = common.run_and_collect(
+        scale_name, runs_dir, out_dir, "fig2", sweep, collect
+    )
     figure = plots.plot_offset_curves(rows, os.path.join(out_dir, "fig2"))
     summary = reports.write_summary(
         os.path.join(out_dir, "fig2_summary.md"),
@@ -111,15 +104,13 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
         for it in items
         if it["kind"] == "score"
     }
-    train_dirs = {
-        it["name"]: common.workdir(runs_dir, scale, it) for it in items if it["kind"] == "train"
-    }
+    train_dirs = common.train_dirs(scale, items, runs_dir)
     written = reports.write_reports("fig2", score_dirs, train_dirs, (scale.fig2_score,), out_dir)
     return {"figure": figure, "csv": [csv_path], "summary": [summary], "reports": written}
 
 
 def main(argv):
-    common.main(argv, "Figure 2", reproduce)
+    cli.main(argv, "Figure 2", reproduce)
 
 
 if __name__ == "__main__":

@@ -134,10 +134,7 @@ def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: st
     (the score training and all retrainings of a run), so each compiles once."""
     tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
 
-    def init(keys, sample_input):
-        one = lambda key: train.create_train_state(key, model, tx, sample_input)  # noqa: E731
-        return seeds.over_seeds(one, seed_axis)(keys)
-
+    init = functools.partial(train.init_states, model, tx, seed_axis=seed_axis)
     step = jax.jit(functools.partial(_k_step, model, tx, seed_axis), donate_argnums=(0, 1))
     return jax.jit(init), step
 

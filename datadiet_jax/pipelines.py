@@ -132,12 +132,7 @@ def train_batches(
     ds = ds.skip(start_step - start_epoch * spe).take(num_steps - start_step)
     ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, num_steps), ds)
     ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return iter(tfds_as_numpy(ds.prefetch(2)))
-
-
-def tfds_as_numpy(ds):
-    """Iterates a tf.data dataset as numpy dicts."""
-    return ds.as_numpy_iterator()
+    return ds.prefetch(2).as_numpy_iterator()
 
 
 def eval_batches(
@@ -172,4 +167,4 @@ def eval_batches(
 
     ds = tf.data.Dataset.from_tensor_slices((idx, mask)).batch(batch_size)
     ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return iter(tfds_as_numpy(ds.prefetch(2)))
+    return ds.prefetch(2).as_numpy_iterator()

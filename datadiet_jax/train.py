@@ -140,9 +140,8 @@ def _eval_program(model, seed_axis: str):
 
 
 def init_states(model, tx, keys, sample_input, seed_axis: str = "auto") -> TrainState:
-    """K stacked initial states, one per key in `keys [K]`."""
-    init = over_seeds(lambda k: create_train_state(k, model, tx, sample_input), seed_axis)
-    return jax.jit(init)(keys)
+    """K stacked initial states, one per key in `keys [K]` (pure; jit it at the call site)."""
+    return over_seeds(lambda k: create_train_state(k, model, tx, sample_input), seed_axis)(keys)
 
 
 class _QuietCheckpointing(std_logging.Filter):

@@ -9,7 +9,9 @@ Fields (one name per concept across configs, code and metric keys):
     the chosen examples) and seed.
   model.name / width: registered model and its base width (0 keeps the model's default).
   train: batch size, epochs of full-data training, SGD with Nesterov momentum, weight decay, the
-    piecewise-constant schedule (x lr_drop_factor at lr_drop_fractions of training), seed_axis
+    piecewise-constant schedule (x lr_drop_factor at lr_drop_fractions of training), an optional
+    linear warm-up (warmup_epochs: the rate rises from 0 over that many epochs' share of the
+    schedule; 0 = none, the paper's protocol), seed_axis
     ('auto', 'vmap', 'unroll', 'map'; auto = vmap on accelerators, unroll on CPU) and the
     checkpoint period.
   score: K score seeds; epochs at which EL2N and GraNd are computed (0 = at initialization);
@@ -49,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
             batch_size=128,
             num_epochs=200,
             learning_rate=0.1,
+            warmup_epochs=0.0,
             lr_drop_fractions=(0.3, 0.6, 0.8),
             lr_drop_factor=0.2,
             momentum=0.9,

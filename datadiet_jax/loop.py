@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax import forgetting, pipelines, seeds, train
+from datadiet_jax import forgetting, health, pipelines, seeds, train
 
 
 def seed_keys(seed: int, purpose: int, num_seeds: int) -> jax.Array:
@@ -38,6 +38,7 @@ def train_seeds(
     keep_epochs=(),
     max_steps: int | None = None,
     name: str = "train",
+    on_diverge: str = "mark",
 ):
     """Trains K seeds together on `split` restricted to `kept`, resuming from `ckpt_dir`.
 
@@ -59,10 +60,16 @@ def train_seeds(
       hooks: {epoch: fn(state, stats)} called when `epoch` is reached (epoch 0 is the init).
       keep_epochs: epochs whose checkpoints are kept.
       max_steps: stop early at this step (the run can later resume).
-      name: label of the progress log lines.
+      name: label of the progress log lines and errors.
+      on_diverge: what a non-finite loss does. 'raise': stop with a ValueError naming `name`, the
+        seed and the step (the score stage: scores of a diverged seed mean nothing). 'mark': log
+        one error line naming `name` and the seed, and go on with the other seeds; the seed's
+        first non-finite step stays in `stats['nonfinite_step']` for the caller to report. Every
+        seed diverged stops the training.
 
     Returns:
-      (state, stats, step): stacked `TrainState` [K, ...], forgetting stats [K, N], last step.
+      (state, stats, step): stacked `TrainState` [K, ...], stats (forgetting [K, N] and
+      `nonfinite_step [K]`), last step.
     """
     hooks = hooks or {}
     spe = pipelines.steps_per_epoch(len(kept), train_cfg.batch_size)
@@ -70,13 +77,17 @@ def train_seeds(
                                  train_cfg.seed_axis)  # fmt: skip
     sample = np.zeros((1, *split.images.shape[1:]), np.float32)
     state = init_fn(seed_keys(seed, purpose, num_seeds), sample)
-    stats = forgetting.init_forgetting(num_seeds, split.num_examples)
+    stats = {
+        **forgetting.init_forgetting(num_seeds, split.num_examples),
+        "nonfinite_step": health.init_nonfinite(num_seeds),
+    }
     keep_steps = {e * spe for e in keep_epochs} | {num_steps}
     ckpts = train.Checkpoints(ckpt_dir, keep_steps)
     start = ckpts.latest_step() or 0
     if start:
         state, stats = ckpts.restore(start, state, stats)
         logging.info("Resumed %s at step %d/%d", ckpt_dir, start, num_steps)
+    reported = _check_finite(stats, set(), name, spe, on_diverge)
     hook_steps = {e * spe: fn for e, fn in hooks.items()}
     if start in hook_steps:
         hook_steps[start](state, stats)
@@ -107,25 +118,57 @@ def train_seeds(
         step += 1
         progress.update(step, f"(epoch {step / spe:.2f})", pending=loss)
         at_epoch_end = step % spe == 0 or step == stop
+        must_save = step % save_every == 0 or step == stop or step in keep_steps
+        if at_epoch_end or must_save:
+            reported = _check_finite(stats, reported, name, spe, on_diverge)
         if at_epoch_end:
             _append_jsonl(
                 metrics_path, {"step": step, "epoch": step / spe, "loss": np.asarray(loss).tolist()}
             )
-        if step % save_every == 0 or step == stop or step in keep_steps:
+        if must_save:
             ckpts.save(step, state, stats)
         if step in hook_steps:
             hook_steps[step](state, stats)
+        if len(reported) == num_seeds:
+            logging.error("%s: every seed diverged; training stopped at step %d.", name, step)
+            break
     ckpts.close()
     return state, stats, step
 
 
+def _check_finite(stats, reported: set, name: str, spe: int, on_diverge: str) -> set:
+    """Reports seeds whose loss became non-finite since the last check; returns all reported."""
+    steps = np.asarray(stats["nonfinite_step"])
+    new = [k for k in np.flatnonzero(steps >= 0) if k not in reported]
+    for k in new:
+        message = (
+            f"{name}: seed {k} diverged (non-finite loss at step {steps[k]}, epoch "
+            f"{steps[k] / spe:.2f}); lower config.train.learning_rate or set "
+            "config.train.warmup_epochs"
+        )
+        if on_diverge == "raise":
+            raise ValueError(message + ".")
+        logging.error("%s; its result is marked 'diverged'.", message)
+    return reported | set(new)
+
+
+def initial_states(model, split, *, train_cfg, num_seeds: int, seed: int, purpose: int,
+                   schedule_steps: int) -> train.TrainState:  # fmt: skip
+    """The K stacked initial states `train_seeds` starts from with the same arguments."""
+    init_fn, _ = _programs(model, _optimizer_fields(train_cfg), schedule_steps,
+                           train_cfg.seed_axis)  # fmt: skip
+    sample = np.zeros((1, *split.images.shape[1:]), np.float32)
+    return init_fn(seed_keys(seed, purpose, num_seeds), sample)
+
+
 _OPTIMIZER_FIELDS = (
     "learning_rate", "lr_drop_fractions", "lr_drop_factor", "momentum", "nesterov", "weight_decay",
+    "warmup_epochs", "num_epochs",
 )  # fmt: skip
 
 
 def _optimizer_fields(train_cfg) -> tuple:
-    return tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS)
+    return tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS if k in train_cfg)
 
 
 @functools.lru_cache(maxsize=8)
@@ -142,7 +185,12 @@ def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: st
 def _k_step(model, tx, seed_axis, state, stats, batch):
     step = seeds.over_seeds(functools.partial(train.train_step, model, tx), seed_axis)
     state, metrics = step(state, batch)
-    stats = forgetting.update_forgetting(stats, batch["index"], metrics["correct"], batch["mask"])
+    stats = {
+        **forgetting.update_forgetting(stats, batch["index"], metrics["correct"], batch["mask"]),
+        "nonfinite_step": health.update_nonfinite(
+            stats["nonfinite_step"], metrics["loss"], state.step
+        ),
+    }
     return state, stats, metrics["loss"]
 
 

@@ -21,12 +21,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def summary(results: dict) -> str:
-    """A few lines for people: test accuracy of every run and where the files are."""
-    lines = ["", "Test accuracy (mean over retraining seeds):"]
+    """A few lines for people: test accuracy of every run and where the files are.
+
+    The accuracy is the mean over the healthy seeds only; seeds that collapsed or diverged are
+    named and left out (see `datadiet_jax.health`).
+    """
+    lines = ["", "Test accuracy (mean over healthy retraining seeds):"]
     for r in results["runs"]:
-        lines.append(
-            f"  {r['name']:<28} kept {r['num_kept']:>6}  accuracy {r['mean_test_accuracy']:.4f}"
-        )
+        mean = r.get("mean_test_accuracy")
+        text = "no healthy seed" if mean is None else f"{mean:.4f}"
+        statuses = r.get("status") or []
+        bad = [f"seed {k} {s}" for k, s in enumerate(statuses) if s != "ok"]
+        note = f"  (left out: {', '.join(bad)})" if bad else ""
+        lines.append(f"  {r['name']:<28} kept {r['num_kept']:>6}  accuracy {text}{note}")
     lines.append(f"Scores:  {results['workdir']}/scores/")
     lines.append(f"Results: {results['workdir']}/results.json, results.csv")
     return "\n".join(lines)
@@ -43,6 +50,19 @@ def main(argv):
         logging.error("%s", e)
         sys.exit(f"error: {e}")
     logging.info("%s", summary(results))
+    diverged = [
+        f"{r['name']} seed {k}"
+        for r in results["runs"]
+        for k, s in enumerate(r.get("status") or [])
+        if s == "diverged"
+    ]
+    if diverged:
+        names = ", ".join(diverged)
+        sys.exit(
+            f"error: {len(diverged)} training(s) diverged (non-finite loss): {names}; their "
+            "results are marked 'diverged'. Lower config.train.learning_rate or set "
+            "config.train.warmup_epochs."
+        )
 
 
 def parse_flags(argv: list[str]) -> list[str]:

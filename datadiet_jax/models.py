@@ -18,7 +18,15 @@ _BN = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 class SmallCNN(nn.Module):
     """Two 3x3 conv layers (`width`, 2 * `width` channels; 32, 64 by default) with BatchNorm and
-    max-pooling, then Dense(128)."""
+    max-pooling, then Dense(`hidden`) with BatchNorm, then the Dense classifier.
+
+    The hidden layer is normalized too: its inputs are all positive (ReLU, max-pool) and strongly
+    correlated across images, so without normalization the sign of a unit's pre-activation is
+    nearly the same for every image. A third of the units start dead, and at learning rate 0.1
+    with Nesterov momentum the first steps kill most of the rest (over 90% after 5 steps on
+    2,000 Fashion-MNIST images; the loss rose to 30 and training never recovered). With
+    BatchNorm, under 5% are dead and the same training converges.
+    """
 
     num_classes: int = 10
     width: int = 32
@@ -32,7 +40,8 @@ class SmallCNN(nn.Module):
             x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(self.hidden)(x))
+        x = nn.Dense(self.hidden, use_bias=False)(x)
+        x = nn.relu(_BN(use_running_average=not train)(x))
         return nn.Dense(self.num_classes)(x)
 
 

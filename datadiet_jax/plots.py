@@ -5,7 +5,8 @@ atomically (a temporary file in the same folder, then `os.replace`) and returns 
 Figures are drawn on `matplotlib.figure.Figure` objects with no pyplot state, so the Agg (PNG) and
 PDF canvases are used whatever the interactive backend of a notebook is, and nothing leaks between
 calls. Curves show the mean over runs with a 16th-84th percentile band (one standard deviation
-for normally distributed accuracies).
+for normally distributed accuracies). Runs whose 'status' is 'collapsed' or 'diverged' (see
+`datadiet_jax.health`) are left out of every curve, and the figure says how many.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
 
-from datadiet_jax import artifacts
+from datadiet_jax import artifacts, health
 
 FORMATS = ("png", "pdf")
 BASELINE_STYLES = {
@@ -87,6 +88,18 @@ def _check_rows(rows, keys: Sequence[str], fn_name: str) -> list[Mapping]:
     return rows
 
 
+def _healthy(rows: list[Mapping], fn_name: str) -> tuple[list[Mapping], str]:
+    """The rows of healthy runs, and a note saying how many were left out ('' if none)."""
+    kept, left_out = health.healthy(rows)
+    if not left_out:
+        return kept, ""
+    logging.warning("%s leaves out %d collapsed or diverged runs of %d.", fn_name, left_out,
+                    len(rows))  # fmt: skip
+    if not kept:
+        raise ValueError(f"{fn_name}: every run collapsed or diverged; nothing to plot")
+    return kept, f"{left_out} of {len(rows)} runs left out (collapsed or diverged)"
+
+
 def _out_paths(out_stem) -> tuple[Path, list[Path]]:
     stem = Path(out_stem)
     if stem.suffix in {f".{fmt}" for fmt in FORMATS}:
@@ -147,8 +160,11 @@ def plot_offset_curves(rows: Sequence[Mapping], out_stem) -> list[str]:
             raise ValueError(
                 f"row {i} has strategy={row['strategy']!r}; use 'offset', 'random' or 'full'"
             )
+    rows, note = _healthy(rows, "plot_offset_curves")
     fractions = sorted({_number(r, "noise_fraction", i) for i, r in enumerate(rows)})
     fig = Figure(figsize=(4.0 * len(fractions), 3.2), layout="constrained")
+    if note:
+        fig.suptitle(note, fontsize="small")
     axes = fig.subplots(1, len(fractions), squeeze=False)[0]
     for ax, fraction in zip(axes, fractions, strict=True):
         panel = [r for i, r in enumerate(rows) if _number(r, "noise_fraction", i) == fraction]
@@ -168,8 +184,11 @@ def plot_offset_curves(rows: Sequence[Mapping], out_stem) -> list[str]:
 
 
 def _method_curves(rows, group_key, x_key, xlabel, out_stem) -> list[str]:
+    rows, note = _healthy(rows, "a pruning figure")
     fig = Figure(figsize=(5.0, 3.5), layout="constrained")
     ax = fig.subplots()
+    if note:
+        ax.set_title(note, fontsize="small")
     groups: dict[str, list[Mapping]] = {}
     for row in rows:
         groups.setdefault(str(row[group_key]), []).append(row)

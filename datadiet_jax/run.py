@@ -20,10 +20,10 @@ import re
 
 from absl import logging
 
-from datadiet_jax import artifacts, data, loop, models, pipelines, pruning, train
+from datadiet_jax import artifacts, data, loop, models, pipelines, pruning, retrain
 from datadiet_jax import scores as scores_lib
 
-_SCORE_PURPOSE, _RETRAIN_PURPOSE = 1, 2
+_SCORE_PURPOSE = 1
 
 
 def config_to_dict(config) -> dict:
@@ -178,6 +178,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
         hooks={e: hook_for(e) for e in needed},
         keep_epochs=needed,
         name="score training",
+        on_diverge="raise",
     )
     if config.score.forgetting:
         from datadiet_jax import forgetting
@@ -255,72 +256,6 @@ def check_plan_inputs(config, split) -> None:
                 pruning.check_window(split.num_examples, offset, num_keep)
 
 
-def retrain_stage(config, workdir: str, model, split, test_split, plan) -> list[dict]:
-    """Trains R fresh seeds on each kept subset and evaluates them; returns one result per run."""
-    full_steps = config.train.num_epochs * pipelines.steps_per_epoch(
-        split.num_examples, config.train.batch_size
-    )
-    results = []
-    for i, run in enumerate(plan):
-        run_dir = os.path.join(workdir, "retrain", run["name"])
-        result_path = os.path.join(run_dir, "result.json")
-        if os.path.exists(result_path):
-            results.append(artifacts.read_json(result_path))
-            continue
-        logging.info(
-            "Retraining %d/%d: %s on %d examples", i + 1, len(plan), run["name"], len(run["kept"])
-        )
-        artifacts.save_npz(os.path.join(run_dir, "kept.npz"), index=run["kept"])
-        steps = full_steps
-        if config.retrain.budget == "epochs":
-            steps = config.train.num_epochs * pipelines.steps_per_epoch(
-                len(run["kept"]), config.train.batch_size
-            )
-        state, _, _ = loop.train_seeds(
-            model,
-            split,
-            run["kept"],
-            train_cfg=config.train,
-            num_seeds=config.retrain.num_seeds,
-            seed=config.seed,
-            purpose=_RETRAIN_PURPOSE,
-            num_steps=steps,
-            schedule_steps=steps,
-            ckpt_dir=os.path.join(run_dir, "ckpt"),
-            augment=_augment(config, split),
-            name=run["name"],
-        )
-        acc, loss = train.evaluate(
-            model,
-            state,
-            test_split,
-            batch_size=config.train.eval_batch_size,
-            seed_axis=config.train.seed_axis,
-        )
-        result = {k: v for k, v in run.items() if k != "kept"}
-        result.update(
-            num_kept=len(run["kept"]),
-            steps=steps,
-            test_accuracy=acc.tolist(),
-            test_loss=loss.tolist(),
-            mean_test_accuracy=float(acc.mean()),
-            label_noise=config.data.label_noise.fraction,
-        )
-        artifacts.write_json(result_path, result)
-        results.append(result)
-    return results
-
-
-def result_rows(results: list[dict]) -> list[dict]:
-    """One CSV row per (run, seed)."""
-    keys = ("score", "strategy", "prune_fraction", "offset", "num_kept", "label_noise", "steps")
-    return [
-        {"run": r["name"], **{k: r.get(k) for k in keys}, "seed": seed, "test_accuracy": acc}
-        for r in results
-        for seed, acc in enumerate(r["test_accuracy"])
-    ]
-
-
 def run(config, workdir: str) -> dict:
     """Runs (or resumes) every stage; returns the results dict also written to results.json."""
     validate(config)
@@ -342,8 +277,10 @@ def run(config, workdir: str) -> dict:
     else:
         score_files = score_stage(config, workdir, model, split)
     plan = retrain_plan(config, score_files, split)
-    results = retrain_stage(config, workdir, model, split, test_split, plan)
+    results = retrain.retrain_stage(
+        config, workdir, model, split, test_split, plan, augment=_augment(config, split)
+    )
     out = {"workdir": os.path.abspath(workdir), "scores": score_files, "runs": results}
     artifacts.write_json(os.path.join(workdir, "results.json"), out)
-    artifacts.write_csv(os.path.join(workdir, "results.csv"), result_rows(results))
+    artifacts.write_csv(os.path.join(workdir, "results.csv"), retrain.result_rows(results))
     return out

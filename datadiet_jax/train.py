@@ -37,9 +37,26 @@ class TrainState(struct.PyTreeNode):
 
 def learning_rate_fn(cfg, total_steps: int) -> optax.Schedule:
     """Piecewise-constant schedule: `cfg.learning_rate`, times `cfg.lr_drop_factor` at each of
-    `cfg.lr_drop_fractions` of `total_steps` (the paper: x0.2 at epochs 60, 120, 160 of 200)."""
+    `cfg.lr_drop_fractions` of `total_steps` (the paper: x0.2 at epochs 60, 120, 160 of 200).
+
+    With `cfg.warmup_epochs > 0` the rate first rises linearly from 0 over the same fraction of
+    `total_steps` as `warmup_epochs` is of `num_epochs` (so a run whose schedule is stretched or
+    shrunk, such as a pruned run trained for a number of epochs, warms up for the same share).
+    """
     bounds = {int(f * total_steps): cfg.lr_drop_factor for f in cfg.lr_drop_fractions}
-    return optax.piecewise_constant_schedule(cfg.learning_rate, bounds)
+    schedule = optax.piecewise_constant_schedule(cfg.learning_rate, bounds)
+    warmup = warmup_steps(cfg, total_steps)
+    if not warmup:
+        return schedule
+    return lambda step: schedule(step) * jnp.minimum(1.0, (step + 1) / warmup)
+
+
+def warmup_steps(cfg, total_steps: int) -> int:
+    """Steps of the linear warm-up: `warmup_epochs / num_epochs` of `total_steps` (0 without)."""
+    epochs = float(cfg.get("warmup_epochs", 0.0) or 0.0)
+    if epochs <= 0:
+        return 0
+    return max(1, round(epochs / float(cfg.num_epochs) * total_steps))
 
 
 def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:

@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 
 from configs import cifar10, fashion_mnist
-from datadiet_jax import artifacts, data
+from datadiet_jax import artifacts, data, retrain
 from datadiet_jax import run as run_lib
 
 
@@ -370,7 +370,7 @@ def load_results(scale: Scale, it: Mapping, runs_dir: str) -> dict:
 def seed_rows(scale: Scale, it: Mapping, results: Mapping) -> list[dict]:
     """One row per (retraining run, seed) of an item's saved results."""
     rows = []
-    for row in run_lib.result_rows(results["runs"]):
+    for row in retrain.result_rows(results["runs"]):
         row = {"scale": scale.name, "item": it["name"], **row}
         row["score"] = row["score"] or ""
         row["noise_fraction"] = row.pop("label_noise")

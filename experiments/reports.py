@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax import artifacts, data, plots
+from datadiet_jax import artifacts, data, health, plots
 from datadiet_jax import reports as reports_lib
 
 GRID_PER_CLASS = 4
@@ -207,23 +207,29 @@ def write_reports(
 
 
 def summary_table(rows: Sequence[Mapping], keys: Sequence[str]) -> list[dict]:
-    """Test accuracy summarized per group of `keys`.
+    """Test accuracy summarized per group of `keys`, over healthy runs only.
 
     Args:
-      rows: one dict per (run, seed) with `keys` and 'test_accuracy'.
+      rows: one dict per (run, seed) with `keys`, 'test_accuracy' and 'status'.
       keys: grouping columns, in output order.
 
     Returns:
-      One dict per group (in first-seen order) with `keys`, 'runs', 'mean', 'p16' and 'p84'.
+      One dict per group (in first-seen order) with `keys`, 'runs' (healthy runs averaged),
+      'left_out' (collapsed or diverged runs), 'mean', 'p16' and 'p84' (None when no run of the
+      group is healthy).
     """
-    groups: dict[tuple, list[float]] = {}
+    groups: dict[tuple, list[Mapping]] = {}
     for row in rows:
-        groups.setdefault(tuple(row[k] for k in keys), []).append(float(row["test_accuracy"]))
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     out = []
-    for group, accs in groups.items():
-        mean, p16, p84 = plots.summarize(accs)
+    for group, members in groups.items():
+        ok, left_out = health.healthy(members)
+        stats = dict(mean=None, p16=None, p84=None)
+        if ok:
+            mean, p16, p84 = plots.summarize([float(r["test_accuracy"]) for r in ok])
+            stats = dict(mean=mean, p16=p16, p84=p84)
         out.append(
-            dict(zip(keys, group, strict=True)) | dict(runs=len(accs), mean=mean, p16=p16, p84=p84)
+            dict(zip(keys, group, strict=True)) | dict(runs=len(ok), left_out=left_out) | stats
         )
     return out
 
@@ -233,7 +239,8 @@ def markdown_table(table: Sequence[Mapping]) -> str:
     columns = list(table[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table:
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()]
+        cells = ["-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+                 for v in row.values()]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -54,10 +54,33 @@ def test_fashion_mnist_smoke_writes_scores_and_results(fashion_run):
     kept = np.load(os.path.join(workdir, "retrain", "el2n-1_hardest_f0.50", "kept.npz"))["index"]
     mean = artifacts.load_scores(os.path.join(workdir, "scores", "el2n_epoch001.npz"))["mean"]
     assert mean[kept].min() >= np.delete(mean, kept).max()  # the highest-EL2N half
+    # Every run learned: healthy, and well above chance (0.1) on the test set.
     for r in runs.values():
-        assert 0.0 <= r["mean_test_accuracy"] <= 1.0
+        assert r["status"] == ["ok"], r
+        assert r["train_accuracy"][0] > r["init_train_accuracy"][0] + 0.2
+        assert r["mean_test_accuracy"] > 0.25, r
+    assert runs["full"]["mean_test_accuracy"] > 0.3
     rows = open(os.path.join(workdir, "results.csv")).read().splitlines()
     assert len(rows) == 1 + 3 and rows[0].startswith("run,score,strategy")
+    assert all(",ok," in row for row in rows[1:])
+
+
+def test_diverged_retraining_is_reported_not_averaged(fashion_run, tmp_path):
+    # Healthy scores, a learning rate that makes every retraining diverge.
+    workdir, _ = fashion_run
+    proc = _main(
+        "--config=configs/fashion_mnist.py:smoke",
+        f"--workdir={tmp_path}/w",
+        f"--config.score.workdir={workdir}",
+        "--config.train.learning_rate=1000",
+    )
+    line = _error_line(proc)
+    assert "3 training(s) diverged" in line and "full seed 0" in line
+    assert "no healthy seed" in proc.stderr
+    results = json.load(open(os.path.join(tmp_path, "w", "results.json")))
+    for r in results["runs"]:
+        assert r["status"] == ["diverged"] and r["mean_test_accuracy"] is None
+        assert r["test_accuracy"] == [None] and r["nonfinite_step"][0] >= 1
 
 
 def test_rerun_resumes_without_retraining(fashion_run):

@@ -11,8 +11,9 @@ def _count(model, shape):
 
 
 def test_small_cnn_parameter_count_by_hand():
-    # conv 3*3*1*32 + BN 2*32 + conv 3*3*32*64 + BN 2*64 + dense 7*7*64*128+128 + dense 128*10+10
-    expected = 288 + 64 + 18432 + 128 + (3136 * 128 + 128) + (128 * 10 + 10)
+    # conv 3*3*1*32 + BN 2*32 + conv 3*3*32*64 + BN 2*64 + dense 7*7*64*128 (no bias) + BN 2*128
+    # + dense 128*10+10
+    expected = 288 + 64 + 18432 + 128 + 3136 * 128 + 256 + (128 * 10 + 10)
     count, variables = _count(models.get_model("small_cnn", 10), (1, 28, 28, 1))
     assert count == expected
     assert "batch_stats" in variables

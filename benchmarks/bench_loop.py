@@ -1,0 +1,152 @@
+"""Training-loop overhead: the resumable K-seed loop against its bare jitted step.
+
+    python -m benchmarks.bench_loop --out=bench [--quick]
+
+Three rates, in examples/s (K seeds x batch per step), for the small CNN on Fashion-MNIST-shaped
+synthetic data (20,000 uint8 images, K=1, batch 128, no augmentation), each the best of `repeats`
+timed runs after a warm-up (compilation) run:
+
+- 'bare': the jitted K-seed step alone (the loop's own compiled program, forgetting and the
+  non-finite check included) on one batch already on the device;
+- 'pipeline': the tf.data batches alone (no training), what the loop's input costs;
+- 'loop': `loop.train_seeds` end to end: tf.data input, steps, progress logging, metrics,
+  the non-finite checks and a checkpoint at the end.
+
+Writes OUT/bench_loop.json and OUT/bench_loop.md; the ratio loop/bare is the loop's efficiency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "bench", "Output folder for bench_loop.json and bench_loop.md.")
+flags.DEFINE_bool("quick", False, "Smoke test: fewer steps (seconds).")
+flags.DEFINE_integer("repeats", 3, "Timed runs per method; the best is reported.")
+
+
+def _setup(num_examples: int, num_seeds: int, batch_size: int):
+    import ml_collections
+    import numpy as np
+
+    from configs import fashion_mnist
+    from datadiet_jax import data, models
+
+    rng = np.random.default_rng(0)
+    split = data.Split(
+        name="synthetic",
+        split="train",
+        images=rng.integers(0, 256, (num_examples, 28, 28, 1), dtype=np.uint8),
+        labels=rng.integers(0, 10, num_examples).astype(np.int32),
+        index=np.arange(num_examples, dtype=np.int64),
+        num_classes=10,
+        mean=np.array([0.286], np.float32),
+        std=np.array([0.353], np.float32),
+        clean_labels=rng.integers(0, 10, num_examples).astype(np.int32),
+        noisy_index=np.zeros((0,), np.int64),
+    )
+    cfg = fashion_mnist.get_config().train
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.batch_size = batch_size
+    cfg.checkpoint_every_epochs = 1000
+    return split, cfg, models.get_model("small_cnn", 10)
+
+
+def _rates(num_steps: int, repeats: int) -> dict:
+    import jax
+    import numpy as np
+
+    from datadiet_jax import forgetting, health, loop, pipelines
+
+    num_seeds, batch_size, n = 1, 128, 20_000
+    split, cfg, model = _setup(n, num_seeds, batch_size)
+    per_step = num_seeds * batch_size
+    schedule = 10 * num_steps
+    init_fn, step_fn = loop._programs(model, loop._optimizer_fields(cfg), schedule, cfg.seed_axis)
+    state = init_fn(loop.seed_keys(0, 0, num_seeds), np.zeros((1, 28, 28, 1), np.float32))
+    stats = {
+        **forgetting.init_forgetting(num_seeds, n),
+        "nonfinite_step": health.init_nonfinite(num_seeds),
+    }
+    batch_args = dict(mean=split.mean, std=split.std, num_seeds=num_seeds, batch_size=batch_size)
+    batch = next(
+        pipelines.train_batches(
+            split.images, split.labels, split.index, seed=0, num_steps=1, **batch_args
+        )  # fmt: skip
+    )
+    batch = jax.device_put(batch)
+
+    def bare():
+        nonlocal state, stats
+        for _ in range(num_steps):
+            state, stats, loss = step_fn(state, stats, batch)
+        jax.block_until_ready(loss)
+
+    def pipeline():
+        for b in pipelines.train_batches(split.images, split.labels, split.index, seed=1,
+                                         num_steps=num_steps, **batch_args):  # fmt: skip
+            del b
+
+    def full_loop():
+        with tempfile.TemporaryDirectory() as tmp:
+            loop.train_seeds(
+                model, split, split.index, train_cfg=cfg, num_seeds=num_seeds, seed=0, purpose=0,
+                num_steps=num_steps, schedule_steps=schedule, ckpt_dir=os.path.join(tmp, "ckpt"),
+                augment=False, name="bench loop",
+            )  # fmt: skip
+
+    out = {}
+    for name, fn in (("bare", bare), ("pipeline", pipeline), ("loop", full_loop)):
+        fn()  # warm-up: compilation, tf.data graph building
+        best = 0.0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            best = max(best, num_steps * per_step / (time.perf_counter() - start))
+        out[name] = best
+        logging.info("%s: %.1f examples/s", name, best)
+    out["loop_vs_bare"] = out["loop"] / out["bare"]
+    return out
+
+
+def main(argv):
+    del argv
+    import jax
+
+    from datadiet_jax import train
+
+    train.quiet_checkpoint_logs()
+    num_steps = 20 if FLAGS.quick else 150
+    rates = _rates(num_steps, 1 if FLAGS.quick else FLAGS.repeats)
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+        },  # fmt: skip
+        "settings": {"model": "small_cnn", "num_seeds": 1, "batch_size": 128, "steps": num_steps},
+        "examples_per_s": rates,
+    }
+    lines = [
+        "| method | examples/s |",
+        "|---|---|",
+        *(f"| {k} | {rates[k]:.1f} |" for k in ("bare", "pipeline", "loop")),
+        f"| loop / bare | {rates['loop_vs_bare']:.3f} |",
+    ]
+    os.makedirs(FLAGS.out, exist_ok=True)
+    with open(os.path.join(FLAGS.out, "bench_loop.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(FLAGS.out, "bench_loop.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    logging.info("\n%s", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    app.run(main)

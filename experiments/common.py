@@ -82,12 +82,14 @@ def _cpu_config() -> ml_collections.ConfigDict:
     c.data.num_train_examples = 10_000
     c.data.num_test_examples = 0  # the full 10,000-image test split
     c.data.label_noise.mode = "permute"
-    c.train.num_epochs = 3
+    # 6 epochs bring the small CNN close to convergence; epoch 1 (17% of training) is the
+    # nearest whole epoch to the paper's scoring point (10%).
+    c.train.num_epochs = 6
     c.score.num_seeds = 4
     c.score.el2n_epochs = (0, 1, 2)
     c.score.grand_epochs = (0, 1, 2)
     c.score.forgetting = True
-    c.score.train_epochs = 3  # forgetting counts events over the whole training
+    c.score.train_epochs = 6  # forgetting counts events over the whole training
     c.retrain.num_seeds = 2
     return c
 
@@ -126,7 +128,7 @@ SCALES: dict[str, Scale] = {
         fig1_epoch_kinds=("el2n", "grand"),
         fig1_epoch_prune_fraction=0.5,
     ),
-    # Fashion-MNIST, small CNN, first 10,000 training images, 3 epochs: a 2-core CPU job.
+    # Fashion-MNIST, small CNN, first 10,000 training images, 6 epochs: a 2-core CPU job.
     "cpu": Scale(
         name="cpu",
         base_config=_cpu_config,
@@ -136,7 +138,7 @@ SCALES: dict[str, Scale] = {
         fig2_score="el2n@1",
         fig2_keep_fraction=0.4,
         fig2_offset_fractions=(0, 0.01, 0.03, 0.1, 0.3, 0.6),
-        fig1_methods=("el2n@2", "grand@0", "grand@2", "forgetting"),
+        fig1_methods=("el2n@1", "grand@0", "grand@1", "forgetting"),
         fig1_prune_fractions=(0.3, 0.6, 0.8),
         fig1_epoch_kinds=("el2n", "grand"),
         fig1_epoch_prune_fraction=0.6,

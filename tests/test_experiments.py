@@ -65,7 +65,8 @@ def smoke(tmp_path_factory):
 
 def test_fig2_csv_rows_and_columns(smoke):
     rows = _rows(os.path.join(smoke["out"], "fig2.csv"))
-    for column in ("offset", "noise_fraction", "strategy", "seed", "test_accuracy", "num_kept"):
+    for column in ("offset", "noise_fraction", "strategy", "seed", "status", "test_accuracy",
+                   "num_kept"):  # fmt: skip
         assert column in rows[0]
     assert {r["scale"] for r in rows} == {"smoke"}
     # Per noise level: full, random and 3 offsets, 2 seeds each.
@@ -220,16 +221,13 @@ def test_second_invocation_does_no_retraining(smoke):
         f"--runs={runs}",
         f"--out={out}",
     ]
-    start = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    seconds = time.time() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Retraining" not in proc.stderr and "score training" not in proc.stderr
     fig1.reproduce("smoke", runs, out)
     assert _snapshot(runs) == before
     for name, text in csv_before.items():
         assert open(os.path.join(out, name)).read() == text
-    assert seconds < 60  # no training: start-up, reading the images, drawing
 
 
 def test_score_run_of_another_noise_level_is_refused_before_training(smoke):

@@ -109,3 +109,34 @@ def healthy(rows: Sequence[Mapping]) -> tuple[list[Mapping], int]:
     """
     kept = [r for r in rows if r.get("status") in (None, "", OK)]
     return kept, len(rows) - len(kept)
+
+
+def check_score_training(stats, labels: np.ndarray, epoch: int, name: str = "score training"):
+    """Refuses scores from a score training that has not learned by `epoch` (> 0).
+
+    The training accuracy of each seed over its last presentations (train mode, from the
+    forgetting statistics' `previous` [K, N]) must beat the share of the most common label by
+    `COLLAPSE_MARGIN`; scores of a network that predicts one class mean nothing.
+
+    Args:
+      stats: the loop's statistics, with `previous [K, N] bool` and `seen [K, N] int`.
+      labels: [N] training labels (as trained on).
+      epoch: the score epoch (0, the initialization, is not checked).
+      name: the training's name, for the message.
+
+    Raises:
+      ValueError: naming the seed, its accuracy and the fix.
+    """
+    if epoch <= 0:
+        return
+    seen = np.asarray(stats["seen"]) > 0
+    correct = np.asarray(stats["previous"]) & seen
+    floor = majority_share(labels) + COLLAPSE_MARGIN
+    for k in range(correct.shape[0]):
+        acc = correct[k].sum() / max(seen[k].sum(), 1)
+        if acc <= floor:
+            raise ValueError(
+                f"{name}: seed {k} has not learned by epoch {epoch} (training accuracy {acc:.3f}, "
+                f"majority label {floor - COLLAPSE_MARGIN:.3f}), so its scores would mean "
+                "nothing; lower config.train.learning_rate or set config.train.warmup_epochs."
+            )

@@ -20,7 +20,7 @@ import re
 
 from absl import logging
 
-from datadiet_jax import artifacts, data, loop, models, pipelines, pruning, retrain
+from datadiet_jax import artifacts, data, health, loop, models, pipelines, pruning, retrain
 from datadiet_jax import scores as scores_lib
 
 _SCORE_PURPOSE = 1
@@ -150,6 +150,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
 
     def hook_for(epoch):
         def hook(state, stats):
+            health.check_score_training(stats, split.labels, epoch)
             variables = {"params": state.params, "batch_stats": state.batch_stats}
             for kind, fn, bs in (
                 ("el2n", scores_lib.el2n_scores, config.score.batch_size),

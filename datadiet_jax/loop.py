@@ -73,9 +73,8 @@ def train_seeds(
     stats = forgetting.init_forgetting(num_seeds, split.num_examples)
     keep_steps = {e * spe for e in keep_epochs} | {num_steps}
     ckpts = train.Checkpoints(ckpt_dir, keep_steps)
-    start = ckpts.latest_step() or 0
+    start, state, stats = ckpts.restore_latest(state, stats)
     if start:
-        state, stats = ckpts.restore(start, state, stats)
         logging.info("Resumed %s at step %d/%d", ckpt_dir, start, num_steps)
     hook_steps = {e * spe: fn for e, fn in hooks.items()}
     if start in hook_steps:

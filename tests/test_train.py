@@ -1,3 +1,5 @@
+import os
+
 import jax
 import ml_collections
 import numpy as np
@@ -112,3 +114,42 @@ def test_evaluate_counts_correct_predictions(synthetic_split):
         )
         expected = np.mean(np.argmax(logits, -1) == synthetic_split.labels)
         assert acc[k] == pytest.approx(expected)
+
+
+def _corrupt_step(ckpt_dir, step):
+    """Overwrites every data file of one checkpoint step with garbage of the same size."""
+    for root, _, files in os.walk(os.path.join(ckpt_dir, str(step))):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "wb") as f:
+                f.write(b"\x00garbage" * 8)
+
+
+def test_corrupt_latest_checkpoint_resumes_from_an_older_one(
+    synthetic_split, tmp_path, monkeypatch
+):
+    warnings = []
+    monkeypatch.setattr(
+        train.logging, "warning", lambda msg, *a: warnings.append(msg % a if a else msg)
+    )
+    full, _, _ = _train(synthetic_split, tmp_path, "full")
+    _, _, step = _train(synthetic_split, tmp_path, "resumed", max_steps=8)
+    ckpt_dir = str(tmp_path / "resumed" / "ckpt")
+    assert step == 8 and sorted(os.listdir(ckpt_dir)) == ["4", "8"]
+    _corrupt_step(ckpt_dir, 8)
+    resumed, _, step = _train(synthetic_split, tmp_path, "resumed")
+    assert step == 12
+    assert any(os.path.join(ckpt_dir, "8") in w and "unreadable" in w for w in warnings), warnings
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # as if never interrupted
+
+
+def test_no_readable_checkpoint_is_a_one_line_error(synthetic_split, tmp_path):
+    _train(synthetic_split, tmp_path, "r", max_steps=8)
+    ckpt_dir = str(tmp_path / "r" / "ckpt")
+    for step in (4, 8):
+        _corrupt_step(ckpt_dir, step)
+    with pytest.raises(ValueError, match="No readable checkpoint") as err:
+        _train(synthetic_split, tmp_path, "r")
+    assert ckpt_dir in str(err.value) and "delete" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -12,8 +12,10 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 
 import numpy as np
+from absl import logging
 
 
 def atomic_write_bytes(path: str, payload: bytes) -> None:
@@ -83,49 +85,82 @@ def save_scores(path: str, per_seed: np.ndarray, index: np.ndarray, provenance: 
 
 # The provenance fields that must agree for a score file to be used with a dataset.
 MATCH_FIELDS = ("dataset", "split", "num_examples", "label_noise")
+# Fields that may differ only on purpose (`allow_transfer`): scores of another model or seed.
+TRANSFER_FIELDS = ("model", "seed", "num_seeds")
+
+# Score kinds whose files may hold +inf: forgetting gives +inf to never-learned examples.
+_INF_KINDS = ("forgetting",)
+
+_LOAD_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError)
 
 
-def load_scores(path: str, expect: dict | None = None) -> dict:
+def load_scores(path: str, expect: dict | None = None, *, allow_transfer: bool = False) -> dict:
     """Loads and checks a score file.
 
     Args:
       path: a file written by `save_scores`.
-      expect: provenance values the file must match (any of `MATCH_FIELDS` present in it).
+      expect: provenance values the file must match: every one of `MATCH_FIELDS` present in it
+        always, and every one of `TRANSFER_FIELDS` present in it unless `allow_transfer`.
+      allow_transfer: accept scores of another model, seed or number of seeds (with a warning
+        naming what differs); `config.score.allow_transfer`.
 
     Returns:
       Dict with `per_seed [K, N]`, `mean [N]`, `index [N]`, `provenance` (dict).
 
     Raises:
-      ValueError: one-line message when the file is from another dataset, split, label-noise
-        setting or N, has the wrong length or holds NaN or infinite scores.
+      ValueError: one-line message when the file is unreadable, is from another dataset, split,
+        label-noise setting or N (or, without `allow_transfer`, another model or seed), has the
+        wrong length or holds NaN scores (or infinite ones, except +inf forgetting scores).
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"Score file {path} does not exist; run the score stage first.")
-    with np.load(path) as f:
-        out = {k: f[k] for k in ("per_seed", "mean", "index")}
-        provenance = json.loads(str(f["provenance"]))
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            out = {k: np.asarray(f[k]) for k in ("per_seed", "mean", "index")}
+            provenance = json.loads(str(f["provenance"]))
+    except _LOAD_ERRORS as e:
+        raise ValueError(
+            f"Score file {path} is unreadable ({type(e).__name__}); delete it so the score stage "
+            "recomputes it, or point config.score.workdir at a run with intact scores."
+        ) from None
     out["provenance"] = provenance
     n = len(out["index"])
-    if out["per_seed"].shape[-1] != n or out["mean"].shape != (n,):
+    if out["per_seed"].ndim != 2 or out["per_seed"].shape[-1] != n or out["mean"].shape != (n,):
         raise ValueError(
-            f"Score file {path} is corrupt: {out['per_seed'].shape[-1]} scores for {n} indices."
+            f"Score file {path} is corrupt: {out['per_seed'].shape[-1]} scores for {n} indices; "
+            "delete it so the score stage recomputes it."
         )
-    if not np.all(np.isfinite(out["per_seed"])):
-        bad = np.flatnonzero(~np.all(np.isfinite(out["per_seed"]), axis=0))[:5]
+    allowed = np.isposinf(out["per_seed"]) if provenance.get("score") in _INF_KINDS else False
+    bad_mask = ~(np.isfinite(out["per_seed"]) | allowed)
+    if bad_mask.any():
+        bad = np.flatnonzero(bad_mask.any(axis=0))[:5]
         raise ValueError(
             f"Score file {path} holds NaN or infinite scores (e.g. examples {bad.tolist()}); "
             "recompute them."
         )
+    expect = expect or {}
     for key in MATCH_FIELDS:
-        if expect and key in expect and provenance.get(key) != expect[key]:
+        if key in expect and provenance.get(key) != expect[key]:
             raise ValueError(
                 f"Score file {path} is for {key}={provenance.get(key)!r}, but this run has "
                 f"{key}={expect[key]!r}; use scores computed on the same data."
             )
-    if expect and "num_examples" in expect and n != expect["num_examples"]:
+    if "num_examples" in expect and n != expect["num_examples"]:
         raise ValueError(
             f"Score file {path} has {n} scores; this run has {expect['num_examples']}."
         )
+    differ = [
+        f"{key}={provenance.get(key)!r} (this run: {expect[key]!r})"
+        for key in TRANSFER_FIELDS
+        if key in expect and provenance.get(key) != expect[key]
+    ]
+    if differ and not allow_transfer:
+        raise ValueError(
+            f"Score file {path} is from another run: {', '.join(differ)}; set "
+            "--config.score.allow_transfer=True to use it on purpose."
+        )
+    if differ:
+        logging.warning("Transferring scores of %s: %s", path, ", ".join(differ))
     return out
 
 

@@ -17,6 +17,10 @@ Fields (one name per concept across configs, code and metric keys):
   score: K score seeds; epochs at which EL2N and GraNd are computed (0 = at initialization);
     whether forgetting is tracked; how long the score stage trains (-1 = up to the last score
     epoch). Scores use BatchNorm in eval mode (running statistics), as the paper's code does.
+    score.workdir: prune with the scores of another run's work directory instead of computing
+    them; its score files must be of the same dataset, split, N and label noise, and of the same
+    model, seed and number of score seeds unless score.allow_transfer is True (scores of
+    another model or seed are then used on purpose, with a warning naming what differs).
   prune: which scores prune ('el2n@20', 'grand@0', 'forgetting', ...), the strategy, the pruned
     fractions, the offsets (for 'offset': numbers of hardest examples skipped before the kept
     window), CCS beta, and the baselines to train.
@@ -71,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
             train_epochs=-1,
             batch_size=256,
             workdir=config_dict.placeholder(str),
+            allow_transfer=False,
         )
     )
     c.prune = ml_collections.ConfigDict(

@@ -1,7 +1,14 @@
 """Forgetting statistics (Toneva et al., 2019), as a small pure update usable in any training loop.
 
 A forgetting event is an example that was classified correctly at one presentation during training
-and incorrectly at its next one. Examples never classified correctly rank above every learned one.
+and incorrectly at its next one. Examples never classified correctly get an infinite score (as in
+Toneva et al.'s code), so they rank above every learned one.
+
+Over K seeds the score file's `mean [N]` is the plain mean, so an example that any one seed never
+learned has mean +inf and ranks above every example that all seeds learned, however often those were
+forgotten. Pruning orders by descending score with ties broken by the lower index
+(`pruning.hardest_first`), so the infinite scores come first in index order. Reports rank them
+highest (Spearman, ROC AUC) and count them beside the histogram of the finite scores.
 
 State (K seeds, N examples), a dict of arrays:
   previous: [K, N] bool, correct at the last presentation.
@@ -58,10 +65,8 @@ def update_forgetting(stats, index, correct, mask):
 def forgetting_scores(stats) -> np.ndarray:
     """Forgetting score per seed and example: `[K, N] float32`.
 
-    The number of forgetting events. An example never learned gets its number of presentations,
-    more than any learned example can have (events are at most half the presentations), so it ranks
-    as the most forgettable. Higher means harder.
+    The number of forgetting events; an example never classified correctly (including one never
+    presented) gets +inf, above every learned example. Higher means harder.
     """
     count = np.asarray(stats["count"], np.float32)
-    seen = np.asarray(stats["seen"], np.float32)
-    return np.where(np.asarray(stats["learned"]), count, seen)
+    return np.where(np.asarray(stats["learned"]), count, np.float32(np.inf))

@@ -83,9 +83,8 @@ def train_seeds(
     }
     keep_steps = {e * spe for e in keep_epochs} | {num_steps}
     ckpts = train.Checkpoints(ckpt_dir, keep_steps)
-    start = ckpts.latest_step() or 0
+    start, state, stats = ckpts.restore_latest(state, stats)
     if start:
-        state, stats = ckpts.restore(start, state, stats)
         logging.info("Resumed %s at step %d/%d", ckpt_dir, start, num_steps)
     reported = _check_finite(stats, set(), name, spe, on_diverge)
     hook_steps = {e * spe: fn for e, fn in hooks.items()}

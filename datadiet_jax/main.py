@@ -6,6 +6,8 @@ records the run completely. Running the same command again resumes the run.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 import jax
@@ -44,11 +46,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments {argv[1:]}; settings go in --config.x=value.")
     train.quiet_checkpoint_logs()
     logging.info("JAX devices: %s", jax.devices())
-    try:
-        results = run_lib.run(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
+    results = run_or_exit(_CONFIG.value, _WORKDIR.value)
     logging.info("%s", summary(results))
     diverged = [
         f"{r['name']} seed {k}"
@@ -63,6 +61,35 @@ def main(argv):
             "results are marked 'diverged'. Lower config.train.learning_rate or set "
             "config.train.warmup_epochs."
         )
+
+
+def run_or_exit(config, workdir: str) -> dict:
+    """`run.run`, with bad input and a full disk turned into one `error:` line on stderr."""
+    try:
+        return run_lib.run(config, workdir)
+    except Exception as e:
+        if _disk_full(e):
+            sys.exit(
+                f"error: the disk is full (no space left to write in {os.path.abspath(workdir)}); "
+                "free some space and run the same command again: it resumes where it stopped."
+            )
+        if isinstance(e, ValueError | FileNotFoundError):
+            sys.exit(f"error: {e}")
+        raise
+
+
+def _disk_full(e: BaseException | None) -> bool:
+    """Whether `e` or an exception it was raised from is a full disk or an exhausted quota
+    (orbax and TensorStore wrap the OSError, or keep only its text)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(s in str(e) for s in (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def parse_flags(argv: list[str]) -> list[str]:

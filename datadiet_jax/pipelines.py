@@ -3,7 +3,8 @@
 Training: every seed has its own shuffle of the kept indices each epoch, drawn statelessly from
 (seed, seed index, epoch), so a run restarted at any step sees exactly the batches an uninterrupted
 run would. The last batch of an epoch is padded with repeated examples whose `mask` is 0, so every
-epoch visits each kept example exactly once and shapes never change.
+epoch visits each kept example exactly once and shapes never change (a kept set of any size >= 1
+works, even one smaller than a batch).
 
 Batches are dicts of numpy arrays: `image [K, B, H, W, C] float32`, `label [K, B] int32`,
 `index [K, B] int64` (dataset positions) and `mask [K, B] float32`.
@@ -109,7 +110,8 @@ def train_batches(
             s = tf.random.experimental.stateless_fold_in(shuffle_seeds[k], epoch)
             order = tf.argsort(tf.random.stateless_uniform([len(kept)], s))
             perm = tf.gather(kept_t, order)
-            rows.append(tf.concat([perm, perm[: padded_len - len(kept)]], 0))
+            # Padding repeats the epoch's order (several times when B > 2M); its mask is 0.
+            rows.append(tf.tile(perm, [math.ceil(padded_len / len(kept))])[:padded_len])
         idx = tf.reshape(tf.stack(rows), [num_seeds, spe, batch_size])
         idx = tf.transpose(idx, [1, 0, 2])  # [spe, K, B]
         mask = tf.tile(mask_epoch[:, None, :], [1, num_seeds, 1])

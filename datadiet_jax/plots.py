@@ -242,7 +242,8 @@ def plot_score_histograms(hists: Mapping[str, tuple], out_stem) -> list[str]:
     """One histogram panel per score vector.
 
     Args:
-      hists: {name: (counts `[B]`, edges `[B + 1]`)}, as from `reports.score_histograms`.
+      hists: {name: (counts `[B]`, edges `[B + 1]`[, number of +inf scores])}, as from
+        `reports.score_histograms`; the +inf count is written in the panel's title.
       out_stem: output path without extension.
 
     Returns:
@@ -255,14 +256,15 @@ def plot_score_histograms(hists: Mapping[str, tuple], out_stem) -> list[str]:
     fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (name, hist) in zip(axes, hists.items(), strict=False):
-        counts, edges = (np.asarray(a) for a in hist)
+        counts, edges = (np.asarray(a) for a in hist[:2])
+        num_inf = int(hist[2]) if len(hist) > 2 else 0
         if edges.shape != (counts.shape[0] + 1,):
             raise ValueError(
                 f"histogram {name!r} has {counts.shape[0]} counts and {edges.shape[0]} edges; "
                 "pass (counts, edges) from np.histogram"
             )
         ax.stairs(counts, edges, fill=True, alpha=0.7)
-        ax.set_title(name)
+        ax.set_title(name if not num_inf else f"{name} (+{num_inf} at +inf, not shown)")
         ax.set_xlabel("score")
     for ax in axes[len(hists) :]:
         ax.set_axis_off()

@@ -2,9 +2,11 @@
 
 Every strategy returns the kept indices as a sorted (ascending) `[M] int64` array of positions in
 the dataset's own order; the data itself is never re-sorted. Scores are `[N]` float (the mean over
-the score seeds); a higher score means a harder, more important example. Ties are broken by index
-with stable sorts (among equal scores the lower index comes first), so every result is
-deterministic, and randomness comes only from an explicit `seed` through `np.random.default_rng`.
+the score seeds); a higher score means a harder, more important example. +inf is a valid score
+(the forgetting score of an example never learned): it ranks above every finite score. Ties are
+broken by index with stable sorts (among equal scores the lower index comes first), so every
+result is deterministic, and randomness comes only from an explicit `seed` through
+`np.random.default_rng`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 
 def validate_scores(scores, num_examples: int) -> np.ndarray:
-    """Checks that scores are finite and match the dataset size.
+    """Checks that scores are numbers (finite or +inf) and match the dataset size.
 
     Args:
       scores: `[N]` float array-like.
@@ -25,7 +27,7 @@ def validate_scores(scores, num_examples: int) -> np.ndarray:
       `[N] float64` copy of the scores.
 
     Raises:
-      ValueError: on a wrong shape or length, or on NaN/inf entries.
+      ValueError: on a wrong shape or length, or on NaN/-inf entries.
     """
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim != 1:
@@ -38,10 +40,10 @@ def validate_scores(scores, num_examples: int) -> np.ndarray:
             f"scores have {arr.shape[0]} entries but the dataset has {num_examples} examples; "
             "use the scores file computed on this dataset split"
         )
-    bad = ~np.isfinite(arr)
+    bad = ~(np.isfinite(arr) | np.isposinf(arr))
     if bad.any():
         raise ValueError(
-            f"scores contain {int(bad.sum())} NaN/inf values (first at index "
+            f"scores contain {int(bad.sum())} NaN/-inf values (first at index "
             f"{int(np.flatnonzero(bad)[0])}); recompute the scores (lower the learning rate if the "
             "score run diverged)"
         )
@@ -317,12 +319,13 @@ def ccs(scores, num_keep: int, *, beta: float, num_strata: int = 50, seed) -> np
         )
     pool = np.sort(hardest_first(scores)[num_drop:])
     pool_scores = scores[pool]
-    low, high = pool_scores.min(), pool_scores.max()
+    finite = np.isfinite(pool_scores)
+    # Strata span the finite scores; +inf scores (never learned) join the hardest stratum.
+    low, high = (pool_scores[finite].min(), pool_scores[finite].max()) if finite.any() else (0, 0)
+    strata = np.full(pool.shape[0], num_strata - 1 if high > low else 0, dtype=np.int64)
     if high > low:
-        strata = np.floor((pool_scores - low) / (high - low) * num_strata).astype(np.int64)
-        strata = np.minimum(strata, num_strata - 1)
-    else:
-        strata = np.zeros(pool.shape[0], dtype=np.int64)
+        scaled = np.floor((pool_scores[finite] - low) / (high - low) * num_strata)
+        strata[finite] = np.minimum(scaled.astype(np.int64), num_strata - 1)
     taken = stratum_allocation(np.bincount(strata, minlength=num_strata), num_keep)
     rng = np.random.default_rng(seed)
     kept = [

@@ -1,7 +1,9 @@
 """Numbers reported next to the figures: noise detection, rank correlations, histograms, counts.
 
-Everything is pure numpy/scipy on saved arrays. Outputs are numpy arrays or plain Python values;
-`jsonable` turns any of them into values `json.dumps` accepts.
+Everything is pure numpy/scipy on saved arrays. Scores may hold +inf (the forgetting score of an
+example never learned): it ranks above every finite score, and histograms count it apart. Outputs
+are numpy arrays or plain Python values; `jsonable` turns any of them into values `json.dumps`
+accepts.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ def _scores_1d(scores, name: str = "scores") -> np.ndarray:
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"{name} have shape {arr.shape}, expected [N]; average seeds first")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contain NaN/inf values; recompute them before reporting")
+    if not np.all(np.isfinite(arr) | np.isposinf(arr)):
+        raise ValueError(f"{name} contain NaN/-inf values; recompute them before reporting")
     return arr
 
 
@@ -195,21 +197,23 @@ def class_counts(kept, labels, num_classes: int) -> np.ndarray:
 
 
 def score_histograms(named_scores: Mapping[str, np.ndarray], bins: int = 50) -> dict:
-    """Histogram of each score vector over its own range.
+    """Histogram of each score vector over the range of its finite values; +inf counted apart.
 
     Args:
-      named_scores: {name: `[N]` float}.
+      named_scores: {name: `[N]` float}; +inf allowed (never-learned forgetting scores).
       bins: number of equal-width bins.
 
     Returns:
-      {name: (counts `[bins] int64`, edges `[bins + 1] float64`)}.
+      {name: (counts `[bins] int64`, edges `[bins + 1] float64`, number of +inf scores)}.
     """
     if int(bins) < 1:
         raise ValueError(f"bins is {bins}; use at least 1 bin")
     out = {}
     for name, scores in named_scores.items():
-        counts, edges = np.histogram(_scores_1d(scores, f"scores {name!r}"), bins=int(bins))
-        out[name] = (counts.astype(np.int64), edges)
+        arr = _scores_1d(scores, f"scores {name!r}")
+        finite = np.isfinite(arr)
+        counts, edges = np.histogram(arr[finite], bins=int(bins))
+        out[name] = (counts.astype(np.int64), edges, int((~finite).sum()))
     return out
 
 

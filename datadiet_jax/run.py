@@ -13,14 +13,25 @@ stopped run resumes where it stopped. Layout:
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
 
+import numpy as np
 from absl import logging
 
-from datadiet_jax import artifacts, data, health, loop, models, pipelines, pruning, retrain
+from datadiet_jax import (
+    artifacts,
+    config_check,
+    data,
+    health,
+    loop,
+    models,
+    pipelines,
+    pruning,
+    retrain,
+    run_names,
+)
 from datadiet_jax import scores as scores_lib
 
 _SCORE_PURPOSE = 1
@@ -41,6 +52,11 @@ def score_epochs(config) -> tuple[list[int], int]:
             f"config.score.train_epochs={train_epochs} is before the last score epoch {last}; "
             "raise it or set it to -1."
         )
+    if config.score.forgetting and train_epochs < 1:
+        raise ValueError(
+            "config.score.forgetting counts events during score training, which lasts 0 epochs "
+            "here; set config.score.train_epochs >= 1 or config.score.forgetting=False."
+        )
     return needed, train_epochs
 
 
@@ -57,6 +73,7 @@ def validate(config) -> None:
         models.get_model(config.model.name, 10)  # Raises with the valid names.
     for f in config.prune.fractions:
         pruning.num_to_keep(100, f)
+    config_check.check_values(config)
     if config.prune.strategy not in pruning.STRATEGIES:
         raise ValueError(
             f"Unknown prune strategy {config.prune.strategy!r}; set config.prune.strategy to one "
@@ -74,6 +91,7 @@ def validate(config) -> None:
     if config.data.augment not in ("auto", "on", "off"):
         raise ValueError("config.data.augment must be 'auto', 'on' or 'off'.")
     score_epochs(config)
+    run_names.check_unique(run_names.plan_names(config))
 
 
 def load_data(config):
@@ -146,7 +164,11 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
             split.index,
             provenance(config, split, kind, epoch),
         )
-        logging.info("Wrote %s scores at epoch %d: mean %.4f", kind, epoch, float(per_seed.mean()))
+        per_seed = np.asarray(per_seed)
+        finite = np.isfinite(per_seed)  # forgetting: +inf for never-learned examples
+        mean = float(per_seed[finite].mean()) if finite.any() else np.nan
+        logging.info("Wrote %s scores at epoch %d: mean %.4f, %d infinite", kind, epoch, mean,
+                     int((~finite).sum()))  # fmt: skip
 
     def hook_for(epoch):
         def hook(state, stats):
@@ -196,15 +218,28 @@ def external_scores(config, split) -> dict[str, str]:
         if epoch:
             files[name] = score_path(config.score.workdir, kind, int(epoch))
         else:  # Forgetting: the end of that run's score training.
-            found = sorted(glob.glob(score_path(config.score.workdir, kind, 0).replace("000", "*")))
-            files[name] = found[-1] if found else score_path(config.score.workdir, kind, 0)
-        artifacts.load_scores(files[name], score_expectation(config, split))
+            files[name] = _latest_score_file(config.score.workdir, kind)
+        load_checked_scores(config, split, files[name])
     return files
 
 
-def _run_name(score: str | None, strategy: str, fraction: float) -> str:
-    base = "full" if score is None else f"{re.sub(r'[^a-z0-9]+', '-', score)}_{strategy}"
-    return base if score is None and strategy == "full" else f"{base}_f{fraction:.2f}"
+def _latest_score_file(workdir: str, kind: str) -> str:
+    """`WORKDIR/scores/<kind>_epochNNN.npz` with the highest epoch (epoch 0 when none exists)."""
+    folder = os.path.dirname(score_path(workdir, kind, 0))
+    pattern = re.compile(rf"{re.escape(kind)}_epoch(\d+)\.npz")
+    epochs = [
+        int(m.group(1))
+        for f in (os.listdir(folder) if os.path.isdir(folder) else ())
+        if (m := pattern.fullmatch(f))
+    ]
+    return score_path(workdir, kind, max(epochs, default=0))
+
+
+def load_checked_scores(config, split, path: str) -> dict:
+    """`artifacts.load_scores` of `path`, checked against this run's data, model and seed."""
+    return artifacts.load_scores(
+        path, score_expectation(config, split), allow_transfer=config.score.allow_transfer
+    )
 
 
 def retrain_plan(config, score_files: dict[str, str], split) -> list[dict]:
@@ -216,18 +251,17 @@ def retrain_plan(config, score_files: dict[str, str], split) -> list[dict]:
             dict(name="full", score=None, strategy="full", prune_fraction=0.0, offset=0,
                  kept=split.index.copy())
         )  # fmt: skip
-    expect = score_expectation(config, split)
     strategy = config.prune.strategy
     offsets = config.prune.offsets if strategy == "offset" else (0,)
     for f in config.prune.fractions:
         for name in config.prune.scores:
-            s = artifacts.load_scores(score_files[name], expect)["mean"]
+            s = load_checked_scores(config, split, score_files[name])["mean"]
             for offset in offsets:
                 kept = pruning.select(
                     strategy, s, prune_fraction=f, labels=split.labels, seed=config.seed,
                     offset=offset, beta=config.prune.ccs_beta,
                 )  # fmt: skip
-                run_name = _run_name(name, strategy, f)
+                run_name = run_names.run_name(name, strategy, f)
                 if strategy == "offset":
                     run_name += f"_o{offset}"
                 plan.append(dict(name=run_name, score=name, strategy=strategy, prune_fraction=f,
@@ -236,16 +270,17 @@ def retrain_plan(config, score_files: dict[str, str], split) -> list[dict]:
             kept = pruning.select(
                 "random", None, prune_fraction=f, seed=config.seed, num_examples=split.num_examples
             )
-            plan.append(dict(name=_run_name("random", "subset", f), score="random",
+            plan.append(dict(name=run_names.run_name("random", "subset", f), score="random",
                              strategy="random", prune_fraction=f, offset=0, kept=kept))  # fmt: skip
+    run_names.check_unique([run["name"] for run in plan])
     return plan
 
 
 def score_expectation(config, split) -> dict:
-    """Provenance fields a score file must match to prune this run's data."""
-    return {
-        k: v for k, v in provenance(config, split, "", 0).items() if k in artifacts.MATCH_FIELDS
-    }
+    """Provenance fields a score file must match to prune this run's data (`MATCH_FIELDS`), and
+    those it may differ in only with `config.score.allow_transfer` (`TRANSFER_FIELDS`)."""
+    fields = artifacts.MATCH_FIELDS + artifacts.TRANSFER_FIELDS
+    return {k: v for k, v in provenance(config, split, "", 0).items() if k in fields}
 
 
 def check_plan_inputs(config, split) -> None:

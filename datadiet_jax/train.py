@@ -186,8 +186,9 @@ class Checkpoints:
                 ocp.checkpoint_managers.CustomSteps(sorted(set(keep_steps))),
             ]
         )
+        self._directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
+            self._directory,
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=policy, enable_async_checkpointing=False
             ),
@@ -207,6 +208,46 @@ class Checkpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
         out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         return out["state"], out["forgetting"]
+
+    def restore_latest(self, state: TrainState, stats: dict):
+        """Restores the newest readable checkpoint, shaped like the given templates.
+
+        An unreadable checkpoint (e.g. cut short by a crash or a full disk) is skipped with a
+        warning naming it, and moved aside (to `<step>.unreadable`) so training can save that
+        step again.
+
+        Returns:
+          (step, state, stats); (0, state, stats) unchanged when there is no checkpoint.
+
+        Raises:
+          ValueError: checkpoints exist but none is readable.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            try:
+                restored = self.restore(step, state, stats)
+            except Exception as e:  # noqa: BLE001 (orbax and TensorStore raise many types)
+                logging.warning(
+                    "Checkpoint %s is unreadable (%s: %s)%s",
+                    os.path.join(self._directory, str(step)),
+                    type(e).__name__,
+                    " ".join(str(e).split())[:200],
+                    "; trying an older one." if i + 1 < len(steps) else ".",
+                )
+                continue
+            for bad in steps[:i]:  # Moved aside, so training can save these steps again.
+                path = os.path.join(self._directory, str(bad))
+                os.replace(path, f"{path}.unreadable")
+                logging.warning("Resuming from step %d; moved %s aside.", step, path)
+            if i:
+                self._manager.reload()
+            return (step, *restored)
+        if steps:
+            raise ValueError(
+                f"No readable checkpoint in {self._directory} (steps {sorted(steps)}); delete that "
+                "directory to restart this training from the beginning."
+            )
+        return 0, state, stats
 
     def close(self) -> None:
         self._manager.close()

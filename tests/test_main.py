@@ -1,5 +1,6 @@
 """End-to-end runs of the entry point on `:smoke` configs, and its answers to bad input."""
 
+import errno
 import json
 import os
 import subprocess
@@ -49,8 +50,8 @@ def test_fashion_mnist_smoke_writes_scores_and_results(fashion_run):
     runs = {r["name"]: r for r in results["runs"]}
     assert set(runs) == {"full", "el2n-1_hardest_f0.50", "random_subset_f0.50"}
     assert runs["full"]["num_kept"] == 128 and runs["el2n-1_hardest_f0.50"]["num_kept"] == 64
-    # Pruned runs train for as many steps as the full-data run.
-    assert len({r["steps"] for r in runs.values()}) == 1
+    # Pruned runs train for as many steps as the full-data run: 2 epochs of 128 / 32 batches.
+    assert {r["steps"] for r in runs.values()} == {2 * 4}
     kept = np.load(os.path.join(workdir, "retrain", "el2n-1_hardest_f0.50", "kept.npz"))["index"]
     mean = artifacts.load_scores(os.path.join(workdir, "scores", "el2n_epoch001.npz"))["mean"]
     assert mean[kept].min() >= np.delete(mean, kept).max()  # the highest-EL2N half
@@ -110,12 +111,58 @@ def test_workdir_of_another_run_is_refused(fashion_run):
         ("--config.model.name=resnet19", "Unknown model"),
         ("--config.prune.fractions=(1.0,)", "outside [0, 1)"),
         ('--config.prune.scores=("grand@7",)', "does not compute"),
+        ("--config.train.batch_size=0", "config.train.batch_size is 0; set"),
     ],
 )
 def test_bad_config_values_get_one_line_errors(tmp_path, override, message):
     proc = _main("--config=configs/fashion_mnist.py:smoke", f"--workdir={tmp_path}/w", override)
-    assert message in _error_line(proc)
+    line = _error_line(proc)
+    assert message in line
+    assert proc.stderr.count(line.removeprefix("error: ")) == 1  # printed once, not logged too
+    assert "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "w")  # nothing written
+
+
+def test_retrain_budget_epochs_trains_pruned_runs_for_fewer_steps(fashion_run, tmp_path):
+    from configs import fashion_mnist
+
+    score_dir, _ = fashion_run
+    config = fashion_mnist.get_config("smoke")
+    config.score.workdir = score_dir
+    config.retrain.budget = "epochs"
+    results = run_lib.run(config, str(tmp_path / "w"))
+    runs = {r["name"]: r for r in results["runs"]}
+    # 2 epochs: 4 batches of 32 for the 128 examples of the full run, 2 for the 64 kept.
+    assert runs["full"]["steps"] == 2 * 4
+    assert runs["el2n-1_hardest_f0.50"]["steps"] == runs["random_subset_f0.50"]["steps"] == 2 * 2
+    # The steps were trained: the last metrics line of each run is at that step.
+    for name, r in runs.items():
+        lines = open(tmp_path / "w" / "retrain" / name / "metrics.jsonl").read().splitlines()
+        assert json.loads(lines[-1])["step"] == r["steps"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+        OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)),
+        ValueError(f"TensorStore write failed: [{os.strerror(errno.ENOSPC)}]"),
+    ],
+)
+def test_full_disk_is_one_line_saying_to_free_space_and_rerun(tmp_path, monkeypatch, error):
+    from configs import fashion_mnist
+    from datadiet_jax import main
+
+    def write(path, payload):
+        raise error
+
+    monkeypatch.setattr(artifacts, "atomic_write_bytes", write)
+    workdir = str(tmp_path / "w")
+    with pytest.raises(SystemExit) as exit_info:
+        main.run_or_exit(fashion_mnist.get_config("smoke"), workdir)
+    message = str(exit_info.value.code)
+    assert message.startswith("error: the disk is full") and "\n" not in message
+    assert workdir in message and "run the same command again" in message
 
 
 def test_typo_in_override_fails_loudly(tmp_path):

@@ -43,18 +43,58 @@ def test_resumed_pipeline_matches_uninterrupted(synthetic_split):
             np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_augmentation_is_a_crop_of_the_reflect_padded_image_maybe_flipped():
+def test_augmentation_crops_and_flips_each_image_within_the_allowed_set():
     from tests.conftest import make_split
 
     split = make_split(n=8, hw=32, channels=3)
-    b = _batches(split, np.arange(8), num_steps=2, augment=True)[1]
-    for k in range(2):
-        for j in range(4):
-            x = data.normalize(split.images[b["index"][k, j]], split.mean, split.std)
-            padded = np.pad(x, [(4, 4), (4, 4), (0, 0)], mode="reflect")
-            crops = [padded[r : r + 32, c : c + 32] for r in range(9) for c in range(9)]
-            crops += [c[:, ::-1] for c in crops]
-            assert min(np.abs(c - b["image"][k, j]).max() for c in crops) < 1e-5
+    batches = _batches(split, np.arange(8), num_steps=6, augment=True)
+    shifted = flipped = untouched = 0
+    for b in batches:
+        for k in range(2):
+            for j in range(4):
+                x = data.normalize(split.images[b["index"][k, j]], split.mean, split.std)
+                padded = np.pad(x, [(4, 4), (4, 4), (0, 0)], mode="reflect")
+                candidates = {
+                    (r, c, flip): padded[r : r + 32, c : c + 32][:, :: -1 if flip else 1]
+                    for r in range(9)
+                    for c in range(9)
+                    for flip in (False, True)
+                }
+                errors = {key: np.abs(v - b["image"][k, j]).max() for key, v in candidates.items()}
+                (r, c, flip), error = min(errors.items(), key=lambda kv: kv[1])
+                assert error < 1e-5  # every output is one of the allowed crops and flips
+                shifted += (r, c) != (4, 4)
+                flipped += flip
+                untouched += (r, c, flip) == (4, 4, False)
+    total = 6 * 2 * 4
+    # The 81 offsets and 2 flips are drawn uniformly: nearly all outputs are shifted, about half
+    # flipped; an identity augmentation would give shifted = flipped = 0.
+    assert shifted >= total - 6 and total // 4 <= flipped <= 3 * total // 4
+    assert untouched <= 3
+
+
+def test_augmentation_off_returns_the_normalized_image():
+    from tests.conftest import make_split
+
+    split = make_split(n=8, hw=32, channels=3)
+    for b in _batches(split, np.arange(8), num_steps=2, augment=False):
+        expected = data.normalize(split.images[b["index"]], split.mean, split.std)
+        np.testing.assert_allclose(b["image"], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_kept", [1, 3])
+def test_kept_set_smaller_than_a_batch_trains_with_masked_padding(synthetic_split, num_kept):
+    kept = np.array([5, 17, 40][:num_kept])
+    batches = _batches(synthetic_split, kept, batch_size=32, num_steps=3)
+    assert len(batches) == 3  # one padded batch per epoch
+    for b in batches:
+        assert b["image"].shape == (2, 32, 28, 28, 1)
+        np.testing.assert_array_equal(b["mask"].sum(1), [num_kept, num_kept])
+        for k in range(2):
+            real = b["index"][k][b["mask"][k] > 0]
+            assert sorted(real) == sorted(kept)  # each kept example once per epoch
+            assert set(b["index"][k]) == set(kept)  # the padding repeats kept examples
+        np.testing.assert_array_equal(b["label"], synthetic_split.labels[b["index"]])
 
 
 def test_eval_batches_pad_and_mask(synthetic_split):

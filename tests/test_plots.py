@@ -144,6 +144,8 @@ def test_plot_score_histograms(tmp_path):
     named = {f"s{i}": rng.gamma(2.0, size=300) for i in range(5)}  # 5 panels: two rows
     hists = reports.score_histograms(named, bins=20)
     _assert_written(plots.plot_score_histograms(hists, tmp_path / "hist"), tmp_path, "hist")
+    with_inf = reports.score_histograms({"forgetting": [0.0, 1.0, 1.0, 3.0, np.inf]}, bins=3)
+    _assert_written(plots.plot_score_histograms(with_inf, tmp_path / "inf"), tmp_path, "inf")
     with pytest.raises(ValueError, match="3 counts and 3 edges"):
         plots.plot_score_histograms({"a": (np.ones(3), np.ones(3))}, tmp_path / "x")
     with pytest.raises(ValueError, match="no histograms"):

@@ -344,11 +344,13 @@ def test_validate_scores():
     np.testing.assert_array_equal(out, [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="3 entries but the dataset has 4"):
         pruning.validate_scores([1, 2, 3], 4)
-    with pytest.raises(ValueError, match=r"2 NaN/inf values \(first at index 1\)"):
-        pruning.validate_scores([1.0, np.nan, np.inf], 3)
+    with pytest.raises(ValueError, match=r"2 NaN/-inf values \(first at index 1\)"):
+        pruning.validate_scores([1.0, np.nan, -np.inf], 3)
+    # +inf (a never-learned forgetting score) is valid and ranks first.
+    np.testing.assert_array_equal(pruning.validate_scores([1.0, np.inf], 2), [1.0, np.inf])
     with pytest.raises(ValueError, match=r"shape \(2, 3\).*average"):
         pruning.validate_scores(np.ones((2, 3)), 3)
-    with pytest.raises(ValueError, match="NaN/inf"):
+    with pytest.raises(ValueError, match="NaN/-inf"):
         pruning.keep_hardest([0.1, np.nan], 1)
 
 

@@ -85,7 +85,7 @@ def test_noise_detection_errors():
         reports.noise_detection(scores, np.array([0, 2, 1, 0]))
     with pytest.raises(ValueError, match=r"must lie in \[1, 4\]"):
         reports.noise_detection(scores, np.array([1, 0, 1, 0]), ks=[5])
-    with pytest.raises(ValueError, match="NaN/inf"):
+    with pytest.raises(ValueError, match="NaN/-inf"):
         reports.noise_detection([0.0, np.nan], np.array([True, False]))
     # 0/1 integer masks are accepted.
     assert reports.roc_auc(scores, np.array([0, 0, 1, 1])) == 1.0
@@ -150,11 +150,17 @@ def test_class_counts():
 def test_score_histograms():
     scores = {"u": np.array([0.0, 0.1, 0.5, 0.9, 1.0]), "v": np.arange(10.0)}
     hists = reports.score_histograms(scores, bins=2)
-    counts, edges = hists["u"]
+    counts, edges, num_inf = hists["u"]
     np.testing.assert_array_equal(counts, [2, 3])  # the edge 0.5 falls in the upper bin
     np.testing.assert_allclose(edges, [0.0, 0.5, 1.0])
-    counts, edges = hists["v"]
+    assert num_inf == 0
+    counts, edges, _ = hists["v"]
     np.testing.assert_array_equal(counts, [5, 5])
+    # +inf scores (never learned) are counted apart; the bins span the finite ones.
+    counts, edges, num_inf = reports.score_histograms({"f": [0.0, 2.0, np.inf]}, bins=2)["f"]
+    np.testing.assert_array_equal(counts, [1, 1])
+    np.testing.assert_allclose(edges, [0.0, 1.0, 2.0])
+    assert num_inf == 1
     assert sum(reports.score_histograms({"v": np.arange(10.0)})["v"][0]) == 10
     with pytest.raises(ValueError, match="bins is 0"):
         reports.score_histograms(scores, bins=0)

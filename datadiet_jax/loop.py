@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax import forgetting, pipelines, seeds, train
+from datadiet_jax import aum, forgetting, pipelines, seeds, train
 
 
 def seed_keys(seed: int, purpose: int, num_seeds: int) -> jax.Array:
@@ -42,7 +42,7 @@ def train_seeds(
     """Trains K seeds together on `split` restricted to `kept`, resuming from `ckpt_dir`.
 
     Each seed has its own init (key from `seed`, `purpose`, seed index) and its own data order.
-    Forgetting statistics are tracked on the way.
+    Forgetting and AUM statistics are tracked on the way and checkpointed with the state.
 
     Args:
       model: Flax module.
@@ -62,7 +62,8 @@ def train_seeds(
       name: label of the progress log lines.
 
     Returns:
-      (state, stats, step): stacked `TrainState` [K, ...], forgetting stats [K, N], last step.
+      (state, stats, step): stacked `TrainState` [K, ...], stats
+      `{'forgetting': forgetting state, 'aum': AUM state}` (arrays [K, N]), last step.
     """
     hooks = hooks or {}
     spe = pipelines.steps_per_epoch(len(kept), train_cfg.batch_size)
@@ -70,7 +71,10 @@ def train_seeds(
                                  train_cfg.seed_axis)  # fmt: skip
     sample = np.zeros((1, *split.images.shape[1:]), np.float32)
     state = init_fn(seed_keys(seed, purpose, num_seeds), sample)
-    stats = forgetting.init_forgetting(num_seeds, split.num_examples)
+    stats = {
+        "forgetting": forgetting.init_forgetting(num_seeds, split.num_examples),
+        "aum": aum.init_aum(num_seeds, split.num_examples),
+    }
     keep_steps = {e * spe for e in keep_epochs} | {num_steps}
     ckpts = train.Checkpoints(ckpt_dir, keep_steps)
     start = ckpts.latest_step() or 0
@@ -142,7 +146,13 @@ def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: st
 def _k_step(model, tx, seed_axis, state, stats, batch):
     step = seeds.over_seeds(functools.partial(train.train_step, model, tx), seed_axis)
     state, metrics = step(state, batch)
-    stats = forgetting.update_forgetting(stats, batch["index"], metrics["correct"], batch["mask"])
+    index, mask = batch["index"], batch["mask"]
+    stats = {
+        "forgetting": forgetting.update_forgetting(
+            stats["forgetting"], index, metrics["correct"], mask
+        ),
+        "aum": aum.accumulate_margins(stats["aum"], index, metrics["margin"], mask),
+    }
     return state, stats, metrics["loss"]
 
 

@@ -41,14 +41,20 @@ def score_epochs(config) -> tuple[list[int], int]:
             f"config.score.train_epochs={train_epochs} is before the last score epoch {last}; "
             "raise it or set it to -1."
         )
+    if config.score.aum and train_epochs < 1:
+        raise ValueError(
+            "config.score.aum averages margins over training, but the score stage trains 0 "
+            "epochs; set config.score.train_epochs >= 1 or config.score.aum=False."
+        )
     return needed, train_epochs
 
 
 def available_scores(config) -> list[str]:
-    """Names of the scores the config computes, e.g. ['el2n@20', 'grand@0', 'forgetting']."""
+    """Names of the scores the config computes, e.g. ['el2n@20', 'grand@0', 'forgetting', 'aum']."""
     names = [f"el2n@{e}" for e in config.score.el2n_epochs]
     names += [f"grand@{e}" for e in config.score.grand_epochs]
-    return names + (["forgetting"] if config.score.forgetting else [])
+    names += ["forgetting"] if config.score.forgetting else []
+    return names + (["aum"] if config.score.aum else [])
 
 
 def validate(config) -> None:
@@ -133,6 +139,8 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
         wanted[f"grand@{e}"] = ("grand", e)
     if config.score.forgetting:
         wanted["forgetting"] = ("forgetting", train_epochs)
+    if config.score.aum:
+        wanted["aum"] = ("aum", train_epochs)
     paths = {name: score_path(workdir, *ke) for name, ke in wanted.items()}
     if all(os.path.exists(p) for p in paths.values()):
         logging.info("Scores already in %s", os.path.join(workdir, "scores"))
@@ -182,7 +190,12 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
     if config.score.forgetting:
         from datadiet_jax import forgetting
 
-        write("forgetting", train_epochs, forgetting.forgetting_scores(stats))
+        write("forgetting", train_epochs, forgetting.forgetting_scores(stats["forgetting"]))
+    if config.score.aum:
+        from datadiet_jax import aum
+
+        # Stored negated (higher = lower margin = harder), like every other score.
+        write("aum", train_epochs, aum.aum_scores(stats["aum"]))
     return paths
 
 

@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import struct
 
-from datadiet_jax import pipelines
+from datadiet_jax import aum, pipelines
 from datadiet_jax.seeds import over_seeds
 
 
@@ -81,8 +81,9 @@ def train_step(model: nn.Module, tx, state: TrainState, batch: dict):
       batch: `image [B, H, W, C]`, `label [B]`, `mask [B]` (0 for padding).
 
     Returns:
-      (new state, metrics) with metrics `loss` (masked mean) and `correct [B]` bool, the
-      per-example correctness in train mode that forgetting statistics use.
+      (new state, metrics) with metrics `loss` (masked mean), `correct [B]` bool and `margin [B]`
+      float32 (assigned-label logit minus the largest other logit), per example in train mode, for
+      the forgetting and AUM statistics.
     """
     mask = batch["mask"]
 
@@ -105,7 +106,11 @@ def train_step(model: nn.Module, tx, state: TrainState, batch: dict):
         opt_state=opt_state,
     )
     correct = jnp.argmax(logits, -1) == batch["label"]
-    return new_state, {"loss": loss, "correct": correct}
+    return new_state, {
+        "loss": loss,
+        "correct": correct,
+        "margin": aum.margins(logits, batch["label"]),
+    }
 
 
 def eval_step(model: nn.Module, params, batch_stats, batch: dict):
@@ -157,7 +162,10 @@ def quiet_checkpoint_logs() -> None:
 
 
 class Checkpoints:
-    """Orbax checkpoints of the stacked state and forgetting statistics, keyed by step.
+    """Orbax checkpoints of the stacked state and the training statistics, keyed by step.
+
+    `stats` is the loop's dict of per-example statistics (forgetting and AUM), saved with the state
+    so that a resumed run ends with the same statistics as an uninterrupted one.
 
     Keeps the latest two and every step in `keep_steps` (the epochs that scores need, the end).
     """
@@ -180,16 +188,16 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(self, step: int, state: TrainState, stats: dict) -> None:
-        item = {"state": state, "forgetting": stats}
+        item = {"state": state, "stats": stats}
         self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
         self._manager.wait_until_finished()
 
     def restore(self, step: int, state: TrainState, stats: dict):
         """Restores (state, stats) at `step`, shaped like the given templates."""
-        item = {"state": state, "forgetting": stats}
+        item = {"state": state, "stats": stats}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
         out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        return out["state"], out["forgetting"]
+        return out["state"], out["stats"]
 
     def close(self) -> None:
         self._manager.close()

@@ -98,7 +98,9 @@ def _run_stream_child(num_examples: int) -> dict:
             "peak_mb": _peak_mb()}  # fmt: skip
 
 
-def _run_child(model_name: str, method: str, cfg: dict) -> dict:
+def run_method(model_name: str, method: str, cfg: dict) -> dict:
+    """Throughput and peak memory of one METHOD on MODEL with settings `cfg` (see SETTINGS);
+    run it in a fresh process, so the peak is its own."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -252,7 +254,7 @@ def main(argv):
             print("RESULT " + json.dumps(result), flush=True)
             return
         cfg = (QUICK if FLAGS.quick else SETTINGS)[model_name]
-        print("RESULT " + json.dumps(_run_child(model_name, method, cfg)), flush=True)
+        print("RESULT " + json.dumps(run_method(model_name, method, cfg)), flush=True)
         return
     models = ["small_cnn"] if FLAGS.quick else FLAGS.models
     settings = QUICK if FLAGS.quick else SETTINGS

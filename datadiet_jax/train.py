@@ -196,7 +196,16 @@ class Checkpoints:
         """Restores (state, stats) at `step`, shaped like the given templates."""
         item = {"state": state, "stats": stats}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
-        out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:
+            out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except ValueError as err:
+            if "Structure mismatch" not in str(err):
+                raise
+            raise ValueError(
+                f"checkpoint step {step} in {self._manager.directory} holds other training "
+                "statistics than this version tracks (e.g. written before AUM was tracked); "
+                "resume it with the version that wrote it, or start in a new work directory."
+            ) from None
         return out["state"], out["stats"]
 
     def close(self) -> None:

@@ -140,3 +140,16 @@ def test_evaluate_counts_correct_predictions(synthetic_split):
         )
         expected = np.mean(np.argmax(logits, -1) == synthetic_split.labels)
         assert acc[k] == pytest.approx(expected)
+
+
+def test_checkpoint_with_other_statistics_is_refused_clearly(tmp_path):
+    state = {"w": np.zeros(3, np.float32)}
+    old = train.Checkpoints(str(tmp_path / "ckpt"))
+    old.save(1, state, {"previous": np.zeros((1, 4), bool)})  # forgetting only, no AUM
+    old.close()
+    ckpts = train.Checkpoints(str(tmp_path / "ckpt"))
+    stats = {"forgetting": {"previous": np.zeros((1, 4), bool)}, "aum": aum.init_aum(1, 4)}
+    with pytest.raises(ValueError, match="holds other training statistics") as err:
+        ckpts.restore(1, state, stats)
+    assert "\n" not in str(err.value)
+    ckpts.close()

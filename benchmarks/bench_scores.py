@@ -235,11 +235,13 @@ def _table(results: dict) -> str:
     for model_name, ratios in results["ratios"].items():
         for name, value in ratios.items():
             rows.append(f"| {model_name} | {name} | {'-' if value is None else f'{value:.2f}'} |")
+    stream_rows = []
     for name, r in results.get("stream", {}).items():
         rate = f"{r['examples_per_s']:.1f}" if r.get("examples_per_s") else "error"
         peak = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
-        rows.insert(2 + sum(len(v) for v in results["results"].values()),
-                    f"| small_cnn | el2n {name} | 256 | {rate} | {peak} |")  # fmt: skip
+        stream_rows.append(f"| small_cnn | el2n {name} | 256 | {rate} | {peak} |")
+    at = 2 + sum(len(v) for v in results["results"].values())  # after the method rows
+    rows[at:at] = stream_rows
     m = results["machine"]
     rows += ["", f"Machine: {m['cpu']}, {m['cores']} cores, jax {m['jax']} on {m['backend']}."]
     return "\n".join(rows)

@@ -62,7 +62,7 @@ def _rates(num_steps: int, repeats: int) -> dict:
     import jax
     import numpy as np
 
-    from datadiet_jax import forgetting, health, loop, pipelines
+    from datadiet_jax import aum, forgetting, health, loop, pipelines
 
     num_seeds, batch_size, n = 1, 128, 20_000
     split, cfg, model = _setup(n, num_seeds, batch_size)
@@ -71,7 +71,8 @@ def _rates(num_steps: int, repeats: int) -> dict:
     init_fn, step_fn = loop._programs(model, loop._optimizer_fields(cfg), schedule, cfg.seed_axis)
     state = init_fn(loop.seed_keys(0, 0, num_seeds), np.zeros((1, 28, 28, 1), np.float32))
     stats = {
-        **forgetting.init_forgetting(num_seeds, n),
+        "forgetting": forgetting.init_forgetting(num_seeds, n),
+        "aum": aum.init_aum(num_seeds, n),
         "nonfinite_step": health.init_nonfinite(num_seeds),
     }
     batch_args = dict(mean=split.mean, std=split.std, num_seeds=num_seeds, batch_size=batch_size)

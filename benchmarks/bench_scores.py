@@ -13,6 +13,10 @@ Methods: 'train' (SGD step, BatchNorm in train mode), 'forward' (jitted eval for
 per-example losses w.r.t. params, the authors' approach, at a smaller batch), and 'kseed' (K=4
 seeds in one `grand_scores` call against 4 sequential single-seed calls). Writes OUT/bench.json and
 OUT/bench.md and logs the table.
+
+Streamed input: 'stream<N>' runs small-CNN EL2N on a generator of N random examples in batches of
+100 (re-chunked to 256), once for each N of STREAM_SIZES, each in its own process; peak memory
+must not grow with N (the ratio of the largest to the smallest peak is reported).
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ QUICK = {
     "resnet18": dict(batch=8, iters=1, fwd_batch=8, fwd_iters=2, jac_batch=4, jac_iters=1),
 }
 NUM_SEEDS = 4
+STREAM_SIZES = (10_000, 100_000)
+STREAM_SIZES_QUICK = (2_000, 20_000)
+STREAM_INPUT_BATCH = 100
 
 
 def _peak_mb() -> float:
@@ -65,7 +72,35 @@ def _timed(fn, num_examples: int) -> float:
     return num_examples / (time.perf_counter() - start)
 
 
-def _run_child(model_name: str, method: str, cfg: dict) -> dict:
+def _run_stream_child(num_examples: int) -> dict:
+    """EL2N of the small CNN on a generator of random batches; nothing is held but the result."""
+    import jax
+    import numpy as np
+
+    from datadiet_jax import scores
+    from datadiet_jax.models import get_model
+
+    model = get_model("small_cnn", 10)
+    variables = scores.init_variables(model, jax.random.key(0), 1, np.zeros((1, 28, 28, 1)))
+
+    def batches(seed):
+        rng = np.random.default_rng(seed)
+        for lo in range(0, num_examples, STREAM_INPUT_BATCH):
+            b = min(STREAM_INPUT_BATCH, num_examples - lo)
+            yield rng.normal(size=(b, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, b)
+
+    scores.el2n_scores(model, variables, batches(1), batch_size=256)  # compile
+    start = time.perf_counter()
+    out = scores.el2n_scores(model, variables, batches(0), batch_size=256)
+    rate = num_examples / (time.perf_counter() - start)
+    assert out.shape == (1, num_examples), out.shape
+    return {"batch_size": 256, "num_examples": num_examples, "examples_per_s": rate,
+            "peak_mb": _peak_mb()}  # fmt: skip
+
+
+def run_method(model_name: str, method: str, cfg: dict) -> dict:
+    """Throughput and peak memory of one METHOD on MODEL with settings `cfg` (see SETTINGS);
+    run it in a fresh process, so the peak is its own."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -200,6 +235,13 @@ def _table(results: dict) -> str:
     for model_name, ratios in results["ratios"].items():
         for name, value in ratios.items():
             rows.append(f"| {model_name} | {name} | {'-' if value is None else f'{value:.2f}'} |")
+    stream_rows = []
+    for name, r in results.get("stream", {}).items():
+        rate = f"{r['examples_per_s']:.1f}" if r.get("examples_per_s") else "error"
+        peak = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
+        stream_rows.append(f"| small_cnn | el2n {name} | 256 | {rate} | {peak} |")
+    at = 2 + sum(len(v) for v in results["results"].values())  # after the method rows
+    rows[at:at] = stream_rows
     m = results["machine"]
     rows += ["", f"Machine: {m['cpu']}, {m['cores']} cores, jax {m['jax']} on {m['backend']}."]
     return "\n".join(rows)
@@ -209,8 +251,12 @@ def main(argv):
     del argv
     if FLAGS.child:
         model_name, method = FLAGS.child.split(":")
+        if method.startswith("stream"):
+            result = _run_stream_child(int(method[len("stream") :]))
+            print("RESULT " + json.dumps(result), flush=True)
+            return
         cfg = (QUICK if FLAGS.quick else SETTINGS)[model_name]
-        print("RESULT " + json.dumps(_run_child(model_name, method, cfg)), flush=True)
+        print("RESULT " + json.dumps(run_method(model_name, method, cfg)), flush=True)
         return
     models = ["small_cnn"] if FLAGS.quick else FLAGS.models
     settings = QUICK if FLAGS.quick else SETTINGS
@@ -236,6 +282,16 @@ def main(argv):
             "grand_vs_train_peak_memory": _ratio(peak["grand"], peak["train"]),
             "vmap_grad_vs_train_peak_memory": _ratio(peak["vmap_grad"], peak["train"]),
         }
+    if "small_cnn" in models:
+        stream = {}
+        for n in STREAM_SIZES_QUICK if FLAGS.quick else STREAM_SIZES:
+            stream[f"streamed N={n}"] = _spawn("small_cnn", f"stream{n}")
+            logging.info("small_cnn streamed N=%d: %s", n, stream[f"streamed N={n}"])
+        results["stream"] = stream
+        peaks = [r.get("peak_mb") for r in stream.values()]
+        results["ratios"].setdefault("small_cnn", {})[
+            "stream_peak_memory_largest_vs_smallest_n"
+        ] = _ratio(peaks[-1], peaks[0])
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "bench.json"), "w") as f:
         json.dump(results, f, indent=2)

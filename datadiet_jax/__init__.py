@@ -17,6 +17,9 @@ _EXPORTS = {
     "init_forgetting": "datadiet_jax.forgetting",
     "update_forgetting": "datadiet_jax.forgetting",
     "forgetting_scores": "datadiet_jax.forgetting",
+    "init_aum": "datadiet_jax.aum",
+    "update_aum": "datadiet_jax.aum",
+    "aum_scores": "datadiet_jax.aum",
     "get_model": "datadiet_jax.models",
 }
 __all__ = sorted(_EXPORTS)

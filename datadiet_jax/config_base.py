@@ -15,14 +15,17 @@ Fields (one name per concept across configs, code and metric keys):
     ('auto', 'vmap', 'unroll', 'map'; auto = vmap on accelerators, unroll on CPU) and the
     checkpoint period.
   score: K score seeds; epochs at which EL2N and GraNd are computed (0 = at initialization);
-    whether forgetting is tracked; how long the score stage trains (-1 = up to the last score
+    whether forgetting is tracked; whether AUM (area under the margin, Pleiss et al. 2020: the
+    assigned-label logit minus the largest other logit, averaged over the training presentations)
+    is tracked, written as the NEGATED AUM so that higher = harder like every score (needs at
+    least one training epoch); how long the score stage trains (-1 = up to the last score
     epoch). Scores use BatchNorm in eval mode (running statistics), as the paper's code does.
     score.workdir: prune with the scores of another run's work directory instead of computing
     them; its score files must be of the same dataset, split, N and label noise, and of the same
     model, seed and number of score seeds unless score.allow_transfer is True (scores of
     another model or seed are then used on purpose, with a warning naming what differs).
-  prune: which scores prune ('el2n@20', 'grand@0', 'forgetting', ...), the strategy, the pruned
-    fractions, the offsets (for 'offset': numbers of hardest examples skipped before the kept
+  prune: which scores prune ('el2n@20', 'grand@0', 'forgetting', 'aum', ...), the strategy, the
+    pruned fractions, the offsets (for 'offset': numbers of hardest examples skipped before the kept
     window), CCS beta, and the baselines to train.
   retrain: R fresh seeds per kept subset; budget 'steps' (same steps as full-data training, the
     paper's protocol) or 'epochs' (same epochs).
@@ -72,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
             el2n_epochs=(20,),
             grand_epochs=(0, 20),
             forgetting=True,
+            aum=True,
             train_epochs=-1,
             batch_size=256,
             workdir=config_dict.placeholder(str),

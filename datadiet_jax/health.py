@@ -119,7 +119,7 @@ def check_score_training(stats, labels: np.ndarray, epoch: int, name: str = "sco
     `COLLAPSE_MARGIN`; scores of a network that predicts one class mean nothing.
 
     Args:
-      stats: the loop's statistics, with `previous [K, N] bool` and `seen [K, N] int`.
+      stats: forgetting statistics, with `previous [K, N] bool` and `seen [K, N] int`.
       labels: [N] training labels (as trained on).
       epoch: the score epoch (0, the initialization, is not checked).
       name: the training's name, for the message.

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax import forgetting, health, pipelines, seeds, train
+from datadiet_jax import aum, forgetting, health, pipelines, seeds, train
 
 
 def seed_keys(seed: int, purpose: int, num_seeds: int) -> jax.Array:
@@ -43,7 +43,7 @@ def train_seeds(
     """Trains K seeds together on `split` restricted to `kept`, resuming from `ckpt_dir`.
 
     Each seed has its own init (key from `seed`, `purpose`, seed index) and its own data order.
-    Forgetting statistics are tracked on the way.
+    Forgetting and AUM statistics are tracked on the way and checkpointed with the state.
 
     Args:
       model: Flax module.
@@ -68,8 +68,9 @@ def train_seeds(
         seed diverged stops the training.
 
     Returns:
-      (state, stats, step): stacked `TrainState` [K, ...], stats (forgetting [K, N] and
-      `nonfinite_step [K]`), last step.
+      (state, stats, step): stacked `TrainState` [K, ...], stats
+      `{'forgetting': forgetting state, 'aum': AUM state}` (arrays [K, N]) and
+      `'nonfinite_step'` ([K], see `health`), last step.
     """
     hooks = hooks or {}
     spe = pipelines.steps_per_epoch(len(kept), train_cfg.batch_size)
@@ -78,7 +79,8 @@ def train_seeds(
     sample = np.zeros((1, *split.images.shape[1:]), np.float32)
     state = init_fn(seed_keys(seed, purpose, num_seeds), sample)
     stats = {
-        **forgetting.init_forgetting(num_seeds, split.num_examples),
+        "forgetting": forgetting.init_forgetting(num_seeds, split.num_examples),
+        "aum": aum.init_aum(num_seeds, split.num_examples),
         "nonfinite_step": health.init_nonfinite(num_seeds),
     }
     keep_steps = {e * spe for e in keep_epochs} | {num_steps}
@@ -184,8 +186,12 @@ def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: st
 def _k_step(model, tx, seed_axis, state, stats, batch):
     step = seeds.over_seeds(functools.partial(train.train_step, model, tx), seed_axis)
     state, metrics = step(state, batch)
+    index, mask = batch["index"], batch["mask"]
     stats = {
-        **forgetting.update_forgetting(stats, batch["index"], metrics["correct"], batch["mask"]),
+        "forgetting": forgetting.update_forgetting(
+            stats["forgetting"], index, metrics["correct"], mask
+        ),
+        "aum": aum.accumulate_margins(stats["aum"], index, metrics["margin"], mask),
         "nonfinite_step": health.update_nonfinite(
             stats["nonfinite_step"], metrics["loss"], state.step
         ),

@@ -87,7 +87,8 @@ def noise_detection(scores, noisy_mask, ks=None) -> dict:
     The top-k are the k highest scores, ties broken by the lower index.
 
     Args:
-      scores: `[N]` float (mean over seeds).
+      scores: `[N]` float (mean over seeds), higher = more likely noisy. Every score file of the
+        pipeline is stored that way; AUM files hold the negated AUM, so a low margin ranks high.
       noisy_mask: `[N]` bool, True where the label was corrupted.
       ks: the k values; default: the number of noisy examples plus round(f * N) for f in
         `DEFAULT_NOISE_FRACTIONS` (at least 1), without duplicates.

@@ -57,14 +57,20 @@ def score_epochs(config) -> tuple[list[int], int]:
             "config.score.forgetting counts events during score training, which lasts 0 epochs "
             "here; set config.score.train_epochs >= 1 or config.score.forgetting=False."
         )
+    if config.score.aum and train_epochs < 1:
+        raise ValueError(
+            "config.score.aum averages margins over training, but the score stage trains 0 "
+            "epochs; set config.score.train_epochs >= 1 or config.score.aum=False."
+        )
     return needed, train_epochs
 
 
 def available_scores(config) -> list[str]:
-    """Names of the scores the config computes, e.g. ['el2n@20', 'grand@0', 'forgetting']."""
+    """Names of the scores the config computes, e.g. ['el2n@20', 'grand@0', 'forgetting', 'aum']."""
     names = [f"el2n@{e}" for e in config.score.el2n_epochs]
     names += [f"grand@{e}" for e in config.score.grand_epochs]
-    return names + (["forgetting"] if config.score.forgetting else [])
+    names += ["forgetting"] if config.score.forgetting else []
+    return names + (["aum"] if config.score.aum else [])
 
 
 def validate(config) -> None:
@@ -151,6 +157,8 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
         wanted[f"grand@{e}"] = ("grand", e)
     if config.score.forgetting:
         wanted["forgetting"] = ("forgetting", train_epochs)
+    if config.score.aum:
+        wanted["aum"] = ("aum", train_epochs)
     paths = {name: score_path(workdir, *ke) for name, ke in wanted.items()}
     if all(os.path.exists(p) for p in paths.values()):
         logging.info("Scores already in %s", os.path.join(workdir, "scores"))
@@ -172,7 +180,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
 
     def hook_for(epoch):
         def hook(state, stats):
-            health.check_score_training(stats, split.labels, epoch)
+            health.check_score_training(stats["forgetting"], split.labels, epoch)
             variables = {"params": state.params, "batch_stats": state.batch_stats}
             for kind, fn, bs in (
                 ("el2n", scores_lib.el2n_scores, config.score.batch_size),
@@ -206,7 +214,12 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
     if config.score.forgetting:
         from datadiet_jax import forgetting
 
-        write("forgetting", train_epochs, forgetting.forgetting_scores(stats))
+        write("forgetting", train_epochs, forgetting.forgetting_scores(stats["forgetting"]))
+    if config.score.aum:
+        from datadiet_jax import aum
+
+        # Stored negated (higher = lower margin = harder), like every other score.
+        write("aum", train_epochs, aum.aum_scores(stats["aum"]))
     return paths
 
 

@@ -8,9 +8,10 @@ GraNd there mostly tracks the input norm (an independent reproduction found it n
 random): average several seeds and prefer scores from a few epochs into training.
 
 The K models are one pytree with a leading seed axis. Data are streamed from host memory in
-fixed-size padded batches with a mask, so shapes never change, nothing recompiles, and device
-memory does not depend on N. GraNd is exact and computed from one batched backward pass per batch
-(see `grad_norms.py`), not by materializing per-example gradients.
+fixed-size padded batches with a mask (`host_batches.py`), so shapes never change, nothing
+recompiles, and device memory does not depend on N; the input is arrays or a stream of batches.
+GraNd is exact and computed from one batched backward pass per batch (see `grad_norms.py`), not by
+materializing per-example gradients.
 
 Usage:
 
@@ -19,13 +20,14 @@ Usage:
     el2n = el2n_scores(model, variables, images, labels)    # [4, N] float32
     grand = grand_scores(model, variables, images, labels)  # [4, N] float32
     keep = np.argsort(-grand.mean(axis=0))[: len(images) // 2]
+    # Or streamed, without holding the dataset: any iterable of (images, labels) batches.
+    el2n = el2n_scores(model, variables, ((x, y) for x, y in batches))  # [4, N]
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import time
 from typing import Any
 
 import flax
@@ -33,12 +35,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
-from datadiet_jax import grad_norms, seeds
+from datadiet_jax import grad_norms, host_batches, seeds
 
 SEED_AXES = ("unroll", "vmap", "map")
-_LOG_EVERY_S = 10.0
 
 
 def _takes_train(model: nn.Module) -> bool:
@@ -187,12 +187,35 @@ def _nonfinite_rows(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return np.concatenate(bad)
 
 
-def _check_inputs(model, variables, images, labels, batch_size, seed_axis):
-    """Validates arguments; returns (images, labels, num_seeds) as host numpy arrays."""
+def _check_args(batch_size, seed_axis) -> None:
     if seed_axis not in SEED_AXES:
         raise ValueError(f"seed_axis must be one of {SEED_AXES} or None, got {seed_axis!r}.")
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+
+
+def _check_model(model, variables, example_shape, dtype) -> tuple[int, int]:
+    """Checks variables against the model for one example shape; returns (K, num_classes)."""
+    want, logits_shape = _abstract(model, (1, *example_shape), dtype)
+    num_seeds = _check_variables(model, variables, want)
+    if len(logits_shape) != 2:
+        raise ValueError(f"model must return logits [B, C], got shape {logits_shape}.")
+    return num_seeds, logits_shape[1]
+
+
+def _check_inputs(model, variables, images, labels, batch_size, seed_axis):
+    """Validates arguments; returns (images, labels, num_seeds) as host numpy arrays."""
+    _check_args(batch_size, seed_axis)
+    if labels is None:
+        raise ValueError(
+            "labels is missing; pass labels [N] with an images array (labels are omitted only "
+            "for an iterable of (images, labels) batches)."
+        )
+    if host_batches.is_stream(images):
+        raise ValueError(
+            "images is an iterable of batches; omit labels (each batch carries its own) or pass "
+            "images as an array."
+        )
     images, labels = np.asarray(images), np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
@@ -214,11 +237,7 @@ def _check_inputs(model, variables, images, labels, batch_size, seed_axis):
             f"images contain NaN or inf at indices {bad[:10].tolist()}; "
             "clean or drop those examples."
         )
-    want, logits_shape = _abstract(model, (1, *images.shape[1:]), images.dtype)
-    num_seeds = _check_variables(model, variables, want)
-    if len(logits_shape) != 2:
-        raise ValueError(f"model must return logits [B, C], got shape {logits_shape}.")
-    num_classes = logits_shape[1]
+    num_seeds, num_classes = _check_model(model, variables, images.shape[1:], images.dtype)
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         raise ValueError(
@@ -228,14 +247,33 @@ def _check_inputs(model, variables, images, labels, batch_size, seed_axis):
     return images, labels.astype(np.int32), num_seeds
 
 
+def _input_batches(model, variables, images, labels, batch_size, seed_axis):
+    """Validated fixed-size padded host batches from arrays or from a stream.
+
+    Returns:
+      (batches yielding `(images [B, ...], labels [B], mask [B], count)`, K, N or None for a
+      stream, whose length is learned as it is read).
+    """
+    if labels is not None or not host_batches.is_stream(images):
+        images, labels, num_seeds = _check_inputs(
+            model, variables, images, labels, batch_size, seed_axis
+        )
+        return host_batches.array_batches(images, labels, batch_size), num_seeds, len(images)
+    _check_args(batch_size, seed_axis)
+    first_images, _, items = host_batches.first_batch(images)
+    example_shape, dtype = first_images.shape[1:], first_images.dtype
+    num_seeds, num_classes = _check_model(model, variables, example_shape, dtype)
+    batches = host_batches.stream_batches(items, batch_size, example_shape, dtype, num_classes)
+    return batches, num_seeds, None
+
+
 def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis) -> np.ndarray:
     """Streams padded batches through the compiled [K, B] function; returns [K, N] float32."""
     if seed_axis is None:
         seed_axis = "unroll" if jax.default_backend() == "cpu" else "vmap"
-    images, labels, num_seeds = _check_inputs(
+    batches, num_seeds, total = _input_batches(
         model, variables, images, labels, batch_size, seed_axis
     )
-    n = len(images)
     fn = _compiled(model, kind, seed_axis, mesh)
     if mesh is None:
         variables = jax.device_put(variables)
@@ -247,33 +285,19 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
         variables = sharding.put_variables(variables, mesh)
         put = functools.partial(sharding.put_batch, mesh=mesh)
         fetch = sharding.fetch
-    out = np.empty((num_seeds, n), np.float32)
-    start = last_log = time.perf_counter()
-    pending = None
-    for lo in range(0, n, batch_size):
-        hi = min(n, lo + batch_size)
-        x, y = images[lo:hi], labels[lo:hi]
-        mask = np.zeros(batch_size, np.float32)
-        mask[: hi - lo] = 1.0
-        if hi - lo < batch_size:  # pad the last batch so the compiled shape never changes
-            x = np.concatenate([x, np.zeros((batch_size - (hi - lo), *x.shape[1:]), x.dtype)])
-            y = np.concatenate([y, np.zeros(batch_size - (hi - lo), y.dtype)])
+    out = host_batches.ResultBuffer(num_seeds, total)
+    progress = host_batches.Progress(kind, num_seeds, total)
+    pending, done = None, 0
+    for x, y, mask, count in batches:
         result = fn(variables, put(x), put(y), put(mask))  # dispatched asynchronously
         if pending is not None:
-            out[:, pending[0] : pending[1]] = fetch(pending[2])[:, : pending[1] - pending[0]]
-        pending = (lo, hi, result)
-        now = time.perf_counter()
-        if now - last_log >= _LOG_EVERY_S:
-            rate = hi / (now - start)
-            logging.info(
-                '%s: %d/%d examples x %d seeds, %.1f examples/s, ETA %.0f s',
-                kind, hi, n, num_seeds, rate, (n - hi) / rate,
-            )  # fmt: skip
-            last_log = now
-    out[:, pending[0] : pending[1]] = fetch(pending[2])[:, : pending[1] - pending[0]]
-    logging.info(
-        "%s: %d examples x %d seeds in %.1f s", kind, n, num_seeds, time.perf_counter() - start
-    )
+            out.append(fetch(pending[1])[:, : pending[0]])
+        pending = (count, result)
+        done += count
+        progress.update(done)
+    out.append(fetch(pending[1])[:, : pending[0]])
+    progress.finish(done)
+    out = out.result()
     seeds, idx = np.nonzero(~np.isfinite(out))
     if idx.size:
         pairs = list(zip(seeds[:10].tolist(), idx[:10].tolist(), strict=True))
@@ -288,7 +312,7 @@ def el2n_scores(
     model: nn.Module,
     variables,
     images,
-    labels,
+    labels=None,
     *,
     batch_size: int = 256,
     mesh: jax.sharding.Mesh | None = None,
@@ -300,15 +324,20 @@ def el2n_scores(
       model: Flax module, applied as `model.apply(variables, images, train=False)` (or without
         `train` if its `__call__` has no such argument); must return logits [B, C].
       variables: K models stacked on a leading axis (see `init_variables`).
-      images: [N, ...] numpy or jax array. labels: [N] int in [0, C).
+      images: [N, ...] numpy or jax array; or an iterable of `(images [b, ...], labels [b])`
+        batches of any sizes (a generator, a `tf.data` dataset as numpy), read once, in order,
+        and re-chunked into `batch_size` batches; host memory then does not grow with N beyond
+        the result.
+      labels: [N] int in [0, C) for an images array; omitted (None) for an iterable.
       batch_size: examples per compiled step (the last batch is padded and masked).
       mesh: optional `jax.sharding.Mesh` with axes ('seed', 'data') to shard seeds and data.
       seed_axis: 'unroll' (seeds one after another inside the jit, default on CPU), 'vmap'
         (default on GPU/TPU) or 'map' (`lax.map` over seeds).
     Returns:
-      scores: [K, N] float32, in example order.
+      scores: [K, N] float32, in example order (iteration order for a stream, N learned from it).
     Raises:
-      ValueError: bad labels, lengths, variables without a seed axis, or NaN inputs/scores.
+      ValueError: bad labels, lengths, variables without a seed axis, NaN inputs/scores, or a
+        malformed stream item (named by its position).
     """
     return _scores("el2n", model, variables, images, labels, batch_size, mesh, seed_axis)
 
@@ -317,7 +346,7 @@ def grand_scores(
     model: nn.Module,
     variables,
     images,
-    labels,
+    labels=None,
     *,
     batch_size: int = 128,
     mesh: jax.sharding.Mesh | None = None,

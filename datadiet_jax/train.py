@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import struct
 
-from datadiet_jax import pipelines
+from datadiet_jax import aum, pipelines
 from datadiet_jax.seeds import over_seeds
 
 
@@ -98,8 +98,9 @@ def train_step(model: nn.Module, tx, state: TrainState, batch: dict):
       batch: `image [B, H, W, C]`, `label [B]`, `mask [B]` (0 for padding).
 
     Returns:
-      (new state, metrics) with metrics `loss` (masked mean) and `correct [B]` bool, the
-      per-example correctness in train mode that forgetting statistics use.
+      (new state, metrics) with metrics `loss` (masked mean), `correct [B]` bool and `margin [B]`
+      float32 (assigned-label logit minus the largest other logit), per example in train mode, for
+      the forgetting and AUM statistics.
     """
     mask = batch["mask"]
 
@@ -122,7 +123,11 @@ def train_step(model: nn.Module, tx, state: TrainState, batch: dict):
         opt_state=opt_state,
     )
     correct = jnp.argmax(logits, -1) == batch["label"]
-    return new_state, {"loss": loss, "correct": correct}
+    return new_state, {
+        "loss": loss,
+        "correct": correct,
+        "margin": aum.margins(logits, batch["label"]),
+    }
 
 
 def eval_step(model: nn.Module, params, batch_stats, batch: dict):
@@ -173,8 +178,15 @@ def quiet_checkpoint_logs() -> None:
         handler.addFilter(_QuietCheckpointing())
 
 
+class CheckpointMismatch(ValueError):
+    """A readable checkpoint whose structure differs from what this version trains."""
+
+
 class Checkpoints:
-    """Orbax checkpoints of the stacked state and forgetting statistics, keyed by step.
+    """Orbax checkpoints of the stacked state and the training statistics, keyed by step.
+
+    `stats` is the loop's dict of per-example statistics (forgetting and AUM), saved with the state
+    so that a resumed run ends with the same statistics as an uninterrupted one.
 
     Keeps the latest two and every step in `keep_steps` (the epochs that scores need, the end).
     """
@@ -198,16 +210,25 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(self, step: int, state: TrainState, stats: dict) -> None:
-        item = {"state": state, "forgetting": stats}
+        item = {"state": state, "stats": stats}
         self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
         self._manager.wait_until_finished()
 
     def restore(self, step: int, state: TrainState, stats: dict):
         """Restores (state, stats) at `step`, shaped like the given templates."""
-        item = {"state": state, "forgetting": stats}
+        item = {"state": state, "stats": stats}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
-        out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        return out["state"], out["forgetting"]
+        try:
+            out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except ValueError as err:
+            if "Structure mismatch" not in str(err):
+                raise
+            raise CheckpointMismatch(
+                f"checkpoint step {step} in {self._manager.directory} holds other training "
+                "statistics than this version tracks (e.g. written before AUM was tracked); "
+                "resume it with the version that wrote it, or start in a new work directory."
+            ) from None
+        return out["state"], out["stats"]
 
     def restore_latest(self, state: TrainState, stats: dict):
         """Restores the newest readable checkpoint, shaped like the given templates.
@@ -226,6 +247,8 @@ class Checkpoints:
         for i, step in enumerate(steps):
             try:
                 restored = self.restore(step, state, stats)
+            except CheckpointMismatch:
+                raise  # readable, but of another version: moving it aside would lose it
             except Exception as e:  # noqa: BLE001 (orbax and TensorStore raise many types)
                 logging.warning(
                     "Checkpoint %s is unreadable (%s: %s)%s",

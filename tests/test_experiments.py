@@ -126,6 +126,14 @@ def test_fig2_figures_summary_and_reports(smoke):
     diff = mean[noisy][:, None] - mean[~noisy][None, :]
     auc = (diff > 0).mean() + 0.5 * (diff == 0).mean()
     assert detection["scores"]["el2n@1"]["chosen"]["auc"] == pytest.approx(auc)
+    # AUM is reported too, against the labels that changed, from its negated-AUM score file.
+    aum = artifacts.load_scores(
+        os.path.join(smoke["runs"], "smoke", "scores_noise10", "scores", "aum_epoch002.npz")
+    )["mean"]
+    flipped = noise["labels"] != noise["clean_labels"]
+    diff = aum[flipped][:, None] - aum[~flipped][None, :]
+    auc = (diff > 0).mean() + 0.5 * (diff == 0).mean()
+    assert detection["scores"]["aum"]["flipped"]["auc"] == pytest.approx(auc)
     counts = json.load(open(os.path.join(rep, "fig2_class_counts.json")))
     entry = counts["offset_el2n1_noise00"]["el2n-1_offset_f0.60_o25"]
     kept = np.load(

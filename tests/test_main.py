@@ -41,7 +41,8 @@ def test_fashion_mnist_smoke_writes_scores_and_results(fashion_run):
     workdir, proc = fashion_run
     assert "accuracy" in proc.stderr and "results.csv" in proc.stderr
     expect = {"dataset": "fashion_mnist", "split": "train", "num_examples": 128}
-    for name in ("el2n_epoch001", "grand_epoch000", "grand_epoch001", "forgetting_epoch001"):
+    names = ("el2n_epoch001", "grand_epoch000", "grand_epoch001", "forgetting_epoch001")
+    for name in (*names, "aum_epoch001"):
         s = artifacts.load_scores(os.path.join(workdir, "scores", f"{name}.npz"), expect)
         assert s["per_seed"].shape == (2, 128)
         np.testing.assert_array_equal(s["index"], np.arange(128))

@@ -176,3 +176,64 @@ def test_nan_scores_are_reported_not_averaged(tiny):
         with pytest.raises(ValueError, match=r"NaN or inf for \(seed, example\)") as err:
             fn(model, broken, images, labels, batch_size=4)
         assert "[(1, 0), (1, 1)" in str(err.value)
+
+
+def _stream(images, labels, sizes):
+    """(images, labels) batches of the given sizes, cycling through `sizes`, as a generator."""
+    lo, i = 0, 0
+    while lo < len(images):
+        hi = min(len(images), lo + sizes[i % len(sizes)])
+        yield images[lo:hi], labels[lo:hi]
+        lo, i = hi, i + 1
+
+
+@pytest.mark.parametrize("fn", [scores.el2n_scores, scores.grand_scores])
+def test_streamed_input_equals_array_input_exactly(tiny, fn):
+    model, variables = tiny
+    images, labels = _data()  # 37 examples, batch_size 8: the last batch is uneven
+    want = fn(model, variables, images, labels, batch_size=8)
+    # Small, uneven, empty and larger-than-batch_size input batches, uint8-free float input.
+    for sizes in ([5, 3, 11], [20], [1], [0, 8, 30]):
+        got = fn(model, variables, _stream(images, labels, sizes), batch_size=8)
+        assert got.shape == (3, 37) and got.dtype == np.float32
+        np.testing.assert_array_equal(got, want, err_msg=str(sizes))
+    pairs = [(images[:30], labels[:30]), {"image": images[30:], "label": labels[30:]}]
+    np.testing.assert_array_equal(fn(model, variables, pairs, batch_size=8), want)
+
+
+def test_streamed_uint8_images_are_cast_like_arrays(tiny):
+    model, variables = tiny
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 4, (13, 6, 6, 1)).astype(np.uint8)
+    labels = rng.integers(0, 3, 13)
+    want = scores.el2n_scores(model, variables, images, labels, batch_size=4)
+    got = scores.el2n_scores(model, variables, _stream(images, labels, [6]), batch_size=4)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bad_streams_raise_one_line_value_errors(tiny):
+    model, variables = tiny
+    images, labels = _data(n=12)
+    nan = images.copy()
+    nan[9, 0, 0, 0] = np.nan
+    cases = [
+        ([images[:4]], "labels is missing"),  # a list of image arrays is not a stream of pairs
+        ([(images[:4], labels[:4]), images[4:8]], r"item 1 is a ndarray, not an \(images, labels"),
+        ([(images[:4], labels[:4]), (images[4:8], labels[4:7])], "item 1 has 4 images and 3"),
+        ([(images[:4], labels[:4].astype(np.float32))], "item 0 has labels float32"),
+        ([(images[:4], labels[:4]), (images[4:8, :5], labels[4:8])], r"item 1 has examples of"),
+        ([(images[:8], labels[:8]), (nan[8:], labels[8:])], r"NaN or inf images at stream indi"
+         r"ces \[9\]"),
+        ([(images[:6], np.where(np.arange(6) == 5, 7, labels[:6]))], r"range \[0, 3\) at stream "
+         r"indices \[5\] \(values \[7\]\)"),
+        (iter([]), "no examples"),
+        (iter([(images[:0], labels[:0])]), "no examples"),
+    ]  # fmt: skip
+    for stream, pattern in cases:
+        with pytest.raises(ValueError, match=pattern) as err:
+            scores.el2n_scores(model, variables, stream, batch_size=4)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="omit labels"):
+        scores.grand_scores(model, variables, _stream(images, labels, [4]), labels)
+    with pytest.raises(ValueError, match="labels is missing"):
+        scores.grand_scores(model, variables, images)

@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from datadiet_jax import loop, models, seeds, train
+from datadiet_jax import aum, loop, models, seeds, train
 from datadiet_jax.config_base import base_config
 
 
@@ -82,9 +82,37 @@ def test_resumed_run_equals_uninterrupted(synthetic_split, tmp_path):
     assert step == 12
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    for key in full_stats:
-        np.testing.assert_array_equal(full_stats[key], resumed_stats[key])
-    assert int(full_stats["seen"].sum()) == 2 * 3 * 64  # 12 steps = 3 epochs of 64 examples
+    assert set(full_stats) == {"forgetting", "aum"}
+    for group in full_stats:
+        for key in full_stats[group]:
+            np.testing.assert_array_equal(full_stats[group][key], resumed_stats[group][key])
+    assert int(full_stats["forgetting"]["seen"].sum()) == 2 * 3 * 64  # 3 epochs of 64 examples
+    np.testing.assert_array_equal(full_stats["aum"]["count"], full_stats["forgetting"]["seen"])
+    # Identical AUM, and not a trivial one: the margins differ between examples and seeds.
+    full_aum = aum.aum_scores(full_stats["aum"])
+    np.testing.assert_array_equal(full_aum, aum.aum_scores(resumed_stats["aum"]))
+    assert full_aum.shape == (2, 64) and np.ptp(full_aum) > 0.1
+    assert not np.allclose(full_aum[0], full_aum[1])
+
+
+def test_train_step_margin_is_the_train_mode_logit_margin(synthetic_split):
+    model = models.get_model("small_cnn", 3, width=4)
+    tx = train.make_optimizer(_train_cfg(), 10)
+    state = train.init_states(model, tx, loop.seed_keys(0, 1, 1), synthetic_split.images[:1] * 0.0)
+    one = jax.tree.map(lambda x: x[0], state)
+    batch = {
+        "image": synthetic_split.normalized_images()[:8],
+        "label": synthetic_split.labels[:8],
+        "mask": np.ones(8, np.float32),
+    }
+    _, metrics = jax.jit(lambda s, b: train.train_step(model, tx, s, b))(one, batch)
+    logits, _ = model.apply(
+        {"params": one.params, "batch_stats": one.batch_stats}, batch["image"], train=True,
+        mutable=["batch_stats"],
+    )  # fmt: skip
+    logits = np.asarray(logits, np.float64)
+    want = [logits[i, y] - np.max(np.delete(logits[i], y)) for i, y in enumerate(batch["label"])]
+    np.testing.assert_allclose(metrics["margin"], want, rtol=1e-4, atol=1e-5)
 
 
 def test_unroll_map_and_vmap_over_seeds_agree(synthetic_split, tmp_path):
@@ -213,3 +241,20 @@ def test_optimizer_matches_hand_written_nesterov_sgd_with_l2(nesterov, warmup):
         _train_cfg(**{**cfg, "lr_drop_fractions": ()}), total, params, grad_fn, total
     )
     assert not np.allclose(flat["w"], expected["w"], rtol=1e-3)
+
+
+def test_checkpoint_with_other_statistics_is_refused_clearly(tmp_path):
+    state = {"w": np.zeros(3, np.float32)}
+    old = train.Checkpoints(str(tmp_path / "ckpt"))
+    old.save(1, state, {"previous": np.zeros((1, 4), bool)})  # forgetting only, no AUM
+    old.close()
+    ckpts = train.Checkpoints(str(tmp_path / "ckpt"))
+    stats = {"forgetting": {"previous": np.zeros((1, 4), bool)}, "aum": aum.init_aum(1, 4)}
+    with pytest.raises(ValueError, match="holds other training statistics") as err:
+        ckpts.restore(1, state, stats)
+    assert "\n" not in str(err.value)
+    # Resuming refuses it the same way, and leaves it in place (it is readable, not corrupt).
+    with pytest.raises(ValueError, match="holds other training statistics"):
+        ckpts.restore_latest(state, stats)
+    assert os.path.isdir(tmp_path / "ckpt" / "1")
+    ckpts.close()

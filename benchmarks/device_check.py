@@ -1,0 +1,166 @@
+"""A short check of the scores library on one accelerator: its tests, then its speed and memory.
+
+    benchmarks/device_check.sh [OUT_DIR] [--tiny]        # the usual way (sets env, time limit)
+    python -m benchmarks.device_check --out_dir=DIR [--tiny]
+
+1. Runs the score, gradient-norm, AUM, host-batching and no-TensorFlow tests with pytest (reported
+   as missing, not failed, where pytest is not installed), with float32 matmuls at full precision
+   (`JAX_DEFAULT_MATMUL_PRECISION=highest`: the tests compare against exact references, and TF32
+   would blur them).
+2. Measures, each in its own process (so each peak memory is its own), for ResNet18 at batch 128
+   in float32 at default precision: a training step, EL2N, our GraNd, `vmap(grad)` per-example
+   gradient norms, and K=4 seeds in one call against 4 single-seed calls (`bench_scores`).
+`--tiny` (or DEVICE_CHECK_TINY=1) runs the same on a small CNN at batch 16, for a CPU.
+
+Needs JAX, Flax and optax only (no TensorFlow, TFDS or ml_collections). Writes
+DIR/device_check.json (rewritten after every step, so a run cut short still leaves its results)
+and DIR/pytest.log. Everything stops by a deadline (`--budget_s`, default 420 s).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out_dir", "device_check", "Folder for device_check.json and pytest.log.")
+flags.DEFINE_bool("tiny", False, "Small CNN at batch 16 (a CPU run); also DEVICE_CHECK_TINY=1.")
+flags.DEFINE_float("budget_s", 420.0, "Seconds for the whole check; later steps are skipped.")
+flags.DEFINE_string("measure", None, "Internal: run one method and print its result.")
+
+TESTS = (
+    "tests/test_scores.py",
+    "tests/test_grad_norms.py",
+    "tests/test_aum.py",
+    "tests/test_host_batches.py",
+    "tests/test_no_tensorflow.py",
+)
+TEST_TIMEOUT_S = 240
+METHODS = ("train", "el2n", "grand", "vmap_grad", "kseed")
+FULL = (
+    "resnet18",
+    dict(batch=128, iters=10, fwd_batch=128, fwd_iters=10, jac_batch=8, jac_iters=1),
+)
+TINY = ("small_cnn", dict(batch=16, iters=2, fwd_batch=16, fwd_iters=2, jac_batch=4, jac_iters=1))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny() -> bool:
+    return FLAGS.tiny or os.environ.get("DEVICE_CHECK_TINY", "") not in ("", "0")
+
+
+def _measure(method: str) -> dict:
+    """One method in this process; 'machine' describes the backend instead."""
+    import jax
+
+    if method == "machine":
+        return {
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()],
+            "device_kind": jax.devices()[0].device_kind,
+        }
+    from benchmarks import bench_scores
+
+    model_name, cfg = TINY if _tiny() else FULL
+    return {"model": model_name, **bench_scores.run_method(model_name, method, cfg)}
+
+
+def _run_tests(out_dir: str, timeout_s: float) -> dict:
+    if importlib.util.find_spec("pytest") is None:
+        return {"status": "pytest is not installed here; tests not run"}
+    log = os.path.join(out_dir, "pytest.log")
+    env = {**os.environ, "JAX_DEFAULT_MATMUL_PRECISION": "highest"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout_s, check=False)  # fmt: skip
+        text, status = proc.stdout + proc.stderr, "passed" if proc.returncode == 0 else "failed"
+    except subprocess.TimeoutExpired as err:
+        text, status = f"{err.stdout or ''}{err.stderr or ''}", f"timed out after {timeout_s:.0f} s"
+        text = text if isinstance(text, str) else text.decode(errors="replace")
+    with open(log, "w") as f:
+        f.write(text)
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|error|errors)", text)}
+    return {"status": status, "counts": counts, "seconds": time.perf_counter() - start,
+            "log": log, "tail": text.strip().splitlines()[-3:]}  # fmt: skip
+
+
+def _spawn(method: str, timeout_s: float) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.device_check", f"--measure={method}"]
+    cmd += ["--tiny"] if _tiny() else []
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["failed"]
+        return {"error": tail[0][-500:]}
+    return {**json.loads(lines[-1][len("RESULT ") :]), "seconds": time.perf_counter() - start}
+
+
+def _ratio(a, b):
+    return None if not a or not b else a / b
+
+
+def _ratios(m: dict) -> dict:
+    rate = {k: v.get("examples_per_s") for k, v in m.items()}
+    peak = {k: v.get("peak_mb") for k, v in m.items()}
+    return {
+        "grand_vs_vmap_grad_throughput": _ratio(rate.get("grand"), rate.get("vmap_grad")),
+        "grand_vs_train_throughput": _ratio(rate.get("grand"), rate.get("train")),
+        "kseed_vs_sequential_throughput": m.get("kseed", {}).get("kseed_speedup"),
+        "grand_vs_train_peak_memory": _ratio(peak.get("grand"), peak.get("train")),
+        "vmap_grad_vs_train_peak_memory": _ratio(peak.get("vmap_grad"), peak.get("train")),
+    }
+
+
+def _write(out_dir: str, report: dict) -> None:
+    path = os.path.join(out_dir, "device_check.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def main(argv):
+    del argv
+    if FLAGS.measure:
+        print("RESULT " + json.dumps(_measure(FLAGS.measure)), flush=True)
+        return
+    deadline = time.perf_counter() + FLAGS.budget_s
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    model_name, cfg = TINY if _tiny() else FULL
+    report = {"tiny": _tiny(), "model": model_name, "settings": cfg, "measurements": {}}
+    report["machine"] = _spawn("machine", 120)
+    _write(FLAGS.out_dir, report)
+    logging.info("machine: %s", report["machine"])
+    budget = min(TEST_TIMEOUT_S, deadline - time.perf_counter() - 60)
+    report["tests"] = _run_tests(FLAGS.out_dir, budget)
+    _write(FLAGS.out_dir, report)
+    logging.info("tests: %s", report["tests"])
+    for method in METHODS:
+        left = deadline - time.perf_counter()
+        if left < 20:
+            report["measurements"][method] = {"error": "skipped: out of time budget"}
+            continue
+        report["measurements"][method] = _spawn(method, left)
+        report["ratios"] = _ratios(report["measurements"])
+        _write(FLAGS.out_dir, report)
+        logging.info("%s: %s", method, report["measurements"][method])
+    logging.info("ratios: %s", report.get("ratios"))
+    logging.info("wrote %s", os.path.join(FLAGS.out_dir, "device_check.json"))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -15,9 +15,14 @@ Fields (one name per concept across configs, code and metric keys):
   score: K score seeds; epochs at which EL2N and GraNd are computed (0 = at initialization);
     whether forgetting is tracked; how long the score stage trains (-1 = up to the last score
     epoch). Scores use BatchNorm in eval mode (running statistics), as the paper's code does.
+  score.workdir / allow_transfer: prune with the score files of another run (its work directory)
+    instead of computing scores; allow_transfer=True permits files computed with another model
+    (score transfer across architectures), False (the default) requires the same model.
   prune: which scores prune ('el2n@20', 'grand@0', 'forgetting', ...), the strategy, the pruned
     fractions, the offsets (for 'offset': numbers of hardest examples skipped before the kept
     window), CCS beta, and the baselines to train.
+  prune.num_score_seeds: prune with the mean of the first k seeds of each score file (0, the
+    default, uses all K); for the seed-count study (experiments/seedcount.py).
   retrain: R fresh seeds per kept subset; budget 'steps' (same steps as full-data training, the
     paper's protocol) or 'epochs' (same epochs).
 """
@@ -68,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
             train_epochs=-1,
             batch_size=256,
             workdir=config_dict.placeholder(str),
+            allow_transfer=False,
         )
     )
     c.prune = ml_collections.ConfigDict(
@@ -79,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
             ccs_beta=0.1,
             random_baseline=True,
             full_baseline=True,
+            num_score_seeds=0,
         )
     )
     c.retrain = ml_collections.ConfigDict(dict(num_seeds=4, budget="steps"))

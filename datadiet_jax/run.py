@@ -69,6 +69,8 @@ def validate(config) -> None:
                 f"config.prune.scores names {name!r}, which this config does not compute; "
                 f"use one of {valid} or add its epoch to config.score."
             )
+    if config.prune.num_score_seeds < 0:
+        raise ValueError("config.prune.num_score_seeds must be >= 0 (0 averages all seeds).")
     if config.retrain.budget not in ("steps", "epochs"):
         raise ValueError("config.retrain.budget must be 'steps' or 'epochs'.")
     if config.data.augment not in ("auto", "on", "off"):
@@ -219,7 +221,8 @@ def retrain_plan(config, score_files: dict[str, str], split) -> list[dict]:
     offsets = config.prune.offsets if strategy == "offset" else (0,)
     for f in config.prune.fractions:
         for name in config.prune.scores:
-            s = artifacts.load_scores(score_files[name], expect)["mean"]
+            s = seed_mean(artifacts.load_scores(score_files[name], expect),
+                          config.prune.num_score_seeds, score_files[name])  # fmt: skip
             for offset in offsets:
                 kept = pruning.select(
                     strategy, s, prune_fraction=f, labels=split.labels, seed=config.seed,
@@ -237,6 +240,19 @@ def retrain_plan(config, score_files: dict[str, str], split) -> list[dict]:
             plan.append(dict(name=_run_name("random", "subset", f), score="random",
                              strategy="random", prune_fraction=f, offset=0, kept=kept))  # fmt: skip
     return plan
+
+
+def seed_mean(scores: dict, num_seeds: int, path: str):
+    """The `[N]` mean of the first `num_seeds` seeds of a loaded score file (0: its saved mean)."""
+    if num_seeds == 0:
+        return scores["mean"]
+    available = scores["per_seed"].shape[0]
+    if not 1 <= num_seeds <= available:
+        raise ValueError(
+            f"config.prune.num_score_seeds={num_seeds} but {path} holds {available} seeds; set it "
+            f"to 1..{available}, or 0 for all."
+        )
+    return scores["per_seed"][:num_seeds].mean(0)
 
 
 def score_expectation(config, split) -> dict:

@@ -68,6 +68,22 @@ def example_subsets(scores, size: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
+def _save_or_check_subsets(path: str, index: Mapping[str, np.ndarray]) -> None:
+    """Saves the subsets, or checks that the saved ones (of earlier measurements) are the same."""
+    if not os.path.exists(path):
+        artifacts.save_npz(path, **index)
+        return
+    with np.load(path) as saved:
+        same = set(saved.files) == set(index) and all(
+            np.array_equal(saved[k], v) for k, v in index.items()
+        )
+    if not same:
+        raise ValueError(
+            f"{path} holds other subsets than these scores select; the scores changed since the "
+            "barriers there were measured: use a new work directory"
+        )
+
+
 def _one(state, k: int) -> dict:
     return jax.tree.map(lambda x: x[k], {"params": state.params, "batch_stats": state.batch_stats})
 
@@ -189,7 +205,7 @@ def spawning_run(
     subsets["test"] = (test_split.normalized_images(), test_split.labels)
     # BatchNorm statistics from the training images in one fixed shuffled order.
     bn_images = images[np.random.default_rng([config.seed, 5]).permutation(len(images))]
-    artifacts.save_npz(os.path.join(workdir, "subsets.npz"), **index)
+    _save_or_check_subsets(os.path.join(workdir, "subsets.npz"), index)
     rows = []
     for step in steps:
         path = os.path.join(workdir, "barriers", f"step{step:06d}.json")

@@ -68,6 +68,8 @@ def plot_seed_count(spearman_rows: Sequence[Mapping], accuracy_rows: Sequence[Ma
             [r for r in curves if r["score"] == score], "num_seeds", "spearman"
         )
         left.plot(xs, ys, marker="o", markersize=3, label=score)
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
     left.set_xlabel("seeds averaged (k)")
     left.set_ylabel("Spearman vs mean of all seeds")
     left.grid(alpha=0.3)

@@ -29,6 +29,7 @@ alpha), OUT/fig4_summary.md. The run lives in RUNS/<scale>/fig4_noise00/ and res
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 
@@ -107,7 +108,7 @@ def measure(scale: common.Scale, runs_dir: str) -> list[dict]:
     workdir = common.workdir(runs_dir, scale, {"name": ITEM})
     split, test_split = run_lib.load_data(config)
     saved = {"config": run_lib.config_to_dict(config), "fig4": dataclasses.asdict(settings)}
-    artifacts.check_workdir(workdir, run_lib.config_to_dict(type(config)(saved)))
+    artifacts.check_workdir(workdir, json.loads(json.dumps(saved, default=list)))
     kind, _, epoch = settings.score.partition("@")
     path = run_lib.score_path(config.score.workdir, kind, int(epoch))
     scores = artifacts.load_scores(path, run_lib.score_expectation(config, split))["mean"]

@@ -224,3 +224,15 @@ def test_settings_of_every_scale_are_valid():
     assert not own_config.score.allow_transfer
     cpu = fig4.spawning_config(common.get_scale("cpu"), "runs")
     assert cpu.train.num_epochs == 4 and cpu.data.num_train_examples == 10_000
+
+
+def test_a_parent_past_the_spawning_step_is_refused(smoke):
+    # The parent stopped last at step 8; asking for step 4 again must fail, not return step 8.
+    config = fig4.spawning_config(SMOKE, smoke["runs"])
+    split, _ = run_lib.load_data(config)
+    model = models.get_model("small_cnn", 10, width=config.model.width)
+    workdir = os.path.join(smoke["runs"], "smoke", fig4.ITEM)
+    state = connectivity.train_parent(config, workdir, model, split, 8, augment=False)
+    assert int(state.step[0]) == 8
+    with pytest.raises(ValueError, match="past the spawning step 4"):
+        connectivity.train_parent(config, workdir, model, split, 4, augment=False)

@@ -9,7 +9,8 @@ SCALE ?= cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install data run test lint format bench reproduce-fig1 reproduce-fig2 clean
+.PHONY: install data run test lint format bench reproduce-fig1 reproduce-fig2 reproduce-fig4 \
+	reproduce-transfer reproduce-seedcount clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +56,15 @@ reproduce-fig2: data
 
 reproduce-fig1: data
 	$(PY) -m experiments.fig1 --scale=$(SCALE)
+
+reproduce-fig4: data
+	$(PY) -m experiments.fig4 --scale=$(SCALE)
+
+reproduce-transfer: data
+	$(PY) -m experiments.transfer --scale=$(SCALE)
+
+reproduce-seedcount: data
+	$(PY) -m experiments.seedcount --scale=$(SCALE)
 
 clean:
 	rm -rf $(VENV) runs figures bench .pytest_cache .ruff_cache *.egg-info

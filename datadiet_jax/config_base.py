@@ -20,13 +20,16 @@ Fields (one name per concept across configs, code and metric keys):
     is tracked, written as the NEGATED AUM so that higher = harder like every score (needs at
     least one training epoch); how long the score stage trains (-1 = up to the last score
     epoch). Scores use BatchNorm in eval mode (running statistics), as the paper's code does.
-    score.workdir: prune with the scores of another run's work directory instead of computing
-    them; its score files must be of the same dataset, split, N and label noise, and of the same
-    model, seed and number of score seeds unless score.allow_transfer is True (scores of
-    another model or seed are then used on purpose, with a warning naming what differs).
+  score.workdir / allow_transfer: prune with the score files of another run (its work
+    directory) instead of computing them; its score files must be of the same dataset, split,
+    N and label noise, and of the same model, seed and number of score seeds unless
+    score.allow_transfer is True (scores of another model or seed, e.g. score transfer across
+    architectures, are then used on purpose, with a warning naming what differs).
   prune: which scores prune ('el2n@20', 'grand@0', 'forgetting', 'aum', ...), the strategy, the
     pruned fractions, the offsets (for 'offset': numbers of hardest examples skipped before the kept
     window), CCS beta, and the baselines to train.
+  prune.num_score_seeds: prune with the mean of the first k seeds of each score file (0, the
+    default, uses all K); for the seed-count study (experiments/seedcount.py).
   retrain: R fresh seeds per kept subset; budget 'steps' (same steps as full-data training, the
     paper's protocol) or 'epochs' (same epochs).
 """
@@ -91,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
             ccs_beta=0.1,
             random_baseline=True,
             full_baseline=True,
+            num_score_seeds=0,
         )
     )
     c.retrain = ml_collections.ConfigDict(dict(num_seeds=4, budget="steps"))

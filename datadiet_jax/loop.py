@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -39,6 +40,7 @@ def train_seeds(
     max_steps: int | None = None,
     name: str = "train",
     on_diverge: str = "mark",
+    init_state: train.TrainState | None = None,
 ):
     """Trains K seeds together on `split` restricted to `kept`, resuming from `ckpt_dir`.
 
@@ -59,13 +61,18 @@ def train_seeds(
       augment: random crop and flip.
       hooks: {epoch: fn(state, stats)} called when `epoch` is reached (epoch 0 is the init).
       keep_epochs: epochs whose checkpoints are kept.
-      max_steps: stop early at this step (the run can later resume).
+      max_steps: stop early at this step (the run can later resume); 0 stops at the start.
       name: label of the progress log lines and errors.
       on_diverge: what a non-finite loss does. 'raise': stop with a ValueError naming `name`, the
         seed and the step (the score stage: scores of a diverged seed mean nothing). 'mark': log
         one error line naming `name` and the seed, and go on with the other seeds; the seed's
         first non-finite step stays in `stats['nonfinite_step']` for the caller to report. Every
         seed diverged stops the training.
+      init_state: stacked `TrainState` [K, ...] to start from instead of a fresh init (e.g. K
+        copies of a parent network, for linear mode connectivity). Training starts at its step
+        counter (equal for all K) and keeps its optimizer state: momentum and the position in the
+        learning-rate schedule continue as if the parent had gone on training. Only the data
+        order (from `seed`, `purpose`, seed index) differs. Forgetting statistics start at zero.
 
     Returns:
       (state, stats, step): stacked `TrainState` [K, ...], stats
@@ -76,8 +83,12 @@ def train_seeds(
     spe = pipelines.steps_per_epoch(len(kept), train_cfg.batch_size)
     init_fn, step_fn = _programs(model, _optimizer_fields(train_cfg), schedule_steps,
                                  train_cfg.seed_axis)  # fmt: skip
-    sample = np.zeros((1, *split.images.shape[1:]), np.float32)
-    state = init_fn(seed_keys(seed, purpose, num_seeds), sample)
+    first = 0
+    if init_state is None:
+        sample = np.zeros((1, *split.images.shape[1:]), np.float32)
+        state = init_fn(seed_keys(seed, purpose, num_seeds), sample)
+    else:
+        state, first = _copy_init_state(init_state, num_seeds, num_steps)
     stats = {
         "forgetting": forgetting.init_forgetting(num_seeds, split.num_examples),
         "aum": aum.init_aum(num_seeds, split.num_examples),
@@ -85,14 +96,15 @@ def train_seeds(
     }
     keep_steps = {e * spe for e in keep_epochs} | {num_steps}
     ckpts = train.Checkpoints(ckpt_dir, keep_steps)
-    start, state, stats = ckpts.restore_latest(state, stats)
-    if start:
+    latest, state, stats = ckpts.restore_latest(state, stats)
+    start = latest or first
+    if latest:
         logging.info("Resumed %s at step %d/%d", ckpt_dir, start, num_steps)
     reported = _check_finite(stats, set(), name, spe, on_diverge)
     hook_steps = {e * spe: fn for e, fn in hooks.items()}
     if start in hook_steps:
         hook_steps[start](state, stats)
-    stop = min(num_steps, max_steps or num_steps)
+    stop = num_steps if max_steps is None else min(num_steps, max_steps)
     if start >= stop:
         ckpts.close()
         return state, stats, start
@@ -160,6 +172,23 @@ def initial_states(model, split, *, train_cfg, num_seeds: int, seed: int, purpos
                            train_cfg.seed_axis)  # fmt: skip
     sample = np.zeros((1, *split.images.shape[1:]), np.float32)
     return init_fn(seed_keys(seed, purpose, num_seeds), sample)
+
+
+def _copy_init_state(init_state, num_seeds: int, num_steps: int):
+    """A private copy of `init_state` (the step donates its input) and its step counter."""
+    lead = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(init_state)}
+    if lead != {num_seeds}:
+        raise ValueError(
+            f"init_state has leading axes {sorted(lead, key=str)}, expected {num_seeds} (one per "
+            "seed); stack one state per seed, e.g. K copies of the parent."
+        )
+    steps = np.unique(np.asarray(init_state.step))
+    if steps.size != 1 or not 0 <= int(steps[0]) <= num_steps:
+        raise ValueError(
+            f"init_state steps {steps.tolist()} must be one value in [0, {num_steps}]; start "
+            "all seeds from the same step of the schedule."
+        )
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), init_state), int(steps[0])
 
 
 _OPTIMIZER_FIELDS = (

@@ -92,6 +92,8 @@ def validate(config) -> None:
                 f"config.prune.scores names {name!r}, which this config does not compute; "
                 f"use one of {valid} or add its epoch to config.score."
             )
+    if config.prune.num_score_seeds < 0:
+        raise ValueError("config.prune.num_score_seeds must be >= 0 (0 averages all seeds).")
     if config.retrain.budget not in ("steps", "epochs"):
         raise ValueError("config.retrain.budget must be 'steps' or 'epochs'.")
     if config.data.augment not in ("auto", "on", "off"):
@@ -268,7 +270,8 @@ def retrain_plan(config, score_files: dict[str, str], split) -> list[dict]:
     offsets = config.prune.offsets if strategy == "offset" else (0,)
     for f in config.prune.fractions:
         for name in config.prune.scores:
-            s = load_checked_scores(config, split, score_files[name])["mean"]
+            s = seed_mean(load_checked_scores(config, split, score_files[name]),
+                          config.prune.num_score_seeds, score_files[name])  # fmt: skip
             for offset in offsets:
                 kept = pruning.select(
                     strategy, s, prune_fraction=f, labels=split.labels, seed=config.seed,
@@ -287,6 +290,19 @@ def retrain_plan(config, score_files: dict[str, str], split) -> list[dict]:
                              strategy="random", prune_fraction=f, offset=0, kept=kept))  # fmt: skip
     run_names.check_unique([run["name"] for run in plan])
     return plan
+
+
+def seed_mean(scores: dict, num_seeds: int, path: str):
+    """The `[N]` mean of the first `num_seeds` seeds of a loaded score file (0: its saved mean)."""
+    if num_seeds == 0:
+        return scores["mean"]
+    available = scores["per_seed"].shape[0]
+    if not 1 <= num_seeds <= available:
+        raise ValueError(
+            f"config.prune.num_score_seeds={num_seeds} but {path} holds {available} seeds; set it "
+            f"to 1..{available}, or 0 for all."
+        )
+    return scores["per_seed"][:num_seeds].mean(0)
 
 
 def score_expectation(config, split) -> dict:

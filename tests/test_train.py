@@ -258,3 +258,45 @@ def test_checkpoint_with_other_statistics_is_refused_clearly(tmp_path):
         ckpts.restore_latest(state, stats)
     assert os.path.isdir(tmp_path / "ckpt" / "1")
     ckpts.close()
+
+
+def test_init_state_continues_the_schedule_and_momentum(synthetic_split, tmp_path):
+    # A parent stopped at step 5 and handed to train_seeds as init_state, with the same data
+    # order, ends exactly where the uninterrupted run ends: the optimizer state (momentum and
+    # schedule position) carries over. lr drops at 30/60/80% of 12 steps, so steps 5-12 cross
+    # two drops.
+    kw = dict(num_seeds=1)
+    full, _, _ = _train(synthetic_split, tmp_path, "full", **kw)
+    parent, _, step = _train(synthetic_split, tmp_path, "parent", max_steps=5, **kw)
+    assert step == 5 and int(parent.step[0]) == 5
+    child, stats, step = _train(synthetic_split, tmp_path, "child", init_state=parent, **kw)
+    assert step == 12
+    assert int(stats["seen"].sum()) == 7 * 16  # only the child's own 7 steps of 16
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(child), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The parent is untouched (the loop trains a copy; its step donates its input).
+    assert int(parent.step[0]) == 5
+
+
+def test_children_share_the_parent_and_differ_by_data_order(synthetic_split, tmp_path):
+    parent, _, _ = _train(synthetic_split, tmp_path, "parent", num_seeds=1, max_steps=4)
+    twins = jax.tree.map(lambda x: np.concatenate([x, x]), parent)
+    children, _, _ = _train(synthetic_split, tmp_path, "kids", init_state=twins, purpose=7)
+    kernels = np.asarray(children.params["Conv_0"]["kernel"])
+    assert not np.allclose(kernels[0], kernels[1])
+    # Resuming the children from their checkpoint returns the same states.
+    again, _, step = _train(synthetic_split, tmp_path, "kids", init_state=twins, purpose=7)
+    assert step == 12
+    np.testing.assert_array_equal(np.asarray(again.params["Conv_0"]["kernel"]), kernels)
+    # max_steps=0 stops at the start and returns the init state.
+    _, _, step = _train(synthetic_split, tmp_path, "zero", num_seeds=1, max_steps=0)
+    assert step == 0
+
+
+def test_bad_init_state_is_refused(synthetic_split, tmp_path):
+    parent, _, _ = _train(synthetic_split, tmp_path, "parent", num_seeds=1, max_steps=2)
+    with pytest.raises(ValueError, match="leading axes"):
+        _train(synthetic_split, tmp_path, "k", init_state=parent)  # 1 state, 2 seeds
+    late = parent.replace(step=parent.step + 20)
+    with pytest.raises(ValueError, match="must be one value in"):
+        _train(synthetic_split, tmp_path, "late", num_seeds=1, init_state=late)

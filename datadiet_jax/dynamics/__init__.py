@@ -1,0 +1,10 @@
+"""Analyses of training dynamics.
+
+barriers      error barriers between two networks on a set of examples (linear mode
+              connectivity, Frankle et al., ICML 2020): interpolation, BatchNorm statistics at
+              interpolated weights, masked subset errors.
+connectivity  the spawning protocol: a parent network stopped at step t*, two children trained
+              on from its weights with their own data orders, and their barriers on subsets.
+seed_count    how the ranking of a score depends on the number of seeds it averages.
+figures       their figures, from saved rows only.
+"""

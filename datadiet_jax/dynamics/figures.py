@@ -1,0 +1,89 @@
+"""Figures of the training-dynamics analyses, from saved rows only (written with `plots`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from matplotlib.figure import Figure
+
+from datadiet_jax import plots
+
+SUBSET_STYLES = {
+    "highest": {"color": "tab:red", "label": "highest EL2N"},
+    "lowest": {"color": "tab:blue", "label": "lowest EL2N"},
+    "random": {"color": "tab:gray", "label": "random"},
+    "test": {"color": "black", "linestyle": "--", "label": "test set"},
+}
+
+
+def plot_barriers(rows: Sequence[Mapping], out_stem, bn: str = "recompute") -> list[str]:
+    """Error barrier at alpha = 1/2 against the spawning epoch, one curve per subset (Figure 4).
+
+    Args:
+      rows: measurement rows with 'bn', 'alpha', 'subset', 'spawn_epoch' and 'barrier'.
+      out_stem: output path without extension.
+      bn: the BatchNorm mode drawn.
+
+    Returns:
+      Written paths (PNG, PDF).
+    """
+    rows = [r for r in rows if r["bn"] == bn and float(r["alpha"]) == 0.5]
+    if not rows:
+        raise ValueError(f"no rows with bn={bn!r} at alpha 0.5; measure the barriers first")
+    fig = Figure(figsize=(5.0, 3.5), layout="constrained")
+    ax = fig.subplots()
+    for name in dict.fromkeys(r["subset"] for r in rows):
+        subset = [r for r in rows if r["subset"] == name]
+        xs, ys, _, _ = plots.summarize_by(subset, "spawn_epoch", "barrier")
+        style = SUBSET_STYLES.get(name, {"label": name})
+        ax.plot(xs, ys, marker="o", markersize=3, **style)
+    ax.axhline(0.0, color="black", linewidth=0.5)
+    ax.set_xlabel("spawning epoch t*")
+    ax.set_ylabel("error barrier at the midpoint")
+    ax.set_title(f"children trained from t* to the end (BatchNorm: {bn})", fontsize="small")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return plots.save_figure(fig, out_stem)
+
+
+def plot_seed_count(spearman_rows: Sequence[Mapping], accuracy_rows: Sequence[Mapping], out_stem):
+    """Left: Spearman correlation of the mean of the first k seeds with the mean of all K, per
+    score. Right: test accuracy of the subsets pruned with k seeds, with random and full data.
+
+    Args:
+      spearman_rows: rows with 'score', 'comparison', 'num_seeds' and 'spearman'
+        (comparison 'first_k_vs_all' is drawn).
+      accuracy_rows: rows with 'method' ('k seeds', 'random' or 'full'), 'num_seeds' and
+        'test_accuracy'.
+      out_stem: output path without extension.
+
+    Returns:
+      Written paths (PNG, PDF).
+    """
+    fig = Figure(figsize=(9.0, 3.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    curves = [r for r in spearman_rows if r["comparison"] == "first_k_vs_all"]
+    for score in dict.fromkeys(r["score"] for r in curves):
+        xs, ys, _, _ = plots.summarize_by(
+            [r for r in curves if r["score"] == score], "num_seeds", "spearman"
+        )
+        left.plot(xs, ys, marker="o", markersize=3, label=score)
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+    left.set_xlabel("seeds averaged (k)")
+    left.set_ylabel("Spearman vs mean of all seeds")
+    left.grid(alpha=0.3)
+    left.legend(fontsize="small")
+    pruned = [r for r in accuracy_rows if r["method"] == "k seeds"]
+    xs, means, lo, hi = plots.summarize_by(pruned, "num_seeds")
+    (line,) = right.plot(xs, means, marker="o", markersize=3, label="pruned with k seeds")
+    right.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    for name, style in plots.BASELINE_STYLES.items():
+        base = [float(r["test_accuracy"]) for r in accuracy_rows if r["method"] == name]
+        if base:
+            right.axhline(plots.summarize(base)[0], **style)
+    right.set_xlabel("seeds averaged (k)")
+    right.set_ylabel("test accuracy")
+    right.grid(alpha=0.3)
+    right.legend(fontsize="small")
+    return plots.save_figure(fig, out_stem)

@@ -1,0 +1,194 @@
+"""Figure 4: error barriers between children spawned from one parent, on subsets ranked by EL2N.
+
+  python -m experiments.fig4 --scale=cpu    # or: make reproduce-fig4 [SCALE=paper|smoke]
+
+Linear mode connectivity (Frankle et al., ICML 2020) on the examples EL2N ranks (Paul et al.,
+Figure 4). A parent network trains on the training set and stops at each spawning time t*; from
+its state two children train to the end with their own data orders; the error barrier between
+them (error of the midpoint of their weights minus the mean of their errors) is measured on the
+highest-EL2N, lowest-EL2N and random training examples (and the test set), with BatchNorm
+statistics recomputed on the training images at every point of the path (interpolated statistics
+are measured too, for comparison). See `datadiet_jax.dynamics`.
+
+The EL2N scores are those of the clean score run shared with Figures 1 and 2 (trained once).
+
+Scales (`FIG4`, on top of `experiments.common.SCALES`):
+  paper: CIFAR-10, ResNet18, 200 epochs, EL2N of 10 seeds at epoch 20, subsets of 1,000,
+    spawning at epochs 0, 0.5, 1, 2, 5, 10, 20 (GPU).
+  cpu: Fashion-MNIST (first 10,000 training images), small CNN, 4 epochs, EL2N of 4 seeds at
+    epoch 2, subsets of 1,000, spawning at epochs 0, 0.1, 0.25, 0.5, 1, 2. Estimated (not run):
+    about 423,000 training examples (parent 20,000, children 403,000) at ~850 examples/s is
+    8.5 minutes, plus about 3 minutes of barrier measurements, plus the shared score run (2.5
+    minutes unless Figure 1 or 2 ran it): about 15 minutes on 2 cores.
+  smoke: the same stages on 256 examples, about a minute.
+
+Outputs: OUT/fig4.{png,pdf}, OUT/fig4.csv (one row per spawning time, BatchNorm mode, subset and
+alpha), OUT/fig4_summary.md. The run lives in RUNS/<scale>/fig4_noise00/ and resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+
+from absl import app
+
+from datadiet_jax import artifacts, models
+from datadiet_jax import run as run_lib
+from datadiet_jax.dynamics import barriers, connectivity, figures
+from experiments import cli, common, reports
+
+CSV_COLUMNS = ("spawn_epoch", "spawn_step", "bn", "subset", "alpha", "error", "barrier", "scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fig4Scale:
+    """Figure 4 settings of one scale.
+
+    Attributes:
+      score: the score that ranks the subsets, from the clean score run (e.g. 'el2n@2').
+      subset_size: examples in each of the highest, lowest and random subsets.
+      spawn_epochs: spawning times t* in epochs (fractions are floored to steps).
+      alphas: interpolation grid (with 0, 0.5 and 1); the maximum over it checks the midpoint.
+      overrides: config overrides of the parent and children (e.g. a longer training).
+    """
+
+    score: str
+    subset_size: int
+    spawn_epochs: tuple[float, ...]
+    alphas: tuple[float, ...]
+    overrides: Mapping = dataclasses.field(default_factory=dict)
+
+
+_GRID = tuple(i / 10 for i in range(11))
+FIG4: dict[str, Fig4Scale] = {
+    "paper": Fig4Scale("el2n@20", 1000, (0, 0.5, 1, 2, 5, 10, 20), _GRID),
+    "cpu": Fig4Scale("el2n@2", 1000, (0, 0.1, 0.25, 0.5, 1, 2), _GRID, {"train.num_epochs": 4}),
+    "smoke": Fig4Scale("el2n@1", 40, (0, 0.5, 1), (0.0, 0.25, 0.5, 0.75, 1.0)),
+}
+
+ITEM = "fig4_noise00"
+
+
+def sweep(scale: common.Scale) -> list[dict]:
+    """The runs Figure 4 needs from the shared sweep machinery: the clean score run."""
+    return [common.score_item(0.0)]
+
+
+def spawning_config(scale: common.Scale, runs_dir: str):
+    """The config of the parent and children: the scale's base config and `FIG4` overrides."""
+    settings = FIG4[scale.name]
+    return common.make_config(scale, common.item(ITEM, "train", 0.0, settings.overrides), runs_dir)
+
+
+def check(scale: common.Scale, runs_dir: str) -> None:
+    """Refuses bad Figure 4 settings before anything trains."""
+    settings = FIG4[scale.name]
+    config = spawning_config(scale, runs_dir)
+    run_lib.validate(config)
+    if settings.score not in run_lib.available_scores(scale.base_config()):
+        raise ValueError(
+            f"Figure 4 ranks by {settings.score}, which the score run does not compute; use one "
+            f"of {run_lib.available_scores(scale.base_config())}"
+        )
+    barriers.check_alphas(settings.alphas)
+    n = common.num_train_examples(config)
+    if not 1 <= settings.subset_size <= n:
+        raise ValueError(f"Figure 4 subsets of {settings.subset_size} do not fit in {n} examples")
+    spe = -(-n // config.train.batch_size)
+    connectivity.spawn_steps(settings.spawn_epochs, spe, config.train.num_epochs * spe)
+
+
+def measure(scale: common.Scale, runs_dir: str) -> list[dict]:
+    """Trains (or resumes) the parent and children and returns every measurement row."""
+    settings = FIG4[scale.name]
+    config = spawning_config(scale, runs_dir)
+    workdir = common.workdir(runs_dir, scale, {"name": ITEM})
+    split, test_split = run_lib.load_data(config)
+    saved = {"config": run_lib.config_to_dict(config), "fig4": dataclasses.asdict(settings)}
+    artifacts.check_workdir(workdir, json.loads(json.dumps(saved, default=list)))
+    kind, _, epoch = settings.score.partition("@")
+    path = run_lib.score_path(config.score.workdir, kind, int(epoch))
+    scores = artifacts.load_scores(path, run_lib.score_expectation(config, split))["mean"]
+    width = {"width": config.model.width} if config.model.width else {}
+    model = models.get_model(config.model.name, split.num_classes, **width)
+    augment = config.data.augment == "on" or (
+        config.data.augment == "auto" and split.images.shape[1:3] == (32, 32)
+    )
+    return connectivity.spawning_run(
+        config, workdir, model, split, test_split, scores, spawn_epochs=settings.spawn_epochs,
+        subset_size=settings.subset_size, alphas=settings.alphas, augment=augment,
+    )  # fmt: skip
+
+
+def summary_sections(scale: common.Scale, rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Barriers per spawning time; both BatchNorm modes at one t*; the alpha-grid maxima."""
+    mid = [r for r in rows if r["alpha"] == 0.5]
+    subsets = list(dict.fromkeys(r["subset"] for r in mid))
+    epochs = list(dict.fromkeys(r["spawn_epoch"] for r in mid))
+
+    def table(bn, value):
+        out = []
+        for e in epochs:
+            at = {r["subset"]: r[value] for r in mid if r["spawn_epoch"] == e and r["bn"] == bn}
+            out.append({"spawn epoch": round(e, 4)} | {s: at[s] for s in subsets})
+        return out
+
+    compare_epoch = epochs[len(epochs) // 2]
+    compare = [
+        {"subset": s, "bn": r["bn"], "error 1": r["error_1"], "error 2": r["error_2"],
+         "error midpoint": r["error"], "barrier": r["barrier"]}
+        for s in subsets for r in mid if r["subset"] == s and r["spawn_epoch"] == compare_epoch
+    ]  # fmt: skip
+    grid = [
+        {"spawn epoch": round(r["spawn_epoch"], 4), "subset": r["subset"],
+         "barrier at 1/2": r["barrier"], "max over alphas": r["max_barrier"],
+         "argmax alpha": r["argmax_alpha"]}
+        for r in mid if r["bn"] == "recompute"
+    ]  # fmt: skip
+    bn_title = f"Recomputed vs interpolated BatchNorm statistics at t* = {compare_epoch:.4g} epochs"
+    return [
+        ("Error barrier at alpha 1/2 (recomputed statistics)", table("recompute", "barrier")),
+        ("Error of the midpoint (recomputed statistics)", table("recompute", "error")),
+        (bn_title, compare),
+        ("Is the midpoint the maximum? (recomputed statistics)", grid),
+    ]  # fmt: skip
+
+
+def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+    """Runs (or resumes) the score run, the parent and the children; writes the figure, CSV and
+    summary.
+
+    Returns:
+      {'figure': paths, 'csv': [path], 'summary': [path]}.
+    """
+    scale = common.get_scale(scale_name)
+    if scale.name not in FIG4:
+        raise ValueError(f"Figure 4 has no settings for scale {scale.name!r}; use {sorted(FIG4)}")
+    check(scale, runs_dir)
+    common.run_sweep(scale, sweep(scale), runs_dir)
+    rows = [dict(r, scale=scale.name) for r in measure(scale, runs_dir)]
+    first = list(CSV_COLUMNS)
+    rows = [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, "fig4.csv")
+    artifacts.write_csv(csv_path, rows)
+    figure = figures.plot_barriers(rows, os.path.join(out_dir, "fig4"))
+    settings = FIG4[scale.name]
+    summary = reports.write_summary(
+        os.path.join(out_dir, "fig4_summary.md"),
+        f"Figure 4 ({scale.name}): error barriers between children spawned at t*, on the "
+        f"{settings.subset_size} highest-, lowest- and random-{settings.score} examples",
+        summary_sections(scale, rows),
+    )
+    return {"figure": figure, "csv": [csv_path], "summary": [summary]}
+
+
+def main(argv):
+    cli.main(argv, "Figure 4", reproduce)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,195 @@
+"""Score transfer across architectures: one model's EL2N prunes the data for another model.
+
+  python -m experiments.transfer --scale=cpu    # or: make reproduce-transfer [SCALE=...]
+
+The source model's score run ranks the training set; the target model trains on the highest-EL2N
+subsets of that ranking (`score.workdir` pointing at the source run, `score.allow_transfer=True`),
+on the highest-EL2N subsets of its own score run, on random subsets of the same sizes and on the
+full data. The Spearman correlation of the two models' scores is reported too.
+
+Scales (`TRANSFER`):
+  paper: ResNet18 scores (the clean score run shared with Figures 1 and 2, EL2N at epoch 20 of 10
+    seeds) prune CIFAR-10 for ResNet50 (its own score run: EL2N at epoch 20 of 10 seeds),
+    30/50/70% pruned, 4 runs per point (GPU).
+  cpu: a narrow small CNN (width 16) prunes Fashion-MNIST (first 10,000 training images) for the
+    standard small CNN (width 32, whose own scores are the shared clean score run), EL2N at
+    epoch 2 of 4 seeds, 30/60% pruned, 2 runs per point. The target is the small CNN of the
+    other figures because a width-64 CNN costs about 3.7 times the FLOPs: its score run and 7
+    retrainings would take about 40 minutes on 2 cores. Estimated (not run): a 40 s source
+    score run, 7 retrainings of about 70 s, and the shared score run (2.5 minutes) unless
+    Figures 1 and 2 ran it: about 11 minutes.
+  smoke: the same stages on 256 examples (width 4 prunes for width 8), about a minute.
+
+Outputs: OUT/transfer.{png,pdf}, OUT/transfer.csv (one row per retraining seed) and
+OUT/transfer_summary.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from absl import app
+
+from datadiet_jax import artifacts, plots
+from datadiet_jax import run as run_lib
+from datadiet_jax.dynamics import seed_count
+from experiments import cli, common, reports
+
+CSV_COLUMNS = ("method", "source", "target", "prune_fraction", "seed", "test_accuracy", "scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferScale:
+    """Transfer settings of one scale.
+
+    Attributes:
+      score: the score that prunes, e.g. 'el2n@2'.
+      source: config overrides of the source model ({} is the scale's own model, whose score run
+        is the shared clean one).
+      target: config overrides of the target model.
+      prune_fractions: pruned fractions.
+    """
+
+    score: str
+    source: Mapping
+    target: Mapping
+    prune_fractions: tuple[float, ...]
+
+
+TRANSFER = {
+    "paper": TransferScale("el2n@20", {}, {"model.name": "resnet50"}, (0.3, 0.5, 0.7)),
+    "cpu": TransferScale("el2n@2", {"model.width": 16}, {}, (0.3, 0.6)),
+    "smoke": TransferScale("el2n@1", {"model.width": 4}, {}, (0.6,)),
+}
+
+
+def model_label(scale: common.Scale, overrides: Mapping) -> str:
+    """'small_cnn_w16', 'resnet50', ...: the model of the base config with `overrides`."""
+    config = scale.base_config()
+    config.update_from_flattened_dict(dict(overrides))
+    width = config.model.width
+    return config.model.name + (f"_w{width}" if width else "")
+
+
+def score_run(scale: common.Scale, overrides: Mapping) -> dict:
+    """The score run of a model: the shared clean run for the scale's own model, else an
+    EL2N-only run of that model (same seeds, data and schedule)."""
+    if not overrides:
+        return common.score_item(0.0)
+    settings = TRANSFER[scale.name]
+    epoch = int(settings.score.partition("@")[2])
+    light = {
+        "score.el2n_epochs": (epoch,),
+        "score.grand_epochs": (),
+        "score.forgetting": False,
+        "score.train_epochs": -1,
+    }
+    prune = common.score_item(0.0)["overrides"]
+    name = f"scores_{model_label(scale, overrides)}_noise00"
+    return common.item(name, "score", 0.0, prune | dict(overrides) | light)
+
+
+def sweep(scale: common.Scale, runs_dir: str) -> list[dict]:
+    """Both score runs, then the target's runs: transferred scores, own scores, baselines."""
+    s = TRANSFER[scale.name]
+    source, target = score_run(scale, s.source), score_run(scale, s.target)
+    src, tgt = model_label(scale, s.source), model_label(scale, s.target)
+    slug = s.score.replace("@", "")
+    runs = {
+        f"transfer_{slug}_{src}_to_{tgt}": {
+            "score.workdir": common.workdir(runs_dir, scale, source),
+            "score.allow_transfer": True,
+        },
+        f"transfer_{slug}_own_{tgt}": {"score.workdir": common.workdir(runs_dir, scale, target)},
+    }
+    items = [source, target]
+    for name, extra in runs.items():
+        it = common.training_item(name, 0.0, scores=(s.score,), fractions=s.prune_fractions)
+        it["overrides"] |= dict(s.target) | extra
+        items.append(it)
+    base = common.training_item(
+        f"transfer_baselines_{tgt}", 0.0, fractions=s.prune_fractions, full=True, random=True
+    )
+    base["overrides"] |= dict(s.target)
+    return items + [base]
+
+
+def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
+    """One row per retraining seed; 'method' names where the pruning scores came from."""
+    s = TRANSFER[scale.name]
+    src, tgt = model_label(scale, s.source), model_label(scale, s.target)
+    rows = []
+    for it in items:
+        if it["kind"] != "train":
+            continue
+        for r in common.seed_rows(scale, it, common.load_results(scale, it, runs_dir)):
+            if r["strategy"] in ("random", "full"):
+                method = r["strategy"]
+            elif "_own_" in it["name"]:
+                method = f"{s.score} of {tgt} (own)"
+            else:
+                method = f"{s.score} of {src}"
+            rows.append(r | dict(method=method, source=src, target=tgt))
+    first = list(CSV_COLUMNS)
+    return [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+
+
+def score_agreement(scale: common.Scale, runs_dir: str) -> list[dict]:
+    """Spearman correlation of the source and target models' mean scores."""
+    s = TRANSFER[scale.name]
+    means = {}
+    for side, overrides in (("source", s.source), ("target", s.target)):
+        files = common.load_results(scale, score_run(scale, overrides), runs_dir)["scores"]
+        means[side] = artifacts.load_scores(files[s.score])["mean"]
+    return [
+        {
+            "score": s.score,
+            "source": model_label(scale, s.source),
+            "target": model_label(scale, s.target),
+            "spearman": seed_count.spearman(means["source"], means["target"]),
+        }
+    ]
+
+
+def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+    """Runs (or resumes) the sweep, then writes the figure, the CSV and the summary.
+
+    Returns:
+      {'figure': paths, 'csv': [path], 'summary': [path]}.
+    """
+    scale = common.get_scale(scale_name)
+    if scale.name not in TRANSFER:
+        raise ValueError(f"No transfer settings for scale {scale.name!r}; use {sorted(TRANSFER)}")
+    for overrides in (TRANSFER[scale.name].source, TRANSFER[scale.name].target):
+        run_lib.validate(common.make_config(scale, score_run(scale, overrides), runs_dir))
+    scale, items, rows, csv_path = common.run_and_collect(
+        scale, runs_dir, out_dir, "transfer", lambda sc: sweep(sc, runs_dir), collect
+    )
+    figure = plots.plot_pruning_curves(rows, os.path.join(out_dir, "transfer"))
+    s = TRANSFER[scale.name]
+    summary = reports.write_summary(
+        os.path.join(out_dir, "transfer_summary.md"),
+        f"Score transfer ({scale.name}): {s.score} of {model_label(scale, s.source)} prunes "
+        f"the data for {model_label(scale, s.target)}",
+        [
+            (
+                "Test accuracy",
+                reports.summary_table(rows, ("method", "prune_fraction", "num_kept")),
+            ),
+            (
+                "Spearman correlation of the two models' mean scores",
+                score_agreement(scale, runs_dir),
+            ),
+        ],
+    )
+    return {"figure": figure, "csv": [csv_path], "summary": [summary]}
+
+
+def main(argv):
+    cli.main(argv, "Score transfer", reproduce)
+
+
+if __name__ == "__main__":
+    app.run(main)

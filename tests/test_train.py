@@ -82,10 +82,12 @@ def test_resumed_run_equals_uninterrupted(synthetic_split, tmp_path):
     assert step == 12
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert set(full_stats) == {"forgetting", "aum"}
-    for group in full_stats:
+    assert set(full_stats) == {"forgetting", "aum", "nonfinite_step"}
+    for group in ("forgetting", "aum"):
         for key in full_stats[group]:
             np.testing.assert_array_equal(full_stats[group][key], resumed_stats[group][key])
+    np.testing.assert_array_equal(full_stats["nonfinite_step"], [-1, -1])
+    np.testing.assert_array_equal(resumed_stats["nonfinite_step"], [-1, -1])
     assert int(full_stats["forgetting"]["seen"].sum()) == 2 * 3 * 64  # 3 epochs of 64 examples
     np.testing.assert_array_equal(full_stats["aum"]["count"], full_stats["forgetting"]["seen"])
     # Identical AUM, and not a trivial one: the margins differ between examples and seeds.

@@ -10,7 +10,10 @@ random): average several seeds and prefer scores from a few epochs into training
 The K models are one pytree with a leading seed axis. Data are streamed from host memory in
 fixed-size padded batches with a mask, so shapes never change, nothing recompiles, and device
 memory does not depend on N. GraNd is exact and computed from one batched backward pass per batch
-(see `grad_norms.py`), not by materializing per-example gradients.
+(see `grad_norms.py`), not by materializing per-example gradients; before the main loop, a guard
+checks every fast layer rule against `vmap(grad)` on the first batch of each seed and sends a layer
+that disagrees to the exact fallback (`grad_guard.py`). Images must be float (normalized as the
+model expects); integer images are refused rather than silently cast.
 
 Usage:
 
@@ -35,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from datadiet_jax import grad_norms, seeds
+from datadiet_jax import grad_guard, grad_norms, seeds
 
 SEED_AXES = ("unroll", "vmap", "map")
 _LOG_EVERY_S = 10.0
@@ -77,15 +80,20 @@ def el2n(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum((probs - onehot) ** 2, axis=-1))
 
 
-def _per_seed_scores(model, kind, variables, images, labels, mask):
-    """Scores of one model on one batch. images: [B, ...], labels/mask: [B] -> [B] float32."""
+def _per_seed_scores(model, kind, exclude, variables, images, labels, mask):
+    """Scores of one model on one batch. images: [B, ...], labels/mask: [B] -> [B] float32.
+
+    exclude: GraNd layers (site keys) the guard sent to the exact fallback.
+    """
     apply_fn = _apply_fn(model)
     if kind == "el2n":
         return el2n(apply_fn(variables, images), labels)
-    return grad_norms.per_example_grad_norms(apply_fn, variables, images, labels, mask)
+    return grad_norms.per_example_grad_norms(
+        apply_fn, variables, images, labels, mask, exclude=exclude
+    )
 
 
-def _batch_scores(model, kind, seed_axis, variables, images, labels, mask):
+def _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, mask):
     """Scores of K stacked models on one batch -> [K, B] float32.
 
     seed_axis (see `seeds.over_seeds`): 'unroll' runs the seeds one after another inside the jit
@@ -93,16 +101,16 @@ def _batch_scores(model, kind, seed_axis, variables, images, labels, mask):
     1.5-8x slower in 3x the memory, and a `lax.map` loop ran ResNet18 about 2x slower than
     separate calls); 'vmap' batches the seeds (the GPU/TPU default); 'map' loops with `lax.map`.
     """
-    per_seed = functools.partial(_per_seed_scores, model, kind)
+    per_seed = functools.partial(_per_seed_scores, model, kind, exclude)
     if jax.tree.leaves(variables)[0].shape[0] == 1:  # one seed: no loop or batching needed
         one = jax.tree.map(lambda v: v[0], variables)
         return per_seed(one, images, labels, mask)[None]
     return seeds.over_seeds(lambda v: per_seed(v, images, labels, mask), seed_axis)(variables)
 
 
-def _build(model, kind, seed_axis, mesh):
+def _build(model, kind, seed_axis, mesh, exclude=frozenset()):
     def local(variables, images, labels, mask):
-        return _batch_scores(model, kind, seed_axis, variables, images, labels, mask)
+        return _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, mask)
 
     if mesh is None:
         return jax.jit(local)
@@ -114,12 +122,50 @@ def _build(model, kind, seed_axis, mesh):
 _build_cached = functools.lru_cache(maxsize=32)(_build)
 
 
-def _compiled(model, kind, seed_axis, mesh):
+def _compiled(model, kind, seed_axis, mesh, exclude=frozenset()):
     """The jitted [K, B] batch function; cached so repeated calls do not recompile."""
     try:
-        return _build_cached(model, kind, seed_axis, mesh)
+        return _build_cached(model, kind, seed_axis, mesh, exclude)
     except TypeError:  # an unhashable module: build it for this call only
-        return _build(model, kind, seed_axis, mesh)
+        return _build(model, kind, seed_axis, mesh, exclude)
+
+
+def _build_guard(model, num_examples: int):
+    fn = functools.partial(grad_guard.layer_sq_norms, _apply_fn(model), num_examples=num_examples)
+    return jax.jit(fn)
+
+
+_guard_cached = functools.lru_cache(maxsize=32)(_build_guard)
+
+
+def _guard(model, variables, images, labels, batch_size: int, num_seeds: int) -> frozenset:
+    """Runs `grad_guard` on the first batch for every seed; returns the site keys to exclude."""
+    n = min(batch_size, len(images))
+    x, y, mask = _padded(images, labels, 0, n, batch_size)
+    m = min(grad_guard.NUM_EXAMPLES, n)
+    try:
+        fn = _guard_cached(model, m)
+    except TypeError:  # an unhashable module
+        fn = _build_guard(model, m)
+    start = time.perf_counter()
+    per_seed = (jax.tree.map(lambda v, k=k: v[k], variables) for k in range(num_seeds))
+    exclude = grad_guard.guard(fn, per_seed, jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask))
+    logging.info(
+        "grand guard: %d seeds x %d examples checked in %.1f s; %d layers to the exact fallback",
+        num_seeds, m, time.perf_counter() - start, len(exclude),
+    )  # fmt: skip
+    return exclude
+
+
+def _padded(images, labels, lo: int, hi: int, batch_size: int):
+    """Examples [lo, hi) padded with zeros to `batch_size`, and their [batch_size] mask."""
+    x, y = images[lo:hi], labels[lo:hi]
+    mask = np.zeros(batch_size, np.float32)
+    mask[: hi - lo] = 1.0
+    if hi - lo < batch_size:  # pad the last batch so the compiled shape never changes
+        x = np.concatenate([x, np.zeros((batch_size - (hi - lo), *x.shape[1:]), x.dtype)])
+        y = np.concatenate([y, np.zeros(batch_size - (hi - lo), y.dtype)])
+    return x, y, mask
 
 
 def _abstract_model(model, shape, dtype):
@@ -205,7 +251,10 @@ def _check_inputs(model, variables, images, labels, batch_size, seed_axis):
             "pass one label per image."
         )
     if not np.issubdtype(images.dtype, np.floating):
-        images = images.astype(np.float32)
+        raise ValueError(
+            f"images have dtype {images.dtype}, not a float type; convert them to float and "
+            "normalize them first, e.g. (images / 255 - mean) / std as the model was trained."
+        )
     if len(images) == 0:
         raise ValueError("images is empty; pass at least one example.")
     bad = _nonfinite_rows(images)
@@ -236,7 +285,10 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
         model, variables, images, labels, batch_size, seed_axis
     )
     n = len(images)
-    fn = _compiled(model, kind, seed_axis, mesh)
+    exclude = frozenset()
+    if kind == "grand":
+        exclude = _guard(model, variables, images, labels, batch_size, num_seeds)
+    fn = _compiled(model, kind, seed_axis, mesh, exclude)
     if mesh is None:
         variables = jax.device_put(variables)
         put, fetch = jnp.asarray, np.asarray
@@ -252,12 +304,7 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
     pending = None
     for lo in range(0, n, batch_size):
         hi = min(n, lo + batch_size)
-        x, y = images[lo:hi], labels[lo:hi]
-        mask = np.zeros(batch_size, np.float32)
-        mask[: hi - lo] = 1.0
-        if hi - lo < batch_size:  # pad the last batch so the compiled shape never changes
-            x = np.concatenate([x, np.zeros((batch_size - (hi - lo), *x.shape[1:]), x.dtype)])
-            y = np.concatenate([y, np.zeros(batch_size - (hi - lo), y.dtype)])
+        x, y, mask = _padded(images, labels, lo, hi, batch_size)
         result = fn(variables, put(x), put(y), put(mask))  # dispatched asynchronously
         if pending is not None:
             out[:, pending[0] : pending[1]] = fetch(pending[2])[:, : pending[1] - pending[0]]
@@ -300,7 +347,8 @@ def el2n_scores(
       model: Flax module, applied as `model.apply(variables, images, train=False)` (or without
         `train` if its `__call__` has no such argument); must return logits [B, C].
       variables: K models stacked on a leading axis (see `init_variables`).
-      images: [N, ...] numpy or jax array. labels: [N] int in [0, C).
+      images: [N, ...] float numpy or jax array, normalized as the model expects (integer
+        images are refused). labels: [N] int in [0, C).
       batch_size: examples per compiled step (the last batch is padded and masked).
       mesh: optional `jax.sharding.Mesh` with axes ('seed', 'data') to shard seeds and data.
       seed_axis: 'unroll' (seeds one after another inside the jit, default on CPU), 'vmap'
@@ -308,7 +356,8 @@ def el2n_scores(
     Returns:
       scores: [K, N] float32, in example order.
     Raises:
-      ValueError: bad labels, lengths, variables without a seed axis, or NaN inputs/scores.
+      ValueError: bad labels, lengths, non-float images, variables without a seed axis, or NaN
+        inputs/scores.
     """
     return _scores("el2n", model, variables, images, labels, batch_size, mesh, seed_axis)
 
@@ -324,6 +373,11 @@ def grand_scores(
     seed_axis: str | None = None,
 ) -> np.ndarray:
     """GraNd scores: exact per-example L2 norms of the cross-entropy gradient w.r.t. all params.
+
+    Fast per-layer rules cover Dense, Conv and BatchNorm layers whose leading axis is the batch
+    and whose params are used nowhere else; all other params get `vmap(grad)`. On the first batch
+    of the call, each layer's rule is checked against `vmap(grad)` on a few examples per seed; a
+    layer that disagrees uses `vmap(grad)` for the rest of the call (an absl warning names it).
 
     Args:
       model, variables, images, labels, batch_size, mesh, seed_axis: as in `el2n_scores`.

@@ -156,12 +156,24 @@ def per_example_grad_norms(
     Returns:
       norms: [B] float32.
     """
+    return norms_and_site_sq_norms(apply_fn, variables, images, labels, mask, exclude=exclude)[0]
+
+
+def norms_and_site_sq_norms(
+    apply_fn: ApplyFn, variables, images, labels, mask=None, *, exclude: Iterable[str] = ()
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`per_example_grad_norms` and the per-site squared norms it sums (for the guard).
+
+    Args: as `per_example_grad_norms`.
+    Returns:
+      (norms [B] float32, {site key: [B] float32 squared norm of the site's covered params}).
+    """
     norms, fallback = site_sq_norms(apply_fn, variables, images, labels, mask, exclude=exclude)
     total = sum(norms.values(), jnp.zeros(labels.shape, jnp.float32))
     if fallback:
         exact = vmap_grad_sq_norms(apply_fn, variables, images, labels, frozenset(fallback))
         total = total + exact * _weight(labels, mask)
-    return jnp.sqrt(total)
+    return jnp.sqrt(total), norms
 
 
 def vmap_grad_leaf_sq_norms(

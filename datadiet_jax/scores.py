@@ -26,21 +26,21 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from datadiet_jax import grad_guard, grad_norms, seeds
+from datadiet_jax import grad_guard, grad_norms, score_inputs, seeds
 
-SEED_AXES = ("unroll", "vmap", "map")
+SEED_AXES = score_inputs.SEED_AXES
 _LOG_EVERY_S = 10.0
 
 
@@ -81,20 +81,21 @@ def el2n(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def _per_seed_scores(model, kind, exclude, variables, images, labels, mask):
-    """Scores of one model on one batch. images: [B, ...], labels/mask: [B] -> [B] float32.
+    """Scores of one model on one batch. images: [B, ...], labels/mask: [B].
 
     exclude: GraNd layers (site keys) the guard sent to the exact fallback.
+    Returns ([B] float32 scores, {site key: [B]} GraNd per-layer squared norms; {} for EL2N).
     """
     apply_fn = _apply_fn(model)
     if kind == "el2n":
-        return el2n(apply_fn(variables, images), labels)
-    return grad_norms.per_example_grad_norms(
+        return el2n(apply_fn(variables, images), labels), {}
+    return grad_norms.norms_and_site_sq_norms(
         apply_fn, variables, images, labels, mask, exclude=exclude
     )
 
 
 def _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, mask):
-    """Scores of K stacked models on one batch -> [K, B] float32.
+    """Scores of K stacked models on one batch -> ([K, B] float32, {site key: [K, B]}).
 
     seed_axis (see `seeds.over_seeds`): 'unroll' runs the seeds one after another inside the jit
     (the CPU default: convolutions vmapped over kernels become grouped convolutions that run
@@ -104,7 +105,7 @@ def _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, ma
     per_seed = functools.partial(_per_seed_scores, model, kind, exclude)
     if jax.tree.leaves(variables)[0].shape[0] == 1:  # one seed: no loop or batching needed
         one = jax.tree.map(lambda v: v[0], variables)
-        return per_seed(one, images, labels, mask)[None]
+        return jax.tree.map(lambda a: a[None], per_seed(one, images, labels, mask))
     return seeds.over_seeds(lambda v: per_seed(v, images, labels, mask), seed_axis)(variables)
 
 
@@ -122,39 +123,51 @@ def _build(model, kind, seed_axis, mesh, exclude=frozenset()):
 _build_cached = functools.lru_cache(maxsize=32)(_build)
 
 
-def _compiled(model, kind, seed_axis, mesh, exclude=frozenset()):
-    """The jitted [K, B] batch function; cached so repeated calls do not recompile."""
+def _cached(build, cached, *args):
     try:
-        return _build_cached(model, kind, seed_axis, mesh, exclude)
+        return cached(*args)
     except TypeError:  # an unhashable module: build it for this call only
-        return _build(model, kind, seed_axis, mesh, exclude)
+        return build(*args)
 
 
-def _build_guard(model, num_examples: int):
-    fn = functools.partial(grad_guard.layer_sq_norms, _apply_fn(model), num_examples=num_examples)
-    return jax.jit(fn)
+def _compiled(model, kind, seed_axis, mesh, exclude=frozenset()):
+    """The jitted batch function ([K, B] scores, per-layer norms); cached across calls."""
+    return _cached(_build, _build_cached, model, kind, seed_axis, mesh, exclude)
 
 
-_guard_cached = functools.lru_cache(maxsize=32)(_build_guard)
+def _build_exact(model):
+    return jax.jit(functools.partial(grad_guard.exact_layer_sq_norms, _apply_fn(model)))
 
 
-def _guard(model, variables, images, labels, batch_size: int, num_seeds: int) -> frozenset:
-    """Runs `grad_guard` on the first batch for every seed; returns the site keys to exclude."""
-    n = min(batch_size, len(images))
-    x, y, mask = _padded(images, labels, 0, n, batch_size)
-    m = min(grad_guard.NUM_EXAMPLES, n)
-    try:
-        fn = _guard_cached(model, m)
-    except TypeError:  # an unhashable module
-        fn = _build_guard(model, m)
+_exact_cached = functools.lru_cache(maxsize=32)(_build_exact)
+
+
+def _guard(model, seed_axis, mesh, variables, placed, images, labels, batch_size, put, fetch):
+    """Checks GraNd's layer rules on the first batch of every seed (see `grad_guard`).
+
+    Args: the call's arguments; `variables` as given (host), `placed` on the devices.
+    Returns:
+      (site keys to leave to the exact fallback, the first batch's result to reuse or None).
+    """
     start = time.perf_counter()
+    hi = min(batch_size, len(images))
+    x, y, mask = _padded(images, labels, 0, hi, batch_size)
+    m = min(grad_guard.NUM_EXAMPLES, hi)
+    on_cpu = jax.default_backend() == "cpu"  # XLA:CPU float32 dots are float32 at any precision
+    with contextlib.nullcontext() if on_cpu else jax.default_matmul_precision("highest"):
+        result = _compiled(model, "grand", seed_axis, mesh)(placed, put(x), put(y), put(mask))
+        fast = {key: fetch(v)[:, :m] for key, v in result[1].items()}
+    if not fast:  # no layer has a fast rule: nothing to check
+        return frozenset(), result if on_cpu else None
+    exact_fn = _cached(_build_exact, _exact_cached, model)
+    num_seeds = len(next(iter(fast.values())))
     per_seed = (jax.tree.map(lambda v, k=k: v[k], variables) for k in range(num_seeds))
-    exclude = grad_guard.guard(fn, per_seed, jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask))
+    exclude = grad_guard.guard(exact_fn, fast, per_seed, jnp.asarray(x[:m]), jnp.asarray(y[:m]))
     logging.info(
-        "grand guard: %d seeds x %d examples checked in %.1f s; %d layers to the exact fallback",
-        num_seeds, m, time.perf_counter() - start, len(exclude),
+        "grand guard: %d layers x %d seeds checked on %d examples in %.1f s; %d to the fallback",
+        len(fast), num_seeds, m, time.perf_counter() - start, len(exclude),
     )  # fmt: skip
-    return exclude
+    return exclude, result if on_cpu and not exclude else None
 
 
 def _padded(images, labels, lo: int, hi: int, batch_size: int):
@@ -168,127 +181,15 @@ def _padded(images, labels, lo: int, hi: int, batch_size: int):
     return x, y, mask
 
 
-def _abstract_model(model, shape, dtype):
-    """(flat `model.init` shapes, logits shape) for one example of `shape`, by abstract tracing."""
-    kwargs = {"train": False} if _takes_train(model) else {}
-    sample = jax.ShapeDtypeStruct(shape, dtype)
-    init = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, **kwargs), sample)
-    logits = jax.eval_shape(_apply_fn(model), init, sample)
-    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(init))
-    return {k: tuple(v.shape) for k, v in flat.items()}, tuple(logits.shape)
-
-
-_abstract_cached = functools.lru_cache(maxsize=32)(_abstract_model)
-
-
-def _abstract(model, shape, dtype):
-    try:
-        return _abstract_cached(model, shape, np.dtype(dtype))
-    except TypeError:  # an unhashable module
-        return _abstract_model(model, shape, np.dtype(dtype))
-
-
-def _check_variables(model, variables, want: dict) -> int:
-    """Checks that `variables` are K stacked `model.init` outputs; returns K."""
-    if not isinstance(variables, dict | flax.core.FrozenDict) or "params" not in variables:
-        raise ValueError(
-            "variables must be a dict with a 'params' collection stacked over seeds; "
-            "build them with init_variables(model, key, num_seeds, images[:1])."
-        )
-    have = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
-    missing = [k for k in want if k not in have]
-    if missing:
-        raise ValueError(
-            f"variables lack {'/'.join(missing[0])} (and {len(missing) - 1} more) that model.init "
-            "creates; pass the variables of this model, e.g. from init_variables."
-        )
-    if all(tuple(have[k].shape) == want[k] for k in want):
-        raise ValueError(
-            "variables have no leading seed axis (they match a single model.init); stack them, "
-            "e.g. jax.tree.map(lambda x: x[None], variables), or use init_variables."
-        )
-    leads = {}
-    for k in want:
-        shape = tuple(have[k].shape)
-        if shape[1:] != want[k]:
-            raise ValueError(
-                f"variables leaf {'/'.join(k)} has shape {shape}, expected [K, *{want[k]}]; "
-                "stack K models on a leading seed axis (see init_variables)."
-            )
-        leads[k] = shape[0]
-    if len(set(leads.values())) != 1:
-        raise ValueError(
-            f"variables leaves disagree on the seed axis size ({sorted(set(leads.values()))}); "
-            "every leaf needs the same leading K (see init_variables)."
-        )
-    return next(iter(leads.values()))
-
-
-def _nonfinite_rows(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Indices of examples with a NaN or inf, scanned in chunks to bound host memory."""
-    bad = []
-    for lo in range(0, len(images), chunk):
-        part = images[lo : lo + chunk]
-        bad.append(np.flatnonzero(~np.isfinite(part.reshape(len(part), -1)).all(axis=1)) + lo)
-    return np.concatenate(bad)
-
-
-def _check_inputs(model, variables, images, labels, batch_size, seed_axis):
-    """Validates arguments; returns (images, labels, num_seeds) as host numpy arrays."""
-    if seed_axis not in SEED_AXES:
-        raise ValueError(f"seed_axis must be one of {SEED_AXES} or None, got {seed_axis!r}.")
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    images, labels = np.asarray(images), np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}; "
-            "pass class indices, not one-hot vectors."
-        )
-    if images.ndim < 1 or len(images) != len(labels):
-        raise ValueError(
-            f"images and labels have different lengths ({len(images)} vs {len(labels)}); "
-            "pass one label per image."
-        )
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(
-            f"images have dtype {images.dtype}, not a float type; convert them to float and "
-            "normalize them first, e.g. (images / 255 - mean) / std as the model was trained."
-        )
-    if len(images) == 0:
-        raise ValueError("images is empty; pass at least one example.")
-    bad = _nonfinite_rows(images)
-    if bad.size:
-        raise ValueError(
-            f"images contain NaN or inf at indices {bad[:10].tolist()}; "
-            "clean or drop those examples."
-        )
-    want, logits_shape = _abstract(model, (1, *images.shape[1:]), images.dtype)
-    num_seeds = _check_variables(model, variables, want)
-    if len(logits_shape) != 2:
-        raise ValueError(f"model must return logits [B, C], got shape {logits_shape}.")
-    num_classes = logits_shape[1]
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if bad.size:
-        raise ValueError(
-            f"labels out of range [0, {num_classes}) at indices {bad[:10].tolist()} "
-            f"(values {labels[bad[:10]].tolist()}); fix the labels or the model num_classes."
-        )
-    return images, labels.astype(np.int32), num_seeds
-
-
 def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis) -> np.ndarray:
     """Streams padded batches through the compiled [K, B] function; returns [K, N] float32."""
     if seed_axis is None:
         seed_axis = "unroll" if jax.default_backend() == "cpu" else "vmap"
-    images, labels, num_seeds = _check_inputs(
-        model, variables, images, labels, batch_size, seed_axis
+    images, labels, num_seeds = score_inputs.check_inputs(
+        model, variables, images, labels, batch_size, seed_axis, _takes_train(model)
     )
     n = len(images)
-    exclude = frozenset()
-    if kind == "grand":
-        exclude = _guard(model, variables, images, labels, batch_size, num_seeds)
-    fn = _compiled(model, kind, seed_axis, mesh, exclude)
+    given = variables
     if mesh is None:
         variables = jax.device_put(variables)
         put, fetch = jnp.asarray, np.asarray
@@ -299,13 +200,22 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
         variables = sharding.put_variables(variables, mesh)
         put = functools.partial(sharding.put_batch, mesh=mesh)
         fetch = sharding.fetch
+    exclude, first = frozenset(), None
+    if kind == "grand":
+        exclude, first = _guard(
+            model, seed_axis, mesh, given, variables, images, labels, batch_size, put, fetch
+        )
+    fn = _compiled(model, kind, seed_axis, mesh, exclude)
     out = np.empty((num_seeds, n), np.float32)
     start = last_log = time.perf_counter()
     pending = None
     for lo in range(0, n, batch_size):
         hi = min(n, lo + batch_size)
-        x, y, mask = _padded(images, labels, lo, hi, batch_size)
-        result = fn(variables, put(x), put(y), put(mask))  # dispatched asynchronously
+        if lo == 0 and first is not None:  # the guard's run of the first batch
+            result = first[0]
+        else:
+            x, y, mask = _padded(images, labels, lo, hi, batch_size)
+            result = fn(variables, put(x), put(y), put(mask))[0]  # dispatched asynchronously
         if pending is not None:
             out[:, pending[0] : pending[1]] = fetch(pending[2])[:, : pending[1] - pending[0]]
         pending = (lo, hi, result)

@@ -1,5 +1,6 @@
 """The first-batch guard: a planted rule fault is caught, named, and the scores stay exact."""
 
+import functools
 import logging
 
 import flax.linen as nn
@@ -50,10 +51,10 @@ def _loop_scores(model, variables, images, labels):
 def fresh_caches():
     """Compiled programs cached with a patched rule must not outlive the test."""
     scores._build_cached.cache_clear()
-    scores._guard_cached.cache_clear()
+    scores._exact_cached.cache_clear()
     yield
     scores._build_cached.cache_clear()
-    scores._guard_cached.cache_clear()
+    scores._exact_cached.cache_clear()
 
 
 def _data(n=11):
@@ -72,7 +73,9 @@ def test_planted_dense_fault_is_caught_named_and_scores_stay_exact(
     # The fault is real: without the guard the fast path gives wrong norms.
     one = jax.tree.map(lambda v: v[0], variables)
     apply_fn = lambda v, x: model.apply(v, x, train=False)
-    faulty = grad_norms.per_example_grad_norms(apply_fn, one, images[:4], labels[:4])
+    faulty = jax.jit(functools.partial(grad_norms.per_example_grad_norms, apply_fn))(
+        one, images[:4], labels[:4]
+    )
     want = _loop_scores(model, variables, images, labels)
     assert np.min(np.abs(np.asarray(faulty) / want[0, :4] - 1)) > 0.01
     with caplog.at_level(logging.WARNING):

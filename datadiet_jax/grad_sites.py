@@ -269,7 +269,7 @@ def find_sites(
             leaf
             for leaf in leaves
             if ("params", *call.path, leaf) in index
-            and not reach >> index[("params", *call.path, leaf)] & 1
+            and not (reach >> index[("params", *call.path, leaf)]) & 1
         )
         tied = [leaf for leaf in call.kind[1] if leaf not in leaves]
         if tied:

@@ -10,9 +10,12 @@ labels) of the model's input shape; all timings follow one untimed warm-up (comp
 Methods: 'train' (SGD step, BatchNorm in train mode), 'forward' (jitted eval forward),
 'el2n' and 'grand' (the public `el2n_scores`/`grand_scores`, K=1, including host batching),
 'vmap_grad' (`vmap(grad)` per-example gradients, then norms), 'jacrev' (`jax.jacrev` of the
-per-example losses w.r.t. params, the authors' approach, at a smaller batch), and 'kseed' (K=4
-seeds in one `grand_scores` call against 4 sequential single-seed calls). Writes OUT/bench.json and
-OUT/bench.md and logs the table.
+per-example losses w.r.t. params, the authors' approach, at a smaller batch), 'kseed' (K=4
+seeds in one `grand_scores` call against 4 sequential single-seed calls), and 'guard' (the
+first-batch check of GraNd's layer rules that every `grand_scores` call runs, one seed: its time
+with compilation ('cold') and without ('warm'), against a full-dataset call of `full_n` examples:
+the GraNd program's compilation and first batch plus `full_n` examples at its measured rate).
+Writes OUT/bench.json and OUT/bench.md and logs the table.
 
 Streamed input: 'stream<N>' runs small-CNN EL2N on a generator of N random examples in batches of
 100 (re-chunked to 256), once for each N of STREAM_SIZES, each in its own process; peak memory
@@ -34,18 +37,28 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench", "Output folder for bench.json and bench.md.")
 flags.DEFINE_list("models", ["small_cnn", "resnet18"], "Models from datadiet_jax.models.")
+flags.DEFINE_list("methods", None, "Methods to run (default: all).")
 flags.DEFINE_bool("quick", False, "Smoke test: small CNN only, few iterations (under a minute).")
 flags.DEFINE_string("child", None, "Internal: run one MODEL:METHOD and print its result.")
 
-METHODS = ("idle", "train", "forward", "el2n", "grand", "vmap_grad", "jacrev", "kseed")
-# batch: train/grand/vmap_grad batch; iters: timed batches; fwd_*: forward/EL2N; jac_batch: jacrev.
+METHODS = ("idle", "train", "forward", "el2n", "grand", "vmap_grad", "jacrev", "kseed", "guard")
+# batch: train/grand/vmap_grad batch; iters: timed batches; fwd_*: forward/EL2N; jac_batch: jacrev;
+# full_n: the dataset size the guard's cost is set against (Fashion-MNIST, CIFAR-10 train splits).
 SETTINGS = {
-    "small_cnn": dict(batch=128, iters=8, fwd_batch=256, fwd_iters=16, jac_batch=16, jac_iters=4),
-    "resnet18": dict(batch=32, iters=2, fwd_batch=32, fwd_iters=6, jac_batch=8, jac_iters=1),
+    "small_cnn": dict(
+        batch=128, iters=8, fwd_batch=256, fwd_iters=16, jac_batch=16, jac_iters=4, full_n=60000
+    ),
+    "resnet18": dict(
+        batch=32, iters=2, fwd_batch=32, fwd_iters=6, jac_batch=8, jac_iters=1, full_n=50000
+    ),
 }
 QUICK = {
-    "small_cnn": dict(batch=64, iters=2, fwd_batch=128, fwd_iters=3, jac_batch=8, jac_iters=1),
-    "resnet18": dict(batch=8, iters=1, fwd_batch=8, fwd_iters=2, jac_batch=4, jac_iters=1),
+    "small_cnn": dict(
+        batch=64, iters=2, fwd_batch=128, fwd_iters=3, jac_batch=8, jac_iters=1, full_n=60000
+    ),
+    "resnet18": dict(
+        batch=8, iters=1, fwd_batch=8, fwd_iters=2, jac_batch=4, jac_iters=1, full_n=50000
+    ),
 }
 NUM_SEEDS = 4
 STREAM_SIZES = (10_000, 100_000)
@@ -178,8 +191,54 @@ def run_method(model_name: str, method: str, cfg: dict) -> dict:
         )
         result.update(examples_per_s=together, sequential_examples_per_s=seq)
         result["kseed_speedup"] = together / seq
+    elif method == "guard":
+        result.update(_guard_cost(model, variables, images, labels, bsz, cfg["full_n"]))
     result["peak_mb"] = _peak_mb()
     return result
+
+
+def _guard_cost(model, variables, images, labels, bsz: int, full_n: int) -> dict:
+    """Seconds of the first-batch guard (cold, warm) and its share of a `full_n`-example call.
+
+    The guard reuses the call's own first batch (its per-layer norms), so its cost is the exact
+    `vmap(grad)` program on a few examples and the comparison. The call it is set against is the
+    compilation and first batch of the GraNd program plus `full_n` examples at its measured rate.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from datadiet_jax import grad_guard, scores
+
+    fn = scores._compiled(model, "grand", "unroll", None)
+    batches = [
+        tuple(map(jnp.asarray, scores._padded(images, labels, lo, lo + bsz, bsz)))
+        for lo in range(0, len(images), bsz)
+    ]
+    start = time.perf_counter()
+    first = jax.block_until_ready(fn(variables, *batches[0]))
+    program_cold = time.perf_counter() - start
+    m = grad_guard.NUM_EXAMPLES
+    fast = {key: np.asarray(v)[:, :m] for key, v in first[1].items()}
+    one = [jax.tree.map(lambda v: v[0], variables)]
+    x, y = batches[0][0][:m], batches[0][1][:m]
+    times = []
+    for exact_fn in [scores._build_exact(model)] * 2:  # cold (compiles), then warm
+        start = time.perf_counter()
+        grad_guard.guard(exact_fn, fast, one, x, y)
+        times.append(time.perf_counter() - start)
+    rate = _timed(lambda: [fn(variables, *b) for b in batches], len(images))
+    full_s = program_cold + full_n / rate
+    return {
+        "examples_per_s": rate,
+        "guard_cold_s": times[0],
+        "guard_warm_s": times[1],
+        "program_cold_s": program_cold,
+        "full_n": full_n,
+        "full_call_s_extrapolated": full_s,
+        "guard_cold_share": times[0] / full_s,
+        "guard_warm_share": times[1] / full_s,
+    }
 
 
 def _machine() -> dict:
@@ -217,12 +276,18 @@ def _ratio(a, b):
     return None if not a or not b else a / b
 
 
+def _percent(share):
+    return None if share is None else 100.0 * share
+
+
 def _table(results: dict) -> str:
     rows = ["| model | method | batch | examples/s | peak MB |", "|---|---|---|---|---|"]
     for model_name, by_method in results["results"].items():
         for method, r in by_method.items():
             rate = r.get("examples_per_s")
             rate = f"{rate:.1f}" if rate else ("error" if "error" in r else "-")
+            if method == "guard" and "guard_cold_s" in r:
+                rate += f" (grand program only; guard {r['guard_cold_s']:.1f} s cold)"
             if method == "kseed" and "sequential_examples_per_s" in r:
                 rate += (
                     f" (K={NUM_SEEDS} x examples; sequential {r['sequential_examples_per_s']:.1f})"
@@ -265,23 +330,27 @@ def main(argv):
     results["results"], results["ratios"] = {}, {}
     for model_name in models:
         by_method = {}
-        for method in METHODS:
+        for method in FLAGS.methods or METHODS:
             start = time.perf_counter()
             by_method[method] = _spawn(model_name, method)
             logging.info('%s %s: %s (%.0f s)', model_name, method, by_method[method],
                          time.perf_counter() - start)  # fmt: skip
         results["results"][model_name] = by_method
-        rate = {m: r.get("examples_per_s") for m, r in by_method.items()}
-        peak = {m: r.get("peak_mb") for m, r in by_method.items()}
-        results["ratios"][model_name] = {
+        rate = {m: by_method.get(m, {}).get("examples_per_s") for m in METHODS}
+        peak = {m: by_method.get(m, {}).get("peak_mb") for m in METHODS}
+        guard = by_method.get("guard", {})
+        ratios = {
             "grand_vs_vmap_grad_throughput": _ratio(rate["grand"], rate["vmap_grad"]),
             "grand_vs_jacrev_throughput": _ratio(rate["grand"], rate["jacrev"]),
             "grand_vs_train_throughput": _ratio(rate["grand"], rate["train"]),
             "el2n_vs_forward_throughput": _ratio(rate["el2n"], rate["forward"]),
-            "kseed_vs_sequential_throughput": by_method["kseed"].get("kseed_speedup"),
+            "kseed_vs_sequential_throughput": by_method.get("kseed", {}).get("kseed_speedup"),
             "grand_vs_train_peak_memory": _ratio(peak["grand"], peak["train"]),
             "vmap_grad_vs_train_peak_memory": _ratio(peak["vmap_grad"], peak["train"]),
+            "guard_cold_vs_full_call_percent": _percent(guard.get("guard_cold_share")),
+            "guard_warm_vs_full_call_percent": _percent(guard.get("guard_warm_share")),
         }
+        results["ratios"][model_name] = {k: v for k, v in ratios.items() if v is not None}
     if "small_cnn" in models:
         stream = {}
         for n in STREAM_SIZES_QUICK if FLAGS.quick else STREAM_SIZES:

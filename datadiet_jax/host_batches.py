@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from absl import logging
 
+from datadiet_jax import score_inputs
+
 _BLOCK = 1 << 16  # examples per result block of a stream
 _LOG_EVERY_S = 10.0
 
@@ -79,8 +81,7 @@ def _unpack(item, number: int):
             f"stream item {number} has {len(images) if images.ndim else 0} images and "
             f"{len(labels)} labels; yield one label per image."
         )
-    if not np.issubdtype(images.dtype, np.floating):
-        images = images.astype(np.float32)
+    score_inputs.check_float_images(images.dtype, f"stream item {number}'s images")
     return images, labels.astype(np.int32)
 
 

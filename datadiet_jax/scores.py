@@ -11,7 +11,10 @@ The K models are one pytree with a leading seed axis. Data are streamed from hos
 fixed-size padded batches with a mask (`host_batches.py`), so shapes never change, nothing
 recompiles, and device memory does not depend on N; the input is arrays or a stream of batches.
 GraNd is exact and computed from one batched backward pass per batch (see `grad_norms.py`), not by
-materializing per-example gradients.
+materializing per-example gradients; on the first batch, a guard checks every fast layer rule
+against `vmap(grad)` for each seed and sends a layer that disagrees to the exact fallback
+(`grad_guard.py`). Images must be float (normalized as the
+model expects); integer images are refused rather than silently cast.
 
 Usage:
 
@@ -26,19 +29,22 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import itertools
+import time
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
-from datadiet_jax import grad_norms, host_batches, seeds
+from datadiet_jax import grad_guard, grad_norms, host_batches, score_inputs, seeds
 
-SEED_AXES = ("unroll", "vmap", "map")
+SEED_AXES = score_inputs.SEED_AXES
 
 
 def _takes_train(model: nn.Module) -> bool:
@@ -77,32 +83,38 @@ def el2n(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum((probs - onehot) ** 2, axis=-1))
 
 
-def _per_seed_scores(model, kind, variables, images, labels, mask):
-    """Scores of one model on one batch. images: [B, ...], labels/mask: [B] -> [B] float32."""
+def _per_seed_scores(model, kind, exclude, variables, images, labels, mask):
+    """Scores of one model on one batch. images: [B, ...], labels/mask: [B].
+
+    exclude: GraNd layers (site keys) the guard sent to the exact fallback.
+    Returns ([B] float32 scores, {site key: [B]} GraNd per-layer squared norms; {} for EL2N).
+    """
     apply_fn = _apply_fn(model)
     if kind == "el2n":
-        return el2n(apply_fn(variables, images), labels)
-    return grad_norms.per_example_grad_norms(apply_fn, variables, images, labels, mask)
+        return el2n(apply_fn(variables, images), labels), {}
+    return grad_norms.norms_and_site_sq_norms(
+        apply_fn, variables, images, labels, mask, exclude=exclude
+    )
 
 
-def _batch_scores(model, kind, seed_axis, variables, images, labels, mask):
-    """Scores of K stacked models on one batch -> [K, B] float32.
+def _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, mask):
+    """Scores of K stacked models on one batch -> ([K, B] float32, {site key: [K, B]}).
 
     seed_axis (see `seeds.over_seeds`): 'unroll' runs the seeds one after another inside the jit
     (the CPU default: convolutions vmapped over kernels become grouped convolutions that run
     1.5-8x slower in 3x the memory, and a `lax.map` loop ran ResNet18 about 2x slower than
     separate calls); 'vmap' batches the seeds (the GPU/TPU default); 'map' loops with `lax.map`.
     """
-    per_seed = functools.partial(_per_seed_scores, model, kind)
+    per_seed = functools.partial(_per_seed_scores, model, kind, exclude)
     if jax.tree.leaves(variables)[0].shape[0] == 1:  # one seed: no loop or batching needed
         one = jax.tree.map(lambda v: v[0], variables)
-        return per_seed(one, images, labels, mask)[None]
+        return jax.tree.map(lambda a: a[None], per_seed(one, images, labels, mask))
     return seeds.over_seeds(lambda v: per_seed(v, images, labels, mask), seed_axis)(variables)
 
 
-def _build(model, kind, seed_axis, mesh):
+def _build(model, kind, seed_axis, mesh, exclude=frozenset()):
     def local(variables, images, labels, mask):
-        return _batch_scores(model, kind, seed_axis, variables, images, labels, mask)
+        return _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, mask)
 
     if mesh is None:
         return jax.jit(local)
@@ -114,137 +126,51 @@ def _build(model, kind, seed_axis, mesh):
 _build_cached = functools.lru_cache(maxsize=32)(_build)
 
 
-def _compiled(model, kind, seed_axis, mesh):
-    """The jitted [K, B] batch function; cached so repeated calls do not recompile."""
+def _cached(build, cached, *args):
     try:
-        return _build_cached(model, kind, seed_axis, mesh)
+        return cached(*args)
     except TypeError:  # an unhashable module: build it for this call only
-        return _build(model, kind, seed_axis, mesh)
+        return build(*args)
 
 
-def _abstract_model(model, shape, dtype):
-    """(flat `model.init` shapes, logits shape) for one example of `shape`, by abstract tracing."""
-    kwargs = {"train": False} if _takes_train(model) else {}
-    sample = jax.ShapeDtypeStruct(shape, dtype)
-    init = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, **kwargs), sample)
-    logits = jax.eval_shape(_apply_fn(model), init, sample)
-    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(init))
-    return {k: tuple(v.shape) for k, v in flat.items()}, tuple(logits.shape)
+def _compiled(model, kind, seed_axis, mesh, exclude=frozenset()):
+    """The jitted batch function ([K, B] scores, per-layer norms); cached across calls."""
+    return _cached(_build, _build_cached, model, kind, seed_axis, mesh, exclude)
 
 
-_abstract_cached = functools.lru_cache(maxsize=32)(_abstract_model)
+def _build_exact(model):
+    return jax.jit(functools.partial(grad_guard.exact_layer_sq_norms, _apply_fn(model)))
 
 
-def _abstract(model, shape, dtype):
-    try:
-        return _abstract_cached(model, shape, np.dtype(dtype))
-    except TypeError:  # an unhashable module
-        return _abstract_model(model, shape, np.dtype(dtype))
+_exact_cached = functools.lru_cache(maxsize=32)(_build_exact)
 
 
-def _check_variables(model, variables, want: dict) -> int:
-    """Checks that `variables` are K stacked `model.init` outputs; returns K."""
-    if not isinstance(variables, dict | flax.core.FrozenDict) or "params" not in variables:
-        raise ValueError(
-            "variables must be a dict with a 'params' collection stacked over seeds; "
-            "build them with init_variables(model, key, num_seeds, images[:1])."
-        )
-    have = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
-    missing = [k for k in want if k not in have]
-    if missing:
-        raise ValueError(
-            f"variables lack {'/'.join(missing[0])} (and {len(missing) - 1} more) that model.init "
-            "creates; pass the variables of this model, e.g. from init_variables."
-        )
-    if all(tuple(have[k].shape) == want[k] for k in want):
-        raise ValueError(
-            "variables have no leading seed axis (they match a single model.init); stack them, "
-            "e.g. jax.tree.map(lambda x: x[None], variables), or use init_variables."
-        )
-    leads = {}
-    for k in want:
-        shape = tuple(have[k].shape)
-        if shape[1:] != want[k]:
-            raise ValueError(
-                f"variables leaf {'/'.join(k)} has shape {shape}, expected [K, *{want[k]}]; "
-                "stack K models on a leading seed axis (see init_variables)."
-            )
-        leads[k] = shape[0]
-    if len(set(leads.values())) != 1:
-        raise ValueError(
-            f"variables leaves disagree on the seed axis size ({sorted(set(leads.values()))}); "
-            "every leaf needs the same leading K (see init_variables)."
-        )
-    return next(iter(leads.values()))
+def _guard(model, seed_axis, mesh, variables, placed, first_batch, put, fetch):
+    """Checks GraNd's layer rules on the first batch of every seed (see `grad_guard`).
 
-
-def _nonfinite_rows(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Indices of examples with a NaN or inf, scanned in chunks to bound host memory."""
-    bad = []
-    for lo in range(0, len(images), chunk):
-        part = images[lo : lo + chunk]
-        bad.append(np.flatnonzero(~np.isfinite(part.reshape(len(part), -1)).all(axis=1)) + lo)
-    return np.concatenate(bad)
-
-
-def _check_args(batch_size, seed_axis) -> None:
-    if seed_axis not in SEED_AXES:
-        raise ValueError(f"seed_axis must be one of {SEED_AXES} or None, got {seed_axis!r}.")
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-
-
-def _check_model(model, variables, example_shape, dtype) -> tuple[int, int]:
-    """Checks variables against the model for one example shape; returns (K, num_classes)."""
-    want, logits_shape = _abstract(model, (1, *example_shape), dtype)
-    num_seeds = _check_variables(model, variables, want)
-    if len(logits_shape) != 2:
-        raise ValueError(f"model must return logits [B, C], got shape {logits_shape}.")
-    return num_seeds, logits_shape[1]
-
-
-def _check_inputs(model, variables, images, labels, batch_size, seed_axis):
-    """Validates arguments; returns (images, labels, num_seeds) as host numpy arrays."""
-    _check_args(batch_size, seed_axis)
-    if labels is None:
-        raise ValueError(
-            "labels is missing; pass labels [N] with an images array (labels are omitted only "
-            "for an iterable of (images, labels) batches)."
-        )
-    if host_batches.is_stream(images):
-        raise ValueError(
-            "images is an iterable of batches; omit labels (each batch carries its own) or pass "
-            "images as an array."
-        )
-    images, labels = np.asarray(images), np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}; "
-            "pass class indices, not one-hot vectors."
-        )
-    if images.ndim < 1 or len(images) != len(labels):
-        raise ValueError(
-            f"images and labels have different lengths ({len(images)} vs {len(labels)}); "
-            "pass one label per image."
-        )
-    if not np.issubdtype(images.dtype, np.floating):
-        images = images.astype(np.float32)
-    if len(images) == 0:
-        raise ValueError("images is empty; pass at least one example.")
-    bad = _nonfinite_rows(images)
-    if bad.size:
-        raise ValueError(
-            f"images contain NaN or inf at indices {bad[:10].tolist()}; "
-            "clean or drop those examples."
-        )
-    num_seeds, num_classes = _check_model(model, variables, images.shape[1:], images.dtype)
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if bad.size:
-        raise ValueError(
-            f"labels out of range [0, {num_classes}) at indices {bad[:10].tolist()} "
-            f"(values {labels[bad[:10]].tolist()}); fix the labels or the model num_classes."
-        )
-    return images, labels.astype(np.int32), num_seeds
+    Args: the call's arguments; `variables` as given (host), `placed` on the devices;
+      `first_batch` the call's first padded batch `(images, labels, mask, count)`.
+    Returns:
+      (site keys to leave to the exact fallback, the first batch's result to reuse or None).
+    """
+    start = time.perf_counter()
+    x, y, mask, count = first_batch
+    m = min(grad_guard.NUM_EXAMPLES, count)
+    on_cpu = jax.default_backend() == "cpu"  # XLA:CPU float32 dots are float32 at any precision
+    with contextlib.nullcontext() if on_cpu else jax.default_matmul_precision("highest"):
+        result = _compiled(model, "grand", seed_axis, mesh)(placed, put(x), put(y), put(mask))
+        fast = {key: fetch(v)[:, :m] for key, v in result[1].items()}
+    if not fast:  # no layer has a fast rule: nothing to check
+        return frozenset(), result if on_cpu else None
+    exact_fn = _cached(_build_exact, _exact_cached, model)
+    num_seeds = len(next(iter(fast.values())))
+    per_seed = (jax.tree.map(lambda v, k=k: v[k], variables) for k in range(num_seeds))
+    exclude = grad_guard.guard(exact_fn, fast, per_seed, jnp.asarray(x[:m]), jnp.asarray(y[:m]))
+    logging.info(
+        "grand guard: %d layers x %d seeds checked on %d examples in %.1f s; %d to the fallback",
+        len(fast), num_seeds, m, time.perf_counter() - start, len(exclude),
+    )  # fmt: skip
+    return exclude, result if on_cpu and not exclude else None
 
 
 def _input_batches(model, variables, images, labels, batch_size, seed_axis):
@@ -254,15 +180,29 @@ def _input_batches(model, variables, images, labels, batch_size, seed_axis):
       (batches yielding `(images [B, ...], labels [B], mask [B], count)`, K, N or None for a
       stream, whose length is learned as it is read).
     """
-    if labels is not None or not host_batches.is_stream(images):
-        images, labels, num_seeds = _check_inputs(
-            model, variables, images, labels, batch_size, seed_axis
+    train_arg = _takes_train(model)
+    stream = host_batches.is_stream(images)
+    if labels is None and not stream:
+        raise ValueError(
+            "labels is missing; pass labels [N] with an images array (labels are omitted only "
+            "for an iterable of (images, labels) batches)."
+        )
+    if labels is not None:
+        if stream:
+            raise ValueError(
+                "images is an iterable of batches; omit labels (each batch carries its own) or "
+                "pass images as an array."
+            )
+        images, labels, num_seeds = score_inputs.check_inputs(
+            model, variables, images, labels, batch_size, seed_axis, train_arg
         )
         return host_batches.array_batches(images, labels, batch_size), num_seeds, len(images)
-    _check_args(batch_size, seed_axis)
+    score_inputs.check_args(batch_size, seed_axis)
     first_images, _, items = host_batches.first_batch(images)
     example_shape, dtype = first_images.shape[1:], first_images.dtype
-    num_seeds, num_classes = _check_model(model, variables, example_shape, dtype)
+    num_seeds, num_classes = score_inputs.check_model(
+        model, variables, example_shape, dtype, train_arg
+    )
     batches = host_batches.stream_batches(items, batch_size, example_shape, dtype, num_classes)
     return batches, num_seeds, None
 
@@ -274,7 +214,7 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
     batches, num_seeds, total = _input_batches(
         model, variables, images, labels, batch_size, seed_axis
     )
-    fn = _compiled(model, kind, seed_axis, mesh)
+    given = variables
     if mesh is None:
         variables = jax.device_put(variables)
         put, fetch = jnp.asarray, np.asarray
@@ -285,11 +225,20 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
         variables = sharding.put_variables(variables, mesh)
         put = functools.partial(sharding.put_batch, mesh=mesh)
         fetch = sharding.fetch
+    batches = iter(batches)
+    head = next(batches)  # every input has at least one example (checked)
+    exclude, first = frozenset(), None
+    if kind == "grand":
+        exclude, first = _guard(model, seed_axis, mesh, given, variables, head, put, fetch)
+    fn = _compiled(model, kind, seed_axis, mesh, exclude)
     out = host_batches.ResultBuffer(num_seeds, total)
     progress = host_batches.Progress(kind, num_seeds, total)
     pending, done = None, 0
-    for x, y, mask, count in batches:
-        result = fn(variables, put(x), put(y), put(mask))  # dispatched asynchronously
+    for i, (x, y, mask, count) in enumerate(itertools.chain([head], batches)):
+        if i == 0 and first is not None:  # the guard's run of the first batch
+            result = first[0]
+        else:
+            result = fn(variables, put(x), put(y), put(mask))[0]  # dispatched asynchronously
         if pending is not None:
             out.append(fetch(pending[1])[:, : pending[0]])
         pending = (count, result)
@@ -324,7 +273,8 @@ def el2n_scores(
       model: Flax module, applied as `model.apply(variables, images, train=False)` (or without
         `train` if its `__call__` has no such argument); must return logits [B, C].
       variables: K models stacked on a leading axis (see `init_variables`).
-      images: [N, ...] numpy or jax array; or an iterable of `(images [b, ...], labels [b])`
+      images: [N, ...] float numpy or jax array, normalized as the model expects (integer
+        images are refused); or an iterable of `(images [b, ...], labels [b])`
         batches of any sizes (a generator, a `tf.data` dataset as numpy), read once, in order,
         and re-chunked into `batch_size` batches; host memory then does not grow with N beyond
         the result.
@@ -353,6 +303,11 @@ def grand_scores(
     seed_axis: str | None = None,
 ) -> np.ndarray:
     """GraNd scores: exact per-example L2 norms of the cross-entropy gradient w.r.t. all params.
+
+    Fast per-layer rules cover Dense, Conv and BatchNorm layers whose leading axis is the batch
+    and whose params are used nowhere else; all other params get `vmap(grad)`. On the first batch
+    of the call, each layer's rule is checked against `vmap(grad)` on a few examples per seed; a
+    layer that disagrees uses `vmap(grad)` for the rest of the call (an absl warning names it).
 
     Args:
       model, variables, images, labels, batch_size, mesh, seed_axis: as in `el2n_scores`.

@@ -5,11 +5,12 @@ import functools
 import flax
 import flax.linen as nn
 import jax
+import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from datadiet_jax import grad_norms
+from datadiet_jax import grad_norms, grad_rules, grad_sites
 from datadiet_jax.models import BasicBlock, ResNet, get_model
 
 
@@ -44,6 +45,47 @@ class Unusual(nn.Module):
         x = shared(nn.tanh(shared(x)))
         x = x + self.param("offset", nn.initializers.normal(1.0), (x.shape[-1],))
         return nn.Dense(3)(x)
+
+
+class ChannelsFirstBN(nn.Module):
+    """BatchNorm over axis 1 of [B, C, H, W] (C, H, W all different)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, (3, 3))(jnp.transpose(x, (0, 2, 3, 1)))
+        x = nn.BatchNorm(use_running_average=True, axis=1)(jnp.transpose(x, (0, 3, 1, 2)))
+        return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+class TimeMajor(nn.Module):
+    """A Dense over a time-major [T, B, F] array: its leading axis is time, not the batch."""
+
+    @nn.compact
+    def __call__(self, x):  # x: [B, T, F]
+        h = nn.tanh(nn.Dense(6)(jnp.swapaxes(x, 0, 1)))
+        return nn.Dense(3)(jnp.swapaxes(h, 0, 1).reshape(x.shape[0], -1))
+
+
+class Queries(nn.Module):
+    """A Dense over a parameter-derived [Q, F] array: no batch axis at all."""
+
+    num_queries: int = 4
+
+    @nn.compact
+    def __call__(self, x):  # x: [B, F]
+        q = self.param("queries", nn.initializers.normal(1.0), (self.num_queries, x.shape[-1]))
+        keys = nn.Dense(x.shape[-1])(q)
+        return nn.Dense(3)(x @ keys.T)
+
+
+class Tied(nn.Module):
+    """An encoder kernel reused, transposed, as a decoder (weight tying)."""
+
+    @nn.compact
+    def __call__(self, x):  # x: [B, F]
+        enc = nn.Dense(6)
+        h = nn.tanh(enc(x))
+        return nn.Dense(3)(h @ enc.variables["params"]["kernel"].T)
 
 
 def _perturb(variables, key):
@@ -112,6 +154,70 @@ def test_fast_norms_equal_per_example_grad_loop(name, model, shape, classes):
     ours = _fast(apply_fn)(variables, images, labels)
     ref = _loop_norms(apply_fn, variables, images, labels)
     np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "model,shape,n,fallback",
+    [
+        # Each gave a plausible number 4-94% off before the sites checked axes and uses.
+        (ChannelsFirstBN(), (2, 5, 6), 5, []),
+        (TimeMajor(), (4, 5), 4, ["Dense_0/kernel", "Dense_0/bias"]),  # T == B == 4
+        (Queries(), (7,), 4, ["queries", "Dense_0/kernel", "Dense_0/bias"]),  # Q == B == 4
+        (Tied(), (7,), 5, ["Dense_0/kernel"]),  # the tied kernel; its bias keeps the rule
+    ],
+    ids=["bn_axis1", "time_major_T_eq_B", "param_derived_Q_eq_B", "weight_tying"],
+)
+def test_batch_axis_feature_axes_and_tying_are_exact(model, shape, n, fallback):
+    apply_fn, variables, images, labels = _case(model, shape, 3, n=n, train_arg=False)
+    _, left = grad_sites.find_sites(apply_fn, variables, images)
+    assert sorted("/".join(p[1:]) for p in left) == sorted(fallback)
+    ours = _fast(apply_fn)(variables, images, labels)
+    ref = _loop_norms(apply_fn, variables, images, labels)
+    np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-4)
+
+
+def test_rule_contractions_run_at_highest_precision():
+    a, g = jnp.ones((2, 3, 40)), jnp.ones((2, 3, 50))  # Gram identity branch
+    b, h = jnp.ones((2, 30, 4)), jnp.ones((2, 30, 5))  # direct branch
+    x, y = jnp.ones((2, 6, 6, 3)), jnp.ones((2, 6, 6, 4))
+    jaxprs = [
+        jax.make_jaxpr(grad_rules.matmul_sq_norm)(a, g),
+        jax.make_jaxpr(grad_rules.matmul_sq_norm)(b, h),
+        jax.make_jaxpr(lambda x, y: grad_rules.conv_sq_norm(x, y, (3, 3), (1, 1), "SAME"))(x, y),
+        jax.make_jaxpr(lambda x, y: grad_rules.conv_sq_norm(x, y, (1, 1), (1, 1), "SAME"))(x, y),
+    ]
+    for jaxpr in jaxprs:
+        dots = [e for e in _eqns(jaxpr.jaxpr) if e.primitive.name == "dot_general"]
+        assert dots, jaxpr
+        for eqn in dots:
+            assert set(eqn.params["precision"]) == {jax.lax.Precision.HIGHEST}, eqn
+
+
+def _eqns(jaxpr):
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jex.jaxprs_in_params(eqn.params):
+            yield from _eqns(sub)
+
+
+def test_capture_gives_per_example_per_class_layer_gradients():
+    # The capture API vmapped over logit classes, as an empirical-NTK module would use it.
+    apply_fn, variables, images, labels = _case(Tied(), (7,), 3, n=4, train_arg=False)
+    cap = jax.vmap(lambda c: grad_norms.capture(apply_fn, variables, images, lambda z: z[:, c]))(
+        jnp.arange(3)
+    )
+    assert [(s.key, s.kind) for s in cap.sites] == [("Dense_0", "dense"), ("Dense_1", "dense")]
+    assert cap.fallback == (("params", "Dense_0", "kernel"),)
+    for c in range(3):
+        for i in range(4):
+            want = jax.grad(lambda p, c=c, i=i: apply_fn({"params": p}, images[i : i + 1])[0, c])(
+                variables["params"]
+            )
+            got = jnp.einsum("f,o->fo", cap.inputs["Dense_1"][c, i], cap.out_grads["Dense_1"][c, i])
+            np.testing.assert_allclose(got, want["Dense_1"]["kernel"], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                cap.out_grads["Dense_0"][c, i], want["Dense_0"]["bias"], rtol=1e-5, atol=1e-6
+            )
 
 
 def test_max_pool_ties_match_jax_grad():

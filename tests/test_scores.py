@@ -201,14 +201,18 @@ def test_streamed_input_equals_array_input_exactly(tiny, fn):
     np.testing.assert_array_equal(fn(model, variables, pairs, batch_size=8), want)
 
 
-def test_streamed_uint8_images_are_cast_like_arrays(tiny):
+def test_streamed_uint8_images_are_refused_like_arrays(tiny):
     model, variables = tiny
     rng = np.random.default_rng(3)
     images = rng.integers(0, 4, (13, 6, 6, 1)).astype(np.uint8)
     labels = rng.integers(0, 3, 13)
-    want = scores.el2n_scores(model, variables, images, labels, batch_size=4)
-    got = scores.el2n_scores(model, variables, _stream(images, labels, [6]), batch_size=4)
-    np.testing.assert_array_equal(got, want)
+    for given in (images, _stream(images, labels, [6])):
+        with pytest.raises(ValueError, match="uint8, not a float type; convert") as err:
+            if isinstance(given, np.ndarray):
+                scores.el2n_scores(model, variables, given, labels, batch_size=4)
+            else:
+                scores.el2n_scores(model, variables, given, batch_size=4)
+        assert "\n" not in str(err.value)
 
 
 def test_bad_streams_raise_one_line_value_errors(tiny):
@@ -237,3 +241,39 @@ def test_bad_streams_raise_one_line_value_errors(tiny):
         scores.grand_scores(model, variables, _stream(images, labels, [4]), labels)
     with pytest.raises(ValueError, match="labels is missing"):
         scores.grand_scores(model, variables, images)
+
+
+def test_integer_images_are_refused(tiny):
+    model, variables = tiny
+    images, labels = _data(n=6)
+    raw = np.clip(images * 40 + 128, 0, 255).astype(np.uint8)
+    for fn in (scores.el2n_scores, scores.grand_scores):
+        with pytest.raises(ValueError, match="uint8, not a float type; convert") as err:
+            fn(model, variables, raw, labels, batch_size=4)
+        assert "\n" not in str(err.value)
+
+
+class TimeMajorDense(nn.Module):
+    """A Dense over [T, B, F]; with batch_size == T its leading axis has the batch's size."""
+
+    @nn.compact
+    def __call__(self, x):  # x: [B, T, F]
+        h = nn.tanh(nn.Dense(5)(jnp.swapaxes(x, 0, 1)))
+        return nn.Dense(3)(jnp.swapaxes(h, 0, 1).reshape(x.shape[0], -1))
+
+
+def test_grand_time_major_dense_with_batch_equal_to_time_is_exact():
+    model = TimeMajorDense()
+    rng = np.random.default_rng(3)
+    images, labels = rng.normal(size=(7, 4, 6)).astype(np.float32), rng.integers(0, 3, 7)
+    variables = scores.init_variables(model, jax.random.key(3), 1, images[:1])
+    got = scores.grand_scores(model, variables, images, labels, batch_size=4)  # T == B == 4
+    one = jax.tree.map(lambda v: v[0], variables)
+    for i in range(7):
+        grads = jax.grad(
+            lambda p, i=i: grad_norms.cross_entropy(
+                model.apply({"params": p}, images[i : i + 1]), labels[i : i + 1]
+            )[0]
+        )(one["params"])
+        want = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(grads)))
+        np.testing.assert_allclose(got[0, i], want, rtol=1e-4)

@@ -273,7 +273,7 @@ def test_init_state_continues_the_schedule_and_momentum(synthetic_split, tmp_pat
     assert step == 5 and int(parent.step[0]) == 5
     child, stats, step = _train(synthetic_split, tmp_path, "child", init_state=parent, **kw)
     assert step == 12
-    assert int(stats["seen"].sum()) == 7 * 16  # only the child's own 7 steps of 16
+    assert int(stats["forgetting"]["seen"].sum()) == 7 * 16  # only the child's own 7 steps of 16
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(child), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The parent is untouched (the loop trains a copy; its step donates its input).

@@ -69,8 +69,20 @@ def _avg_ranks(x):
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match=r"\[K, N\] matrix"):
         seed_count.seed_count_correlations(np.zeros(5))
-    with pytest.raises(ValueError, match="NaN/inf"):
+    with pytest.raises(ValueError, match="NaN/-inf"):
         seed_count.seed_count_correlations(np.array([[1.0, np.nan], [1.0, 2.0]]))
+    with pytest.raises(ValueError, match="NaN/-inf"):
+        seed_count.seed_count_correlations(np.array([[1.0, -np.inf], [1.0, 2.0]]))
+
+
+def test_never_learned_forgetting_scores_rank_first():
+    # +inf (never learned) ranks above every finite score, in each seed and in the mean.
+    per_seed = np.array([[np.inf, 1.0, 0.0, 2.0], [np.inf, 0.0, 1.0, 2.0], [3.0, 1.0, 0.0, 2.0]])
+    rows = seed_count.seed_count_correlations(per_seed)
+    by = {(r["comparison"], r["num_seeds"], r["seed"]): r["spearman"] for r in rows}
+    # Mean [inf, 0.67, 0.33, 2]: ranks [4, 2, 1, 3]; seed 1 ranks [4, 1, 2, 3].
+    assert by[("seed_vs_all", 1, 0)] == pytest.approx(1.0)
+    assert by[("seed_vs_all", 1, 1)] == pytest.approx(0.8)
     with pytest.raises(ValueError, match=r"must lie in \[1, 2\]"):
         seed_count.seed_count_correlations(np.array([[1.0, 2.0], [1.0, 2.0]]), counts=(3,))
 

@@ -9,7 +9,9 @@ of 10 on CIFAR-10). Pure numpy on a saved `[K, N]` score matrix:
   first_k_vs_all    the mean of the first k seeds against the mean of all K
   first_k_vs_rest   the mean of the first k seeds against the mean of the other K - k
 
-Correlations are Spearman's: Pearson correlations of average ranks (ties share a rank).
+Correlations are Spearman's: Pearson correlations of average ranks (ties share a rank). Scores may
+hold +inf (the forgetting score of an example a seed never learned); it ranks above every finite
+score, and a mean over seeds that includes it is +inf.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ def _per_seed(per_seed) -> np.ndarray:
             f"per-seed scores have shape {arr.shape}; pass the [K, N] matrix of a score file "
             "(N >= 2)"
         )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("per-seed scores contain NaN/inf values; recompute them")
+    if not np.all(np.isfinite(arr) | np.isposinf(arr)):  # +inf: never-learned forgetting
+        raise ValueError("per-seed scores contain NaN/-inf values; recompute them")
     return arr
 
 

@@ -77,10 +77,11 @@ def _matmul_gram(pieces_a, ga, pieces_b, gb, full: bool, route: str = "auto") ->
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; use one of {ROUTES}")
     if route == "per_example" or (route == "auto" and per_example <= gram_identity):
+        same = pieces_a is pieces_b and ga is gb  # a diagonal block: one set of gradients
         total = 0.0
         for pa, pb in zip(pieces_a, pieces_b, strict=True):
             wa = _einsum("ati,cato->caio", pa, ga).reshape(c, a, -1)
-            wb = _einsum("bti,cbto->cbio", pb, gb).reshape(c, b, -1)
+            wb = wa if same else _einsum("bti,cbto->cbio", pb, gb).reshape(c, b, -1)
             total = total + _vector_gram(wa, wb, full)
         return total
     inputs = sum(
@@ -108,20 +109,22 @@ def site_gram(site: Site, a_a, g_a, a_b, g_b, full: bool = False, route="auto") 
     Returns:
       [A, B] float32, or [C, A, C, B] with `full`.
     """
-    a_a, a_b = a_a.astype(jnp.float32), a_b.astype(jnp.float32)
-    g_a, g_b = g_a.astype(jnp.float32), g_b.astype(jnp.float32)
+    same = a_a is a_b and g_a is g_b
+    a_a, g_a = a_a.astype(jnp.float32), g_a.astype(jnp.float32)
+    a_b, g_b = (a_a, g_a) if same else (a_b.astype(jnp.float32), g_b.astype(jnp.float32))
     c, na, nb = g_a.shape[0], g_a.shape[1], g_b.shape[1]
     total = jnp.zeros((c, na, c, nb) if full else (na, nb), jnp.float32)
     if site.kind in ("dense", "conv"):
         if "kernel" in site.leaves:
+            same = a_a is a_b and g_a is g_b
             if site.kind == "dense":
                 pa = [a_a.reshape(na, -1, a_a.shape[-1])]
-                pb = [a_b.reshape(nb, -1, a_b.shape[-1])]
+                pb = pa if same else [a_b.reshape(nb, -1, a_b.shape[-1])]
             else:
                 pa = grad_rules.shifted_inputs(a_a, *site.conv)
-                pb = grad_rules.shifted_inputs(a_b, *site.conv)
+                pb = pa if same else grad_rules.shifted_inputs(a_b, *site.conv)
             ga = g_a.reshape(c, na, -1, g_a.shape[-1])
-            gb = g_b.reshape(c, nb, -1, g_b.shape[-1])
+            gb = ga if same else g_b.reshape(c, nb, -1, g_b.shape[-1])
             total += _matmul_gram(pa, ga, pb, gb, full, route)
         if "bias" in site.leaves:
             total += _vector_gram(_bias_vectors(g_a), _bias_vectors(g_b), full)

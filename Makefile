@@ -9,7 +9,7 @@ SCALE ?= cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install data run test lint format bench reproduce-fig1 reproduce-fig2 reproduce-fig4 \
+.PHONY: install data run test lint format bench reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-fig4 \
 	reproduce-transfer reproduce-seedcount clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -56,6 +56,9 @@ reproduce-fig2: data
 
 reproduce-fig1: data
 	$(PY) -m experiments.fig1 --scale=$(SCALE)
+
+reproduce-fig3: data
+	$(PY) -m experiments.fig3 --scale=$(SCALE)
 
 reproduce-fig4: data
 	$(PY) -m experiments.fig4 --scale=$(SCALE)

@@ -11,7 +11,11 @@ Methods: 'train' (SGD step, BatchNorm in train mode), 'forward' (jitted eval for
 'el2n' and 'grand' (the public `el2n_scores`/`grand_scores`, K=1, including host batching),
 'vmap_grad' (`vmap(grad)` per-example gradients, then norms), 'jacrev' (`jax.jacrev` of the
 per-example losses w.r.t. params, the authors' approach, at a smaller batch), 'kseed' (K=4
-seeds in one `grand_scores` call against 4 sequential single-seed calls), and 'guard' (the
+seeds in one `grand_scores` call against 4 sequential single-seed calls), 'ntk' (the exact
+empirical NTK Gram matrix of `ntk_n` examples, one seed, by `dynamics.ntk.ntk_gram`, against
+`J @ J.T` of the per-example Jacobians (`vmap(jacrev)`) of the logits w.r.t. all params, both
+jitted and timed after a warm-up; the rate is examples/s of ours, with both times, their ratio
+and their largest relative difference), and 'guard' (the
 first-batch check of GraNd's layer rules that every `grand_scores` call runs, one seed: its time
 with compilation ('cold') and without ('warm'), against a full-dataset call of `full_n` examples:
 the GraNd program's compilation and first batch plus `full_n` examples at its measured rate).
@@ -41,25 +45,27 @@ flags.DEFINE_list("methods", None, "Methods to run (default: all).")
 flags.DEFINE_bool("quick", False, "Smoke test: small CNN only, few iterations (under a minute).")
 flags.DEFINE_string("child", None, "Internal: run one MODEL:METHOD and print its result.")
 
-METHODS = ("idle", "train", "forward", "el2n", "grand", "vmap_grad", "jacrev", "kseed", "guard")
+METHODS = (
+    "idle", "train", "forward", "el2n", "grand", "vmap_grad", "jacrev", "kseed", "guard", "ntk"
+)  # fmt: skip
 # batch: train/grand/vmap_grad batch; iters: timed batches; fwd_*: forward/EL2N; jac_batch: jacrev;
-# full_n: the dataset size the guard's cost is set against (Fashion-MNIST, CIFAR-10 train splits).
+# full_n: the dataset size the guard's cost is set against (Fashion-MNIST, CIFAR-10 train splits);
+# ntk_n: examples of the NTK Gram matrix (a window of Figure 3; ResNet18 fewer, as the jacrev
+# reference holds n * C * 11M floats).
+# fmt: off
 SETTINGS = {
-    "small_cnn": dict(
-        batch=128, iters=8, fwd_batch=256, fwd_iters=16, jac_batch=16, jac_iters=4, full_n=60000
-    ),
-    "resnet18": dict(
-        batch=32, iters=2, fwd_batch=32, fwd_iters=6, jac_batch=8, jac_iters=1, full_n=50000
-    ),
+    "small_cnn": dict(batch=128, iters=8, fwd_batch=256, fwd_iters=16, jac_batch=16, jac_iters=4,
+                      full_n=60000, ntk_n=100),
+    "resnet18": dict(batch=32, iters=2, fwd_batch=32, fwd_iters=6, jac_batch=8, jac_iters=1,
+                     full_n=50000, ntk_n=8),
 }
 QUICK = {
-    "small_cnn": dict(
-        batch=64, iters=2, fwd_batch=128, fwd_iters=3, jac_batch=8, jac_iters=1, full_n=60000
-    ),
-    "resnet18": dict(
-        batch=8, iters=1, fwd_batch=8, fwd_iters=2, jac_batch=4, jac_iters=1, full_n=50000
-    ),
+    "small_cnn": dict(batch=64, iters=2, fwd_batch=128, fwd_iters=3, jac_batch=8, jac_iters=1,
+                      full_n=60000, ntk_n=100),
+    "resnet18": dict(batch=8, iters=1, fwd_batch=8, fwd_iters=2, jac_batch=4, jac_iters=1,
+                     full_n=50000, ntk_n=4),
 }
+# fmt: on
 NUM_SEEDS = 4
 STREAM_SIZES = (10_000, 100_000)
 STREAM_SIZES_QUICK = (2_000, 20_000)
@@ -124,12 +130,13 @@ def run_method(model_name: str, method: str, cfg: dict) -> dict:
     model = get_model(model_name, 10)
     shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
     rng = np.random.default_rng(0)
-    bsz = {"forward": cfg["fwd_batch"], "el2n": cfg["fwd_batch"], "jacrev": cfg["jac_batch"]}.get(
-        method, cfg["batch"]
-    )
-    iters = {"forward": cfg["fwd_iters"], "el2n": cfg["fwd_iters"], "jacrev": cfg["jac_iters"]}.get(
-        method, cfg["iters"]
-    )
+    bsz = {
+        "forward": cfg["fwd_batch"], "el2n": cfg["fwd_batch"], "jacrev": cfg["jac_batch"],
+        "ntk": cfg["ntk_n"],
+    }.get(method, cfg["batch"])  # fmt: skip
+    iters = {
+        "forward": cfg["fwd_iters"], "el2n": cfg["fwd_iters"], "jacrev": cfg["jac_iters"], "ntk": 1
+    }.get(method, cfg["iters"])  # fmt: skip
     n = bsz * iters
     images = rng.normal(size=(n, *shape)).astype(np.float32)
     labels = rng.integers(0, 10, n)
@@ -193,6 +200,8 @@ def run_method(model_name: str, method: str, cfg: dict) -> dict:
         result["kseed_speedup"] = together / seq
     elif method == "guard":
         result.update(_guard_cost(model, variables, images, labels, bsz, cfg["full_n"]))
+    elif method == "ntk":
+        result.update(_ntk_cost(model, variables, images[: cfg["ntk_n"]]))
     result["peak_mb"] = _peak_mb()
     return result
 
@@ -238,6 +247,55 @@ def _guard_cost(model, variables, images, labels, bsz: int, full_n: int) -> dict
         "full_call_s_extrapolated": full_s,
         "guard_cold_share": times[0] / full_s,
         "guard_warm_share": times[1] / full_s,
+    }
+
+
+def _ntk_cost(model, variables, images) -> dict:
+    """Seconds of the NTK Gram matrix of `images` by `ntk_gram` and by `jacrev` + `J @ J.T`."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from datadiet_jax.dynamics import ntk
+
+    n = len(images)
+    one = jax.tree.map(lambda v: v[0], variables)
+    x = jnp.asarray(images)
+
+    @jax.jit
+    def jacrev_gram(v, x):
+        # Per-example Jacobians (jacrev of the whole batch would differentiate every logit
+        # through every example), then J @ J.T of the full [n*C, P] Jacobian.
+        def logits_one(p, xi):
+            return model.apply({**v, "params": p}, xi[None], train=False)[0]
+
+        jac = jax.vmap(jax.jacrev(logits_one), in_axes=(None, 0))(v["params"], x)
+        j = jnp.concatenate(
+            [a.reshape(a.shape[0] * a.shape[1], -1) for a in jax.tree.leaves(jac)], 1
+        )
+        return jnp.dot(j, j.T, precision=jax.lax.Precision.HIGHEST)  # [n*C, n*C]
+
+    def ours():
+        return ntk.ntk_gram(model, variables, images, batch_size=n)
+
+    times = {}
+    for name, fn in (("ntk", ours), ("jacrev_ntk", lambda: jacrev_gram(one, x))):
+        jax.block_until_ready(fn())  # compile
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times[name] = time.perf_counter() - start
+        if name == "ntk":
+            got = np.asarray(out)[0]
+        else:
+            c = out.shape[0] // n
+            want = np.einsum("icjc->ij", np.asarray(out).reshape(n, c, n, c))
+    return {
+        "batch_size": n,
+        "examples_per_s": n / times["ntk"],
+        "ntk_s": times["ntk"],
+        "jacrev_ntk_s": times["jacrev_ntk"],
+        "ntk_vs_jacrev_speedup": times["jacrev_ntk"] / times["ntk"],
+        "max_rel_diff": float(np.max(np.abs(got - want)) / np.max(np.abs(want))),
     }
 
 
@@ -288,6 +346,9 @@ def _table(results: dict) -> str:
             rate = f"{rate:.1f}" if rate else ("error" if "error" in r else "-")
             if method == "guard" and "guard_cold_s" in r:
                 rate += f" (grand program only; guard {r['guard_cold_s']:.1f} s cold)"
+            if method == "ntk" and "jacrev_ntk_s" in r:
+                rate += f" (Gram of {r['batch_size']}: {r['ntk_s']:.2f} s; jacrev J J^T "
+                rate += f"{r['jacrev_ntk_s']:.2f} s)"
             if method == "kseed" and "sequential_examples_per_s" in r:
                 rate += (
                     f" (K={NUM_SEEDS} x examples; sequential {r['sequential_examples_per_s']:.1f})"
@@ -345,6 +406,7 @@ def main(argv):
             "grand_vs_train_throughput": _ratio(rate["grand"], rate["train"]),
             "el2n_vs_forward_throughput": _ratio(rate["el2n"], rate["forward"]),
             "kseed_vs_sequential_throughput": by_method.get("kseed", {}).get("kseed_speedup"),
+            "ntk_vs_jacrev_ntk_speedup": by_method.get("ntk", {}).get("ntk_vs_jacrev_speedup"),
             "grand_vs_train_peak_memory": _ratio(peak["grand"], peak["train"]),
             "vmap_grad_vs_train_peak_memory": _ratio(peak["vmap_grad"], peak["train"]),
             "guard_cold_vs_full_call_percent": _percent(guard.get("guard_cold_share")),

@@ -87,3 +87,35 @@ def plot_seed_count(spearman_rows: Sequence[Mapping], accuracy_rows: Sequence[Ma
     right.grid(alpha=0.3)
     right.legend(fontsize="small")
     return plots.save_figure(fig, out_stem)
+
+
+def plot_kernel_velocity(rows: Sequence[Mapping], out_stem) -> list[str]:
+    """Kernel velocity against the EL2N rank of the window, one curve per epoch t and one panel
+    per label-noise level (Figure 3); the mean over seeds with a 16th-84th percentile band.
+
+    Args:
+      rows: rows with 'noise_fraction', 'epoch', 'window_start' and 'velocity' (one per seed).
+      out_stem: output path without extension.
+
+    Returns:
+      Written paths (PNG, PDF).
+    """
+    if not rows:
+        raise ValueError("no velocity rows; measure the kernel velocities first")
+    levels = sorted({float(r["noise_fraction"]) for r in rows})
+    fig = Figure(figsize=(4.5 * len(levels), 3.5), layout="constrained")
+    axes = fig.subplots(1, len(levels), squeeze=False)[0]
+    for ax, noise in zip(axes, levels, strict=True):
+        at = [r for r in rows if float(r["noise_fraction"]) == noise]
+        for epoch in sorted({int(r["epoch"]) for r in at}):
+            xs, ys, lo, hi = plots.summarize_by(
+                [r for r in at if int(r["epoch"]) == epoch], "window_start", "velocity"
+            )
+            (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=f"epoch {epoch}")
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("EL2N rank of the window's first example (low to high)")
+        ax.set_ylabel("kernel velocity (cosine distance, t to t+1)")
+        ax.set_title(f"{round(100 * noise)}% random labels", fontsize="small")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return plots.save_figure(fig, out_stem)

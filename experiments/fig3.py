@@ -1,0 +1,186 @@
+"""Figure 3: kernel velocity of windows of examples ranked by EL2N, clean and noisy labels.
+
+  python -m experiments.fig3 --scale=cpu    # or: make reproduce-fig3 [SCALE=paper|smoke]
+
+At each epoch t the training examples are sorted by their EL2N at t (mean over the seeds); for
+windows of consecutive ranks, the empirical NTK Gram matrix of the window (trace over the logits,
+exact: `datadiet_jax.dynamics.ntk`) is computed at t and t + 1 under every seed, and the kernel
+velocity is their cosine distance (Fort et al., NeurIPS 2020). Paul et al. report that the
+velocity rises with EL2N at every epoch and that, with label noise, it drops sharply for the very
+highest scores (the mislabeled examples). See `datadiet_jax.dynamics.kernel_velocity`.
+
+Each noise level is one K-seed training of its own (purpose 5), in RUNS/<scale>/fig3_noiseNN/.
+
+Scales (`FIG3`, on top of `experiments.common.SCALES`):
+  paper: CIFAR-10, ResNet18, 10 seeds, t in (0, 1, 2, 5, 10, 20), 50 windows of 100 (GPU).
+  cpu: Fashion-MNIST (first 10,000 training images), small CNN, 4 seeds, t in (0, 1, 2), 12
+    windows of 100. Not run yet; estimated from measured rates: per noise level 4 seeds x 3
+    epochs x 10,000 examples at ~850 examples/s (3.9 minutes) and 4 x 2 x 3 x 12 = 288 Gram
+    matrices of 100 examples at ~0.85 s (4.1 minutes); for both levels about 16 minutes on 2
+    cores, plus compilation.
+  smoke: the same stages on 256 examples, 2 seeds, t in (0, 1), 4 windows of 32 (10-30 s).
+
+Outputs: OUT/fig3.{png,pdf}, OUT/fig3.csv (one row per noise level, epoch, seed and window),
+OUT/fig3_summary.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+
+import numpy as np
+from absl import app
+
+from datadiet_jax import artifacts, models, reports
+from datadiet_jax import run as run_lib
+from datadiet_jax.dynamics import figures, kernel_velocity
+from experiments import cli, common
+from experiments import reports as experiment_reports
+
+CSV_COLUMNS = ("noise_fraction", "epoch", "seed", "window_start", "velocity", "scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fig3Scale:
+    """Figure 3 settings of one scale.
+
+    Attributes:
+      epochs: epochs t; each velocity is measured between t and t + 1.
+      window_size: examples per window (the paper: 100).
+      num_windows: windows per epoch, start ranks spread evenly over [0, N - window_size].
+      noise_fractions: label-noise levels, one panel each.
+      ntk_batch_size: examples per NTK block (memory).
+      overrides: config overrides of the training (e.g. the number of seeds).
+    """
+
+    epochs: tuple[int, ...]
+    window_size: int
+    num_windows: int
+    noise_fractions: tuple[float, ...] = (0.0, 0.1)
+    ntk_batch_size: int = 100
+    overrides: Mapping = dataclasses.field(default_factory=dict)
+
+
+FIG3: dict[str, Fig3Scale] = {
+    "paper": Fig3Scale((0, 1, 2, 5, 10, 20), 100, 50),
+    "cpu": Fig3Scale((0, 1, 2), 100, 12),
+    "smoke": Fig3Scale((0, 1), 32, 4),
+}
+
+
+def item_name(noise: float) -> str:
+    return f"fig3_{common.noise_tag(noise)}"
+
+
+def velocity_config(scale: common.Scale, noise: float, runs_dir: str):
+    """The training config of one noise level: the scale's base config and `FIG3` overrides."""
+    # No pruning: the training only measures (the score run's prune overrides).
+    overrides = common.score_item(noise)["overrides"] | dict(FIG3[scale.name].overrides)
+    return common.make_config(scale, common.item(item_name(noise), "score", noise, overrides),
+                              runs_dir)  # fmt: skip
+
+
+def check(scale: common.Scale, runs_dir: str) -> None:
+    """Refuses bad Figure 3 settings before anything trains."""
+    settings = FIG3[scale.name]
+    for noise in settings.noise_fractions:
+        config = velocity_config(scale, noise, runs_dir)
+        run_lib.validate(config)
+        _, needed = kernel_velocity.measured_epochs(settings.epochs)
+        if needed[-1] > config.train.num_epochs:
+            raise ValueError(
+                f"Figure 3 measures up to epoch {needed[-1]}, past the {config.train.num_epochs} "
+                "training epochs; raise train.num_epochs or lower the epochs"
+            )
+        kernel_velocity.window_starts(
+            common.num_train_examples(config), settings.window_size, settings.num_windows
+        )
+
+
+def measure(scale: common.Scale, noise: float, runs_dir: str) -> list[dict]:
+    """Trains (or resumes) one noise level and returns its velocity rows."""
+    settings = FIG3[scale.name]
+    config = velocity_config(scale, noise, runs_dir)
+    workdir = common.workdir(runs_dir, scale, {"name": item_name(noise)})
+    split, _ = run_lib.load_data(config)
+    saved = {"config": run_lib.config_to_dict(config), "fig3": dataclasses.asdict(settings)}
+    artifacts.check_workdir(workdir, json.loads(json.dumps(saved, default=list)))
+    width = {"width": config.model.width} if config.model.width else {}
+    model = models.get_model(config.model.name, split.num_classes, **width)
+    augment = config.data.augment == "on" or (
+        config.data.augment == "auto" and split.images.shape[1:3] == (32, 32)
+    )
+    rows = kernel_velocity.velocity_run(
+        config, workdir, model, split, epochs=settings.epochs, window_size=settings.window_size,
+        num_windows=settings.num_windows, ntk_batch_size=settings.ntk_batch_size, augment=augment,
+    )  # fmt: skip
+    return [dict(noise_fraction=float(noise)) | r for r in rows]
+
+
+def summary_sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Mean velocity per window and epoch for each noise level, and the trend per epoch."""
+    sections, trend = [], []
+    for noise in sorted({r["noise_fraction"] for r in rows}):
+        at = [r for r in rows if r["noise_fraction"] == noise]
+        epochs = sorted({r["epoch"] for r in at})
+        starts = sorted({r["window_start"] for r in at})
+        mean = {
+            (e, s): float(np.mean([r["velocity"] for r in at
+                                   if r["epoch"] == e and r["window_start"] == s]))
+            for e in epochs for s in starts
+        }  # fmt: skip
+        el2n = {(r["epoch"], r["window_start"]): r["el2n_window_mean"] for r in at}
+        table = [{"window start": s} | {f"t={e}": mean[(e, s)] for e in epochs} for s in starts]
+        title = f"Mean kernel velocity over seeds, {round(100 * noise)}% random labels"
+        sections.append((title, table))
+        for e in epochs:
+            curve = np.array([mean[(e, s)] for s in starts])
+            spearman = reports.spearman_matrix({"a": np.array(starts, float), "b": curve})[1][0, 1]
+            trend.append({
+                "noise": noise, "epoch": e, "Spearman(rank, velocity)": float(spearman),
+                "lowest window": curve[0], "highest window": curve[-1],
+                "max": float(curve.max()), "argmax start": starts[int(curve.argmax())],
+                "EL2N of highest window": el2n[(e, starts[-1])],
+            })  # fmt: skip
+    trend_title = "Does velocity rise with EL2N, and fall for the very highest under noise?"
+    return [(trend_title, trend), *sections]
+
+
+def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+    """Runs (or resumes) every noise level; writes the figure, CSV and summary.
+
+    Returns:
+      {'figure': paths, 'csv': [path], 'summary': [path]}.
+    """
+    scale = common.get_scale(scale_name)
+    if scale.name not in FIG3:
+        raise ValueError(f"Figure 3 has no settings for scale {scale.name!r}; use {sorted(FIG3)}")
+    check(scale, runs_dir)
+    rows = []
+    for noise in FIG3[scale.name].noise_fractions:
+        rows += [dict(r, scale=scale.name) for r in measure(scale, noise, runs_dir)]
+    first = list(CSV_COLUMNS)
+    rows = [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, "fig3.csv")
+    artifacts.write_csv(csv_path, rows)
+    figure = figures.plot_kernel_velocity(rows, os.path.join(out_dir, "fig3"))
+    settings = FIG3[scale.name]
+    summary = experiment_reports.write_summary(
+        os.path.join(out_dir, "fig3_summary.md"),
+        f"Figure 3 ({scale.name}): kernel velocity of windows of {settings.window_size} "
+        "examples ranked by EL2N (NTK trace over logits, cosine distance from t to t + 1)",
+        summary_sections(rows),
+    )
+    return {"figure": figure, "csv": [csv_path], "summary": [summary]}
+
+
+def main(argv):
+    cli.main(argv, "Figure 3", reproduce)
+
+
+if __name__ == "__main__":
+    app.run(main)

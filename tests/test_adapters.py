@@ -293,3 +293,11 @@ def test_bad_models_and_params_raise_one_line_value_errors():
         with pytest.raises(ValueError, match=words) as err:
             call()
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("seed_axis", ["vmap", "map"])
+def test_seed_axes_agree_for_nnx(seed_axis):
+    model = _nnx_model(2)
+    images, labels = _data(n=5)
+    got = scores.grand_scores(*nnx.split(model), images, labels, batch_size=4, seed_axis=seed_axis)
+    np.testing.assert_allclose(got, _nnx_loop(model, images, labels)[0], rtol=1e-4)

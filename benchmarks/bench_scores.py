@@ -21,6 +21,10 @@ with compilation ('cold') and without ('warm'), against a full-dataset call of `
 the GraNd program's compilation and first batch plus `full_n` examples at its measured rate).
 Writes OUT/bench.json and OUT/bench.md and logs the table.
 
+NNX: 'nnx_small_cnn' is the small CNN written with Flax NNX (nnx.Conv, nnx.BatchNorm,
+nnx.Linear; `nnx_small_cnn`), scored through the jaxpr-based GraNd path (`jaxpr_sites.py`); only
+'grand' and 'vmap_grad' run for it (`NNX_METHODS`), on the small CNN's settings.
+
 Streamed input: 'stream<N>' runs small-CNN EL2N on a generator of N random examples in batches of
 100 (re-chunked to 256), once for each N of STREAM_SIZES, each in its own process; peak memory
 must not grow with N (the ratio of the largest to the smallest peak is reported).
@@ -45,6 +49,7 @@ flags.DEFINE_list("methods", None, "Methods to run (default: all).")
 flags.DEFINE_bool("quick", False, "Smoke test: small CNN only, few iterations (under a minute).")
 flags.DEFINE_string("child", None, "Internal: run one MODEL:METHOD and print its result.")
 
+NNX_METHODS = ("grand", "vmap_grad")
 METHODS = (
     "idle", "train", "forward", "el2n", "grand", "vmap_grad", "jacrev", "kseed", "guard", "ntk"
 )  # fmt: skip
@@ -115,6 +120,67 @@ def _run_stream_child(num_examples: int) -> dict:
     assert out.shape == (1, num_examples), out.shape
     return {"batch_size": 256, "num_examples": num_examples, "examples_per_s": rate,
             "peak_mb": _peak_mb()}  # fmt: skip
+
+
+def nnx_small_cnn(key, num_classes: int = 10, width: int = 32, hidden: int = 128):
+    """The NNX twin of `models.SmallCNN` (28x28x1 inputs), built from `key`."""
+    from flax import nnx
+
+    class SmallCNN(nnx.Module):
+        def __init__(self, rngs):
+            bn = dict(momentum=0.9, epsilon=1e-5, rngs=rngs)
+            self.conv1 = nnx.Conv(1, width, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
+            self.bn1 = nnx.BatchNorm(width, **bn)
+            self.conv2 = nnx.Conv(
+                width, 2 * width, (3, 3), padding="SAME", use_bias=False, rngs=rngs
+            )
+            self.bn2 = nnx.BatchNorm(2 * width, **bn)
+            self.dense = nnx.Linear(2 * width * 7 * 7, hidden, use_bias=False, rngs=rngs)
+            self.bn3 = nnx.BatchNorm(hidden, **bn)
+            self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
+
+        def __call__(self, x):
+            for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2)):
+                x = nnx.max_pool(nnx.relu(bn(conv(x))), (2, 2), strides=(2, 2))
+            x = nnx.relu(self.bn3(self.dense(x.reshape(x.shape[0], -1))))
+            return self.head(x)
+
+    return SmallCNN(nnx.Rngs(key))
+
+
+def _run_nnx(method: str, cfg: dict) -> dict:
+    """GraNd (public `grand_scores`, K=1) or `vmap(grad)` of the NNX small CNN."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from datadiet_jax import adapters, jaxpr_norms, scores
+
+    model = nnx.vmap(lambda k: nnx_small_cnn(k), in_axes=0)(jax.random.split(jax.random.key(0), 1))
+    graphdef, state = nnx.split(model)
+    bsz, iters = cfg["batch"], cfg["iters"]
+    n = bsz * iters
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(n, 28, 28, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, n)
+    result = {"batch_size": bsz, "timed_batches": iters}
+    if method == "grand":
+        result["examples_per_s"] = _timed(
+            lambda: scores.grand_scores(graphdef, state, images, labels, batch_size=bsz), n
+        )
+    else:
+        adapted, packed = adapters.adapt(graphdef, state)
+        one = jax.tree.map(lambda v: v[0], packed)
+        step = jax.jit(
+            lambda x, y: jnp.sqrt(sum(jaxpr_norms.leaf_sq_norms(adapted.apply, one, x, y).values()))
+        )
+        batches = [(images[i : i + bsz], labels[i : i + bsz]) for i in range(0, n, bsz)]
+        result["examples_per_s"] = _timed(
+            lambda: [step(jnp.asarray(x), jnp.asarray(y)) for x, y in batches], n
+        )
+    result["peak_mb"] = _peak_mb()
+    return result
 
 
 def run_method(model_name: str, method: str, cfg: dict) -> dict:
@@ -217,12 +283,13 @@ def _guard_cost(model, variables, images, labels, bsz: int, full_n: int) -> dict
     import jax.numpy as jnp
     import numpy as np
 
-    from datadiet_jax import grad_guard, scores
+    from datadiet_jax import adapters, grad_guard, host_batches, scores
 
+    model, variables = adapters.adapt(model, variables)  # the pure form the scores compile
     fn = scores._compiled(model, "grand", "unroll", None)
     batches = [
-        tuple(map(jnp.asarray, scores._padded(images, labels, lo, lo + bsz, bsz)))
-        for lo in range(0, len(images), bsz)
+        tuple(map(jnp.asarray, batch[:3]))
+        for batch in host_batches.array_batches(images, labels.astype(np.int32), bsz)
     ]
     start = time.perf_counter()
     first = jax.block_until_ready(fn(variables, *batches[0]))
@@ -381,6 +448,10 @@ def main(argv):
             result = _run_stream_child(int(method[len("stream") :]))
             print("RESULT " + json.dumps(result), flush=True)
             return
+        if model_name == "nnx_small_cnn":
+            cfg = (QUICK if FLAGS.quick else SETTINGS)["small_cnn"]
+            print("RESULT " + json.dumps(_run_nnx(method, cfg)), flush=True)
+            return
         cfg = (QUICK if FLAGS.quick else SETTINGS)[model_name]
         print("RESULT " + json.dumps(run_method(model_name, method, cfg)), flush=True)
         return
@@ -413,6 +484,13 @@ def main(argv):
             "guard_warm_vs_full_call_percent": _percent(guard.get("guard_warm_share")),
         }
         results["ratios"][model_name] = {k: v for k, v in ratios.items() if v is not None}
+    if "small_cnn" in models:  # the same CNN in Flax NNX, through the jaxpr-based GraNd path
+        by_method = {m: _spawn("nnx_small_cnn", m) for m in NNX_METHODS}
+        logging.info("nnx_small_cnn: %s", by_method)
+        results["results"]["nnx_small_cnn"] = by_method
+        rate = {m: r.get("examples_per_s") for m, r in by_method.items()}
+        ratio = _ratio(rate["grand"], rate["vmap_grad"])
+        results["ratios"]["nnx_small_cnn"] = {"grand_vs_vmap_grad_throughput": ratio}
     if "small_cnn" in models:
         stream = {}
         for n in STREAM_SIZES_QUICK if FLAGS.quick else STREAM_SIZES:

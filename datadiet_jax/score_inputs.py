@@ -91,7 +91,7 @@ def check_args(batch_size, seed_axis) -> None:
 
 
 def check_model(model, variables, example_shape, dtype, train_arg: bool) -> tuple[int, int]:
-    """Checks variables against the model for one example shape; returns (K, num_classes)."""
+    """Checks Linen variables against the model for one example shape; returns (K, classes)."""
     want, logits_shape = _abstract(model, (1, *example_shape), dtype, train_arg)
     num_seeds = _check_variables(model, variables, want)
     if len(logits_shape) != 2:
@@ -108,12 +108,13 @@ def check_float_images(dtype, where: str = "images") -> None:
         )
 
 
-def check_inputs(model, variables, images, labels, batch_size, seed_axis, train_arg: bool):
+def check_inputs(check_model_fn, images, labels, batch_size, seed_axis):
     """Validates the arguments of a scores call on arrays.
 
     Args:
-      model, variables, images, labels, batch_size, seed_axis: as `scores.el2n_scores`.
-      train_arg: whether the model is called with `train=False`.
+      check_model_fn: `(example_shape, dtype) -> (K, num_classes)`, checking the model and its
+        variables (`check_model` for Linen, `adapters.check_pure` for other models).
+      images, labels, batch_size, seed_axis: as `scores.el2n_scores`.
     Returns:
       (images [N, ...] float, labels [N] int32, K) with images and labels as host numpy arrays.
     Raises:
@@ -140,9 +141,7 @@ def check_inputs(model, variables, images, labels, batch_size, seed_axis, train_
             f"images contain NaN or inf at indices {bad[:10].tolist()}; "
             "clean or drop those examples."
         )
-    num_seeds, num_classes = check_model(
-        model, variables, images.shape[1:], images.dtype, train_arg
-    )
+    num_seeds, num_classes = check_model_fn(images.shape[1:], images.dtype)
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         raise ValueError(

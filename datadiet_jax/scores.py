@@ -16,6 +16,12 @@ against `vmap(grad)` for each seed and sends a layer that disagrees to the exact
 (`grad_guard.py`). Images must be float (normalized as the
 model expects); integer images are refused rather than silently cast.
 
+Models of any framework meet the library through `adapters.adapt`, which turns a Flax Linen
+`(module, variables)`, a Flax NNX `nnx.split(module)` or a plain `(apply_fn, params)` into one pure
+form `apply(params, state, images) -> logits`. Linen layers find their fast GraNd rules by module
+interception (`grad_sites.py`), other models by their jaxpr (`jaxpr_sites.py`); both share the
+rules (`grad_rules.py`), the `vmap(grad)` fallback and the guard.
+
 Usage:
 
     model = get_model('small_cnn', num_classes=10)
@@ -25,13 +31,15 @@ Usage:
     keep = np.argsort(-grand.mean(axis=0))[: len(images) // 2]
     # Or streamed, without holding the dataset: any iterable of (images, labels) batches.
     el2n = el2n_scores(model, variables, ((x, y) for x, y in batches))  # [4, N]
+    # Flax NNX (K seeds from nnx.vmap over a constructor) and plain functions:
+    grand = grand_scores(*nnx.split(nnx_model), images, labels)       # [K, N]
+    grand = grand_scores(apply_fn, stacked_params, images, labels)    # apply_fn(params, x)
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import itertools
 import time
 from typing import Any
@@ -42,19 +50,22 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from datadiet_jax import grad_guard, grad_norms, host_batches, score_inputs, seeds
+from datadiet_jax import (
+    adapters,
+    grad_guard,
+    grad_norms,
+    host_batches,
+    jaxpr_norms,
+    score_inputs,
+    seeds,
+)
 
 SEED_AXES = score_inputs.SEED_AXES
 
 
-def _takes_train(model: nn.Module) -> bool:
-    return "train" in inspect.signature(model.__call__).parameters
-
-
-def _apply_fn(model: nn.Module):
-    """`(variables, images) -> logits` in eval mode, for models with or without a `train` arg."""
-    kwargs = {"train": False} if _takes_train(model) else {}
-    return lambda variables, images: model.apply(variables, images, **kwargs)
+def _linen_apply(adapted: adapters.Adapted):
+    """`(variables {'params', 'state'}, images) -> logits`, the form `grad_norms` expects."""
+    return lambda v, images: adapted.apply(v["params"], v["state"], images)
 
 
 def init_variables(model: nn.Module, key: jax.Array, num_seeds: int, sample_input) -> Any:
@@ -70,7 +81,7 @@ def init_variables(model: nn.Module, key: jax.Array, num_seeds: int, sample_inpu
     """
     if int(num_seeds) < 1:
         raise ValueError(f"num_seeds must be >= 1, got {num_seeds}; pass a positive seed count.")
-    kwargs = {"train": False} if _takes_train(model) else {}
+    kwargs = {"train": False} if adapters.takes_train(model) else {}
     sample = jnp.asarray(sample_input)
     keys = jax.random.split(key, int(num_seeds))
     return jax.jit(lambda ks: jax.lax.map(lambda k: model.init(k, sample, **kwargs), ks))(keys)
@@ -86,14 +97,18 @@ def el2n(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def _per_seed_scores(model, kind, exclude, variables, images, labels, mask):
     """Scores of one model on one batch. images: [B, ...], labels/mask: [B].
 
+    model: an `adapters.Adapted` model; variables: one seed's `{'params', 'state'}`.
     exclude: GraNd layers (site keys) the guard sent to the exact fallback.
     Returns ([B] float32 scores, {site key: [B]} GraNd per-layer squared norms; {} for EL2N).
     """
-    apply_fn = _apply_fn(model)
     if kind == "el2n":
-        return el2n(apply_fn(variables, images), labels), {}
-    return grad_norms.norms_and_site_sq_norms(
-        apply_fn, variables, images, labels, mask, exclude=exclude
+        return el2n(model.apply(variables["params"], variables["state"], images), labels), {}
+    if model.uses_linen_sites:
+        return grad_norms.norms_and_site_sq_norms(
+            _linen_apply(model), variables, images, labels, mask, exclude=exclude
+        )
+    return jaxpr_norms.norms_and_site_sq_norms(
+        model.apply, variables, images, labels, mask, exclude=exclude
     )
 
 
@@ -139,7 +154,9 @@ def _compiled(model, kind, seed_axis, mesh, exclude=frozenset()):
 
 
 def _build_exact(model):
-    return jax.jit(functools.partial(grad_guard.exact_layer_sq_norms, _apply_fn(model)))
+    if model.uses_linen_sites:
+        return jax.jit(functools.partial(grad_guard.exact_layer_sq_norms, _linen_apply(model)))
+    return jax.jit(functools.partial(jaxpr_norms.exact_site_sq_norms, model.apply))
 
 
 _exact_cached = functools.lru_cache(maxsize=32)(_build_exact)
@@ -173,14 +190,23 @@ def _guard(model, seed_axis, mesh, variables, placed, first_batch, put, fetch):
     return exclude, result if on_cpu and not exclude else None
 
 
-def _input_batches(model, variables, images, labels, batch_size, seed_axis):
+def _model_check(adapted, variables, packed):
+    """`(example_shape, dtype) -> (K, num_classes)`, checking the variables against the model."""
+    if adapted.form == "linen":
+        return functools.partial(
+            score_inputs.check_model, adapted.model, variables, train_arg=adapted.train_arg
+        )
+    return functools.partial(adapters.check_pure, adapted, packed)
+
+
+def _input_batches(check_model, images, labels, batch_size, seed_axis):
     """Validated fixed-size padded host batches from arrays or from a stream.
 
+    check_model: `(example_shape, dtype) -> (K, num_classes)` (see `_model_check`).
     Returns:
       (batches yielding `(images [B, ...], labels [B], mask [B], count)`, K, N or None for a
       stream, whose length is learned as it is read).
     """
-    train_arg = _takes_train(model)
     stream = host_batches.is_stream(images)
     if labels is None and not stream:
         raise ValueError(
@@ -194,15 +220,13 @@ def _input_batches(model, variables, images, labels, batch_size, seed_axis):
                 "pass images as an array."
             )
         images, labels, num_seeds = score_inputs.check_inputs(
-            model, variables, images, labels, batch_size, seed_axis, train_arg
+            check_model, images, labels, batch_size, seed_axis
         )
         return host_batches.array_batches(images, labels, batch_size), num_seeds, len(images)
     score_inputs.check_args(batch_size, seed_axis)
     first_images, _, items = host_batches.first_batch(images)
     example_shape, dtype = first_images.shape[1:], first_images.dtype
-    num_seeds, num_classes = score_inputs.check_model(
-        model, variables, example_shape, dtype, train_arg
-    )
+    num_seeds, num_classes = check_model(example_shape, dtype)
     batches = host_batches.stream_batches(items, batch_size, example_shape, dtype, num_classes)
     return batches, num_seeds, None
 
@@ -211,10 +235,10 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
     """Streams padded batches through the compiled [K, B] function; returns [K, N] float32."""
     if seed_axis is None:
         seed_axis = "unroll" if jax.default_backend() == "cpu" else "vmap"
-    batches, num_seeds, total = _input_batches(
-        model, variables, images, labels, batch_size, seed_axis
-    )
-    given = variables
+    model, given = adapters.adapt(model, variables)  # one pure form for every framework
+    check_model = _model_check(model, variables, given)
+    batches, num_seeds, total = _input_batches(check_model, images, labels, batch_size, seed_axis)
+    variables = given
     if mesh is None:
         variables = jax.device_put(variables)
         put, fetch = jnp.asarray, np.asarray
@@ -258,7 +282,7 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
 
 
 def el2n_scores(
-    model: nn.Module,
+    model: Any,
     variables,
     images,
     labels=None,
@@ -270,9 +294,14 @@ def el2n_scores(
     """EL2N scores `||softmax(f(x)) - onehot(y)||_2` of every example under every seed.
 
     Args:
-      model: Flax module, applied as `model.apply(variables, images, train=False)` (or without
-        `train` if its `__call__` has no such argument); must return logits [B, C].
-      variables: K models stacked on a leading axis (see `init_variables`).
+      model: a Flax Linen module, applied as `model.apply(variables, images, train=False)` (or
+        without `train` if its `__call__` has no such argument); an NNX graphdef (from
+        `nnx.split`), or an NNX module with `variables=None`, run after `module.eval()`; or a
+        function `apply_fn(params, images)` (`adapters.stateful(fn)` for `fn(params, state,
+        images)`). Must return logits [B, C]. See `adapters.py`.
+      variables: K models stacked on a leading axis: Linen variables (see `init_variables`), the
+        NNX state (`nnx.vmap` over a constructor), or the params pytree of `apply_fn`
+        (`{'params': ..., 'state': ...}` for `stateful`).
       images: [N, ...] float numpy or jax array, normalized as the model expects (integer
         images are refused); or an iterable of `(images [b, ...], labels [b])`
         batches of any sizes (a generator, a `tf.data` dataset as numpy), read once, in order,
@@ -293,7 +322,7 @@ def el2n_scores(
 
 
 def grand_scores(
-    model: nn.Module,
+    model: Any,
     variables,
     images,
     labels=None,
@@ -305,7 +334,10 @@ def grand_scores(
     """GraNd scores: exact per-example L2 norms of the cross-entropy gradient w.r.t. all params.
 
     Fast per-layer rules cover Dense, Conv and BatchNorm layers whose leading axis is the batch
-    and whose params are used nowhere else; all other params get `vmap(grad)`. On the first batch
+    and whose params are used nowhere else; for NNX models and functions, matrix products and
+    convolutions of a param leaf and bias adds and scales of a broadcast param (which covers
+    nnx.Linear, nnx.Conv and nnx.BatchNorm) in their jaxpr (`jaxpr_sites.py`). All other params
+    get `vmap(grad)`. On the first batch
     of the call, each layer's rule is checked against `vmap(grad)` on a few examples per seed; a
     layer that disagrees uses `vmap(grad)` for the rest of the call (an absl warning names it).
 

@@ -50,6 +50,7 @@ format: install
 
 bench: data
 	$(PY) -m benchmarks.bench_scores --out=bench
+	$(PY) -m benchmarks.bench_loop --out=bench
 
 reproduce-fig2: data
 	$(PY) -m experiments.fig2 --scale=$(SCALE)
@@ -70,4 +71,4 @@ reproduce-seedcount: data
 	$(PY) -m experiments.seedcount --scale=$(SCALE)
 
 clean:
-	rm -rf $(VENV) runs figures bench .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) runs figures bench .pytest_cache .ruff_cache .jax_cache *.egg-info

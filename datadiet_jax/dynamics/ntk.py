@@ -40,8 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from datadiet_jax import grad_norms, grad_rules, score_inputs, seeds
-from datadiet_jax import scores as scores_lib
+from datadiet_jax import adapters, grad_norms, grad_rules, score_inputs, seeds
 from datadiet_jax.grad_sites import Site
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -184,13 +183,19 @@ def _pair_gram(apply_fn, num_classes: int, full: bool, variables, images_a, imag
     return total
 
 
+def _eval_apply(model, kwargs, variables, images):
+    """`model.apply` in eval mode (BatchNorm with running statistics): logits [B, C]."""
+    return model.apply(variables, images, **kwargs)
+
+
 @functools.lru_cache(maxsize=16)
 def _program_cached(model, num_classes, full, seed_axis, same):
     return _program(model, num_classes, full, seed_axis, same)
 
 
 def _program(model, num_classes: int, full: bool, seed_axis: str, same: bool):
-    apply_fn = scores_lib._apply_fn(model)
+    kwargs = {"train": False} if adapters.takes_train(model) else {}
+    apply_fn = functools.partial(_eval_apply, model, kwargs)
     pair = functools.partial(_pair_gram, apply_fn, num_classes, full)
     if same:
         return jax.jit(lambda v, x: seeds.over_seeds(lambda w: pair(w, x, None), seed_axis)(v))
@@ -238,7 +243,7 @@ def ntk_gram(
         raise ValueError(f"images have shape {images.shape}; pass [n, ...] with n >= 1")
     if not np.all(np.isfinite(images)):
         raise ValueError("images contain NaN or inf; clean or drop those examples")
-    train_arg = scores_lib._takes_train(model)
+    train_arg = adapters.takes_train(model)
     num_seeds, num_classes = score_inputs.check_model(
         model, variables, images.shape[1:], images.dtype, train_arg
     )

@@ -65,7 +65,13 @@ class Fig4Scale:
 _GRID = tuple(i / 10 for i in range(11))
 FIG4: dict[str, Fig4Scale] = {
     "paper": Fig4Scale("el2n@20", 1000, (0, 0.5, 1, 2, 5, 10, 20), _GRID),
-    "cpu": Fig4Scale("el2n@2", 1000, (0, 0.1, 0.25, 0.5, 1, 2), _GRID, {"train.num_epochs": 4}),
+    "cpu": Fig4Scale(
+        "el2n@2",
+        1000,
+        (0, 0.1, 0.25, 0.5, 1, 2),
+        _GRID,
+        {"train.num_epochs": 4, "score.train_epochs": -1},
+    ),
     "smoke": Fig4Scale("el2n@1", 40, (0, 0.5, 1), (0.0, 0.25, 0.5, 0.75, 1.0)),
 }
 

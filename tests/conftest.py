@@ -11,10 +11,14 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+import csv  # noqa: E402
+import glob  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from datadiet_jax import data  # noqa: E402
+from datadiet_jax import data, loop, models  # noqa: E402
+from datadiet_jax.config_base import base_config  # noqa: E402
 
 
 def make_split(n=64, num_classes=3, hw=28, channels=1, seed=0) -> data.Split:
@@ -40,3 +44,45 @@ def make_split(n=64, num_classes=3, hw=28, channels=1, seed=0) -> data.Split:
 @pytest.fixture
 def synthetic_split():
     return make_split()
+
+
+def train_cfg(**kw):
+    """The base `config.train` with batch 16 and a checkpoint every epoch, updated by `kw`."""
+    cfg = base_config().train
+    cfg.batch_size = 16
+    cfg.checkpoint_every_epochs = 1
+    cfg.update(kw)
+    return cfg
+
+
+def train_tiny(split, ckpt_dir, **kw):
+    """`loop.train_seeds` of a width-4 small CNN: 2 seeds, 12 steps of 16, unless `kw` says."""
+    args = dict(
+        train_cfg=train_cfg(),
+        num_seeds=2,
+        seed=0,
+        purpose=1,
+        num_steps=12,
+        schedule_steps=12,
+        ckpt_dir=str(ckpt_dir),
+        augment=False,
+    )
+    args.update(kw)
+    model = models.get_model("small_cnn", split.num_classes, width=4)
+    return loop.train_seeds(model, split, split.index, **args)
+
+
+def read_rows(path):
+    """The rows of a CSV file, as dicts."""
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(runs_dir, scale="smoke"):
+    """{path: (mtime_ns, size)} of every file under RUNS/<scale>/ (proves nothing was rewritten)."""
+    out = {}
+    for path in glob.glob(os.path.join(runs_dir, scale, "**", "*"), recursive=True):
+        if os.path.isfile(path):
+            st = os.stat(path)
+            out[path] = (st.st_mtime_ns, st.st_size)
+    return out

@@ -4,8 +4,6 @@ The three scripts run once into one temporary folder (module fixture) and share 
 run; the tests read what they wrote and check it against independent computations.
 """
 
-import csv
-import glob
 import json
 import os
 import time
@@ -18,23 +16,10 @@ from datadiet_jax import artifacts, forgetting, loop, models, train
 from datadiet_jax import run as run_lib
 from datadiet_jax.dynamics import connectivity
 from experiments import common, fig4, seedcount, transfer
+from tests.conftest import read_rows, snapshot
 
 SMOKE = common.get_scale("smoke")
 N = 256
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def _snapshot(runs_dir):
-    out = {}
-    for path in glob.glob(os.path.join(runs_dir, "smoke", "**", "*"), recursive=True):
-        if os.path.isfile(path):
-            st = os.stat(path)
-            out[path] = (st.st_mtime_ns, st.st_size)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +44,7 @@ def _hardest(scores, k):
 
 
 def test_fig4_rows_and_barriers(smoke):
-    rows = _rows(os.path.join(smoke["out"], "fig4.csv"))
+    rows = read_rows(os.path.join(smoke["out"], "fig4.csv"))
     # 3 spawning steps (epochs 0, 0.5, 1 of 8 steps) x 2 BatchNorm modes x 4 subsets x 5 alphas.
     assert len(rows) == 3 * 2 * 4 * 5
     assert {int(r["spawn_step"]) for r in rows} == {0, 4, 8}
@@ -106,7 +91,7 @@ def test_fig4_endpoint_errors_match_an_independent_evaluation(smoke):
     ckpts.close()
     assert int(state.step[0]) == int(state.step[1]) == total
     acc, _ = train.evaluate(model, state, test_split, batch_size=100)
-    rows = _rows(os.path.join(smoke["out"], "fig4.csv"))
+    rows = read_rows(os.path.join(smoke["out"], "fig4.csv"))
     test = {
         float(r["alpha"]): float(r["error"])
         for r in rows
@@ -123,12 +108,12 @@ def test_seedcount_prunes_with_the_first_k_seeds(smoke):
         run = os.path.join(runs, "smoke", f"seedcount_el2n1_k{k}_noise00")
         kept = np.load(os.path.join(run, "retrain", "el2n-1_hardest_f0.60", "kept.npz"))["index"]
         assert kept.tolist() == _hardest(expected, 102), k
-    rows = _rows(os.path.join(smoke["out"], "seedcount.csv"))
+    rows = read_rows(os.path.join(smoke["out"], "seedcount.csv"))
     assert {(r["method"], r["num_seeds"]) for r in rows} == {
         ("k seeds", "1"), ("k seeds", "2"), ("random", ""), ("full", "")
     }  # fmt: skip
     assert len(rows) == 4 * 2
-    spearman = _rows(os.path.join(smoke["out"], "seedcount_spearman.csv"))
+    spearman = read_rows(os.path.join(smoke["out"], "seedcount_spearman.csv"))
     got = {(r["score"], r["comparison"], r["num_seeds"], r["seed"]): float(r["spearman"])
            for r in spearman}  # fmt: skip
     assert got[("el2n@1", "first_k_vs_all", "2", "-1")] == pytest.approx(1.0)
@@ -154,7 +139,7 @@ def test_transfer_prunes_the_target_with_the_source_scores(smoke):
     own = os.path.join(runs, "smoke", "transfer_el2n1_own_small_cnn_w8_noise00")
     kept = np.load(os.path.join(own, "retrain", "el2n-1_hardest_f0.60", "kept.npz"))["index"]
     assert kept.tolist() == _hardest(_score_mean(runs)["mean"], 102)
-    rows = _rows(os.path.join(smoke["out"], "transfer.csv"))
+    rows = read_rows(os.path.join(smoke["out"], "transfer.csv"))
     assert {r["method"] for r in rows} == {
         "el2n@1 of small_cnn_w4", "el2n@1 of small_cnn_w8 (own)", "random", "full"
     }  # fmt: skip
@@ -167,13 +152,13 @@ def test_transfer_prunes_the_target_with_the_source_scores(smoke):
 
 def test_second_invocation_trains_nothing(smoke):
     runs, out = smoke["runs"], smoke["out"]
-    before = _snapshot(runs)
+    before = snapshot(runs)
     csvs = {f: open(os.path.join(out, f)).read() for f in ("fig4.csv", "seedcount.csv")}
     start = time.time()
     fig4.reproduce("smoke", runs, out)
     seedcount.reproduce("smoke", runs, out)
     transfer.reproduce("smoke", runs, out)
-    assert _snapshot(runs) == before
+    assert snapshot(runs) == before
     for name, text in csvs.items():
         assert open(os.path.join(out, name)).read() == text
     assert time.time() - start < 60

@@ -4,7 +4,6 @@ Figure 2 then Figure 1 run once into a temporary folder (module fixture, about t
 CPU); the tests read what they wrote.
 """
 
-import csv
 import dataclasses
 import glob
 import json
@@ -18,25 +17,11 @@ import pytest
 
 from datadiet_jax import artifacts
 from experiments import common, fig1, fig2, reports
+from tests.conftest import read_rows, snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = common.get_scale("smoke")
 N = 256
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def _snapshot(runs_dir):
-    """{path: (mtime_ns, size)} of every run file (the compilation cache excluded)."""
-    out = {}
-    for path in glob.glob(os.path.join(runs_dir, "smoke", "**", "*"), recursive=True):
-        if os.path.isfile(path):
-            st = os.stat(path)
-            out[path] = (st.st_mtime_ns, st.st_size)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +33,7 @@ def smoke(tmp_path_factory):
     written2 = fig2.reproduce("smoke", runs, out)
     seconds2 = time.time() - start
     score_dirs = sorted(glob.glob(os.path.join(runs, "smoke", "*", "scores", "train")))
-    after_fig2 = _snapshot(runs)
+    after_fig2 = snapshot(runs)
     start = time.time()
     written1 = fig1.reproduce("smoke", runs, out)
     seconds1 = time.time() - start
@@ -64,7 +49,7 @@ def smoke(tmp_path_factory):
 
 
 def test_fig2_csv_rows_and_columns(smoke):
-    rows = _rows(os.path.join(smoke["out"], "fig2.csv"))
+    rows = read_rows(os.path.join(smoke["out"], "fig2.csv"))
     for column in ("offset", "noise_fraction", "strategy", "seed", "status", "test_accuracy",
                    "num_kept"):  # fmt: skip
         assert column in rows[0]
@@ -157,7 +142,7 @@ def test_fig1_reused_the_clean_score_run(smoke):
     runs = smoke["runs"]
     score_dirs = sorted(glob.glob(os.path.join(runs, "smoke", "*", "scores", "train")))
     assert score_dirs == smoke["score_dirs_after_fig2"] and len(score_dirs) == 2
-    before, after = smoke["after_fig2"], _snapshot(runs)
+    before, after = smoke["after_fig2"], snapshot(runs)
     for path, stamp in before.items():  # nothing fig2 wrote was rewritten, scores included
         assert after[path] == stamp, path
     clean = os.path.join(runs, "smoke", "scores_noise00")
@@ -171,7 +156,7 @@ def test_fig1_reused_the_clean_score_run(smoke):
 
 def test_fig1_csv_rows_and_figures(smoke):
     out = smoke["out"]
-    rows = _rows(os.path.join(out, "fig1.csv"))
+    rows = read_rows(os.path.join(out, "fig1.csv"))
     pruning = [r for r in rows if r["panel"] == "pruning"]
     epochs = [r for r in rows if r["panel"] == "epochs"]
     methods = {"el2n@1", "grand@0", "grand@1", "forgetting"}
@@ -192,7 +177,7 @@ def test_fig1_csv_rows_and_figures(smoke):
         for r in pruning
         if r["method"] == "el2n@1" and r["prune_fraction"] == "0.6"
     )
-    fig2_rows = _rows(os.path.join(out, "fig2.csv"))
+    fig2_rows = read_rows(os.path.join(out, "fig2.csv"))
     window = sorted(
         float(r["test_accuracy"])
         for r in fig2_rows
@@ -219,7 +204,7 @@ def test_fig1_csv_rows_and_figures(smoke):
 def test_second_invocation_does_no_retraining(smoke):
     runs, out = smoke["runs"], smoke["out"]
     csv_before = {f: open(os.path.join(out, f)).read() for f in ("fig1.csv", "fig2.csv")}
-    before = _snapshot(runs)
+    before = snapshot(runs)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [
         sys.executable,
@@ -233,7 +218,7 @@ def test_second_invocation_does_no_retraining(smoke):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Retraining" not in proc.stderr and "score training" not in proc.stderr
     fig1.reproduce("smoke", runs, out)
-    assert _snapshot(runs) == before
+    assert snapshot(runs) == before
     for name, text in csv_before.items():
         assert open(os.path.join(out, name)).read() == text
 

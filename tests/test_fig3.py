@@ -1,6 +1,5 @@
 """Figure 3 at smoke scale, checked against an independent NTK of restored checkpoints."""
 
-import csv
 import glob
 import os
 import time
@@ -13,6 +12,7 @@ from datadiet_jax import aum, forgetting, health, loop, models, train
 from datadiet_jax import run as run_lib
 from datadiet_jax.dynamics import kernel_velocity
 from experiments import common, fig3
+from tests.conftest import read_rows
 
 SMOKE = common.get_scale("smoke")
 N = 256
@@ -27,11 +27,6 @@ def smoke(tmp_path_factory):
     start = time.time()
     fig3.reproduce("smoke", runs, out)
     return dict(runs=runs, out=out, seconds=time.time() - start)
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def _restore(config, workdir, model, split, epoch):
@@ -74,7 +69,7 @@ def _jacrev_gram(state, seed, images):
 
 
 def test_rows_figure_and_summary(smoke):
-    rows = _rows(os.path.join(smoke["out"], "fig3.csv"))
+    rows = read_rows(os.path.join(smoke["out"], "fig3.csv"))
     # 2 noise levels x 2 epochs x 2 seeds x 4 windows.
     assert len(rows) == 2 * 2 * 2 * 4
     assert {r["noise_fraction"] for r in rows} == {"0.0", "0.1"}
@@ -106,7 +101,7 @@ def test_velocity_equals_an_independent_computation(smoke):
     with np.load(os.path.join(run, "el2n", "epoch001.npz")) as f:
         window = f["windows"][-1]
     images = split.normalized_images()[window]
-    rows = _rows(os.path.join(smoke["out"], "fig3.csv"))
+    rows = read_rows(os.path.join(smoke["out"], "fig3.csv"))
     states = [_restore(config, run, MODEL, split, e) for e in (1, 2)]
     for seed in (0, 1):
         k1, k2 = (_jacrev_gram(s, seed, images) for s in states)

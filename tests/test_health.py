@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from datadiet_jax import health, loop, models, retrain
-from datadiet_jax.config_base import base_config
 from experiments import reports as exp_reports
+from tests.conftest import train_cfg, train_tiny
 
 
 def test_first_nonfinite_step_is_recorded_once_per_seed():
@@ -42,54 +42,32 @@ def test_majority_share_and_fit_sample():
     np.testing.assert_array_equal(health.fit_sample(kept[:10]), kept[:10])
 
 
-def _train_cfg(**kw):
-    cfg = base_config().train
-    cfg.batch_size = 16
-    cfg.checkpoint_every_epochs = 1
-    cfg.update(kw)
-    return cfg
-
-
-def _train(split, tmp_path, **kw):
-    args = dict(
-        train_cfg=_train_cfg(),
-        num_seeds=2,
-        seed=0,
-        purpose=1,
-        num_steps=12,
-        schedule_steps=12,
-        ckpt_dir=str(tmp_path / "ckpt"),
-        augment=False,
-        name="planted",
-    )
-    args.update(kw)
-    return loop.train_seeds(models.get_model("small_cnn", 3, width=4), split, split.index, **args)
-
-
 def test_planted_divergence_raises_in_the_score_stage(synthetic_split, tmp_path):
     with pytest.raises(ValueError, match=r"planted: seed 0 diverged \(non-finite loss at step"):
-        _train(synthetic_split, tmp_path, train_cfg=_train_cfg(learning_rate=1e30),
-               on_diverge="raise")  # fmt: skip
+        train_tiny(synthetic_split, tmp_path / "ckpt", name="planted", on_diverge="raise",
+                   train_cfg=train_cfg(learning_rate=1e30))  # fmt: skip
     # Nothing diverged was checkpointed as if it were healthy.
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
 
 
 def test_planted_divergence_is_marked_and_stops_training(synthetic_split, tmp_path):
-    _, stats, step = _train(synthetic_split, tmp_path, train_cfg=_train_cfg(learning_rate=1e30))
+    _, stats, step = train_tiny(
+        synthetic_split, tmp_path / "ckpt", name="planted", train_cfg=train_cfg(learning_rate=1e30)
+    )
     first = np.asarray(stats["nonfinite_step"])
     assert np.all(first >= 1) and np.all(first <= 4)  # found within the first epoch (4 steps)
     assert step == 4  # every seed diverged: stopped at the first check, not trained to 12
 
 
 def test_healthy_training_records_no_divergence(synthetic_split, tmp_path):
-    _, stats, step = _train(synthetic_split, tmp_path)
+    _, stats, step = train_tiny(synthetic_split, tmp_path / "ckpt", name="planted")
     assert step == 12
     np.testing.assert_array_equal(np.asarray(stats["nonfinite_step"]), [-1, -1])
 
 
 def test_untrained_network_is_flagged_collapsed_and_trained_one_ok(synthetic_split, tmp_path):
     model = models.get_model("small_cnn", 3, width=4)
-    cfg = _train_cfg(learning_rate=0.05)
+    cfg = train_cfg(learning_rate=0.05)
     args = dict(train_cfg=cfg, num_seeds=2, seed=0, purpose=1, schedule_steps=40)
     state, stats, _ = loop.train_seeds(
         model, synthetic_split, synthetic_split.index, num_steps=40, augment=False,

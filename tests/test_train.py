@@ -6,30 +6,7 @@ import numpy as np
 import pytest
 
 from datadiet_jax import aum, loop, models, seeds, train
-from datadiet_jax.config_base import base_config
-
-
-def _train_cfg(**kw):
-    cfg = base_config().train
-    cfg.batch_size = 16
-    cfg.checkpoint_every_epochs = 1
-    cfg.update(kw)
-    return cfg
-
-
-def _train(split, tmp_path, name, **kw):
-    args = dict(
-        train_cfg=_train_cfg(),
-        num_seeds=2,
-        seed=0,
-        purpose=1,
-        num_steps=12,
-        schedule_steps=12,
-        ckpt_dir=str(tmp_path / name / "ckpt"),
-        augment=False,
-    )
-    args.update(kw)
-    return loop.train_seeds(models.get_model("small_cnn", 3, width=4), split, split.index, **args)
+from tests.conftest import train_cfg, train_tiny
 
 
 def test_learning_rate_schedule_drops_at_30_60_80_percent():
@@ -53,7 +30,7 @@ def test_learning_rate_schedule_drops_at_30_60_80_percent():
 
 def test_loss_falls_on_a_tiny_problem(synthetic_split, tmp_path):
     model = models.get_model("small_cnn", 3, width=4)
-    tx = train.make_optimizer(_train_cfg(learning_rate=0.05), 100)
+    tx = train.make_optimizer(train_cfg(learning_rate=0.05), 100)
     state = train.init_states(model, tx, loop.seed_keys(0, 1, 1), synthetic_split.images[:1] * 0.0)
     batch = {
         "image": synthetic_split.normalized_images()[None, :32],
@@ -69,16 +46,16 @@ def test_loss_falls_on_a_tiny_problem(synthetic_split, tmp_path):
 
 
 def test_each_seed_has_its_own_init(synthetic_split, tmp_path):
-    state, _, _ = _train(synthetic_split, tmp_path, "a", num_steps=0)
+    state, _, _ = train_tiny(synthetic_split, tmp_path / "a" / "ckpt", num_steps=0)
     kernel = state.params["Conv_0"]["kernel"]
     assert not np.allclose(kernel[0], kernel[1])
 
 
 def test_resumed_run_equals_uninterrupted(synthetic_split, tmp_path):
-    full, full_stats, _ = _train(synthetic_split, tmp_path, "full")
-    _, _, step = _train(synthetic_split, tmp_path, "resumed", max_steps=5)
+    full, full_stats, _ = train_tiny(synthetic_split, tmp_path / "full" / "ckpt")
+    _, _, step = train_tiny(synthetic_split, tmp_path / "resumed" / "ckpt", max_steps=5)
     assert step == 5
-    resumed, resumed_stats, step = _train(synthetic_split, tmp_path, "resumed")
+    resumed, resumed_stats, step = train_tiny(synthetic_split, tmp_path / "resumed" / "ckpt")
     assert step == 12
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -99,7 +76,7 @@ def test_resumed_run_equals_uninterrupted(synthetic_split, tmp_path):
 
 def test_train_step_margin_is_the_train_mode_logit_margin(synthetic_split):
     model = models.get_model("small_cnn", 3, width=4)
-    tx = train.make_optimizer(_train_cfg(), 10)
+    tx = train.make_optimizer(train_cfg(), 10)
     state = train.init_states(model, tx, loop.seed_keys(0, 1, 1), synthetic_split.images[:1] * 0.0)
     one = jax.tree.map(lambda x: x[0], state)
     batch = {
@@ -120,8 +97,11 @@ def test_train_step_margin_is_the_train_mode_logit_margin(synthetic_split):
 def test_unroll_map_and_vmap_over_seeds_agree(synthetic_split, tmp_path):
     runs = {}
     for mode in ("unroll", "map", "vmap"):
-        state, _, _ = _train(
-            synthetic_split, tmp_path, mode, train_cfg=_train_cfg(seed_axis=mode), num_steps=4
+        state, _, _ = train_tiny(
+            synthetic_split,
+            tmp_path / mode / "ckpt",
+            train_cfg=train_cfg(seed_axis=mode),
+            num_steps=4,
         )
         runs[mode] = jax.tree.leaves(state.params)
     for mode in ("map", "vmap"):
@@ -131,7 +111,7 @@ def test_unroll_map_and_vmap_over_seeds_agree(synthetic_split, tmp_path):
 
 def test_evaluate_counts_correct_predictions(synthetic_split):
     model = models.get_model("small_cnn", 3, width=4)
-    tx = train.make_optimizer(_train_cfg(), 10)
+    tx = train.make_optimizer(train_cfg(), 10)
     state = train.init_states(model, tx, loop.seed_keys(0, 1, 2), synthetic_split.images[:1] * 0.0)
     acc, _ = train.evaluate(model, state, synthetic_split, batch_size=24)
     for k in range(2):
@@ -162,12 +142,12 @@ def test_corrupt_latest_checkpoint_resumes_from_an_older_one(
     monkeypatch.setattr(
         train.logging, "warning", lambda msg, *a: warnings.append(msg % a if a else msg)
     )
-    full, _, _ = _train(synthetic_split, tmp_path, "full")
-    _, _, step = _train(synthetic_split, tmp_path, "resumed", max_steps=8)
+    full, _, _ = train_tiny(synthetic_split, tmp_path / "full" / "ckpt")
+    _, _, step = train_tiny(synthetic_split, tmp_path / "resumed" / "ckpt", max_steps=8)
     ckpt_dir = str(tmp_path / "resumed" / "ckpt")
     assert step == 8 and sorted(os.listdir(ckpt_dir)) == ["4", "8"]
     _corrupt_step(ckpt_dir, 8)
-    resumed, _, step = _train(synthetic_split, tmp_path, "resumed")
+    resumed, _, step = train_tiny(synthetic_split, tmp_path / "resumed" / "ckpt")
     assert step == 12
     assert any(os.path.join(ckpt_dir, "8") in w and "unreadable" in w for w in warnings), warnings
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
@@ -175,12 +155,12 @@ def test_corrupt_latest_checkpoint_resumes_from_an_older_one(
 
 
 def test_no_readable_checkpoint_is_a_one_line_error(synthetic_split, tmp_path):
-    _train(synthetic_split, tmp_path, "r", max_steps=8)
+    train_tiny(synthetic_split, tmp_path / "r" / "ckpt", max_steps=8)
     ckpt_dir = str(tmp_path / "r" / "ckpt")
     for step in (4, 8):
         _corrupt_step(ckpt_dir, step)
     with pytest.raises(ValueError, match="No readable checkpoint") as err:
-        _train(synthetic_split, tmp_path, "r")
+        train_tiny(synthetic_split, tmp_path / "r" / "ckpt")
     assert ckpt_dir in str(err.value) and "delete" in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -210,7 +190,7 @@ def _reference_sgd(cfg, total_steps, params, grad_fn, num_steps):
 @pytest.mark.parametrize("nesterov", [True, False])
 @pytest.mark.parametrize("warmup", [None, 0.0])
 def test_optimizer_matches_hand_written_nesterov_sgd_with_l2(nesterov, warmup):
-    cfg = _train_cfg(
+    cfg = train_cfg(
         learning_rate=0.1,
         lr_drop_fractions=(0.3, 0.6),
         lr_drop_factor=0.2,
@@ -240,7 +220,7 @@ def test_optimizer_matches_hand_written_nesterov_sgd_with_l2(nesterov, warmup):
         np.testing.assert_allclose(np.asarray(p[k]), expected[k], rtol=1e-5, atol=1e-6)
     # The reference is sensitive to the schedule: without the drops it ends elsewhere.
     flat = _reference_sgd(
-        _train_cfg(**{**cfg, "lr_drop_fractions": ()}), total, params, grad_fn, total
+        train_cfg(**{**cfg, "lr_drop_fractions": ()}), total, params, grad_fn, total
     )
     assert not np.allclose(flat["w"], expected["w"], rtol=1e-3)
 
@@ -268,10 +248,12 @@ def test_init_state_continues_the_schedule_and_momentum(synthetic_split, tmp_pat
     # schedule position) carries over. lr drops at 30/60/80% of 12 steps, so steps 5-12 cross
     # two drops.
     kw = dict(num_seeds=1)
-    full, _, _ = _train(synthetic_split, tmp_path, "full", **kw)
-    parent, _, step = _train(synthetic_split, tmp_path, "parent", max_steps=5, **kw)
+    full, _, _ = train_tiny(synthetic_split, tmp_path / "full" / "ckpt", **kw)
+    parent, _, step = train_tiny(synthetic_split, tmp_path / "parent" / "ckpt", max_steps=5, **kw)
     assert step == 5 and int(parent.step[0]) == 5
-    child, stats, step = _train(synthetic_split, tmp_path, "child", init_state=parent, **kw)
+    child, stats, step = train_tiny(
+        synthetic_split, tmp_path / "child" / "ckpt", init_state=parent, **kw
+    )
     assert step == 12
     assert int(stats["forgetting"]["seen"].sum()) == 7 * 16  # only the child's own 7 steps of 16
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(child), strict=True):
@@ -281,24 +263,32 @@ def test_init_state_continues_the_schedule_and_momentum(synthetic_split, tmp_pat
 
 
 def test_children_share_the_parent_and_differ_by_data_order(synthetic_split, tmp_path):
-    parent, _, _ = _train(synthetic_split, tmp_path, "parent", num_seeds=1, max_steps=4)
+    parent, _, _ = train_tiny(
+        synthetic_split, tmp_path / "parent" / "ckpt", num_seeds=1, max_steps=4
+    )
     twins = jax.tree.map(lambda x: np.concatenate([x, x]), parent)
-    children, _, _ = _train(synthetic_split, tmp_path, "kids", init_state=twins, purpose=7)
+    children, _, _ = train_tiny(
+        synthetic_split, tmp_path / "kids" / "ckpt", init_state=twins, purpose=7
+    )
     kernels = np.asarray(children.params["Conv_0"]["kernel"])
     assert not np.allclose(kernels[0], kernels[1])
     # Resuming the children from their checkpoint returns the same states.
-    again, _, step = _train(synthetic_split, tmp_path, "kids", init_state=twins, purpose=7)
+    again, _, step = train_tiny(
+        synthetic_split, tmp_path / "kids" / "ckpt", init_state=twins, purpose=7
+    )
     assert step == 12
     np.testing.assert_array_equal(np.asarray(again.params["Conv_0"]["kernel"]), kernels)
     # max_steps=0 stops at the start and returns the init state.
-    _, _, step = _train(synthetic_split, tmp_path, "zero", num_seeds=1, max_steps=0)
+    _, _, step = train_tiny(synthetic_split, tmp_path / "zero" / "ckpt", num_seeds=1, max_steps=0)
     assert step == 0
 
 
 def test_bad_init_state_is_refused(synthetic_split, tmp_path):
-    parent, _, _ = _train(synthetic_split, tmp_path, "parent", num_seeds=1, max_steps=2)
+    parent, _, _ = train_tiny(
+        synthetic_split, tmp_path / "parent" / "ckpt", num_seeds=1, max_steps=2
+    )
     with pytest.raises(ValueError, match="leading axes"):
-        _train(synthetic_split, tmp_path, "k", init_state=parent)  # 1 state, 2 seeds
+        train_tiny(synthetic_split, tmp_path / "k" / "ckpt", init_state=parent)  # 1 state, 2 seeds
     late = parent.replace(step=parent.step + 20)
     with pytest.raises(ValueError, match="must be one value in"):
-        _train(synthetic_split, tmp_path, "late", num_seeds=1, init_state=late)
+        train_tiny(synthetic_split, tmp_path / "late" / "ckpt", num_seeds=1, init_state=late)

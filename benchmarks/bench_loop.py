@@ -62,7 +62,7 @@ def _rates(num_steps: int, repeats: int) -> dict:
     import jax
     import numpy as np
 
-    from datadiet_jax import aum, forgetting, health, loop, pipelines
+    from datadiet_jax import loop, pipelines
 
     num_seeds, batch_size, n = 1, 128, 20_000
     split, cfg, model = _setup(n, num_seeds, batch_size)
@@ -70,11 +70,7 @@ def _rates(num_steps: int, repeats: int) -> dict:
     schedule = 10 * num_steps
     init_fn, step_fn = loop._programs(model, loop._optimizer_fields(cfg), schedule, cfg.seed_axis)
     state = init_fn(loop.seed_keys(0, 0, num_seeds), np.zeros((1, 28, 28, 1), np.float32))
-    stats = {
-        "forgetting": forgetting.init_forgetting(num_seeds, n),
-        "aum": aum.init_aum(num_seeds, n),
-        "nonfinite_step": health.init_nonfinite(num_seeds),
-    }
+    stats = loop.init_stats(num_seeds, n)
     batch_args = dict(mean=split.mean, std=split.std, num_seeds=num_seeds, batch_size=batch_size)
     batch = next(
         pipelines.train_batches(

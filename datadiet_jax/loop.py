@@ -89,11 +89,7 @@ def train_seeds(
         state = init_fn(seed_keys(seed, purpose, num_seeds), sample)
     else:
         state, first = _copy_init_state(init_state, num_seeds, num_steps)
-    stats = {
-        "forgetting": forgetting.init_forgetting(num_seeds, split.num_examples),
-        "aum": aum.init_aum(num_seeds, split.num_examples),
-        "nonfinite_step": health.init_nonfinite(num_seeds),
-    }
+    stats = init_stats(num_seeds, split.num_examples)
     keep_steps = {e * spe for e in keep_epochs} | {num_steps}
     ckpts = train.Checkpoints(ckpt_dir, keep_steps)
     latest, state, stats = ckpts.restore_latest(state, stats)
@@ -163,6 +159,16 @@ def _check_finite(stats, reported: set, name: str, spe: int, on_diverge: str) ->
             raise ValueError(message + ".")
         logging.error("%s; its result is marked 'diverged'.", message)
     return reported | set(new)
+
+
+def init_stats(num_seeds: int, num_examples: int) -> dict:
+    """Empty training statistics of K seeds over N examples (also a checkpoint's template):
+    {'forgetting': [K, N] arrays, 'aum': [K, N] arrays, 'nonfinite_step': [K]}."""
+    return {
+        "forgetting": forgetting.init_forgetting(num_seeds, num_examples),
+        "aum": aum.init_aum(num_seeds, num_examples),
+        "nonfinite_step": health.init_nonfinite(num_seeds),
+    }
 
 
 def initial_states(model, split, *, train_cfg, num_seeds: int, seed: int, purpose: int,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from datadiet_jax import artifacts, forgetting, loop, models, train
+from datadiet_jax import artifacts, loop, models, train
 from datadiet_jax import run as run_lib
 from datadiet_jax.dynamics import connectivity
 from experiments import common, fig4, seedcount, transfer
@@ -87,7 +87,7 @@ def test_fig4_endpoint_errors_match_an_independent_evaluation(smoke):
     template = train.init_states(model, tx, loop.seed_keys(0, 4, 2), split.normalized_images()[:1])
     ckpt = os.path.join(smoke["runs"], "smoke", fig4.ITEM, "children", "step000008", "ckpt")
     ckpts = train.Checkpoints(ckpt)
-    state, _ = ckpts.restore(total, template, forgetting.init_forgetting(2, N))
+    state, _ = ckpts.restore(total, template, loop.init_stats(2, N))
     ckpts.close()
     assert int(state.step[0]) == int(state.step[1]) == total
     acc, _ = train.evaluate(model, state, test_split, batch_size=100)

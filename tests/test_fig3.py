@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from datadiet_jax import aum, forgetting, health, loop, models, train
+from datadiet_jax import loop, models, train
 from datadiet_jax import run as run_lib
 from datadiet_jax.dynamics import kernel_velocity
 from experiments import common, fig3
@@ -36,11 +36,7 @@ def _restore(config, workdir, model, split, epoch):
     k = config.score.num_seeds
     keys = loop.seed_keys(config.seed, kernel_velocity.KERNEL_PURPOSE, k)
     template = train.init_states(model, tx, keys, split.normalized_images()[:1])
-    stats = {
-        "forgetting": forgetting.init_forgetting(k, N),
-        "aum": aum.init_aum(k, N),
-        "nonfinite_step": health.init_nonfinite(k),
-    }
+    stats = loop.init_stats(k, N)
     ckpts = train.Checkpoints(os.path.join(workdir, "train", "ckpt"))
     state, _ = ckpts.restore(epoch * spe, template, stats)
     ckpts.close()

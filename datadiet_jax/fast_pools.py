@@ -15,6 +15,8 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 
+from datadiet_jax import jaxpr_eval
+
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _block_max(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
@@ -63,31 +65,15 @@ def _eval_fast_pools(jaxpr, consts, args):
     Both give the gradient to the first maximum of each window, but XLA's CPU select-and-scatter
     (the transpose of `reduce_window_max`) is several times slower than the whole forward pass.
     """
-    env = {}
 
-    def read(v):
-        return v.val if isinstance(v, jex.Literal) else env[v]
+    def override(eqn, invals):
+        if eqn.primitive.name == "reduce_window_max" and _is_block_pool(
+            eqn.params, invals[0].shape
+        ):
+            return [_block_max(invals[0], tuple(eqn.params["window_dimensions"]))]
+        return None
 
-    env.update(zip(jaxpr.constvars, consts, strict=True))
-    env.update(zip(jaxpr.invars, args, strict=True))
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        name = eqn.primitive.name
-        if name == "reduce_window_max" and _is_block_pool(eqn.params, invals[0].shape):
-            outvals = [_block_max(invals[0], tuple(eqn.params["window_dimensions"]))]
-        elif name in ("jit", "pjit") and isinstance(eqn.params.get("jaxpr"), jex.ClosedJaxpr):
-            inner = eqn.params["jaxpr"]
-            outvals = _eval_fast_pools(inner.jaxpr, inner.consts, invals)
-        else:
-            with eqn.ctx.manager:
-                outvals = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-            outvals = outvals if eqn.primitive.multiple_results else [outvals]
-        env.update(
-            (v, val)
-            for v, val in zip(eqn.outvars, outvals, strict=True)
-            if not isinstance(v, jex.DropVar)
-        )
-    return [read(v) for v in jaxpr.outvars]
+    return jaxpr_eval.eval_inlined(jaxpr, consts, args, override)
 
 
 def with_fast_pools(fn):

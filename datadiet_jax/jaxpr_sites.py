@@ -37,6 +37,8 @@ from typing import Any
 import jax
 import jax.extend.core as jex
 
+from datadiet_jax import jaxpr_eval
+
 # Equations that map a param leaf to a dot/conv operand without changing its gradient's norm.
 NORM_PRESERVING = ("reshape", "transpose", "convert_element_type", "copy", "copy_p")
 ELEMENTWISE = {"mul": "scale", "add": "shift"}
@@ -86,32 +88,6 @@ def leaf_names(params) -> list[str]:
     return names
 
 
-def _inline(jaxpr, consts, args):
-    """Evaluates `jaxpr`, inlining nested jit calls (traced, this gives a flat jaxpr)."""
-    env = {}
-
-    def read(v):
-        return v.val if isinstance(v, jex.Literal) else env[v]
-
-    env.update(zip(jaxpr.constvars, consts, strict=True))
-    env.update(zip(jaxpr.invars, args, strict=True))
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        inner = eqn.params.get("jaxpr")
-        if eqn.primitive.name in ("jit", "pjit") and isinstance(inner, jex.ClosedJaxpr):
-            outvals = _inline(inner.jaxpr, inner.consts, invals)
-        else:
-            with eqn.ctx.manager:
-                outvals = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-            outvals = outvals if eqn.primitive.multiple_results else [outvals]
-        env.update(
-            (v, val)
-            for v, val in zip(eqn.outvars, outvals, strict=True)
-            if not isinstance(v, jex.DropVar)
-        )
-    return [read(v) for v in jaxpr.outvars]
-
-
 def flat_jaxpr(apply: Callable, params, state, images) -> jex.ClosedJaxpr:
     """The flat jaxpr of `apply` with inputs (*param leaves, *state leaves, images).
 
@@ -127,7 +103,7 @@ def flat_jaxpr(apply: Callable, params, state, images) -> jex.ClosedJaxpr:
     closed = jax.make_jaxpr(traced)(
         [spec(v) for v in p_leaves], [spec(v) for v in s_leaves], spec(images)
     )
-    return jax.make_jaxpr(lambda *args: _inline(closed.jaxpr, closed.consts, args))(
+    return jax.make_jaxpr(lambda *args: jaxpr_eval.eval_inlined(closed.jaxpr, closed.consts, args))(
         *[spec(v) for v in (*p_leaves, *s_leaves, images)]
     )
 

@@ -17,8 +17,7 @@ import glob  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from datadiet_jax import data, loop, models  # noqa: E402
-from datadiet_jax.config_base import base_config  # noqa: E402
+from datadiet_jax import data  # noqa: E402
 
 
 def make_split(n=64, num_classes=3, hw=28, channels=1, seed=0) -> data.Split:
@@ -48,6 +47,9 @@ def synthetic_split():
 
 def train_cfg(**kw):
     """The base `config.train` with batch 16 and a checkpoint every epoch, updated by `kw`."""
+    # Imported here: the score tests also run where ml_collections and TensorFlow are absent.
+    from datadiet_jax.config_base import base_config
+
     cfg = base_config().train
     cfg.batch_size = 16
     cfg.checkpoint_every_epochs = 1
@@ -68,6 +70,8 @@ def train_tiny(split, ckpt_dir, **kw):
         augment=False,
     )
     args.update(kw)
+    from datadiet_jax import loop, models
+
     model = models.get_model("small_cnn", split.num_classes, width=4)
     return loop.train_seeds(model, split, split.index, **args)
 

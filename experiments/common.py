@@ -398,6 +398,12 @@ def run_and_collect(scale_name, runs_dir: str, out_dir: str, fig: str, sweep_fn,
     return scale, items, rows, csv_path
 
 
+def columns_first(rows, columns) -> list[dict]:
+    """`rows` with `columns` first, in that order, then each row's other keys (CSV layout)."""
+    first = list(columns)
+    return [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+
+
 def train_dirs(scale: Scale, items, runs_dir: str) -> dict[str, str]:
     """{item name: work directory} of a sweep's training items."""
     return {it["name"]: workdir(runs_dir, scale, it) for it in items if it["kind"] == "train"}

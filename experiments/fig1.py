@@ -100,8 +100,7 @@ def panel_rows(scale: common.Scale, rows: list[dict]) -> list[dict]:
         fixed = np.isclose(r["prune_fraction"], scale.fig1_epoch_prune_fraction)
         if r["strategy"] == "full" or (fixed and method in epoch_scores):
             out.append(r | base | dict(panel="epochs"))
-    first = list(CSV_COLUMNS)
-    return [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in out]
+    return common.columns_first(out, CSV_COLUMNS)
 
 
 def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:

@@ -60,8 +60,7 @@ def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
     for it in items:
         if it["kind"] == "train":
             rows += common.seed_rows(scale, it, common.load_results(scale, it, runs_dir))
-    first = list(CSV_COLUMNS)
-    return [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+    return common.columns_first(rows, CSV_COLUMNS)
 
 
 def summary_sections(rows) -> list[tuple[str, list[dict]]]:

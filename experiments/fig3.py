@@ -162,8 +162,7 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
     rows = []
     for noise in FIG3[scale.name].noise_fractions:
         rows += [dict(r, scale=scale.name) for r in measure(scale, noise, runs_dir)]
-    first = list(CSV_COLUMNS)
-    rows = [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+    rows = common.columns_first(rows, CSV_COLUMNS)
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "fig3.csv")
     artifacts.write_csv(csv_path, rows)

@@ -176,8 +176,7 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
     check(scale, runs_dir)
     common.run_sweep(scale, sweep(scale), runs_dir)
     rows = [dict(r, scale=scale.name) for r in measure(scale, runs_dir)]
-    first = list(CSV_COLUMNS)
-    rows = [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+    rows = common.columns_first(rows, CSV_COLUMNS)
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "fig4.csv")
     artifacts.write_csv(csv_path, rows)

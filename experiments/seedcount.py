@@ -83,8 +83,7 @@ def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
                 rows.append(r | dict(method="k seeds", num_seeds=k_of[it["name"]]))
             elif r["strategy"] == "full" or abs(r["prune_fraction"] - fraction) < 1e-9:
                 rows.append(r | dict(method=r["strategy"], num_seeds=""))
-    first = list(CSV_COLUMNS)
-    return [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+    return common.columns_first(rows, CSV_COLUMNS)
 
 
 def spearman_rows(scale: common.Scale, runs_dir: str) -> list[dict]:

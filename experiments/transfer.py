@@ -132,8 +132,7 @@ def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
             else:
                 method = f"{s.score} of {src}"
             rows.append(r | dict(method=method, source=src, target=tgt))
-    first = list(CSV_COLUMNS)
-    return [{k: r[k] for k in first} | {k: v for k, v in r.items() if k not in first} for r in rows]
+    return common.columns_first(rows, CSV_COLUMNS)
 
 
 def score_agreement(scale: common.Scale, runs_dir: str) -> list[dict]:

@@ -66,7 +66,7 @@ _GRID = tuple(i / 10 for i in range(11))
 FIG4: dict[str, Fig4Scale] = {
     "paper": Fig4Scale("el2n@20", 1000, (0, 0.5, 1, 2, 5, 10, 20), _GRID),
     "cpu": Fig4Scale(
-        "el2n@2",
+        "el2n@1",
         1000,
         (0, 0.1, 0.25, 0.5, 1, 2),
         _GRID,

@@ -46,7 +46,7 @@ class SeedCountScale:
 
 SEEDCOUNT = {
     "paper": SeedCountScale("el2n@20"),
-    "cpu": SeedCountScale("el2n@2"),
+    "cpu": SeedCountScale("el2n@1"),
     "smoke": SeedCountScale("el2n@1"),
 }
 

@@ -60,7 +60,7 @@ class TransferScale:
 
 TRANSFER = {
     "paper": TransferScale("el2n@20", {}, {"model.name": "resnet50"}, (0.3, 0.5, 0.7)),
-    "cpu": TransferScale("el2n@2", {"model.width": 16}, {}, (0.3, 0.6)),
+    "cpu": TransferScale("el2n@1", {"model.width": 16}, {}, (0.3, 0.6)),
     "smoke": TransferScale("el2n@1", {"model.width": 4}, {}, (0.6,)),
 }
 

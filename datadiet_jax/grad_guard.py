@@ -6,7 +6,8 @@ that mixes examples in eval mode, a faulty rule) would give a plausible wrong nu
 `grand_scores` call checks, for every seed, each site's per-example squared norm by its rule on
 the first batch (the per-site output of the call's own compiled program, so the check sees the
 program that computes the scores) against `vmap(grad)` restricted to that site's parameters on the
-batch's first `NUM_EXAMPLES` valid examples (`exact_layer_sq_norms`). `disagreeing_layers` flags a
+batch's `NUM_EXAMPLES` valid examples of largest GraNd (`checked_examples`,
+`exact_layer_sq_norms`). `disagreeing_layers` flags a
 site where, for some example,
 
     |fast - exact| > RTOL * exact + FLOOR * total,
@@ -59,6 +60,25 @@ def exact_layer_sq_norms(apply_fn, variables, images, labels):
     return exact, sum(leaves.values())
 
 
+def checked_examples(grand, count: int, m: int = NUM_EXAMPLES) -> np.ndarray:
+    """The examples of the first batch the guard checks: the m largest GraNd, in batch order.
+
+    A well-fit example's output gradient `p - y` is a difference of nearly equal float32 numbers
+    (p_y near 1), so its squared norms carry rounding of about eps / (1 - p_y) relative, which two
+    compiled programs do not share; past about 1e-4 of the loss a correct rule would trip RTOL.
+    The largest gradients of the batch are the best conditioned, and a structural error (a wrong
+    axis, a missed use) shows on every example.
+
+    Args:
+      grand: [K, B] the rules' GraNd of the first batch; count: its valid (unpadded) examples.
+    Returns:
+      [min(m, count)] int64 indices into the batch, ascending.
+    """
+    mean = np.asarray(grand, np.float64)[:, :count].mean(0)
+    mean = np.where(np.isfinite(mean), mean, np.inf)  # a non-finite score is checked first
+    return np.sort(np.argsort(-mean, kind="stable")[: min(m, count)]).astype(np.int64)
+
+
 def disagreeing_layers(fast: dict, exact: dict, total) -> dict[str, tuple[int, float, float]]:
     """Sites whose rule disagrees with `vmap(grad)`: {key: (example, fast, exact)} (worst one)."""
     total = np.asarray(total, np.float64)
@@ -78,18 +98,22 @@ def disagreeing_layers(fast: dict, exact: dict, total) -> dict[str, tuple[int, f
     return bad
 
 
-def guard(exact_fn: Callable, fast: dict, seed_variables: Iterable, images, labels) -> frozenset:
+def guard(
+    exact_fn: Callable, fast: dict, seed_variables: Iterable, images, labels, positions=None
+) -> frozenset:
     """Compares the rules' first-batch norms with `exact_fn` for every seed.
 
     Args:
       exact_fn: jitted `exact_layer_sq_norms(apply_fn, ...)` of the model.
-      fast: {site key: [K, m]} squared norms by the rules on the first m examples.
+      fast: {site key: [K, m]} squared norms by the rules on the m checked examples.
       seed_variables: one model's variables per seed (K of them).
-      images: [m, ...], labels: [m]: the first m examples of the first batch.
+      images: [m, ...], labels: [m]: the checked examples of the first batch.
+      positions: [m] their positions in the batch, for the warnings (default 0 .. m - 1).
     Returns:
       The union over seeds of the disagreeing site keys (each logged as an absl warning).
     """
     excluded = set()
+    positions = np.arange(len(labels)) if positions is None else np.asarray(positions)
     with jax.default_matmul_precision("highest"):
         for k, variables in enumerate(seed_variables):
             exact, total = jax.device_get(exact_fn(variables, images, labels))
@@ -99,7 +123,7 @@ def guard(exact_fn: Callable, fast: dict, seed_variables: Iterable, images, labe
                     "GraNd guard: layer %s disagrees with exact vmap(grad) on the first batch "
                     "(seed %d, example %d: squared norm %.6g vs %.6g); its params use the exact "
                     "fallback for this call.",
-                    key, k, i, f, e,
+                    key, k, int(positions[i]), f, e,
                 )  # fmt: skip
                 excluded.add(key)
     return frozenset(excluded)

@@ -172,20 +172,22 @@ def _guard(model, seed_axis, mesh, variables, placed, first_batch, put, fetch):
     """
     start = time.perf_counter()
     x, y, mask, count = first_batch
-    m = min(grad_guard.NUM_EXAMPLES, count)
     on_cpu = jax.default_backend() == "cpu"  # XLA:CPU float32 dots are float32 at any precision
     with contextlib.nullcontext() if on_cpu else jax.default_matmul_precision("highest"):
         result = _compiled(model, "grand", seed_axis, mesh)(placed, put(x), put(y), put(mask))
-        fast = {key: fetch(v)[:, :m] for key, v in result[1].items()}
+        idx = grad_guard.checked_examples(fetch(result[0]), count)
+        fast = {key: fetch(v)[:, idx] for key, v in result[1].items()}
     if not fast:  # no layer has a fast rule: nothing to check
         return frozenset(), result if on_cpu else None
     exact_fn = _cached(_build_exact, _exact_cached, model)
     num_seeds = len(next(iter(fast.values())))
     per_seed = (jax.tree.map(lambda v, k=k: v[k], variables) for k in range(num_seeds))
-    exclude = grad_guard.guard(exact_fn, fast, per_seed, jnp.asarray(x[:m]), jnp.asarray(y[:m]))
+    exclude = grad_guard.guard(
+        exact_fn, fast, per_seed, jnp.asarray(x[idx]), jnp.asarray(y[idx]), positions=idx
+    )
     logging.info(
         "grand guard: %d layers x %d seeds checked on %d examples in %.1f s; %d to the fallback",
-        len(fast), num_seeds, m, time.perf_counter() - start, len(exclude),
+        len(fast), num_seeds, len(idx), time.perf_counter() - start, len(exclude),
     )  # fmt: skip
     return exclude, result if on_cpu and not exclude else None
 

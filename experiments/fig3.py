@@ -66,7 +66,7 @@ class Fig3Scale:
 
 FIG3: dict[str, Fig3Scale] = {
     "paper": Fig3Scale((0, 1, 2, 5, 10, 20), 100, 50),
-    "cpu": Fig3Scale((0, 1, 2), 100, 12),
+    "cpu": Fig3Scale((0, 1, 2), 100, 50),
     "smoke": Fig3Scale((0, 1), 32, 4),
 }
 
@@ -133,8 +133,17 @@ def summary_sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
             for e in epochs for s in starts
         }  # fmt: skip
         el2n = {(r["epoch"], r["window_start"]): r["el2n_window_mean"] for r in at}
-        table = [{"window start": s} | {f"t={e}": mean[(e, s)] for e in epochs} for s in starts]
-        title = f"Mean kernel velocity over seeds, {round(100 * noise)}% random labels"
+        share = {(r["epoch"], r["window_start"]): r["majority_class_share"] for r in at}
+        table = [
+            {"window start": s}
+            | {f"t={e}": mean[(e, s)] for e in epochs}
+            | {f"class share t={e}": share[(e, s)] for e in epochs}
+            for s in starts
+        ]
+        title = (
+            f"Mean kernel velocity over seeds, {round(100 * noise)}% random labels (class "
+            "share: the fraction of the window in its most frequent label)"
+        )
         sections.append((title, table))
         for e in epochs:
             curve = np.array([mean[(e, s)] for s in starts])

@@ -111,6 +111,39 @@ def test_velocity_equals_an_independent_computation(smoke):
         assert got == [pytest.approx(want, rel=1e-3, abs=1e-6)]
 
 
+def test_class_share_of_the_windows(smoke):
+    config = fig3.velocity_config(SMOKE, 0.1, smoke["runs"])
+    split, _ = run_lib.load_data(config)
+    run = os.path.join(smoke["runs"], "smoke", "fig3_noise10")
+    with np.load(os.path.join(run, "el2n", "epoch001.npz")) as f:
+        windows = f["windows"]
+    rows = read_rows(os.path.join(smoke["out"], "fig3.csv"))
+    for w, start in enumerate((0, 74, 149, 224)):
+        counts = {}
+        for label in split.labels[windows[w]].tolist():  # the noisy labels the run trained on
+            counts[label] = counts.get(label, 0) + 1
+        got = [
+            float(r["majority_class_share"])
+            for r in rows
+            if r["noise_fraction"] == "0.1" and r["epoch"] == "1"
+            and r["window_start"] == str(start)
+        ]  # fmt: skip
+        assert got == [pytest.approx(max(counts.values()) / 32)] * 2  # one row per seed
+    share = kernel_velocity.majority_class_share(
+        np.array([3, 3, 1, 2, 2, 2]), [[0, 1, 2], [3, 4, 5]]
+    )
+    np.testing.assert_allclose(share, [2 / 3, 1.0])
+
+
+def test_el2n_file_of_another_length_is_refused(smoke, tmp_path):
+    # A planted fault: the run's files, read against the labels of a smaller dataset.
+    config = fig3.velocity_config(SMOKE, 0.0, smoke["runs"])
+    split, _ = run_lib.load_data(config)
+    run = os.path.join(smoke["runs"], "smoke", "fig3_noise00")
+    with pytest.raises(ValueError, match="scores 256 examples, not the 255 labels"):
+        kernel_velocity.velocity_rows(run, [0], split.labels[:255])
+
+
 def test_second_invocation_trains_nothing(smoke):
     files = sorted(glob.glob(os.path.join(smoke["runs"], "smoke", "fig3_*", "**", "*"),
                              recursive=True))  # fmt: skip

@@ -110,3 +110,36 @@ def test_disagreement_tolerance_hand_values():
     assert sorted(bad) == ["a", "b"] and bad["a"][0] == 1
     fast["a"][2] = 2e-6  # a near-zero layer off by more than the floor
     assert grad_guard.disagreeing_layers(fast, exact, total)["a"][0] == 2
+
+
+def test_checked_examples_are_the_largest_valid_gradients():
+    grand = np.array([[1.0, 5.0, 3.0, 2.0, 9.0], [1.0, 7.0, 1.0, 2.0, 9.0]])
+    # Means 1, 6, 2, 2, 9; the last column is padding (count 4); ties keep batch order.
+    assert grad_guard.checked_examples(grand, 4, 2).tolist() == [1, 2]
+    assert grad_guard.checked_examples(grand, 4, 3).tolist() == [1, 2, 3]
+    assert grad_guard.checked_examples(grand, 2, 4).tolist() == [0, 1]
+    grand[0, 0] = np.nan  # a non-finite score is always checked
+    assert grad_guard.checked_examples(grand, 4, 1).tolist() == [0]
+
+
+def test_guard_checks_the_worst_fit_examples_of_the_first_batch(monkeypatch, caplog, fresh_caches):
+    # The first four examples are fit to p_y ~ 1 - 1e-7 (gradients ~1e-6, dominated by float32
+    # rounding of p - y); the guard must check the others, and still catch a planted fault.
+    model = TinyCNN()
+    images, _ = _data()
+    labels = np.array([0, 0, 0, 0, 1, 2, 1, 2, 1, 2, 1])
+    variables = scores.init_variables(model, jax.random.key(0), 2, images[:1])
+    variables["params"]["Dense_0"]["bias"] = (
+        variables["params"]["Dense_0"]["bias"].at[:, 0].set(16.0)
+    )
+    dense = grad_rules.RULES["dense"]
+    monkeypatch.setitem(grad_rules.RULES, "dense", lambda *args: 2.0 * dense(*args))
+    with caplog.at_level(logging.WARNING):
+        got = scores.grand_scores(model, variables, images, labels, batch_size=16)
+    warned = [r.getMessage() for r in caplog.records if "GraNd guard" in r.getMessage()]
+    assert warned and all("example 0:" not in w for w in warned), warned
+    checked = {int(w.split("example ")[1].split(":")[0]) for w in warned}
+    assert checked <= set(range(4, 11)), warned
+    want = _loop_scores(model, variables, images, labels)
+    assert np.max(want[:, :4]) < 1e-4 < np.min(want[:, 4:])
+    np.testing.assert_allclose(got[:, 4:], want[:, 4:], rtol=1e-4)

@@ -138,7 +138,9 @@ def velocity_run(
     Returns:
       One row per (epoch t, seed, window): 'epoch', 'seed', 'window_start', 'window_size',
       'velocity', 'el2n_window_mean' (mean over the window of the seed-mean EL2N at t),
-      'el2n_rank_fraction' (window start / N).
+      'el2n_rank_fraction' (window start / N), 'majority_class_share' (the fraction of the
+      window in its most frequent label: EL2N ranks by class early in training, and a
+      one-class window has its own kernel).
     """
     ts, needed = measured_epochs(epochs)
     spe = pipelines.steps_per_epoch(split.num_examples, config.train.batch_size)
@@ -160,11 +162,29 @@ def velocity_run(
         ckpt_dir=os.path.join(workdir, "train", "ckpt"), augment=augment, hooks=hooks,
         keep_epochs=needed, name="kernel velocity training", on_diverge="raise",
     )  # fmt: skip
-    return velocity_rows(workdir, ts, split.num_examples)
+    return velocity_rows(workdir, ts, split.labels)
 
 
-def velocity_rows(workdir: str, epochs: Sequence[int], num_examples: int) -> list[dict]:
-    """The velocity rows of a finished run, from its saved EL2N and Gram files."""
+def majority_class_share(labels, windows) -> np.ndarray:
+    """The fraction of each window in its most frequent label.
+
+    Args:
+      labels: [N] int labels; windows: [W, n] dataset indices.
+    Returns:
+      [W] float64 in [1/n, 1].
+    """
+    labels = np.asarray(labels)
+    return np.array([np.bincount(labels[w]).max() / len(w) for w in np.asarray(windows)])
+
+
+def velocity_rows(workdir: str, epochs: Sequence[int], labels) -> list[dict]:
+    """The velocity rows of a finished run, from its saved EL2N and Gram files.
+
+    Args:
+      workdir: the run's work directory; epochs: the measured epochs t; labels: [N] the labels
+        the run trained on (`velocity_run` documents the rows).
+    """
+    num_examples = len(labels)
     rows = []
     for t in epochs:
         paths = [_el2n_path(workdir, t), _gram_path(workdir, t, t), _gram_path(workdir, t, t + 1)]
@@ -176,6 +196,11 @@ def velocity_rows(workdir: str, epochs: Sequence[int], num_examples: int) -> lis
             )
         with np.load(paths[0]) as el2n, np.load(paths[1]) as g0, np.load(paths[2]) as g1:
             windows, mean, starts = el2n["windows"], el2n["mean"], el2n["starts"]
+            if len(mean) != num_examples:
+                raise ValueError(
+                    f"{paths[0]} scores {len(mean)} examples, not the {num_examples} labels "
+                    "given; it is from another run: measure in a new work directory"
+                )
             if not (
                 np.array_equal(g0["windows"], windows) and np.array_equal(g1["windows"], windows)
             ):
@@ -183,6 +208,7 @@ def velocity_rows(workdir: str, epochs: Sequence[int], num_examples: int) -> lis
                     f"the Gram files of epoch {t} are of other windows than {paths[0]}"
                 )
             velocity = ntk.kernel_distance(g0["grams"], g1["grams"])  # [K, W]
+        share = majority_class_share(labels, windows)
         for k in range(velocity.shape[0]):
             for w, start in enumerate(starts):
                 rows.append(dict(
@@ -190,5 +216,6 @@ def velocity_rows(workdir: str, epochs: Sequence[int], num_examples: int) -> lis
                     velocity=float(velocity[k, w]),
                     el2n_window_mean=float(mean[windows[w]].mean()),
                     el2n_rank_fraction=float(start) / num_examples,
+                    majority_class_share=float(share[w]),
                 ))  # fmt: skip
     return rows

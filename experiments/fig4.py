@@ -16,10 +16,8 @@ Scales (`FIG4`, on top of `experiments.common.SCALES`):
   paper: CIFAR-10, ResNet18, 200 epochs, EL2N of 10 seeds at epoch 20, subsets of 1,000,
     spawning at epochs 0, 0.5, 1, 2, 5, 10, 20 (GPU).
   cpu: Fashion-MNIST (first 10,000 training images), small CNN, 4 epochs, EL2N of 4 seeds at
-    epoch 2, subsets of 1,000, spawning at epochs 0, 0.1, 0.25, 0.5, 1, 2. Estimated (not run):
-    about 423,000 training examples (parent 20,000, children 403,000) at ~850 examples/s is
-    8.5 minutes, plus about 3 minutes of barrier measurements, plus the shared score run (2.5
-    minutes unless Figure 1 or 2 ran it): about 15 minutes on 2 cores.
+    epoch 1, subsets of 1,000, spawning at epochs 0, 0.1, 0.25, 0.5, 1, 2. Measured on 2 cores:
+    20 minutes, of which the shared score run took 7 (skipped when Figure 1 or 2 ran it).
   smoke: the same stages on 256 examples, about a minute.
 
 Outputs: OUT/fig4.{png,pdf}, OUT/fig4.csv (one row per spawning time, BatchNorm mode, subset and

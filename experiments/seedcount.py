@@ -13,10 +13,10 @@ network is trained on each subset, and its test accuracy is compared with random
 
 Scales (`SEEDCOUNT`; the pruned fraction is Figure 2's):
   paper: CIFAR-10, ResNet18, EL2N at epoch 20 of 10 seeds, k = 1, 2, 4, 8, 10, 60% pruned (GPU).
-  cpu: Fashion-MNIST (first 10,000 training images), small CNN, EL2N at epoch 2 of 4 seeds,
-    k = 1, 2, 4, 60% pruned, 2 runs per point. Estimated (not run): 3 retrainings of about 70 s
-    (3.5 minutes), plus the shared score run and baselines (2.5 + 2.5 minutes) unless Figure 2
-    ran them: about 9 minutes on 2 cores.
+  cpu: Fashion-MNIST (first 10,000 training images), small CNN, EL2N at epoch 1 of 4 seeds,
+    k = 1, 2, 4, 60% pruned, 2 runs per point. Measured on 2 cores: 12 minutes (3 retrainings of
+    about 2.4 minutes, and the full and random baselines), plus 7 minutes for the shared score
+    run unless another figure ran it.
   smoke: the same stages on 256 examples, K = 2, under a minute.
 
 Outputs: OUT/seedcount.{png,pdf}, OUT/seedcount.csv (one row per retraining seed),

@@ -13,11 +13,11 @@ Scales (`TRANSFER`):
     30/50/70% pruned, 4 runs per point (GPU).
   cpu: a narrow small CNN (width 16) prunes Fashion-MNIST (first 10,000 training images) for the
     standard small CNN (width 32, whose own scores are the shared clean score run), EL2N at
-    epoch 2 of 4 seeds, 30/60% pruned, 2 runs per point. The target is the small CNN of the
+    epoch 1 of 4 seeds, 30/60% pruned, 2 runs per point. The target is the small CNN of the
     other figures because a width-64 CNN costs about 3.7 times the FLOPs: its score run and 7
-    retrainings would take about 40 minutes on 2 cores. Estimated (not run): a 40 s source
-    score run, 7 retrainings of about 70 s, and the shared score run (2.5 minutes) unless
-    Figures 1 and 2 ran it: about 11 minutes.
+    retrainings would take about 1.5 hours on 2 cores. Measured on 2 cores: 18 minutes (a 50 s
+    source score run and 7 retrainings of about 2.4 minutes), plus 7 minutes for the shared
+    score run unless another figure ran it.
   smoke: the same stages on 256 examples (width 4 prunes for width 8), about a minute.
 
 Outputs: OUT/transfer.{png,pdf}, OUT/transfer.csv (one row per retraining seed) and

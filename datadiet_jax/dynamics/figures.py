@@ -116,6 +116,10 @@ def plot_kernel_velocity(rows: Sequence[Mapping], out_stem) -> list[str]:
         ax.set_xlabel("EL2N rank of the window's first example (low to high)")
         ax.set_ylabel("kernel velocity (cosine distance, t to t+1)")
         ax.set_title(f"{round(100 * noise)}% random labels", fontsize="small")
-        ax.grid(alpha=0.3)
+        # Early epochs move the kernel tens of times faster than later ones: a log axis keeps
+        # every epoch's shape visible (velocities are cosine distances, > 0 in practice).
+        if min(float(r["velocity"]) for r in at) > 0:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize="small")
     return plots.save_figure(fig, out_stem)

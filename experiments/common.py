@@ -159,6 +159,14 @@ SCALES: dict[str, Scale] = {
 }
 
 
+def scale_settings(name: str | Scale, table: Mapping, study: str):
+    """(Scale, its entry of a study's per-scale `table`); an unknown scale is refused by name."""
+    scale = get_scale(name)
+    if scale.name not in table:
+        raise ValueError(f"{study} has no settings for scale {scale.name!r}; use {sorted(table)}")
+    return scale, table[scale.name]
+
+
 def get_scale(name: str | Scale) -> Scale:
     """Returns the registered scale `name` (a `Scale` is returned as is); raises ValueError
     listing the valid names."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -162,26 +161,18 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path]}.
     """
-    scale = common.get_scale(scale_name)
-    if scale.name not in FIG3:
-        raise ValueError(f"Figure 3 has no settings for scale {scale.name!r}; use {sorted(FIG3)}")
+    scale, settings = common.scale_settings(scale_name, FIG3, "Figure 3")
     check(scale, runs_dir)
     rows = []
-    for noise in FIG3[scale.name].noise_fractions:
+    for noise in settings.noise_fractions:
         rows += [dict(r, scale=scale.name) for r in measure(scale, noise, runs_dir)]
     rows = common.columns_first(rows, CSV_COLUMNS)
-    os.makedirs(out_dir, exist_ok=True)
-    csv_path = os.path.join(out_dir, "fig3.csv")
-    artifacts.write_csv(csv_path, rows)
-    figure = figures.plot_kernel_velocity(rows, os.path.join(out_dir, "fig3"))
-    settings = FIG3[scale.name]
-    summary = experiment_reports.write_summary(
-        os.path.join(out_dir, "fig3_summary.md"),
+    return experiment_reports.write_outputs(
+        out_dir, "fig3", rows, figures.plot_kernel_velocity,
         f"Figure 3 ({scale.name}): kernel velocity of windows of {settings.window_size} "
         "examples ranked by EL2N (NTK trace over logits, cosine distance from t to t + 1)",
         summary_sections(rows),
-    )
-    return {"figure": figure, "csv": [csv_path], "summary": [summary]}
+    )  # fmt: skip
 
 
 def main(argv):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 
 from absl import app
@@ -168,25 +167,17 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path]}.
     """
-    scale = common.get_scale(scale_name)
-    if scale.name not in FIG4:
-        raise ValueError(f"Figure 4 has no settings for scale {scale.name!r}; use {sorted(FIG4)}")
+    scale, settings = common.scale_settings(scale_name, FIG4, "Figure 4")
     check(scale, runs_dir)
     common.run_sweep(scale, sweep(scale), runs_dir)
     rows = [dict(r, scale=scale.name) for r in measure(scale, runs_dir)]
     rows = common.columns_first(rows, CSV_COLUMNS)
-    os.makedirs(out_dir, exist_ok=True)
-    csv_path = os.path.join(out_dir, "fig4.csv")
-    artifacts.write_csv(csv_path, rows)
-    figure = figures.plot_barriers(rows, os.path.join(out_dir, "fig4"))
-    settings = FIG4[scale.name]
-    summary = reports.write_summary(
-        os.path.join(out_dir, "fig4_summary.md"),
+    return reports.write_outputs(
+        out_dir, "fig4", rows, figures.plot_barriers,
         f"Figure 4 ({scale.name}): error barriers between children spawned at t*, on the "
         f"{settings.subset_size} highest-, lowest- and random-{settings.score} examples",
         summary_sections(scale, rows),
-    )
-    return {"figure": figure, "csv": [csv_path], "summary": [summary]}
+    )  # fmt: skip
 
 
 def main(argv):

@@ -245,6 +245,21 @@ def markdown_table(table: Sequence[Mapping]) -> str:
     return "\n".join(lines)
 
 
+def write_outputs(out_dir: str, name: str, rows: list[dict], plot, title: str, sections) -> dict:
+    """Writes OUT/<name>.csv (`rows`), OUT/<name>.{png,pdf} (`plot(rows, stem)`) and
+    OUT/<name>_summary.md (`title`, `sections`).
+
+    Returns:
+      {'figure': paths, 'csv': [path], 'summary': [path]}.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, f"{name}.csv")
+    artifacts.write_csv(csv_path, rows)
+    figure = plot(rows, os.path.join(out_dir, name))
+    summary = write_summary(os.path.join(out_dir, f"{name}_summary.md"), title, sections)
+    return {"figure": figure, "csv": [csv_path], "summary": [summary]}
+
+
 def write_summary(path: str, title: str, sections: Sequence[tuple[str, list[dict]]]) -> str:
     """Writes a Markdown summary: a title, then one table per (heading, table) section."""
     parts = [f"# {title}", ""]

@@ -134,11 +134,7 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
     Returns:
       {'figure': paths, 'csv': [paths], 'summary': [path]}.
     """
-    scale = common.get_scale(scale_name)
-    if scale.name not in SEEDCOUNT:
-        raise ValueError(
-            f"No seed-count settings for scale {scale.name!r}; use {sorted(SEEDCOUNT)}"
-        )
+    scale, _ = common.scale_settings(scale_name, SEEDCOUNT, "Seed count")
     scale, items, rows, csv_path = common.run_and_collect(
         scale, runs_dir, out_dir, "seedcount", sweep, collect
     )

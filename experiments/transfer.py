@@ -158,16 +158,13 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path]}.
     """
-    scale = common.get_scale(scale_name)
-    if scale.name not in TRANSFER:
-        raise ValueError(f"No transfer settings for scale {scale.name!r}; use {sorted(TRANSFER)}")
-    for overrides in (TRANSFER[scale.name].source, TRANSFER[scale.name].target):
+    scale, s = common.scale_settings(scale_name, TRANSFER, "Score transfer")
+    for overrides in (s.source, s.target):
         run_lib.validate(common.make_config(scale, score_run(scale, overrides), runs_dir))
     scale, items, rows, csv_path = common.run_and_collect(
         scale, runs_dir, out_dir, "transfer", lambda sc: sweep(sc, runs_dir), collect
     )
     figure = plots.plot_pruning_curves(rows, os.path.join(out_dir, "transfer"))
-    s = TRANSFER[scale.name]
     summary = reports.write_summary(
         os.path.join(out_dir, "transfer_summary.md"),
         f"Score transfer ({scale.name}): {s.score} of {model_label(scale, s.source)} prunes "

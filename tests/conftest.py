@@ -90,3 +90,13 @@ def snapshot(runs_dir, scale="smoke"):
             st = os.stat(path)
             out[path] = (st.st_mtime_ns, st.st_size)
     return out
+
+
+def figure_dirs(tmp_path_factory, name):
+    """(runs, out) folders under a fresh temporary root, with the figures' XLA cache enabled."""
+    from experiments import common  # imported lazily: score tests run without ml_collections
+
+    root = tmp_path_factory.mktemp(name)
+    runs, out = str(root / "runs"), str(root / "out")
+    common.enable_compilation_cache(runs)
+    return runs, out

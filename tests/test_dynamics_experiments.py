@@ -16,7 +16,7 @@ from datadiet_jax import artifacts, loop, models, train
 from datadiet_jax import run as run_lib
 from datadiet_jax.dynamics import connectivity
 from experiments import common, fig4, seedcount, transfer
-from tests.conftest import read_rows, snapshot
+from tests.conftest import figure_dirs, read_rows, snapshot
 
 SMOKE = common.get_scale("smoke")
 N = 256
@@ -24,9 +24,7 @@ N = 256
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dynamics")
-    runs, out = str(root / "runs"), str(root / "out")
-    common.enable_compilation_cache(runs)
+    runs, out = figure_dirs(tmp_path_factory, "dynamics")
     seconds = {}
     for module in (fig4, seedcount, transfer):
         start = time.time()

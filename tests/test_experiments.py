@@ -17,7 +17,7 @@ import pytest
 
 from datadiet_jax import artifacts
 from experiments import common, fig1, fig2, reports
-from tests.conftest import read_rows, snapshot
+from tests.conftest import figure_dirs, read_rows, snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = common.get_scale("smoke")
@@ -26,9 +26,7 @@ N = 256
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("figures")
-    runs, out = str(root / "runs"), str(root / "out")
-    common.enable_compilation_cache(runs)
+    runs, out = figure_dirs(tmp_path_factory, "figures")
     start = time.time()
     written2 = fig2.reproduce("smoke", runs, out)
     seconds2 = time.time() - start

@@ -12,7 +12,7 @@ from datadiet_jax import loop, models, train
 from datadiet_jax import run as run_lib
 from datadiet_jax.dynamics import kernel_velocity
 from experiments import common, fig3
-from tests.conftest import read_rows
+from tests.conftest import figure_dirs, read_rows
 
 SMOKE = common.get_scale("smoke")
 N = 256
@@ -21,9 +21,7 @@ MODEL = models.get_model("small_cnn", 10, width=SMOKE.base_config().model.width)
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fig3")
-    runs, out = str(root / "runs"), str(root / "out")
-    common.enable_compilation_cache(runs)
+    runs, out = figure_dirs(tmp_path_factory, "fig3")
     start = time.time()
     fig3.reproduce("smoke", runs, out)
     return dict(runs=runs, out=out, seconds=time.time() - start)

@@ -29,7 +29,7 @@ data: install
 	    || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null); \
 	fi
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
-	  $(PY) -m datadiet_jax.prepare_data; \
+	  $(PY) -m datadiet_jax.pipeline.prepare_data; \
 	else \
 	  echo "dataset-fashion-mnist is not installed; TFDS will download fashion_mnist when first used."; \
 	fi

@@ -36,7 +36,8 @@ def _setup(num_examples: int, num_seeds: int, batch_size: int):
     import numpy as np
 
     from configs import fashion_mnist
-    from datadiet_jax import data, models
+    from datadiet_jax import models
+    from datadiet_jax.pipeline import data
 
     rng = np.random.default_rng(0)
     split = data.Split(
@@ -62,18 +63,18 @@ def _rates(num_steps: int, repeats: int) -> dict:
     import jax
     import numpy as np
 
-    from datadiet_jax import loop, pipelines
+    from datadiet_jax.pipeline import input_pipeline, keys, loop
 
     num_seeds, batch_size, n = 1, 128, 20_000
     split, cfg, model = _setup(n, num_seeds, batch_size)
     per_step = num_seeds * batch_size
     schedule = 10 * num_steps
-    init_fn, step_fn = loop._programs(model, loop._optimizer_fields(cfg), schedule, cfg.seed_axis)
-    state = init_fn(loop.seed_keys(0, 0, num_seeds), np.zeros((1, 28, 28, 1), np.float32))
+    init_fn, step_fn = loop.programs(model, cfg, schedule)
+    state = init_fn(keys.init_keys(0, 0, num_seeds), np.zeros((1, 28, 28, 1), np.float32))
     stats = loop.init_stats(num_seeds, n)
     batch_args = dict(mean=split.mean, std=split.std, num_seeds=num_seeds, batch_size=batch_size)
     batch = next(
-        pipelines.train_batches(
+        input_pipeline.train_batches(
             split.images, split.labels, split.index, seed=0, num_steps=1, **batch_args
         )  # fmt: skip
     )
@@ -86,17 +87,18 @@ def _rates(num_steps: int, repeats: int) -> dict:
         jax.block_until_ready(loss)
 
     def pipeline():
-        for b in pipelines.train_batches(split.images, split.labels, split.index, seed=1,
+        for b in input_pipeline.train_batches(split.images, split.labels, split.index, seed=1,
                                          num_steps=num_steps, **batch_args):  # fmt: skip
             del b
 
     def full_loop():
         with tempfile.TemporaryDirectory() as tmp:
-            loop.train_seeds(
-                model, split, split.index, train_cfg=cfg, num_seeds=num_seeds, seed=0, purpose=0,
-                num_steps=num_steps, schedule_steps=schedule, ckpt_dir=os.path.join(tmp, "ckpt"),
-                augment=False, name="bench loop",
+            spec = loop.TrainSpec(
+                train_cfg=cfg, num_seeds=num_seeds, seed=0, purpose=0, num_steps=num_steps,
+                schedule_steps=schedule, ckpt_dir=os.path.join(tmp, "ckpt"), augment=False,
+                name="bench loop",
             )  # fmt: skip
+            loop.train_seeds(model, split, split.index, spec)
 
     out = {}
     for name, fn in (("bare", bare), ("pipeline", pipeline), ("loop", full_loop)):
@@ -116,9 +118,9 @@ def main(argv):
     del argv
     import jax
 
-    from datadiet_jax import train
+    from datadiet_jax.pipeline import checkpoints
 
-    train.quiet_checkpoint_logs()
+    checkpoints.quiet_checkpoint_logs()
     num_steps = 20 if FLAGS.quick else 150
     rates = _rates(num_steps, 1 if FLAGS.quick else FLAGS.repeats)
     result = {

@@ -21,8 +21,11 @@ with compilation ('cold') and without ('warm'), against a full-dataset call of `
 the GraNd program's compilation and first batch plus `full_n` examples at its measured rate).
 Writes OUT/bench.json and OUT/bench.md and logs the table.
 
+The methods themselves are `benchmarks/score_methods.py`.
+
 NNX: 'nnx_small_cnn' is the small CNN written with Flax NNX (nnx.Conv, nnx.BatchNorm,
-nnx.Linear; `nnx_small_cnn`), scored through the jaxpr-based GraNd path (`jaxpr_sites.py`); only
+nnx.Linear; `score_methods.nnx_small_cnn`), scored through the jaxpr-based GraNd path
+(`scores/pergrad/jaxpr_sites.py`); only
 'grand' and 'vmap_grad' run for it (`NNX_METHODS`), on the small CNN's settings.
 
 Streamed input: 'stream<N>' runs small-CNN EL2N on a generator of N random examples in batches of
@@ -35,12 +38,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 
 from absl import app, flags, logging
+
+from benchmarks import score_methods
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench", "Output folder for bench.json and bench.md.")
@@ -50,9 +54,7 @@ flags.DEFINE_bool("quick", False, "Smoke test: small CNN only, few iterations (u
 flags.DEFINE_string("child", None, "Internal: run one MODEL:METHOD and print its result.")
 
 NNX_METHODS = ("grand", "vmap_grad")
-METHODS = (
-    "idle", "train", "forward", "el2n", "grand", "vmap_grad", "jacrev", "kseed", "guard", "ntk"
-)  # fmt: skip
+METHODS = tuple(score_methods.METHODS)
 # batch: train/grand/vmap_grad batch; iters: timed batches; fwd_*: forward/EL2N; jac_batch: jacrev;
 # full_n: the dataset size the guard's cost is set against (Fashion-MNIST, CIFAR-10 train splits);
 # ntk_n: examples of the NTK Gram matrix (a window of Figure 3; ResNet18 fewer, as the jacrev
@@ -71,299 +73,9 @@ QUICK = {
                      full_n=50000, ntk_n=4),
 }
 # fmt: on
-NUM_SEEDS = 4
+NUM_SEEDS = score_methods.NUM_SEEDS
 STREAM_SIZES = (10_000, 100_000)
 STREAM_SIZES_QUICK = (2_000, 20_000)
-STREAM_INPUT_BATCH = 100
-
-
-def _peak_mb() -> float:
-    import jax
-
-    if jax.default_backend() != "cpu":
-        stats = jax.devices()[0].memory_stats() or {}
-        return stats.get("peak_bytes_in_use", 0) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _timed(fn, num_examples: int) -> float:
-    """Examples/s of `fn()` after one warm-up call."""
-    import jax
-
-    jax.block_until_ready(fn())
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return num_examples / (time.perf_counter() - start)
-
-
-def _run_stream_child(num_examples: int) -> dict:
-    """EL2N of the small CNN on a generator of random batches; nothing is held but the result."""
-    import jax
-    import numpy as np
-
-    from datadiet_jax import scores
-    from datadiet_jax.models import get_model
-
-    model = get_model("small_cnn", 10)
-    variables = scores.init_variables(model, jax.random.key(0), 1, np.zeros((1, 28, 28, 1)))
-
-    def batches(seed):
-        rng = np.random.default_rng(seed)
-        for lo in range(0, num_examples, STREAM_INPUT_BATCH):
-            b = min(STREAM_INPUT_BATCH, num_examples - lo)
-            yield rng.normal(size=(b, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, b)
-
-    scores.el2n_scores(model, variables, batches(1), batch_size=256)  # compile
-    start = time.perf_counter()
-    out = scores.el2n_scores(model, variables, batches(0), batch_size=256)
-    rate = num_examples / (time.perf_counter() - start)
-    assert out.shape == (1, num_examples), out.shape
-    return {"batch_size": 256, "num_examples": num_examples, "examples_per_s": rate,
-            "peak_mb": _peak_mb()}  # fmt: skip
-
-
-def nnx_small_cnn(key, num_classes: int = 10, width: int = 32, hidden: int = 128):
-    """The NNX twin of `models.SmallCNN` (28x28x1 inputs), built from `key`."""
-    from flax import nnx
-
-    class SmallCNN(nnx.Module):
-        def __init__(self, rngs):
-            bn = dict(momentum=0.9, epsilon=1e-5, rngs=rngs)
-            self.conv1 = nnx.Conv(1, width, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
-            self.bn1 = nnx.BatchNorm(width, **bn)
-            self.conv2 = nnx.Conv(
-                width, 2 * width, (3, 3), padding="SAME", use_bias=False, rngs=rngs
-            )
-            self.bn2 = nnx.BatchNorm(2 * width, **bn)
-            self.dense = nnx.Linear(2 * width * 7 * 7, hidden, use_bias=False, rngs=rngs)
-            self.bn3 = nnx.BatchNorm(hidden, **bn)
-            self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
-
-        def __call__(self, x):
-            for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2)):
-                x = nnx.max_pool(nnx.relu(bn(conv(x))), (2, 2), strides=(2, 2))
-            x = nnx.relu(self.bn3(self.dense(x.reshape(x.shape[0], -1))))
-            return self.head(x)
-
-    return SmallCNN(nnx.Rngs(key))
-
-
-def _run_nnx(method: str, cfg: dict) -> dict:
-    """GraNd (public `grand_scores`, K=1) or `vmap(grad)` of the NNX small CNN."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from flax import nnx
-
-    from datadiet_jax import adapters, jaxpr_norms, scores
-
-    model = nnx.vmap(lambda k: nnx_small_cnn(k), in_axes=0)(jax.random.split(jax.random.key(0), 1))
-    graphdef, state = nnx.split(model)
-    bsz, iters = cfg["batch"], cfg["iters"]
-    n = bsz * iters
-    rng = np.random.default_rng(0)
-    images = rng.normal(size=(n, 28, 28, 1)).astype(np.float32)
-    labels = rng.integers(0, 10, n)
-    result = {"batch_size": bsz, "timed_batches": iters}
-    if method == "grand":
-        result["examples_per_s"] = _timed(
-            lambda: scores.grand_scores(graphdef, state, images, labels, batch_size=bsz), n
-        )
-    else:
-        adapted, packed = adapters.adapt(graphdef, state)
-        one = jax.tree.map(lambda v: v[0], packed)
-        step = jax.jit(
-            lambda x, y: jnp.sqrt(sum(jaxpr_norms.leaf_sq_norms(adapted.apply, one, x, y).values()))
-        )
-        batches = [(images[i : i + bsz], labels[i : i + bsz]) for i in range(0, n, bsz)]
-        result["examples_per_s"] = _timed(
-            lambda: [step(jnp.asarray(x), jnp.asarray(y)) for x, y in batches], n
-        )
-    result["peak_mb"] = _peak_mb()
-    return result
-
-
-def run_method(model_name: str, method: str, cfg: dict) -> dict:
-    """Throughput and peak memory of one METHOD on MODEL with settings `cfg` (see SETTINGS);
-    run it in a fresh process, so the peak is its own."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from datadiet_jax import grad_norms, scores
-    from datadiet_jax.models import get_model
-
-    model = get_model(model_name, 10)
-    shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
-    rng = np.random.default_rng(0)
-    bsz = {
-        "forward": cfg["fwd_batch"], "el2n": cfg["fwd_batch"], "jacrev": cfg["jac_batch"],
-        "ntk": cfg["ntk_n"],
-    }.get(method, cfg["batch"])  # fmt: skip
-    iters = {
-        "forward": cfg["fwd_iters"], "el2n": cfg["fwd_iters"], "jacrev": cfg["jac_iters"], "ntk": 1
-    }.get(method, cfg["iters"])  # fmt: skip
-    n = bsz * iters
-    images = rng.normal(size=(n, *shape)).astype(np.float32)
-    labels = rng.integers(0, 10, n)
-    variables = scores.init_variables(model, jax.random.key(0), 1, images[:1])
-    one = jax.tree.map(lambda v: v[0], variables)
-    apply_fn = lambda v, x: model.apply(v, x, train=False)
-    batches = [(images[i : i + bsz], labels[i : i + bsz]) for i in range(0, n, bsz)]
-
-    def per_batch(step):
-        return lambda: [step(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]
-
-    result = {"batch_size": bsz, "timed_batches": iters}
-    if method == "idle":
-        result["examples_per_s"] = None
-    elif method == "train":
-
-        @jax.jit
-        def train_step(v, x, y):
-            def loss(p):
-                logits, new = model.apply(
-                    {**v, "params": p}, x, train=True, mutable=["batch_stats"]
-                )
-                return jnp.mean(grad_norms.cross_entropy(logits, y)), new
-
-            grads, new = jax.grad(loss, has_aux=True)(v["params"])
-            params = jax.tree.map(lambda p, g: p - 0.1 * g, v["params"], grads)
-            return {"params": params, **new}
-
-        result["examples_per_s"] = _timed(per_batch(lambda x, y: train_step(one, x, y)), n)
-    elif method == "forward":
-        fwd = jax.jit(apply_fn)
-        result["examples_per_s"] = _timed(per_batch(lambda x, y: fwd(one, x)), n)
-    elif method in ("el2n", "grand"):
-        fn = scores.el2n_scores if method == "el2n" else scores.grand_scores
-        result["examples_per_s"] = _timed(
-            lambda: fn(model, variables, images, labels, batch_size=bsz), n
-        )
-    elif method == "vmap_grad":
-        step = jax.jit(lambda x, y: jnp.sqrt(grad_norms.vmap_grad_sq_norms(apply_fn, one, x, y)))
-        result["examples_per_s"] = _timed(per_batch(step), n)
-    elif method == "jacrev":
-
-        @jax.jit
-        def step(x, y):
-            losses = lambda p: grad_norms.cross_entropy(apply_fn({**one, "params": p}, x), y)
-            jac = jax.jacrev(losses)(one["params"])
-            return jnp.sqrt(
-                sum(jnp.sum(j.reshape(len(y), -1) ** 2, 1) for j in jax.tree.leaves(jac))
-            )
-
-        result["examples_per_s"] = _timed(per_batch(step), n)
-    elif method == "kseed":
-        stacked = scores.init_variables(model, jax.random.key(1), NUM_SEEDS, images[:1])
-        singles = [jax.tree.map(lambda v, k=k: v[k : k + 1], stacked) for k in range(NUM_SEEDS)]
-        kw = dict(batch_size=bsz)
-        together = _timed(lambda: scores.grand_scores(model, stacked, images, labels, **kw), n)
-        seq = _timed(
-            lambda: [scores.grand_scores(model, s, images, labels, **kw) for s in singles], n
-        )
-        result.update(examples_per_s=together, sequential_examples_per_s=seq)
-        result["kseed_speedup"] = together / seq
-    elif method == "guard":
-        result.update(_guard_cost(model, variables, images, labels, bsz, cfg["full_n"]))
-    elif method == "ntk":
-        result.update(_ntk_cost(model, variables, images[: cfg["ntk_n"]]))
-    result["peak_mb"] = _peak_mb()
-    return result
-
-
-def _guard_cost(model, variables, images, labels, bsz: int, full_n: int) -> dict:
-    """Seconds of the first-batch guard (cold, warm) and its share of a `full_n`-example call.
-
-    The guard reuses the call's own first batch (its per-layer norms), so its cost is the exact
-    `vmap(grad)` program on a few examples and the comparison. The call it is set against is the
-    compilation and first batch of the GraNd program plus `full_n` examples at its measured rate.
-    """
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from datadiet_jax import adapters, grad_guard, host_batches, scores
-
-    model, variables = adapters.adapt(model, variables)  # the pure form the scores compile
-    fn = scores._compiled(model, "grand", "unroll", None)
-    batches = [
-        tuple(map(jnp.asarray, batch[:3]))
-        for batch in host_batches.array_batches(images, labels.astype(np.int32), bsz)
-    ]
-    start = time.perf_counter()
-    first = jax.block_until_ready(fn(variables, *batches[0]))
-    program_cold = time.perf_counter() - start
-    m = grad_guard.NUM_EXAMPLES
-    fast = {key: np.asarray(v)[:, :m] for key, v in first[1].items()}
-    one = [jax.tree.map(lambda v: v[0], variables)]
-    x, y = batches[0][0][:m], batches[0][1][:m]
-    times = []
-    for exact_fn in [scores._build_exact(model)] * 2:  # cold (compiles), then warm
-        start = time.perf_counter()
-        grad_guard.guard(exact_fn, fast, one, x, y)
-        times.append(time.perf_counter() - start)
-    rate = _timed(lambda: [fn(variables, *b) for b in batches], len(images))
-    full_s = program_cold + full_n / rate
-    return {
-        "examples_per_s": rate,
-        "guard_cold_s": times[0],
-        "guard_warm_s": times[1],
-        "program_cold_s": program_cold,
-        "full_n": full_n,
-        "full_call_s_extrapolated": full_s,
-        "guard_cold_share": times[0] / full_s,
-        "guard_warm_share": times[1] / full_s,
-    }
-
-
-def _ntk_cost(model, variables, images) -> dict:
-    """Seconds of the NTK Gram matrix of `images` by `ntk_gram` and by `jacrev` + `J @ J.T`."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from datadiet_jax.dynamics import ntk
-
-    n = len(images)
-    one = jax.tree.map(lambda v: v[0], variables)
-    x = jnp.asarray(images)
-
-    @jax.jit
-    def jacrev_gram(v, x):
-        # Per-example Jacobians (jacrev of the whole batch would differentiate every logit
-        # through every example), then J @ J.T of the full [n*C, P] Jacobian.
-        def logits_one(p, xi):
-            return model.apply({**v, "params": p}, xi[None], train=False)[0]
-
-        jac = jax.vmap(jax.jacrev(logits_one), in_axes=(None, 0))(v["params"], x)
-        j = jnp.concatenate(
-            [a.reshape(a.shape[0] * a.shape[1], -1) for a in jax.tree.leaves(jac)], 1
-        )
-        return jnp.dot(j, j.T, precision=jax.lax.Precision.HIGHEST)  # [n*C, n*C]
-
-    def ours():
-        return ntk.ntk_gram(model, variables, images, batch_size=n)
-
-    times = {}
-    for name, fn in (("ntk", ours), ("jacrev_ntk", lambda: jacrev_gram(one, x))):
-        jax.block_until_ready(fn())  # compile
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        times[name] = time.perf_counter() - start
-        if name == "ntk":
-            got = np.asarray(out)[0]
-        else:
-            c = out.shape[0] // n
-            want = np.einsum("icjc->ij", np.asarray(out).reshape(n, c, n, c))
-    return {
-        "batch_size": n,
-        "examples_per_s": n / times["ntk"],
-        "ntk_s": times["ntk"],
-        "jacrev_ntk_s": times["jacrev_ntk"],
-        "ntk_vs_jacrev_speedup": times["jacrev_ntk"] / times["ntk"],
-        "max_rel_diff": float(np.max(np.abs(got - want)) / np.max(np.abs(want))),
-    }
 
 
 def _machine() -> dict:
@@ -445,15 +157,15 @@ def main(argv):
     if FLAGS.child:
         model_name, method = FLAGS.child.split(":")
         if method.startswith("stream"):
-            result = _run_stream_child(int(method[len("stream") :]))
+            result = score_methods.run_stream(int(method[len("stream") :]))
             print("RESULT " + json.dumps(result), flush=True)
             return
         if model_name == "nnx_small_cnn":
             cfg = (QUICK if FLAGS.quick else SETTINGS)["small_cnn"]
-            print("RESULT " + json.dumps(_run_nnx(method, cfg)), flush=True)
+            print("RESULT " + json.dumps(score_methods.run_nnx(method, cfg)), flush=True)
             return
         cfg = (QUICK if FLAGS.quick else SETTINGS)[model_name]
-        print("RESULT " + json.dumps(run_method(model_name, method, cfg)), flush=True)
+        print("RESULT " + json.dumps(score_methods.run_method(model_name, method, cfg)), flush=True)
         return
     models = ["small_cnn"] if FLAGS.quick else FLAGS.models
     settings = QUICK if FLAGS.quick else SETTINGS

@@ -9,7 +9,7 @@
    would blur them).
 2. Measures, each in its own process (so each peak memory is its own), for ResNet18 at batch 128
    in float32 at default precision: a training step, EL2N, our GraNd, `vmap(grad)` per-example
-   gradient norms, and K=4 seeds in one call against 4 single-seed calls (`bench_scores`).
+   gradient norms, and K=4 seeds in one call against 4 single-seed calls (`score_methods`).
 `--tiny` (or DEVICE_CHECK_TINY=1) runs the same on a small CNN at batch 16, for a CPU.
 
 Needs JAX, Flax and optax only (no TensorFlow, TFDS or ml_collections). Writes
@@ -35,12 +35,13 @@ flags.DEFINE_bool("tiny", False, "Small CNN at batch 16 (a CPU run); also DEVICE
 flags.DEFINE_float("budget_s", 420.0, "Seconds for the whole check; later steps are skipped.")
 flags.DEFINE_string("measure", None, "Internal: run one method and print its result.")
 
+# Of the score tests (tests/scores/), the ones that fit the time budget on one device.
 TESTS = (
-    "tests/test_scores.py",
-    "tests/test_grad_norms.py",
-    "tests/test_aum.py",
-    "tests/test_host_batches.py",
-    "tests/test_no_tensorflow.py",
+    "tests/scores/test_api.py",
+    "tests/scores/test_linen_norms.py",
+    "tests/scores/test_aum.py",
+    "tests/scores/test_batches.py",
+    "tests/scores/test_no_tensorflow.py",
 )
 TEST_TIMEOUT_S = 240
 METHODS = ("train", "el2n", "grand", "vmap_grad", "kseed")
@@ -67,10 +68,10 @@ def _measure(method: str) -> dict:
             "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind,
         }
-    from benchmarks import bench_scores
+    from benchmarks import score_methods
 
     model_name, cfg = TINY if _tiny() else FULL
-    return {"model": model_name, **bench_scores.run_method(model_name, method, cfg)}
+    return {"model": model_name, **score_methods.run_method(model_name, method, cfg)}
 
 
 def _run_tests(out_dir: str, timeout_s: float) -> dict:

@@ -6,7 +6,7 @@ initialization and at epoch 20. A GPU job:
 `--config=configs/cifar10.py:smoke` shrinks it to seconds on a CPU (a tiny ResNet on 256 examples).
 """
 
-from datadiet_jax.config_base import base_config, smoke
+from datadiet_jax.pipeline.config_base import base_config, smoke
 
 
 def get_config(arg: str | None = None):

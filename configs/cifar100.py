@@ -5,7 +5,7 @@
 `:smoke` shrinks it for a CPU test.
 """
 
-from datadiet_jax.config_base import base_config, smoke
+from datadiet_jax.pipeline.config_base import base_config, smoke
 
 
 def get_config(arg: str | None = None):

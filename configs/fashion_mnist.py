@@ -9,7 +9,7 @@ fresh init for the same number of steps (3 epochs of full data) and tested on th
 images. `:smoke` shrinks it to seconds.
 """
 
-from datadiet_jax.config_base import base_config, smoke
+from datadiet_jax.pipeline.config_base import base_config, smoke
 
 
 def get_config(arg: str | None = None):

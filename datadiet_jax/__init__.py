@@ -6,20 +6,25 @@ exact and for K stacked initializations at once:
     from datadiet_jax import grand_scores, el2n_scores, init_variables
     variables = init_variables(model, jax.random.key(0), num_seeds=4, sample_input=images[:1])
     scores = grand_scores(model, variables, images, labels)   # [K, N] float32
+
+The package has four rooms (see docs/architecture.md): `scores` (the library: no TensorFlow, TFDS
+or ml_collections), `pipeline` (config, data, training, the score stage, pruning plan,
+retraining), `report` (numbers and figures from saved results) and `dynamics` (NTK, kernel
+velocity, error barriers); `models` holds the paper's models and `main` the entry point.
 """
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "el2n_scores": "datadiet_jax.scores",
-    "grand_scores": "datadiet_jax.scores",
-    "init_variables": "datadiet_jax.scores",
-    "init_forgetting": "datadiet_jax.forgetting",
-    "update_forgetting": "datadiet_jax.forgetting",
-    "forgetting_scores": "datadiet_jax.forgetting",
-    "init_aum": "datadiet_jax.aum",
-    "update_aum": "datadiet_jax.aum",
-    "aum_scores": "datadiet_jax.aum",
+    "el2n_scores": "datadiet_jax.scores.api",
+    "grand_scores": "datadiet_jax.scores.api",
+    "init_variables": "datadiet_jax.scores.api",
+    "init_forgetting": "datadiet_jax.scores.forgetting",
+    "update_forgetting": "datadiet_jax.scores.forgetting",
+    "forgetting_scores": "datadiet_jax.scores.forgetting",
+    "init_aum": "datadiet_jax.scores.aum",
+    "update_aum": "datadiet_jax.scores.aum",
+    "aum_scores": "datadiet_jax.scores.aum",
     "get_model": "datadiet_jax.models",
 }
 __all__ = sorted(_EXPORTS)

@@ -14,8 +14,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from datadiet_jax import run as run_lib
-from datadiet_jax import train
+from datadiet_jax.pipeline import checkpoints
+from datadiet_jax.pipeline import run as run_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run (resumed if present).")
@@ -26,7 +26,7 @@ def summary(results: dict) -> str:
     """A few lines for people: test accuracy of every run and where the files are.
 
     The accuracy is the mean over the healthy seeds only; seeds that collapsed or diverged are
-    named and left out (see `datadiet_jax.health`).
+    named and left out (see `datadiet_jax.pipeline.health`).
     """
     lines = ["", "Test accuracy (mean over healthy retraining seeds):"]
     for r in results["runs"]:
@@ -44,7 +44,7 @@ def summary(results: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments {argv[1:]}; settings go in --config.x=value.")
-    train.quiet_checkpoint_logs()
+    checkpoints.quiet_checkpoint_logs()
     logging.info("JAX devices: %s", jax.devices())
     results = run_or_exit(_CONFIG.value, _WORKDIR.value)
     logging.info("%s", summary(results))

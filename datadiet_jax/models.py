@@ -1,4 +1,4 @@
-"""Flax Linen models and their registry.
+"""The paper's Flax Linen models, their registry, and the model of a config (`build`).
 
 Every model is called as `model.apply(variables, images, train=...)` with `images: [B, H, W, C]`
 float32 and returns logits `[B, num_classes]`. BatchNorm keeps running statistics in the
@@ -121,3 +121,13 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
             f"Unknown model {name!r}; set config.model.name to one of {sorted(MODELS)}."
         )
     return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def build(model_cfg, num_classes: int) -> nn.Module:
+    """The model of `config.model`: the registered `name`, with `width` unless it is 0.
+
+    Raises:
+      ValueError: the name is not registered.
+    """
+    kwargs = {"width": model_cfg.width} if model_cfg.width else {}
+    return get_model(model_cfg.name, num_classes, **kwargs)

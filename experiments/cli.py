@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from datadiet_jax import train
-from experiments import common
+from datadiet_jax.pipeline import checkpoints
+from experiments import sweeps
 
 SCALE = flags.DEFINE_enum(
-    "scale", "cpu", ["cpu", "paper", "smoke"], "Size of the reproduction (see experiments.common)."
+    "scale", "cpu", ["cpu", "paper", "smoke"], "Size of the reproduction (see configs/studies)."
 )
 OUT = flags.DEFINE_string("out", "figures", "Folder for figures, CSV files and reports.")
 RUNS = flags.DEFINE_string("runs", "runs/figures", "Folder for the work directories of the runs.")
@@ -21,8 +21,8 @@ def main(argv, title: str, reproduce: Callable) -> None:
     """The entry point of a figure script: flags -> reproduce -> a one-line error on bad input."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
-    train.quiet_checkpoint_logs()
-    common.enable_compilation_cache(RUNS.value)
+    checkpoints.quiet_checkpoint_logs()
+    sweeps.enable_compilation_cache(RUNS.value)
     try:
         out = reproduce(SCALE.value, RUNS.value, OUT.value)
     except (ValueError, FileNotFoundError) as e:

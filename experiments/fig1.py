@@ -10,7 +10,7 @@ the full data, against the fraction pruned. Clean labels only.
 The score run is the clean score run of Figure 2 (same work directory, trained once), and the
 full-data and random baselines are shared with it too.
 
-Scales (see `experiments.common.SCALES`):
+Scales (see `configs/studies/scales.py`):
   paper: CIFAR-10, ResNet18, 10 score seeds, scores at epochs 0-40, 9 pruned fractions, 4 runs
     per point (GPU).
   cpu: Fashion-MNIST (first 10,000 training images), small CNN, 4 score seeds, scores at epochs
@@ -31,8 +31,9 @@ import os
 import numpy as np
 from absl import app
 
-from datadiet_jax import plots
-from experiments import cli, common, reports
+from configs.studies.scales import Scale
+from datadiet_jax.report import plots, run_reports, summary
+from experiments import cli, sweeps
 
 CSV_COLUMNS = (
     "panel",
@@ -48,39 +49,39 @@ CSV_COLUMNS = (
 )
 
 
-def scored_epochs(scale: common.Scale, kind: str) -> tuple[int, ...]:
+def scored_epochs(scale: Scale, kind: str) -> tuple[int, ...]:
     """Epochs at which the base config computes score `kind` ('el2n' or 'grand')."""
     return tuple(getattr(scale.base_config().score, f"{kind}_epochs"))
 
 
-def epoch_panel_scores(scale: common.Scale) -> list[str]:
+def epoch_panel_scores(scale: Scale) -> list[str]:
     """Every score of the epoch panel, e.g. ['el2n@0', 'el2n@1', 'grand@0', ...]."""
     return [f"{k}@{e}" for k in scale.fig1_epoch_kinds for e in scored_epochs(scale, k)]
 
 
-def sweep(scale: common.Scale) -> list[dict]:
+def sweep(scale: Scale) -> list[dict]:
     """Items of Figure 1: the clean score run and baselines (shared with Figure 2), random subsets
     of the other fractions, the pruning panel, and the epoch-panel runs the pruning panel does not
     already train."""
     fixed = scale.fig1_epoch_prune_fraction
     in_pruning = np.isclose(scale.fig1_prune_fractions, fixed).any()
     extra = [s for s in epoch_panel_scores(scale) if not (in_pruning and s in scale.fig1_methods)]
-    shared = common.fig2_prune_fraction(scale)
+    shared = sweeps.fig2_prune_fraction(scale)
     randoms = [f for f in scale.fig1_prune_fractions if not np.isclose(f, shared)]
-    items = [common.score_item(0.0), common.baseline_item(scale, 0.0)]
+    items = [sweeps.score_item(0.0), sweeps.baseline_item(scale, 0.0)]
     if randoms:
-        items.append(common.training_item("fig1_random", 0.0, fractions=randoms, random=True))
+        items.append(sweeps.training_item("fig1_random", 0.0, fractions=randoms, random=True))
     items.append(
-        common.training_item(
+        sweeps.training_item(
             "fig1_pruning", 0.0, scores=scale.fig1_methods, fractions=scale.fig1_prune_fractions
         )
     )
     if extra:
-        items.append(common.training_item("fig1_epochs", 0.0, scores=extra, fractions=(fixed,)))
+        items.append(sweeps.training_item("fig1_epochs", 0.0, scores=extra, fractions=(fixed,)))
     return items
 
 
-def panel_rows(scale: common.Scale, rows: list[dict]) -> list[dict]:
+def panel_rows(scale: Scale, rows: list[dict]) -> list[dict]:
     """Rows of both panels from the saved seed rows, `CSV_COLUMNS` first.
 
     Pruning panel: each method at each fraction, random at those fractions, full data (fraction
@@ -100,30 +101,30 @@ def panel_rows(scale: common.Scale, rows: list[dict]) -> list[dict]:
         fixed = np.isclose(r["prune_fraction"], scale.fig1_epoch_prune_fraction)
         if r["strategy"] == "full" or (fixed and method in epoch_scores):
             out.append(r | base | dict(panel="epochs"))
-    return common.columns_first(out, CSV_COLUMNS)
+    return sweeps.columns_first(out, CSV_COLUMNS)
 
 
-def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
+def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
     """CSV rows of Figure 1 from the saved training runs."""
     rows = []
     for it in items:
         if it["kind"] == "train":
-            rows += common.seed_rows(scale, it, common.load_results(scale, it, runs_dir))
+            rows += sweeps.seed_rows(scale, it, sweeps.load_results(scale, it, runs_dir))
     return panel_rows(scale, rows)
 
 
-def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
     """Runs (or resumes) the sweep, then writes both figures, the CSV, summary and reports.
 
     Args:
-      scale_name: 'paper', 'cpu' or 'smoke' (or a `common.Scale`).
+      scale_name: 'paper', 'cpu' or 'smoke' (or a `Scale`).
       runs_dir: root of the work directories (RUNS).
       out_dir: output folder (OUT).
 
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path], 'reports': paths}.
     """
-    scale, items, rows, csv_path = common.run_and_collect(
+    scale, items, rows, csv_path = sweeps.run_and_collect(
         scale_name, runs_dir, out_dir, "fig1", sweep, collect
     )
     pruning = [r for r in rows if r["panel"] == "pruning"]
@@ -131,23 +132,23 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
     figure = plots.plot_pruning_curves(pruning, os.path.join(out_dir, "fig1_pruning"))
     figure += plots.plot_score_epoch_curves(epochs, os.path.join(out_dir, "fig1_epochs"))
     sections = [
-        ("Pruning panel", reports.summary_table(pruning, ("method", "prune_fraction", "num_kept"))),
+        ("Pruning panel", summary.summary_table(pruning, ("method", "prune_fraction", "num_kept"))),
         (
             f"Epoch panel ({scale.fig1_epoch_prune_fraction:.0%} pruned)",
-            reports.summary_table(epochs, ("score", "score_epoch", "num_kept")),
+            summary.summary_table(epochs, ("score", "score_epoch", "num_kept")),
         ),
     ]
-    summary = reports.write_summary(
+    summary_path = summary.write_summary(
         os.path.join(out_dir, "fig1_summary.md"),
         f"Figure 1 ({scale.name}): test accuracy",
         sections,
     )
-    score_dir = common.workdir(runs_dir, scale, common.score_item(0.0))
-    train_dirs = common.train_dirs(scale, items, runs_dir)
-    written = reports.write_reports(
-        "fig1", {common.noise_tag(0.0): score_dir}, train_dirs, scale.fig1_methods, out_dir
+    score_dir = sweeps.workdir(runs_dir, scale, sweeps.score_item(0.0))
+    train_dirs = sweeps.train_dirs(scale, items, runs_dir)
+    written = run_reports.write_reports(
+        "fig1", {sweeps.noise_tag(0.0): score_dir}, train_dirs, scale.fig1_methods, out_dir
     )
-    return {"figure": figure, "csv": [csv_path], "summary": [summary], "reports": written}
+    return {"figure": figure, "csv": [csv_path], "summary": [summary_path], "reports": written}
 
 
 def main(argv):

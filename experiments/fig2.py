@@ -7,7 +7,7 @@ trains on the window argsort_desc[offset : offset + keep * N] for offsets from 0
 (1 - keep) * N, with clean labels and with 10% of the labels permuted among the chosen examples.
 Full-data and random-subset baselines are drawn as horizontal lines.
 
-Scales (see `experiments.common.SCALES`):
+Scales (see `configs/studies/scales.py`):
   paper: CIFAR-10, ResNet18, EL2N of 10 seeds at epoch 10, 40% kept, 12 offsets up to 60% of N,
     4 runs per point (GPU).
   cpu: Fashion-MNIST (first 10,000 training images, full test split), small CNN, EL2N of 4 seeds
@@ -26,23 +26,24 @@ import os
 
 from absl import app
 
-from datadiet_jax import plots
-from experiments import cli, common, reports
+from configs.studies.scales import Scale
+from datadiet_jax.report import plots, run_reports, summary
+from experiments import cli, sweeps
 
 CSV_COLUMNS = ("offset", "noise_fraction", "strategy", "seed", "test_accuracy", "num_kept", "scale")
 
 
-def sweep(scale: common.Scale) -> list[dict]:
+def sweep(scale: Scale) -> list[dict]:
     """Items of Figure 2: per noise level the score run, the baselines and the offset windows."""
-    num_examples = common.num_train_examples(scale.base_config())
-    offsets = common.offsets_for(scale.fig2_offset_fractions, num_examples)
-    fraction = common.fig2_prune_fraction(scale)
+    num_examples = sweeps.num_train_examples(scale.base_config())
+    offsets = sweeps.offsets_for(scale.fig2_offset_fractions, num_examples)
+    fraction = sweeps.fig2_prune_fraction(scale)
     items = []
     for noise in scale.noise_fractions:
         items += [
-            common.score_item(noise),
-            common.baseline_item(scale, noise),
-            common.training_item(
+            sweeps.score_item(noise),
+            sweeps.baseline_item(scale, noise),
+            sweeps.training_item(
                 f"offset_{scale.fig2_score.replace('@', '')}",
                 noise,
                 strategy="offset",
@@ -54,13 +55,13 @@ def sweep(scale: common.Scale) -> list[dict]:
     return items
 
 
-def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
+def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
     """CSV rows of the saved training runs: one per (run, seed), `CSV_COLUMNS` first."""
     rows = []
     for it in items:
         if it["kind"] == "train":
-            rows += common.seed_rows(scale, it, common.load_results(scale, it, runs_dir))
-    return common.columns_first(rows, CSV_COLUMNS)
+            rows += sweeps.seed_rows(scale, it, sweeps.load_results(scale, it, runs_dir))
+    return sweeps.columns_first(rows, CSV_COLUMNS)
 
 
 def summary_sections(rows) -> list[tuple[str, list[dict]]]:
@@ -68,7 +69,7 @@ def summary_sections(rows) -> list[tuple[str, list[dict]]]:
     sections = []
     for noise in sorted({r["noise_fraction"] for r in rows}):
         panel = [r for r in rows if r["noise_fraction"] == noise]
-        table = reports.summary_table(panel, ("strategy", "offset", "num_kept"))
+        table = summary.summary_table(panel, ("strategy", "offset", "num_kept"))
         offsets = [t for t in table if t["strategy"] == "offset"]
         if offsets:
             best = max(offsets, key=lambda t: t["mean"])
@@ -77,35 +78,37 @@ def summary_sections(rows) -> list[tuple[str, list[dict]]]:
     return sections
 
 
-def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
     """Runs (or resumes) the sweep, then writes the figure, CSV, summary and reports.
 
     Args:
-      scale_name: 'paper', 'cpu' or 'smoke' (or a `common.Scale`).
+      scale_name: 'paper', 'cpu' or 'smoke' (or a `Scale`).
       runs_dir: root of the work directories (RUNS).
       out_dir: output folder (OUT).
 
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path], 'reports': paths}.
     """
-    scale, items, rows, csv_path = common.run_and_collect(
+    scale, items, rows, csv_path = sweeps.run_and_collect(
         scale_name, runs_dir, out_dir, "fig2", sweep, collect
     )
     figure = plots.plot_offset_curves(rows, os.path.join(out_dir, "fig2"))
-    summary = reports.write_summary(
+    summary_path = summary.write_summary(
         os.path.join(out_dir, "fig2_summary.md"),
         f"Figure 2 ({scale.name}): test accuracy of offset windows, "
         f"{scale.fig2_keep_fraction:.0%} kept, ordered by {scale.fig2_score}",
         summary_sections(rows),
     )
     score_dirs = {
-        common.noise_tag(it["noise"]): common.workdir(runs_dir, scale, it)
+        sweeps.noise_tag(it["noise"]): sweeps.workdir(runs_dir, scale, it)
         for it in items
         if it["kind"] == "score"
     }
-    train_dirs = common.train_dirs(scale, items, runs_dir)
-    written = reports.write_reports("fig2", score_dirs, train_dirs, (scale.fig2_score,), out_dir)
-    return {"figure": figure, "csv": [csv_path], "summary": [summary], "reports": written}
+    train_dirs = sweeps.train_dirs(scale, items, runs_dir)
+    written = run_reports.write_reports(
+        "fig2", score_dirs, train_dirs, (scale.fig2_score,), out_dir
+    )
+    return {"figure": figure, "csv": [csv_path], "summary": [summary_path], "reports": written}
 
 
 def main(argv):

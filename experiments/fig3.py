@@ -11,7 +11,7 @@ highest scores (the mislabeled examples). See `datadiet_jax.dynamics.kernel_velo
 
 Each noise level is one K-seed training of its own (purpose 5), in RUNS/<scale>/fig3_noiseNN/.
 
-Scales (`FIG3`, on top of `experiments.common.SCALES`):
+Scales (`configs/studies/fig3.py`, on top of `configs/studies/scales.py`):
   paper: CIFAR-10, ResNet18, 10 seeds, t in (0, 1, 2, 5, 10, 20), 50 windows of 100 (GPU).
   cpu: Fashion-MNIST (first 10,000 training images), small CNN, 4 seeds, t in (0, 1, 2), 50
     windows of 100. Measured on 2 cores: 22 minutes (per noise level, 3 epochs of training and
@@ -26,66 +26,40 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
 
 import numpy as np
 from absl import app
 
-from datadiet_jax import artifacts, models, reports
-from datadiet_jax import run as run_lib
-from datadiet_jax.dynamics import figures, kernel_velocity
-from experiments import cli, common
-from experiments import reports as experiment_reports
+from configs.studies.fig3 import FIG3
+from configs.studies.scales import Scale, scale_settings
+from datadiet_jax import models
+from datadiet_jax.dynamics import kernel_velocity
+from datadiet_jax.pipeline import artifacts, config_check, data, input_pipeline
+from datadiet_jax.pipeline.config_base import config_to_dict
+from datadiet_jax.report import dynamics_plots, numbers, summary
+from experiments import cli, sweeps
 
 CSV_COLUMNS = ("noise_fraction", "epoch", "seed", "window_start", "velocity", "scale")
 
 
-@dataclasses.dataclass(frozen=True)
-class Fig3Scale:
-    """Figure 3 settings of one scale.
-
-    Attributes:
-      epochs: epochs t; each velocity is measured between t and t + 1.
-      window_size: examples per window (the paper: 100).
-      num_windows: windows per epoch, start ranks spread evenly over [0, N - window_size].
-      noise_fractions: label-noise levels, one panel each.
-      ntk_batch_size: examples per NTK block (memory).
-      overrides: config overrides of the training (e.g. the number of seeds).
-    """
-
-    epochs: tuple[int, ...]
-    window_size: int
-    num_windows: int
-    noise_fractions: tuple[float, ...] = (0.0, 0.1)
-    ntk_batch_size: int = 100
-    overrides: Mapping = dataclasses.field(default_factory=dict)
-
-
-FIG3: dict[str, Fig3Scale] = {
-    "paper": Fig3Scale((0, 1, 2, 5, 10, 20), 100, 50),
-    "cpu": Fig3Scale((0, 1, 2), 100, 50),
-    "smoke": Fig3Scale((0, 1), 32, 4),
-}
-
-
 def item_name(noise: float) -> str:
-    return f"fig3_{common.noise_tag(noise)}"
+    return f"fig3_{sweeps.noise_tag(noise)}"
 
 
-def velocity_config(scale: common.Scale, noise: float, runs_dir: str):
+def velocity_config(scale: Scale, noise: float, runs_dir: str):
     """The training config of one noise level: the scale's base config and `FIG3` overrides."""
     # No pruning: the training only measures (the score run's prune overrides).
-    overrides = common.score_item(noise)["overrides"] | dict(FIG3[scale.name].overrides)
-    return common.make_config(scale, common.item(item_name(noise), "score", noise, overrides),
+    overrides = sweeps.score_item(noise)["overrides"] | dict(FIG3[scale.name].overrides)
+    return sweeps.make_config(scale, sweeps.item(item_name(noise), "score", noise, overrides),
                               runs_dir)  # fmt: skip
 
 
-def check(scale: common.Scale, runs_dir: str) -> None:
+def check(scale: Scale, runs_dir: str) -> None:
     """Refuses bad Figure 3 settings before anything trains."""
     settings = FIG3[scale.name]
     for noise in settings.noise_fractions:
         config = velocity_config(scale, noise, runs_dir)
-        run_lib.validate(config)
+        config_check.validate(config)
         _, needed = kernel_velocity.measured_epochs(settings.epochs)
         if needed[-1] > config.train.num_epochs:
             raise ValueError(
@@ -93,23 +67,20 @@ def check(scale: common.Scale, runs_dir: str) -> None:
                 "training epochs; raise train.num_epochs or lower the epochs"
             )
         kernel_velocity.window_starts(
-            common.num_train_examples(config), settings.window_size, settings.num_windows
+            sweeps.num_train_examples(config), settings.window_size, settings.num_windows
         )
 
 
-def measure(scale: common.Scale, noise: float, runs_dir: str) -> list[dict]:
+def measure(scale: Scale, noise: float, runs_dir: str) -> list[dict]:
     """Trains (or resumes) one noise level and returns its velocity rows."""
     settings = FIG3[scale.name]
     config = velocity_config(scale, noise, runs_dir)
-    workdir = common.workdir(runs_dir, scale, {"name": item_name(noise)})
-    split, _ = run_lib.load_data(config)
-    saved = {"config": run_lib.config_to_dict(config), "fig3": dataclasses.asdict(settings)}
+    workdir = sweeps.workdir(runs_dir, scale, {"name": item_name(noise)})
+    split, _ = data.load_splits(config.data)
+    saved = {"config": config_to_dict(config), "fig3": dataclasses.asdict(settings)}
     artifacts.check_workdir(workdir, json.loads(json.dumps(saved, default=list)))
-    width = {"width": config.model.width} if config.model.width else {}
-    model = models.get_model(config.model.name, split.num_classes, **width)
-    augment = config.data.augment == "on" or (
-        config.data.augment == "auto" and split.images.shape[1:3] == (32, 32)
-    )
+    model = models.build(config.model, split.num_classes)
+    augment = input_pipeline.augments(config.data, split.images.shape)
     rows = kernel_velocity.velocity_run(
         config, workdir, model, split, epochs=settings.epochs, window_size=settings.window_size,
         num_windows=settings.num_windows, ntk_batch_size=settings.ntk_batch_size, augment=augment,
@@ -144,7 +115,7 @@ def summary_sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
         sections.append((title, table))
         for e in epochs:
             curve = np.array([mean[(e, s)] for s in starts])
-            spearman = reports.spearman_matrix({"a": np.array(starts, float), "b": curve})[1][0, 1]
+            spearman = numbers.spearman_matrix({"a": np.array(starts, float), "b": curve})[1][0, 1]
             trend.append({
                 "noise": noise, "epoch": e, "Spearman(rank, velocity)": float(spearman),
                 "lowest window": curve[0], "highest window": curve[-1],
@@ -155,20 +126,20 @@ def summary_sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     return [(trend_title, trend), *sections]
 
 
-def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
     """Runs (or resumes) every noise level; writes the figure, CSV and summary.
 
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path]}.
     """
-    scale, settings = common.scale_settings(scale_name, FIG3, "Figure 3")
+    scale, settings = scale_settings(scale_name, FIG3, "Figure 3")
     check(scale, runs_dir)
     rows = []
     for noise in settings.noise_fractions:
         rows += [dict(r, scale=scale.name) for r in measure(scale, noise, runs_dir)]
-    rows = common.columns_first(rows, CSV_COLUMNS)
-    return experiment_reports.write_outputs(
-        out_dir, "fig3", rows, figures.plot_kernel_velocity,
+    rows = sweeps.columns_first(rows, CSV_COLUMNS)
+    return summary.write_outputs(
+        out_dir, "fig3", rows, dynamics_plots.plot_kernel_velocity,
         f"Figure 3 ({scale.name}): kernel velocity of windows of {settings.window_size} "
         "examples ranked by EL2N (NTK trace over logits, cosine distance from t to t + 1)",
         summary_sections(rows),

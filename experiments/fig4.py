@@ -8,11 +8,11 @@ its state two children train to the end with their own data orders; the error ba
 them (error of the midpoint of their weights minus the mean of their errors) is measured on the
 highest-EL2N, lowest-EL2N and random training examples (and the test set), with BatchNorm
 statistics recomputed on the training images at every point of the path (interpolated statistics
-are measured too, for comparison). See `datadiet_jax.dynamics`.
+are measured too, for comparison). See `datadiet_jax.dynamics.connectivity`.
 
 The EL2N scores are those of the clean score run shared with Figures 1 and 2 (trained once).
 
-Scales (`FIG4`, on top of `experiments.common.SCALES`):
+Scales (`configs/studies/fig4.py`, on top of `configs/studies/scales.py`):
   paper: CIFAR-10, ResNet18, 200 epochs, EL2N of 10 seeds at epoch 20, subsets of 1,000,
     spawning at epochs 0, 0.5, 1, 2, 5, 10, 20 (GPU).
   cpu: Fashion-MNIST (first 10,000 training images), small CNN, 4 epochs, EL2N of 4 seeds at
@@ -28,105 +28,73 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
 
 from absl import app
 
-from datadiet_jax import artifacts, models
-from datadiet_jax import run as run_lib
-from datadiet_jax.dynamics import barriers, connectivity, figures
-from experiments import cli, common, reports
+from configs.studies.fig4 import FIG4
+from configs.studies.scales import Scale, scale_settings
+from datadiet_jax import models
+from datadiet_jax.dynamics import barriers, connectivity
+from datadiet_jax.pipeline import artifacts, config_check, data, input_pipeline, score_stage
+from datadiet_jax.pipeline.config_base import config_to_dict
+from datadiet_jax.report import dynamics_plots, summary
+from experiments import cli, sweeps
 
 CSV_COLUMNS = ("spawn_epoch", "spawn_step", "bn", "subset", "alpha", "error", "barrier", "scale")
 
 
-@dataclasses.dataclass(frozen=True)
-class Fig4Scale:
-    """Figure 4 settings of one scale.
-
-    Attributes:
-      score: the score that ranks the subsets, from the clean score run (e.g. 'el2n@2').
-      subset_size: examples in each of the highest, lowest and random subsets.
-      spawn_epochs: spawning times t* in epochs (fractions are floored to steps).
-      alphas: interpolation grid (with 0, 0.5 and 1); the maximum over it checks the midpoint.
-      overrides: config overrides of the parent and children (e.g. a longer training).
-    """
-
-    score: str
-    subset_size: int
-    spawn_epochs: tuple[float, ...]
-    alphas: tuple[float, ...]
-    overrides: Mapping = dataclasses.field(default_factory=dict)
-
-
-_GRID = tuple(i / 10 for i in range(11))
-FIG4: dict[str, Fig4Scale] = {
-    "paper": Fig4Scale("el2n@20", 1000, (0, 0.5, 1, 2, 5, 10, 20), _GRID),
-    "cpu": Fig4Scale(
-        "el2n@1",
-        1000,
-        (0, 0.1, 0.25, 0.5, 1, 2),
-        _GRID,
-        {"train.num_epochs": 4, "score.train_epochs": -1},
-    ),
-    "smoke": Fig4Scale("el2n@1", 40, (0, 0.5, 1), (0.0, 0.25, 0.5, 0.75, 1.0)),
-}
-
 ITEM = "fig4_noise00"
 
 
-def sweep(scale: common.Scale) -> list[dict]:
+def sweep(scale: Scale) -> list[dict]:
     """The runs Figure 4 needs from the shared sweep machinery: the clean score run."""
-    return [common.score_item(0.0)]
+    return [sweeps.score_item(0.0)]
 
 
-def spawning_config(scale: common.Scale, runs_dir: str):
+def spawning_config(scale: Scale, runs_dir: str):
     """The config of the parent and children: the scale's base config and `FIG4` overrides."""
     settings = FIG4[scale.name]
-    return common.make_config(scale, common.item(ITEM, "train", 0.0, settings.overrides), runs_dir)
+    return sweeps.make_config(scale, sweeps.item(ITEM, "train", 0.0, settings.overrides), runs_dir)
 
 
-def check(scale: common.Scale, runs_dir: str) -> None:
+def check(scale: Scale, runs_dir: str) -> None:
     """Refuses bad Figure 4 settings before anything trains."""
     settings = FIG4[scale.name]
     config = spawning_config(scale, runs_dir)
-    run_lib.validate(config)
-    if settings.score not in run_lib.available_scores(scale.base_config()):
+    config_check.validate(config)
+    if settings.score not in config_check.available_scores(scale.base_config()):
         raise ValueError(
             f"Figure 4 ranks by {settings.score}, which the score run does not compute; use one "
-            f"of {run_lib.available_scores(scale.base_config())}"
+            f"of {config_check.available_scores(scale.base_config())}"
         )
     barriers.check_alphas(settings.alphas)
-    n = common.num_train_examples(config)
+    n = sweeps.num_train_examples(config)
     if not 1 <= settings.subset_size <= n:
         raise ValueError(f"Figure 4 subsets of {settings.subset_size} do not fit in {n} examples")
     spe = -(-n // config.train.batch_size)
     connectivity.spawn_steps(settings.spawn_epochs, spe, config.train.num_epochs * spe)
 
 
-def measure(scale: common.Scale, runs_dir: str) -> list[dict]:
+def measure(scale: Scale, runs_dir: str) -> list[dict]:
     """Trains (or resumes) the parent and children and returns every measurement row."""
     settings = FIG4[scale.name]
     config = spawning_config(scale, runs_dir)
-    workdir = common.workdir(runs_dir, scale, {"name": ITEM})
-    split, test_split = run_lib.load_data(config)
-    saved = {"config": run_lib.config_to_dict(config), "fig4": dataclasses.asdict(settings)}
+    workdir = sweeps.workdir(runs_dir, scale, {"name": ITEM})
+    split, test_split = data.load_splits(config.data)
+    saved = {"config": config_to_dict(config), "fig4": dataclasses.asdict(settings)}
     artifacts.check_workdir(workdir, json.loads(json.dumps(saved, default=list)))
     kind, _, epoch = settings.score.partition("@")
-    path = run_lib.score_path(config.score.workdir, kind, int(epoch))
-    scores = artifacts.load_scores(path, run_lib.score_expectation(config, split))["mean"]
-    width = {"width": config.model.width} if config.model.width else {}
-    model = models.get_model(config.model.name, split.num_classes, **width)
-    augment = config.data.augment == "on" or (
-        config.data.augment == "auto" and split.images.shape[1:3] == (32, 32)
-    )
+    path = score_stage.score_path(config.score.workdir, kind, int(epoch))
+    scores = artifacts.load_scores(path, score_stage.score_expectation(config, split))["mean"]
+    model = models.build(config.model, split.num_classes)
+    augment = input_pipeline.augments(config.data, split.images.shape)
     return connectivity.spawning_run(
         config, workdir, model, split, test_split, scores, spawn_epochs=settings.spawn_epochs,
         subset_size=settings.subset_size, alphas=settings.alphas, augment=augment,
     )  # fmt: skip
 
 
-def summary_sections(scale: common.Scale, rows: list[dict]) -> list[tuple[str, list[dict]]]:
+def summary_sections(scale: Scale, rows: list[dict]) -> list[tuple[str, list[dict]]]:
     """Barriers per spawning time; both BatchNorm modes at one t*; the alpha-grid maxima."""
     mid = [r for r in rows if r["alpha"] == 0.5]
     subsets = list(dict.fromkeys(r["subset"] for r in mid))
@@ -160,20 +128,20 @@ def summary_sections(scale: common.Scale, rows: list[dict]) -> list[tuple[str, l
     ]  # fmt: skip
 
 
-def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
     """Runs (or resumes) the score run, the parent and the children; writes the figure, CSV and
     summary.
 
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path]}.
     """
-    scale, settings = common.scale_settings(scale_name, FIG4, "Figure 4")
+    scale, settings = scale_settings(scale_name, FIG4, "Figure 4")
     check(scale, runs_dir)
-    common.run_sweep(scale, sweep(scale), runs_dir)
+    sweeps.run_sweep(scale, sweep(scale), runs_dir)
     rows = [dict(r, scale=scale.name) for r in measure(scale, runs_dir)]
-    rows = common.columns_first(rows, CSV_COLUMNS)
-    return reports.write_outputs(
-        out_dir, "fig4", rows, figures.plot_barriers,
+    rows = sweeps.columns_first(rows, CSV_COLUMNS)
+    return summary.write_outputs(
+        out_dir, "fig4", rows, dynamics_plots.plot_barriers,
         f"Figure 4 ({scale.name}): error barriers between children spawned at t*, on the "
         f"{settings.subset_size} highest-, lowest- and random-{settings.score} examples",
         summary_sections(scale, rows),

@@ -11,7 +11,7 @@ of the first k seeds of one score (`prune.num_score_seeds = k`) for k = 1, 2, 4,
 network is trained on each subset, and its test accuracy is compared with random and full data
 (the baselines of Figure 2, shared).
 
-Scales (`SEEDCOUNT`; the pruned fraction is Figure 2's):
+Scales (`configs/studies/seedcount.py`; the pruned fraction is Figure 2's):
   paper: CIFAR-10, ResNet18, EL2N at epoch 20 of 10 seeds, k = 1, 2, 4, 8, 10, 60% pruned (GPU).
   cpu: Fashion-MNIST (first 10,000 training images), small CNN, EL2N at epoch 1 of 4 seeds,
     k = 1, 2, 4, 60% pruned, 2 runs per point. Measured on 2 cores: 12 minutes (3 retrainings of
@@ -25,44 +25,31 @@ OUT/seedcount_spearman.csv (one row per score file and comparison) and OUT/seedc
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from absl import app
 
-from datadiet_jax import artifacts
-from datadiet_jax.dynamics import figures, seed_count
-from experiments import cli, common, reports
+from configs.studies.scales import Scale, scale_settings
+from configs.studies.seedcount import SEEDCOUNT
+from datadiet_jax.pipeline import artifacts
+from datadiet_jax.report import dynamics_plots, seed_count, summary
+from experiments import cli, sweeps
 
 CSV_COLUMNS = ("method", "num_seeds", "score", "prune_fraction", "seed", "test_accuracy", "scale")
 
 
-@dataclasses.dataclass(frozen=True)
-class SeedCountScale:
-    """Seed-count settings of one scale: the score that prunes (from the clean score run)."""
-
-    score: str
-
-
-SEEDCOUNT = {
-    "paper": SeedCountScale("el2n@20"),
-    "cpu": SeedCountScale("el2n@1"),
-    "smoke": SeedCountScale("el2n@1"),
-}
-
-
-def counts(scale: common.Scale) -> tuple[int, ...]:
+def counts(scale: Scale) -> tuple[int, ...]:
     """k = 1, 2, 4, ..., K of the scale's score run."""
     return seed_count.seed_counts(scale.base_config().score.num_seeds)
 
 
-def sweep(scale: common.Scale) -> list[dict]:
+def sweep(scale: Scale) -> list[dict]:
     """The clean score run and baselines (shared with Figure 2) and one pruning run per k."""
     score = SEEDCOUNT[scale.name].score
-    fraction = common.fig2_prune_fraction(scale)
-    items = [common.score_item(0.0), common.baseline_item(scale, 0.0)]
+    fraction = sweeps.fig2_prune_fraction(scale)
+    items = [sweeps.score_item(0.0), sweeps.baseline_item(scale, 0.0)]
     for k in counts(scale):
-        it = common.training_item(
+        it = sweeps.training_item(
             f"seedcount_{score.replace('@', '')}_k{k}", 0.0, scores=(score,), fractions=(fraction,)
         )
         it["overrides"]["prune.num_score_seeds"] = k
@@ -70,25 +57,25 @@ def sweep(scale: common.Scale) -> list[dict]:
     return items
 
 
-def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
+def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
     """Rows of the pruned runs ('k seeds') and of the baselines at the same fraction."""
-    fraction = common.fig2_prune_fraction(scale)
+    fraction = sweeps.fig2_prune_fraction(scale)
     k_of = {it["name"]: it["overrides"].get("prune.num_score_seeds") for it in items}
     rows = []
     for it in items:
         if it["kind"] != "train":
             continue
-        for r in common.seed_rows(scale, it, common.load_results(scale, it, runs_dir)):
+        for r in sweeps.seed_rows(scale, it, sweeps.load_results(scale, it, runs_dir)):
             if r["strategy"] == "hardest":
                 rows.append(r | dict(method="k seeds", num_seeds=k_of[it["name"]]))
             elif r["strategy"] == "full" or abs(r["prune_fraction"] - fraction) < 1e-9:
                 rows.append(r | dict(method=r["strategy"], num_seeds=""))
-    return common.columns_first(rows, CSV_COLUMNS)
+    return sweeps.columns_first(rows, CSV_COLUMNS)
 
 
-def spearman_rows(scale: common.Scale, runs_dir: str) -> list[dict]:
+def spearman_rows(scale: Scale, runs_dir: str) -> list[dict]:
     """Seed-count correlations of every score file of the clean score run."""
-    files = common.load_results(scale, common.score_item(0.0), runs_dir)["scores"]
+    files = sweeps.load_results(scale, sweeps.score_item(0.0), runs_dir)["scores"]
     rows = []
     for name, path in files.items():
         per_seed = artifacts.load_scores(path)["per_seed"]
@@ -98,7 +85,7 @@ def spearman_rows(scale: common.Scale, runs_dir: str) -> list[dict]:
 
 def summary_sections(rows, spearman) -> list[tuple[str, list[dict]]]:
     """Accuracy per k, the first-k correlations per score, and the single-seed correlations."""
-    accuracy = reports.summary_table(rows, ("method", "num_seeds", "num_kept"))
+    accuracy = summary.summary_table(rows, ("method", "num_seeds", "num_kept"))
     first_k = []
     for score in dict.fromkeys(r["score"] for r in spearman):
         line = {"score": score}
@@ -128,27 +115,27 @@ def summary_sections(rows, spearman) -> list[tuple[str, list[dict]]]:
     ]
 
 
-def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
     """Runs (or resumes) the sweep, then writes the figure, both CSV files and the summary.
 
     Returns:
       {'figure': paths, 'csv': [paths], 'summary': [path]}.
     """
-    scale, _ = common.scale_settings(scale_name, SEEDCOUNT, "Seed count")
-    scale, items, rows, csv_path = common.run_and_collect(
+    scale, _ = scale_settings(scale_name, SEEDCOUNT, "Seed count")
+    scale, items, rows, csv_path = sweeps.run_and_collect(
         scale, runs_dir, out_dir, "seedcount", sweep, collect
     )
     spearman = spearman_rows(scale, runs_dir)
     spearman_path = os.path.join(out_dir, "seedcount_spearman.csv")
     artifacts.write_csv(spearman_path, [dict(r, scale=scale.name) for r in spearman])
-    figure = figures.plot_seed_count(spearman, rows, os.path.join(out_dir, "seedcount"))
-    summary = reports.write_summary(
+    figure = dynamics_plots.plot_seed_count(spearman, rows, os.path.join(out_dir, "seedcount"))
+    summary_path = summary.write_summary(
         os.path.join(out_dir, "seedcount_summary.md"),
         f"Seed count ({scale.name}): pruning with {SEEDCOUNT[scale.name].score} averaged over "
-        f"the first k seeds, {common.fig2_prune_fraction(scale):.0%} pruned",
+        f"the first k seeds, {sweeps.fig2_prune_fraction(scale):.0%} pruned",
         summary_sections(rows, spearman),
     )
-    return {"figure": figure, "csv": [csv_path, spearman_path], "summary": [summary]}
+    return {"figure": figure, "csv": [csv_path, spearman_path], "summary": [summary_path]}
 
 
 def main(argv):

@@ -7,7 +7,7 @@ subsets of that ranking (`score.workdir` pointing at the source run, `score.allo
 on the highest-EL2N subsets of its own score run, on random subsets of the same sizes and on the
 full data. The Spearman correlation of the two models' scores is reported too.
 
-Scales (`TRANSFER`):
+Scales (`configs/studies/transfer.py`):
   paper: ResNet18 scores (the clean score run shared with Figures 1 and 2, EL2N at epoch 20 of 10
     seeds) prune CIFAR-10 for ResNet50 (its own score run: EL2N at epoch 20 of 10 seeds),
     30/50/70% pruned, 4 runs per point (GPU).
@@ -26,46 +26,21 @@ OUT/transfer_summary.md.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 
 from absl import app
 
-from datadiet_jax import artifacts, plots
-from datadiet_jax import run as run_lib
-from datadiet_jax.dynamics import seed_count
-from experiments import cli, common, reports
+from configs.studies.scales import Scale, scale_settings
+from configs.studies.transfer import TRANSFER
+from datadiet_jax.pipeline import artifacts, config_check
+from datadiet_jax.report import plots, seed_count, summary
+from experiments import cli, sweeps
 
 CSV_COLUMNS = ("method", "source", "target", "prune_fraction", "seed", "test_accuracy", "scale")
 
 
-@dataclasses.dataclass(frozen=True)
-class TransferScale:
-    """Transfer settings of one scale.
-
-    Attributes:
-      score: the score that prunes, e.g. 'el2n@2'.
-      source: config overrides of the source model ({} is the scale's own model, whose score run
-        is the shared clean one).
-      target: config overrides of the target model.
-      prune_fractions: pruned fractions.
-    """
-
-    score: str
-    source: Mapping
-    target: Mapping
-    prune_fractions: tuple[float, ...]
-
-
-TRANSFER = {
-    "paper": TransferScale("el2n@20", {}, {"model.name": "resnet50"}, (0.3, 0.5, 0.7)),
-    "cpu": TransferScale("el2n@1", {"model.width": 16}, {}, (0.3, 0.6)),
-    "smoke": TransferScale("el2n@1", {"model.width": 4}, {}, (0.6,)),
-}
-
-
-def model_label(scale: common.Scale, overrides: Mapping) -> str:
+def model_label(scale: Scale, overrides: Mapping) -> str:
     """'small_cnn_w16', 'resnet50', ...: the model of the base config with `overrides`."""
     config = scale.base_config()
     config.update_from_flattened_dict(dict(overrides))
@@ -73,11 +48,11 @@ def model_label(scale: common.Scale, overrides: Mapping) -> str:
     return config.model.name + (f"_w{width}" if width else "")
 
 
-def score_run(scale: common.Scale, overrides: Mapping) -> dict:
+def score_run(scale: Scale, overrides: Mapping) -> dict:
     """The score run of a model: the shared clean run for the scale's own model, else an
     EL2N-only run of that model (same seeds, data and schedule)."""
     if not overrides:
-        return common.score_item(0.0)
+        return sweeps.score_item(0.0)
     settings = TRANSFER[scale.name]
     epoch = int(settings.score.partition("@")[2])
     light = {
@@ -86,12 +61,12 @@ def score_run(scale: common.Scale, overrides: Mapping) -> dict:
         "score.forgetting": False,
         "score.train_epochs": -1,
     }
-    prune = common.score_item(0.0)["overrides"]
+    prune = sweeps.score_item(0.0)["overrides"]
     name = f"scores_{model_label(scale, overrides)}_noise00"
-    return common.item(name, "score", 0.0, prune | dict(overrides) | light)
+    return sweeps.item(name, "score", 0.0, prune | dict(overrides) | light)
 
 
-def sweep(scale: common.Scale, runs_dir: str) -> list[dict]:
+def sweep(scale: Scale, runs_dir: str) -> list[dict]:
     """Both score runs, then the target's runs: transferred scores, own scores, baselines."""
     s = TRANSFER[scale.name]
     source, target = score_run(scale, s.source), score_run(scale, s.target)
@@ -99,24 +74,24 @@ def sweep(scale: common.Scale, runs_dir: str) -> list[dict]:
     slug = s.score.replace("@", "")
     runs = {
         f"transfer_{slug}_{src}_to_{tgt}": {
-            "score.workdir": common.workdir(runs_dir, scale, source),
+            "score.workdir": sweeps.workdir(runs_dir, scale, source),
             "score.allow_transfer": True,
         },
-        f"transfer_{slug}_own_{tgt}": {"score.workdir": common.workdir(runs_dir, scale, target)},
+        f"transfer_{slug}_own_{tgt}": {"score.workdir": sweeps.workdir(runs_dir, scale, target)},
     }
     items = [source, target]
     for name, extra in runs.items():
-        it = common.training_item(name, 0.0, scores=(s.score,), fractions=s.prune_fractions)
+        it = sweeps.training_item(name, 0.0, scores=(s.score,), fractions=s.prune_fractions)
         it["overrides"] |= dict(s.target) | extra
         items.append(it)
-    base = common.training_item(
+    base = sweeps.training_item(
         f"transfer_baselines_{tgt}", 0.0, fractions=s.prune_fractions, full=True, random=True
     )
     base["overrides"] |= dict(s.target)
     return items + [base]
 
 
-def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
+def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
     """One row per retraining seed; 'method' names where the pruning scores came from."""
     s = TRANSFER[scale.name]
     src, tgt = model_label(scale, s.source), model_label(scale, s.target)
@@ -124,7 +99,7 @@ def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
     for it in items:
         if it["kind"] != "train":
             continue
-        for r in common.seed_rows(scale, it, common.load_results(scale, it, runs_dir)):
+        for r in sweeps.seed_rows(scale, it, sweeps.load_results(scale, it, runs_dir)):
             if r["strategy"] in ("random", "full"):
                 method = r["strategy"]
             elif "_own_" in it["name"]:
@@ -132,15 +107,15 @@ def collect(scale: common.Scale, items, runs_dir: str) -> list[dict]:
             else:
                 method = f"{s.score} of {src}"
             rows.append(r | dict(method=method, source=src, target=tgt))
-    return common.columns_first(rows, CSV_COLUMNS)
+    return sweeps.columns_first(rows, CSV_COLUMNS)
 
 
-def score_agreement(scale: common.Scale, runs_dir: str) -> list[dict]:
+def score_agreement(scale: Scale, runs_dir: str) -> list[dict]:
     """Spearman correlation of the source and target models' mean scores."""
     s = TRANSFER[scale.name]
     means = {}
     for side, overrides in (("source", s.source), ("target", s.target)):
-        files = common.load_results(scale, score_run(scale, overrides), runs_dir)["scores"]
+        files = sweeps.load_results(scale, score_run(scale, overrides), runs_dir)["scores"]
         means[side] = artifacts.load_scores(files[s.score])["mean"]
     return [
         {
@@ -152,27 +127,27 @@ def score_agreement(scale: common.Scale, runs_dir: str) -> list[dict]:
     ]
 
 
-def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
+def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
     """Runs (or resumes) the sweep, then writes the figure, the CSV and the summary.
 
     Returns:
       {'figure': paths, 'csv': [path], 'summary': [path]}.
     """
-    scale, s = common.scale_settings(scale_name, TRANSFER, "Score transfer")
+    scale, s = scale_settings(scale_name, TRANSFER, "Score transfer")
     for overrides in (s.source, s.target):
-        run_lib.validate(common.make_config(scale, score_run(scale, overrides), runs_dir))
-    scale, items, rows, csv_path = common.run_and_collect(
+        config_check.validate(sweeps.make_config(scale, score_run(scale, overrides), runs_dir))
+    scale, items, rows, csv_path = sweeps.run_and_collect(
         scale, runs_dir, out_dir, "transfer", lambda sc: sweep(sc, runs_dir), collect
     )
     figure = plots.plot_pruning_curves(rows, os.path.join(out_dir, "transfer"))
-    summary = reports.write_summary(
+    summary_path = summary.write_summary(
         os.path.join(out_dir, "transfer_summary.md"),
         f"Score transfer ({scale.name}): {s.score} of {model_label(scale, s.source)} prunes "
         f"the data for {model_label(scale, s.target)}",
         [
             (
                 "Test accuracy",
-                reports.summary_table(rows, ("method", "prune_fraction", "num_kept")),
+                summary.summary_table(rows, ("method", "prune_fraction", "num_kept")),
             ),
             (
                 "Spearman correlation of the two models' mean scores",
@@ -180,7 +155,7 @@ def reproduce(scale_name: str | common.Scale, runs_dir: str, out_dir: str) -> di
             ),
         ],
     )
-    return {"figure": figure, "csv": [csv_path], "summary": [summary]}
+    return {"figure": figure, "csv": [csv_path], "summary": [summary_path]}
 
 
 def main(argv):

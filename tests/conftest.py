@@ -1,4 +1,10 @@
-"""Shared test setup: quiet TensorFlow, keep it off accelerators, and small helpers."""
+"""Shared test setup: quiet TensorFlow, a persistent XLA cache, fixtures and small helpers.
+
+The tests are grouped the way the code is (scores/, pipeline/, report/, dynamics/,
+experiments/); the independent references they compare against live in `tests/references.py`.
+Nothing here imports the pipeline at import time: the score tests also run where ml_collections
+and TensorFlow are absent.
+"""
 
 import os
 
@@ -14,30 +20,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 import csv  # noqa: E402
 import glob  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from datadiet_jax import data  # noqa: E402
-
-
-def make_split(n=64, num_classes=3, hw=28, channels=1, seed=0) -> data.Split:
-    """A learnable synthetic split: the class sets the mean brightness."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, num_classes, n).astype(np.int32)
-    base = labels[:, None, None, None] * (200 // num_classes)
-    images = (rng.integers(0, 50, (n, hw, hw, channels)) + base).astype(np.uint8)
-    return data.Split(
-        name="synthetic",
-        split="train",
-        images=images,
-        labels=labels,
-        index=np.arange(n, dtype=np.int64),
-        num_classes=num_classes,
-        mean=np.full(channels, 0.4, np.float32),
-        std=np.full(channels, 0.25, np.float32),
-        clean_labels=labels,
-        noisy_index=np.zeros(0, np.int64),
-    )
+from tests.references import make_split  # noqa: E402
 
 
 @pytest.fixture
@@ -47,8 +32,7 @@ def synthetic_split():
 
 def train_cfg(**kw):
     """The base `config.train` with batch 16 and a checkpoint every epoch, updated by `kw`."""
-    # Imported here: the score tests also run where ml_collections and TensorFlow are absent.
-    from datadiet_jax.config_base import base_config
+    from datadiet_jax.pipeline.config_base import base_config
 
     cfg = base_config().train
     cfg.batch_size = 16
@@ -57,23 +41,29 @@ def train_cfg(**kw):
     return cfg
 
 
-def train_tiny(split, ckpt_dir, **kw):
-    """`loop.train_seeds` of a width-4 small CNN: 2 seeds, 12 steps of 16, unless `kw` says."""
-    args = dict(
-        train_cfg=train_cfg(),
-        num_seeds=2,
-        seed=0,
-        purpose=1,
-        num_steps=12,
-        schedule_steps=12,
-        ckpt_dir=str(ckpt_dir),
-        augment=False,
-    )
-    args.update(kw)
-    from datadiet_jax import loop, models
+def tiny_spec(ckpt_dir, **kw):
+    """The `TrainSpec` of `train_tiny`: 2 seeds, 12 steps of 16, unless `kw` says otherwise."""
+    from datadiet_jax.pipeline import loop
 
-    model = models.get_model("small_cnn", split.num_classes, width=4)
-    return loop.train_seeds(model, split, split.index, **args)
+    args = dict(train_cfg=train_cfg(), num_seeds=2, seed=0, purpose=1, num_steps=12,
+                schedule_steps=12, ckpt_dir=str(ckpt_dir), augment=False)  # fmt: skip
+    args.update(kw)
+    return loop.TrainSpec(**args)
+
+
+def tiny_model(split):
+    from datadiet_jax import models
+
+    return models.get_model("small_cnn", split.num_classes, width=4)
+
+
+def train_tiny(split, ckpt_dir, *, hooks=None, init_state=None, **kw):
+    """`loop.train_seeds` of a width-4 small CNN with `tiny_spec(ckpt_dir, **kw)`."""
+    from datadiet_jax.pipeline import loop
+
+    spec = tiny_spec(ckpt_dir, **kw)
+    return loop.train_seeds(tiny_model(split), split, split.index, spec, hooks=hooks,
+                            init_state=init_state)  # fmt: skip
 
 
 def read_rows(path):
@@ -94,9 +84,46 @@ def snapshot(runs_dir, scale="smoke"):
 
 def figure_dirs(tmp_path_factory, name):
     """(runs, out) folders under a fresh temporary root, with the figures' XLA cache enabled."""
-    from experiments import common  # imported lazily: score tests run without ml_collections
+    from experiments import sweeps  # imported lazily: score tests run without ml_collections
 
     root = tmp_path_factory.mktemp(name)
     runs, out = str(root / "runs"), str(root / "out")
-    common.enable_compilation_cache(runs)
+    sweeps.enable_compilation_cache(runs)
     return runs, out
+
+
+@pytest.fixture(scope="session")
+def smoke_figures(tmp_path_factory):
+    """(runs, out) of the smoke-scale figures, shared by every figure test module, so that the
+    runs the figures share (the clean score run, the full and random baselines) train once per
+    suite."""
+    return figure_dirs(tmp_path_factory, "figures")
+
+
+def smoke_config(**overrides):
+    """The smoke-scale Fashion-MNIST small-CNN config with flattened `overrides`."""
+    from datadiet_jax.pipeline.config_base import base_config, smoke
+
+    config = smoke(base_config())
+    config.data.name = "fashion_mnist"
+    config.model.name = "small_cnn"
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def split_shape(n=128):
+    """What the score-file checks read of a split: its name, split and size."""
+    import types
+
+    return types.SimpleNamespace(name="fashion_mnist", split="train", num_examples=n)
+
+
+def restore_checkpoint(model, split, spec, step):
+    """The stacked state a training of `spec` saved at `step` (its checkpoint, read back)."""
+    from datadiet_jax.pipeline import checkpoints, loop
+
+    template = loop.initial_states(model, split, spec)
+    ckpts = checkpoints.Checkpoints(spec.ckpt_dir)
+    state, _ = ckpts.restore(step, template, loop.init_stats(spec.num_seeds, split.num_examples))
+    ckpts.close()
+    return state

@@ -26,16 +26,18 @@ import jax
 import numpy as np
 from absl import logging
 
-from datadiet_jax import artifacts, loop, pipelines, pruning
 from datadiet_jax.dynamics import barriers
+from datadiet_jax.pipeline import artifacts, input_pipeline, keys, loop
+from datadiet_jax.scores import pruning
 
-PARENT_PURPOSE, CHILD_PURPOSE = 3, 4  # key and data-order purposes (run.py uses 1 and 2)
 NUM_CHILDREN = 2
 
 
 def total_steps(train_cfg, num_examples: int) -> int:
     """T: `train_cfg.num_epochs` epochs of `num_examples` examples."""
-    return int(train_cfg.num_epochs) * pipelines.steps_per_epoch(num_examples, train_cfg.batch_size)
+    return int(train_cfg.num_epochs) * input_pipeline.steps_per_epoch(
+        num_examples, train_cfg.batch_size
+    )
 
 
 def spawn_steps(spawn_epochs: Sequence[float], steps_per_epoch: int, num_steps: int) -> list[int]:
@@ -64,7 +66,7 @@ def example_subsets(scores, size: int, seed: int) -> dict[str, np.ndarray]:
     return {
         "highest": pruning.keep_hardest(scores, size),
         "lowest": pruning.keep_easiest(scores, size),
-        "random": pruning.random_subset(scores.shape[0], size, [seed, 4]),
+        "random": pruning.random_subset(scores.shape[0], size, [seed, keys.FIG4_SUBSET]),
     }
 
 
@@ -98,12 +100,13 @@ def train_parent(config, workdir: str, model, split, step: int, augment: bool):
       `TrainState` [1, ...] at `step`.
     """
     num_steps = total_steps(config.train, split.num_examples)
-    state, _, reached = loop.train_seeds(
-        model, split, split.index, train_cfg=config.train, num_seeds=1, seed=config.seed,
-        purpose=PARENT_PURPOSE, num_steps=num_steps, schedule_steps=num_steps,
-        ckpt_dir=os.path.join(workdir, "parent", "ckpt"), augment=augment, max_steps=step,
-        name="parent", on_diverge="raise",
+    spec = loop.TrainSpec(
+        train_cfg=config.train, num_seeds=1, seed=config.seed, purpose=keys.Purpose.PARENT,
+        num_steps=num_steps, schedule_steps=num_steps,
+        ckpt_dir=os.path.join(workdir, "parent", "ckpt"), augment=augment, name="parent",
+        max_steps=step, on_diverge="raise",
     )  # fmt: skip
+    state, _, reached = loop.train_seeds(model, split, split.index, spec)
     if reached != step:
         raise ValueError(
             f"the parent in {workdir} is at step {reached}, past the spawning step {step}; spawn "
@@ -120,12 +123,13 @@ def train_children(config, workdir: str, model, split, parent, step: int, augmen
     """
     num_steps = total_steps(config.train, split.num_examples)
     twins = jax.tree.map(lambda x: np.repeat(np.asarray(x), NUM_CHILDREN, axis=0), parent)
-    state, _, _ = loop.train_seeds(
-        model, split, split.index, train_cfg=config.train, num_seeds=NUM_CHILDREN,
-        seed=config.seed, purpose=CHILD_PURPOSE, num_steps=num_steps, schedule_steps=num_steps,
+    spec = loop.TrainSpec(
+        train_cfg=config.train, num_seeds=NUM_CHILDREN, seed=config.seed,
+        purpose=keys.Purpose.CHILD, num_steps=num_steps, schedule_steps=num_steps,
         ckpt_dir=os.path.join(workdir, "children", f"step{step:06d}", "ckpt"), augment=augment,
-        init_state=twins, name=f"children of step {step}", on_diverge="raise",
+        name=f"children of step {step}", on_diverge="raise",
     )  # fmt: skip
+    state, _, _ = loop.train_seeds(model, split, split.index, spec, init_state=twins)
     return state
 
 
@@ -197,14 +201,15 @@ def spawning_run(
       Rows of `measure`, each with 'spawn_step' and 'spawn_epoch' added, in spawning order.
     """
     barriers.check_alphas(alphas)
-    spe = pipelines.steps_per_epoch(split.num_examples, config.train.batch_size)
+    spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
     steps = spawn_steps(spawn_epochs, spe, total_steps(config.train, split.num_examples))
     images = split.normalized_images()
     index = example_subsets(scores, subset_size, config.seed)
     subsets = {name: (images[i], split.labels[i]) for name, i in index.items()}
     subsets["test"] = (test_split.normalized_images(), test_split.labels)
     # BatchNorm statistics from the training images in one fixed shuffled order.
-    bn_images = images[np.random.default_rng([config.seed, 5]).permutation(len(images))]
+    order = np.random.default_rng([config.seed, keys.FIG4_BN_ORDER]).permutation(len(images))
+    bn_images = images[order]
     _save_or_check_subsets(os.path.join(workdir, "subsets.npz"), index)
     rows = []
     for step in steps:

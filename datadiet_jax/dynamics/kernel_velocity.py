@@ -24,11 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from datadiet_jax import artifacts, loop, pipelines
-from datadiet_jax import scores as scores_lib
 from datadiet_jax.dynamics import ntk
-
-KERNEL_PURPOSE = 5  # key and data-order purpose (run.py uses 1 and 2, connectivity 3 and 4)
+from datadiet_jax.pipeline import artifacts, input_pipeline, keys, loop
+from datadiet_jax.scores import api
 
 
 def window_starts(num_examples: int, window_size: int, num_windows: int) -> np.ndarray:
@@ -86,7 +84,7 @@ def _hook(config, workdir, model, split, images, epoch, ts, starts, window_size,
         del stats
         variables = _variables(state)
         if epoch in ts and not os.path.exists(_el2n_path(workdir, epoch)):
-            per_seed = scores_lib.el2n_scores(
+            per_seed = api.el2n_scores(
                 model, variables, images, split.labels, batch_size=config.score.batch_size
             )
             mean = per_seed.mean(0)
@@ -143,7 +141,7 @@ def velocity_run(
       one-class window has its own kernel).
     """
     ts, needed = measured_epochs(epochs)
-    spe = pipelines.steps_per_epoch(split.num_examples, config.train.batch_size)
+    spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
     if needed[-1] > config.train.num_epochs:
         raise ValueError(
             f"kernel velocity at epoch {ts[-1]} needs epoch {needed[-1]}, past the "
@@ -155,13 +153,14 @@ def velocity_run(
         e: _hook(config, workdir, model, split, images, e, ts, starts, window_size, ntk_batch_size)
         for e in needed
     }
-    loop.train_seeds(
-        model, split, split.index, train_cfg=config.train, num_seeds=config.score.num_seeds,
-        seed=config.seed, purpose=KERNEL_PURPOSE, num_steps=needed[-1] * spe,
+    spec = loop.TrainSpec(
+        train_cfg=config.train, num_seeds=config.score.num_seeds, seed=config.seed,
+        purpose=keys.Purpose.KERNEL, num_steps=needed[-1] * spe,
         schedule_steps=config.train.num_epochs * spe,
-        ckpt_dir=os.path.join(workdir, "train", "ckpt"), augment=augment, hooks=hooks,
-        keep_epochs=needed, name="kernel velocity training", on_diverge="raise",
+        ckpt_dir=os.path.join(workdir, "train", "ckpt"), augment=augment,
+        name="kernel velocity training", keep_epochs=tuple(needed), on_diverge="raise",
     )  # fmt: skip
+    loop.train_seeds(model, split, split.index, spec, hooks=hooks)
     return velocity_rows(workdir, ts, split.labels)
 
 

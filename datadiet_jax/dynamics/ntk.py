@@ -13,11 +13,11 @@ examples at two times; the text of Paul et al. speaks of "the NTK Gram matrix" o
 without spelling out how the C logits enter, and the trace is the usual [n, n] Gram matrix of a
 multi-output network. Figure 3 uses the trace; the full kernel is here to check that choice.
 
-How. Nothing builds the per-example Jacobian of the whole network. `grad_norms.capture`,
-vmapped over the C logits, gives every site's (Dense, Conv, BatchNorm call; see `grad_sites`)
+How. Nothing builds the per-example Jacobian of the whole network. `linen_norms.capture`,
+vmapped over the C logits, gives every site's (Dense, Conv, BatchNorm call; see `linen_sites`)
 input `a_i` and the gradient `g_i^c` of logit c of example i with respect to the site's output,
 in one backward pass per logit. Per site, with `P_i` the layer input (Conv: the im2col patches,
-never built: sums over kernel offsets of shifted inputs as in `grad_rules`) and `G_i^c` the
+never built: sums over kernel offsets of shifted inputs as in `rules`) and `G_i^c` the
 output gradients over positions t:
 - kernel: `J_i^c . J_j^d = <P_i^T G_i^c, P_j^T G_j^d>_F`, computed either from the per-example
   kernel gradients or by the Gram identity `sum_{t,s} (P_i P_j^T)_ts (G_i^c G_j^d^T)_ts`,
@@ -40,8 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from datadiet_jax import adapters, grad_norms, grad_rules, score_inputs, seeds
-from datadiet_jax.grad_sites import Site
+from datadiet_jax.scores import adapters, inputs
+from datadiet_jax.scores import seed_axis as seed_axis_lib
+from datadiet_jax.scores.pergrad import linen_norms, rules
+from datadiet_jax.scores.pergrad.linen_sites import LinenSite
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -96,11 +98,11 @@ def _bias_vectors(g: jax.Array) -> jax.Array:
     return jnp.sum(g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1]), axis=2)
 
 
-def site_gram(site: Site, a_a, g_a, a_b, g_b, full: bool = False, route="auto") -> jax.Array:
+def site_gram(site: LinenSite, a_a, g_a, a_b, g_b, full: bool = False, route="auto") -> jax.Array:
     """One site's contribution to the NTK between examples A and B.
 
     Args:
-      site: a `grad_sites.Site`.
+      site: a `linen_sites.LinenSite`.
       a_a, a_b: [A, ...], [B, ...] captured inputs (BatchNorm: x_hat).
       g_a, g_b: [C, A, ...], [C, B, ...] gradients of each logit w.r.t. the site's output.
       full: every pair of logits instead of the trace.
@@ -120,8 +122,8 @@ def site_gram(site: Site, a_a, g_a, a_b, g_b, full: bool = False, route="auto") 
                 pa = [a_a.reshape(na, -1, a_a.shape[-1])]
                 pb = pa if same else [a_b.reshape(nb, -1, a_b.shape[-1])]
             else:
-                pa = grad_rules.shifted_inputs(a_a, *site.conv)
-                pb = pa if same else grad_rules.shifted_inputs(a_b, *site.conv)
+                pa = rules.shifted_inputs(a_a, *site.conv)
+                pb = pa if same else rules.shifted_inputs(a_b, *site.conv)
             ga = g_a.reshape(c, na, -1, g_a.shape[-1])
             gb = ga if same else g_b.reshape(c, nb, -1, g_b.shape[-1])
             total += _matmul_gram(pa, ga, pb, gb, full, route)
@@ -144,7 +146,7 @@ def _captures(apply_fn, variables, images, num_classes: int):
     static = {}
 
     def one_logit(c):
-        cap = grad_norms.capture(apply_fn, variables, images, lambda z: z[:, c])
+        cap = linen_norms.capture(apply_fn, variables, images, lambda z: z[:, c])
         static["sites"], static["fallback"] = cap.sites, cap.fallback
         return cap.inputs, cap.out_grads
 
@@ -198,8 +200,12 @@ def _program(model, num_classes: int, full: bool, seed_axis: str, same: bool):
     apply_fn = functools.partial(_eval_apply, model, kwargs)
     pair = functools.partial(_pair_gram, apply_fn, num_classes, full)
     if same:
-        return jax.jit(lambda v, x: seeds.over_seeds(lambda w: pair(w, x, None), seed_axis)(v))
-    return jax.jit(lambda v, xa, xb: seeds.over_seeds(lambda w: pair(w, xa, xb), seed_axis)(v))
+        return jax.jit(
+            lambda v, x: seed_axis_lib.over_seeds(lambda w: pair(w, x, None), seed_axis)(v)
+        )
+    return jax.jit(
+        lambda v, xa, xb: seed_axis_lib.over_seeds(lambda w: pair(w, xa, xb), seed_axis)(v)
+    )
 
 
 def _compiled(model, num_classes, full, seed_axis, same):
@@ -223,7 +229,7 @@ def ntk_gram(
     Args:
       model: Flax module applied as `model.apply(variables, x, train=False)` (or without
         `train`), returning logits [B, C]; eval mode (BatchNorm running statistics).
-      variables: K models stacked on a leading axis (see `scores.init_variables`).
+      variables: K models stacked on a leading axis (see `scores.api.init_variables`).
       images: [n, ...] float, normalized as the model expects.
       batch_size: examples per capture; blocks of `batch_size` x `batch_size` are computed
         (the last block padded), so memory grows with `batch_size`, not with n.
@@ -234,17 +240,15 @@ def ntk_gram(
     Raises:
       ValueError: integer or non-finite images, variables without a seed axis, a bad batch size.
     """
-    if seed_axis is None:
-        seed_axis = "unroll" if jax.default_backend() == "cpu" else "vmap"
-    score_inputs.check_args(batch_size, seed_axis)
+    seed_axis = seed_axis_lib.resolve(seed_axis)
+    inputs.check_args(batch_size, seed_axis)
     images = np.asarray(images)
-    score_inputs.check_float_images(images.dtype)
+    inputs.check_float_images(images.dtype)
     if images.ndim < 2 or len(images) == 0:
         raise ValueError(f"images have shape {images.shape}; pass [n, ...] with n >= 1")
-    if not np.all(np.isfinite(images)):
-        raise ValueError("images contain NaN or inf; clean or drop those examples")
+    inputs.check_finite(images)
     train_arg = adapters.takes_train(model)
-    num_seeds, num_classes = score_inputs.check_model(
+    num_seeds, num_classes = inputs.check_model(
         model, variables, images.shape[1:], images.dtype, train_arg
     )
     n = len(images)

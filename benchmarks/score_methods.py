@@ -1,0 +1,372 @@
+"""The measured methods of `bench_scores`, each run in a process of its own (see its docstring).
+
+`run_method(model, method, cfg)` builds the model and synthetic inputs and runs one entry of
+`METHODS`; `run_nnx` and `run_stream` measure the NNX small CNN and streamed EL2N. Each returns a
+dict with `examples_per_s` and `peak_mb` (and method-specific fields).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+NUM_SEEDS = 4
+STREAM_INPUT_BATCH = 100
+
+
+def _peak_mb() -> float:
+    import jax
+
+    if jax.default_backend() != "cpu":
+        stats = jax.devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use", 0) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed(fn, num_examples: int) -> float:
+    """Examples/s of `fn()` after one warm-up call."""
+    import jax
+
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return num_examples / (time.perf_counter() - start)
+
+
+def run_stream(num_examples: int) -> dict:
+    """EL2N of the small CNN on a generator of random batches; nothing is held but the result."""
+    import jax
+    import numpy as np
+
+    from datadiet_jax.models import get_model
+    from datadiet_jax.scores import api
+
+    model = get_model("small_cnn", 10)
+    variables = api.init_variables(model, jax.random.key(0), 1, np.zeros((1, 28, 28, 1)))
+
+    def batches(seed):
+        rng = np.random.default_rng(seed)
+        for lo in range(0, num_examples, STREAM_INPUT_BATCH):
+            b = min(STREAM_INPUT_BATCH, num_examples - lo)
+            yield rng.normal(size=(b, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, b)
+
+    api.el2n_scores(model, variables, batches(1), batch_size=256)  # compile
+    start = time.perf_counter()
+    out = api.el2n_scores(model, variables, batches(0), batch_size=256)
+    rate = num_examples / (time.perf_counter() - start)
+    assert out.shape == (1, num_examples), out.shape
+    return {"batch_size": 256, "num_examples": num_examples, "examples_per_s": rate,
+            "peak_mb": _peak_mb()}  # fmt: skip
+
+
+def nnx_small_cnn(key, num_classes: int = 10, width: int = 32, hidden: int = 128):
+    """The NNX twin of `models.SmallCNN` (28x28x1 inputs), built from `key`."""
+    from flax import nnx
+
+    class SmallCNN(nnx.Module):
+        def __init__(self, rngs):
+            bn = dict(momentum=0.9, epsilon=1e-5, rngs=rngs)
+            self.conv1 = nnx.Conv(1, width, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
+            self.bn1 = nnx.BatchNorm(width, **bn)
+            self.conv2 = nnx.Conv(
+                width, 2 * width, (3, 3), padding="SAME", use_bias=False, rngs=rngs
+            )
+            self.bn2 = nnx.BatchNorm(2 * width, **bn)
+            self.dense = nnx.Linear(2 * width * 7 * 7, hidden, use_bias=False, rngs=rngs)
+            self.bn3 = nnx.BatchNorm(hidden, **bn)
+            self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
+
+        def __call__(self, x):
+            for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2)):
+                x = nnx.max_pool(nnx.relu(bn(conv(x))), (2, 2), strides=(2, 2))
+            x = nnx.relu(self.bn3(self.dense(x.reshape(x.shape[0], -1))))
+            return self.head(x)
+
+    return SmallCNN(nnx.Rngs(key))
+
+
+def run_nnx(method: str, cfg: dict) -> dict:
+    """GraNd (public `grand_scores`, K=1) or `vmap(grad)` of the NNX small CNN."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from datadiet_jax.scores import adapters, api
+    from datadiet_jax.scores.pergrad import fallback
+
+    model = nnx.vmap(lambda k: nnx_small_cnn(k), in_axes=0)(jax.random.split(jax.random.key(0), 1))
+    graphdef, state = nnx.split(model)
+    bsz, iters = cfg["batch"], cfg["iters"]
+    n = bsz * iters
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(n, 28, 28, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, n)
+    result = {"batch_size": bsz, "timed_batches": iters}
+    if method == "grand":
+        result["examples_per_s"] = _timed(
+            lambda: api.grand_scores(graphdef, state, images, labels, batch_size=bsz), n
+        )
+    else:
+        adapted, packed = adapters.adapt(graphdef, state)
+        one = jax.tree.map(lambda v: v[0], packed)
+        step = jax.jit(
+            lambda x, y: jnp.sqrt(
+                sum(fallback.pure_leaf_sq_norms(adapted.apply, one, x, y).values())
+            )
+        )
+        batches = [(images[i : i + bsz], labels[i : i + bsz]) for i in range(0, n, bsz)]
+        result["examples_per_s"] = _timed(
+            lambda: [step(jnp.asarray(x), jnp.asarray(y)) for x, y in batches], n
+        )
+    result["peak_mb"] = _peak_mb()
+    return result
+
+
+def _sizes(method: str, cfg: dict) -> tuple[int, int]:
+    """(batch size, timed batches) of a method under the model's settings."""
+    if method == "ntk":
+        return cfg["ntk_n"], 1
+    prefix = {"forward": "fwd_", "el2n": "fwd_", "jacrev": "jac_"}.get(method, "")
+    return cfg[f"{prefix}batch"], cfg[f"{prefix}iters"]
+
+
+def run_method(model_name: str, method: str, cfg: dict) -> dict:
+    """Throughput and peak memory of one METHOD on MODEL with settings `cfg` (see SETTINGS);
+    run it in a fresh process, so the peak is its own."""
+    import jax
+    import numpy as np
+
+    from datadiet_jax.models import get_model
+    from datadiet_jax.scores import api
+
+    model = get_model(model_name, 10)
+    shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
+    bsz, iters = _sizes(method, cfg)
+    n = bsz * iters
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(n, *shape)).astype(np.float32)
+    labels = rng.integers(0, 10, n)
+    case = _Case(model, api.init_variables(model, jax.random.key(0), 1, images[:1]), images,
+                 labels, bsz, cfg)  # fmt: skip
+    result = {"batch_size": bsz, "timed_batches": iters}
+    result.update(METHODS[method](case))
+    result["peak_mb"] = _peak_mb()
+    return result
+
+
+class _Case:
+    """A model, its one-seed variables and the synthetic inputs of one measurement."""
+
+    def __init__(self, model, variables, images, labels, batch_size: int, cfg: dict):
+        import jax
+
+        self.model, self.variables, self.images, self.labels = model, variables, images, labels
+        self.batch_size, self.cfg, self.n = batch_size, cfg, len(images)
+        self.one = jax.tree.map(lambda v: v[0], variables)
+
+    def apply_fn(self, v, x):
+        return self.model.apply(v, x, train=False)
+
+    def per_batch(self, step):
+        """A function running `step(x, y)` on every batch of the inputs."""
+        import jax.numpy as jnp
+
+        bsz = self.batch_size
+        batches = [(self.images[i : i + bsz], self.labels[i : i + bsz])
+                   for i in range(0, self.n, bsz)]  # fmt: skip
+        return lambda: [step(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]
+
+
+def _idle(case: _Case) -> dict:
+    return {"examples_per_s": None}
+
+
+def _train(case: _Case) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from datadiet_jax.scores.losses import cross_entropy
+
+    @jax.jit
+    def train_step(v, x, y):
+        def loss(p):
+            logits, new = case.model.apply(
+                {**v, "params": p}, x, train=True, mutable=["batch_stats"]
+            )
+            return jnp.mean(cross_entropy(logits, y)), new
+
+        grads, new = jax.grad(loss, has_aux=True)(v["params"])
+        params = jax.tree.map(lambda p, g: p - 0.1 * g, v["params"], grads)
+        return {"params": params, **new}
+
+    return {"examples_per_s": _timed(case.per_batch(lambda x, y: train_step(case.one, x, y)),
+                                     case.n)}  # fmt: skip
+
+
+def _forward(case: _Case) -> dict:
+    import jax
+
+    fwd = jax.jit(case.apply_fn)
+    return {"examples_per_s": _timed(case.per_batch(lambda x, y: fwd(case.one, x)), case.n)}
+
+
+def _public(kind: str):
+    def measure(case: _Case) -> dict:
+        from datadiet_jax.scores import api
+
+        fn = api.el2n_scores if kind == "el2n" else api.grand_scores
+        call = lambda: fn(case.model, case.variables, case.images, case.labels,  # noqa: E731
+                          batch_size=case.batch_size)  # fmt: skip
+        return {"examples_per_s": _timed(call, case.n)}
+
+    return measure
+
+
+def _vmap_grad(case: _Case) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from datadiet_jax.scores.pergrad import fallback
+
+    step = jax.jit(lambda x, y: jnp.sqrt(fallback.linen_sq_norms(case.apply_fn, case.one, x, y)))
+    return {"examples_per_s": _timed(case.per_batch(step), case.n)}
+
+
+def _jacrev(case: _Case) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from datadiet_jax.scores.losses import cross_entropy
+
+    @jax.jit
+    def step(x, y):
+        losses = lambda p: cross_entropy(case.apply_fn({**case.one, "params": p}, x), y)  # noqa: E731
+        jac = jax.jacrev(losses)(case.one["params"])
+        return jnp.sqrt(sum(jnp.sum(j.reshape(len(y), -1) ** 2, 1) for j in jax.tree.leaves(jac)))
+
+    return {"examples_per_s": _timed(case.per_batch(step), case.n)}
+
+
+def _kseed(case: _Case) -> dict:
+    import jax
+
+    from datadiet_jax.scores import api
+
+    stacked = api.init_variables(case.model, jax.random.key(1), NUM_SEEDS, case.images[:1])
+    singles = [jax.tree.map(lambda v, k=k: v[k : k + 1], stacked) for k in range(NUM_SEEDS)]
+    kw = dict(batch_size=case.batch_size)
+    args = (case.images, case.labels)
+    together = _timed(lambda: api.grand_scores(case.model, stacked, *args, **kw), case.n)
+    seq = _timed(lambda: [api.grand_scores(case.model, s, *args, **kw) for s in singles], case.n)
+    return {"examples_per_s": together, "sequential_examples_per_s": seq,
+            "kseed_speedup": together / seq}  # fmt: skip
+
+
+def _guard(case: _Case) -> dict:
+    """Seconds of the first-batch guard (cold, warm) and its share of a `full_n`-example call.
+
+    The guard reuses the call's own first batch (its per-layer norms), so its cost is the exact
+    `vmap(grad)` program on a few examples and the comparison. The call it is set against is the
+    compilation and first batch of the GraNd program plus `full_n` examples at its measured rate.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from datadiet_jax.scores import adapters, api, batches
+    from datadiet_jax.scores.pergrad import guard
+
+    model, variables = adapters.adapt(case.model, case.variables)  # the form the scores compile
+    fn = api.batch_program(model, "grand", "unroll")
+    host = batches.array_batches(case.images, case.labels.astype(np.int32), case.batch_size)
+    placed = [tuple(map(jnp.asarray, batch[:3])) for batch in host]
+    start = time.perf_counter()
+    first = jax.block_until_ready(fn(variables, *placed[0]))
+    program_cold = time.perf_counter() - start
+    m = guard.NUM_EXAMPLES
+    fast = {key: np.asarray(v)[:, :m] for key, v in first[1].items()}
+    one = [jax.tree.map(lambda v: v[0], variables)]
+    x, y = placed[0][0][:m], placed[0][1][:m]
+    times = []
+    api.clear_programs()  # the guard's reference compiles in the first (cold) run
+    for _ in range(2):  # cold, then warm
+        start = time.perf_counter()
+        guard.guard(api.exact_program(model), fast, one, x, y)
+        times.append(time.perf_counter() - start)
+    rate = _timed(lambda: [fn(variables, *b) for b in placed], case.n)
+    full_n = case.cfg["full_n"]
+    full_s = program_cold + full_n / rate
+    return {
+        "examples_per_s": rate,
+        "guard_cold_s": times[0],
+        "guard_warm_s": times[1],
+        "program_cold_s": program_cold,
+        "full_n": full_n,
+        "full_call_s_extrapolated": full_s,
+        "guard_cold_share": times[0] / full_s,
+        "guard_warm_share": times[1] / full_s,
+    }
+
+
+def _ntk(case: _Case) -> dict:
+    """Seconds of the NTK Gram matrix of the inputs by `ntk_gram` and by `jacrev` + `J @ J.T`."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from datadiet_jax.dynamics import ntk
+
+    images = case.images[: case.cfg["ntk_n"]]
+    n, x, one = len(images), jnp.asarray(images), case.one
+
+    @jax.jit
+    def jacrev_gram(v, x):
+        # Per-example Jacobians (jacrev of the whole batch would differentiate every logit
+        # through every example), then J @ J.T of the full [n*C, P] Jacobian.
+        def logits_one(p, xi):
+            return case.model.apply({**v, "params": p}, xi[None], train=False)[0]
+
+        jac = jax.vmap(jax.jacrev(logits_one), in_axes=(None, 0))(v["params"], x)
+        j = jnp.concatenate(
+            [a.reshape(a.shape[0] * a.shape[1], -1) for a in jax.tree.leaves(jac)], 1
+        )
+        return jnp.dot(j, j.T, precision=jax.lax.Precision.HIGHEST)  # [n*C, n*C]
+
+    def ours():
+        return ntk.ntk_gram(case.model, case.variables, images, batch_size=n)
+
+    times = {}
+    for name, fn in (("ntk", ours), ("jacrev_ntk", lambda: jacrev_gram(one, x))):
+        jax.block_until_ready(fn())  # compile
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times[name] = time.perf_counter() - start
+        if name == "ntk":
+            got = np.asarray(out)[0]
+        else:
+            c = out.shape[0] // n
+            want = np.einsum("icjc->ij", np.asarray(out).reshape(n, c, n, c))
+    return {
+        "batch_size": n,
+        "examples_per_s": n / times["ntk"],
+        "ntk_s": times["ntk"],
+        "jacrev_ntk_s": times["jacrev_ntk"],
+        "ntk_vs_jacrev_speedup": times["jacrev_ntk"] / times["ntk"],
+        "max_rel_diff": float(np.max(np.abs(got - want)) / np.max(np.abs(want))),
+    }
+
+
+# The methods in the order `bench_scores` runs them.
+METHODS = {
+    "idle": _idle,
+    "train": _train,
+    "forward": _forward,
+    "el2n": _public("el2n"),
+    "grand": _public("grand"),
+    "vmap_grad": _vmap_grad,
+    "jacrev": _jacrev,
+    "kseed": _kseed,
+    "guard": _guard,
+    "ntk": _ntk,
+}

@@ -1,0 +1,196 @@
+"""Files a run writes: atomic writes, score files with index and provenance, results, run folders.
+
+Score files are `.npz` with `per_seed [K, N] float32`, `mean [N] float32`, `index [N] int64`
+(dataset positions) and `provenance` (a JSON string: dataset, split, N, label noise, seeds, epoch,
+model, config). Every write goes to a temporary file in the same folder and is renamed into place,
+so a stopped run never leaves a half-written file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+from absl import logging
+
+from datadiet_jax.scores import values
+
+
+def atomic_write_bytes(path: str, payload: bytes) -> None:
+    """Writes `payload` to `path` atomically (temp file + rename in the same folder)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    """Writes dict rows as CSV (columns: union of keys, in first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def save_npz(path: str, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_scores(path: str, per_seed: np.ndarray, index: np.ndarray, provenance: dict) -> None:
+    """Saves a score file.
+
+    Args:
+      path: destination `.npz`.
+      per_seed: [K, N] float32 scores of each seed.
+      index: [N] int64 dataset positions of the N examples.
+      provenance: JSON-serializable dict (dataset, split, num_examples, label_noise, seeds, epoch,
+        model, score, config).
+    """
+    per_seed = np.asarray(per_seed, np.float32)
+    if per_seed.ndim != 2 or per_seed.shape[1] != len(index):
+        raise ValueError(f"scores {per_seed.shape} do not match index of length {len(index)}")
+    save_npz(
+        path,
+        per_seed=per_seed,
+        mean=per_seed.mean(0),
+        index=np.asarray(index, np.int64),
+        provenance=np.asarray(json.dumps(provenance, sort_keys=True)),
+    )
+
+
+# The provenance fields that must agree for a score file to be used with a dataset.
+MATCH_FIELDS = ("dataset", "split", "num_examples", "label_noise")
+# Fields that may differ only on purpose (`allow_transfer`): scores of another model or seed.
+TRANSFER_FIELDS = ("model", "seed", "num_seeds")
+
+# Score kinds whose files may hold +inf: forgetting gives +inf to never-learned examples.
+_INF_KINDS = ("forgetting",)
+
+_LOAD_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError)
+
+
+def load_scores(path: str, expect: dict | None = None, *, allow_transfer: bool = False) -> dict:
+    """Loads and checks a score file.
+
+    Args:
+      path: a file written by `save_scores`.
+      expect: provenance values the file must match: every one of `MATCH_FIELDS` present in it
+        always, and every one of `TRANSFER_FIELDS` present in it unless `allow_transfer`.
+      allow_transfer: accept scores of another model, seed or number of seeds (with a warning
+        naming what differs); `config.score.allow_transfer`.
+
+    Returns:
+      Dict with `per_seed [K, N]`, `mean [N]`, `index [N]`, `provenance` (dict).
+
+    Raises:
+      ValueError: one-line message when the file is unreadable, is from another dataset, split,
+        label-noise setting or N (or, without `allow_transfer`, another model or seed), has the
+        wrong length or holds NaN scores (or infinite ones, except +inf forgetting scores).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Score file {path} does not exist; run the score stage first.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            out = {k: np.asarray(f[k]) for k in ("per_seed", "mean", "index")}
+            provenance = json.loads(str(f["provenance"]))
+    except _LOAD_ERRORS as e:
+        raise ValueError(
+            f"Score file {path} is unreadable ({type(e).__name__}); delete it so the score stage "
+            "recomputes it, or point config.score.workdir at a run with intact scores."
+        ) from None
+    out["provenance"] = provenance
+    n = len(out["index"])
+    if out["per_seed"].ndim != 2 or out["per_seed"].shape[-1] != n or out["mean"].shape != (n,):
+        raise ValueError(
+            f"Score file {path} is corrupt: {out['per_seed'].shape[-1]} scores for {n} indices; "
+            "delete it so the score stage recomputes it."
+        )
+    bad_mask = values.invalid(out["per_seed"])
+    if provenance.get("score") not in _INF_KINDS:
+        bad_mask |= np.isposinf(out["per_seed"])
+    if bad_mask.any():
+        bad = np.flatnonzero(bad_mask.any(axis=0))[:5]
+        raise ValueError(
+            f"Score file {path} holds NaN or infinite scores (e.g. examples {bad.tolist()}); "
+            "recompute them."
+        )
+    expect = expect or {}
+    for key in MATCH_FIELDS:
+        if key in expect and provenance.get(key) != expect[key]:
+            raise ValueError(
+                f"Score file {path} is for {key}={provenance.get(key)!r}, but this run has "
+                f"{key}={expect[key]!r}; use scores computed on the same data."
+            )
+    if "num_examples" in expect and n != expect["num_examples"]:
+        raise ValueError(
+            f"Score file {path} has {n} scores; this run has {expect['num_examples']}."
+        )
+    differ = [
+        f"{key}={provenance.get(key)!r} (this run: {expect[key]!r})"
+        for key in TRANSFER_FIELDS
+        if key in expect and provenance.get(key) != expect[key]
+    ]
+    if differ and not allow_transfer:
+        raise ValueError(
+            f"Score file {path} is from another run: {', '.join(differ)}; set "
+            "--config.score.allow_transfer=True to use it on purpose."
+        )
+    if differ:
+        logging.warning("Transferring scores of %s: %s", path, ", ".join(differ))
+    return out
+
+
+def check_workdir(workdir: str, config_dict: dict) -> None:
+    """Records the run's config in `workdir/config.json`, or checks it matches the one there.
+
+    Raises:
+      ValueError: the folder holds a run with a different config; nothing is touched.
+    """
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        old = read_json(path)
+        if old != config_dict:
+            diff = sorted(_diff_keys(old, config_dict))
+            raise ValueError(
+                f"Work directory {workdir} holds a run with a different config (differs in "
+                f"{', '.join(diff[:6])}); pass a new --workdir, or the same config to resume."
+            )
+        return
+    os.makedirs(workdir, exist_ok=True)
+    write_json(path, config_dict)
+
+
+def _diff_keys(a, b, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}

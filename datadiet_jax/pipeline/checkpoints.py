@@ -1,0 +1,125 @@
+"""Orbax checkpoints of the stacked K-seed training state and its statistics, and quiet logs.
+
+A save-restore round trip gives the same state and statistics, so a resumed training ends as an
+uninterrupted one does. An unreadable checkpoint (cut short by a crash or a full disk) is skipped
+and moved aside; a readable one of another version is refused, never moved.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+from collections.abc import Iterable
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from datadiet_jax.pipeline.train import TrainState
+
+
+class _QuietCheckpointing(std_logging.Filter):
+    def filter(self, record):
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_checkpoint_logs() -> None:
+    """Drops the INFO chatter of orbax's internals from absl's log; its warnings still show."""
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _QuietCheckpointing) for f in handler.filters):
+        handler.addFilter(_QuietCheckpointing())
+
+
+class CheckpointMismatch(ValueError):
+    """A readable checkpoint whose structure differs from what this version trains."""
+
+
+class Checkpoints:
+    """Orbax checkpoints of the stacked state and the training statistics, keyed by step.
+
+    `stats` is the loop's dict of per-example statistics (forgetting and AUM), saved with the state
+    so that a resumed run ends with the same statistics as an uninterrupted one.
+
+    Keeps the latest two and every step in `keep_steps` (the epochs that scores need, the end).
+    """
+
+    def __init__(self, directory: str, keep_steps: Iterable[int] = ()):
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [
+                ocp.checkpoint_managers.LatestN(2),
+                ocp.checkpoint_managers.CustomSteps(sorted(set(keep_steps))),
+            ]
+        )
+        self._directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(
+            self._directory,
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=policy, enable_async_checkpointing=False
+            ),
+        )
+
+    def save(self, step: int, state: TrainState, stats: dict) -> None:
+        item = {"state": state, "stats": stats}
+        self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, state: TrainState, stats: dict):
+        """Restores (state, stats) at `step`, shaped like the given templates."""
+        item = {"state": state, "stats": stats}
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
+        try:
+            out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except ValueError as err:
+            if "Structure mismatch" not in str(err):
+                raise
+            raise CheckpointMismatch(
+                f"checkpoint step {step} in {self._manager.directory} holds other training "
+                "statistics than this version tracks (e.g. written before AUM was tracked); "
+                "resume it with the version that wrote it, or start in a new work directory."
+            ) from None
+        return out["state"], out["stats"]
+
+    def restore_latest(self, state: TrainState, stats: dict):
+        """Restores the newest readable checkpoint, shaped like the given templates.
+
+        An unreadable checkpoint (e.g. cut short by a crash or a full disk) is skipped with a
+        warning naming it, and moved aside (to `<step>.unreadable`) so training can save that
+        step again.
+
+        Returns:
+          (step, state, stats); (0, state, stats) unchanged when there is no checkpoint.
+
+        Raises:
+          ValueError: checkpoints exist but none is readable.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            try:
+                restored = self.restore(step, state, stats)
+            except CheckpointMismatch:
+                raise  # readable, but of another version: moving it aside would lose it
+            except Exception as e:  # noqa: BLE001 (orbax and TensorStore raise many types)
+                logging.warning(
+                    "Checkpoint %s is unreadable (%s: %s)%s",
+                    os.path.join(self._directory, str(step)),
+                    type(e).__name__,
+                    " ".join(str(e).split())[:200],
+                    "; trying an older one." if i + 1 < len(steps) else ".",
+                )
+                continue
+            for bad in steps[:i]:  # Moved aside, so training can save these steps again.
+                path = os.path.join(self._directory, str(bad))
+                os.replace(path, f"{path}.unreadable")
+                logging.warning("Resuming from step %d; moved %s aside.", step, path)
+            if i:
+                self._manager.reload()
+            return (step, *restored)
+        if steps:
+            raise ValueError(
+                f"No readable checkpoint in {self._directory} (steps {sorted(steps)}); delete that "
+                "directory to restart this training from the beginning."
+            )
+        return 0, state, stats
+
+    def close(self) -> None:
+        self._manager.close()

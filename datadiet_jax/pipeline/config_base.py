@@ -1,0 +1,175 @@
+"""The base config every `configs/*.py` file starts from: the paper's CIFAR-10 protocol.
+
+Every field is documented once, here, on the line above it. One name per concept across configs,
+code and metric keys. `config_check.validate` checks the values before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Returns the paper-scale CIFAR-10 ResNet18 config (a GPU job)."""
+    c = ml_collections.ConfigDict()
+    # Run seed: every PRNG key and shuffle derives from it (`pipeline/keys.py`).
+    c.seed = 0
+    c.data = _data()
+    c.model = _model()
+    c.train = _train()
+    c.score = _score()
+    c.prune = _prune()
+    c.retrain = _retrain()
+    return c
+
+
+def _data() -> ml_collections.ConfigDict:
+    """The dataset, its size, augmentation and label noise."""
+    d = ml_collections.ConfigDict()
+    # TFDS dataset name.
+    d.name = "cifar10"
+    # TFDS data directory; None is TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+    d.data_dir = config_dict.placeholder(str)
+    # Whether TFDS may download the dataset when it is not on disk.
+    d.download = False
+    # Keep the first N training / test examples of the split's own order (0 keeps all).
+    d.num_train_examples = 0
+    d.num_test_examples = 0
+    # Random crop and flip in training: 'auto' (for 32x32 inputs), 'on' or 'off'.
+    d.augment = "auto"
+    d.label_noise = ml_collections.ConfigDict()
+    # Share of the training labels corrupted, in [0, 1].
+    d.label_noise.fraction = 0.0
+    # 'replace' (a uniformly random label, the paper's text) or 'permute' (labels shuffled among
+    # the chosen examples, the authors' code).
+    d.label_noise.mode = "replace"
+    # Seed of the choice of the corrupted examples and of their new labels.
+    d.label_noise.seed = 0
+    return d
+
+
+def _model() -> ml_collections.ConfigDict:
+    """The model."""
+    d = ml_collections.ConfigDict()
+    # A registered model (`models.MODELS`).
+    d.name = "resnet18"
+    # The model's base width; 0 keeps the model's default.
+    d.width = 0
+    return d
+
+
+def _train() -> ml_collections.ConfigDict:
+    """Training: SGD with Nesterov momentum, its schedule, the seed axis, checkpoints."""
+    d = ml_collections.ConfigDict()
+    # Examples per step (per seed).
+    d.batch_size = 128
+    # Epochs of full-data training; pruned runs train for as many steps (see retrain.budget).
+    d.num_epochs = 200
+    # SGD with Nesterov momentum and L2 weight decay on all parameters.
+    d.learning_rate = 0.1
+    # Linear warm-up: the rate rises from 0 over this many epochs' share of the schedule (0 =
+    # none, the paper's protocol).
+    d.warmup_epochs = 0.0
+    # Piecewise-constant schedule: x lr_drop_factor at each of these fractions of training.
+    d.lr_drop_fractions = (0.3, 0.6, 0.8)
+    d.lr_drop_factor = 0.2
+    d.momentum = 0.9
+    d.nesterov = True
+    d.weight_decay = 5e-4
+    # How the K seeds share one jitted step: 'auto' (vmap on accelerators, unroll on CPU),
+    # 'vmap', 'unroll' or 'map' (`scores/seed_axis.py`).
+    d.seed_axis = "auto"
+    # Epochs between checkpoints (the score epochs and the end are always saved).
+    d.checkpoint_every_epochs = 10
+    # Examples per evaluation batch (test accuracy, the fit check of every retraining).
+    d.eval_batch_size = 500
+    return d
+
+
+def _score() -> ml_collections.ConfigDict:
+    """The K-seed score training and the scores it computes."""
+    d = ml_collections.ConfigDict()
+    # K: independently initialized and ordered seeds the scores are averaged over.
+    d.num_seeds = 10
+    # Epochs at which EL2N and GraNd are computed (0 = at initialization). Scores use BatchNorm
+    # in eval mode (running statistics), as the paper's code does.
+    d.el2n_epochs = (20,)
+    d.grand_epochs = (0, 20)
+    # Count forgetting events during the score training (Toneva et al., 2019).
+    d.forgetting = True
+    # Track the area under the margin (Pleiss et al., 2020: the assigned-label logit minus the
+    # largest other logit, averaged over the training presentations), written NEGATED so that
+    # higher = harder like every score; needs at least one training epoch.
+    d.aum = True
+    # Epochs the score stage trains; -1 trains up to the last score epoch.
+    d.train_epochs = -1
+    # Examples per scoring batch.
+    d.batch_size = 256
+    # Prune with the score files of another run (its work directory) instead of computing them.
+    # They must be of the same dataset, split, N and label noise, and of the same model, seed
+    # and number of score seeds unless allow_transfer is True (scores of another model or seed,
+    # e.g. score transfer across architectures, are then used on purpose, with a warning naming
+    # what differs).
+    d.workdir = config_dict.placeholder(str)
+    d.allow_transfer = False
+    return d
+
+
+def _prune() -> ml_collections.ConfigDict:
+    """Which scores prune, how, how much, and the baselines."""
+    d = ml_collections.ConfigDict()
+    # The scores that prune: 'el2n@20', 'grand@0', 'forgetting', 'aum', ...
+    d.scores = ("el2n@20", "grand@20")
+    # A strategy of `scores.pruning.STRATEGIES` ('hardest', 'offset', 'ccs', ...).
+    d.strategy = "hardest"
+    # Fractions of the training set REMOVED, each in [0, 1).
+    d.fractions = (0.3, 0.5, 0.7)
+    # For 'offset': numbers of hardest examples skipped before the kept window.
+    d.offsets = (0,)
+    # For 'ccs': the hardest fraction dropped before the strata are sampled.
+    d.ccs_beta = 0.1
+    # Baselines trained beside the pruned runs: a random subset at each fraction, the full data.
+    d.random_baseline = True
+    d.full_baseline = True
+    # Prune with the mean of the first k seeds of each score file; 0 (the default) uses all K
+    # (the seed-count study, experiments/seedcount.py).
+    d.num_score_seeds = 0
+    return d
+
+
+def _retrain() -> ml_collections.ConfigDict:
+    """The retraining of each kept subset."""
+    d = ml_collections.ConfigDict()
+    # R fresh seeds trained on each kept subset.
+    d.num_seeds = 4
+    # 'steps' (as many steps as full-data training, the paper's protocol) or 'epochs' (as many
+    # epochs of the kept subset).
+    d.budget = "steps"
+    return d
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a config to a seconds-long CPU run with the same stages (tests use it)."""
+    c.data.num_train_examples = 128
+    c.data.num_test_examples = 100
+    c.model.width = 8
+    c.train.batch_size = 32
+    c.train.num_epochs = 2
+    c.train.checkpoint_every_epochs = 1
+    c.train.eval_batch_size = 100
+    c.score.num_seeds = 2
+    c.score.el2n_epochs = (1,)
+    c.score.grand_epochs = (0, 1)
+    c.score.batch_size = 64
+    c.prune.scores = ("el2n@1",)
+    c.prune.fractions = (0.5,)
+    c.retrain.num_seeds = 1
+    return c
+
+
+def config_to_dict(config) -> dict:
+    """A JSON-normal dict of the config (tuples become lists): what `config.json` holds."""
+    return json.loads(json.dumps(config.to_dict(), default=list))

@@ -1,0 +1,184 @@
+"""Every check of a config before anything runs: one `ValueError` naming the field and the fix.
+
+Types are checked by `ml_collections` when a flag is parsed (a locked config refuses a string
+for an int); `validate` checks the rest here, before any data is read or anything is written, so
+a bad override such as `--config.train.batch_size=0` fails at once with one line: ranges
+(`check_values`), names (model, strategy, scores), the score epochs against the training
+(`score_epochs`) and the retraining plan (its run names; `plan.check_windows` checks the offset
+windows once N is known).
+"""
+
+from __future__ import annotations
+
+import math
+
+from datadiet_jax import models
+from datadiet_jax.pipeline import data, plan
+from datadiet_jax.scores import pruning, seed_axis
+
+_MISSING = object()
+
+# name -> (predicate, what the value must be). Integers and finite floats only.
+_NONNEG_INT = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+_POS_INT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+_POS_FLOAT = (lambda v: _is_real(v) and v > 0, "a finite number > 0")
+_NONNEG_FLOAT = (lambda v: _is_real(v) and v >= 0, "a finite number >= 0")
+_UNIT_CLOSED = (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]")
+_UNIT_HALF_OPEN = (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)")
+_UNIT_OPEN = (lambda v: _is_real(v) and 0 < v < 1, "a number in (0, 1)")
+
+_SCALARS = {
+    "seed": _NONNEG_INT,
+    "data.num_train_examples": _NONNEG_INT,
+    "data.num_test_examples": _NONNEG_INT,
+    "data.label_noise.fraction": _UNIT_CLOSED,
+    "data.label_noise.seed": _NONNEG_INT,
+    "model.width": _NONNEG_INT,
+    "train.batch_size": _POS_INT,
+    "train.num_epochs": _POS_INT,
+    "train.learning_rate": _POS_FLOAT,
+    "train.lr_drop_factor": _POS_FLOAT,
+    "train.momentum": _UNIT_HALF_OPEN,
+    "train.weight_decay": _NONNEG_FLOAT,
+    "train.checkpoint_every_epochs": _NONNEG_INT,
+    "train.eval_batch_size": _POS_INT,
+    "train.warmup_epochs": _NONNEG_FLOAT,
+    "score.num_seeds": _POS_INT,
+    "score.batch_size": _POS_INT,
+    "prune.ccs_beta": _UNIT_HALF_OPEN,
+    "retrain.num_seeds": _POS_INT,
+}
+
+_SEQUENCES = {
+    "train.lr_drop_fractions": _UNIT_OPEN,
+    "score.el2n_epochs": _NONNEG_INT,
+    "score.grand_epochs": _NONNEG_INT,
+    "prune.fractions": _UNIT_HALF_OPEN,
+    "prune.offsets": _NONNEG_INT,
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _get(config, name: str):
+    value = config
+    for part in name.split("."):
+        if part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _fail(name: str, value, requirement: str) -> ValueError:
+    return ValueError(f"config.{name} is {value!r}; set --config.{name} to {requirement}.")
+
+
+def check_values(config) -> None:
+    """Checks the range of every numeric config field (and a few enumerations).
+
+    Fields that a config does not have are skipped (e.g. `train.warmup_epochs` in older configs).
+
+    Raises:
+      ValueError: one line naming the first bad field, its value and what it must be.
+    """
+    for name, (ok, requirement) in _SCALARS.items():
+        value = _get(config, name)
+        if value is not _MISSING and not ok(value):
+            raise _fail(name, value, requirement)
+    for name, (ok, requirement) in _SEQUENCES.items():
+        values = _get(config, name)
+        if values is _MISSING:
+            continue
+        for value in values:
+            if not ok(value):
+                raise ValueError(
+                    f"config.{name} holds {value!r}; set --config.{name} to a tuple of values, "
+                    f"each {requirement}."
+                )
+    num_epochs = config.train.num_epochs
+    for name in ("score.el2n_epochs", "score.grand_epochs"):
+        late = [e for e in config.score[name.split(".")[1]] if e > num_epochs]
+        if late:
+            raise ValueError(
+                f"config.{name} holds epoch {late[0]}, after the {num_epochs} epochs of training; "
+                f"use epochs <= config.train.num_epochs ({num_epochs})."
+            )
+    train_epochs = config.score.train_epochs
+    if not (_is_int(train_epochs) and -1 <= train_epochs <= num_epochs):
+        raise _fail(
+            "score.train_epochs",
+            train_epochs,
+            f"-1 (up to the last score epoch) or an integer in [0, {num_epochs}] "
+            "(config.train.num_epochs)",
+        )
+    mode = config.data.label_noise.mode
+    if mode not in data.NOISE_MODES:
+        raise _fail("data.label_noise.mode", mode, f"one of {data.NOISE_MODES}")
+    if config.train.seed_axis not in ("auto", *seed_axis.MODES):
+        raise _fail("train.seed_axis", config.train.seed_axis, "'auto', 'vmap', 'unroll' or 'map'")
+
+
+def score_epochs(config) -> tuple[list[int], int]:
+    """Epochs at which scores are computed, and how long the score stage trains."""
+    needed = sorted(set(config.score.el2n_epochs) | set(config.score.grand_epochs))
+    last = max(needed, default=0)
+    train_epochs = last if config.score.train_epochs < 0 else config.score.train_epochs
+    if train_epochs < last:
+        raise ValueError(
+            f"config.score.train_epochs={train_epochs} is before the last score epoch {last}; "
+            "raise it or set it to -1."
+        )
+    if config.score.forgetting and train_epochs < 1:
+        raise ValueError(
+            "config.score.forgetting counts events during score training, which lasts 0 epochs "
+            "here; set config.score.train_epochs >= 1 or config.score.forgetting=False."
+        )
+    if config.score.aum and train_epochs < 1:
+        raise ValueError(
+            "config.score.aum averages margins over training, but the score stage trains 0 "
+            "epochs; set config.score.train_epochs >= 1 or config.score.aum=False."
+        )
+    return needed, train_epochs
+
+
+def available_scores(config) -> list[str]:
+    """Names of the scores the config computes, e.g. ['el2n@20', 'grand@0', 'forgetting', 'aum']."""
+    names = [f"el2n@{e}" for e in config.score.el2n_epochs]
+    names += [f"grand@{e}" for e in config.score.grand_epochs]
+    names += ["forgetting"] if config.score.forgetting else []
+    return names + (["aum"] if config.score.aum else [])
+
+
+def validate(config) -> None:
+    """Checks a config before anything is written; raises ValueError naming the field to fix."""
+    if config.model.name not in models.MODELS:
+        models.get_model(config.model.name, 10)  # Raises with the valid names.
+    for f in config.prune.fractions:
+        pruning.num_to_keep(100, f)
+    check_values(config)
+    if config.prune.strategy not in pruning.STRATEGIES:
+        raise ValueError(
+            f"Unknown prune strategy {config.prune.strategy!r}; set config.prune.strategy to one "
+            f"of {sorted(pruning.STRATEGIES)}."
+        )
+    valid = available_scores(config)
+    for name in config.prune.scores:
+        if name not in valid:
+            raise ValueError(
+                f"config.prune.scores names {name!r}, which this config does not compute; "
+                f"use one of {valid} or add its epoch to config.score."
+            )
+    if config.prune.num_score_seeds < 0:
+        raise ValueError("config.prune.num_score_seeds must be >= 0 (0 averages all seeds).")
+    if config.retrain.budget not in ("steps", "epochs"):
+        raise ValueError("config.retrain.budget must be 'steps' or 'epochs'.")
+    if config.data.augment not in ("auto", "on", "off"):
+        raise ValueError("config.data.augment must be 'auto', 'on' or 'off'.")
+    score_epochs(config)
+    plan.check_unique(plan.planned_runs(config))

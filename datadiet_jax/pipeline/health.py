@@ -1,0 +1,145 @@
+"""Training health: divergence (a non-finite loss) and collapse (no fit of its own data).
+
+A diverged or collapsed training must never be reported as a plain accuracy. Two checks:
+
+- Divergence, inside the jitted K-seed step: `update_nonfinite` records, per seed, the first step
+  whose loss is not finite (`nonfinite_step [K] int32`, -1 while healthy). The loop reads it at
+  every epoch end and before every checkpoint, so a diverged seed is reported with its step and no
+  checkpoint of it is ever taken for healthy.
+- Collapse, after training: a network that fits its own kept examples no better than it did at
+  initialization (eval mode, no augmentation) has collapsed, whatever its test accuracy. Training
+  accuracy must beat both the initial accuracy and the share of the most common kept label (a
+  network that predicts one class reaches that share without learning anything) by `margin`, and
+  the training loss must fall below the initial loss. A low *test* accuracy alone is not a
+  collapse: a hard or noisy subset may be fitted well and still generalize badly.
+
+Statuses: 'ok', 'collapsed', 'diverged'. Summaries and figures average only 'ok' runs and say how
+many they left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+OK, COLLAPSED, DIVERGED = "ok", "collapsed", "diverged"
+# Training accuracy on the kept set must beat max(initial, majority share) by this much.
+COLLAPSE_MARGIN = 0.02
+# The fit check reads at most this many kept examples (evenly spaced in dataset order).
+FIT_CHECK_EXAMPLES = 10_000
+
+
+def init_nonfinite(num_seeds: int) -> jnp.ndarray:
+    """`[K] int32` filled with -1: no seed has had a non-finite loss."""
+    return jnp.full((num_seeds,), -1, jnp.int32)
+
+
+def update_nonfinite(nonfinite_step, loss, step):
+    """Records the first step at which each seed's loss is not finite (pure, jit-friendly).
+
+    Args:
+      nonfinite_step: `[K] int32`, -1 while the seed is healthy.
+      loss: `[K]` float, this step's loss per seed.
+      step: `[K]` int, the step number just taken per seed.
+
+    Returns:
+      `[K] int32`, unchanged for healthy seeds and for seeds already recorded.
+    """
+    bad = ~jnp.isfinite(loss)
+    return jnp.where((nonfinite_step < 0) & bad, step.astype(jnp.int32), nonfinite_step)
+
+
+def fit_sample(kept: np.ndarray) -> np.ndarray:
+    """The kept indices the fit check reads: all, or `FIT_CHECK_EXAMPLES` evenly spaced ones."""
+    kept = np.asarray(kept)
+    if len(kept) <= FIT_CHECK_EXAMPLES:
+        return kept
+    return kept[np.linspace(0, len(kept) - 1, FIT_CHECK_EXAMPLES).round().astype(np.int64)]
+
+
+def majority_share(labels: np.ndarray) -> float:
+    """Share of the most common label: what predicting one class scores. labels: [M] int."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return 0.0
+    return float(np.bincount(labels).max() / labels.size)
+
+
+def statuses(
+    init_fit: Mapping[str, Sequence[float]],
+    final_fit: Mapping[str, Sequence[float]],
+    nonfinite_step: Sequence[int],
+    majority: float,
+    margin: float = COLLAPSE_MARGIN,
+) -> list[str]:
+    """The status of each seed.
+
+    Args:
+      init_fit, final_fit: {'accuracy': [K], 'loss': [K]} on the kept examples (eval mode), at
+        initialization and at the end of training.
+      nonfinite_step: `[K]` first non-finite step per seed, -1 if none.
+      majority: share of the most common kept label.
+      margin: how much training accuracy must beat max(initial accuracy, majority).
+
+    Returns:
+      `[K]` list of 'ok', 'collapsed' or 'diverged'.
+    """
+    out = []
+    for k, step in enumerate(nonfinite_step):
+        acc, loss = float(final_fit["accuracy"][k]), float(final_fit["loss"][k])
+        if step >= 0 or not (np.isfinite(acc) and np.isfinite(loss)):
+            out.append(DIVERGED)
+            continue
+        floor = max(float(init_fit["accuracy"][k]), majority) + margin
+        learned = acc > floor and loss < float(init_fit["loss"][k])
+        out.append(OK if learned else COLLAPSED)
+    return out
+
+
+def healthy(rows: Sequence[Mapping]) -> tuple[list[Mapping], int]:
+    """Splits result rows into the healthy ones and a count of the rest.
+
+    Rows without a 'status' (results written before statuses existed) count as healthy.
+
+    Returns:
+      (rows whose status is 'ok', number of rows left out).
+    """
+    kept = [r for r in rows if r.get("status") in (None, "", OK)]
+    return kept, len(rows) - len(kept)
+
+
+def check_score_training(stats, labels: np.ndarray, epoch: int, name: str = "score training"):
+    """Warns when a score training has not learned by `epoch` (> 0); returns the accuracies.
+
+    The training accuracy of each seed over its last presentations (train mode, from the
+    forgetting statistics' `previous` [K, N]) should beat the share of the most common label by
+    `COLLAPSE_MARGIN`. A seed that does not is either collapsed (a network that predicts one class
+    gives scores that mean nothing) or scored very early on a hard or tiny problem; an absl
+    warning names it, so the scores are never used unannounced.
+
+    Args:
+      stats: forgetting statistics, with `previous [K, N] bool` and `seen [K, N] int`.
+      labels: [N] training labels (as trained on).
+      epoch: the score epoch (0, the initialization, is not checked).
+      name: the training's name, for the message.
+
+    Returns:
+      `[K]` float training accuracies (empty at epoch 0).
+    """
+    if epoch <= 0:
+        return np.zeros((0,))
+    seen = np.asarray(stats["seen"]) > 0
+    correct = np.asarray(stats["previous"]) & seen
+    accuracy = correct.sum(1) / np.maximum(seen.sum(1), 1)
+    majority = majority_share(labels)
+    for k in np.flatnonzero(accuracy <= majority + COLLAPSE_MARGIN):
+        logging.warning(
+            "%s: seed %d has not learned by epoch %d (training accuracy %.3f, majority label "
+            "%.3f); its scores are those of an untrained or collapsed network. If this is not "
+            "meant, lower config.train.learning_rate or set config.train.warmup_epochs.",
+            name, k, epoch, accuracy[k], majority,
+        )  # fmt: skip
+    return accuracy

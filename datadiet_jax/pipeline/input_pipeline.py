@@ -1,0 +1,202 @@
+"""tf.data input pipelines: K-seed training batches from kept indices, padded full-split batches.
+
+Training: every seed has its own shuffle of the kept indices each epoch, drawn statelessly from
+(seed, seed index, epoch), so a run restarted at any step sees exactly the batches an uninterrupted
+run would. The last batch of an epoch is padded with repeated examples whose `mask` is 0, so every
+epoch visits each kept example exactly once and shapes never change (a kept set of any size >= 1
+works, even one smaller than a batch).
+
+Batches are dicts of numpy arrays: `image [K, B, H, W, C] float32`, `label [K, B] int32`,
+`index [K, B] int64` (dataset positions) and `mask [K, B] float32`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from datadiet_jax.pipeline import keys
+
+
+def _tf():
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")  # tf.data only; JAX owns the accelerators.
+    return tf
+
+
+def seed_pair(seed: int, *purpose: int) -> np.ndarray:
+    """A stateless TF seed `[2] int64` derived from the run seed and a purpose path."""
+    state = np.random.SeedSequence([seed, *purpose]).generate_state(2, np.uint32)
+    return state.astype(np.int64)
+
+
+def steps_per_epoch(num_kept: int, batch_size: int) -> int:
+    """Number of (padded) batches that visit `num_kept` examples once."""
+    return math.ceil(num_kept / batch_size)
+
+
+def augments(data_cfg, image_shape) -> bool:
+    """Whether training augments: `config.data.augment` 'on', or 'auto' and 32x32 images.
+
+    image_shape: the shape of the images, [N, H, W, C] (or of one example batch).
+    """
+    if data_cfg.augment == "auto":
+        return tuple(image_shape[1:3]) == (32, 32)
+    return data_cfg.augment == "on"
+
+
+def augment_crop_flip(tf, images, seed):
+    """Reflect-pad-4 random 32x32 crop and random horizontal flip, per example.
+
+    Args:
+      images: [M, H, W, C] float32.
+      seed: [2] int stateless seed.
+    """
+    m, h, w = tf.shape(images)[0], images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT")
+    offsets = tf.random.stateless_uniform([2, m], seed, minval=0, maxval=9, dtype=tf.int32)
+    rows = offsets[0][:, None] + tf.range(h)[None]
+    cols = offsets[1][:, None] + tf.range(w)[None]
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)
+    out = tf.gather(out, cols, axis=2, batch_dims=1)
+    flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    flip = tf.random.stateless_uniform([m], flip_seed) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
+
+
+def train_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    kept: np.ndarray,
+    *,
+    mean,
+    std,
+    num_seeds: int,
+    batch_size: int,
+    seed: int,
+    num_steps: int,
+    start_step: int = 0,
+    augment: bool = False,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yields K-seed training batches for steps `start_step, ..., num_steps - 1`.
+
+    Args:
+      images: [N, H, W, C] uint8, the whole split in dataset order.
+      labels: [N] int labels (possibly noisy).
+      kept: [M] int64 dataset indices to train on.
+      mean, std: [C] normalization constants.
+      num_seeds: K; seed k shuffles with its own stream.
+      batch_size: B.
+      seed: run seed from which every shuffle and augmentation seed derives.
+      num_steps: total steps of the run; epochs repeat as needed.
+      start_step: first step to yield (for resuming).
+      augment: reflect-pad-4 random crop and horizontal flip (32x32 datasets).
+
+    Yields:
+      Dicts with `image [K, B, H, W, C] float32`, `label [K, B] int32`, `index [K, B] int64`,
+      `mask [K, B] float32`.
+    """
+    tf = _tf()
+    kept = np.asarray(kept, np.int64)
+    if kept.size == 0:
+        raise ValueError("No examples to train on: the kept index set is empty.")
+    spe = steps_per_epoch(len(kept), batch_size)
+    epoch_indices = _epoch_orders(tf, kept, num_seeds, batch_size, seed)
+    aug = keys.STREAMS["augment"]
+    aug_seeds = tf.constant(np.stack([seed_pair(seed, aug, k) for k in range(num_seeds)]))
+    images_t = tf.constant(images)
+    labels_t = tf.constant(np.asarray(labels, np.int32))
+    mean_t = tf.constant(np.asarray(mean, np.float32))
+    std_t = tf.constant(np.asarray(std, np.float32))
+
+    def make_batch(step, idx_mask):
+        idx, mask = idx_mask
+        x = _normalize(tf, tf.gather(images_t, idx), mean_t, std_t)
+        if augment:
+            per_seed = []
+            for k in range(num_seeds):
+                s = tf.random.experimental.stateless_fold_in(aug_seeds[k], step)
+                per_seed.append(augment_crop_flip(tf, x[k], s))
+            x = tf.stack(per_seed)
+        return {"image": x, "label": tf.gather(labels_t, idx), "index": idx, "mask": mask}
+
+    start_epoch = start_step // spe
+    num_epochs = math.ceil(num_steps / spe)
+    ds = tf.data.Dataset.range(start_epoch, num_epochs).flat_map(epoch_indices)
+    ds = ds.skip(start_step - start_epoch * spe).take(num_steps - start_step)
+    ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, num_steps), ds)
+    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(2).as_numpy_iterator()
+
+
+def _epoch_orders(tf, kept: np.ndarray, num_seeds: int, batch_size: int, seed: int):
+    """`epoch -> Dataset of (idx [K, B], mask [K, B])`: each seed's own shuffle of `kept`.
+
+    Every seed shuffles with its own stateless stream, folded with the epoch; the last batch is
+    padded by repeating the epoch's order (several times when B > 2M), with mask 0.
+    """
+    spe = steps_per_epoch(len(kept), batch_size)
+    padded_len = spe * batch_size
+    shuffle = keys.STREAMS["shuffle"]
+    shuffle_seeds = tf.constant(np.stack([seed_pair(seed, shuffle, k) for k in range(num_seeds)]))
+    kept_t = tf.constant(kept)
+    mask_epoch = tf.constant(
+        (np.arange(padded_len) < len(kept)).astype(np.float32).reshape(spe, batch_size)
+    )
+
+    def epoch_indices(epoch):
+        rows = []
+        for k in range(num_seeds):
+            s = tf.random.experimental.stateless_fold_in(shuffle_seeds[k], epoch)
+            order = tf.argsort(tf.random.stateless_uniform([len(kept)], s))
+            perm = tf.gather(kept_t, order)
+            rows.append(tf.tile(perm, [math.ceil(padded_len / len(kept))])[:padded_len])
+        idx = tf.reshape(tf.stack(rows), [num_seeds, spe, batch_size])
+        idx = tf.transpose(idx, [1, 0, 2])  # [spe, K, B]
+        mask = tf.tile(mask_epoch[:, None, :], [1, num_seeds, 1])
+        return tf.data.Dataset.from_tensor_slices((idx, mask))
+
+    return epoch_indices
+
+
+def _normalize(tf, images, mean, std):
+    """uint8 images -> float32 `(x / 255 - mean) / std` (as `data.normalize`, in the graph)."""
+    return (tf.cast(images, tf.float32) / 255.0 - mean) / std
+
+
+def eval_batches(
+    images: np.ndarray, labels: np.ndarray, *, mean, std, batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yields padded, masked batches over a whole split, in dataset order.
+
+    Yields:
+      Dicts with `image [B, H, W, C] float32`, `label [B] int32`, `index [B] int64` and
+      `mask [B] float32`; the last batch is padded with zeros and mask 0.
+    """
+    tf = _tf()
+    n = len(labels)
+    padded = steps_per_epoch(n, batch_size) * batch_size
+    idx = np.arange(padded, dtype=np.int64)
+    mask = (idx < n).astype(np.float32)
+    idx = np.minimum(idx, n - 1)
+    images_t = tf.constant(images)
+    labels_t = tf.constant(np.asarray(labels, np.int32))
+    mean_t = tf.constant(np.asarray(mean, np.float32))
+    std_t = tf.constant(np.asarray(std, np.float32))
+
+    def make_batch(i, m):
+        x = _normalize(tf, tf.gather(images_t, i), mean_t, std_t)
+        x = x * m[:, None, None, None]
+        return {
+            "image": x,
+            "label": tf.gather(labels_t, i) * tf.cast(m, tf.int32),
+            "index": i,
+            "mask": m,
+        }
+
+    ds = tf.data.Dataset.from_tensor_slices((idx, mask)).batch(batch_size)
+    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(2).as_numpy_iterator()

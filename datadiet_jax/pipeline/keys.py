@@ -1,0 +1,49 @@
+"""Where every random number of a run comes from: the config seed, a purpose, a seed index.
+
+No global seeding anywhere. Each independent training of a run has its own purpose, so its K
+initializations and K data orders never coincide with another training's:
+
+  init keys of seed k    fold_in(fold_in(key(seed), purpose), k)               (`init_keys`)
+  data order of seed k   stateless TF seeds from (seed * 1000 + purpose, stream, k), one stream
+                         for the shuffles and one for the augmentations (`data_seed`, `STREAMS`;
+                         `input_pipeline.seed_pair`), folded with the epoch or the step
+  label noise            numpy SeedSequence([data.label_noise.seed, LABEL_NOISE])
+  random subsets         numpy default_rng(seed) (the random baseline; CCS and the balanced
+                         strategies per class); Figure 4's random subset [seed, FIG4_SUBSET]
+                         and its BatchNorm image order [seed, FIG4_BN_ORDER]
+"""
+
+from __future__ import annotations
+
+import enum
+
+import jax
+import numpy as np
+
+
+class Purpose(enum.IntEnum):
+    """The independent trainings of a run."""
+
+    SCORE = 1  # the K-seed score training
+    RETRAIN = 2  # every retraining (each run of the plan has its own kept set)
+    PARENT = 3  # Figure 4: the parent network
+    CHILD = 4  # Figure 4: the children spawned from it
+    KERNEL = 5  # Figure 3: the kernel-velocity training
+
+
+# The random streams of one training's input pipeline.
+STREAMS = {"shuffle": 1, "augment": 2}
+LABEL_NOISE = 0x4E015E
+FIG4_SUBSET = 4
+FIG4_BN_ORDER = 5
+
+
+def init_keys(seed: int, purpose: int, num_seeds: int) -> jax.Array:
+    """K init keys derived from (config seed, purpose, seed index); `[K]` key array."""
+    base = jax.random.fold_in(jax.random.key(seed), purpose)
+    return jax.vmap(lambda k: jax.random.fold_in(base, k))(np.arange(num_seeds))
+
+
+def data_seed(seed: int, purpose: int) -> int:
+    """The seed of one training's data orders and augmentations (`input_pipeline`)."""
+    return seed * 1000 + purpose

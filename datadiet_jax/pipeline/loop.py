@@ -1,0 +1,281 @@
+"""The K-seed training loop: resumable from orbax checkpoints, with epoch hooks for scoring.
+
+One loop serves every training of the project (the score stage, each retraining, the dynamics
+studies). What a training is lives in a `TrainSpec`; `train_seeds` restores the latest
+checkpoint, runs the jitted K-seed step over the tf.data batches and, at each epoch end, checks
+the losses, appends a metrics line, saves a checkpoint when due and calls the epoch's hook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from datadiet_jax.pipeline import health, input_pipeline, keys, train
+from datadiet_jax.pipeline.checkpoints import Checkpoints
+from datadiet_jax.scores import aum, forgetting
+from datadiet_jax.scores.progress import Progress
+from datadiet_jax.scores.seed_axis import over_seeds
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """One K-seed training.
+
+    Attributes:
+      train_cfg: `config.train` (batch_size, optimizer fields, seed_axis, checkpoint_every_epochs).
+      num_seeds: K.
+      seed: run seed.
+      purpose: distinguishes independent trainings of one run (`keys.Purpose`): each seed's init
+        key and data order derive from (seed, purpose, seed index).
+      num_steps: steps to train.
+      schedule_steps: length of the learning-rate schedule (a stage may stop before its end).
+      ckpt_dir: orbax checkpoint directory; `metrics.jsonl` goes next to it.
+      augment: random crop and flip.
+      name: label of the progress log lines and errors.
+      keep_epochs: epochs whose checkpoints are kept.
+      max_steps: stop early at this step (the run can later resume); 0 stops at the start.
+      on_diverge: what a non-finite loss does. 'raise': stop with a ValueError naming `name`, the
+        seed and the step (the score stage: scores of a diverged seed mean nothing). 'mark': log
+        one error line naming `name` and the seed, and go on with the other seeds; the seed's
+        first non-finite step stays in `stats['nonfinite_step']` for the caller to report. Every
+        seed diverged stops the training.
+    """
+
+    train_cfg: Any
+    num_seeds: int
+    seed: int
+    purpose: int
+    num_steps: int
+    schedule_steps: int
+    ckpt_dir: str
+    augment: bool
+    name: str = "train"
+    keep_epochs: tuple[int, ...] = ()
+    max_steps: int | None = None
+    on_diverge: str = "mark"
+
+    def steps_per_epoch(self, num_kept: int) -> int:
+        return input_pipeline.steps_per_epoch(num_kept, self.train_cfg.batch_size)
+
+
+def train_seeds(
+    model,
+    split,
+    kept: np.ndarray,
+    spec: TrainSpec,
+    *,
+    hooks: dict[int, Callable] | None = None,
+    init_state: train.TrainState | None = None,
+):
+    """Trains K seeds together on `split` restricted to `kept`, resuming from `spec.ckpt_dir`.
+
+    Each seed has its own init and its own data order. Forgetting and AUM statistics are tracked
+    on the way and checkpointed with the state.
+
+    Args:
+      model: Flax module.
+      split: `data.Split` (train split, possibly with noisy labels).
+      kept: [M] int64 dataset indices to train on.
+      spec: what the training is (`TrainSpec`).
+      hooks: {epoch: fn(state, stats)} called when `epoch` is reached (epoch 0 is the init).
+      init_state: stacked `TrainState` [K, ...] to start from instead of a fresh init (e.g. K
+        copies of a parent network, for linear mode connectivity). Training starts at its step
+        counter (equal for all K) and keeps its optimizer state: momentum and the position in the
+        learning-rate schedule continue as if the parent had gone on training. Only the data
+        order (from seed, purpose, seed index) differs. Forgetting statistics start at zero.
+
+    Returns:
+      (state, stats, step): stacked `TrainState` [K, ...], stats
+      `{'forgetting': forgetting state, 'aum': AUM state}` (arrays [K, N]) and
+      `'nonfinite_step'` ([K], see `health`), last step.
+    """
+    run = _Training(model, split, kept, spec, hooks or {})
+    try:
+        state, stats, start = run.restore(init_state)
+        if start in run.hook_steps:
+            run.hook_steps[start](state, stats)
+        if start < run.stop:
+            state, stats, start = run.steps(state, stats, start)
+    finally:
+        run.ckpts.close()
+    return state, stats, start
+
+
+class _Training:
+    """One call of `train_seeds`: its checkpoints, hooks and the bookkeeping after each step."""
+
+    def __init__(self, model, split, kept, spec: TrainSpec, hooks: dict):
+        self.model, self.split, self.kept, self.spec = model, split, kept, spec
+        self.spe = spec.steps_per_epoch(len(kept))
+        self.keep_steps = {e * self.spe for e in spec.keep_epochs} | {spec.num_steps}
+        self.hook_steps = {e * self.spe: fn for e, fn in hooks.items()}
+        self.stop = spec.num_steps if spec.max_steps is None else min(spec.num_steps,
+                                                                      spec.max_steps)  # fmt: skip
+        self.save_every = max(1, spec.train_cfg.checkpoint_every_epochs) * self.spe
+        self.metrics_path = os.path.join(os.path.dirname(spec.ckpt_dir.rstrip("/")),
+                                         "metrics.jsonl")  # fmt: skip
+        self.ckpts = Checkpoints(spec.ckpt_dir, self.keep_steps)
+        self.reported: set = set()
+
+    def restore(self, init_state):
+        """(state, stats, first step): the latest checkpoint, else the initial state."""
+        spec, first = self.spec, 0
+        if init_state is None:
+            state = initial_states(self.model, self.split, spec)
+        else:
+            state, first = _copy_init_state(init_state, spec.num_seeds, spec.num_steps)
+        stats = init_stats(spec.num_seeds, self.split.num_examples)
+        latest, state, stats = self.ckpts.restore_latest(state, stats)
+        if latest:
+            logging.info("Resumed %s at step %d/%d", spec.ckpt_dir, latest, spec.num_steps)
+        self.reported = _check_finite(stats, self.reported, spec, self.spe)
+        return state, stats, latest or first
+
+    def steps(self, state, stats, start: int):
+        """Trains from `start` to the stop step; returns (state, stats, last step)."""
+        spec, split = self.spec, self.split
+        _, step_fn = programs(self.model, spec.train_cfg, spec.schedule_steps)
+        batches = input_pipeline.train_batches(
+            split.images, split.labels, self.kept, mean=split.mean, std=split.std,
+            num_seeds=spec.num_seeds, batch_size=spec.train_cfg.batch_size,
+            seed=keys.data_seed(spec.seed, spec.purpose), num_steps=self.stop, start_step=start,
+            augment=spec.augment,
+        )  # fmt: skip
+        per_step = spec.num_seeds * spec.train_cfg.batch_size
+        progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
+        step, loss = start, None
+        for batch in batches:
+            state, stats, loss = step_fn(state, stats, batch)
+            step += 1
+            progress.update(step, f"(epoch {step / self.spe:.2f})", pending=loss)
+            if not self.end_of_step(step, state, stats, loss):
+                break
+        progress.finish(step, f"(epoch {step / self.spe:.2f})", pending=loss)
+        return state, stats, step
+
+    def end_of_step(self, step: int, state, stats, loss) -> bool:
+        """At an epoch end or a save: the non-finite check, a metrics line, the checkpoint, the
+        epoch's hook. Returns False once every seed diverged (training stops)."""
+        at_epoch_end = step % self.spe == 0 or step == self.stop
+        must_save = step % self.save_every == 0 or step == self.stop or step in self.keep_steps
+        if at_epoch_end or must_save:
+            self.reported = _check_finite(stats, self.reported, self.spec, self.spe)
+        if at_epoch_end:
+            record = {"step": step, "epoch": step / self.spe, "loss": np.asarray(loss).tolist()}
+            _append_jsonl(self.metrics_path, record)
+        if must_save:
+            self.ckpts.save(step, state, stats)
+        if step in self.hook_steps:
+            self.hook_steps[step](state, stats)
+        if len(self.reported) == self.spec.num_seeds:
+            logging.error("%s: every seed diverged; training stopped at step %d.",
+                          self.spec.name, step)  # fmt: skip
+            return False
+        return True
+
+
+def _check_finite(stats, reported: set, spec: TrainSpec, spe: int) -> set:
+    """Reports seeds whose loss became non-finite since the last check; returns all reported."""
+    steps = np.asarray(stats["nonfinite_step"])
+    new = [k for k in np.flatnonzero(steps >= 0) if k not in reported]
+    for k in new:
+        message = (
+            f"{spec.name}: seed {k} diverged (non-finite loss at step {steps[k]}, epoch "
+            f"{steps[k] / spe:.2f}); lower config.train.learning_rate or set "
+            "config.train.warmup_epochs"
+        )
+        if spec.on_diverge == "raise":
+            raise ValueError(message + ".")
+        logging.error("%s; its result is marked 'diverged'.", message)
+    return reported | set(new)
+
+
+def init_stats(num_seeds: int, num_examples: int) -> dict:
+    """Empty training statistics of K seeds over N examples (also a checkpoint's template):
+    {'forgetting': [K, N] arrays, 'aum': [K, N] arrays, 'nonfinite_step': [K]}."""
+    return {
+        "forgetting": forgetting.init_forgetting(num_seeds, num_examples),
+        "aum": aum.init_aum(num_seeds, num_examples),
+        "nonfinite_step": health.init_nonfinite(num_seeds),
+    }
+
+
+def initial_states(model, split, spec: TrainSpec) -> train.TrainState:
+    """The K stacked initial states `train_seeds` starts a fresh `spec` from."""
+    init_fn, _ = programs(model, spec.train_cfg, spec.schedule_steps)
+    sample = np.zeros((1, *split.images.shape[1:]), np.float32)
+    return init_fn(keys.init_keys(spec.seed, spec.purpose, spec.num_seeds), sample)
+
+
+def _copy_init_state(init_state, num_seeds: int, num_steps: int):
+    """A private copy of `init_state` (the step donates its input) and its step counter."""
+    lead = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(init_state)}
+    if lead != {num_seeds}:
+        raise ValueError(
+            f"init_state has leading axes {sorted(lead, key=str)}, expected {num_seeds} (one per "
+            "seed); stack one state per seed, e.g. K copies of the parent."
+        )
+    steps = np.unique(np.asarray(init_state.step))
+    if steps.size != 1 or not 0 <= int(steps[0]) <= num_steps:
+        raise ValueError(
+            f"init_state steps {steps.tolist()} must be one value in [0, {num_steps}]; start "
+            "all seeds from the same step of the schedule."
+        )
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), init_state), int(steps[0])
+
+
+_OPTIMIZER_FIELDS = (
+    "learning_rate", "lr_drop_fractions", "lr_drop_factor", "momentum", "nesterov", "weight_decay",
+    "warmup_epochs", "num_epochs",
+)  # fmt: skip
+
+
+def programs(model, train_cfg, schedule_steps: int):
+    """The jitted K-seed init `(keys [K], sample) -> state` and step `(state, stats, batch) ->
+    (state, stats, loss [K])`, shared by every training with the same model, optimizer and
+    schedule (the score training and all retrainings of a run), so each compiles once.
+
+    The step donates its state and statistics.
+    """
+    fields = tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS if k in train_cfg)
+    return _programs(model, fields, schedule_steps, train_cfg.seed_axis)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str):
+    tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
+    init = functools.partial(train.init_states, model, tx, seed_axis=seed_axis)
+    step = jax.jit(functools.partial(_k_step, model, tx, seed_axis), donate_argnums=(0, 1))
+    return jax.jit(init), step
+
+
+def _k_step(model, tx, seed_axis, state, stats, batch):
+    step = over_seeds(functools.partial(train.train_step, model, tx), seed_axis)
+    state, metrics = step(state, batch)
+    index, mask = batch["index"], batch["mask"]
+    stats = {
+        "forgetting": forgetting.update_forgetting(
+            stats["forgetting"], index, metrics["correct"], mask
+        ),
+        "aum": aum.accumulate_margins(stats["aum"], index, metrics["margin"], mask),
+        "nonfinite_step": health.update_nonfinite(
+            stats["nonfinite_step"], metrics["loss"], state.step
+        ),
+    }
+    return state, stats, metrics["loss"]
+
+
+def _append_jsonl(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,119 @@
+"""The retraining plan: every run a config asks for, enumerated once, and the examples each keeps.
+
+`planned_runs(config)` lists the runs from the config alone (so `config_check.validate` checks the
+same plan that `kept_sets` later fills with kept indices from the scores), in plan order: the
+full-data baseline, then per pruned fraction each score (and each offset of the 'offset'
+strategy) followed by the random baseline of that fraction.
+
+Run names are also their folders under `WORKDIR/retrain/`:
+`<score>_<strategy>_f<fraction>[_o<offset>]` (`el2n-1_hardest_f0.50`, `el2n-1_offset_f0.60_o25`),
+`random_subset_f<fraction>` and `full`. The fraction has two decimals when they are exact and its
+shortest exact repr otherwise (`f0.304`), so distinct fractions never share a folder; a plan
+whose runs would share one is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from datadiet_jax.scores import pruning
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One retraining run.
+
+    name: its name and folder; score: the score that prunes ('el2n@1'), 'random' for the random
+    baseline, None for the full data; strategy: a `pruning.STRATEGIES` name, or 'full';
+    prune_fraction: the share of the examples removed; offset: hardest examples skipped
+    ('offset' strategy; 0 otherwise).
+    """
+
+    name: str
+    score: str | None
+    strategy: str
+    prune_fraction: float
+    offset: int = 0
+
+
+def fraction_tag(fraction: float) -> str:
+    """The pruned fraction in run names: two decimals when they are exact ('0.50', '0.30'),
+    else the shortest repr that gives the float back ('0.304'), so distinct fractions never
+    share a run directory."""
+    f = float(fraction)
+    two = f"{f:.2f}"
+    return two if float(two) == f else repr(f)
+
+
+def run_name(score: str | None, strategy: str, fraction: float) -> str:
+    """The name of one run, e.g. run_name('el2n@1', 'hardest', 0.5) == 'el2n-1_hardest_f0.50'."""
+    base = "full" if score is None else f"{re.sub(r'[^a-z0-9]+', '-', score)}_{strategy}"
+    return base if score is None and strategy == "full" else f"{base}_f{fraction_tag(fraction)}"
+
+
+def planned_runs(config) -> list[PlannedRun]:
+    """Every retraining run of a config, in plan order (no data needed)."""
+    runs = [PlannedRun("full", None, "full", 0.0)] if config.prune.full_baseline else []
+    strategy = config.prune.strategy
+    offsets = config.prune.offsets if strategy == "offset" else (0,)
+    for f in config.prune.fractions:
+        for score in config.prune.scores:
+            for offset in offsets:
+                name = run_name(score, strategy, f)
+                if strategy == "offset":
+                    name += f"_o{offset}"
+                runs.append(PlannedRun(name, score, strategy, f, offset))
+        if config.prune.random_baseline:
+            runs.append(PlannedRun(run_name("random", "subset", f), "random", "random", f))
+    return runs
+
+
+def check_unique(runs: Sequence[PlannedRun]) -> None:
+    """Refuses a plan whose runs would share a folder."""
+    names = [run.name for run in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"Retraining runs share the names {repeated}, so they would share a run directory; "
+            "remove the repeated values from config.prune.fractions/scores/offsets."
+        )
+
+
+def check_windows(config, num_examples: int) -> None:
+    """Refuses offsets and fractions that leave an empty or out-of-range window, before training."""
+    if config.prune.strategy == "offset":
+        for f in config.prune.fractions:
+            num_keep = pruning.num_to_keep(num_examples, f)
+            for offset in config.prune.offsets:
+                pruning.check_window(num_examples, offset, num_keep)
+
+
+def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The sorted `[M] int64` dataset indices `run` trains on.
+
+    Args:
+      config: the run's config (seed, CCS beta).
+      run: a planned run.
+      split: the training `data.Split` (labels for the class-balanced strategies, N).
+      scores: {score name: [N] scores that prune} for every score of the plan.
+    """
+    if run.strategy == "full":
+        return split.index.copy()
+    if run.strategy == "random":
+        return pruning.select("random", None, prune_fraction=run.prune_fraction, seed=config.seed,
+                              num_examples=split.num_examples)  # fmt: skip
+    return pruning.select(
+        run.strategy, scores[run.score], prune_fraction=run.prune_fraction, labels=split.labels,
+        seed=config.seed, offset=run.offset, beta=config.prune.ccs_beta,
+    )  # fmt: skip
+
+
+def kept_sets(config, split, scores: Mapping[str, np.ndarray]):
+    """The plan with its kept indices: [(PlannedRun, kept [M] int64)] in plan order."""
+    runs = planned_runs(config)
+    check_unique(runs)
+    return [(run, kept_indices(config, run, split, scores)) for run in runs]

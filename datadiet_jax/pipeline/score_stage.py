@@ -1,0 +1,174 @@
+"""The score stage: K seeds trained to the last score epoch, score files written on the way.
+
+Writes `WORKDIR/scores/<score>_epochNNN.npz` (per-seed [K, N] scores, mean, index, provenance)
+and trains in `WORKDIR/scores/train/` (checkpoints, metrics.jsonl). EL2N and GraNd are computed
+by epoch hooks of the K-seed loop; forgetting and AUM are the loop's statistics at the end. A
+finished stage (every file there) is skipped; an interrupted one resumes. Scores of another run
+(`config.score.workdir`) are checked against this run's data instead (`external_scores`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+from absl import logging
+
+from datadiet_jax.pipeline import artifacts, config_check, health, input_pipeline, keys, loop
+from datadiet_jax.pipeline.config_base import config_to_dict
+from datadiet_jax.scores import api, aum, forgetting
+
+
+def score_path(workdir: str, kind: str, epoch: int) -> str:
+    """`WORKDIR/scores/<kind>_epochNNN.npz`."""
+    return os.path.join(workdir, "scores", f"{kind}_epoch{epoch:03d}.npz")
+
+
+def provenance(config, split, kind: str, epoch: int) -> dict:
+    """What a score file was made from: data, label noise, seeds, epoch, model, the config."""
+    return {
+        "dataset": split.name,
+        "split": split.split,
+        "num_examples": split.num_examples,
+        "label_noise": config_to_dict(config.data.label_noise)
+        if config.data.label_noise.fraction
+        else None,
+        "seed": config.seed,
+        "num_seeds": config.score.num_seeds,
+        "epoch": epoch,
+        "model": config.model.name,
+        "score": kind,
+        "config": config_to_dict(config),
+    }
+
+
+def wanted_files(config, workdir: str) -> dict[str, tuple[str, int, str]]:
+    """{score name: (kind, epoch, path)} of every score file the config computes."""
+    _, train_epochs = config_check.score_epochs(config)
+    wanted = {f"el2n@{e}": ("el2n", e) for e in config.score.el2n_epochs}
+    wanted |= {f"grand@{e}": ("grand", e) for e in config.score.grand_epochs}
+    if config.score.forgetting:
+        wanted["forgetting"] = ("forgetting", train_epochs)
+    if config.score.aum:
+        wanted["aum"] = ("aum", train_epochs)
+    return {name: (k, e, score_path(workdir, k, e)) for name, (k, e) in wanted.items()}
+
+
+def score_stage(config, workdir: str, model, split) -> dict[str, str]:
+    """Trains K seeds up to the last score epoch, writing score files on the way.
+
+    Returns:
+      {score name: score file path}, e.g. {'el2n@20': '.../el2n_epoch020.npz'}.
+    """
+    needed, train_epochs = config_check.score_epochs(config)
+    wanted = wanted_files(config, workdir)
+    paths = {name: path for name, (_, _, path) in wanted.items()}
+    if all(os.path.exists(p) for p in paths.values()):
+        logging.info("Scores already in %s", os.path.join(workdir, "scores"))
+        return paths
+    images = split.normalized_images()
+
+    def write(kind, epoch, per_seed):
+        path = score_path(workdir, kind, epoch)
+        artifacts.save_scores(path, per_seed, split.index, provenance(config, split, kind, epoch))
+        per_seed = np.asarray(per_seed)
+        finite = np.isfinite(per_seed)  # forgetting: +inf for never-learned examples
+        mean = float(per_seed[finite].mean()) if finite.any() else np.nan
+        logging.info("Wrote %s scores at epoch %d: mean %.4f, %d infinite", kind, epoch, mean,
+                     int((~finite).sum()))  # fmt: skip
+
+    def hook_for(epoch):
+        def hook(state, stats):
+            health.check_score_training(stats["forgetting"], split.labels, epoch)
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            for kind, fn in (("el2n", api.el2n_scores), ("grand", api.grand_scores)):
+                todo = (kind, epoch) in {(k, e) for k, e, _ in wanted.values()}
+                if todo and not os.path.exists(score_path(workdir, kind, epoch)):
+                    labels, bs = split.labels, config.score.batch_size
+                    write(kind, epoch, fn(model, variables, images, labels, batch_size=bs))
+
+        return hook
+
+    spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
+    spec = loop.TrainSpec(
+        train_cfg=config.train, num_seeds=config.score.num_seeds, seed=config.seed,
+        purpose=keys.Purpose.SCORE, num_steps=train_epochs * spe,
+        schedule_steps=config.train.num_epochs * spe,
+        ckpt_dir=os.path.join(workdir, "scores", "train", "ckpt"),
+        augment=input_pipeline.augments(config.data, split.images.shape),
+        name="score training", keep_epochs=tuple(needed), on_diverge="raise",
+    )  # fmt: skip
+    _, stats, _ = loop.train_seeds(model, split, split.index, spec,
+                                   hooks={e: hook_for(e) for e in needed})  # fmt: skip
+    if config.score.forgetting:
+        write("forgetting", train_epochs, forgetting.forgetting_scores(stats["forgetting"]))
+    if config.score.aum:
+        # Stored negated (higher = lower margin = harder), like every other score.
+        write("aum", train_epochs, aum.aum_scores(stats["aum"]))
+    return paths
+
+
+def external_scores(config, split) -> dict[str, str]:
+    """The score files of the run in `config.score.workdir`, checked against this run's data."""
+    files = {}
+    for name in config.prune.scores:
+        kind, _, epoch = name.partition("@")
+        if epoch:
+            files[name] = score_path(config.score.workdir, kind, int(epoch))
+        else:  # Forgetting and AUM: the end of that run's score training.
+            files[name] = _latest_score_file(config.score.workdir, kind)
+        load_checked_scores(config, split, files[name])
+    return files
+
+
+def _latest_score_file(workdir: str, kind: str) -> str:
+    """`WORKDIR/scores/<kind>_epochNNN.npz` with the highest epoch (epoch 0 when none exists)."""
+    folder = os.path.dirname(score_path(workdir, kind, 0))
+    pattern = re.compile(rf"{re.escape(kind)}_epoch(\d+)\.npz")
+    epochs = [
+        int(m.group(1))
+        for f in (os.listdir(folder) if os.path.isdir(folder) else ())
+        if (m := pattern.fullmatch(f))
+    ]
+    return score_path(workdir, kind, max(epochs, default=0))
+
+
+def score_expectation(config, split) -> dict:
+    """Provenance fields a score file must match to prune this run's data (`MATCH_FIELDS`), and
+    those it may differ in only with `config.score.allow_transfer` (`TRANSFER_FIELDS`)."""
+    fields = artifacts.MATCH_FIELDS + artifacts.TRANSFER_FIELDS
+    return {k: v for k, v in provenance(config, split, "", 0).items() if k in fields}
+
+
+def load_checked_scores(config, split, path: str) -> dict:
+    """`artifacts.load_scores` of `path`, checked against this run's data, model and seed."""
+    return artifacts.load_scores(
+        path, score_expectation(config, split), allow_transfer=config.score.allow_transfer
+    )
+
+
+def seed_mean(scores: dict, num_seeds: int, path: str):
+    """The `[N]` mean of the first `num_seeds` seeds of a loaded score file (0: its saved mean)."""
+    if num_seeds == 0:
+        return scores["mean"]
+    available = scores["per_seed"].shape[0]
+    if not 1 <= num_seeds <= available:
+        raise ValueError(
+            f"config.prune.num_score_seeds={num_seeds} but {path} holds {available} seeds; set it "
+            f"to 1..{available}, or 0 for all."
+        )
+    return scores["per_seed"][:num_seeds].mean(0)
+
+
+def pruning_scores(config, split, score_files: dict[str, str]) -> dict[str, np.ndarray]:
+    """{score name: [N] scores that prune} for every score of `config.prune.scores`: the mean of
+    the first `config.prune.num_score_seeds` seeds (0: all) of each checked file."""
+    return {
+        name: seed_mean(
+            load_checked_scores(config, split, score_files[name]),
+            config.prune.num_score_seeds,
+            score_files[name],
+        )  # fmt: skip
+        for name in config.prune.scores
+    }

@@ -1,0 +1,158 @@
+"""Training one seed, and K seeds stacked: train state, optimizer and schedule, steps, evaluation.
+
+The K seeds are one stacked pytree with a leading seed axis. Steps are pure functions of one seed;
+`seed_axis.over_seeds` lifts them to K seeds inside one jit: `vmap` on accelerators, and on CPU
+the K seeds one after another, unrolled (vmapping convolutions over seeds is several times slower
+there). The loop that runs them is `loop.py`; its checkpoints are `checkpoints.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from datadiet_jax.pipeline import input_pipeline
+from datadiet_jax.scores import aum
+from datadiet_jax.scores.losses import cross_entropy
+from datadiet_jax.scores.seed_axis import over_seeds
+
+
+class TrainState(struct.PyTreeNode):
+    """One seed's (or, stacked, K seeds') training state."""
+
+    step: jnp.ndarray
+    params: dict
+    batch_stats: dict
+    opt_state: optax.OptState
+
+
+def learning_rate_fn(cfg, total_steps: int) -> optax.Schedule:
+    """Piecewise-constant schedule: `cfg.learning_rate`, times `cfg.lr_drop_factor` at each of
+    `cfg.lr_drop_fractions` of `total_steps` (the paper: x0.2 at epochs 60, 120, 160 of 200).
+
+    With `cfg.warmup_epochs > 0` the rate first rises linearly from 0 over the same fraction of
+    `total_steps` as `warmup_epochs` is of `num_epochs` (so a run whose schedule is stretched or
+    shrunk, such as a pruned run trained for a number of epochs, warms up for the same share).
+    """
+    bounds = {int(f * total_steps): cfg.lr_drop_factor for f in cfg.lr_drop_fractions}
+    schedule = optax.piecewise_constant_schedule(cfg.learning_rate, bounds)
+    warmup = warmup_steps(cfg, total_steps)
+    if not warmup:
+        return schedule
+    return lambda step: schedule(step) * jnp.minimum(1.0, (step + 1) / warmup)
+
+
+def warmup_steps(cfg, total_steps: int) -> int:
+    """Steps of the linear warm-up: `warmup_epochs / num_epochs` of `total_steps` (0 without)."""
+    epochs = float(cfg.get("warmup_epochs", 0.0) or 0.0)
+    if epochs <= 0:
+        return 0
+    return max(1, round(epochs / float(cfg.num_epochs) * total_steps))
+
+
+def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
+    """SGD with Nesterov momentum and L2 weight decay on all parameters."""
+    return optax.chain(
+        optax.add_decayed_weights(cfg.weight_decay),
+        optax.sgd(learning_rate_fn(cfg, total_steps), momentum=cfg.momentum, nesterov=cfg.nesterov),
+    )
+
+
+def create_train_state(key, model: nn.Module, tx, sample_input) -> TrainState:
+    """Initializes one seed; vmappable over `key`.
+
+    Args:
+      key: PRNG key.
+      model: Flax module called as `model.apply(variables, x, train=...)`.
+      tx: optax optimizer.
+      sample_input: [B, H, W, C] array with the input shape.
+    """
+    variables = model.init(key, sample_input, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+    )
+
+
+def train_step(model: nn.Module, tx, state: TrainState, batch: dict):
+    """One SGD step of one seed on a masked batch.
+
+    Args:
+      batch: `image [B, H, W, C]`, `label [B]`, `mask [B]` (0 for padding).
+
+    Returns:
+      (new state, metrics) with metrics `loss` (masked mean), `correct [B]` bool and `margin [B]`
+      float32 (assigned-label logit minus the largest other logit), per example in train mode, for
+      the forgetting and AUM statistics.
+    """
+    mask = batch["mask"]
+
+    def loss_fn(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["image"],
+            train=True,
+            mutable=["batch_stats"],
+        )
+        loss = jnp.sum(cross_entropy(logits, batch["label"]) * mask) / jnp.maximum(mask.sum(), 1)
+        return loss, (logits, updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    deltas, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, deltas),
+        batch_stats=updates.get("batch_stats", state.batch_stats),
+        opt_state=opt_state,
+    )
+    correct = jnp.argmax(logits, -1) == batch["label"]
+    return new_state, {
+        "loss": loss,
+        "correct": correct,
+        "margin": aum.margins(logits, batch["label"]),
+    }
+
+
+def eval_step(model: nn.Module, params, batch_stats, batch: dict):
+    """Masked sums of correct predictions and loss for one seed: returns (correct, loss) scalars."""
+    logits = model.apply(
+        {"params": params, "batch_stats": batch_stats}, batch["image"], train=False
+    )
+    mask = batch["mask"]
+    correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask)
+    return correct, jnp.sum(cross_entropy(logits, batch["label"]) * mask)
+
+
+def evaluate(model, state: TrainState, split, *, batch_size: int, seed_axis: str = "auto"):
+    """Test accuracy and mean loss of each of K stacked seeds: returns two `[K]` numpy arrays."""
+    step = _eval_program(model, seed_axis)
+    num_seeds = jax.tree.leaves(state.params)[0].shape[0]
+    correct, loss = np.zeros(num_seeds), np.zeros(num_seeds)
+    batches = input_pipeline.eval_batches(
+        split.images, split.labels, mean=split.mean, std=split.std, batch_size=batch_size
+    )
+    for batch in batches:
+        stacked = jax.tree.map(lambda x: np.broadcast_to(x, (num_seeds, *x.shape)), batch)
+        c, lo = step(state.params, state.batch_stats, stacked)
+        correct += np.asarray(c)
+        loss += np.asarray(lo)
+    return correct / split.num_examples, loss / split.num_examples
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_program(model, seed_axis: str):
+    return jax.jit(over_seeds(functools.partial(eval_step, model), seed_axis))
+
+
+def init_states(model, tx, keys, sample_input, seed_axis: str = "auto") -> TrainState:
+    """K stacked initial states, one per key in `keys [K]` (pure; jit it at the call site)."""
+    return over_seeds(lambda k: create_train_state(k, model, tx, sample_input), seed_axis)(keys)

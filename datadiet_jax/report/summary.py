@@ -1,0 +1,72 @@
+"""Tables of the plotted numbers: per-group summaries over healthy runs, Markdown, output files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from datadiet_jax.pipeline import artifacts, health
+from datadiet_jax.report import plots
+
+
+def summary_table(rows: Sequence[Mapping], keys: Sequence[str]) -> list[dict]:
+    """Test accuracy summarized per group of `keys`, over healthy runs only.
+
+    Args:
+      rows: one dict per (run, seed) with `keys`, 'test_accuracy' and 'status'.
+      keys: grouping columns, in output order.
+
+    Returns:
+      One dict per group (in first-seen order) with `keys`, 'runs' (healthy runs averaged),
+      'left_out' (collapsed or diverged runs), 'mean', 'p16' and 'p84' (None when no run of the
+      group is healthy).
+    """
+    groups: dict[tuple, list[Mapping]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    out = []
+    for group, members in groups.items():
+        ok, left_out = health.healthy(members)
+        stats = dict(mean=None, p16=None, p84=None)
+        if ok:
+            mean, p16, p84 = plots.summarize([float(r["test_accuracy"]) for r in ok])
+            stats = dict(mean=mean, p16=p16, p84=p84)
+        out.append(
+            dict(zip(keys, group, strict=True)) | dict(runs=len(ok), left_out=left_out) | stats
+        )
+    return out
+
+
+def markdown_table(table: Sequence[Mapping]) -> str:
+    """A Markdown table of dict rows; floats in (0, 1] with 4 decimals."""
+    columns = list(table[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in table:
+        cells = ["-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+                 for v in row.values()]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(out_dir: str, name: str, rows: list[dict], plot, title: str, sections) -> dict:
+    """Writes OUT/<name>.csv (`rows`), OUT/<name>.{png,pdf} (`plot(rows, stem)`) and
+    OUT/<name>_summary.md (`title`, `sections`).
+
+    Returns:
+      {'figure': paths, 'csv': [path], 'summary': [path]}.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, f"{name}.csv")
+    artifacts.write_csv(csv_path, rows)
+    figure = plot(rows, os.path.join(out_dir, name))
+    summary = write_summary(os.path.join(out_dir, f"{name}_summary.md"), title, sections)
+    return {"figure": figure, "csv": [csv_path], "summary": [summary]}
+
+
+def write_summary(path: str, title: str, sections: Sequence[tuple[str, list[dict]]]) -> str:
+    """Writes a Markdown summary: a title, then one table per (heading, table) section."""
+    parts = [f"# {title}", ""]
+    for heading, table in sections:
+        parts += [f"## {heading}", "", markdown_table(table) if table else "(no runs)", ""]
+    artifacts.atomic_write_bytes(path, "\n".join(parts).encode())
+    return path

@@ -1,0 +1,41 @@
+"""The scores library: per-example data-pruning scores for K stacked seeds, in JAX alone.
+
+Needs JAX, Flax, NumPy and absl only: no TensorFlow, TFDS or ml_collections (a test walks every
+module of this package with those blocked), so it runs wherever JAX runs.
+
+  api          el2n_scores, grand_scores, init_variables: the public calls
+  losses       cross_entropy and el2n of logits: the one definition of each
+  inputs       checks of a call's arguments (arrays and stream items alike)
+  batches      fixed-size padded host batches from arrays or streams; the [K, N] result buffer
+  adapters     Linen, NNX and plain functions -> apply(params, state, images) -> logits
+  pergrad/     exact per-example gradient norms (GraNd): rules, sites, guard, fallback
+  seed_axis    K seeds inside one jit (vmap / unroll / map) and the CPU/accelerator default
+  sharding     the ('seed', 'data') mesh of a scores call
+  progress     the progress logger of long loops (scoring here, training in the pipeline)
+  aum, forgetting   training-dynamics scores: a pure state and update for any training loop
+  pruning/     selection strategies: [N] scores -> kept indices (pure numpy)
+  values       what a valid score is (finite or +inf)
+"""
+
+from datadiet_jax.scores.adapters import stateful
+from datadiet_jax.scores.api import el2n_scores, grand_scores, init_variables
+from datadiet_jax.scores.aum import aum_scores, init_aum, update_aum
+from datadiet_jax.scores.forgetting import forgetting_scores, init_forgetting, update_forgetting
+from datadiet_jax.scores.losses import cross_entropy, el2n
+from datadiet_jax.scores.pruning import select
+
+__all__ = [
+    "aum_scores",
+    "cross_entropy",
+    "el2n",
+    "el2n_scores",
+    "forgetting_scores",
+    "grand_scores",
+    "init_aum",
+    "init_forgetting",
+    "init_variables",
+    "select",
+    "stateful",
+    "update_aum",
+    "update_forgetting",
+]

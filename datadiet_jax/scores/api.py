@@ -1,0 +1,361 @@
+"""Per-example data-pruning scores (EL2N and GraNd) for K stacked initializations at once.
+
+EL2N of an example is `||softmax(logits) - onehot(label)||_2`; GraNd is the L2 norm of the gradient
+of its cross-entropy loss with respect to ALL trainable parameters ('params'; BatchNorm statistics
+and other collections are constants). Both use the model in eval mode (`train=False`, BatchNorm with
+running statistics), as the authors did. At initialization eval-mode BatchNorm is the identity, and
+GraNd there mostly tracks the input norm (an independent reproduction found it no better than
+random): average several seeds and prefer scores from a few epochs into training.
+
+The K models are one pytree with a leading seed axis. Data are streamed from host memory in
+fixed-size padded batches with a mask (`batches.py`), so shapes never change, nothing
+recompiles, and device memory does not depend on N; the input is arrays or a stream of batches,
+checked alike (`inputs.py`). GraNd is exact and computed from one batched backward pass per batch
+(see `pergrad/`), not by materializing per-example gradients; on the first batch, a guard checks
+every fast layer rule against `vmap(grad)` for each seed and sends a layer that disagrees to the
+exact fallback (`pergrad/guard.py`). Images must be float (normalized as the model expects);
+integer images are refused rather than silently cast.
+
+Models of any framework meet the library through `adapters.adapt`, which turns a Flax Linen
+`(module, variables)`, a Flax NNX `nnx.split(module)` or a plain `(apply_fn, params)` into one pure
+form `apply(params, state, images) -> logits`. Linen layers find their fast GraNd rules by module
+interception (`pergrad/linen_sites.py`), other models by their jaxpr (`pergrad/jaxpr_sites.py`);
+both share the rules (`pergrad/rules.py`), the `vmap(grad)` fallback and the guard.
+
+Usage:
+
+    model = get_model('small_cnn', num_classes=10)
+    variables = init_variables(model, jax.random.key(0), num_seeds=4, sample_input=images[:1])
+    el2n = el2n_scores(model, variables, images, labels)    # [4, N] float32
+    grand = grand_scores(model, variables, images, labels)  # [4, N] float32
+    keep = np.argsort(-grand.mean(axis=0))[: len(images) // 2]
+    # Or streamed, without holding the dataset: any iterable of (images, labels) batches.
+    el2n = el2n_scores(model, variables, ((x, y) for x, y in batches))  # [4, N]
+    # Flax NNX (K seeds from nnx.vmap over a constructor) and plain functions:
+    grand = grand_scores(*nnx.split(nnx_model), images, labels)       # [K, N]
+    grand = grand_scores(apply_fn, stacked_params, images, labels)    # apply_fn(params, x)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from datadiet_jax.scores import adapters, batches, inputs, losses
+from datadiet_jax.scores import seed_axis as seed_axis_lib
+from datadiet_jax.scores.pergrad import guard, jaxpr_norms, linen_norms
+from datadiet_jax.scores.progress import Progress
+
+
+def _linen_apply(adapted: adapters.Adapted):
+    """`(variables {'params', 'state'}, images) -> logits`, the form `linen_norms` expects."""
+    return lambda v, images: adapted.apply(v["params"], v["state"], images)
+
+
+def init_variables(model: nn.Module, key: jax.Array, num_seeds: int, sample_input) -> Any:
+    """Initializes `num_seeds` models stacked on a leading seed axis.
+
+    Args:
+      model: a Flax Linen module.
+      key: PRNG key; seed k is initialized with `jax.random.split(key, num_seeds)[k]`.
+      num_seeds: K >= 1.
+      sample_input: [b, ...] example batch fixing the input shape (e.g. `images[:1]`).
+    Returns:
+      variables: the `model.init` pytree with every leaf of shape [K, ...].
+    """
+    if int(num_seeds) < 1:
+        raise ValueError(f"num_seeds must be >= 1, got {num_seeds}; pass a positive seed count.")
+    kwargs = {"train": False} if adapters.takes_train(model) else {}
+    sample = jnp.asarray(sample_input)
+    keys = jax.random.split(key, int(num_seeds))
+    return jax.jit(lambda ks: jax.lax.map(lambda k: model.init(k, sample, **kwargs), ks))(keys)
+
+
+def _per_seed_scores(model, kind, exclude, variables, images, labels, mask):
+    """Scores of one model on one batch. images: [B, ...], labels/mask: [B].
+
+    model: an `adapters.Adapted` model; variables: one seed's `{'params', 'state'}`.
+    exclude: GraNd layers (site keys) the guard sent to the exact fallback.
+    Returns ([B] float32 scores, {site key: [B]} GraNd per-layer squared norms; {} for EL2N).
+    """
+    if kind == "el2n":
+        return losses.el2n(model.apply(variables["params"], variables["state"], images), labels), {}
+    if model.uses_linen_sites:
+        return linen_norms.norms_and_site_sq_norms(
+            _linen_apply(model), variables, images, labels, mask, exclude=exclude
+        )
+    return jaxpr_norms.norms_and_site_sq_norms(
+        model.apply, variables, images, labels, mask, exclude=exclude
+    )
+
+
+def _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, mask):
+    """Scores of K stacked models on one batch -> ([K, B] float32, {site key: [K, B]}).
+
+    seed_axis (see `seed_axis.resolve`): 'unroll' runs the seeds one after another inside the
+    jit (the CPU default; a `lax.map` loop ran ResNet18 about 2x slower than separate calls);
+    'vmap' batches the seeds (the GPU/TPU default); 'map' loops with `lax.map`.
+    """
+    per_seed = functools.partial(_per_seed_scores, model, kind, exclude)
+    if jax.tree.leaves(variables)[0].shape[0] == 1:  # one seed: no loop or batching needed
+        one = jax.tree.map(lambda v: v[0], variables)
+        return jax.tree.map(lambda a: a[None], per_seed(one, images, labels, mask))
+    return seed_axis_lib.over_seeds(lambda v: per_seed(v, images, labels, mask), seed_axis)(
+        variables
+    )
+
+
+def _build(model, kind, seed_axis, mesh, exclude=frozenset()):
+    def local(variables, images, labels, mask):
+        return _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, mask)
+
+    if mesh is None:
+        return jax.jit(local)
+    from datadiet_jax.scores import sharding
+
+    return sharding.shard_scores_fn(local, mesh)
+
+
+_build_cached = functools.lru_cache(maxsize=32)(_build)
+
+
+def _cached(build, cached, *args):
+    try:
+        return cached(*args)
+    except TypeError:  # an unhashable module: build it for this call only
+        return build(*args)
+
+
+def batch_program(model: adapters.Adapted, kind: str, seed_axis: str, mesh=None,
+                  exclude=frozenset()):  # fmt: skip
+    """The jitted batch function of a score, cached across calls.
+
+    Args:
+      model: an `adapters.Adapted` model; kind: 'el2n' or 'grand'; seed_axis: a resolved mode;
+      mesh: a ('seed', 'data') mesh or None; exclude: GraNd site keys left to the fallback.
+    Returns:
+      `(variables [K, ...], images [B, ...], labels [B], mask [B]) -> ([K, B] float32 scores,
+      {site key: [K, B]} GraNd per-site squared norms; {} for EL2N)`.
+    """
+    return _cached(_build, _build_cached, model, kind, seed_axis, mesh, exclude)
+
+
+def _build_exact(model):
+    if model.uses_linen_sites:
+        return jax.jit(functools.partial(guard.exact_layer_sq_norms, _linen_apply(model)))
+    return jax.jit(functools.partial(jaxpr_norms.exact_site_sq_norms, model.apply))
+
+
+_exact_cached = functools.lru_cache(maxsize=32)(_build_exact)
+
+
+def exact_program(model: adapters.Adapted):
+    """The jitted guard reference of a model (see `guard`), cached across calls:
+    `(variables of one seed, images [m, ...], labels [m]) -> ({site key: [m]}, total [m])`."""
+    return _cached(_build_exact, _exact_cached, model)
+
+
+def clear_programs() -> None:
+    """Forgets every cached compiled program (e.g. after a rule was changed for a test)."""
+    _build_cached.cache_clear()
+    _exact_cached.cache_clear()
+
+
+def _guard(model, seed_axis, mesh, variables, placed, first_batch, put, fetch):
+    """Checks GraNd's layer rules on the first batch of every seed (see `pergrad/guard.py`).
+
+    Args: the call's arguments; `variables` as given (host), `placed` on the devices;
+      `first_batch` the call's first padded batch `(images, labels, mask, count)`.
+    Returns:
+      (site keys to leave to the exact fallback, the first batch's result to reuse or None).
+    """
+    start = time.perf_counter()
+    x, y, mask, count = first_batch
+    on_cpu = jax.default_backend() == "cpu"  # XLA:CPU float32 dots are float32 at any precision
+    with contextlib.nullcontext() if on_cpu else jax.default_matmul_precision("highest"):
+        result = batch_program(model, "grand", seed_axis, mesh)(placed, put(x), put(y), put(mask))
+        idx = guard.checked_examples(fetch(result[0]), count)
+        fast = {key: fetch(v)[:, idx] for key, v in result[1].items()}
+    if not fast:  # no layer has a fast rule: nothing to check
+        return frozenset(), result if on_cpu else None
+    exact_fn = exact_program(model)
+    num_seeds = len(next(iter(fast.values())))
+    per_seed = (jax.tree.map(lambda v, k=k: v[k], variables) for k in range(num_seeds))
+    exclude = guard.guard(
+        exact_fn, fast, per_seed, jnp.asarray(x[idx]), jnp.asarray(y[idx]), positions=idx
+    )
+    logging.info(
+        "grand guard: %d layers x %d seeds checked on %d examples in %.1f s; %d to the fallback",
+        len(fast), num_seeds, len(idx), time.perf_counter() - start, len(exclude),
+    )  # fmt: skip
+    return exclude, result if on_cpu and not exclude else None
+
+
+def _model_check(adapted, variables, packed):
+    """`(example_shape, dtype) -> (K, num_classes)`, checking the variables against the model."""
+    if adapted.form == "linen":
+        return functools.partial(
+            inputs.check_model, adapted.model, variables, train_arg=adapted.train_arg
+        )
+    return functools.partial(adapters.check_pure, adapted, packed)
+
+
+def _input_batches(check_model, images, labels, batch_size, seed_axis):
+    """Validated fixed-size padded host batches from arrays or from a stream.
+
+    check_model: `(example_shape, dtype) -> (K, num_classes)` (see `_model_check`).
+    Returns:
+      (batches yielding `(images [B, ...], labels [B], mask [B], count)`, K, N or None for a
+      stream, whose length is learned as it is read).
+    """
+    stream = batches.is_stream(images)
+    if labels is None and not stream:
+        raise ValueError(
+            "labels is missing; pass labels [N] with an images array (labels are omitted only "
+            "for an iterable of (images, labels) batches)."
+        )
+    if labels is not None:
+        if stream:
+            raise ValueError(
+                "images is an iterable of batches; omit labels (each batch carries its own) or "
+                "pass images as an array."
+            )
+        images, labels, num_seeds = inputs.check_inputs(
+            check_model, images, labels, batch_size, seed_axis
+        )
+        return batches.array_batches(images, labels, batch_size), num_seeds, len(images)
+    inputs.check_args(batch_size, seed_axis)
+    first_images, _, items = batches.first_batch(images)
+    example_shape, dtype = first_images.shape[1:], first_images.dtype
+    num_seeds, num_classes = check_model(example_shape, dtype)
+    stream_batches = batches.stream_batches(items, batch_size, example_shape, dtype, num_classes)
+    return stream_batches, num_seeds, None
+
+
+def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis) -> np.ndarray:
+    """Streams padded batches through the compiled [K, B] function; returns [K, N] float32."""
+    seed_axis = seed_axis_lib.resolve(seed_axis)
+    model, given = adapters.adapt(model, variables)  # one pure form for every framework
+    check_model = _model_check(model, variables, given)
+    source, num_seeds, total = _input_batches(check_model, images, labels, batch_size, seed_axis)
+    variables = given
+    if mesh is None:
+        variables = jax.device_put(variables)
+        put, fetch = jnp.asarray, np.asarray
+    else:
+        from datadiet_jax.scores import sharding
+
+        sharding.check_mesh(mesh, num_seeds, batch_size)
+        variables = sharding.put_variables(variables, mesh)
+        put = functools.partial(sharding.put_batch, mesh=mesh)
+        fetch = sharding.fetch
+    source = iter(source)
+    head = next(source)  # every input has at least one example (checked)
+    exclude, first = frozenset(), None
+    if kind == "grand":
+        exclude, first = _guard(model, seed_axis, mesh, given, variables, head, put, fetch)
+    fn = batch_program(model, kind, seed_axis, mesh, exclude)
+    out = batches.ResultBuffer(num_seeds, total)
+    progress = Progress(kind, total, unit="example")
+    seeds_note = f"x {num_seeds} seeds"
+    pending, done = None, 0
+    for i, (x, y, mask, count) in enumerate(itertools.chain([head], source)):
+        if i == 0 and first is not None:  # the guard's run of the first batch
+            result = first[0]
+        else:
+            result = fn(variables, put(x), put(y), put(mask))[0]  # dispatched asynchronously
+        if pending is not None:
+            out.append(fetch(pending[1])[:, : pending[0]])
+        pending = (count, result)
+        done += count
+        progress.update(done, seeds_note)
+    out.append(fetch(pending[1])[:, : pending[0]])
+    progress.finish(done, seeds_note)
+    out = out.result()
+    seeds, idx = np.nonzero(~np.isfinite(out))
+    if idx.size:
+        pairs = list(zip(seeds[:10].tolist(), idx[:10].tolist(), strict=True))
+        raise ValueError(
+            f"{kind} scores are NaN or inf for (seed, example) {pairs}; "
+            "check those examples and the model weights (e.g. diverged training)."
+        )
+    return out
+
+
+def el2n_scores(
+    model: Any,
+    variables,
+    images,
+    labels=None,
+    *,
+    batch_size: int = 256,
+    mesh: jax.sharding.Mesh | None = None,
+    seed_axis: str | None = None,
+) -> np.ndarray:
+    """EL2N scores `||softmax(f(x)) - onehot(y)||_2` of every example under every seed.
+
+    Args:
+      model: a Flax Linen module, applied as `model.apply(variables, images, train=False)` (or
+        without `train` if its `__call__` has no such argument); an NNX graphdef (from
+        `nnx.split`), or an NNX module with `variables=None`, run after `module.eval()`; or a
+        function `apply_fn(params, images)` (`adapters.stateful(fn)` for `fn(params, state,
+        images)`). Must return logits [B, C]. See `adapters.py`.
+      variables: K models stacked on a leading axis: Linen variables (see `init_variables`), the
+        NNX state (`nnx.vmap` over a constructor), or the params pytree of `apply_fn`
+        (`{'params': ..., 'state': ...}` for `stateful`).
+      images: [N, ...] float numpy or jax array, normalized as the model expects (integer
+        images are refused); or an iterable of `(images [b, ...], labels [b])`
+        batches of any sizes (a generator, a `tf.data` dataset as numpy), read once, in order,
+        and re-chunked into `batch_size` batches; host memory then does not grow with N beyond
+        the result.
+      labels: [N] int in [0, C) for an images array; omitted (None) for an iterable.
+      batch_size: examples per compiled step (the last batch is padded and masked).
+      mesh: optional `jax.sharding.Mesh` with axes ('seed', 'data') to shard seeds and data.
+      seed_axis: 'unroll' (seeds one after another inside the jit, default on CPU), 'vmap'
+        (default on GPU/TPU) or 'map' (`lax.map` over seeds).
+    Returns:
+      scores: [K, N] float32, in example order (iteration order for a stream, N learned from it).
+    Raises:
+      ValueError: bad labels, lengths, variables without a seed axis, NaN inputs/scores, or a
+        malformed stream item (named by its position).
+    """
+    return _scores("el2n", model, variables, images, labels, batch_size, mesh, seed_axis)
+
+
+def grand_scores(
+    model: Any,
+    variables,
+    images,
+    labels=None,
+    *,
+    batch_size: int = 128,
+    mesh: jax.sharding.Mesh | None = None,
+    seed_axis: str | None = None,
+) -> np.ndarray:
+    """GraNd scores: exact per-example L2 norms of the cross-entropy gradient w.r.t. all params.
+
+    Fast per-layer rules cover Dense, Conv and BatchNorm layers whose leading axis is the batch
+    and whose params are used nowhere else; for NNX models and functions, matrix products and
+    convolutions of a param leaf and bias adds and scales of a broadcast param (which covers
+    nnx.Linear, nnx.Conv and nnx.BatchNorm) in their jaxpr (`jaxpr_sites.py`). All other params
+    get `vmap(grad)`. On the first batch
+    of the call, each layer's rule is checked against `vmap(grad)` on a few examples per seed; a
+    layer that disagrees uses `vmap(grad)` for the rest of the call (an absl warning names it).
+
+    Args:
+      model, variables, images, labels, batch_size, mesh, seed_axis: as in `el2n_scores`.
+    Returns:
+      scores: [K, N] float32, in example order.
+    Raises:
+      ValueError: as `el2n_scores`, or if the model uses batch statistics in eval mode.
+    """
+    return _scores("grand", model, variables, images, labels, batch_size, mesh, seed_axis)

@@ -1,0 +1,195 @@
+"""Validation of the arguments of the score functions: one-line ValueErrors naming the fix.
+
+One set of checks serves every input: the arrays of a call and each item of a stream (`batches`)
+go through `check_examples`, which checks labels (1-D integer, in range), lengths, images
+(floating, finite: integer images must be converted and normalized by the caller, never silently
+cast); `check_args` checks the batch size and the seed-axis option; `check_model` checks that
+Linen variables are K stacked `model.init` outputs (shapes from an abstract `model.init`, cached
+per model and input shape).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax
+import jax
+import numpy as np
+
+from datadiet_jax.scores import seed_axis as seed_axis_lib
+
+
+def check_linen_variables(variables) -> None:
+    """Refuses Linen variables that are not a dict with a 'params' collection."""
+    if not isinstance(variables, dict | flax.core.FrozenDict) or "params" not in variables:
+        raise ValueError(
+            "variables must be a dict with a 'params' collection stacked over seeds; "
+            "build them with init_variables(model, key, num_seeds, images[:1])."
+        )
+
+
+def _abstract_model(model, shape, dtype, train_arg: bool):
+    """(flat `model.init` shapes, logits shape) for one example of `shape`, by abstract tracing."""
+    kwargs = {"train": False} if train_arg else {}
+    sample = jax.ShapeDtypeStruct(shape, dtype)
+    init = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, **kwargs), sample)
+    logits = jax.eval_shape(lambda v, x: model.apply(v, x, **kwargs), init, sample)
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(init))
+    return {k: tuple(v.shape) for k, v in flat.items()}, tuple(logits.shape)
+
+
+_abstract_cached = functools.lru_cache(maxsize=32)(_abstract_model)
+
+
+def _abstract(model, shape, dtype, train_arg: bool):
+    try:
+        return _abstract_cached(model, shape, np.dtype(dtype), train_arg)
+    except TypeError:  # an unhashable module
+        return _abstract_model(model, shape, np.dtype(dtype), train_arg)
+
+
+def _check_variables(model, variables, want: dict) -> int:
+    """Checks that `variables` are K stacked `model.init` outputs; returns K."""
+    check_linen_variables(variables)
+    have = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
+    missing = [k for k in want if k not in have]
+    if missing:
+        raise ValueError(
+            f"variables lack {'/'.join(missing[0])} (and {len(missing) - 1} more) that model.init "
+            "creates; pass the variables of this model, e.g. from init_variables."
+        )
+    if all(tuple(have[k].shape) == want[k] for k in want):
+        raise ValueError(
+            "variables have no leading seed axis (they match a single model.init); stack them, "
+            "e.g. jax.tree.map(lambda x: x[None], variables), or use init_variables."
+        )
+    leads = {}
+    for k in want:
+        shape = tuple(have[k].shape)
+        if shape[1:] != want[k]:
+            raise ValueError(
+                f"variables leaf {'/'.join(k)} has shape {shape}, expected [K, *{want[k]}]; "
+                "stack K models on a leading seed axis (see init_variables)."
+            )
+        leads[k] = shape[0]
+    if len(set(leads.values())) != 1:
+        raise ValueError(
+            f"variables leaves disagree on the seed axis size ({sorted(set(leads.values()))}); "
+            "every leaf needs the same leading K (see init_variables)."
+        )
+    return next(iter(leads.values()))
+
+
+def check_args(batch_size, seed_axis) -> None:
+    """Checks the batch size and the seed-axis option (see `seed_axis.resolve`)."""
+    seed_axis_lib.resolve(seed_axis)
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+
+
+def check_model(model, variables, example_shape, dtype, train_arg: bool) -> tuple[int, int]:
+    """Checks Linen variables against the model for one example shape; returns (K, classes)."""
+    want, logits_shape = _abstract(model, (1, *example_shape), dtype, train_arg)
+    num_seeds = _check_variables(model, variables, want)
+    if len(logits_shape) != 2:
+        raise ValueError(f"model must return logits [B, C], got shape {logits_shape}.")
+    return num_seeds, logits_shape[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where checked examples come from, as the messages name them.
+
+    name: 'the input' (arrays) or 'stream item 3'; indices: what positions are called
+    ('indices', 'stream indices'); offset: the position of the source's first example.
+    """
+
+    name: str = "the input"
+    indices: str = "indices"
+    offset: int = 0
+
+
+def check_float_images(dtype, where: str = "images") -> None:
+    """Refuses integer images: they must be converted and normalized by the caller."""
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(
+            f"{where} have dtype {dtype}, not a float type; convert them to float and "
+            "normalize them first, e.g. (images / 255 - mean) / std as the model was trained."
+        )
+
+
+def check_pairs(images, labels, source: Source = Source()) -> tuple[np.ndarray, np.ndarray]:
+    """Checks labels (1-D integer), lengths and the images' dtype (float) of some examples.
+
+    Args:
+      images: [n, ...] array-like; labels: [n] array-like.
+      source: where they come from, for the messages.
+    Returns:
+      (images [n, ...], labels [n]) as host numpy arrays.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{source.name} has labels {labels.dtype} {labels.shape}; labels must be a 1-D "
+            "integer array of class indices, not one-hot vectors."
+        )
+    if images.ndim < 1 or len(images) != len(labels):
+        raise ValueError(
+            f"{source.name} has {len(images) if images.ndim else 0} images and {len(labels)} "
+            "labels (different lengths); pass one label per image."
+        )
+    check_float_images(images.dtype, f"{source.name}'s images")
+    return images, labels
+
+
+def nonfinite_rows(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Indices of examples with a NaN or inf, scanned in chunks to bound host memory."""
+    bad = [np.zeros((0,), np.int64)]
+    for lo in range(0, len(images), chunk):
+        part = images[lo : lo + chunk]
+        bad.append(np.flatnonzero(~np.isfinite(part.reshape(len(part), -1)).all(axis=1)) + lo)
+    return np.concatenate(bad)
+
+
+def check_finite(images: np.ndarray, source: Source = Source()) -> None:
+    """Refuses images with a NaN or inf, naming the first ten examples."""
+    bad = nonfinite_rows(images)
+    if bad.size:
+        raise ValueError(
+            f"{source.name} has NaN or inf images at {source.indices} "
+            f"{(bad[:10] + source.offset).tolist()}; clean or drop those examples."
+        )
+
+
+def check_label_range(labels: np.ndarray, num_classes: int, source: Source = Source()) -> None:
+    """Refuses labels outside [0, num_classes), naming the first ten."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise ValueError(
+            f"{source.name} has labels out of range [0, {num_classes}) at {source.indices} "
+            f"{(bad[:10] + source.offset).tolist()} (values {labels[bad[:10]].tolist()}); fix "
+            "the labels or the model num_classes."
+        )
+
+
+def check_inputs(check_model_fn, images, labels, batch_size, seed_axis):
+    """Validates the arguments of a scores call on arrays.
+
+    Args:
+      check_model_fn: `(example_shape, dtype) -> (K, num_classes)`, checking the model and its
+        variables (`check_model` for Linen, `adapters.check_pure` for other models).
+      images, labels, batch_size, seed_axis: as `scores.el2n_scores`.
+    Returns:
+      (images [N, ...] float, labels [N] int32, K) with images and labels as host numpy arrays.
+    Raises:
+      ValueError: one line naming the problem and the fix.
+    """
+    check_args(batch_size, seed_axis)
+    images, labels = check_pairs(images, labels)
+    if len(images) == 0:
+        raise ValueError("images is empty; pass at least one example.")
+    check_finite(images)
+    num_seeds, num_classes = check_model_fn(images.shape[1:], images.dtype)
+    check_label_range(labels, num_classes)
+    return images, labels.astype(np.int32), num_seeds

@@ -1,0 +1,130 @@
+"""First-batch guard: every fast rule checked against exact `vmap(grad)` in each GraNd call.
+
+`linen_sites` and `jaxpr_sites` admit a layer to a fast rule by its type, configuration, call
+count, batch axis and parameter uses; what they cannot see (a layer whose rows are examples in
+another order, a model that mixes examples in eval mode, a faulty rule) would give a plausible
+wrong number. So every
+`grand_scores` call checks, for every seed, each site's per-example squared norm by its rule on
+the first batch (the per-site output of the call's own compiled program, so the check sees the
+program that computes the scores) against `vmap(grad)` restricted to that site's parameters on the
+batch's `NUM_EXAMPLES` valid examples of largest GraNd (`checked_examples`,
+`exact_layer_sq_norms`). `disagreeing_layers` flags a
+site where, for some example,
+
+    |fast - exact| > RTOL * exact + FLOOR * total,
+
+with `total` the example's squared gradient norm over all parameters. RTOL = 1e-3 is far above
+float32 rounding of the rules (about 1e-6) and far below any structural error (a wrong axis or a
+missed use changes a layer's norm by percents); the FLOOR term ignores layers whose share of the
+squared norm is under 1e-6, where rounding dominates and the score cannot move by more than
+5e-7 relative. A non-finite fast value with a finite exact one is a disagreement; a non-finite
+exact value is left to the NaN check of the scores. The reference runs at `Precision.HIGHEST`,
+and off CPU so does the checked first batch, so TF32 matmuls on GPUs cannot trip the guard (XLA
+computes float32 dots in float32 on CPU whatever the precision setting).
+
+A flagged layer goes to the exact fallback (`exclude=` of `linen_norms.per_example_grad_norms`) for
+the rest of the call, for all seeds (the union over seeds), with an absl warning naming it, and the
+per-batch program is rebuilt without its rule (still one jitted program per batch). The guard's
+own cost is one small `vmap(grad)` program, compiled once per model; `benchmarks/bench_scores.py`
+measures it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import jax
+import numpy as np
+from absl import logging
+
+from datadiet_jax.scores.pergrad import fallback, linen_sites
+
+RTOL = 1e-3
+FLOOR = 1e-6
+NUM_EXAMPLES = 4
+
+
+def exact_layer_sq_norms(apply_fn, variables, images, labels):
+    """Each site's per-example squared norm by `vmap(grad)` restricted to its params.
+
+    Args:
+      apply_fn: `(variables, images [m, ...]) -> logits [m, C]` in eval mode.
+      variables: one model's variables (no seed axis).
+      images: [m, ...]; labels: [m] int: the examples to check.
+    Returns:
+      ({site key: exact [m]}, total [m]) float32, `total` the squared norm over all params. Sites
+      are found at batch m; a site of the checked program missing here is flagged.
+    """
+    sites, _ = linen_sites.find_sites(apply_fn, variables, images)
+    leaves = fallback.linen_leaf_sq_norms(apply_fn, variables, images, labels)
+    exact = {s.key: sum(leaves[p] for p in s.param_paths) for s in sites}
+    return exact, sum(leaves.values())
+
+
+def checked_examples(grand, count: int, m: int = NUM_EXAMPLES) -> np.ndarray:
+    """The examples of the first batch the guard checks: the m largest GraNd, in batch order.
+
+    A well-fit example's output gradient `p - y` is a difference of nearly equal float32 numbers
+    (p_y near 1), so its squared norms carry rounding of about eps / (1 - p_y) relative, which two
+    compiled programs do not share; past about 1e-4 of the loss a correct rule would trip RTOL.
+    The largest gradients of the batch are the best conditioned, and a structural error (a wrong
+    axis, a missed use) shows on every example.
+
+    Args:
+      grand: [K, B] the rules' GraNd of the first batch; count: its valid (unpadded) examples.
+    Returns:
+      [min(m, count)] int64 indices into the batch, ascending.
+    """
+    mean = np.asarray(grand, np.float64)[:, :count].mean(0)
+    mean = np.where(np.isfinite(mean), mean, np.inf)  # a non-finite score is checked first
+    return np.sort(np.argsort(-mean, kind="stable")[: min(m, count)]).astype(np.int64)
+
+
+def disagreeing_layers(fast: dict, exact: dict, total) -> dict[str, tuple[int, float, float]]:
+    """Sites whose rule disagrees with `vmap(grad)`: {key: (example, fast, exact)} (worst one)."""
+    total = np.asarray(total, np.float64)
+    bad = {}
+    for key, f in fast.items():
+        if key not in exact:  # a site in one program but not the other: do not trust it
+            bad[key] = (0, float(np.asarray(f)[0]), float("nan"))
+            continue
+        f, e = np.asarray(f, np.float64), np.asarray(exact[key], np.float64)
+        checked = np.isfinite(e) & np.isfinite(total)
+        with np.errstate(invalid="ignore"):
+            excess = np.abs(f - e) / (RTOL * e + FLOOR * total + np.finfo(np.float32).tiny)
+        excess = np.where(checked & ~np.isfinite(f), np.inf, np.where(checked, excess, 0.0))
+        if np.any(excess > 1.0):
+            i = int(np.argmax(excess))
+            bad[key] = (i, float(f[i]), float(e[i]))
+    return bad
+
+
+def guard(
+    exact_fn: Callable, fast: dict, seed_variables: Iterable, images, labels, positions=None
+) -> frozenset:
+    """Compares the rules' first-batch norms with `exact_fn` for every seed.
+
+    Args:
+      exact_fn: jitted `exact_layer_sq_norms(apply_fn, ...)` of the model.
+      fast: {site key: [K, m]} squared norms by the rules on the m checked examples.
+      seed_variables: one model's variables per seed (K of them).
+      images: [m, ...], labels: [m]: the checked examples of the first batch.
+      positions: [m] their positions in the batch, for the warnings (default 0 .. m - 1).
+    Returns:
+      The union over seeds of the disagreeing site keys (each logged as an absl warning).
+    """
+    excluded = set()
+    positions = np.arange(len(labels)) if positions is None else np.asarray(positions)
+    with jax.default_matmul_precision("highest"):
+        for k, variables in enumerate(seed_variables):
+            exact, total = jax.device_get(exact_fn(variables, images, labels))
+            mine = {key: np.asarray(v)[k] for key, v in fast.items()}
+            for key, (i, f, e) in disagreeing_layers(mine, exact, total).items():
+                logging.warning(
+                    "GraNd guard: layer %s disagrees with exact vmap(grad) on the first batch "
+                    "(seed %d, example %d: squared norm %.6g vs %.6g); its params use the exact "
+                    "fallback for this call.",
+                    key, k, int(positions[i]), f, e,
+                )  # fmt: skip
+                excluded.add(key)
+    return frozenset(excluded)

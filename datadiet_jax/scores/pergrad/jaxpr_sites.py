@@ -1,0 +1,276 @@
+"""Where the fast per-example gradient-norm rules apply in any JAX model: sites in its jaxpr.
+
+For models in the pure form `apply(params, state, images) -> logits` (`adapters.py`: Flax NNX,
+plain functions), the model is traced to one flat jaxpr (nested `jit` calls inlined) whose inputs
+are the param leaves, the state leaves and the images. Every value is classified by dataflow:
+batch-dependent (it depends on the images) or batch-free, and by the set of param leaves it depends
+on. A param leaf's *use* is a batch-free value depending on it that enters a batch-dependent
+equation (or is an output). A use is a site when a rule of `rules` covers it:
+
+- 'dense': `dot_general(a, w)` with `w` a param leaf through reshape/transpose/convert/copy only
+  (each preserves the gradient's norm), no dot batch dimensions, and `a`'s leading axis the
+  batch (not contracted): nnx.Linear, `x @ W`, einsums of that shape.
+- 'conv': `conv_general_dilated(a, w)` with `w` as above, `a`'s and the output's batch dimension
+  leading, no dilation, one feature and batch group: nnx.Conv, `lax.conv_general_dilated` in
+  any layout (NHWC, NCHW, ...).
+- 'scale' / 'shift': `a * q` / `a + q` with `q` batch-free and broadcast along the batch (a
+  leading axis of 1, a scalar, or a `broadcast_in_dim` whose batch axis is new): biases and
+  BatchNorm/LayerNorm-style scales. `q` may be any batch-free function of params and state (e.g.
+  `scale * rsqrt(var + eps)` in nnx.BatchNorm); its per-example gradients come from the small
+  vector-Jacobian product of that function (`jaxpr_norms`).
+
+A use is kept only if every param leaf it covers has no other use (no weight tying), the site's
+activation `a` and output have the batch as leading axis, and all of this holds in two traces at
+different batch sizes (B and 1, or B and 2 when B = 1), so an axis that merely has the batch's
+size is rejected. Every param leaf not covered goes to the exact `vmap(grad)` fallback: leaves
+used twice, inside opaque calls (`custom_jvp`, `scan`, `remat`), by other equations, or by a
+site whose operands do not follow the batch. What dataflow cannot see (rows mixed across
+examples, a faulty rule) is caught by the first-batch guard (`guard`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.extend.core as jex
+
+from datadiet_jax.scores.pergrad import jaxpr_eval
+
+# Equations that map a param leaf to a dot/conv operand without changing its gradient's norm.
+NORM_PRESERVING = ("reshape", "transpose", "convert_element_type", "copy", "copy_p")
+ELEMENTWISE = {"mul": "scale", "add": "shift"}
+
+
+@dataclasses.dataclass(frozen=True)
+class JaxprSite:
+    """One equation of the flat jaxpr whose param leaves a fast rule covers.
+
+    key: the covered leaves' names joined with '+' (stable across batch sizes, used in messages
+    and by the guard's `exclude`); kind: 'dense' | 'conv' | 'scale' | 'shift'; eqn: index of the
+    equation in the flat jaxpr; act: position of the batch operand; leaves: covered param leaf
+    indices; out_shape/out_dtype: the equation's output; param_var_eqn: for 'scale'/'shift', the
+    index of the `broadcast_in_dim` equation whose input is the broadcast value (None when the
+    operand itself is broadcast by a leading 1); slice_eqns: for 'scale'/'shift', the equations
+    computing that value from the leaves, in order.
+    """
+
+    key: str
+    kind: str
+    eqn: int
+    act: int
+    leaves: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    out_dtype: Any
+    param_var_eqn: int | None = None
+    slice_eqns: tuple[int, ...] = ()
+
+
+def leaf_names(params) -> list[str]:
+    """'a/b/kernel'-style names of the param leaves, in `jax.tree.leaves` order."""
+    names = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        parts = []
+        for entry in path:
+            if isinstance(entry, jax.tree_util.DictKey):
+                parts.append(str(entry.key))
+            elif isinstance(entry, jax.tree_util.SequenceKey):
+                parts.append(str(entry.idx))
+            elif isinstance(entry, jax.tree_util.GetAttrKey):
+                parts.append(entry.name)
+            else:
+                parts.append(str(entry))
+        if len(parts) > 1 and parts[-1] == "value":  # an NNX Variable's array
+            parts.pop()
+        names.append("/".join(parts) or "params")
+    return names
+
+
+def flat_jaxpr(apply: Callable, params, state, images) -> jex.ClosedJaxpr:
+    """The flat jaxpr of `apply` with inputs (*param leaves, *state leaves, images).
+
+    Args: arrays, tracers or ShapeDtypeStructs (only shapes and dtypes are used).
+    """
+    spec = lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype)  # noqa: E731
+    p_leaves, p_tree = jax.tree.flatten(params)
+    s_leaves, s_tree = jax.tree.flatten(state)
+
+    def traced(pl, sl, x):
+        return apply(jax.tree.unflatten(p_tree, pl), jax.tree.unflatten(s_tree, sl), x)
+
+    closed = jax.make_jaxpr(traced)(
+        [spec(v) for v in p_leaves], [spec(v) for v in s_leaves], spec(images)
+    )
+    return jax.make_jaxpr(lambda *args: jaxpr_eval.eval_inlined(closed.jaxpr, closed.consts, args))(
+        *[spec(v) for v in (*p_leaves, *s_leaves, images)]
+    )
+
+
+def _flow(jaxpr, num_params: int):
+    """(batch-dependence, param-dependence bit mask, defining equation index) of every var."""
+    batch, dep, defn = {}, {}, {}
+    invars = jaxpr.invars
+    for i, v in enumerate(invars):
+        batch[v] = i == len(invars) - 1
+        dep[v] = 1 << i if i < num_params else 0
+    for v in jaxpr.constvars:
+        batch[v], dep[v] = False, 0
+    for n, eqn in enumerate(jaxpr.eqns):
+        ins = [v for v in eqn.invars if not isinstance(v, jex.Literal)]
+        b = any(batch[v] for v in ins)
+        d = 0
+        for v in ins:
+            d |= dep[v]
+        for v in eqn.outvars:
+            batch[v], dep[v], defn[v] = b, d, n
+    return batch, dep, defn
+
+
+def _bits(mask: int) -> tuple[int, ...]:
+    return tuple(i for i in range(mask.bit_length()) if (mask >> i) & 1)
+
+
+def _chain_leaf(var, jaxpr, defn, num_params: int) -> int | None:
+    """The param leaf `var` is made from by norm-preserving equations only, else None."""
+    while var not in jaxpr.invars:
+        if isinstance(var, jex.Literal) or var not in defn:
+            return None
+        eqn = jaxpr.eqns[defn[var]]
+        if eqn.primitive.name not in NORM_PRESERVING or len(eqn.invars) != 1:
+            return None
+        var = eqn.invars[0]
+    i = jaxpr.invars.index(var)
+    return i if i < num_params else None
+
+
+def _slice(var, jaxpr, dep, defn) -> tuple[int, ...]:
+    """Indices of the equations computing `var` from the params (param-free inputs are read)."""
+    needed, stack = set(), [var]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, jex.Literal) or not dep.get(v) or v not in defn or defn[v] in needed:
+            continue
+        needed.add(defn[v])
+        stack.extend(jaxpr.eqns[defn[v]].invars)
+    return tuple(sorted(needed))
+
+
+def _candidate(n, pos, jaxpr, batch, dep, defn, num_params, size):
+    """The site of param operand `pos` of equation `n`, or None. size: the batch size."""
+    eqn = jaxpr.eqns[n]
+    name, p = eqn.primitive.name, eqn.params
+    out = eqn.outvars[0].aval
+    act = 1 - pos
+    if len(eqn.invars) != 2 or len(eqn.outvars) != 1 or not out.shape or out.shape[0] != size:
+        return None
+    a = eqn.invars[act]
+    if isinstance(a, jex.Literal) or not batch[a] or not a.aval.shape or a.aval.shape[0] != size:
+        return None
+    v = eqn.invars[pos]
+    sig = (n, act, tuple(out.shape[1:]), tuple(getattr(v.aval, "shape", ()))[1:])
+    if name == "dot_general":
+        (lc, _), (lb, rb) = p["dimension_numbers"]
+        leaf = _chain_leaf(v, jaxpr, defn, num_params)
+        if pos != 1 or lb or rb or 0 in lc or leaf is None:
+            return None
+        return "dense", (leaf,), None, (), sig
+    if name == "conv_general_dilated":
+        dn = p["dimension_numbers"]
+        leaf = _chain_leaf(v, jaxpr, defn, num_params)
+        ok = (
+            pos == 1
+            and leaf is not None
+            and dn.lhs_spec[0] == 0
+            and dn.out_spec[0] == 0
+            and p["feature_group_count"] == 1
+            and p["batch_group_count"] == 1
+            and all(d == 1 for d in (*p["lhs_dilation"], *p["rhs_dilation"]))
+            and not isinstance(p["padding"], str)
+        )
+        return ("conv", (leaf,), None, (), sig) if ok else None
+    if name in ELEMENTWISE and tuple(a.aval.shape) == tuple(out.shape):
+        shape = tuple(v.aval.shape)
+        bcast, q = None, v
+        if shape and (len(shape) != len(out.shape) or shape[0] != 1):
+            src = jaxpr.eqns[defn[v]] if v in defn else None
+            if src is None or src.primitive.name != "broadcast_in_dim":
+                return None
+            dims = tuple(src.params["broadcast_dimensions"])
+            q = src.invars[0]
+            if isinstance(q, jex.Literal) or (0 in dims and q.aval.shape[dims.index(0)] != 1):
+                return None
+            bcast = defn[v]
+        if batch.get(q, False):
+            return None
+        sig = (*sig, tuple(getattr(q.aval, "shape", ())))
+        return ELEMENTWISE[name], _bits(dep[v]), bcast, _slice(q, jaxpr, dep, defn), sig
+    return None
+
+
+def _analyse(closed: jex.ClosedJaxpr, num_params: int, size: int, names: list[str]) -> dict:
+    """{site key: (JaxprSite, signature)} of one flat jaxpr traced at batch `size`."""
+    jaxpr = closed.jaxpr
+    batch, dep, defn = _flow(jaxpr, num_params)
+    uses: dict[int, set] = {i: set() for i in range(num_params)}
+    for n, eqn in enumerate(jaxpr.eqns):
+        if not any(batch.get(v, False) for v in eqn.invars if not isinstance(v, jex.Literal)):
+            continue
+        for pos, v in enumerate(eqn.invars):
+            if not isinstance(v, jex.Literal) and not batch[v] and dep[v]:
+                for i in _bits(dep[v]):
+                    uses[i].add((n, pos))
+    for v in jaxpr.outvars:
+        if not isinstance(v, jex.Literal) and not batch[v]:
+            for i in _bits(dep[v]):
+                uses[i].add((-1, 0))
+    found = {}
+    for n, pos in {next(iter(u)) for u in uses.values() if len(u) == 1}:
+        if n < 0:
+            continue
+        cand = _candidate(n, pos, jaxpr, batch, dep, defn, num_params, size)
+        if cand is None:
+            continue
+        kind, leaves, bcast, slice_eqns, sig = cand
+        if not leaves or any(uses[i] != {(n, pos)} for i in leaves):
+            continue
+        key = "+".join(names[i] for i in leaves)
+        out = jaxpr.eqns[n].outvars[0].aval
+        site = JaxprSite(
+            key, kind, n, 1 - pos, leaves, tuple(out.shape), out.dtype, bcast, slice_eqns
+        )
+        found[key] = (site, (kind, leaves, sig))
+    return found
+
+
+def find_sites(
+    apply: Callable, params, state, images, exclude: Iterable[str] = ()
+) -> tuple[tuple[JaxprSite, ...], tuple[int, ...], jex.ClosedJaxpr]:
+    """The fast-rule sites of a pure-form model and the param leaves left to the fallback.
+
+    Args:
+      apply: `(params, state, images [B, ...]) -> logits [B, C]` of one model in eval mode.
+      params, state: one model's pytrees (arrays, tracers or ShapeDtypeStructs).
+      images: [B, ...] array or ShapeDtypeStruct.
+      exclude: site keys to leave to the fallback (see `guard`).
+    Returns:
+      (sites, fallback leaf indices in `jax.tree.leaves(params)` order, the flat jaxpr at B whose
+      equation indices the sites refer to).
+    """
+    batch = images.shape[0]
+    names = leaf_names(params)
+    num = len(names)
+    closed = flat_jaxpr(apply, params, state, images)
+    other_batch = 1 if batch > 1 else 2
+    other_images = jax.ShapeDtypeStruct((other_batch, *images.shape[1:]), images.dtype)
+    other = _analyse(flat_jaxpr(apply, params, state, other_images), num, other_batch, names)
+    sites = []
+    for key, (site, sig) in _analyse(closed, num, batch, names).items():
+        if key in exclude or key not in other or other[key][1][:2] != sig[:2]:
+            continue
+        if other[key][1][2][1:] != sig[2][1:]:  # same operand and output shapes, eqn aside
+            continue
+        sites.append(site)
+    covered = {i for s in sites for i in s.leaves}
+    return tuple(sites), tuple(i for i in range(num) if i not in covered), closed

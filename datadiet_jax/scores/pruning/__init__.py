@@ -1,0 +1,44 @@
+"""Selection strategies: pure numpy functions from `[N]` scores to the sorted indices kept.
+
+  ranking      validation of scores, kept counts, hardest / easiest / random / offset windows
+  stratified   per-class quotas, class-balanced strategies, CCS (coverage-centric coresets)
+  strategies   the registry `STRATEGIES` and `select(strategy, scores, prune_fraction=...)`
+
+`prune_fraction` is the share of the examples REMOVED; the kept indices are positions in the
+dataset's own order, sorted. Scores are higher = harder, finite or +inf (`scores.values`).
+"""
+
+from datadiet_jax.scores.pruning.ranking import (
+    check_window,
+    hardest_first,
+    keep_easiest,
+    keep_hardest,
+    num_to_keep,
+    offset_window,
+    random_subset,
+    validate_scores,
+)
+from datadiet_jax.scores.pruning.strategies import STRATEGIES, select
+from datadiet_jax.scores.pruning.stratified import (
+    ccs,
+    class_balanced,
+    class_quotas,
+    stratum_allocation,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "ccs",
+    "check_window",
+    "class_balanced",
+    "class_quotas",
+    "hardest_first",
+    "keep_easiest",
+    "keep_hardest",
+    "num_to_keep",
+    "offset_window",
+    "random_subset",
+    "select",
+    "stratum_allocation",
+    "validate_scores",
+]

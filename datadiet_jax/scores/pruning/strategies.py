@@ -1,0 +1,98 @@
+"""The strategy registry and `select`: a named strategy from scores to kept indices.
+
+`select('hardest', scores, prune_fraction=0.3)` keeps the 70% highest-scoring examples;
+`prune_fraction` is always the share REMOVED. Kept indices come back sorted, as `[M] int64`
+positions in the dataset's own order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from datadiet_jax.scores.pruning import ranking, stratified
+
+
+def _random_in_class(class_scores, num_keep, *, seed):
+    return ranking.random_subset(np.shape(class_scores)[0], num_keep, seed)
+
+
+# Entries share one signature: (scores, num_keep, *, labels, seed, offset, beta, num_examples).
+# 'random_balanced' ignores scores: zeros only carry the class sizes through class_balanced.
+STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
+    "hardest": lambda scores, k, **_: ranking.keep_hardest(scores, k),
+    "easiest": lambda scores, k, **_: ranking.keep_easiest(scores, k),
+    "random": lambda scores, k, *, num_examples, seed, **_: ranking.random_subset(
+        num_examples, k, seed
+    ),
+    "offset": lambda scores, k, *, offset, **_: ranking.offset_window(scores, offset, k),
+    "hardest_balanced": lambda scores, k, *, labels, **_: stratified.class_balanced(
+        ranking.keep_hardest, scores, labels, k
+    ),
+    "easiest_balanced": lambda scores, k, *, labels, **_: stratified.class_balanced(
+        ranking.keep_easiest, scores, labels, k
+    ),
+    "random_balanced": lambda scores, k, *, num_examples, labels, seed, **_: (
+        stratified.class_balanced(_random_in_class, np.zeros(num_examples), labels, k, seed=seed)
+    ),
+    "ccs": lambda scores, k, *, seed, beta, **_: stratified.ccs(scores, k, beta=beta, seed=seed),
+}
+
+_SCORE_FREE = ("random", "random_balanced")
+
+
+def select(
+    strategy: str,
+    scores,
+    *,
+    prune_fraction: float,
+    labels=None,
+    seed: int = 0,
+    offset: int = 0,
+    beta: float = 0.0,
+    num_examples: int | None = None,
+) -> np.ndarray:
+    """Prunes a dataset with a named strategy from `STRATEGIES`.
+
+    Args:
+      strategy: one of `STRATEGIES` ('hardest', 'easiest', 'random', 'offset', 'hardest_balanced',
+        'easiest_balanced', 'random_balanced', 'ccs').
+      scores: `[N]` float, or None for the random strategies.
+      prune_fraction: fraction of examples pruned, in [0, 1).
+      labels: `[N]` int class labels; needed by the '*_balanced' strategies.
+      seed: int seed of the random strategies and of 'ccs'.
+      offset: hardest examples skipped by 'offset'.
+      beta: hardest fraction dropped by 'ccs'.
+      num_examples: N; only needed when neither scores nor labels are given.
+
+    Returns:
+      `[ranking.num_to_keep(N, prune_fraction)] int64` sorted kept indices.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"unknown pruning strategy {strategy!r}; valid names: {', '.join(sorted(STRATEGIES))}"
+        )
+    sizes = [int(np.shape(x)[0]) for x in (scores, labels) if x is not None and np.ndim(x)]
+    if num_examples is not None:
+        sizes.append(int(num_examples))
+    if not sizes:
+        raise ValueError(f"strategy {strategy!r} needs scores, labels or num_examples to know N")
+    n = sizes[0]
+    if scores is not None:
+        scores = ranking.validate_scores(scores, n)
+    elif strategy not in _SCORE_FREE:
+        raise ValueError(f"strategy {strategy!r} needs scores; pass the [N] mean scores")
+    if labels is not None:
+        labels = stratified.check_labels(labels, n)
+    elif strategy.endswith("_balanced"):
+        stratified.check_labels(None, n)
+    if num_examples is not None and int(num_examples) != n:
+        raise ValueError(
+            f"num_examples is {num_examples} but scores/labels have {n} entries; "
+            "pass matching sizes"
+        )
+    num_keep = ranking.num_to_keep(n, prune_fraction)
+    return STRATEGIES[strategy](
+        scores, num_keep, labels=labels, seed=seed, offset=offset, beta=beta, num_examples=n
+    )

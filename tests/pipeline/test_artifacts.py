@@ -1,0 +1,138 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from datadiet_jax.pipeline import artifacts
+
+PROV = {"dataset": "fashion_mnist", "split": "train", "num_examples": 4, "label_noise": None}
+RUN = {**PROV, "model": "small_cnn", "seed": 0, "num_seeds": 1}
+
+
+def test_score_file_round_trip(tmp_path):
+    path = str(tmp_path / "s.npz")
+    per_seed = np.array([[1, 2, 3, 4], [3, 2, 1, 0]], np.float32)
+    artifacts.save_scores(path, per_seed, np.arange(4), PROV)
+    out = artifacts.load_scores(path, PROV)
+    np.testing.assert_array_equal(out["per_seed"], per_seed)
+    np.testing.assert_array_equal(out["mean"], [2, 2, 2, 2])
+    np.testing.assert_array_equal(out["index"], np.arange(4))
+    assert out["provenance"] == PROV
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(
+    "expect,match",
+    [
+        ({**PROV, "dataset": "cifar10"}, "dataset"),
+        ({**PROV, "num_examples": 5}, "num_examples"),
+        ({**PROV, "label_noise": {"fraction": 0.1}}, "label_noise"),
+    ],
+)
+def test_score_file_from_other_data_is_refused(tmp_path, expect, match):
+    path = str(tmp_path / "s.npz")
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV)
+    with pytest.raises(ValueError, match=match):
+        artifacts.load_scores(path, expect)
+
+
+def test_score_file_with_nan_or_wrong_length_is_refused(tmp_path):
+    path = str(tmp_path / "nan.npz")
+    artifacts.save_scores(path, np.array([[1, np.nan, 3, 4]]), np.arange(4), PROV)
+    with pytest.raises(ValueError, match="NaN"):
+        artifacts.load_scores(path)
+    bad = str(tmp_path / "short.npz")
+    artifacts.save_npz(
+        bad,
+        per_seed=np.ones((1, 3)),
+        mean=np.ones(3),
+        index=np.arange(4),
+        provenance=np.asarray(json.dumps(PROV)),
+    )
+    with pytest.raises(ValueError, match="3 scores for 4"):
+        artifacts.load_scores(bad)
+    with pytest.raises(ValueError, match="do not match"):
+        artifacts.save_scores(path, np.ones((1, 3)), np.arange(4), PROV)
+
+
+def test_workdir_with_another_config_is_refused_and_kept(tmp_path):
+    artifacts.check_workdir(str(tmp_path), {"a": 1, "b": {"c": 2}})
+    artifacts.check_workdir(str(tmp_path), {"a": 1, "b": {"c": 2}})  # same config: resume
+    before = (tmp_path / "config.json").read_text()
+    with pytest.raises(ValueError, match="b.c"):
+        artifacts.check_workdir(str(tmp_path), {"a": 1, "b": {"c": 3}})
+    assert (tmp_path / "config.json").read_text() == before
+
+
+def test_csv_columns(tmp_path):
+    path = str(tmp_path / "r.csv")
+    artifacts.write_csv(path, [{"a": 1, "b": 2}, {"a": 3, "c": 4}])
+    assert open(path).read().splitlines() == ["a,b,c", "1,2,", "3,,4"]
+
+
+@pytest.mark.parametrize(
+    "other,differs",
+    [
+        ({"model": "resnet18"}, "model='resnet18'"),
+        ({"seed": 7}, "seed=7"),
+        ({"num_seeds": 4}, "num_seeds=4"),
+    ],
+)
+def test_score_file_of_another_model_or_seed_needs_allow_transfer(
+    tmp_path, monkeypatch, other, differs
+):
+    path = str(tmp_path / "s.npz")
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), {**RUN, **other})
+    with pytest.raises(ValueError, match="allow_transfer=True") as err:
+        artifacts.load_scores(path, RUN)
+    assert differs in str(err.value) and "\n" not in str(err.value)
+    warnings = []
+    monkeypatch.setattr(artifacts.logging, "warning", lambda msg, *a: warnings.append(msg % a))
+    out = artifacts.load_scores(path, RUN, allow_transfer=True)
+    np.testing.assert_array_equal(out["per_seed"], np.ones((1, 4)))
+    assert len(warnings) == 1 and differs in warnings[0] and path in warnings[0]
+    # Other data is refused even with allow_transfer.
+    with pytest.raises(ValueError, match="dataset"):
+        artifacts.load_scores(path, {**RUN, "dataset": "cifar10"}, allow_transfer=True)
+
+
+def test_same_model_and_seed_load_without_warning(tmp_path, monkeypatch):
+    path = str(tmp_path / "s.npz")
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), RUN)
+    warnings = []
+    monkeypatch.setattr(artifacts.logging, "warning", lambda msg, *a: warnings.append(msg % a))
+    artifacts.load_scores(path, RUN)
+    assert warnings == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_score_file_names_the_file_and_the_fix(tmp_path, damage):
+    path = str(tmp_path / "s.npz")
+    artifacts.save_scores(path, np.ones((2, 4)), np.arange(4), RUN)
+    payload = open(path, "rb").read()
+    for cut in (len(payload) // 2, len(payload) - 30, 100):
+        with open(path, "wb") as f:
+            if damage == "truncate":
+                f.write(payload[:cut])
+            elif damage == "garbage":
+                f.write(np.random.default_rng(cut).bytes(cut))
+        with pytest.raises(ValueError) as err:
+            artifacts.load_scores(path, RUN)
+        message = str(err.value)
+        assert path in message and "delete it" in message and "score.workdir" in message
+        assert "\n" not in message and "pickle" not in message
+
+
+def test_only_forgetting_files_may_hold_plus_infinity(tmp_path):
+    scores = np.array([[1, np.inf, 3, 0]], np.float32)
+    path = str(tmp_path / "f.npz")
+    artifacts.save_scores(path, scores, np.arange(4), {**RUN, "score": "forgetting"})
+    out = artifacts.load_scores(path, RUN)
+    np.testing.assert_array_equal(out["mean"], [1, np.inf, 3, 0])
+    for kind, bad in (("el2n", np.inf), ("forgetting", -np.inf), ("forgetting", np.nan)):
+        artifacts.save_scores(
+            path, np.array([[1, bad, 3, 0]]), np.arange(4), {**RUN, "score": kind}
+        )
+        with pytest.raises(ValueError, match=r"NaN or infinite scores \(e.g. examples \[1\]\)"):
+            artifacts.load_scores(path, RUN)

@@ -1,0 +1,75 @@
+"""Config values are checked before anything is written: one line naming the field and the fix."""
+
+import math
+import os
+
+import pytest
+
+from datadiet_jax.pipeline import config_check
+from datadiet_jax.pipeline import run as run_lib
+from tests.conftest import smoke_config
+
+# One case per class of field: (override, value, words the error must hold).
+BAD_VALUES = [
+    ("train.batch_size", 0, "an integer >= 1"),
+    ("score.batch_size", -1, "an integer >= 1"),
+    ("train.eval_batch_size", 0, "an integer >= 1"),
+    ("train.num_epochs", 0, "an integer >= 1"),
+    ("score.num_seeds", 0, "an integer >= 1"),
+    ("retrain.num_seeds", 0, "an integer >= 1"),
+    ("train.learning_rate", 0.0, "a finite number > 0"),
+    ("train.learning_rate", math.inf, "a finite number > 0"),
+    ("train.learning_rate", math.nan, "a finite number > 0"),
+    ("train.lr_drop_factor", -0.2, "a finite number > 0"),
+    ("train.momentum", 1.0, "a number in [0, 1)"),
+    ("train.momentum", -0.1, "a number in [0, 1)"),
+    ("train.weight_decay", -1e-4, "a finite number >= 0"),
+    ("train.checkpoint_every_epochs", -1, "an integer >= 0"),
+    ("train.lr_drop_fractions", (0.3, 1.0), "each a number in (0, 1)"),
+    ("train.lr_drop_fractions", (0.0,), "each a number in (0, 1)"),
+    ("data.label_noise.fraction", 1.5, "a number in [0, 1]"),
+    ("data.label_noise.seed", -1, "an integer >= 0"),
+    ("data.num_train_examples", -5, "an integer >= 0"),
+    ("data.num_test_examples", -5, "an integer >= 0"),
+    ("model.width", -8, "an integer >= 0"),
+    ("seed", -1, "an integer >= 0"),
+    ("prune.fractions", (-0.1,), "outside [0, 1)"),
+    ("prune.offsets", (-3,), "each an integer >= 0"),
+    ("prune.ccs_beta", 1.0, "a number in [0, 1)"),
+    ("score.el2n_epochs", (-1,), "each an integer >= 0"),
+    ("score.grand_epochs", (0, 3), "use epochs <= config.train.num_epochs"),
+    ("score.train_epochs", 3, "-1 (up to the last score epoch) or an integer in [0, 2]"),
+    ("score.train_epochs", -2, "-1 (up to the last score epoch)"),
+    ("train.seed_axis", "pmap", "'auto', 'vmap', 'unroll' or 'map'"),
+    ("data.label_noise.mode", "swap", "one of"),
+]
+
+
+@pytest.mark.parametrize("field,value,requirement", BAD_VALUES)
+def test_bad_numeric_fields_are_refused_before_anything_is_written(
+    tmp_path, field, value, requirement
+):
+    config = smoke_config(**{field: value})
+    with pytest.raises(ValueError) as err:
+        run_lib.run(config, str(tmp_path / "w"))
+    message = str(err.value)
+    assert f"config.{field}" in message and requirement in message, message
+    assert "\n" not in message
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_warmup_epochs_is_checked_when_the_config_has_it(tmp_path):
+    config = smoke_config()
+    config.train.warmup_epochs = -1.0
+    with pytest.raises(ValueError, match=r"config.train.warmup_epochs is -1.0.*>= 0"):
+        config_check.validate(config)
+    config.train.warmup_epochs = 0.5
+    config_check.validate(config)
+
+
+def test_forgetting_without_score_training_is_refused():
+    config = smoke_config(
+        **{"score.el2n_epochs": (), "score.grand_epochs": (0,), "prune.scores": ("grand@0",)}
+    )
+    with pytest.raises(ValueError, match="config.score.forgetting.*train_epochs >= 1"):
+        config_check.validate(config)

@@ -1,0 +1,205 @@
+"""End-to-end runs of the entry point on `:smoke` configs, and its answers to bad input."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from datadiet_jax.pipeline import artifacts
+from datadiet_jax.pipeline import run as run_lib
+from tests.references import ROOT
+
+
+def _main(*args, timeout=600):
+    cmd = [sys.executable, "-m", "datadiet_jax.main", *args]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _error_line(proc):
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("fm") / "run")
+    proc = _main("--config=configs/fashion_mnist.py:smoke", f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return workdir, proc
+
+
+def test_fashion_mnist_smoke_writes_scores_and_results(fashion_run):
+    workdir, proc = fashion_run
+    assert "accuracy" in proc.stderr and "results.csv" in proc.stderr
+    expect = {"dataset": "fashion_mnist", "split": "train", "num_examples": 128}
+    names = ("el2n_epoch001", "grand_epoch000", "grand_epoch001", "forgetting_epoch001")
+    for name in (*names, "aum_epoch001"):
+        s = artifacts.load_scores(os.path.join(workdir, "scores", f"{name}.npz"), expect)
+        assert s["per_seed"].shape == (2, 128)
+        np.testing.assert_array_equal(s["index"], np.arange(128))
+        assert s["provenance"]["model"] == "small_cnn" and s["provenance"]["num_seeds"] == 2
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    runs = {r["name"]: r for r in results["runs"]}
+    assert set(runs) == {"full", "el2n-1_hardest_f0.50", "random_subset_f0.50"}
+    assert runs["full"]["num_kept"] == 128 and runs["el2n-1_hardest_f0.50"]["num_kept"] == 64
+    # Pruned runs train for as many steps as the full-data run: 2 epochs of 128 / 32 batches.
+    assert {r["steps"] for r in runs.values()} == {2 * 4}
+    kept = np.load(os.path.join(workdir, "retrain", "el2n-1_hardest_f0.50", "kept.npz"))["index"]
+    mean = artifacts.load_scores(os.path.join(workdir, "scores", "el2n_epoch001.npz"))["mean"]
+    assert mean[kept].min() >= np.delete(mean, kept).max()  # the highest-EL2N half
+    # Every run learned: healthy, and well above chance (0.1) on the test set.
+    for r in runs.values():
+        assert r["status"] == ["ok"], r
+        assert r["train_accuracy"][0] > r["init_train_accuracy"][0] + 0.2
+        assert r["mean_test_accuracy"] > 0.25, r
+    assert runs["full"]["mean_test_accuracy"] > 0.3
+    rows = open(os.path.join(workdir, "results.csv")).read().splitlines()
+    assert len(rows) == 1 + 3 and rows[0].startswith("run,score,strategy")
+    assert all(",ok," in row for row in rows[1:])
+
+
+def test_diverged_retraining_is_reported_not_averaged(fashion_run, tmp_path):
+    # Healthy scores, a learning rate that makes every retraining diverge.
+    workdir, _ = fashion_run
+    proc = _main(
+        "--config=configs/fashion_mnist.py:smoke",
+        f"--workdir={tmp_path}/w",
+        f"--config.score.workdir={workdir}",
+        "--config.train.learning_rate=1000",
+    )
+    line = _error_line(proc)
+    assert "3 training(s) diverged" in line and "full seed 0" in line
+    assert "no healthy seed" in proc.stderr
+    results = json.load(open(os.path.join(tmp_path, "w", "results.json")))
+    for r in results["runs"]:
+        assert r["status"] == ["diverged"] and r["mean_test_accuracy"] is None
+        assert r["test_accuracy"] == [None] and r["nonfinite_step"][0] >= 1
+
+
+def test_rerun_resumes_without_retraining(fashion_run):
+    workdir, _ = fashion_run
+    before = open(os.path.join(workdir, "results.json")).read()
+    proc = _main("--config=configs/fashion_mnist.py:smoke", f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Retraining" not in proc.stderr and "Scores already" in proc.stderr
+    assert open(os.path.join(workdir, "results.json")).read() == before
+
+
+def test_workdir_of_another_run_is_refused(fashion_run):
+    workdir, _ = fashion_run
+    before = open(os.path.join(workdir, "config.json")).read()
+    proc = _main(
+        "--config=configs/fashion_mnist.py:smoke", f"--workdir={workdir}", "--config.seed=7"
+    )
+    assert "different config" in _error_line(proc) and "seed" in _error_line(proc)
+    assert open(os.path.join(workdir, "config.json")).read() == before
+    assert os.path.exists(os.path.join(workdir, "results.json"))
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("--config.data.name=cifar11", "Unknown dataset"),
+        ("--config.model.name=resnet19", "Unknown model"),
+        ("--config.prune.fractions=(1.0,)", "outside [0, 1)"),
+        ('--config.prune.scores=("grand@7",)', "does not compute"),
+        ("--config.train.batch_size=0", "config.train.batch_size is 0; set"),
+    ],
+)
+def test_bad_config_values_get_one_line_errors(tmp_path, override, message):
+    proc = _main("--config=configs/fashion_mnist.py:smoke", f"--workdir={tmp_path}/w", override)
+    line = _error_line(proc)
+    assert message in line
+    assert proc.stderr.count(line.removeprefix("error: ")) == 1  # printed once, not logged too
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "w")  # nothing written
+
+
+def test_retrain_budget_epochs_trains_pruned_runs_for_fewer_steps(fashion_run, tmp_path):
+    from configs import fashion_mnist
+
+    score_dir, _ = fashion_run
+    config = fashion_mnist.get_config("smoke")
+    config.score.workdir = score_dir
+    config.retrain.budget = "epochs"
+    results = run_lib.run(config, str(tmp_path / "w"))
+    runs = {r["name"]: r for r in results["runs"]}
+    # 2 epochs: 4 batches of 32 for the 128 examples of the full run, 2 for the 64 kept.
+    assert runs["full"]["steps"] == 2 * 4
+    assert runs["el2n-1_hardest_f0.50"]["steps"] == runs["random_subset_f0.50"]["steps"] == 2 * 2
+    # The steps were trained: the last metrics line of each run is at that step.
+    for name, r in runs.items():
+        lines = open(tmp_path / "w" / "retrain" / name / "metrics.jsonl").read().splitlines()
+        assert json.loads(lines[-1])["step"] == r["steps"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+        OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)),
+        ValueError(f"TensorStore write failed: [{os.strerror(errno.ENOSPC)}]"),
+    ],
+)
+def test_full_disk_is_one_line_saying_to_free_space_and_rerun(tmp_path, monkeypatch, error):
+    from configs import fashion_mnist
+    from datadiet_jax import main
+
+    def write(path, payload):
+        raise error
+
+    monkeypatch.setattr(artifacts, "atomic_write_bytes", write)
+    workdir = str(tmp_path / "w")
+    with pytest.raises(SystemExit) as exit_info:
+        main.run_or_exit(fashion_mnist.get_config("smoke"), workdir)
+    message = str(exit_info.value.code)
+    assert message.startswith("error: the disk is full") and "\n" not in message
+    assert workdir in message and "run the same command again" in message
+
+
+def test_typo_in_override_fails_loudly(tmp_path):
+    proc = _main(
+        "--config=configs/fashion_mnist.py:smoke",
+        f"--workdir={tmp_path}/w",
+        "--config.train.batch_sise=8",
+    )
+    line = _error_line(proc)
+    assert "batch_sise" in line and 'Did you mean "batch_size"' in line
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_missing_dataset_fails_fast_with_instructions(tmp_path):
+    t = time.time()
+    proc = _main(
+        "--config=configs/cifar10.py:smoke",
+        f"--workdir={tmp_path}/w",
+        f"--config.data.data_dir={tmp_path}/empty",
+    )
+    line = _error_line(proc)
+    assert "not in" in line and "download=True" in line and "data_dir" in line
+    assert time.time() - t < 60  # process start and imports included; no network retries
+
+
+def test_cifar10_smoke_under_mock_data(tmp_path):
+    from configs import cifar10
+
+    config = cifar10.get_config("smoke")
+    config.data.download = True  # mocked: nothing is fetched
+    config.data.label_noise.fraction = 0.1
+    with tfds.testing.mock_data(num_examples=300):
+        results = run_lib.run(config, str(tmp_path))
+    runs = {r["name"] for r in results["runs"]}
+    assert runs == {"full", "el2n-1_hardest_f0.50", "random_subset_f0.50"}
+    s = artifacts.load_scores(results["scores"]["grand@0"])
+    assert s["per_seed"].shape == (2, 128) and s["provenance"]["dataset"] == "cifar10"
+    assert s["provenance"]["label_noise"]["fraction"] == 0.1
+    noise = np.load(tmp_path / "label_noise.npz")
+    assert len(noise["noisy_index"]) == round(0.1 * 128)

@@ -1,0 +1,71 @@
+"""Score files of another run: the lookup of forgetting files, transfer needs permission."""
+
+import numpy as np
+import pytest
+
+from datadiet_jax.pipeline import artifacts, config_check, plan, score_stage
+from datadiet_jax.pipeline.config_base import base_config
+from tests.conftest import smoke_config, split_shape
+from tests.references import make_split
+
+
+def _save(config, workdir, kind, epoch, split):
+    path = score_stage.score_path(str(workdir), kind, epoch)
+    prov = score_stage.provenance(config, split, kind, epoch)
+    artifacts.save_scores(
+        path, np.ones((2, split.num_examples)), np.arange(split.num_examples), prov
+    )
+    return path
+
+
+def test_forgetting_lookup_stays_inside_the_score_workdir(tmp_path):
+    # `runs/n10000` once matched `runs/n1_seed7_0/...` ('000' -> '*' rewrote the folder name).
+    config = smoke_config(
+        **{"prune.scores": ("forgetting",), "score.workdir": str(tmp_path / "n10000")}
+    )
+    split = split_shape()
+    own = _save(config, tmp_path / "n10000", "forgetting", 2, split)
+    _save(config, tmp_path / "n1_seed7_0", "forgetting", 200, split)
+    _save(config, tmp_path / "n10000x", "forgetting", 300, split)
+    assert score_stage.external_scores(config, split) == {"forgetting": own}
+    # The highest epoch of the folder's own files wins.
+    later = _save(config, tmp_path / "n10000", "forgetting", 1000, split)
+    assert score_stage.external_scores(config, split) == {"forgetting": later}
+
+
+@pytest.mark.parametrize("field,value", [("seed", 7), ("model.name", "resnet18")])
+def test_scores_of_another_seed_or_model_need_allow_transfer(tmp_path, field, value):
+    split = split_shape()
+    _save(smoke_config(**{field: value}), tmp_path / "scores_run", "el2n", 1, split)
+    config = smoke_config(**{"score.workdir": str(tmp_path / "scores_run")})
+    with pytest.raises(ValueError, match=r"allow_transfer=True") as err:
+        score_stage.external_scores(config, split)
+    assert field.split(".")[0] in str(err.value)
+    config.score.allow_transfer = True
+    assert set(score_stage.external_scores(config, split)) == {"el2n@1"}
+
+
+def test_prune_num_score_seeds_averages_the_first_k_seeds(tmp_path):
+    split = make_split(n=8)
+    config = base_config()
+    config.prune.scores, config.prune.fractions = ("el2n@1",), (0.5,)
+    config.score.el2n_epochs = (1,)
+    config.prune.full_baseline = config.prune.random_baseline = False
+    # Seed 0 ranks 0..3 hardest; seeds 1 and 2 rank 4..7 hardest. The mean of all three is
+    # (10 + i) / 3, so it keeps 4..7; the first seed alone keeps 0..3; the first two average to a
+    # constant 4.5, and ties go to the lower index: 0..3.
+    per_seed = np.stack([np.arange(8, 0, -1), np.arange(1, 9), np.arange(1, 9)]).astype(np.float32)
+    path = str(tmp_path / "el2n_epoch001.npz")
+    expect = score_stage.score_expectation(config, split)
+    artifacts.save_scores(path, per_seed, split.index, dict(expect))
+    for k, kept in ((0, [4, 5, 6, 7]), (3, [4, 5, 6, 7]), (1, [0, 1, 2, 3]), (2, [0, 1, 2, 3])):
+        config.prune.num_score_seeds = k
+        scores = score_stage.pruning_scores(config, split, {"el2n@1": path})
+        ((_, got),) = plan.kept_sets(config, split, scores)
+        assert got.tolist() == kept, k
+    config.prune.num_score_seeds = 4
+    with pytest.raises(ValueError, match="holds 3 seeds"):
+        score_stage.pruning_scores(config, split, {"el2n@1": path})
+    config.prune.num_score_seeds = -1
+    with pytest.raises(ValueError, match="must be >= 0"):
+        config_check.validate(config)

@@ -12,6 +12,7 @@ Imports stay light (no TensorFlow, TFDS or ml_collections): the score tests run 
 
 from __future__ import annotations
 
+import functools
 import os
 
 import flax
@@ -57,19 +58,30 @@ def tree_norm(tree) -> float:
     )
 
 
+def _example_grad(logits_fn):
+    """Jitted `(params, consts, x, y) -> gradient w.r.t. params of one example's loss`.
+
+    logits_fn: `(params, consts, x [1, ...]) -> logits [1, C]`; consts are not differentiated.
+    """
+
+    def loss(params, consts, x, y):
+        return cross_entropy(logits_fn(params, consts, x[None]), y[None])[0]
+
+    return jax.jit(jax.grad(loss))
+
+
+def _norms(grad_one, params, consts, images, labels) -> np.ndarray:
+    return np.array([tree_norm(grad_one(params, consts, x, y))
+                     for x, y in zip(images, labels, strict=True)])  # fmt: skip
+
+
 def grad_norm_loop(logits_fn, params, images, labels) -> np.ndarray:
     """GraNd of one model by one `jax.grad` per example: `[N] float64`.
 
     logits_fn: `(params, x [1, ...]) -> logits [1, C]`.
     """
-
-    @jax.jit
-    def grad_one(params, x, y):
-        return jax.grad(lambda p: cross_entropy(logits_fn(p, x[None]), y[None])[0])(params)
-
-    return np.array(
-        [tree_norm(grad_one(params, x, y)) for x, y in zip(images, labels, strict=True)]
-    )
+    grad_one = _example_grad(lambda p, _, x: logits_fn(p, x))
+    return _norms(grad_one, params, (), images, labels)
 
 
 def seed(tree, k: int):
@@ -82,19 +94,36 @@ def num_seeds(tree) -> int:
 
 
 def linen_grand_loop(apply_fn, variables, images, labels) -> np.ndarray:
-    """`[K, N]` GraNd of K stacked Linen variables; apply_fn: `(variables, x) -> logits`."""
+    """`[K, N]` GraNd of K stacked Linen variables; apply_fn: `(variables, x) -> logits`.
+
+    One compiled gradient serves every seed: the other collections (BatchNorm statistics) are
+    its constant argument.
+    """
+    grad_one = _example_grad(lambda p, rest, x: apply_fn({**rest, "params": p}, x))
     out = []
     for k in range(num_seeds(variables)):
         one = seed(variables, k)
-        logits_fn = lambda p, x, one=one: apply_fn({**one, "params": p}, x)  # noqa: E731
-        out.append(grad_norm_loop(logits_fn, one["params"], images, labels))
+        rest = {c: v for c, v in one.items() if c != "params"}
+        out.append(_norms(grad_one, one["params"], rest, images, labels))
     return np.array(out)
 
 
 def function_grand_loop(apply_fn, params, images, labels) -> np.ndarray:
     """`[K, N]` GraNd of a plain `apply_fn(params, x)` with params stacked on a seed axis."""
-    return np.array([grad_norm_loop(apply_fn, seed(params, k), images, labels)
+    grad_one = _example_grad(lambda p, _, x: apply_fn(p, x))
+    return np.array([_norms(grad_one, seed(params, k), (), images, labels)
                      for k in range(num_seeds(params))])  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _jacobian(apply_fn):
+    """Jitted per-example Jacobians of the logits w.r.t. params: `(params, rest, x [n, ...]) ->
+    {leaf: [n, C, *shape]}`, compiled once per `apply_fn` (the collections are an argument)."""
+
+    def logits_one(params, rest, x):
+        return apply_fn({**rest, "params": params}, x[None])[0]
+
+    return jax.jit(jax.vmap(jax.jacrev(logits_one), in_axes=(None, None, 0)))
 
 
 def jacrev_ntk(apply_fn, variables, images) -> tuple[np.ndarray, np.ndarray]:
@@ -104,11 +133,8 @@ def jacrev_ntk(apply_fn, variables, images) -> tuple[np.ndarray, np.ndarray]:
     Returns:
       (trace over logits [n, n], every pair of logits [n*C, n*C], example-major).
     """
-
-    def logits_one(params, x):
-        return apply_fn({**variables, "params": params}, x[None])[0]
-
-    jac = jax.jit(jax.vmap(jax.jacrev(logits_one), in_axes=(None, 0)))(variables["params"], images)
+    rest = {c: v for c, v in variables.items() if c != "params"}
+    jac = _jacobian(apply_fn)(variables["params"], rest, images)
     n, c = images.shape[0], jax.tree.leaves(jac)[0].shape[1]
     j = np.concatenate(
         [np.asarray(x, np.float64).reshape(n, c, -1) for x in jax.tree.leaves(jac)], axis=2

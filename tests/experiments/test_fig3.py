@@ -44,8 +44,11 @@ def _restore(config, workdir, model, split, epoch):
 def _jacrev_gram(state, seed, images):
     """Trace-over-logits NTK of one seed from the whole Jacobian (float64 products)."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    apply_fn = lambda v, x: MODEL.apply(v, x, train=False)  # noqa: E731
-    return jacrev_ntk(apply_fn, jax.tree.map(lambda v: v[seed], variables), images)[0]
+    return jacrev_ntk(_eval_apply, jax.tree.map(lambda v: v[seed], variables), images)[0]
+
+
+def _eval_apply(variables, images):
+    return MODEL.apply(variables, images, train=False)
 
 
 def test_rows_figure_and_summary(smoke):

@@ -101,14 +101,12 @@ def train_seeds(
       `'nonfinite_step'` ([K], see `health`), last step.
     """
     run = _Training(model, split, kept, spec, hooks or {})
-    try:
-        state, stats, start = run.restore(init_state)
-        if start in run.hook_steps:
-            run.hook_steps[start](state, stats)
-        if start < run.stop:
-            state, stats, start = run.steps(state, stats, start)
-    finally:
-        run.ckpts.close()
+    state, stats, start = run.restore(init_state)
+    if start in run.hook_steps:
+        run.hook_steps[start](state, stats)
+    if start < run.stop:
+        state, stats, start = run.steps(state, stats, start)
+    run.ckpts.close()
     return state, stats, start
 
 

@@ -49,10 +49,11 @@ def fraction_tag(fraction: float) -> str:
     return two if float(two) == f else repr(f)
 
 
-def run_name(score: str | None, strategy: str, fraction: float) -> str:
-    """The name of one run, e.g. run_name('el2n@1', 'hardest', 0.5) == 'el2n-1_hardest_f0.50'."""
-    base = "full" if score is None else f"{re.sub(r'[^a-z0-9]+', '-', score)}_{strategy}"
-    return base if score is None and strategy == "full" else f"{base}_f{fraction_tag(fraction)}"
+def run_name(score: str, strategy: str, fraction: float, offset: int = 0) -> str:
+    """The name of one pruned run: run_name('el2n@1', 'hardest', 0.5) == 'el2n-1_hardest_f0.50';
+    the 'offset' strategy adds its offset ('_o25')."""
+    name = f"{re.sub(r'[^a-z0-9]+', '-', score)}_{strategy}_f{fraction_tag(fraction)}"
+    return f"{name}_o{offset}" if strategy == "offset" else name
 
 
 def planned_runs(config) -> list[PlannedRun]:
@@ -63,9 +64,7 @@ def planned_runs(config) -> list[PlannedRun]:
     for f in config.prune.fractions:
         for score in config.prune.scores:
             for offset in offsets:
-                name = run_name(score, strategy, f)
-                if strategy == "offset":
-                    name += f"_o{offset}"
+                name = run_name(score, strategy, f, offset)
                 runs.append(PlannedRun(name, score, strategy, f, offset))
         if config.prune.random_baseline:
             runs.append(PlannedRun(run_name("random", "subset", f), "random", "random", f))

@@ -113,9 +113,7 @@ def keep_hardest(scores, num_keep: int) -> np.ndarray:
     Returns:
       `[num_keep] int64` sorted kept indices.
     """
-    scores = own_scores(scores)
-    num_keep = check_num_keep(num_keep, scores.shape[0])
-    return sorted_int64(hardest_first(scores)[:num_keep])
+    return _keep_first(hardest_first, scores, num_keep)
 
 
 def keep_easiest(scores, num_keep: int) -> np.ndarray:
@@ -128,9 +126,14 @@ def keep_easiest(scores, num_keep: int) -> np.ndarray:
     Returns:
       `[num_keep] int64` sorted kept indices.
     """
+    return _keep_first(lambda s: np.argsort(s, kind="stable"), scores, num_keep)
+
+
+def _keep_first(order, scores, num_keep: int) -> np.ndarray:
+    """The sorted first `num_keep` indices of `order(scores)` (a `[N]` permutation)."""
     scores = own_scores(scores)
     num_keep = check_num_keep(num_keep, scores.shape[0])
-    return sorted_int64(np.argsort(scores, kind="stable")[:num_keep])
+    return sorted_int64(order(scores)[:num_keep])
 
 
 def random_subset(num_examples: int, num_keep: int, seed) -> np.ndarray:

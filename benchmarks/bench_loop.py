@@ -118,9 +118,9 @@ def main(argv):
     del argv
     import jax
 
-    from datadiet_jax.pipeline import checkpoints
+    from datadiet_jax.pipeline import logs
 
-    checkpoints.quiet_checkpoint_logs()
+    logs.quiet_library_logs()
     num_steps = 20 if FLAGS.quick else 150
     rates = _rates(num_steps, 1 if FLAGS.quick else FLAGS.repeats)
     result = {

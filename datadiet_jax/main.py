@@ -1,7 +1,9 @@
 """Entry point: `python -m datadiet_jax.main --config=configs/fashion_mnist.py --workdir=DIR`.
 
 Every setting is a config field, overridden with `--config.x.y=value`; `WORKDIR/config.json`
-records the run completely. Running the same command again resumes the run.
+records the run completely. Running the same command again resumes the run; Ctrl-C or SIGTERM
+stops it with one line naming the stage (exit 130 or 143), and one process works in a work
+directory at a time.
 """
 
 from __future__ import annotations
@@ -10,19 +12,21 @@ import errno
 import os
 import sys
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING lines
 
-from datadiet_jax.pipeline import checkpoints
-from datadiet_jax.pipeline import run as run_lib
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from datadiet_jax.pipeline import interrupts, logs  # noqa: E402
+from datadiet_jax.pipeline import run as run_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run (resumed if present).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def summary(results: dict) -> str:
+def summary(results: dict, workdir: str) -> str:
     """A few lines for people: test accuracy of every run and where the files are.
 
     The accuracy is the mean over the healthy seeds only; seeds that collapsed or diverged are
@@ -36,18 +40,20 @@ def summary(results: dict) -> str:
         bad = [f"seed {k} {s}" for k, s in enumerate(statuses) if s != "ok"]
         note = f"  (left out: {', '.join(bad)})" if bad else ""
         lines.append(f"  {r['name']:<28} kept {r['num_kept']:>6}  accuracy {text}{note}")
-    lines.append(f"Scores:  {results['workdir']}/scores/")
-    lines.append(f"Results: {results['workdir']}/results.json, results.csv")
+    where = os.path.abspath(workdir)
+    lines.append(f"Scores:  {where}/scores/")
+    lines.append(f"Results: {where}/results.json, results.csv")
     return "\n".join(lines)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments {argv[1:]}; settings go in --config.x=value.")
-    checkpoints.quiet_checkpoint_logs()
-    logging.info("JAX devices: %s", jax.devices())
-    results = run_or_exit(_CONFIG.value, _WORKDIR.value)
-    logging.info("%s", summary(results))
+    logs.quiet_library_logs()
+    with interrupts.exit_on_interrupt():
+        logging.info("JAX devices: %s", jax.devices())
+        results = run_or_exit(_CONFIG.value, _WORKDIR.value)
+    logging.info("%s", summary(results, _WORKDIR.value))
     diverged = [
         f"{r['name']} seed {k}"
         for r in results["runs"]

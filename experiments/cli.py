@@ -1,4 +1,5 @@
-"""The command line of the figure scripts: flags, the compile cache and one-line errors."""
+"""The command line of the figure scripts: flags, the compile cache, quiet library logs, and
+one-line errors (bad input, Ctrl-C, SIGTERM)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from datadiet_jax.pipeline import checkpoints
+from datadiet_jax.pipeline import interrupts, logs
 from experiments import sweeps
 
 SCALE = flags.DEFINE_enum(
@@ -21,10 +22,11 @@ def main(argv, title: str, reproduce: Callable) -> None:
     """The entry point of a figure script: flags -> reproduce -> a one-line error on bad input."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
-    checkpoints.quiet_checkpoint_logs()
+    logs.quiet_library_logs()
     sweeps.enable_compilation_cache(RUNS.value)
     try:
-        out = reproduce(SCALE.value, RUNS.value, OUT.value)
+        with interrupts.exit_on_interrupt():
+            out = reproduce(SCALE.value, RUNS.value, OUT.value)
     except (ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")

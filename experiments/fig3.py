@@ -25,7 +25,6 @@ OUT/fig3_summary.md.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 from absl import app
@@ -34,7 +33,7 @@ from configs.studies.fig3 import FIG3
 from configs.studies.scales import Scale, scale_settings
 from datadiet_jax import models
 from datadiet_jax.dynamics import kernel_velocity
-from datadiet_jax.pipeline import artifacts, config_check, data, input_pipeline
+from datadiet_jax.pipeline import config_check, data, input_pipeline
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.report import dynamics_plots, numbers, summary
 from experiments import cli, sweeps
@@ -76,16 +75,17 @@ def measure(scale: Scale, noise: float, runs_dir: str) -> list[dict]:
     settings = FIG3[scale.name]
     config = velocity_config(scale, noise, runs_dir)
     workdir = sweeps.workdir(runs_dir, scale, {"name": item_name(noise)})
-    split, _ = data.load_splits(config.data)
     saved = {"config": config_to_dict(config), "fig3": dataclasses.asdict(settings)}
-    artifacts.check_workdir(workdir, json.loads(json.dumps(saved, default=list)))
-    model = models.build(config.model, split.num_classes)
-    augment = input_pipeline.augments(config.data, split.images.shape)
-    rows = kernel_velocity.velocity_run(
-        config, workdir, model, split, epochs=settings.epochs, window_size=settings.window_size,
-        num_windows=settings.num_windows, ntk_batch_size=settings.ntk_batch_size, augment=augment,
-    )  # fmt: skip
-    return [dict(noise_fraction=float(noise)) | r for r in rows]
+    with sweeps.study_workdir(workdir, saved):
+        split, _ = data.load_splits(config.data)
+        model = models.build(config.model, split.num_classes)
+        augment = input_pipeline.augments(config.data, split.images.shape)
+        rows = kernel_velocity.velocity_run(
+            config, workdir, model, split, epochs=settings.epochs,
+            window_size=settings.window_size, num_windows=settings.num_windows,
+            ntk_batch_size=settings.ntk_batch_size, augment=augment,
+        )  # fmt: skip
+        return [dict(noise_fraction=float(noise)) | r for r in rows]
 
 
 def summary_sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:

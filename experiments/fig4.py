@@ -27,7 +27,6 @@ alpha), OUT/fig4_summary.md. The run lives in RUNS/<scale>/fig4_noise00/ and res
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from absl import app
 
@@ -80,18 +79,18 @@ def measure(scale: Scale, runs_dir: str) -> list[dict]:
     settings = FIG4[scale.name]
     config = spawning_config(scale, runs_dir)
     workdir = sweeps.workdir(runs_dir, scale, {"name": ITEM})
-    split, test_split = data.load_splits(config.data)
     saved = {"config": config_to_dict(config), "fig4": dataclasses.asdict(settings)}
-    artifacts.check_workdir(workdir, json.loads(json.dumps(saved, default=list)))
-    kind, _, epoch = settings.score.partition("@")
-    path = score_stage.score_path(config.score.workdir, kind, int(epoch))
-    scores = artifacts.load_scores(path, score_stage.score_expectation(config, split))["mean"]
-    model = models.build(config.model, split.num_classes)
-    augment = input_pipeline.augments(config.data, split.images.shape)
-    return connectivity.spawning_run(
-        config, workdir, model, split, test_split, scores, spawn_epochs=settings.spawn_epochs,
-        subset_size=settings.subset_size, alphas=settings.alphas, augment=augment,
-    )  # fmt: skip
+    with sweeps.study_workdir(workdir, saved):
+        split, test_split = data.load_splits(config.data)
+        kind, _, epoch = settings.score.partition("@")
+        path = score_stage.score_path(config.score.workdir, kind, int(epoch))
+        scores = artifacts.load_scores(path, score_stage.score_expectation(config, split))["mean"]
+        model = models.build(config.model, split.num_classes)
+        augment = input_pipeline.augments(config.data, split.images.shape)
+        return connectivity.spawning_run(
+            config, workdir, model, split, test_split, scores, spawn_epochs=settings.spawn_epochs,
+            subset_size=settings.subset_size, alphas=settings.alphas, augment=augment,
+        )  # fmt: skip
 
 
 def summary_sections(scale: Scale, rows: list[dict]) -> list[tuple[str, list[dict]]]:

@@ -6,7 +6,8 @@ base config. Every item runs as its own `datadiet_jax.pipeline.run.run` in
 `RUNS/<scale>/<item name>`, so a finished item is skipped by
 `run.run` and an interrupted one resumes. Item names are derived from their content, so two
 figures that need the same run (the score runs, the full-data and random baselines) share one
-work directory and train it once.
+work directory and train it once: two figure scripts started at once work side by side where
+their items differ, and one waits for the other where they share one (`workdir.hold`).
 
 Score runs are score-only (no pruning fractions, no baselines): one per (scale, label-noise
 level). Every training item points `config.score.workdir` at the score run of its noise level, and
@@ -16,6 +17,8 @@ trains.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 import types
@@ -29,7 +32,7 @@ from absl import logging
 from configs.studies.scales import Scale, get_scale
 from datadiet_jax.pipeline import artifacts, config_check, data, plan, retrain, score_stage
 from datadiet_jax.pipeline import run as run_lib
-from datadiet_jax.pipeline.config_base import config_to_dict
+from datadiet_jax.pipeline import workdir as workdir_lib
 
 
 def noise_tag(noise: float) -> str:
@@ -210,26 +213,27 @@ def run_sweep(scale: Scale, items: Sequence[Mapping], runs_dir: str) -> dict[str
 
 
 def _run_item(config, item_dir: str) -> dict:
-    """`run.run`, except that a finished run with this config is read back without loading data.
+    """`run.run`, except that a finished run whose inputs are unchanged (`run.is_current`) is
+    read back without loading data. Another figure working in the same folder is waited for."""
+    if run_lib.is_current(config, item_dir):
+        logging.info("Finished already: %s", item_dir)
+        return artifacts.read_json(os.path.join(item_dir, "results.json"))
+    return run_lib.run(config, item_dir, wait=True)
 
-    `results.json` is written last by `run.run`, so its presence next to an identical
-    `config.json` means every stage is done.
-    """
-    config_path = os.path.join(item_dir, "config.json")
-    results_path = os.path.join(item_dir, "results.json")
-    if os.path.exists(results_path) and os.path.exists(config_path):
-        if artifacts.read_json(config_path) == config_to_dict(config):
-            logging.info("Finished already: %s", item_dir)
-            return artifacts.read_json(results_path)
-    return run_lib.run(config, item_dir)
+
+@contextlib.contextmanager
+def study_workdir(item_dir: str, saved: Mapping):
+    """Holds a study's work directory for the block (waiting for another figure working there)
+    and records or checks its settings `saved` (`workdir.check_config`)."""
+    workdir_lib.check_writable(item_dir)
+    with workdir_lib.hold(item_dir, wait=True):
+        workdir_lib.check_config(item_dir, json.loads(json.dumps(saved, default=list)))
+        yield
 
 
 def load_results(scale: Scale, it: Mapping, runs_dir: str) -> dict:
-    """The saved `results.json` of an item."""
-    path = os.path.join(workdir(runs_dir, scale, it), "results.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist; run the sweep of this figure first.")
-    return artifacts.read_json(path)
+    """The saved `results.json` of an item, its score paths joined to its work directory."""
+    return artifacts.read_results(workdir(runs_dir, scale, it))
 
 
 def seed_rows(scale: Scale, it: Mapping, results: Mapping) -> list[dict]:

@@ -19,10 +19,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import csv  # noqa: E402
 import glob  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.references import make_split  # noqa: E402
+from tests.references import ROOT, make_split  # noqa: E402
 
 
 @pytest.fixture
@@ -76,7 +78,7 @@ def snapshot(runs_dir, scale="smoke"):
     """{path: (mtime_ns, size)} of every file under RUNS/<scale>/ (proves nothing was rewritten)."""
     out = {}
     for path in glob.glob(os.path.join(runs_dir, scale, "**", "*"), recursive=True):
-        if os.path.isfile(path):
+        if os.path.isfile(path) and os.path.basename(path) != ".lock":  # the lock names its PID
             st = os.stat(path)
             out[path] = (st.st_mtime_ns, st.st_size)
     return out
@@ -112,10 +114,11 @@ def smoke_config(**overrides):
 
 
 def split_shape(n=128):
-    """What the score-file checks read of a split: its name, split and size."""
+    """What score files record of a split: its name, split, size and normalization."""
     import types
 
-    return types.SimpleNamespace(name="fashion_mnist", split="train", num_examples=n)
+    return types.SimpleNamespace(name="fashion_mnist", split="train", num_examples=n,
+                                 mean=[0.286], std=[0.353])  # fmt: skip
 
 
 def restore_checkpoint(model, split, spec, step):
@@ -127,3 +130,36 @@ def restore_checkpoint(model, split, spec, step):
     state, _ = ckpts.restore(step, template, loop.init_stats(spec.num_seeds, split.num_examples))
     ckpts.close()
     return state
+
+
+SMOKE_ARGS = ("--config=configs/fashion_mnist.py:smoke",)
+
+
+def run_main(*args, timeout=600):
+    """The entry point in a subprocess: `python -m datadiet_jax.main ARGS` (stderr captured)."""
+    cmd = [sys.executable, "-m", "datadiet_jax.main", *args]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """(workdir, finished process) of one uninterrupted entry-point run of the smoke config,
+    shared by the tests that compare against it or build on its scores; none may change it."""
+    workdir = str(tmp_path_factory.mktemp("smoke_run") / "run")
+    proc = run_main(*SMOKE_ARGS, f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return workdir, proc
+
+
+def run_outputs(workdir):
+    """{path relative to `workdir`: bytes} of every result a run writes: its config, label noise,
+    score files, kept sets, retraining results and results tables (not checkpoints or logs)."""
+    patterns = ("config.json", "label_noise.npz", "scores/*.npz", "retrain/*/kept.npz",
+                "retrain/*/result.json", "results.json", "results.csv")  # fmt: skip
+    out = {}
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(workdir, pattern)):
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, workdir)] = f.read()
+    return out

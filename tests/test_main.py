@@ -3,8 +3,6 @@
 import errno
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,13 +11,11 @@ import tensorflow_datasets as tfds
 
 from datadiet_jax.pipeline import artifacts
 from datadiet_jax.pipeline import run as run_lib
-from tests.references import ROOT
+from tests.conftest import run_main
 
 
 def _main(*args, timeout=600):
-    cmd = [sys.executable, "-m", "datadiet_jax.main", *args]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_main(*args, timeout=timeout)
 
 
 def _error_line(proc):
@@ -28,12 +24,9 @@ def _error_line(proc):
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def fashion_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("fm") / "run")
-    proc = _main("--config=configs/fashion_mnist.py:smoke", f"--workdir={workdir}")
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    return workdir, proc
+@pytest.fixture
+def fashion_run(smoke_run):
+    return smoke_run
 
 
 def test_fashion_mnist_smoke_writes_scores_and_results(fashion_run):
@@ -46,6 +39,8 @@ def test_fashion_mnist_smoke_writes_scores_and_results(fashion_run):
         assert s["per_seed"].shape == (2, 128)
         np.testing.assert_array_equal(s["index"], np.arange(128))
         assert s["provenance"]["model"] == "small_cnn" and s["provenance"]["num_seeds"] == 2
+        normalization = s["provenance"]["normalization"]
+        assert normalization == {"mean": [pytest.approx(0.286)], "std": [pytest.approx(0.353)]}
     results = json.load(open(os.path.join(workdir, "results.json")))
     runs = {r["name"]: r for r in results["runs"]}
     assert set(runs) == {"full", "el2n-1_hardest_f0.50", "random_subset_f0.50"}
@@ -198,8 +193,32 @@ def test_cifar10_smoke_under_mock_data(tmp_path):
         results = run_lib.run(config, str(tmp_path))
     runs = {r["name"] for r in results["runs"]}
     assert runs == {"full", "el2n-1_hardest_f0.50", "random_subset_f0.50"}
-    s = artifacts.load_scores(results["scores"]["grand@0"])
+    s = artifacts.load_scores(os.path.join(tmp_path, results["scores"]["grand@0"]))
     assert s["per_seed"].shape == (2, 128) and s["provenance"]["dataset"] == "cifar10"
     assert s["provenance"]["label_noise"]["fraction"] == 0.1
     noise = np.load(tmp_path / "label_noise.npz")
     assert len(noise["noisy_index"]) == round(0.1 * 128)
+
+
+LIBRARY_LINES = ("Load dataset info", "Unable to initialize backend", "Constructing tf.data")
+
+
+def test_library_info_lines_are_quiet_unless_asked_for(smoke_run, tmp_path):
+    _, proc = smoke_run
+    assert not [s for s in LIBRARY_LINES if s in proc.stderr]
+    assert "Wrote el2n scores" in proc.stderr and "Retraining 1/3" in proc.stderr
+    # An out-of-range window fails after the data is loaded: TFDS has spoken by then.
+    loud = _main("--config=configs/fashion_mnist.py:smoke", f"--workdir={tmp_path}/w",
+                 "--verbosity=1", "--config.prune.strategy=offset",
+                 "--config.prune.offsets=(1000,)")  # fmt: skip
+    assert "offset window" in _error_line(loud)
+    assert "Load dataset info" in loud.stderr and "Unable to initialize backend" in loud.stderr
+
+
+def test_progress_and_score_lines_never_say_nan_and_paths_are_relative(smoke_run):
+    workdir, proc = smoke_run
+    assert " nan" not in proc.stderr.lower()
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    assert "workdir" not in results
+    assert not [p for p in results["scores"].values() if os.path.isabs(p)]
+    assert results["scores"]["el2n@1"] == os.path.join("scores", "el2n_epoch001.npz")

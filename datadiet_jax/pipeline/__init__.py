@@ -13,7 +13,11 @@
   score_stage     the score stage, score files and their provenance
   plan            the retraining plan (`PlannedRun`) and the kept indices of each run
   retrain         the retraining stage and its results
-  artifacts       atomic writes, score files, results, the work directory's config
+  artifacts       atomic writes, score files (checked on load), results
+  fingerprint     what each kept set, retraining and results table was made from
+  workdir         the work directory: writable, locked by one process, its config.json
+  interrupts      Ctrl-C and SIGTERM: one line naming the stage, exit 130 / 143
+  logs            library INFO lines left out of the log
   run             the orchestrator (`run.run(config, workdir)`)
 
 It uses the scores library (`datadiet_jax.scores`); the library never uses it. Its modules are
@@ -22,6 +26,7 @@ not import orbax or TensorFlow.
 """
 
 __all__ = [
-    "artifacts", "checkpoints", "config_base", "config_check", "data", "health", "input_pipeline",
-    "keys", "loop", "plan", "prepare_data", "retrain", "run", "score_stage", "train",
+    "artifacts", "checkpoints", "config_base", "config_check", "data", "fingerprint", "health",
+    "input_pipeline", "interrupts", "keys", "logs", "loop", "plan", "prepare_data", "retrain",
+    "run", "score_stage", "train", "workdir",
 ]  # fmt: skip

@@ -45,6 +45,18 @@ def read_json(path: str):
         return json.load(f)
 
 
+def read_results(workdir: str) -> dict:
+    """`WORKDIR/results.json`, with its score paths joined to `workdir`."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; run that work directory first.")
+    out = read_json(path)
+    out["scores"] = {
+        k: os.path.normpath(os.path.join(workdir, v)) for k, v in out["scores"].items()
+    }
+    return out
+
+
 def write_csv(path: str, rows: list[dict]) -> None:
     """Writes dict rows as CSV (columns: union of keys, in first-seen order)."""
     columns: list[str] = []
@@ -96,7 +108,16 @@ _INF_KINDS = ("forgetting",)
 _LOAD_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError)
 
 
-def load_scores(path: str, expect: dict | None = None, *, allow_transfer: bool = False) -> dict:
+# What to do about a refused score file, unless the caller knows better (`load_scores(fix=...)`).
+DEFAULT_FIX = (
+    "delete it and rerun the run that wrote it (its score stage recomputes it), or point "
+    "config.score.workdir at a run with intact scores"
+)
+
+
+def load_scores(
+    path: str, expect: dict | None = None, *, allow_transfer: bool = False, fix: str = DEFAULT_FIX
+) -> dict:
     """Loads and checks a score file.
 
     Args:
@@ -105,6 +126,8 @@ def load_scores(path: str, expect: dict | None = None, *, allow_transfer: bool =
         always, and every one of `TRANSFER_FIELDS` present in it unless `allow_transfer`.
       allow_transfer: accept scores of another model, seed or number of seeds (with a warning
         naming what differs); `config.score.allow_transfer`.
+      fix: what the message of a refused file tells the user to do (which file to delete, which
+        run recomputes it); a file of another run is also described by its provenance.
 
     Returns:
       Dict with `per_seed [K, N]`, `mean [N]`, `index [N]`, `provenance` (dict).
@@ -121,16 +144,13 @@ def load_scores(path: str, expect: dict | None = None, *, allow_transfer: bool =
             out = {k: np.asarray(f[k]) for k in ("per_seed", "mean", "index")}
             provenance = json.loads(str(f["provenance"]))
     except _LOAD_ERRORS as e:
-        raise ValueError(
-            f"Score file {path} is unreadable ({type(e).__name__}); delete it so the score stage "
-            "recomputes it, or point config.score.workdir at a run with intact scores."
-        ) from None
+        raise ValueError(f"Score file {path} is unreadable ({type(e).__name__}); {fix}.") from None
     out["provenance"] = provenance
     n = len(out["index"])
     if out["per_seed"].ndim != 2 or out["per_seed"].shape[-1] != n or out["mean"].shape != (n,):
         raise ValueError(
             f"Score file {path} is corrupt: {out['per_seed'].shape[-1]} scores for {n} indices; "
-            "delete it so the score stage recomputes it."
+            f"{fix}."
         )
     bad_mask = values.invalid(out["per_seed"])
     if provenance.get("score") not in _INF_KINDS:
@@ -138,19 +158,20 @@ def load_scores(path: str, expect: dict | None = None, *, allow_transfer: bool =
     if bad_mask.any():
         bad = np.flatnonzero(bad_mask.any(axis=0))[:5]
         raise ValueError(
-            f"Score file {path} holds NaN or infinite scores (e.g. examples {bad.tolist()}); "
-            "recompute them."
+            f"Score file {path} holds NaN or infinite scores (e.g. examples {bad.tolist()}); {fix}."
         )
     expect = expect or {}
+    owner = describe_run(provenance)
     for key in MATCH_FIELDS:
         if key in expect and provenance.get(key) != expect[key]:
             raise ValueError(
                 f"Score file {path} is for {key}={provenance.get(key)!r}, but this run has "
-                f"{key}={expect[key]!r}; use scores computed on the same data."
+                f"{key}={expect[key]!r}: it belongs to {owner}; {fix}."
             )
     if "num_examples" in expect and n != expect["num_examples"]:
         raise ValueError(
-            f"Score file {path} has {n} scores; this run has {expect['num_examples']}."
+            f"Score file {path} has {n} scores; this run has {expect['num_examples']}: it belongs "
+            f"to {owner}; {fix}."
         )
     differ = [
         f"{key}={provenance.get(key)!r} (this run: {expect[key]!r})"
@@ -160,37 +181,32 @@ def load_scores(path: str, expect: dict | None = None, *, allow_transfer: bool =
     if differ and not allow_transfer:
         raise ValueError(
             f"Score file {path} is from another run: {', '.join(differ)}; set "
-            "--config.score.allow_transfer=True to use it on purpose."
+            "--config.score.allow_transfer=True to use it on purpose, or "
+            f"{fix[0].lower()}{fix[1:]}."
         )
     if differ:
         logging.warning("Transferring scores of %s: %s", path, ", ".join(differ))
     return out
 
 
-def check_workdir(workdir: str, config_dict: dict) -> None:
-    """Records the run's config in `workdir/config.json`, or checks it matches the one there.
-
-    Raises:
-      ValueError: the folder holds a run with a different config; nothing is touched.
-    """
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        old = read_json(path)
-        if old != config_dict:
-            diff = sorted(_diff_keys(old, config_dict))
-            raise ValueError(
-                f"Work directory {workdir} holds a run with a different config (differs in "
-                f"{', '.join(diff[:6])}); pass a new --workdir, or the same config to resume."
-            )
-        return
-    os.makedirs(workdir, exist_ok=True)
-    write_json(path, config_dict)
+def describe_run(provenance: dict) -> str:
+    """The run a score file comes from, in words: 'a run of fashion_mnist:train (N=128), model
+    small_cnn, seed 0, 2 seeds, epoch 1'."""
+    p = provenance
+    noise = p.get("label_noise")
+    noise_text = f", label noise {noise.get('fraction')}" if isinstance(noise, dict) else ""
+    return (
+        f"a run of {p.get('dataset')}:{p.get('split')} (N={p.get('num_examples')}{noise_text}), "
+        f"model {p.get('model')}, seed {p.get('seed')}, {p.get('num_seeds')} seeds, epoch "
+        f"{p.get('epoch')}"
+    )
 
 
-def _diff_keys(a, b, prefix: str = "") -> set[str]:
+def diff_keys(a, b, prefix: str = "") -> set[str]:
+    """The dotted keys whose values differ between two nested dicts."""
     if isinstance(a, dict) and isinstance(b, dict):
         out: set[str] = set()
         for k in set(a) | set(b):
-            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+            out |= diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return set() if a == b else {prefix.rstrip(".")}

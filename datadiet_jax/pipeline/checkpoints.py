@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the stacked K-seed training state and its statistics, and quiet logs.
+"""Orbax checkpoints of the stacked K-seed training state and its statistics.
 
 A save-restore round trip gives the same state and statistics, so a resumed training ends as an
 uninterrupted one does. An unreadable checkpoint (cut short by a crash or a full disk) is skipped
@@ -7,7 +7,6 @@ and moved aside; a readable one of another version is refused, never moved.
 
 from __future__ import annotations
 
-import logging as std_logging
 import os
 from collections.abc import Iterable
 
@@ -16,18 +15,6 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from datadiet_jax.pipeline.train import TrainState
-
-
-class _QuietCheckpointing(std_logging.Filter):
-    def filter(self, record):
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-
-
-def quiet_checkpoint_logs() -> None:
-    """Drops the INFO chatter of orbax's internals from absl's log; its warnings still show."""
-    handler = logging.get_absl_handler()
-    if not any(isinstance(f, _QuietCheckpointing) for f in handler.filters):
-        handler.addFilter(_QuietCheckpointing())
 
 
 class CheckpointMismatch(ValueError):
@@ -120,6 +107,10 @@ class Checkpoints:
                 "directory to restart this training from the beginning."
             )
         return 0, state, stats
+
+    def all_steps(self) -> list[int]:
+        """The steps saved, oldest first."""
+        return sorted(self._manager.all_steps())
 
     def close(self) -> None:
         self._manager.close()

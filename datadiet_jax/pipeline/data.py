@@ -13,7 +13,7 @@ import os
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import keys
+from datadiet_jax.pipeline import keys, workdir
 
 # Per-channel mean and std of the training split, in [0, 1] pixel units.
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -85,6 +85,7 @@ def get_builder(name: str, data_dir: str | None, download: bool = False):
       ValueError: the name is not a TFDS dataset.
       FileNotFoundError: the dataset is not prepared in `data_dir` and `download` is False. The
         message says how to get it; this check avoids TFDS's minutes of network retries.
+      ValueError: `download` is True and the data directory cannot be written.
     """
     import tensorflow_datasets as tfds
 
@@ -95,9 +96,15 @@ def get_builder(name: str, data_dir: str | None, download: bool = False):
             f"Unknown dataset {name!r}; set config.data.name to a TFDS image-classification "
             f"dataset such as {sorted(NORMALIZATION)}."
         ) from None
-    if not download and not builder.is_prepared():
-        where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    if builder.is_prepared():
+        return builder
+    where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    if not download:
         raise FileNotFoundError(f"Dataset {name!r} is not in {where}: {_how_to_get(name)}.")
+    workdir.check_writable(
+        os.path.expanduser(where), "Data directory",
+        f"TFDS cannot download {name!r} into it; set --config.data.data_dir to a writable folder",
+    )  # fmt: skip
     return builder
 
 
@@ -137,6 +144,7 @@ def load_split(
     data_dir: str | None = None,
     download: bool = False,
     num_examples: int | None = None,
+    normalization: tuple | None = None,
 ) -> Split:
     """Loads a TFDS split into memory in the dataset's own order.
 
@@ -146,6 +154,9 @@ def load_split(
       data_dir: TFDS data directory; None means TFDS's default.
       download: let TFDS download the dataset when it is missing.
       num_examples: keep only the first `num_examples` examples (None or 0 keeps all).
+      normalization: (mean [C], std [C]) to normalize with, for a dataset without constants in
+        `NORMALIZATION`: the test split takes the training split's (`load_splits`). None: the
+        dataset's constants, else the statistics of this split itself.
 
     Returns:
       A `Split` with `images [N, H, W, C] uint8` and `labels [N] int32`.
@@ -161,6 +172,8 @@ def load_split(
         images, labels = images[:num_examples], labels[:num_examples]
     if name in NORMALIZATION:
         mean, std = (np.asarray(v, np.float32) for v in NORMALIZATION[name])
+    elif normalization is not None:
+        mean, std = (np.asarray(v, np.float32) for v in normalization)
     else:  # Any other TFDS dataset: statistics of the loaded split itself.
         x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
         mean, std = x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
@@ -225,9 +238,12 @@ def with_label_noise(split: Split, fraction: float, mode: str, seed: int) -> Spl
 
 
 def load_splits(data_cfg) -> tuple[Split, Split]:
-    """The train split (with the config's label noise) and the test split of `config.data`."""
+    """The train split (with the config's label noise) and the test split of `config.data`; both
+    are normalized alike: with the dataset's constants, else with the training split's
+    statistics."""
     kw = dict(data_dir=data_cfg.data_dir, download=data_cfg.download)
     train = load_split(data_cfg.name, "train", num_examples=data_cfg.num_train_examples, **kw)
-    test = load_split(data_cfg.name, "test", num_examples=data_cfg.num_test_examples, **kw)
+    test = load_split(data_cfg.name, "test", num_examples=data_cfg.num_test_examples,
+                      normalization=(train.mean, train.std), **kw)  # fmt: skip
     noise = data_cfg.label_noise
     return with_label_noise(train, noise.fraction, noise.mode, noise.seed), test

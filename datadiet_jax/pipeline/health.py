@@ -143,3 +143,33 @@ def check_score_training(stats, labels: np.ndarray, epoch: int, name: str = "sco
             name, k, epoch, accuracy[k], majority,
         )  # fmt: skip
     return accuracy
+
+
+def warn_if_small(name: str, num_examples: int, batch_size: int) -> bool:
+    """Warns once when a training set is smaller than one batch; returns whether it is.
+
+    Such a training runs (every step is one padded batch of all its examples, the padding masked
+    out), but its statistics rest on very few examples and its batch-size-dependent settings
+    (learning rate, schedule length) were not chosen for it.
+    """
+    if num_examples >= batch_size:
+        return False
+    logging.warning(
+        "%s trains on %d examples, fewer than one batch (config.train.batch_size=%d): every step "
+        "is one padded batch of all of them; its numbers rest on very few examples.",
+        name, num_examples, batch_size,
+    )  # fmt: skip
+    return True
+
+
+def score_summary(per_seed) -> str:
+    """One line about a `[K, N]` score array: the mean of its finite values and the count of
+    infinite ones (+inf: never-learned examples of forgetting), never 'nan'."""
+    per_seed = np.asarray(per_seed)
+    finite = np.isfinite(per_seed)
+    pos_inf = int(np.isposinf(per_seed).sum())
+    if not finite.any():
+        return f"no finite value, {pos_inf} +inf"
+    return (
+        f"mean {per_seed[finite].mean():.4f} over {int(finite.sum())} finite values, {pos_inf} +inf"
+    )

@@ -77,6 +77,7 @@ def train_seeds(
     *,
     hooks: dict[int, Callable] | None = None,
     init_state: train.TrainState | None = None,
+    past_hooks: bool = False,
 ):
     """Trains K seeds together on `split` restricted to `kept`, resuming from `spec.ckpt_dir`.
 
@@ -94,6 +95,9 @@ def train_seeds(
         counter (equal for all K) and keeps its optimizer state: momentum and the position in the
         learning-rate schedule continue as if the parent had gone on training. Only the data
         order (from seed, purpose, seed index) differs. Forgetting statistics start at zero.
+      past_hooks: also call the hooks of epochs before the resumed step, each on that epoch's
+        checkpoint (`spec.keep_epochs` keeps them; epoch 0 is the initialization again): the
+        score stage recomputes a deleted score file this way, without training.
 
     Returns:
       (state, stats, step): stacked `TrainState` [K, ...], stats
@@ -102,6 +106,8 @@ def train_seeds(
     """
     run = _Training(model, split, kept, spec, hooks or {})
     state, stats, start = run.restore(init_state)
+    if past_hooks:
+        run.past_hooks(start, state, stats, init_state)
     if start in run.hook_steps:
         run.hook_steps[start](state, stats)
     if start < run.stop:
@@ -139,6 +145,23 @@ class _Training:
             logging.info("Resumed %s at step %d/%d", spec.ckpt_dir, latest, spec.num_steps)
         self.reported = _check_finite(stats, self.reported, spec, self.spe)
         return state, stats, latest or first
+
+    def past_hooks(self, start: int, state, stats, init_state) -> None:
+        """Calls the hooks of steps before `start`, each on the state saved at its step."""
+        saved = set(self.ckpts.all_steps())
+        for step in sorted(s for s in self.hook_steps if s < start):
+            if step in saved:
+                at_step = self.ckpts.restore(step, state, stats)
+            elif step == 0 and init_state is None:
+                at_step = (initial_states(self.model, self.split, self.spec),
+                           init_stats(self.spec.num_seeds, self.split.num_examples))  # fmt: skip
+            else:
+                raise ValueError(
+                    f"{self.spec.name}: the checkpoint of step {step} (epoch {step // self.spe}) "
+                    f"is not in {self.spec.ckpt_dir}, so its epoch's work cannot be redone; "
+                    "delete that folder to train again from the start."
+                )
+            self.hook_steps[step](*at_step)
 
     def steps(self, state, stats, start: int):
         """Trains from `start` to the stop step; returns (state, stats, last step)."""

@@ -1,21 +1,34 @@
 """The retraining stage: fresh seeds on each kept subset, evaluated, with a health status.
 
-Each run of the plan (`plan.kept_sets`) lands in `WORKDIR/retrain/<run>/`: `kept.npz`, `ckpt/`,
-`metrics.jsonl` and `result.json`. A finished run (its `result.json` exists) is skipped.
+Each run of the plan (`plan.kept_sets`) lands in `WORKDIR/retrain/<run>/`: `kept.npz` (the kept
+indices and what they and the training are made from, `fingerprint`), `ckpt/`, `metrics.jsonl` and
+`result.json`. A finished run whose record matches is skipped; one whose kept indices or training
+settings changed is trained again from scratch, with one line saying why.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import artifacts, health, input_pipeline, keys, loop, train
+from datadiet_jax.pipeline import (
+    artifacts,
+    fingerprint,
+    health,
+    input_pipeline,
+    interrupts,
+    keys,
+    loop,
+    train,
+)
 
 
-def retrain_stage(config, workdir: str, model, split, test_split, runs) -> list[dict]:
+def retrain_stage(config, workdir: str, model, split, test_split, runs, score_hashes) -> list[dict]:
     """Trains R fresh seeds on each kept subset and evaluates them; returns one result per run.
 
     Each result records, per seed, the test accuracy and loss, how well the seed fits its kept
@@ -26,42 +39,120 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs) -> list[
       config, workdir, model: the run's config, work directory and model.
       split, test_split: the training split (labels as trained on) and the test split.
       runs: the plan, `[(plan.PlannedRun, kept [M] int64)]`.
+      score_hashes: `fingerprint.score_hashes` of the score files the kept sets come from.
     """
-    full_steps = config.train.num_epochs * input_pipeline.steps_per_epoch(
-        split.num_examples, config.train.batch_size
-    )
-    augment = input_pipeline.augments(config.data, split.images.shape)
     results = []
     for i, (run, kept) in enumerate(runs):
-        run_dir = os.path.join(workdir, "retrain", run.name)
-        result_path = os.path.join(run_dir, "result.json")
-        if os.path.exists(result_path):
-            results.append(artifacts.read_json(result_path))
-            continue
-        logging.info("Retraining %d/%d: %s on %d examples", i + 1, len(runs), run.name, len(kept))
-        artifacts.save_npz(os.path.join(run_dir, "kept.npz"), index=kept)
-        steps = full_steps
-        if config.retrain.budget == "epochs":
-            steps = config.train.num_epochs * input_pipeline.steps_per_epoch(
-                len(kept), config.train.batch_size
-            )
-        spec = loop.TrainSpec(
-            train_cfg=config.train, num_seeds=config.retrain.num_seeds, seed=config.seed,
-            purpose=keys.Purpose.RETRAIN, num_steps=steps, schedule_steps=steps,
-            ckpt_dir=os.path.join(run_dir, "ckpt"), augment=augment, name=run.name,
-        )  # fmt: skip
-        state, stats, _ = loop.train_seeds(model, split, kept, spec)
-        eval_args = dict(batch_size=config.train.eval_batch_size, seed_axis=config.train.seed_axis)
-        acc, loss = train.evaluate(model, state, test_split, **eval_args)
-        init_state = loop.initial_states(model, split, spec)
-        fit = fit_check(model, init_state, state, split, kept, **eval_args)
-        result = dataclasses.asdict(run)
-        result.update(num_kept=len(kept), steps=steps)
-        result.update(_health_fields(run.name, acc, loss, fit, stats["nonfinite_step"]))
-        result["label_noise"] = config.data.label_noise.fraction
-        artifacts.write_json(result_path, result)
-        results.append(result)
+        with interrupts.stage(f"retraining {run.name}"):
+            run_dir = os.path.join(workdir, "retrain", run.name)
+            made_from = {
+                "kept": fingerprint.kept_record(config, run, score_hashes, split.num_examples),
+                "training": fingerprint.training_record(config, kept),
+            }
+            if prepare_run_dir(run_dir, run.name, kept, made_from):
+                results.append(artifacts.read_json(os.path.join(run_dir, "result.json")))
+                continue
+            logging.info("Retraining %d/%d: %s on %d examples", i + 1, len(runs), run.name,
+                         len(kept))  # fmt: skip
+            result = train_run(config, run_dir, model, split, test_split, run, kept)
+            result["made_from"] = made_from
+            artifacts.write_json(os.path.join(run_dir, "result.json"), result)
+            results.append(result)
     return results
+
+
+def train_run(config, run_dir: str, model, split, test_split, run, kept) -> dict:
+    """Trains R fresh seeds of one planned run on its kept `[M]` indices; returns its result."""
+    health.warn_if_small(run.name, len(kept), config.train.batch_size)
+    steps = config.train.num_epochs * input_pipeline.steps_per_epoch(
+        split.num_examples if config.retrain.budget == "steps" else len(kept),
+        config.train.batch_size,
+    )
+    spec = loop.TrainSpec(
+        train_cfg=config.train, num_seeds=config.retrain.num_seeds, seed=config.seed,
+        purpose=keys.Purpose.RETRAIN, num_steps=steps, schedule_steps=steps,
+        ckpt_dir=os.path.join(run_dir, "ckpt"),
+        augment=input_pipeline.augments(config.data, split.images.shape), name=run.name,
+    )  # fmt: skip
+    state, stats, _ = loop.train_seeds(model, split, kept, spec)
+    eval_args = dict(batch_size=config.train.eval_batch_size, seed_axis=config.train.seed_axis)
+    acc, loss = train.evaluate(model, state, test_split, **eval_args)
+    fit = fit_check(model, loop.initial_states(model, split, spec), state, split, kept, **eval_args)
+    result = dataclasses.asdict(run)
+    result.update(num_kept=len(kept), steps=steps)
+    result.update(_health_fields(run.name, acc, loss, fit, stats["nonfinite_step"]))
+    result["label_noise"] = config.data.label_noise.fraction
+    return result
+
+
+def prepare_run_dir(run_dir: str, name: str, kept: np.ndarray, made_from: dict) -> bool:
+    """Readies `run_dir` for the run `name`; returns whether its finished result still stands.
+
+    The record in `kept.npz` is compared with `made_from` (`{'kept': fingerprint.kept_record,
+    'training': fingerprint.training_record}`): another kept set or other training settings (or a
+    folder without a record) clear the folder, with one line saying why, so the run trains from
+    scratch; new score hashes that select the same examples only update the records.
+    """
+    kept_path = os.path.join(run_dir, "kept.npz")
+    result_path = os.path.join(run_dir, "result.json")
+    old = read_record(kept_path)
+    if old is None and os.path.isdir(run_dir) and os.listdir(run_dir):
+        _clear(run_dir, name, ["it holds no record of what it was made from"])
+    elif old is not None and fingerprint.changes(old["training"], made_from["training"]):
+        with np.load(kept_path) as f:
+            common = len(np.intersect1d(f["index"], kept))
+        _clear(run_dir, name, _reasons(old, made_from, common))
+    elif old is not None and fingerprint.changes(old["kept"], made_from["kept"]):
+        logging.info("%s: %s, but it keeps the same examples; its training stands.", name,
+                     "; ".join(_reasons(old, made_from)))  # fmt: skip
+        _save_kept(kept_path, kept, made_from)
+        if os.path.exists(result_path):
+            result = artifacts.read_json(result_path)
+            artifacts.write_json(result_path, result | {"made_from": made_from})
+    if not os.path.exists(kept_path):
+        _save_kept(kept_path, kept, made_from)
+    return os.path.exists(result_path)
+
+
+def read_record(kept_path: str) -> dict | None:
+    """The `made_from` record of a `kept.npz` (None when the file or its record is missing)."""
+    if not os.path.exists(kept_path):
+        return None
+    with np.load(kept_path, allow_pickle=False) as f:
+        return json.loads(str(f["made_from"])) if "made_from" in f else None
+
+
+def _save_kept(path: str, kept: np.ndarray, made_from: dict) -> None:
+    record = np.asarray(json.dumps(made_from, sort_keys=True))
+    artifacts.save_npz(path, index=np.asarray(kept, np.int64), made_from=record)
+
+
+def _clear(run_dir: str, name: str, reasons: list[str]) -> None:
+    logging.warning("Retraining %s again from scratch: %s.", name, "; ".join(reasons))
+    shutil.rmtree(run_dir)
+
+
+def _reasons(old: dict, new: dict, common: int | None = None) -> list[str]:
+    """What changed between two records, for people: a score file, a setting, the kept set."""
+    out = []
+    for key in fingerprint.changes(old["kept"], new["kept"]):
+        part, _, rest = key.partition(".")
+        if part == "scores":
+            score = rest.split(".")[0]
+            entry = new["kept"]["scores"].get(score) or old["kept"]["scores"].get(score)
+            out.append(f"the score file {entry['file']} changed")
+        elif rest in fingerprint.SELECTION_FIELDS:
+            out.append(f"config.prune.{rest} changed")
+    training = fingerprint.changes(old["training"], new["training"])
+    if "kept_sha256" in training:
+        out.append(f"its kept set changed ({old['training']['num_kept']} -> "
+                   f"{new['training']['num_kept']} examples, {common} in common)")  # fmt: skip
+    settings = [k for k in training if k not in ("kept_sha256", "num_kept")]
+    if settings:
+        out.append(
+            f"its training settings changed ({', '.join('config.' + k for k in settings[:4])})"
+        )
+    return list(dict.fromkeys(out)) or ["its record changed"]
 
 
 def fit_check(model, init_state, final_state, split, kept, *, batch_size: int, seed_axis: str):

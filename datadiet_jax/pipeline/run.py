@@ -1,14 +1,17 @@
 """The data-diet pipeline as resumable stages: data -> scores -> pruning -> retraining -> results.
 
 The orchestrator only: each stage is a module of its own and writes its output into the work
-directory, skipping work that is already there, so a stopped run resumes where it stopped.
+directory, skipping work that is already there and still made from the same inputs
+(`fingerprint`), so a stopped run resumes where it stopped and a changed input redoes the stages
+after it. One process works in a work directory at a time (`workdir.hold`).
 
-  WORKDIR/config.json                 the full config (a different config is refused)
+  WORKDIR/config.json                 the full config (a different score stage is refused)
   WORKDIR/label_noise.npz             noisy_index, labels, clean_labels
   WORKDIR/scores/<score>_epochNNN.npz per-seed [K, N] scores, mean, index, provenance
   WORKDIR/scores/train/               the K-seed score training: ckpt/, metrics.jsonl
-  WORKDIR/retrain/<run>/              kept.npz, ckpt/, metrics.jsonl, result.json
-  WORKDIR/results.json, results.csv   every retraining run (CSV: one row per seed)
+  WORKDIR/retrain/<run>/              kept.npz (with its record), ckpt/, metrics.jsonl, result.json
+  WORKDIR/results.json, results.csv   every retraining run (CSV: one row per seed); the paths in
+                                      results.json are relative to the work directory
 """
 
 from __future__ import annotations
@@ -16,30 +19,80 @@ from __future__ import annotations
 import os
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import artifacts, config_check, data, plan, retrain, score_stage
+from datadiet_jax.pipeline import (
+    artifacts,
+    config_check,
+    data,
+    fingerprint,
+    interrupts,
+    plan,
+    retrain,
+    score_stage,
+)
+from datadiet_jax.pipeline import workdir as workdir_lib
 from datadiet_jax.pipeline.config_base import config_to_dict
 
 
-def run(config, workdir: str) -> dict:
-    """Runs (or resumes) every stage; returns the results dict also written to results.json."""
+def run(config, workdir: str, *, wait: bool = False) -> dict:
+    """Runs (or resumes) every stage; returns the results dict also written to results.json.
+
+    Args:
+      config: the run's config.
+      workdir: its work directory.
+      wait: wait for another process working in `workdir` to finish (the figure sweeps) instead
+        of refusing at once.
+    """
     config_check.validate(config)
+    workdir_lib.check_writable(workdir)
     data.get_builder(config.data.name, config.data.data_dir, config.data.download)
-    split, test_split = data.load_splits(config.data)
-    plan.check_windows(config, split.num_examples)
-    artifacts.check_workdir(workdir, config_to_dict(config))
-    noise_path = os.path.join(workdir, "label_noise.npz")
-    if not os.path.exists(noise_path):
-        artifacts.save_npz(noise_path, noisy_index=split.noisy_index, labels=split.labels,
-                           clean_labels=split.clean_labels)  # fmt: skip
-    model = models.build(config.model, split.num_classes)
-    if config.score.workdir:
-        score_files = score_stage.external_scores(config, split)
-    else:
-        score_files = score_stage.score_stage(config, workdir, model, split)
-    scores = score_stage.pruning_scores(config, split, score_files)
-    runs = plan.kept_sets(config, split, scores)
-    results = retrain.retrain_stage(config, workdir, model, split, test_split, runs)
-    out = {"workdir": os.path.abspath(workdir), "scores": score_files, "runs": results}
-    artifacts.write_json(os.path.join(workdir, "results.json"), out)
-    artifacts.write_csv(os.path.join(workdir, "results.csv"), retrain.result_rows(results))
+    with workdir_lib.hold(workdir, wait=wait), interrupts.stage("setting up"):
+        workdir_lib.check_config(workdir, config_to_dict(config))
+        with interrupts.stage("data loading"):
+            split, test_split = data.load_splits(config.data)
+        plan.check_windows(config, split.num_examples)
+        noise_path = os.path.join(workdir, "label_noise.npz")
+        if not os.path.exists(noise_path):
+            artifacts.save_npz(noise_path, noisy_index=split.noisy_index, labels=split.labels,
+                               clean_labels=split.clean_labels)  # fmt: skip
+        model = models.build(config.model, split.num_classes)
+        if config.score.workdir:
+            score_files = score_stage.external_scores(config, split)
+        else:
+            with interrupts.stage("score training"):
+                score_files = score_stage.score_stage(config, workdir, model, split)
+        with interrupts.stage("pruning"):
+            scores = score_stage.pruning_scores(config, split, score_files)
+            hashes = fingerprint.score_hashes(score_files, workdir)
+            runs = plan.kept_sets(config, split, scores)
+        results = retrain.retrain_stage(config, workdir, model, split, test_split, runs, hashes)
+        with interrupts.stage("writing results"):
+            out = {
+                "scores": {name: entry["file"] for name, entry in hashes.items()},
+                "made_from": {"scores": hashes},
+                "runs": results,
+            }
+            artifacts.write_csv(os.path.join(workdir, "results.csv"), retrain.result_rows(results))
+            artifacts.write_json(os.path.join(workdir, "results.json"), out)
     return out
+
+
+def is_current(config, workdir: str) -> bool:
+    """Whether `workdir` holds the finished run of `config` whose inputs are unchanged: the same
+    config, its results written last, every score file and retraining result as recorded there.
+    Reads only small files and hashes the score files (no data, no JAX)."""
+    config_path = os.path.join(workdir, "config.json")
+    results_path = os.path.join(workdir, "results.json")
+    if not (os.path.exists(results_path) and os.path.exists(config_path)):
+        return False
+    if artifacts.read_json(config_path) != config_to_dict(config):
+        return False
+    results = artifacts.read_json(results_path)
+    for entry in results.get("made_from", {}).get("scores", {}).values():
+        path = os.path.join(workdir, entry["file"])
+        if not os.path.exists(path) or fingerprint.file_sha256(path) != entry["sha256"]:
+            return False
+    for result in results.get("runs", ()):
+        path = os.path.join(workdir, "retrain", result["name"], "result.json")
+        if not os.path.exists(path) or artifacts.read_json(path) != result:
+            return False
+    return "made_from" in results

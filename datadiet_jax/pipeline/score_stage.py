@@ -3,7 +3,8 @@
 Writes `WORKDIR/scores/<score>_epochNNN.npz` (per-seed [K, N] scores, mean, index, provenance)
 and trains in `WORKDIR/scores/train/` (checkpoints, metrics.jsonl). EL2N and GraNd are computed
 by epoch hooks of the K-seed loop; forgetting and AUM are the loop's statistics at the end. A
-finished stage (every file there) is skipped; an interrupted one resumes. Scores of another run
+finished stage (every file there) is skipped; an interrupted one resumes, and a deleted score
+file of an earlier epoch is recomputed from that epoch's kept checkpoint. Scores of another run
 (`config.score.workdir`) are checked against this run's data instead (`external_scores`).
 """
 
@@ -15,7 +16,15 @@ import re
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import artifacts, config_check, health, input_pipeline, keys, loop
+from datadiet_jax.pipeline import (
+    artifacts,
+    config_check,
+    health,
+    input_pipeline,
+    interrupts,
+    keys,
+    loop,
+)
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.scores import api, aum, forgetting
 
@@ -25,22 +34,28 @@ def score_path(workdir: str, kind: str, epoch: int) -> str:
     return os.path.join(workdir, "scores", f"{kind}_epoch{epoch:03d}.npz")
 
 
-def provenance(config, split, kind: str, epoch: int) -> dict:
-    """What a score file was made from: data, label noise, seeds, epoch, model, the config."""
+def run_fields(config, split) -> dict:
+    """What identifies the scores of a run: data, label noise, seeds, model."""
+    noise = config.data.label_noise
     return {
         "dataset": split.name,
         "split": split.split,
         "num_examples": split.num_examples,
-        "label_noise": config_to_dict(config.data.label_noise)
-        if config.data.label_noise.fraction
-        else None,
+        "label_noise": config_to_dict(noise) if noise.fraction else None,
         "seed": config.seed,
         "num_seeds": config.score.num_seeds,
-        "epoch": epoch,
         "model": config.model.name,
-        "score": kind,
-        "config": config_to_dict(config),
     }
+
+
+def provenance(config, split, kind: str, epoch: int) -> dict:
+    """What a score file was made from: `run_fields`, the normalization, the score and epoch,
+    the config."""
+    normalization = {"mean": np.asarray(split.mean).tolist(), "std": np.asarray(split.std).tolist()}
+    return run_fields(config, split) | {
+        "epoch": epoch, "normalization": normalization, "score": kind,
+        "config": config_to_dict(config),
+    }  # fmt: skip
 
 
 def wanted_files(config, workdir: str) -> dict[str, tuple[str, int, str]]:
@@ -67,16 +82,13 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
     if all(os.path.exists(p) for p in paths.values()):
         logging.info("Scores already in %s", os.path.join(workdir, "scores"))
         return paths
+    health.warn_if_small("The score training", split.num_examples, config.train.batch_size)
     images = split.normalized_images()
 
     def write(kind, epoch, per_seed):
         path = score_path(workdir, kind, epoch)
         artifacts.save_scores(path, per_seed, split.index, provenance(config, split, kind, epoch))
-        per_seed = np.asarray(per_seed)
-        finite = np.isfinite(per_seed)  # forgetting: +inf for never-learned examples
-        mean = float(per_seed[finite].mean()) if finite.any() else np.nan
-        logging.info("Wrote %s scores at epoch %d: mean %.4f, %d infinite", kind, epoch, mean,
-                     int((~finite).sum()))  # fmt: skip
+        logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))
 
     def hook_for(epoch):
         def hook(state, stats):
@@ -86,7 +98,9 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
                 todo = (kind, epoch) in {(k, e) for k, e, _ in wanted.values()}
                 if todo and not os.path.exists(score_path(workdir, kind, epoch)):
                     labels, bs = split.labels, config.score.batch_size
-                    write(kind, epoch, fn(model, variables, images, labels, batch_size=bs))
+                    with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
+                        per_seed = fn(model, variables, images, labels, batch_size=bs)
+                    write(kind, epoch, per_seed)
 
         return hook
 
@@ -99,8 +113,10 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
         augment=input_pipeline.augments(config.data, split.images.shape),
         name="score training", keep_epochs=tuple(needed), on_diverge="raise",
     )  # fmt: skip
-    _, stats, _ = loop.train_seeds(model, split, split.index, spec,
-                                   hooks={e: hook_for(e) for e in needed})  # fmt: skip
+    missing = {e for name, (_, e, path) in wanted.items()
+               if "@" in name and not os.path.exists(path)}  # fmt: skip
+    _, stats, _ = loop.train_seeds(model, split, split.index, spec, past_hooks=True,
+                                   hooks={e: hook_for(e) for e in sorted(missing)})  # fmt: skip
     if config.score.forgetting:
         write("forgetting", train_epochs, forgetting.forgetting_scores(stats["forgetting"]))
     if config.score.aum:
@@ -138,14 +154,26 @@ def score_expectation(config, split) -> dict:
     """Provenance fields a score file must match to prune this run's data (`MATCH_FIELDS`), and
     those it may differ in only with `config.score.allow_transfer` (`TRANSFER_FIELDS`)."""
     fields = artifacts.MATCH_FIELDS + artifacts.TRANSFER_FIELDS
-    return {k: v for k, v in provenance(config, split, "", 0).items() if k in fields}
+    return {k: v for k, v in run_fields(config, split).items() if k in fields}
+
+
+def refusal_fix(config) -> str:
+    """What to do about a refused score file of this run: which file to delete, and which run
+    recomputes it (this one, or the one in `config.score.workdir`)."""
+    if config.score.workdir:
+        return (
+            f"it comes from config.score.workdir={config.score.workdir}: delete it and rerun "
+            "that run to recompute it, or point config.score.workdir at a run of this data"
+        )
+    return "delete it and rerun the same command: the score stage recomputes it"
 
 
 def load_checked_scores(config, split, path: str) -> dict:
     """`artifacts.load_scores` of `path`, checked against this run's data, model and seed."""
     return artifacts.load_scores(
-        path, score_expectation(config, split), allow_transfer=config.score.allow_transfer
-    )
+        path, score_expectation(config, split), allow_transfer=config.score.allow_transfer,
+        fix=refusal_fix(config),
+    )  # fmt: skip
 
 
 def seed_mean(scores: dict, num_seeds: int, path: str):

@@ -35,7 +35,7 @@ GRID_PER_CLASS = 4
 def _score_run(score_dir: str) -> tuple[ml_collections.ConfigDict, dict[str, dict]]:
     """The config of a saved score run and its score files {name: load_scores output}."""
     config = ml_collections.ConfigDict(artifacts.read_json(os.path.join(score_dir, "config.json")))
-    files = artifacts.read_json(os.path.join(score_dir, "results.json"))["scores"]
+    files = artifacts.read_results(score_dir)["scores"]
     return config, {name: artifacts.load_scores(path) for name, path in files.items()}
 
 

@@ -152,7 +152,7 @@ def test_fig1_reused_the_clean_score_run(smoke):
         config = json.load(open(os.path.join(runs, "smoke", item, "config.json")))
         assert config["score"]["workdir"] == clean
         assert not os.path.exists(os.path.join(runs, "smoke", item, "scores"))
-        results = json.load(open(os.path.join(runs, "smoke", item, "results.json")))
+        results = artifacts.read_results(os.path.join(runs, "smoke", item))
         assert all(p.startswith(clean + os.sep) for p in results["scores"].values())
 
 

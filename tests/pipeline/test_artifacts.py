@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from datadiet_jax.pipeline import artifacts
+from datadiet_jax.pipeline import artifacts, workdir
 
 PROV = {"dataset": "fashion_mnist", "split": "train", "num_examples": 4, "label_noise": None}
 RUN = {**PROV, "model": "small_cnn", "seed": 0, "num_seeds": 1}
@@ -57,12 +57,17 @@ def test_score_file_with_nan_or_wrong_length_is_refused(tmp_path):
 
 
 def test_workdir_with_another_config_is_refused_and_kept(tmp_path):
-    artifacts.check_workdir(str(tmp_path), {"a": 1, "b": {"c": 2}})
-    artifacts.check_workdir(str(tmp_path), {"a": 1, "b": {"c": 2}})  # same config: resume
+    config = {"seed": 1, "train": {"lr": 2}, "prune": {"fractions": [0.5]}}
+    assert workdir.check_config(str(tmp_path), config) == []
+    assert workdir.check_config(str(tmp_path), config) == []  # same config: resume
     before = (tmp_path / "config.json").read_text()
-    with pytest.raises(ValueError, match="b.c"):
-        artifacts.check_workdir(str(tmp_path), {"a": 1, "b": {"c": 3}})
+    with pytest.raises(ValueError, match="train.lr"):
+        workdir.check_config(str(tmp_path), config | {"train": {"lr": 3}})
     assert (tmp_path / "config.json").read_text() == before
+    # The plan may change: it is recorded, and the caller learns what changed.
+    replanned = config | {"prune": {"fractions": [0.3]}}
+    assert workdir.check_config(str(tmp_path), replanned) == ["prune.fractions"]
+    assert json.loads((tmp_path / "config.json").read_text()) == replanned
 
 
 def test_csv_columns(tmp_path):

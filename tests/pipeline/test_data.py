@@ -75,3 +75,27 @@ def test_with_label_noise_records_clean_labels(synthetic_split):
     noisy = data.with_label_noise(synthetic_split, 0.25, "replace", 0)
     np.testing.assert_array_equal(noisy.clean_labels, synthetic_split.labels)
     assert len(noisy.noisy_index) == 16
+
+
+def test_test_split_is_normalized_with_the_training_statistics():
+    from tests.conftest import smoke_config
+
+    sizes = {"data.num_train_examples": 32, "data.num_test_examples": 20}
+    config = smoke_config(**{"data.name": "kmnist", "data.download": True, **sizes})
+    with tfds.testing.mock_data(num_examples=40):  # kmnist has no constants in NORMALIZATION
+        train, test = data.load_splits(config.data)
+    assert "kmnist" not in data.NORMALIZATION
+    by_hand = train.images.reshape(-1, 1).astype(np.float64) / 255.0
+    np.testing.assert_allclose(train.mean, by_hand.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(train.std, by_hand.std(0), rtol=1e-6)
+    np.testing.assert_array_equal(test.mean, train.mean)
+    np.testing.assert_array_equal(test.std, train.std)
+    own = test.images.reshape(-1, 1).astype(np.float64).mean(0) / 255.0
+    assert abs(own[0] - train.mean[0]) > 1e-4  # the test split's own mean is another number
+
+
+def test_known_dataset_keeps_its_constants():
+    test = data.load_split("fashion_mnist", "test", num_examples=10,
+                           normalization=(np.array([0.9]), np.array([0.1])))  # fmt: skip
+    np.testing.assert_allclose(test.mean, [0.2860])
+    np.testing.assert_allclose(test.std, [0.3530])

@@ -1,5 +1,7 @@
 """Divergence and collapse checks, each tested with a planted fault."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -129,3 +131,26 @@ def test_score_training_that_has_not_learned_is_named_in_a_warning(monkeypatch):
     stats["previous"][1] = learned[0]
     health.check_score_training(stats, labels, epoch=2)
     assert len(warnings) == 1
+
+
+def test_score_summary_shows_the_finite_mean_and_counts_inf():
+    per_seed = np.array([[1.0, np.inf, 3.0], [np.inf, np.inf, 5.0]])
+    assert health.score_summary(per_seed) == "mean 3.0000 over 3 finite values, 3 +inf"
+    only_inf = health.score_summary(np.full((2, 5), np.inf))
+    assert only_inf == "no finite value, 10 +inf"
+
+
+def test_five_example_run_warns_once_per_small_training_and_never_logs_nan(tmp_path, caplog):
+    from datadiet_jax.pipeline import run as run_lib
+    from tests.conftest import smoke_config
+
+    config = smoke_config(**{"data.num_train_examples": 5, "score.forgetting": True})
+    with caplog.at_level("INFO"):
+        results = run_lib.run(config, str(tmp_path / "w"))
+    messages = [r.getMessage() for r in caplog.records]
+    small = [m for m in messages if "fewer than one batch" in m]
+    # The score training, and each of the three retrainings (5, 2 and 2 examples).
+    assert len(small) == 4, small
+    assert any(m.startswith("The score training trains on 5 examples") for m in small)
+    assert not [m for m in messages if re.search(r"\bnan\b", m.lower())], messages
+    assert len(results["runs"]) == 3

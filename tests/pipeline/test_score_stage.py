@@ -69,3 +69,31 @@ def test_prune_num_score_seeds_averages_the_first_k_seeds(tmp_path):
     config.prune.num_score_seeds = -1
     with pytest.raises(ValueError, match="must be >= 0"):
         config_check.validate(config)
+
+
+def test_refused_score_file_of_this_run_says_which_file_to_delete(tmp_path):
+    config = smoke_config()
+    path = _save(smoke_config(**{"data.name": "mnist"}), tmp_path, "el2n", 1,
+                 type(split_shape())(**{**vars(split_shape()), "name": "mnist"}))  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        score_stage.load_checked_scores(config, split_shape(), path)
+    message = str(err.value)
+    assert path in message and "dataset='mnist'" in message
+    assert "belongs to a run of mnist:train (N=128), model small_cnn, seed 0" in message
+    assert "delete it and rerun the same command: the score stage recomputes it" in message
+
+
+def test_refused_score_file_of_another_run_names_that_run(tmp_path):
+    source = tmp_path / "source"
+    split = split_shape()
+    path = score_stage.score_path(str(source), "el2n", 1)
+    prov = score_stage.provenance(smoke_config(), split, "el2n", 1)
+    per_seed = np.ones((2, split.num_examples))
+    per_seed[1, 3] = np.nan
+    artifacts.save_scores(path, per_seed, np.arange(split.num_examples), prov)
+    config = smoke_config(**{"score.workdir": str(source)})
+    with pytest.raises(ValueError) as err:
+        score_stage.external_scores(config, split)
+    message = str(err.value)
+    assert "NaN" in message and "examples [3]" in message
+    assert f"it comes from config.score.workdir={source}: delete it and rerun that run" in message

@@ -1,0 +1,97 @@
+"""What each stage output was made from, so that a rerun redoes exactly the stages whose inputs
+changed.
+
+- A kept set (`retrain/<run>/kept.npz`) records the content hash of every score file it was
+  selected from and the selection settings (`kept_record`).
+- A retraining (`kept.npz` again, and its `result.json`) records the hash of its kept indices and
+  the training settings (`training_record`). A rerun whose kept indices or training settings
+  differ trains that run again from scratch; one whose scores changed but that still selects the
+  same examples keeps its training and records the new score hashes.
+- The results table (`results.json`) records every retraining's record and the score hashes, so
+  that a finished run can be recognised without loading data (`run.is_current`).
+
+Hashes are SHA-256 hex digests: of a file's bytes, or of an array's dtype, shape and bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from datadiet_jax.pipeline import artifacts
+from datadiet_jax.pipeline.config_base import config_to_dict
+
+# The config sections that decide a retraining, besides its kept set.
+TRAINING_SECTIONS = ("data", "model", "train", "retrain")
+# The `config.prune` fields that decide a kept set, besides its score, strategy and fraction.
+SELECTION_FIELDS = ("num_score_seeds", "ccs_beta")
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def array_sha256(array: np.ndarray) -> str:
+    """The SHA-256 hex digest of an array's dtype, shape and bytes."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def score_hashes(score_files: Mapping[str, str], workdir: str) -> dict[str, dict]:
+    """{score name: {'file': path relative to `workdir`, 'sha256': digest}}."""
+    return {
+        name: {"file": os.path.relpath(path, workdir), "sha256": file_sha256(path)}
+        for name, path in sorted(score_files.items())
+    }
+
+
+def kept_record(config, run, scores: Mapping[str, dict], num_examples: int) -> dict:
+    """What the kept set of `run` (a `plan.PlannedRun`) is selected from.
+
+    Args:
+      config: the run's config.
+      run: the planned run.
+      scores: `score_hashes` of the run's score files (only `run.score`'s entry is recorded).
+      num_examples: N of the training split.
+    """
+    used = {run.score: scores[run.score]} if run.score in scores else {}
+    selection = {
+        "score": run.score, "strategy": run.strategy, "prune_fraction": run.prune_fraction,
+        "offset": run.offset, "seed": config.seed, "num_examples": num_examples,
+    }  # fmt: skip
+    if run.score not in (None, "random"):
+        selection |= {k: config.prune[k] for k in SELECTION_FIELDS}
+    return {"scores": used, "selection": selection}
+
+
+def training_record(config, kept: np.ndarray) -> dict:
+    """What a retraining is made from: its kept indices' hash and the training settings."""
+    sections = {k: config_to_dict(config[k]) for k in TRAINING_SECTIONS}
+    for where in ("data_dir", "download"):  # where the dataset lies, not what it holds
+        sections["data"].pop(where, None)
+    return {"kept_sha256": array_sha256(np.asarray(kept, np.int64)), "num_kept": len(kept),
+            "seed": config.seed, **sections}  # fmt: skip
+
+
+def changes(old: Mapping | None, new: Mapping) -> list[str]:
+    """The dotted keys whose values differ ('kept_sha256', 'retrain.num_seeds',
+    'scores.el2n@1.sha256'); ['(no record)'] when there is no old record."""
+    if old is None:
+        return ["(no record)"]
+    return sorted(artifacts.diff_keys(_plain(old), _plain(new)))
+
+
+def _plain(obj):
+    """`obj` as JSON would read it back (tuples become lists), so records compare as saved."""
+    return json.loads(json.dumps(obj, sort_keys=True))

@@ -1,0 +1,29 @@
+"""Quiet library logs: the INFO chatter of TFDS, TensorFlow, JAX and orbax stays out of a run's
+log ("Load dataset info ...", "Constructing tf.data.Dataset ...", "Unable to initialize backend
+'tpu'", checkpoint internals); their warnings and errors still show. `--verbosity=1` (absl's
+flag) brings everything back.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+
+from absl import logging
+
+# Path parts of the libraries whose INFO lines are left out.
+QUIET_LIBRARIES = ("/tensorflow_datasets/", "/tensorflow/", "/orbax/", "/jax/", "/jaxlib/",
+                   "/etils/", "/flax/")  # fmt: skip
+
+
+class _QuietLibraries(std_logging.Filter):
+    def filter(self, record):
+        if record.levelno >= std_logging.WARNING or logging.get_verbosity() >= logging.DEBUG:
+            return True
+        return not any(part in record.pathname for part in QUIET_LIBRARIES)
+
+
+def quiet_library_logs() -> None:
+    """Adds the filter to absl's handler (once)."""
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+        handler.addFilter(_QuietLibraries())

@@ -6,6 +6,8 @@ module of this package with those blocked), so it runs wherever JAX runs.
   api          el2n_scores, grand_scores, init_variables: the public calls
   losses       cross_entropy and el2n of logits: the one definition of each
   inputs       checks of a call's arguments (arrays and stream items alike)
+  image_fit    which layer refuses images that do not fit a Linen model, in one line
+  batch_check  the first-batch refusal of models whose logits depend on the rest of the batch
   batches      fixed-size padded host batches from arrays or streams; the [K, N] result buffer
   adapters     Linen, NNX and plain functions -> apply(params, state, images) -> logits
   pergrad/     exact per-example gradient norms (GraNd): rules, sites, guard, fallback

@@ -36,7 +36,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from datadiet_jax.scores import inputs
+from datadiet_jax.scores import image_fit, inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +141,18 @@ def num_seeds(packed: dict) -> int:
     return leads.pop()
 
 
-def check_pure(adapted: Adapted, packed: dict, example_shape, dtype) -> tuple[int, int]:
-    """Checks a non-Linen model on one example (abstractly); returns (K, num_classes)."""
+def check_pure(
+    adapted: Adapted, packed: dict, example_shape, dtype, num_examples: int | None = None
+) -> tuple[int, int]:
+    """Checks a non-Linen model on one example (abstractly); returns (K, num_classes).
+
+    Args:
+      adapted, packed: from `adapt`; example_shape: one example's shape (images
+        [N, *example_shape]); dtype: the images'; num_examples: N, for the messages.
+    Raises:
+      ValueError: one line: params that are not float or lack a seed axis, or a model that fails
+        on the images (its own error's first line and the images' shape).
+    """
     k = num_seeds(packed)
     ints = [
         v
@@ -154,16 +164,27 @@ def check_pure(adapted: Adapted, packed: dict, example_shape, dtype) -> tuple[in
             f"every params leaf is differentiated, but one has dtype {ints[0].dtype}; move "
             "non-float arrays to the state (adapters.stateful) or close over them."
         )
-    one = jax.tree.map(lambda v: jax.ShapeDtypeStruct(np.shape(v)[1:], v.dtype), packed)
+    spec = lambda v, lead=1: jax.ShapeDtypeStruct(np.shape(v)[lead:], v.dtype)  # noqa: E731
+    one = jax.tree.map(spec, packed)
     sample = jax.ShapeDtypeStruct((1, *example_shape), dtype)
     try:
         logits = jax.eval_shape(adapted.apply, one["params"], one["state"], sample)
     except Exception as err:  # noqa: BLE001 (the model's own error, reported in one line)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        whole = jax.tree.map(lambda v: spec(v, 0), packed)
+        try:  # do the variables as given, seed axis and all, fit one model?
+            jax.eval_shape(adapted.apply, whole["params"], whole["state"], sample)
+        except Exception:  # noqa: BLE001 (they do not: the images do not fit, or the model)
+            images = "[" + ", ".join(map(str, (num_examples or "N", *example_shape))) + "]"
+            raise ValueError(
+                f"the model fails on images {images} ({list(example_shape)} per example) with "
+                f"the params of one seed: {image_fit.one_line(err)}; pass images of the shape the "
+                "model takes, and the params of this model stacked on a leading seed axis."
+            ) from err
         raise ValueError(
-            f"the model fails on one example of shape {tuple(example_shape)} with the params of "
-            f"one seed (leading seed axis removed): {first}; check the params' seed axis (an "
-            "NNX module passed alone is one model; pass nnx.split(module) for stacked seeds)."
+            f"the params have no leading seed axis: the model runs on them as given but not on "
+            f"one seed's (leading axis removed): {image_fit.one_line(err)}; stack them (e.g. "
+            "jax.tree.map(lambda x: x[None], params)); an NNX module passed alone is one model, "
+            "pass nnx.split(module) for stacked seeds."
         ) from err
     if not isinstance(logits, jax.ShapeDtypeStruct) or len(logits.shape) != 2:
         shape = getattr(logits, "shape", type(logits).__name__)

@@ -5,7 +5,10 @@ of its cross-entropy loss with respect to ALL trainable parameters ('params'; Ba
 and other collections are constants). Both use the model in eval mode (`train=False`, BatchNorm with
 running statistics), as the authors did. At initialization eval-mode BatchNorm is the identity, and
 GraNd there mostly tracks the input norm (an independent reproduction found it no better than
-random): average several seeds and prefer scores from a few epochs into training.
+random): average several seeds and prefer scores from a few epochs into training. A model whose
+logits for one example depend on the rest of its batch (batch statistics) is refused on the
+first batch (`batch_check.py`); images that do not fit the model are refused naming the layer
+that refuses them (`image_fit.py`).
 
 The K models are one pytree with a leading seed axis. Data are streamed from host memory in
 fixed-size padded batches with a mask (`batches.py`), so shapes never change, nothing
@@ -50,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from datadiet_jax.scores import adapters, batches, inputs, losses
+from datadiet_jax.scores import adapters, batch_check, batches, inputs, losses
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 from datadiet_jax.scores.pergrad import guard, jaxpr_norms, linen_norms
 from datadiet_jax.scores.progress import Progress
@@ -168,6 +171,7 @@ def clear_programs() -> None:
     """Forgets every cached compiled program (e.g. after a rule was changed for a test)."""
     _build_cached.cache_clear()
     _exact_cached.cache_clear()
+    batch_check.clear_programs()
 
 
 def _guard(model, seed_axis, mesh, variables, placed, first_batch, put, fetch):
@@ -201,7 +205,8 @@ def _guard(model, seed_axis, mesh, variables, placed, first_batch, put, fetch):
 
 
 def _model_check(adapted, variables, packed):
-    """`(example_shape, dtype) -> (K, num_classes)`, checking the variables against the model."""
+    """`(example_shape, dtype, num_examples=None) -> (K, num_classes)`, checking the variables
+    against the model (and the images' shape against both)."""
     if adapted.form == "linen":
         return functools.partial(
             inputs.check_model, adapted.model, variables, train_arg=adapted.train_arg
@@ -212,7 +217,7 @@ def _model_check(adapted, variables, packed):
 def _input_batches(check_model, images, labels, batch_size, seed_axis):
     """Validated fixed-size padded host batches from arrays or from a stream.
 
-    check_model: `(example_shape, dtype) -> (K, num_classes)` (see `_model_check`).
+    check_model: `(example_shape, dtype, num_examples=) -> (K, num_classes)` (`_model_check`).
     Returns:
       (batches yielding `(images [B, ...], labels [B], mask [B], count)`, K, N or None for a
       stream, whose length is learned as it is read).
@@ -236,7 +241,7 @@ def _input_batches(check_model, images, labels, batch_size, seed_axis):
     inputs.check_args(batch_size, seed_axis)
     first_images, _, items = batches.first_batch(images)
     example_shape, dtype = first_images.shape[1:], first_images.dtype
-    num_seeds, num_classes = check_model(example_shape, dtype)
+    num_seeds, num_classes = check_model(example_shape, dtype, num_examples=len(first_images))
     stream_batches = batches.stream_batches(items, batch_size, example_shape, dtype, num_classes)
     return stream_batches, num_seeds, None
 
@@ -260,6 +265,7 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
         fetch = sharding.fetch
     source = iter(source)
     head = next(source)  # every input has at least one example (checked)
+    batch_check.check(kind, model, seed_axis, mesh, variables, head, put, fetch)
     exclude, first = frozenset(), None
     if kind == "grand":
         exclude, first = _guard(model, seed_axis, mesh, given, variables, head, put, fetch)
@@ -277,7 +283,7 @@ def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis)
             out.append(fetch(pending[1])[:, : pending[0]])
         pending = (count, result)
         done += count
-        progress.update(done, seeds_note)
+        progress.update(done, seeds_note, pending=result)
     out.append(fetch(pending[1])[:, : pending[0]])
     progress.finish(done, seeds_note)
     out = out.result()
@@ -325,8 +331,10 @@ def el2n_scores(
     Returns:
       scores: [K, N] float32, in example order (iteration order for a stream, N learned from it).
     Raises:
-      ValueError: bad labels, lengths, variables without a seed axis, NaN inputs/scores, or a
-        malformed stream item (named by its position).
+      ValueError: bad labels, lengths, variables without a seed axis, images that do not fit
+        the model (naming the layer that refuses them), NaN inputs/scores, a malformed stream
+        item (named by its position), or a model whose logits for an example depend on the rest
+        of its batch (checked on the first batch; see `batch_check`).
     """
     return _scores("el2n", model, variables, images, labels, batch_size, mesh, seed_axis)
 
@@ -356,6 +364,6 @@ def grand_scores(
     Returns:
       scores: [K, N] float32, in example order.
     Raises:
-      ValueError: as `el2n_scores`, or if the model uses batch statistics in eval mode.
+      ValueError: as `el2n_scores`.
     """
     return _scores("grand", model, variables, images, labels, batch_size, mesh, seed_axis)

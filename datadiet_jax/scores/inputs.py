@@ -5,7 +5,8 @@ go through `check_examples`, which checks labels (1-D integer, in range), length
 (floating, finite: integer images must be converted and normalized by the caller, never silently
 cast); `check_args` checks the batch size and the seed-axis option; `check_model` checks that
 Linen variables are K stacked `model.init` outputs (shapes from an abstract `model.init`, cached
-per model and input shape).
+per model and input shape) and, when they are not, tells variables that are wrong from images
+that do not fit the model (`image_fit` finds the layer that refuses them).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import flax
 import jax
 import numpy as np
 
+from datadiet_jax.scores import image_fit
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 
 
@@ -30,13 +32,19 @@ def check_linen_variables(variables) -> None:
 
 
 def _abstract_model(model, shape, dtype, train_arg: bool):
-    """(flat `model.init` shapes, logits shape) for one example of `shape`, by abstract tracing."""
+    """(flat `model.init` shapes, logits shape) for one example of `shape`, by abstract tracing.
+
+    The logits shape is None when `model.apply` fails on the model's own init (see `_fit`).
+    """
     kwargs = {"train": False} if train_arg else {}
     sample = jax.ShapeDtypeStruct(shape, dtype)
     init = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, **kwargs), sample)
-    logits = jax.eval_shape(lambda v, x: model.apply(v, x, **kwargs), init, sample)
+    try:
+        logits = tuple(jax.eval_shape(lambda v, x: model.apply(v, x, **kwargs), init, sample).shape)
+    except Exception:  # noqa: BLE001 (the error is found again and reported by _fit)
+        logits = None
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(init))
-    return {k: tuple(v.shape) for k, v in flat.items()}, tuple(logits.shape)
+    return {k: tuple(v.shape) for k, v in flat.items()}, logits
 
 
 _abstract_cached = functools.lru_cache(maxsize=32)(_abstract_model)
@@ -49,36 +57,82 @@ def _abstract(model, shape, dtype, train_arg: bool):
         return _abstract_model(model, shape, np.dtype(dtype), train_arg)
 
 
-def _check_variables(model, variables, want: dict) -> int:
-    """Checks that `variables` are K stacked `model.init` outputs; returns K."""
-    check_linen_variables(variables)
-    have = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
-    missing = [k for k in want if k not in have]
-    if missing:
-        raise ValueError(
-            f"variables lack {'/'.join(missing[0])} (and {len(missing) - 1} more) that model.init "
-            "creates; pass the variables of this model, e.g. from init_variables."
-        )
-    if all(tuple(have[k].shape) == want[k] for k in want):
-        raise ValueError(
-            "variables have no leading seed axis (they match a single model.init); stack them, "
-            "e.g. jax.tree.map(lambda x: x[None], variables), or use init_variables."
-        )
-    leads = {}
+def _flat(variables) -> dict:
+    return flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
+
+
+def _leaf_mismatch(have: dict, want: dict) -> str:
+    """The first leaf whose per-seed shape differs from `model.init`'s, as a message."""
     for k in want:
-        shape = tuple(have[k].shape)
+        shape = tuple(np.shape(have[k]))
         if shape[1:] != want[k]:
-            raise ValueError(
+            return (
                 f"variables leaf {'/'.join(k)} has shape {shape}, expected [K, *{want[k]}]; "
                 "stack K models on a leading seed axis (see init_variables)."
             )
-        leads[k] = shape[0]
-    if len(set(leads.values())) != 1:
+    return ""
+
+
+def _seed_axis_size(have: dict) -> int:
+    """The common leading axis K of every variables leaf."""
+    leads = {np.shape(v)[0] if np.ndim(v) else None for v in have.values()}
+    if len(leads) != 1 or None in leads:
         raise ValueError(
-            f"variables leaves disagree on the seed axis size ({sorted(set(leads.values()))}); "
+            f"variables leaves disagree on the seed axis size ({sorted(map(str, leads))}); "
             "every leaf needs the same leading K (see init_variables)."
         )
-    return next(iter(leads.values()))
+    return leads.pop()
+
+
+def _images_message(failure: image_fit.Failure, example_shape, num_examples) -> str:
+    images = (num_examples, *example_shape)
+    return (
+        f"images {image_fit.shape_str(images)} ({image_fit.shape_str(example_shape)} per "
+        f"example) do not fit the model: {failure.detail(images)}; pass images of the shape "
+        "the variables were initialized on, or initialize them on these images "
+        "(init_variables(model, key, K, sample_input=images[:1]))."
+    )
+
+
+def _fit(model, variables, want, sample, train_arg, num_examples) -> tuple:
+    """The logits shape of one seed's model on `sample`; or why the images or variables fail.
+
+    Reached when the variables carry one seed axis but do not match `model.init` on these images
+    (`want`, None when `model.init` itself fails on them), or match it and `model.apply` fails:
+    they may still run (a model whose init differs), the images may not fit variables
+    initialized on another shape, the variables may not belong to the model, or the model may
+    fail whatever its variables (e.g. a BatchNorm in training mode updating its statistics).
+    """
+    one = jax.tree.map(lambda v: jax.ShapeDtypeStruct(np.shape(v)[1:], v.dtype), variables)
+    logits_shape, failure = image_fit.first_failure(model, one, sample, train_arg)
+    if failure is None:
+        return logits_shape
+    images = (num_examples, *sample.shape[1:])
+    have = _flat(variables)
+    mismatch = _leaf_mismatch(have, want) if want is not None else ""
+    if want is not None and not mismatch:
+        updates = issubclass(failure.error_type, flax.errors.ModifyScopeVariableError)
+        raise ValueError(
+            f"the model fails on images {image_fit.shape_str(images)} with variables that match "
+            f"model.init: {failure.detail(images)}"
+            + (
+                "; a layer updates a collection in eval mode (a BatchNorm in training mode?): "
+                "apply the model in inference mode (BatchNorm(use_running_average=True), or "
+                "train=False)."
+                if updates
+                else "."
+            )
+        )
+    expected = None
+    if want is not None:
+        expected = {k[-1]: v for k, v in want.items() if k[:-1] == ("params", *failure.path)}
+    if failure.blames_images(expected):
+        raise ValueError(_images_message(failure, sample.shape[1:], num_examples))
+    raise ValueError(
+        mismatch
+        or f"variables do not fit the model: {failure.detail(images)}; pass K stacked "
+        "variables of this model (see init_variables)."
+    )
 
 
 def check_args(batch_size, seed_axis) -> None:
@@ -88,10 +142,41 @@ def check_args(batch_size, seed_axis) -> None:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
 
 
-def check_model(model, variables, example_shape, dtype, train_arg: bool) -> tuple[int, int]:
-    """Checks Linen variables against the model for one example shape; returns (K, classes)."""
-    want, logits_shape = _abstract(model, (1, *example_shape), dtype, train_arg)
-    num_seeds = _check_variables(model, variables, want)
+def check_model(
+    model, variables, example_shape, dtype, train_arg: bool, num_examples: int | None = None
+) -> tuple[int, int]:
+    """Checks Linen variables against the model for one example shape; returns (K, classes).
+
+    Args:
+      model: a Linen module; variables: K stacked `model.init` outputs, every leaf [K, ...].
+      example_shape: one example's shape (images [N, *example_shape]); dtype: the images';
+      train_arg: the model is called with `train=False`; num_examples: N, for the messages.
+    Raises:
+      ValueError: one line: variables without a seed axis, not of this model, or images that do
+        not fit the model (naming the layer, what it takes and what the images give it).
+    """
+    check_linen_variables(variables)
+    sample = jax.ShapeDtypeStruct((1, *example_shape), np.dtype(dtype))
+    try:
+        want, logits_shape = _abstract(model, sample.shape, dtype, train_arg)
+    except Exception:  # noqa: BLE001 (init fails on images the model does not take: see _fit)
+        want, logits_shape = None, None
+    have = _flat(variables)
+    if want is not None:
+        missing = [k for k in want if k not in have]
+        if missing:
+            raise ValueError(
+                f"variables lack {'/'.join(missing[0])} (and {len(missing) - 1} more) that "
+                "model.init creates; pass the variables of this model, e.g. from init_variables."
+            )
+        if all(tuple(np.shape(have[k])) == want[k] for k in want):
+            raise ValueError(
+                "variables have no leading seed axis (they match a single model.init); stack "
+                "them, e.g. jax.tree.map(lambda x: x[None], variables), or use init_variables."
+            )
+    num_seeds = _seed_axis_size(have)
+    if want is None or logits_shape is None or _leaf_mismatch(have, want):
+        logits_shape = _fit(model, variables, want, sample, train_arg, num_examples)
     if len(logits_shape) != 2:
         raise ValueError(f"model must return logits [B, C], got shape {logits_shape}.")
     return num_seeds, logits_shape[1]
@@ -177,8 +262,8 @@ def check_inputs(check_model_fn, images, labels, batch_size, seed_axis):
     """Validates the arguments of a scores call on arrays.
 
     Args:
-      check_model_fn: `(example_shape, dtype) -> (K, num_classes)`, checking the model and its
-        variables (`check_model` for Linen, `adapters.check_pure` for other models).
+      check_model_fn: `(example_shape, dtype, num_examples=N) -> (K, num_classes)`, checking the
+        model and its variables (`check_model` for Linen, `adapters.check_pure` for others).
       images, labels, batch_size, seed_axis: as `scores.el2n_scores`.
     Returns:
       (images [N, ...] float, labels [N] int32, K) with images and labels as host numpy arrays.
@@ -190,6 +275,8 @@ def check_inputs(check_model_fn, images, labels, batch_size, seed_axis):
     if len(images) == 0:
         raise ValueError("images is empty; pass at least one example.")
     check_finite(images)
-    num_seeds, num_classes = check_model_fn(images.shape[1:], images.dtype)
+    num_seeds, num_classes = check_model_fn(
+        images.shape[1:], images.dtype, num_examples=len(images)
+    )
     check_label_range(labels, num_classes)
     return images, labels.astype(np.int32), num_seeds

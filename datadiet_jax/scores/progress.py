@@ -2,6 +2,12 @@
 
 One logger for every long loop of the project: the scores log examples done, the K-seed training
 loop logs steps (and the examples they process).
+
+The first unit of a loop usually includes the jit compilation of its step, which can take far
+longer than the rest of the loop (a first line of `ETA 3333s` for a stage of 18 s). So the rate
+and the ETA of the progress lines count from the end of the first unit: the first `update` waits
+for its `pending` work and records the time and the count, and later lines divide the units done
+since by the seconds since. `finish` reports the total seconds, the first unit included.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from absl import logging
 
 class Progress:
     """Logs `done/total`, the rate and the ETA at most every `every_s` seconds, then the total.
+
+    The rate and ETA leave out the first unit done in this loop (it holds the compilation);
+    `finish` counts every second from the start.
 
     Args:
       name: what is running, the first word of every line ('score training', 'grand').
@@ -37,33 +46,51 @@ class Progress:
         self.name, self.total, self.start, self.unit = name, total, start, unit
         self.examples_per_unit, self.every_s = examples_per_unit, every_s
         self.t0 = self.last = time.perf_counter()
+        # (time, units done) at the end of the first update: where the rate and ETA count from.
+        self.mark: tuple[float, int] | None = None
 
     def update(self, done: int, extra: str = "", pending=None) -> None:
         """Logs progress at `done` units if `every_s` passed since the last line.
 
         `pending` (arrays still being computed) is waited for first, so the rate counts finished
-        work, not work queued by asynchronous dispatch.
+        work, not work queued by asynchronous dispatch. The first call always waits for it and
+        starts the rate there; it logs (without a rate) only if the first unit took `every_s`.
         """
+        if self.mark is None:
+            jax.block_until_ready(pending)
+            now = time.perf_counter()
+            self.mark = (now, done)
+            if now - self.last >= self.every_s:
+                self.last = now
+                logging.info("%s: %s, the first in %.1f s (compilation included) %s",
+                             self.name, self._count(done), now - self.t0, extra)  # fmt: skip
+            return
         if time.perf_counter() - self.last < self.every_s:
             return
         jax.block_until_ready(pending)
         self.last = time.perf_counter()
         rate = self._rate(done)
-        count = f"{self.unit} {done}" + ("" if self.total is None else f"/{self.total}")
         eta = ""
         if self.total is not None:
             seconds = (self.total - done) / rate if rate > 0 else float("inf")
             eta = f", ETA {seconds:.0f}s"
-        logging.info("%s: %s, %.1f examples/s%s %s", self.name, count,
+        logging.info("%s: %s, %.1f examples/s%s %s", self.name, self._count(done),
                      rate * self.examples_per_unit, eta, extra)  # fmt: skip
 
     def finish(self, done: int, extra: str = "", pending=None) -> None:
-        """Logs the end: `done` units, the seconds since the start and the mean rate."""
+        """Logs the end: `done` units, the seconds since the start (the first unit included, its
+        own seconds in parentheses) and the mean rate over them."""
         jax.block_until_ready(pending)
         seconds = time.perf_counter() - self.t0
-        logging.info("%s: %d %ss %s in %.1f s, %.1f examples/s", self.name, done, self.unit,
-                     extra, seconds, self._rate(done) * self.examples_per_unit)  # fmt: skip
+        first = "" if self.mark is None else f" (first {self.mark[0] - self.t0:.1f} s)"
+        mean = (done - self.start) / max(seconds, 1e-9) * self.examples_per_unit
+        logging.info("%s: %d %ss %s in %.1f s%s, %.1f examples/s", self.name, done, self.unit,
+                     extra, seconds, first, mean)  # fmt: skip
+
+    def _count(self, done: int) -> str:
+        return f"{self.unit} {done}" + ("" if self.total is None else f"/{self.total}")
 
     def _rate(self, done: int) -> float:
-        """Units per second since the start, counting only this loop's units."""
-        return (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+        """Units per second since the end of the first update (the compilation left out)."""
+        mark_time, mark_done = self.mark
+        return (done - mark_done) / max(time.perf_counter() - mark_time, 1e-9)

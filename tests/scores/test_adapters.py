@@ -188,7 +188,7 @@ def test_tied_weight_goes_to_the_fallback_and_stays_exact():
     np.testing.assert_allclose(got, function_grand_loop(tied, params, images, labels), rtol=1e-4)
 
 
-def test_model_mixing_examples_is_caught_by_the_guard(caplog):
+def test_model_mixing_examples_is_refused_before_scoring():
     def mixing(params, x):  # the batch mean mixes examples; dataflow still sees a dense site
         h = x.reshape(x.shape[0], -1)
         return (h - jnp.mean(h, axis=0)) @ params["w"] + params["b"]
@@ -199,12 +199,10 @@ def test_model_mixing_examples_is_caught_by_the_guard(caplog):
         "b": jnp.asarray(rng.normal(size=(1, 3)), jnp.float32),
     }
     images, labels = _data(n=6)
-    with caplog.at_level(logging.WARNING):
-        got = api.grand_scores(mixing, params, images, labels, batch_size=8)
-    warned = " ".join(r.getMessage() for r in caplog.records if "GraNd guard" in r.getMessage())
-    assert "layer w " in warned, warned
-    # Exact means each example's own gradient, the example scored alone (as vmap(grad) does).
-    np.testing.assert_allclose(got, function_grand_loop(mixing, params, images, labels), rtol=1e-4)
+    for fn in (api.grand_scores, api.el2n_scores):
+        with pytest.raises(ValueError, match="likely uses batch statistics") as err:
+            fn(mixing, params, images, labels, batch_size=8)
+        assert "\n" not in str(err.value)
 
 
 def test_stateful_function_takes_per_seed_state():
@@ -259,7 +257,7 @@ def test_bad_models_and_params_raise_one_line_value_errors():
         ),
         (
             lambda: api.grand_scores(mlp, {**params, "w1": params["w1"][:, :9]}, images, labels),
-            "fails on one example",
+            r"the model fails on images \[4, 6, 6, 1\] \(\[6, 6, 1\] per example\) with the params",
         ),
         (
             lambda: api.grand_scores(

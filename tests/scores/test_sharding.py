@@ -1,4 +1,5 @@
-"""Scores over a ('seed', 'data') mesh of 8 simulated CPU devices equal single-device scores.
+"""Scores over a ('seed', 'data') mesh of 8 simulated CPU devices equal single-device scores;
+the batch check refuses a model mixing examples there too.
 
 The check runs in a subprocess: the device count must be set before jax is imported, and other
 tests in this pytest process have imported it already.
@@ -45,6 +46,18 @@ _SCRIPT = textwrap.dedent(
             assert pattern in str(err), err
         else:
             raise AssertionError('expected ValueError ' + pattern)
+    def mixing(params, x):  # the batch mean of each device's shard mixes its examples
+        h = x.reshape(len(x), -1)
+        return (h - h.mean(0)) @ params['w']
+
+    params = {'w': jax.numpy.asarray(rng.normal(size=(2, 36, 3)), jax.numpy.float32)}
+    for fn in (api.grand_scores, api.el2n_scores):
+        try:
+            fn(mixing, params, images, labels, batch_size=8, mesh=mesh)
+        except ValueError as err:
+            assert 'batch statistics' in str(err), err
+        else:
+            raise AssertionError('expected the batch check to refuse the mixing model')
     print('SHARDING_OK')
     """
 )

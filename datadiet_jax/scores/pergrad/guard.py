@@ -2,8 +2,8 @@
 
 `linen_sites` and `jaxpr_sites` admit a layer to a fast rule by its type, configuration, call
 count, batch axis and parameter uses; what they cannot see (a layer whose rows are examples in
-another order, a model that mixes examples in eval mode, a faulty rule) would give a plausible
-wrong number. So every
+another order, a faulty rule) would give a plausible wrong number (a model that mixes examples
+in eval mode is refused before, by `batch_check`). So every
 `grand_scores` call checks, for every seed, each site's per-example squared norm by its rule on
 the first batch (the per-site output of the call's own compiled program, so the check sees the
 program that computes the scores) against `vmap(grad)` restricted to that site's parameters on the

@@ -53,39 +53,28 @@ def _assert_same_outputs(workdir, reference):
     assert not differ, differ
 
 
-def test_sigint_and_sigterm_stop_with_one_line_and_resume_identically(smoke_run, tmp_path):
+def test_stopped_at_every_stage_then_resumed_gives_the_same_files(smoke_run, tmp_path):
+    """Ctrl-C, SIGTERM and SIGKILL spread over the stages of one run, each followed by a rerun of
+    the same command that is stopped again, then one that finishes."""
     reference, _ = smoke_run
     workdir = str(tmp_path / "w")
     stops = [
-        (r"score training: step|Wrote grand scores at epoch 0", signal.SIGINT, 130,
-         "score training"),
-        (r"Retraining 2/3", signal.SIGTERM, 143, "retraining el2n-1_hardest_f0.50"),
-    ]  # fmt: skip
-    for pattern, signum, code, stage in stops:
-        rc, stderr = _stop_at(workdir, pattern, signum)
-        errors = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
-        assert rc == code, stderr[-3000:]
-        assert "Traceback" not in stderr and "Fatal Python error" not in stderr, stderr[-3000:]
-        assert len(errors) == 1, stderr[-3000:]
-        assert re.fullmatch(r"error: interrupted during (.+); rerun the same command to resume",
-                            errors[0]), errors  # fmt: skip
-        assert stage in errors[0] or stage.split()[0] in errors[0], errors
-    _resume(workdir)
-    _assert_same_outputs(workdir, reference)
-
-
-def test_sigkill_at_every_stage_then_resume_gives_the_same_files(smoke_run, tmp_path):
-    reference, _ = smoke_run
-    workdir = str(tmp_path / "w")
-    points = [
-        r"score training: step|Wrote grand scores at epoch 0",  # score training
-        r"el2n: \d+ examples",  # scoring at epoch 1
-        r"Retraining 2/3",  # retraining
-        r"random_subset_f0\.50: \d+ steps .* in ",  # the last retraining's end, then the results
+        (r"score training: step|Wrote grand scores at epoch 0", signal.SIGINT, "score training"),
+        (r"el2n: \d+ examples", signal.SIGKILL, None),  # scoring at epoch 1
+        (r"Retraining 2/3", signal.SIGTERM, "retraining el2n-1_hardest_f0.50"),
+        (r"random_subset_f0\.50: \d+ steps .* in ", signal.SIGKILL, None),  # then the results
     ]
-    for pattern in points:
-        rc, stderr = _stop_at(workdir, pattern, signal.SIGKILL)
-        assert rc == -signal.SIGKILL, stderr[-3000:]
+    for pattern, signum, stage in stops:
+        rc, stderr = _stop_at(workdir, pattern, signum)
+        if signum == signal.SIGKILL:
+            assert rc == -signal.SIGKILL, stderr[-3000:]
+            continue
+        errors = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
+        assert rc == 128 + signum, stderr[-3000:]  # 130 for SIGINT, 143 for SIGTERM
+        assert "Traceback" not in stderr and "Fatal Python error" not in stderr, stderr[-3000:]
+        assert errors == [f"error: interrupted during {stage}; rerun the same command to resume"], (
+            stderr[-3000:]
+        )
     _resume(workdir)
     _assert_same_outputs(workdir, reference)
 

@@ -1,6 +1,6 @@
 """Stale results: a rerun redoes exactly the stages whose inputs changed, and nothing else.
 
-One finished smoke run is copied for each case; trainings are counted by wrapping the real
+The suite's finished smoke run is copied for each case; trainings are counted by wrapping the real
 training steps of the K-seed loop.
 """
 
@@ -14,16 +14,23 @@ import pytest
 from datadiet_jax.pipeline import artifacts, fingerprint, loop, retrain
 from datadiet_jax.pipeline import run as run_lib
 from datadiet_jax.scores import pruning
-from tests.conftest import smoke_config
 
 EL2N_RUN = "el2n-1_hardest_f0.50"
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("stale") / "run")
-    run_lib.run(smoke_config(), workdir)
-    return workdir
+def smoke_config(**overrides):
+    """The config of the suite's `smoke_run` (configs/fashion_mnist.py:smoke) with overrides."""
+    from configs import fashion_mnist
+
+    config = fashion_mnist.get_config("smoke")
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+@pytest.fixture
+def finished(smoke_run):
+    """The suite's finished smoke run (copied by each test before it changes anything)."""
+    return smoke_run[0]
 
 
 @pytest.fixture

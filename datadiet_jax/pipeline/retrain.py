@@ -95,12 +95,11 @@ def prepare_run_dir(run_dir: str, name: str, kept: np.ndarray, made_from: dict) 
     """
     kept_path = os.path.join(run_dir, "kept.npz")
     result_path = os.path.join(run_dir, "result.json")
-    old = read_record(kept_path)
+    old_kept, old = read_kept(kept_path)
     if old is None and os.path.isdir(run_dir) and os.listdir(run_dir):
         _clear(run_dir, name, ["it holds no record of what it was made from"])
     elif old is not None and fingerprint.changes(old["training"], made_from["training"]):
-        with np.load(kept_path) as f:
-            common = len(np.intersect1d(f["index"], kept))
+        common = len(np.intersect1d(old_kept, kept))
         _clear(run_dir, name, _reasons(old, made_from, common))
     elif old is not None and fingerprint.changes(old["kept"], made_from["kept"]):
         logging.info("%s: %s, but it keeps the same examples; its training stands.", name,
@@ -114,12 +113,19 @@ def prepare_run_dir(run_dir: str, name: str, kept: np.ndarray, made_from: dict) 
     return os.path.exists(result_path)
 
 
+def read_kept(kept_path: str) -> tuple[np.ndarray | None, dict | None]:
+    """The kept indices `[M]` of a `kept.npz` and its `made_from` record (None for what is
+    missing)."""
+    if not os.path.exists(kept_path):
+        return None, None
+    with np.load(kept_path, allow_pickle=False) as f:
+        record = json.loads(str(f["made_from"])) if "made_from" in f else None
+        return np.asarray(f["index"]), record
+
+
 def read_record(kept_path: str) -> dict | None:
     """The `made_from` record of a `kept.npz` (None when the file or its record is missing)."""
-    if not os.path.exists(kept_path):
-        return None
-    with np.load(kept_path, allow_pickle=False) as f:
-        return json.loads(str(f["made_from"])) if "made_from" in f else None
+    return read_kept(kept_path)[1]
 
 
 def _save_kept(path: str, kept: np.ndarray, made_from: dict) -> None:

@@ -87,12 +87,14 @@ def is_current(config, workdir: str) -> bool:
     if artifacts.read_json(config_path) != config_to_dict(config):
         return False
     results = artifacts.read_json(results_path)
-    for entry in results.get("made_from", {}).get("scores", {}).values():
+    if "made_from" not in results:  # written before records existed
+        return False
+    for entry in results["made_from"]["scores"].values():
         path = os.path.join(workdir, entry["file"])
         if not os.path.exists(path) or fingerprint.file_sha256(path) != entry["sha256"]:
             return False
-    for result in results.get("runs", ()):
+    for result in results["runs"]:
         path = os.path.join(workdir, "retrain", result["name"], "result.json")
         if not os.path.exists(path) or artifacts.read_json(path) != result:
             return False
-    return "made_from" in results
+    return True

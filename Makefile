@@ -51,6 +51,7 @@ format: install
 bench: data
 	$(PY) -m benchmarks.bench_scores --out=bench
 	$(PY) -m benchmarks.bench_loop --out=bench
+	$(PY) -m benchmarks.bench_backward --out=bench
 
 reproduce-fig2: data
 	$(PY) -m experiments.fig2 --scale=$(SCALE)

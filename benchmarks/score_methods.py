@@ -7,6 +7,7 @@ dict with `examples_per_s` and `peak_mb` (and method-specific fields).
 
 from __future__ import annotations
 
+import functools
 import resource
 import time
 
@@ -182,26 +183,31 @@ def _idle(case: _Case) -> dict:
     return {"examples_per_s": None}
 
 
-def _train(case: _Case) -> dict:
-    import jax
-    import jax.numpy as jnp
+def _train_with(fast: bool):
+    """The pipeline's one-seed training step (`train.train_step`: SGD with Nesterov momentum and
+    weight decay, BatchNorm in train mode), with the fast max-pool gradient or XLA's own."""
 
-    from datadiet_jax.scores.losses import cross_entropy
+    def measure(case: _Case) -> dict:
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
 
-    @jax.jit
-    def train_step(v, x, y):
-        def loss(p):
-            logits, new = case.model.apply(
-                {**v, "params": p}, x, train=True, mutable=["batch_stats"]
-            )
-            return jnp.mean(cross_entropy(logits, y)), new
+        from configs import fashion_mnist
+        from datadiet_jax.pipeline import train
 
-        grads, new = jax.grad(loss, has_aux=True)(v["params"])
-        params = jax.tree.map(lambda p, g: p - 0.1 * g, v["params"], grads)
-        return {"params": params, **new}
+        tx = train.make_optimizer(fashion_mnist.get_config().train, 1000)
+        state = train.create_train_state(jax.random.key(0), case.model, tx, case.images[:1])
+        step = jax.jit(functools.partial(train.train_step, case.model, tx, fast=fast))
+        mask = jnp.ones((case.batch_size,), jnp.float32)
+        box = [state]
 
-    return {"examples_per_s": _timed(case.per_batch(lambda x, y: train_step(case.one, x, y)),
-                                     case.n)}  # fmt: skip
+        def one(x, y):
+            box[0], metrics = step(box[0], {"image": x, "label": y.astype(np.int32), "mask": mask})
+            return metrics["loss"]
+
+        return {"examples_per_s": _timed(case.per_batch(one), case.n), "fast_backward": fast}
+
+    return measure
 
 
 def _forward(case: _Case) -> dict:
@@ -360,7 +366,8 @@ def _ntk(case: _Case) -> dict:
 # The methods in the order `bench_scores` runs them.
 METHODS = {
     "idle": _idle,
-    "train": _train,
+    "train": _train_with(fast=True),
+    "train_xla": _train_with(fast=False),
     "forward": _forward,
     "el2n": _public("el2n"),
     "grand": _public("grand"),

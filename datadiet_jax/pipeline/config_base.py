@@ -82,6 +82,9 @@ def _train() -> ml_collections.ConfigDict:
     # How the K seeds share one jitted step: 'auto' (vmap on accelerators, unroll on CPU),
     # 'vmap', 'unroll' or 'map' (`scores/seed_axis.py`).
     d.seed_axis = "auto"
+    # The backward pass: 'auto' (on CPU, max-pools get a fast gradient, the same values;
+    # `train.fast_backward`), 'on' or 'off'. Not part of a run's identity.
+    d.fast_backward = "auto"
     # Epochs between checkpoints (the score epochs and the end are always saved).
     d.checkpoint_every_epochs = 10
     # Examples per evaluation batch (test accuracy, the fit check of every retraining).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import data, plan
+from datadiet_jax.pipeline import data, plan, train
 from datadiet_jax.scores import pruning, seed_axis
 
 _MISSING = object()
@@ -122,6 +122,9 @@ def check_values(config) -> None:
         raise _fail("data.label_noise.mode", mode, f"one of {data.NOISE_MODES}")
     if config.train.seed_axis not in ("auto", *seed_axis.MODES):
         raise _fail("train.seed_axis", config.train.seed_axis, "'auto', 'vmap', 'unroll' or 'map'")
+    fast = config.train.get("fast_backward", "auto")
+    if fast not in train.FAST_BACKWARD_MODES:
+        raise _fail("train.fast_backward", fast, "'auto', 'on' or 'off'")
 
 
 def score_epochs(config) -> tuple[list[int], int]:

@@ -80,6 +80,7 @@ def training_record(config, kept: np.ndarray) -> dict:
     sections = {k: config_to_dict(config[k]) for k in TRAINING_SECTIONS}
     for where in ("data_dir", "download"):  # where the dataset lies, not what it holds
         sections["data"].pop(where, None)
+    sections["train"].pop("fast_backward", None)  # how the same gradients are computed
     return {"kept_sha256": array_sha256(np.asarray(kept, np.int64)), "num_kept": len(kept),
             "seed": config.seed, **sections}  # fmt: skip
 

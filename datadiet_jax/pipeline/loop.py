@@ -267,22 +267,24 @@ def programs(model, train_cfg, schedule_steps: int):
     (state, stats, loss [K])`, shared by every training with the same model, optimizer and
     schedule (the score training and all retrainings of a run), so each compiles once.
 
-    The step donates its state and statistics.
+    The step donates its state and statistics; `train_cfg.fast_backward` chooses its gradient
+    program (`train.fast_backward`).
     """
     fields = tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS if k in train_cfg)
-    return _programs(model, fields, schedule_steps, train_cfg.seed_axis)
+    fast = train.fast_backward(train_cfg.get("fast_backward", "auto"))
+    return _programs(model, fields, schedule_steps, train_cfg.seed_axis, fast)
 
 
 @functools.lru_cache(maxsize=8)
-def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str):
+def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str, fast: bool):
     tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
     init = functools.partial(train.init_states, model, tx, seed_axis=seed_axis)
-    step = jax.jit(functools.partial(_k_step, model, tx, seed_axis), donate_argnums=(0, 1))
+    step = jax.jit(functools.partial(_k_step, model, tx, seed_axis, fast), donate_argnums=(0, 1))
     return jax.jit(init), step
 
 
-def _k_step(model, tx, seed_axis, state, stats, batch):
-    step = over_seeds(functools.partial(train.train_step, model, tx), seed_axis)
+def _k_step(model, tx, seed_axis, fast, state, stats, batch):
+    step = over_seeds(functools.partial(train.train_step, model, tx, fast=fast), seed_axis)
     state, metrics = step(state, batch)
     index, mask = batch["index"], batch["mask"]
     stats = {

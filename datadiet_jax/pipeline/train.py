@@ -4,6 +4,12 @@ The K seeds are one stacked pytree with a leading seed axis. Steps are pure func
 `seed_axis.over_seeds` lifts them to K seeds inside one jit: `vmap` on accelerators, and on CPU
 the K seeds one after another, unrolled (vmapping convolutions over seeds is several times slower
 there). The loop that runs them is `loop.py`; its checkpoints are `checkpoints.py`.
+
+The backward pass: on CPU the step differentiates the loss with every non-overlapping max-pool
+replaced by `fast_pools` (the same gradient, to the first maximum of each window), because XLA's
+CPU gradient of `reduce_window_max` costs more than the whole forward pass (small CNN: 100 of
+190 ms a batch); see `fast_backward`. XLA's own convolution gradients are kept: the offset-sum
+and shifted-gradient forms measured slower on CPU (`benchmarks/bench_backward.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from flax import struct
 from datadiet_jax.pipeline import input_pipeline
 from datadiet_jax.scores import aum
 from datadiet_jax.scores.losses import cross_entropy
+from datadiet_jax.scores.pergrad import fast_pools
 from datadiet_jax.scores.seed_axis import over_seeds
 
 
@@ -83,11 +90,33 @@ def create_train_state(key, model: nn.Module, tx, sample_input) -> TrainState:
     )
 
 
-def train_step(model: nn.Module, tx, state: TrainState, batch: dict):
+FAST_BACKWARD_MODES = ("auto", "on", "off")
+
+
+def fast_backward(mode: str | bool | None) -> bool:
+    """Whether training steps use the fast max-pool gradient: 'on'/True, 'off'/False, or
+    'auto'/None (on CPU only, where it makes the small CNN's step 1.4-1.6x faster; on GPU and TPU
+    XLA's own gradient is kept until measured otherwise).
+
+    Raises:
+      ValueError: an unknown mode.
+    """
+    if isinstance(mode, bool):
+        return mode
+    if mode in (None, "auto"):
+        return jax.default_backend() == "cpu"
+    if mode not in FAST_BACKWARD_MODES:
+        raise ValueError(f"Unknown train.fast_backward {mode!r}; use 'auto', 'on' or 'off'.")
+    return mode == "on"
+
+
+def train_step(model: nn.Module, tx, state: TrainState, batch: dict, *, fast: bool = False):
     """One SGD step of one seed on a masked batch.
 
     Args:
       batch: `image [B, H, W, C]`, `label [B]`, `mask [B]` (0 for padding).
+      fast: differentiate with the fast max-pool gradient (`fast_backward`); the gradients are
+        the same (the first maximum of each window gets it, as in `jax.grad`).
 
     Returns:
       (new state, metrics) with metrics `loss` (masked mean), `correct [B]` bool and `margin [B]`
@@ -106,6 +135,8 @@ def train_step(model: nn.Module, tx, state: TrainState, batch: dict):
         loss = jnp.sum(cross_entropy(logits, batch["label"]) * mask) / jnp.maximum(mask.sum(), 1)
         return loss, (logits, updates)
 
+    if fast:
+        loss_fn = fast_pools.with_fast_pools(loss_fn)
     (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     deltas, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(

@@ -26,8 +26,9 @@ from datadiet_jax.pipeline import artifacts
 
 # Config sections a rerun may change: the kept sets and retrainings follow their fingerprints.
 PLAN_SECTIONS = ("prune", "retrain")
-# Fields a rerun may change that do not change what is computed: where the dataset lies.
-LOCATION_FIELDS = ("data.data_dir", "data.download")
+# Fields a rerun may change that do not change what is computed: where the dataset lies, and
+# which program computes the same gradients.
+LOCATION_FIELDS = ("data.data_dir", "data.download", "train.fast_backward")
 LOCK_NAME = ".lock"
 
 

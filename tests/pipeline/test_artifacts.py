@@ -68,6 +68,10 @@ def test_workdir_with_another_config_is_refused_and_kept(tmp_path):
     replanned = config | {"prune": {"fractions": [0.3]}}
     assert workdir.check_config(str(tmp_path), replanned) == ["prune.fractions"]
     assert json.loads((tmp_path / "config.json").read_text()) == replanned
+    # A run recorded before `train.fast_backward` existed, or with another value of it, resumes:
+    # it chooses how the same gradients are computed.
+    faster = replanned | {"train": {"lr": 2, "fast_backward": "off"}}
+    assert workdir.check_config(str(tmp_path), faster) == ["train.fast_backward"]
 
 
 def test_csv_columns(tmp_path):

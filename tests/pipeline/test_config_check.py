@@ -41,6 +41,7 @@ BAD_VALUES = [
     ("score.train_epochs", 3, "-1 (up to the last score epoch) or an integer in [0, 2]"),
     ("score.train_epochs", -2, "-1 (up to the last score epoch)"),
     ("train.seed_axis", "pmap", "'auto', 'vmap', 'unroll' or 'map'"),
+    ("train.fast_backward", "yes", "'auto', 'on' or 'off'"),
     ("data.label_noise.mode", "swap", "one of"),
 ]
 

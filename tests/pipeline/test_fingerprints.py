@@ -166,3 +166,16 @@ def test_deleted_score_file_of_an_earlier_epoch_is_recomputed(finished, tmp_path
     run_lib.run(smoke_config(), workdir)
     assert open(path, "rb").read() == before  # from the initialization, not from epoch 1
     assert trainings == []
+
+
+def test_training_record_ignores_how_the_gradients_are_computed():
+    from datadiet_jax.pipeline.config_base import base_config
+
+    config, kept = base_config(), np.arange(10)
+    record = fingerprint.training_record(config, kept)
+    config.train.fast_backward = "off"
+    assert fingerprint.training_record(config, kept) == record
+    config.train.learning_rate = 0.05
+    assert fingerprint.changes(record, fingerprint.training_record(config, kept)) == [
+        "train.learning_rate"
+    ]

@@ -1,5 +1,7 @@
+import functools
 import os
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -294,3 +296,48 @@ def test_bad_init_state_is_refused(synthetic_split, tmp_path):
     late = parent.replace(step=parent.step + 20)
     with pytest.raises(ValueError, match="must be one value in"):
         train_tiny(synthetic_split, tmp_path / "late" / "ckpt", num_seeds=1, init_state=late)
+
+
+class _Pools(nn.Module):
+    """Conv, then a 2x2 max-pool (fast), a 3x3 stride-2 overlapping one and a padded one (XLA's
+    gradient), a ReLU before each so that windows of zeros tie."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(4, (3, 3), use_bias=False)(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        x = nn.max_pool(x, (3, 3), (2, 2))
+        x = nn.max_pool(nn.relu(nn.Dense(5)(x)), (2, 2), (1, 1), padding="SAME")
+        return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "pools"])
+def test_fast_backward_step_equals_the_plain_jax_grad_step(synthetic_split, name):
+    model = models.get_model("small_cnn", 3, width=4) if name == "small_cnn" else _Pools()
+    tx = train.make_optimizer(train_cfg(), 10)
+    images = np.asarray(synthetic_split.normalized_images()[:16])
+    images[:, :8] = images.min()  # a constant band: tied maxima in the pooling windows
+    state = train.create_train_state(jax.random.key(3), model, tx, images[:1])
+    batch = {"image": images, "label": synthetic_split.labels[:16],
+             "mask": np.ones(16, np.float32)}  # fmt: skip
+    states = {}
+    for fast in (False, True):
+        step = jax.jit(functools.partial(train.train_step, model, tx, fast=fast))
+        states[fast], _ = step(step(state, batch)[0], batch)
+        if fast:  # the rewrite is in place: the fast program has no select-and-scatter pool
+            text = step.lower(state, batch).as_text()
+    assert ("select_and_scatter" in text) == (name == "pools")
+    # The gradients are XLA's to float32 rounding: after two steps the parameters agree.
+    for a, b in zip(jax.tree.leaves(states[False]), jax.tree.leaves(states[True]), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
+                                         states[True].params, state.params))  # fmt: skip
+    assert min(moved) > 0  # every parameter trained
+
+
+def test_fast_backward_modes():
+    assert train.fast_backward("auto") == (jax.default_backend() == "cpu")
+    assert train.fast_backward("on") and not train.fast_backward("off")
+    with pytest.raises(ValueError, match="Unknown train.fast_backward 'fast'"):
+        train.fast_backward("fast")

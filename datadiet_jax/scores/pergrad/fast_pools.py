@@ -1,4 +1,4 @@
-"""Non-overlapping max-pools with a fast, equivalent gradient, for the GraNd backward pass.
+"""Non-overlapping max-pools with a fast, equivalent gradient, for GraNd and the training step.
 
 XLA's CPU select-and-scatter (the transpose of `reduce_window_max`) is several times slower than
 the whole forward pass of a small CNN. `with_fast_pools(fn)` traces `fn` and evaluates its jaxpr

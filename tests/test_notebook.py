@@ -1,4 +1,5 @@
-"""The Fashion-MNIST scoring notebook runs end to end and draws a figure."""
+"""The Fashion-MNIST scoring notebook runs end to end and draws a figure; the README's notebook
+snippet runs as written."""
 
 import os
 
@@ -20,3 +21,21 @@ def test_notebook_executes_without_errors_and_plots():
     text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
     assert "EL2N (4, 2000)" in text and "GraNd (4, 2000)" in text
     assert any("image/png" in out.get("data", {}) for out in outputs)
+
+
+def test_readme_notebook_snippet_runs_as_written():
+    import re
+
+    import numpy as np
+
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme[readme.index("## Scores from a notebook") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    el2n, grand = np.asarray(namespace["el2n"]), np.asarray(namespace["grand"])
+    assert el2n.shape == grand.shape == (4, 2000)
+    assert np.isfinite(el2n).all() and np.isfinite(grand).all() and (grand > 0).all()
+    # EL2N is the distance of the softmax from the one-hot label: in [0, sqrt(2)].
+    assert el2n.min() >= 0 and el2n.max() <= np.sqrt(2) + 1e-6
+    assert not np.allclose(grand[0], grand[1])  # four independent initializations

@@ -112,27 +112,28 @@ def _profile(fn, batch: int, *args) -> dict:
     import jax
 
     text = fn.lower(*args).compile().as_text()
-    lines = text.split("\n")
-    # The instruction each thunk name stands for: its own line, or for a fusion the convolution,
-    # dot or root inside the computation it calls.
-    bodies, current = {}, None
-    for line in lines:
+    # Each instruction's line, and each computation's body, indexed in one pass.
+    lines, bodies, current = {}, {}, None
+    for line in text.split("\n"):
         head = re.match(r"^%?([\w.\-]+) .*\{$", line)
         if head:
-            current = head.group(1)
-            bodies[current] = []
-        elif current:
-            bodies[current].append(line)
+            current = bodies.setdefault(head.group(1), [])
+            continue
+        defined = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = ", line)
+        if defined:
+            lines.setdefault(defined.group(1), line)
+        if current is not None:
+            current.append(line)
 
     def describe(name):
-        for line in lines:
-            if re.match(rf"\s*(ROOT )?%{re.escape(name)} = ", line):
-                called = re.search(r"calls=%([\w.\-]+)", line)
-                body = bodies.get(called.group(1), []) if called else []
-                key = [b for b in body if " convolution(" in b or " dot(" in b]
-                root = [b for b in body if b.strip().startswith("ROOT")]
-                return (key or root or [line])[0]
-        return ""
+        """The instruction a thunk stands for: its line, or for a fusion the convolution, dot
+        or root of the computation it calls."""
+        line = lines.get(name, "")
+        called = re.search(r"calls=%([\w.\-]+)", line)
+        body = bodies.get(called.group(1), []) if called else []
+        key = [b for b in body if " convolution(" in b or " dot(" in b]
+        root = [b for b in body if b.strip().startswith("ROOT")]
+        return (key or root or [line])[0]
 
     jax.block_until_ready(fn(*args))
     folder = tempfile.mkdtemp(prefix="bench_backward_")

@@ -94,15 +94,11 @@ def with_kernel_grad(fn, form: str):
     training (`fast_pools`)."""
 
     def override(eqn, invals):
-        if eqn.primitive.name == "reduce_window_max" and fast_pools._is_block_pool(
-            eqn.params, invals[0].shape
-        ):
-            return [fast_pools._block_max(invals[0], tuple(eqn.params["window_dimensions"]))]
         if eqn.primitive.name == "conv_general_dilated" and _plain(eqn.params):
             strides = tuple(eqn.params["window_strides"])
             padding = tuple(map(tuple, eqn.params["padding"]))
             return [_conv(invals[0], invals[1], strides, padding, form)]
-        return None
+        return fast_pools.pool_override(eqn, invals)
 
     def wrapped(arg):
         closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(arg)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from datadiet_jax.pipeline import artifacts
+from datadiet_jax.pipeline import artifacts, workdir
 from datadiet_jax.pipeline.config_base import config_to_dict
 
 # The config sections that decide a retraining, besides its kept set.
@@ -78,9 +78,9 @@ def kept_record(config, run, scores: Mapping[str, dict], num_examples: int) -> d
 def training_record(config, kept: np.ndarray) -> dict:
     """What a retraining is made from: its kept indices' hash and the training settings."""
     sections = {k: config_to_dict(config[k]) for k in TRAINING_SECTIONS}
-    for where in ("data_dir", "download"):  # where the dataset lies, not what it holds
-        sections["data"].pop(where, None)
-    sections["train"].pop("fast_backward", None)  # how the same gradients are computed
+    for field in workdir.NEUTRAL_FIELDS:  # where the data lies, how the same gradients are made
+        section, name = field.split(".")
+        sections[section].pop(name, None)
     return {"kept_sha256": array_sha256(np.asarray(kept, np.int64)), "num_kept": len(kept),
             "seed": config.seed, **sections}  # fmt: skip
 

@@ -27,8 +27,8 @@ from datadiet_jax.pipeline import artifacts
 # Config sections a rerun may change: the kept sets and retrainings follow their fingerprints.
 PLAN_SECTIONS = ("prune", "retrain")
 # Fields a rerun may change that do not change what is computed: where the dataset lies, and
-# which program computes the same gradients.
-LOCATION_FIELDS = ("data.data_dir", "data.download", "train.fast_backward")
+# which program computes the same gradients. Training records leave them out too.
+NEUTRAL_FIELDS = ("data.data_dir", "data.download", "train.fast_backward")
 LOCK_NAME = ".lock"
 
 
@@ -111,7 +111,7 @@ def check_config(workdir: str, config_dict: dict) -> list[str]:
 
     Returns:
       The dotted keys that changed since the last run, all of them in `PLAN_SECTIONS` or
-      `LOCATION_FIELDS` (the new config is recorded; the kept sets and retrainings follow),
+      `NEUTRAL_FIELDS` (the new config is recorded; the kept sets and retrainings follow),
       empty when nothing changed.
 
     Raises:
@@ -126,7 +126,7 @@ def check_config(workdir: str, config_dict: dict) -> list[str]:
     old = artifacts.read_json(path)
     changed = sorted(artifacts.diff_keys(old, config_dict))
     fixed = [k for k in changed
-             if k.split(".")[0] not in PLAN_SECTIONS and k not in LOCATION_FIELDS]  # fmt: skip
+             if k.split(".")[0] not in PLAN_SECTIONS and k not in NEUTRAL_FIELDS]  # fmt: skip
     if fixed:
         raise ValueError(
             f"Work directory {workdir} holds a run with a different config (differs in "

@@ -59,21 +59,15 @@ def _is_block_pool(params, shape) -> bool:
     )
 
 
-def _eval_fast_pools(jaxpr, consts, args):
-    """Evaluates `jaxpr` with non-overlapping max-pools replaced by `_block_max`.
+def pool_override(eqn, invals) -> list | None:
+    """A `jaxpr_eval` override: a non-overlapping max-pool as `_block_max`, else None.
 
     Both give the gradient to the first maximum of each window, but XLA's CPU select-and-scatter
     (the transpose of `reduce_window_max`) is several times slower than the whole forward pass.
     """
-
-    def override(eqn, invals):
-        if eqn.primitive.name == "reduce_window_max" and _is_block_pool(
-            eqn.params, invals[0].shape
-        ):
-            return [_block_max(invals[0], tuple(eqn.params["window_dimensions"]))]
-        return None
-
-    return jaxpr_eval.eval_inlined(jaxpr, consts, args, override)
+    if eqn.primitive.name == "reduce_window_max" and _is_block_pool(eqn.params, invals[0].shape):
+        return [_block_max(invals[0], tuple(eqn.params["window_dimensions"]))]
+    return None
 
 
 def with_fast_pools(fn):
@@ -83,7 +77,9 @@ def with_fast_pools(fn):
         closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(arg)
         if not any(e.primitive.name == "reduce_window_max" for e in _all_eqns(closed.jaxpr)):
             return fn(arg)
-        outs = _eval_fast_pools(closed.jaxpr, closed.consts, jax.tree.leaves(arg))
+        outs = jaxpr_eval.eval_inlined(
+            closed.jaxpr, closed.consts, jax.tree.leaves(arg), pool_override
+        )
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     return wrapped

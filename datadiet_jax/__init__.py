@@ -6,6 +6,10 @@ exact and for K stacked initializations at once:
     from datadiet_jax import grand_scores, el2n_scores, init_variables
     variables = init_variables(model, jax.random.key(0), num_seeds=4, sample_input=images[:1])
     scores = grand_scores(model, variables, images, labels)   # [K, N] float32
+    kept = kept_indices(scores.mean(0), "hardest", keep_fraction=0.5)
+
+Training one's own model (Linen, NNX or plain functions) on K seeds, and the pruned tf.data
+pipeline, are `train_seeds` and `pruned_dataset` (`pipeline/notebook.py`).
 
 The package has four rooms (see docs/architecture.md): `scores` (the library: no TensorFlow, TFDS
 or ml_collections), `pipeline` (config, data, training, the score stage, pruning plan,
@@ -26,6 +30,13 @@ _EXPORTS = {
     "update_aum": "datadiet_jax.scores.aum",
     "aum_scores": "datadiet_jax.scores.aum",
     "get_model": "datadiet_jax.models",
+    "kept_indices": "datadiet_jax.scores.pruning",
+    "STRATEGIES": "datadiet_jax.scores.pruning",
+    "trainable": "datadiet_jax.scores.trainable",
+    "stateful": "datadiet_jax.scores.adapters",
+    "load_split": "datadiet_jax.pipeline.data",
+    "train_seeds": "datadiet_jax.pipeline.notebook",
+    "pruned_dataset": "datadiet_jax.pipeline.notebook",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,4 +1,8 @@
-"""The paper's Flax Linen models, their registry, and the model of a config (`build`).
+"""The paper's Flax Linen models, the model registry, and the model of a config (`build`).
+
+`config.model.name` is a registered name (`MODELS`, `register`) or an import path
+`package.module:attribute`; `build` turns it into the train-mode form every stage uses
+(`scores.trainable`), so Linen, NNX and plain-function models meet the pipeline alike.
 
 Every model is called as `model.apply(variables, images, train=...)` with `images: [B, H, W, C]`
 float32 and returns logits `[B, num_classes]`. BatchNorm keeps running statistics in the
@@ -8,10 +12,15 @@ float32 and returns logits `[B, num_classes]`. BatchNorm keeps running statistic
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from datadiet_jax.scores import trainable as trainable_lib
+from datadiet_jax.scores.trainable import Trainable
 
 _BN = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
@@ -103,11 +112,30 @@ class ResNet(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+MODELS: dict[str, Callable] = {
     "small_cnn": SmallCNN,
     "resnet18": functools.partial(ResNet, block=BasicBlock, stage_sizes=(2, 2, 2, 2)),
     "resnet50": functools.partial(ResNet, block=Bottleneck, stage_sizes=(3, 4, 6, 3)),
 }
+
+
+def register(name: str, factory: Callable) -> None:
+    """Makes `factory` the model `config.model.name=name` builds (for configs written as Python
+    files; an import path `package.module:attribute` needs no registration).
+
+    Args:
+      name: a name without ':' (those are import paths).
+      factory: a Linen module class or factory, an NNX module class or factory taking `rngs`,
+        or a plain-function model or its factory (`scores.trainable`). Called with
+        `config.model.kwargs`, and with `num_classes` when it takes that argument.
+    Raises:
+      ValueError: a name with ':', or one already registered for another factory.
+    """
+    if ":" in name:
+        raise ValueError(f"model name {name!r} has ':', which marks import paths; drop it.")
+    if MODELS.get(name, factory) is not factory:
+        raise ValueError(f"model {name!r} is already registered; pick another name.")
+    MODELS[name] = factory
 
 
 def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
@@ -116,18 +144,112 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     Raises:
       ValueError: `name` is not registered; the message lists the valid names.
     """
-    if name not in MODELS:
-        raise ValueError(
-            f"Unknown model {name!r}; set config.model.name to one of {sorted(MODELS)}."
-        )
-    return MODELS[name](num_classes=num_classes, **kwargs)
+    return resolve(name)(num_classes=num_classes, **kwargs)
 
 
-def build(model_cfg, num_classes: int) -> nn.Module:
-    """The model of `config.model`: the registered `name`, with `width` unless it is 0.
+def resolve(name: str) -> Callable:
+    """The factory of `config.model.name`: a registered name or `package.module:attribute`.
 
     Raises:
-      ValueError: the name is not registered.
+      ValueError: an unknown name or an import path that does not import, in one line.
     """
-    kwargs = {"width": model_cfg.width} if model_cfg.width else {}
-    return get_model(model_cfg.name, num_classes, **kwargs)
+    if ":" not in name:
+        if name not in MODELS:
+            raise ValueError(
+                f"Unknown model {name!r}; set config.model.name to one of {sorted(MODELS)}, to "
+                "an import path package.module:attribute, or register it with "
+                "datadiet_jax.models.register(name, factory)."
+            )
+        return MODELS[name]
+    module_name, _, attribute = name.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 (any import error, reported in one line)
+        raise ValueError(
+            f"config.model.name={name!r}: cannot import {module_name!r} ({type(err).__name__}: "
+            f"{err}); put its package on PYTHONPATH or fix the path."
+        ) from err
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(
+                f"config.model.name={name!r}: {module_name!r} has no attribute {attribute!r}; "
+                "use package.module:attribute."
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+def _parameters(factory) -> dict | None:
+    """The keyword arguments `factory` takes ({name: default}), None when it takes any."""
+    try:  # a Linen class's signature is its dataclass fields
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {k: p.default for k, p in params.items() if k not in ("self", "parent", "name")}
+
+
+def _arguments(model_cfg, factory, num_classes: int) -> dict:
+    """The keyword arguments of `factory` from `config.model` (kwargs, width, num_classes)."""
+    kwargs = dict(model_cfg.get("kwargs", {}) or {})
+    takes = _parameters(factory)
+    smoke_width = model_cfg.get("smoke_width", 0) if "width" in (takes or {}) else 0
+    width = model_cfg.width or smoke_width
+    if width:
+        kwargs["width"] = width
+    unknown = sorted(set(kwargs) - set(takes)) if takes is not None else []
+    if unknown:
+        field = "width" if unknown == ["width"] else f"kwargs.{unknown[0]}"
+        raise ValueError(
+            f"config.model.{field} is set, but model {model_cfg.name!r} takes no argument "
+            f"{unknown[0]!r}; it takes {sorted(k for k in takes if k not in ('rngs',))}."
+        )
+    if takes is None or "num_classes" in takes:
+        kwargs.setdefault("num_classes", num_classes)
+    return kwargs
+
+
+def check(model_cfg) -> None:
+    """Checks `config.model` without building it: the name resolves and every argument it sets
+    is one the model takes.
+
+    Raises:
+      ValueError: one line naming the field to fix.
+    """
+    _arguments(model_cfg, resolve(model_cfg.name), 10)
+
+
+def width(model_cfg) -> int:
+    """The `width` `build` passes the model of `config.model` (0: none, the model's default)."""
+    return _arguments(model_cfg, resolve(model_cfg.name), 10).get("width", 0)
+
+
+def build(model_cfg, num_classes: int) -> Trainable:
+    """The model of `config.model` in the train-mode form (`scores.trainable.Trainable`).
+
+    The factory (`resolve`) gets `config.model.kwargs`, `width` when set (or `smoke_width` when
+    the model takes `width`), and `num_classes` when it takes that argument. An NNX factory
+    (one taking `rngs`) is built per seed by the training; a plain-function model object (with
+    `init` and `apply`) is used as it is when no argument is set.
+
+    Raises:
+      ValueError: an unknown model, an argument it does not take, or a factory that returns no
+        model of an accepted kind.
+    """
+    factory = resolve(model_cfg.name)
+    if trainable_lib.is_function_model(factory) or isinstance(factory, nn.Module):
+        kwargs = dict(model_cfg.get("kwargs", {}) or {})
+        if kwargs or model_cfg.width:
+            raise ValueError(
+                f"config.model.name={model_cfg.name!r} is a built model; it takes no "
+                "config.model.kwargs or width (name its factory instead)."
+            )
+        return trainable_lib.trainable(factory)
+    kwargs = _arguments(model_cfg, factory, num_classes)
+    if trainable_lib.is_nnx_factory(factory):
+        return trainable_lib.trainable(functools.partial(factory, **kwargs))
+    try:
+        return trainable_lib.trainable(factory(**kwargs))
+    except ValueError as err:
+        raise ValueError(f"config.model.name={model_cfg.name!r}: {err}") from None

@@ -33,6 +33,7 @@ from absl import app
 
 from configs.studies.scales import Scale, scale_settings
 from configs.studies.transfer import TRANSFER
+from datadiet_jax import models
 from datadiet_jax.pipeline import artifacts, config_check
 from datadiet_jax.report import plots, seed_count, summary
 from experiments import cli, sweeps
@@ -44,7 +45,7 @@ def model_label(scale: Scale, overrides: Mapping) -> str:
     """'small_cnn_w16', 'resnet50', ...: the model of the base config with `overrides`."""
     config = scale.base_config()
     config.update_from_flattened_dict(dict(overrides))
-    width = config.model.width
+    width = models.width(config.model)
     return config.model.name + (f"_w{width}" if width else "")
 
 

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import pytest
 
 from datadiet_jax import models
+from tests import own_models
 
 
 def _count(model, shape):
@@ -61,3 +62,62 @@ def test_resnet_stem_keeps_resolution():
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="resnet18"):
         models.get_model("resnet19", 10)
+
+
+def _model_cfg(name, **fields):
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict({"name": name, "width": 0, "smoke_width": 0,
+                                     "kwargs": ml_collections.ConfigDict()})  # fmt: skip
+    for key, value in fields.items():
+        cfg[key] = value
+    return cfg
+
+
+def test_import_paths_and_their_arguments():
+    import ml_collections
+
+    kwargs = ml_collections.ConfigDict({"hidden": 5})
+    built = models.build(_model_cfg("tests.own_models:function_net", kwargs=kwargs), 4)
+    assert built.form == "function" and built.model.hidden == 5 and built.model.num_classes == 4
+    linen = models.build(_model_cfg("tests.own_models:LinenNet", smoke_width=8), 7)
+    assert linen.model == own_models.LinenNet(num_classes=7)  # no width: smoke_width left out
+    cnn = models.build(_model_cfg("small_cnn", smoke_width=8), 10)
+    assert cnn.model.width == 8  # a model with a width gets the smoke width
+    assert models.build(_model_cfg("small_cnn", width=16, smoke_width=8), 10).model.width == 16
+    nnx_model = models.build(_model_cfg("tests.own_models:NNXNet"), 3)
+    assert nnx_model.form == "nnx" and nnx_model.model.keywords == {"num_classes": 3}
+
+
+@pytest.mark.parametrize(
+    "name,fields,message",
+    [
+        ("my_mlp", {}, "Unknown model 'my_mlp'; set config.model.name to one of"),
+        ("no_such_package.models:Net", {}, "cannot import 'no_such_package.models'"),
+        ("tests.own_models:Missing", {}, "has no attribute 'Missing'"),
+        ("tests.own_models:LinenNet", {"width": 8}, "config.model.width is set, but model"),
+        ("tests.own_models:LinenNet", {"kwargs": {"depth": 3}},
+         "config.model.kwargs.depth is set, but model 'tests.own_models:LinenNet' takes no "
+         "argument 'depth'; it takes ['features', 'num_classes']"),
+        ("tests.own_models:FUNCTION_NET", {"kwargs": {"hidden": 3}}, "is a built model"),
+    ],
+)  # fmt: skip
+def test_bad_model_configs_are_one_line(name, fields, message):
+    import ml_collections
+
+    if "kwargs" in fields:
+        fields = {**fields, "kwargs": ml_collections.ConfigDict(fields["kwargs"])}
+    with pytest.raises(ValueError) as err:
+        models.build(_model_cfg(name, **fields), 10)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_register_a_factory(monkeypatch):
+    monkeypatch.setattr(models, "MODELS", dict(models.MODELS))
+    models.register("linen_net", own_models.LinenNet)
+    models.register("linen_net", own_models.LinenNet)  # the same factory again: fine
+    assert models.build(_model_cfg("linen_net"), 5).model == own_models.LinenNet(num_classes=5)
+    with pytest.raises(ValueError, match="already registered"):
+        models.register("linen_net", own_models.NNXNet)
+    with pytest.raises(ValueError, match="marks import paths"):
+        models.register("a:b", own_models.NNXNet)

@@ -29,6 +29,7 @@ from absl import logging
 from datadiet_jax.dynamics import barriers
 from datadiet_jax.pipeline import artifacts, input_pipeline, keys, loop
 from datadiet_jax.scores import pruning
+from datadiet_jax.scores.trainable import trainable
 
 NUM_CHILDREN = 2
 
@@ -87,7 +88,7 @@ def _save_or_check_subsets(path: str, index: Mapping[str, np.ndarray]) -> None:
 
 
 def _one(state, k: int) -> dict:
-    return jax.tree.map(lambda x: x[k], {"params": state.params, "batch_stats": state.batch_stats})
+    return jax.tree.map(lambda x: x[k], {"params": state.params, **state.model_state})
 
 
 def train_parent(config, workdir: str, model, split, step: int, augment: bool):
@@ -187,7 +188,7 @@ def spawning_run(
     Args:
       config: the run's config (train fields, seed).
       workdir: the work directory of this spawning run.
-      model: Flax module.
+      model: a Flax Linen module (or its `Trainable`).
       split: training split (the parent and children train on all of it).
       test_split: test split, measured as one more subset ('test').
       scores: [N] scores ranking the training examples (e.g. mean EL2N).
@@ -201,6 +202,7 @@ def spawning_run(
       Rows of `measure`, each with 'spawn_step' and 'spawn_epoch' added, in spawning order.
     """
     barriers.check_alphas(alphas)
+    model = trainable(model).linen_module()
     spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
     steps = spawn_steps(spawn_epochs, spe, total_steps(config.train, split.num_examples))
     images = split.normalized_images()

@@ -27,6 +27,7 @@ from absl import logging
 from datadiet_jax.dynamics import ntk
 from datadiet_jax.pipeline import artifacts, input_pipeline, keys, loop
 from datadiet_jax.scores import api
+from datadiet_jax.scores.trainable import trainable
 
 
 def window_starts(num_examples: int, window_size: int, num_windows: int) -> np.ndarray:
@@ -76,7 +77,7 @@ def _gram_path(workdir, t, e):
 
 
 def _variables(state) -> dict:
-    return {"params": state.params, "batch_stats": state.batch_stats}
+    return {"params": state.params, **state.model_state}
 
 
 def _hook(config, workdir, model, split, images, epoch, ts, starts, window_size, ntk_batch):
@@ -125,7 +126,7 @@ def velocity_run(
     Args:
       config: the run's config (train fields, score.num_seeds K, score.batch_size, seed).
       workdir: the work directory of this run.
-      model: Flax module.
+      model: a Flax Linen module (or its `Trainable`; the NTK intercepts Linen layers).
       split: training split (labels possibly noisy; EL2N uses these labels).
       epochs: epochs t at which velocities are measured (between t and t + 1).
       window_size: n examples per window.
@@ -140,6 +141,7 @@ def velocity_run(
       window in its most frequent label: EL2N ranks by class early in training, and a
       one-class window has its own kernel).
     """
+    model = trainable(model).linen_module()
     ts, needed = measured_epochs(epochs)
     spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
     if needed[-1] > config.train.num_epochs:

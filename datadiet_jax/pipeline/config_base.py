@@ -54,10 +54,18 @@ def _data() -> ml_collections.ConfigDict:
 def _model() -> ml_collections.ConfigDict:
     """The model."""
     d = ml_collections.ConfigDict()
-    # A registered model (`models.MODELS`).
+    # A registered model (`models.MODELS`, `models.register`) or an import path
+    # `package.module:attribute`: a Flax Linen module class or factory, an NNX module class or
+    # factory taking `rngs`, or a plain-function model (`scores/trainable.py`).
     d.name = "resnet18"
-    # The model's base width; 0 keeps the model's default.
+    # Keyword arguments of the model's factory (`num_classes` is passed when it takes it). Set
+    # them in a config file; a key the model does not take is refused before anything runs.
+    d.kwargs = ml_collections.ConfigDict()
+    # The model's base width, for models that take `width`; 0 keeps the model's default.
     d.width = 0
+    # The width `:smoke` runs use where the model takes `width` and `width` is 0 (0: none);
+    # models without a `width` argument ignore it.
+    d.smoke_width = 0
     return d
 
 
@@ -158,7 +166,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrinks a config to a seconds-long CPU run with the same stages (tests use it)."""
     c.data.num_train_examples = 128
     c.data.num_test_examples = 100
-    c.model.width = 8
+    c.model.smoke_width = 8
     c.train.batch_size = 32
     c.train.num_epochs = 2
     c.train.checkpoint_every_epochs = 1

@@ -34,6 +34,7 @@ _SCALARS = {
     "data.label_noise.fraction": _UNIT_CLOSED,
     "data.label_noise.seed": _NONNEG_INT,
     "model.width": _NONNEG_INT,
+    "model.smoke_width": _NONNEG_INT,
     "train.batch_size": _POS_INT,
     "train.num_epochs": _POS_INT,
     "train.learning_rate": _POS_FLOAT,
@@ -160,8 +161,7 @@ def available_scores(config) -> list[str]:
 
 def validate(config) -> None:
     """Checks a config before anything is written; raises ValueError naming the field to fix."""
-    if config.model.name not in models.MODELS:
-        models.get_model(config.model.name, 10)  # Raises with the valid names.
+    models.check(config.model)
     for f in config.prune.fractions:
         pruning.num_to_keep(100, f)
     check_values(config)

@@ -4,6 +4,8 @@ No global seeding anywhere. Each independent training of a run has its own purpo
 initializations and K data orders never coincide with another training's:
 
   init keys of seed k    fold_in(fold_in(key(seed), purpose), k)               (`init_keys`)
+  Dropout of seed k      fold_in(fold_in(init key of seed k, DROPOUT), step)   (`dropout_keys`,
+                         `train.step_rng`)
   data order of seed k   stateless TF seeds from (seed * 1000 + purpose, stream, k), one stream
                          for the shuffles and one for the augmentations (`data_seed`, `STREAMS`;
                          `input_pipeline.seed_pair`), folded with the epoch or the step
@@ -36,6 +38,7 @@ STREAMS = {"shuffle": 1, "augment": 2}
 LABEL_NOISE = 0x4E015E
 FIG4_SUBSET = 4
 FIG4_BN_ORDER = 5
+DROPOUT = 0xD0
 
 
 def init_keys(seed: int, purpose: int, num_seeds: int) -> jax.Array:
@@ -47,3 +50,10 @@ def init_keys(seed: int, purpose: int, num_seeds: int) -> jax.Array:
 def data_seed(seed: int, purpose: int) -> int:
     """The seed of one training's data orders and augmentations (`input_pipeline`)."""
     return seed * 1000 + purpose
+
+
+def dropout_keys(seed: int, purpose: int, num_seeds: int) -> np.ndarray:
+    """K Dropout base keys as key data, `[K, 2]` uint32: `fold_in(init key of seed k, DROPOUT)`;
+    a step folds in its step number (`train.step_rng`)."""
+    folded = jax.vmap(lambda k: jax.random.fold_in(k, DROPOUT))(init_keys(seed, purpose, num_seeds))
+    return np.asarray(jax.random.key_data(folded))

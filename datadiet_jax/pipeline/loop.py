@@ -26,6 +26,7 @@ from datadiet_jax.pipeline.checkpoints import Checkpoints
 from datadiet_jax.scores import aum, forgetting
 from datadiet_jax.scores.progress import Progress
 from datadiet_jax.scores.seed_axis import over_seeds
+from datadiet_jax.scores.trainable import trainable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,8 @@ def train_seeds(
     on the way and checkpointed with the state.
 
     Args:
-      model: Flax module.
+      model: a Linen module, an NNX factory, a plain-function model or their `Trainable`
+        (`scores.trainable`).
       split: `data.Split` (train split, possibly with noisy labels).
       kept: [M] int64 dataset indices to train on.
       spec: what the training is (`TrainSpec`).
@@ -104,7 +106,7 @@ def train_seeds(
       `{'forgetting': forgetting state, 'aum': AUM state}` (arrays [K, N]) and
       `'nonfinite_step'` ([K], see `health`), last step.
     """
-    run = _Training(model, split, kept, spec, hooks or {})
+    run = _Training(trainable(model), split, kept, spec, hooks or {})
     state, stats, start = run.restore(init_state)
     if past_hooks:
         run.past_hooks(start, state, stats, init_state)
@@ -174,10 +176,11 @@ class _Training:
             augment=spec.augment,
         )  # fmt: skip
         per_step = spec.num_seeds * spec.train_cfg.batch_size
+        rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds)
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
         step, loss = start, None
         for batch in batches:
-            state, stats, loss = step_fn(state, stats, batch)
+            state, stats, loss = step_fn(state, stats, {**batch, "rng": rng})
             step += 1
             progress.update(step, f"(epoch {step / self.spe:.2f})", pending=loss)
             if not self.end_of_step(step, state, stats, loss):
@@ -235,8 +238,12 @@ def init_stats(num_seeds: int, num_examples: int) -> dict:
 def initial_states(model, split, spec: TrainSpec) -> train.TrainState:
     """The K stacked initial states `train_seeds` starts a fresh `spec` from."""
     init_fn, _ = programs(model, spec.train_cfg, spec.schedule_steps)
-    sample = np.zeros((1, *split.images.shape[1:]), np.float32)
-    return init_fn(keys.init_keys(spec.seed, spec.purpose, spec.num_seeds), sample)
+    return init_fn(keys.init_keys(spec.seed, spec.purpose, spec.num_seeds), sample_input(split))
+
+
+def sample_input(split) -> np.ndarray:
+    """One zero input `[1, ...]` of the shape and dtype the model gets from `split`."""
+    return np.zeros((1, *split.images.shape[1:]), np.float32)
 
 
 def _copy_init_state(init_state, num_seeds: int, num_steps: int):
@@ -270,6 +277,7 @@ def programs(model, train_cfg, schedule_steps: int):
     The step donates its state and statistics; `train_cfg.fast_backward` chooses its gradient
     program (`train.fast_backward`).
     """
+    model = trainable(model)
     fields = tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS if k in train_cfg)
     fast = train.fast_backward(train_cfg.get("fast_backward", "auto"))
     return _programs(model, fields, schedule_steps, train_cfg.seed_axis, fast)

@@ -25,12 +25,14 @@ from datadiet_jax.pipeline import (
     data,
     fingerprint,
     interrupts,
+    loop,
     plan,
     retrain,
     score_stage,
 )
 from datadiet_jax.pipeline import workdir as workdir_lib
 from datadiet_jax.pipeline.config_base import config_to_dict
+from datadiet_jax.scores import trainable
 
 
 def run(config, workdir: str, *, wait: bool = False) -> dict:
@@ -50,11 +52,12 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
         with interrupts.stage("data loading"):
             split, test_split = data.load_splits(config.data)
         plan.check_windows(config, split.num_examples)
+        model = models.build(config.model, split.num_classes)
+        trainable.check_outputs(model, loop.sample_input(split), split.num_classes)
         noise_path = os.path.join(workdir, "label_noise.npz")
         if not os.path.exists(noise_path):
             artifacts.save_npz(noise_path, noisy_index=split.noisy_index, labels=split.labels,
                                clean_labels=split.clean_labels)  # fmt: skip
-        model = models.build(config.model, split.num_classes)
         if config.score.workdir:
             score_files = score_stage.external_scores(config, split)
         else:

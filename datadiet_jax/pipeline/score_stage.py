@@ -27,6 +27,7 @@ from datadiet_jax.pipeline import (
 )
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.scores import api, aum, forgetting
+from datadiet_jax.scores.trainable import trainable
 
 
 def score_path(workdir: str, kind: str, epoch: int) -> str:
@@ -77,6 +78,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
       {score name: score file path}, e.g. {'el2n@20': '.../el2n_epoch020.npz'}.
     """
     needed, train_epochs = config_check.score_epochs(config)
+    model = trainable(model)
     wanted = wanted_files(config, workdir)
     paths = {name: path for name, (_, _, path) in wanted.items()}
     if all(os.path.exists(p) for p in paths.values()):
@@ -93,13 +95,13 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
     def hook_for(epoch):
         def hook(state, stats):
             health.check_score_training(stats["forgetting"], split.labels, epoch)
-            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            scored, variables = model.scoring_pair(state.params, state.model_state)
             for kind, fn in (("el2n", api.el2n_scores), ("grand", api.grand_scores)):
                 todo = (kind, epoch) in {(k, e) for k, e, _ in wanted.values()}
                 if todo and not os.path.exists(score_path(workdir, kind, epoch)):
                     labels, bs = split.labels, config.score.batch_size
                     with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
-                        per_seed = fn(model, variables, images, labels, batch_size=bs)
+                        per_seed = fn(scored, variables, images, labels, batch_size=bs)
                     write(kind, epoch, per_seed)
 
         return hook

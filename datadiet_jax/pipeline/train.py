@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,14 +27,20 @@ from datadiet_jax.scores import aum
 from datadiet_jax.scores.losses import cross_entropy
 from datadiet_jax.scores.pergrad import fast_pools
 from datadiet_jax.scores.seed_axis import over_seeds
+from datadiet_jax.scores.trainable import Trainable, trainable
 
 
 class TrainState(struct.PyTreeNode):
-    """One seed's (or, stacked, K seeds') training state."""
+    """One seed's (or, stacked, K seeds') training state.
+
+    `params` are the trained arrays, `model_state` the model's other arrays (BatchNorm
+    statistics: for a Linen model its non-params collections, e.g. `{'batch_stats': ...}`), as
+    `trainable.Trainable` makes them.
+    """
 
     step: jnp.ndarray
     params: dict
-    batch_stats: dict
+    model_state: dict
     opt_state: optax.OptState
 
 
@@ -71,21 +76,20 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
     )
 
 
-def create_train_state(key, model: nn.Module, tx, sample_input) -> TrainState:
+def create_train_state(key, model: Trainable, tx, sample_input) -> TrainState:
     """Initializes one seed; vmappable over `key`.
 
     Args:
       key: PRNG key.
-      model: Flax module called as `model.apply(variables, x, train=...)`.
+      model: a Linen module, an NNX factory, a plain-function model, or its `Trainable`.
       tx: optax optimizer.
-      sample_input: [B, H, W, C] array with the input shape.
+      sample_input: [1, ...] array with the input shape and dtype.
     """
-    variables = model.init(key, sample_input, train=False)
-    params = variables["params"]
+    params, model_state = trainable(model).init(key, sample_input)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        model_state=model_state,
         opt_state=tx.init(params),
     )
 
@@ -109,11 +113,19 @@ def fast_backward(mode: str) -> bool:
     return mode == "on"
 
 
-def train_step(model: nn.Module, tx, state: TrainState, batch: dict, *, fast: bool = False):
+def step_rng(rng_data: jax.Array, step: jax.Array) -> jax.Array:
+    """The Dropout key of one seed's step: `fold_in(seed's key, step)`. rng_data: key data."""
+    return jax.random.fold_in(jax.random.wrap_key_data(rng_data), step)
+
+
+def train_step(model: Trainable, tx, state: TrainState, batch: dict, *, fast: bool = False):
     """One SGD step of one seed on a masked batch.
 
     Args:
-      batch: `image [B, H, W, C]`, `label [B]`, `mask [B]` (0 for padding).
+      model: the model's `Trainable`.
+      batch: `image [B, ...]`, `label [B]`, `mask [B]` (0 for padding), and optionally `rng`
+        (the seed's key data, `keys.dropout_keys`; the step's Dropout key is `step_rng(rng,
+        step)`; without it a model that draws random numbers in training fails).
       fast: differentiate with the fast max-pool gradient (`fast_backward`); the gradients are
         the same (the first maximum of each window gets it, as in `jax.grad`).
 
@@ -122,26 +134,24 @@ def train_step(model: nn.Module, tx, state: TrainState, batch: dict, *, fast: bo
       float32 (assigned-label logit minus the largest other logit), per example in train mode, for
       the forgetting and AUM statistics.
     """
-    mask = batch["mask"]
+    model, mask = trainable(model), batch["mask"]
+    rng = step_rng(batch["rng"], state.step) if "rng" in batch else None
 
     def loss_fn(params):
-        logits, updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=True,
-            mutable=["batch_stats"],
+        logits, model_state = model.apply(
+            params, state.model_state, batch["image"], train=True, rng=rng
         )
         loss = jnp.sum(cross_entropy(logits, batch["label"]) * mask) / jnp.maximum(mask.sum(), 1)
-        return loss, (logits, updates)
+        return loss, (logits, model_state)
 
     if fast:
         loss_fn = fast_pools.with_fast_pools(loss_fn)
-    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     deltas, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1,
         params=optax.apply_updates(state.params, deltas),
-        batch_stats=updates.get("batch_stats", state.batch_stats),
+        model_state=model_state,
         opt_state=opt_state,
     )
     correct = jnp.argmax(logits, -1) == batch["label"]
@@ -152,11 +162,9 @@ def train_step(model: nn.Module, tx, state: TrainState, batch: dict, *, fast: bo
     }
 
 
-def eval_step(model: nn.Module, params, batch_stats, batch: dict):
+def eval_step(model: Trainable, params, model_state, batch: dict):
     """Masked sums of correct predictions and loss for one seed: returns (correct, loss) scalars."""
-    logits = model.apply(
-        {"params": params, "batch_stats": batch_stats}, batch["image"], train=False
-    )
+    logits = trainable(model).eval_logits(params, model_state, batch["image"])
     mask = batch["mask"]
     correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask)
     return correct, jnp.sum(cross_entropy(logits, batch["label"]) * mask)
@@ -164,7 +172,7 @@ def eval_step(model: nn.Module, params, batch_stats, batch: dict):
 
 def evaluate(model, state: TrainState, split, *, batch_size: int, seed_axis: str = "auto"):
     """Test accuracy and mean loss of each of K stacked seeds: returns two `[K]` numpy arrays."""
-    step = _eval_program(model, seed_axis)
+    step = _eval_program(trainable(model), seed_axis)
     num_seeds = jax.tree.leaves(state.params)[0].shape[0]
     correct, loss = np.zeros(num_seeds), np.zeros(num_seeds)
     batches = input_pipeline.eval_batches(
@@ -172,7 +180,7 @@ def evaluate(model, state: TrainState, split, *, batch_size: int, seed_axis: str
     )
     for batch in batches:
         stacked = jax.tree.map(lambda x: np.broadcast_to(x, (num_seeds, *x.shape)), batch)
-        c, lo = step(state.params, state.batch_stats, stacked)
+        c, lo = step(state.params, state.model_state, stacked)
         correct += np.asarray(c)
         loss += np.asarray(lo)
     return correct / split.num_examples, loss / split.num_examples
@@ -184,5 +192,8 @@ def _eval_program(model, seed_axis: str):
 
 
 def init_states(model, tx, keys, sample_input, seed_axis: str = "auto") -> TrainState:
-    """K stacked initial states, one per key in `keys [K]` (pure; jit it at the call site)."""
+    """K stacked initial states, one per key in `keys [K]` (pure; jit it at the call site).
+
+    model: a `Trainable`, or any model `trainable.trainable` takes."""
+    model = trainable(model)
     return over_seeds(lambda k: create_train_state(k, model, tx, sample_input), seed_axis)(keys)

@@ -114,6 +114,9 @@ def check_config(workdir: str, config_dict: dict) -> list[str]:
       `NEUTRAL_FIELDS` (the new config is recorded; the kept sets and retrainings follow),
       empty when nothing changed.
 
+    A folder holding nothing but its config (a run refused before its first output, e.g. by a
+    model that does not fit the data) takes the new config.
+
     Raises:
       ValueError: the folder holds a run whose score stage differs (data, model, training, scores
         or seed); nothing is touched.
@@ -122,6 +125,9 @@ def check_config(workdir: str, config_dict: dict) -> list[str]:
     if not os.path.exists(path):
         os.makedirs(workdir, exist_ok=True)
         artifacts.write_json(path, config_dict)
+        return []
+    if not set(os.listdir(workdir)) - {"config.json", LOCK_NAME}:
+        artifacts.write_json(path, config_dict)  # a run that stopped before any output
         return []
     old = artifacts.read_json(path)
     changed = sorted(artifacts.diff_keys(old, config_dict))

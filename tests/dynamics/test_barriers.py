@@ -85,7 +85,7 @@ def test_identical_networks_have_no_barrier(bn):
     labels = rng.integers(0, 3, 40).astype(np.int32)
     tx = train.make_optimizer(base_config().train, 10)
     state = train.init_states(model, tx, keys.init_keys(0, 1, 1), images[:1], seed_axis="map")
-    one = jax.tree.map(lambda x: x[0], {"params": state.params, "batch_stats": state.batch_stats})
+    one = jax.tree.map(lambda x: x[0], {"params": state.params, **state.model_state})
     curves = barriers.error_curves(
         model, one, one, {"all": (images, labels), "few": (images[:7], labels[:7])},
         bn=bn, bn_images=images, bn_batch_size=8, batch_size=16,

@@ -19,7 +19,7 @@ from tests.references import jacrev_ntk
 
 SMOKE = get_scale("smoke")
 N = 256
-MODEL = models.get_model("small_cnn", 10, width=SMOKE.base_config().model.width)
+MODEL = models.build(SMOKE.base_config().model, 10).linen_module()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _restore(config, workdir, model, split, epoch):
 
 def _jacrev_gram(state, seed, images):
     """Trace-over-logits NTK of one seed from the whole Jacobian (float64 products)."""
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = {"params": state.params, **state.model_state}
     return jacrev_ntk(_eval_apply, jax.tree.map(lambda v: v[seed], variables), images)[0]
 
 

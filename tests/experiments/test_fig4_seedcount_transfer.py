@@ -83,7 +83,7 @@ def test_fig4_endpoint_errors_match_an_independent_evaluation(smoke):
     # 1 - train.evaluate's accuracy.
     config = fig4.spawning_config(SMOKE, smoke["runs"])
     split, test_split = data.load_splits(config.data)
-    model = models.get_model("small_cnn", 10, width=config.model.width)
+    model = models.build(config.model, 10)
     total = connectivity.total_steps(config.train, N)
     ckpt = os.path.join(smoke["runs"], "smoke", fig4.ITEM, "children", "step000008", "ckpt")
     spec = loop.TrainSpec(
@@ -132,7 +132,8 @@ def test_transfer_prunes_the_target_with_the_source_scores(smoke):
     assert json.load(open(os.path.join(source, "config.json")))["model"]["width"] == 4
     moved = os.path.join(runs, "smoke", "transfer_el2n1_small_cnn_w4_to_small_cnn_w8_noise00")
     config = json.load(open(os.path.join(moved, "config.json")))
-    assert config["model"]["width"] == 8 and config["score"]["allow_transfer"] is True
+    assert config["model"]["width"] == 0 and config["model"]["smoke_width"] == 8  # the smoke CNN
+    assert config["score"]["allow_transfer"] is True
     assert config["score"]["workdir"] == source
     kept = np.load(os.path.join(moved, "retrain", "el2n-1_hardest_f0.60", "kept.npz"))["index"]
     assert kept.tolist() == _hardest(
@@ -217,7 +218,7 @@ def test_a_parent_past_the_spawning_step_is_refused(smoke):
     # The parent stopped last at step 8; asking for step 4 again must fail, not return step 8.
     config = fig4.spawning_config(SMOKE, smoke["runs"])
     split, _ = data.load_splits(config.data)
-    model = models.get_model("small_cnn", 10, width=config.model.width)
+    model = models.build(config.model, 10)
     workdir = os.path.join(smoke["runs"], "smoke", fig4.ITEM)
     state = connectivity.train_parent(config, workdir, model, split, 8, augment=False)
     assert int(state.step[0]) == 8

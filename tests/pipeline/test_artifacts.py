@@ -60,6 +60,12 @@ def test_workdir_with_another_config_is_refused_and_kept(tmp_path):
     config = {"seed": 1, "train": {"lr": 2}, "prune": {"fractions": [0.5]}}
     assert workdir.check_config(str(tmp_path), config) == []
     assert workdir.check_config(str(tmp_path), config) == []  # same config: resume
+    # A folder of nothing but its config (the run stopped before any output) takes another.
+    other = config | {"seed": 2}
+    assert workdir.check_config(str(tmp_path), other) == []
+    assert json.loads((tmp_path / "config.json").read_text()) == other
+    assert workdir.check_config(str(tmp_path), config) == []
+    (tmp_path / "label_noise.npz").write_bytes(b"output")  # now the folder holds a run
     before = (tmp_path / "config.json").read_text()
     with pytest.raises(ValueError, match="train.lr"):
         workdir.check_config(str(tmp_path), config | {"train": {"lr": 3}})

@@ -90,7 +90,7 @@ def test_train_step_margin_is_the_train_mode_logit_margin(synthetic_split):
     }
     _, metrics = jax.jit(lambda s, b: train.train_step(model, tx, s, b))(one, batch)
     logits, _ = model.apply(
-        {"params": one.params, "batch_stats": one.batch_stats}, batch["image"], train=True,
+        {"params": one.params, **one.model_state}, batch["image"], train=True,
         mutable=["batch_stats"],
     )  # fmt: skip
     logits = np.asarray(logits, np.float64)
@@ -120,9 +120,9 @@ def test_evaluate_counts_correct_predictions(synthetic_split):
     acc, _ = train.evaluate(model, state, synthetic_split, batch_size=24)
     for k in range(2):
         params = jax.tree.map(lambda x, k=k: x[k], state.params)
-        stats = jax.tree.map(lambda x, k=k: x[k], state.batch_stats)
+        stats = jax.tree.map(lambda x, k=k: x[k], state.model_state)
         logits = model.apply(
-            {"params": params, "batch_stats": stats},
+            {"params": params, **stats},
             synthetic_split.normalized_images(),
             train=False,
         )

@@ -2,7 +2,8 @@
 
   ranking      validation of scores, kept counts, hardest / easiest / random / offset windows
   stratified   per-class quotas, class-balanced strategies, CCS (coverage-centric coresets)
-  strategies   the registry `STRATEGIES` and `select(strategy, scores, prune_fraction=...)`
+  strategies   the registry `STRATEGIES`, `select(strategy, scores, prune_fraction=...)` and
+               `kept_indices(scores, strategy, keep_fraction= or prune_fraction=)`
 
 `prune_fraction` is the share of the examples REMOVED; the kept indices are positions in the
 dataset's own order, sorted. Scores are higher = harder, finite or +inf (`scores.values`).
@@ -18,7 +19,7 @@ from datadiet_jax.scores.pruning.ranking import (
     random_subset,
     validate_scores,
 )
-from datadiet_jax.scores.pruning.strategies import STRATEGIES, select
+from datadiet_jax.scores.pruning.strategies import STRATEGIES, kept_indices, select
 from datadiet_jax.scores.pruning.stratified import (
     ccs,
     class_balanced,
@@ -35,6 +36,7 @@ __all__ = [
     "hardest_first",
     "keep_easiest",
     "keep_hardest",
+    "kept_indices",
     "num_to_keep",
     "offset_window",
     "random_subset",

@@ -96,3 +96,43 @@ def select(
     return STRATEGIES[strategy](
         scores, num_keep, labels=labels, seed=seed, offset=offset, beta=beta, num_examples=n
     )
+
+
+def kept_indices(
+    scores,
+    strategy: str = "hardest",
+    *,
+    keep_fraction: float | None = None,
+    prune_fraction: float | None = None,
+    **options,
+) -> np.ndarray:
+    """The indices KEPT by a named strategy, given the share kept or the share pruned.
+
+    `kept_indices(scores, 'hardest', keep_fraction=0.5)` keeps the half with the highest scores
+    (higher = harder); `prune_fraction=0.5` says the same from the other side. Exactly one of
+    the two is given.
+
+    Args:
+      scores: `[N]` float, the mean over seeds (`grand.mean(0)`); None for 'random' and
+        'random_balanced'.
+      strategy: one of `STRATEGIES`: 'hardest', 'easiest', 'random', 'offset' (skip the
+        `offset` hardest, keep the next ones), 'hardest_balanced', 'easiest_balanced',
+        'random_balanced' (each class keeps its share), 'ccs' (coverage-centric coresets,
+        dropping the hardest `beta` first).
+      keep_fraction: share of the examples kept, in (0, 1].
+      prune_fraction: share removed, in [0, 1).
+      **options: `labels`, `seed`, `offset`, `beta`, `num_examples`, as in `select`.
+
+    Returns:
+      `[M] int64` sorted positions in the dataset's own order.
+    """
+    if (keep_fraction is None) == (prune_fraction is None):
+        raise ValueError(
+            "give kept_indices keep_fraction (the share kept) or prune_fraction (the share "
+            "removed), exactly one."
+        )
+    if keep_fraction is not None:
+        if not 0.0 < keep_fraction <= 1.0:
+            raise ValueError(f"keep_fraction {keep_fraction} is outside (0, 1]; use e.g. 0.5.")
+        prune_fraction = 1.0 - keep_fraction
+    return select(strategy, scores, prune_fraction=prune_fraction, **options)

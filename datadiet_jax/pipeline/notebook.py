@@ -1,0 +1,171 @@
+"""The notebook path: K-seed training of one's own model and the pruned tf.data pipeline.
+
+The same loop, steps and input pipeline as the command line, as three calls:
+
+    split = load_split("fashion_mnist", "train", num_examples=4000)
+    trained = train_seeds(MyNNXNet, split, num_seeds=4, num_epochs=1)       # K = 4 seeds
+    grand = grand_scores(*trained.scoring_pair(), split.normalized_images(), split.labels)
+    kept = kept_indices(grand.mean(0), "hardest", keep_fraction=0.5)
+    retrained = train_seeds(MyNNXNet, split, kept=kept, num_seeds=2, num_steps=trained.num_steps)
+    for batch in pruned_dataset(split, kept, batch_size=128): ...        # or your own loop
+
+`train_seeds` takes any model `scores.trainable` takes (a Flax Linen module, an NNX module class
+or factory, a plain-function model), logs progress with a rate and an ETA, stops with one error
+line on a non-finite loss, and keeps orbax checkpoints in `workdir` when one is given (a rerun
+resumes there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+
+from datadiet_jax.pipeline import input_pipeline, keys, loop, train
+from datadiet_jax.pipeline.config_base import base_config
+from datadiet_jax.scores.trainable import Trainable, trainable
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """K trained seeds of one model.
+
+    Attributes:
+      model: the model's `Trainable`.
+      state: the stacked `train.TrainState`, every leaf `[K, ...]`.
+      stats: the loop's statistics: 'forgetting' and 'aum' states (`[K, N]` arrays, for
+        `forgetting_scores` and `aum_scores`) and 'nonfinite_step' `[K]`.
+      num_steps: the steps trained.
+    """
+
+    model: Trainable
+    state: train.TrainState
+    stats: dict
+    num_steps: int
+
+    def scoring_pair(self):
+        """The `(model, variables)` pair `el2n_scores` and `grand_scores` take (K seeds)."""
+        return self.model.scoring_pair(self.state.params, self.state.model_state)
+
+    def evaluate(self, split, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+        """(accuracy [K], mean loss [K]) of each seed on `split` (a `data.Split`), eval mode."""
+        return train.evaluate(self.model, self.state, split, batch_size=batch_size)
+
+
+def train_seeds(
+    model,
+    split,
+    *,
+    num_seeds: int = 4,
+    kept=None,
+    num_epochs: float | None = None,
+    num_steps: int | None = None,
+    seed: int = 0,
+    purpose: int | None = None,
+    augment: bool = False,
+    workdir: str | None = None,
+    **train_fields,
+) -> Trained:
+    """Trains K seeds of `model` on `split` (or its `kept` examples) with the pipeline's loop.
+
+    Args:
+      model: a Flax Linen module, an NNX module class or factory taking `rngs`, a
+        plain-function model, or a `Trainable` (`scores/trainable.py`).
+      split: a `data.Split` (`load_split`), the training examples.
+      num_seeds: K, each with its own init and data order.
+      kept: `[M]` dataset indices to train on (`kept_indices`); None trains on all of `split`.
+      num_epochs: epochs of the kept examples (default 1), or
+      num_steps: steps (e.g. a pruned run trained as long as a full one); not both.
+      seed: the run seed; inits and data orders derive from (seed, purpose, seed index).
+      purpose: separates independent trainings of one seed (`keys.Purpose`); default SCORE
+        without `kept`, RETRAIN with it, as the pipeline does.
+      augment: random crop and flip (32x32 images).
+      workdir: where checkpoints and `metrics.jsonl` go, so that a rerun resumes; None keeps
+        them in a temporary folder removed at the end.
+      **train_fields: fields of `config.train` (batch_size, learning_rate, momentum,
+        weight_decay, warmup_epochs, lr_drop_fractions, seed_axis, ...); the schedule spans the
+        steps trained.
+
+    Returns:
+      `Trained`, with the stacked state after `num_steps`.
+    Raises:
+      ValueError: an unknown train field, both or neither length given badly, or a seed whose
+        loss became non-finite (one line naming it).
+    """
+    cfg = base_config().train
+    unknown = sorted(set(train_fields) - set(cfg))
+    if unknown:
+        raise ValueError(
+            f"train_seeds got {unknown[0]!r}, not a field of config.train; use one of "
+            f"{sorted(cfg)}."
+        )
+    cfg.update(train_fields)
+    kept = np.arange(split.num_examples, dtype=np.int64) if kept is None else np.asarray(kept)
+    spe = input_pipeline.steps_per_epoch(len(kept), cfg.batch_size)
+    if num_steps is not None and num_epochs is not None:
+        raise ValueError("give train_seeds num_epochs or num_steps, not both.")
+    steps = num_steps if num_steps is not None else math.ceil((num_epochs or 1) * spe)
+    if steps < 1:
+        raise ValueError(f"train_seeds would train {steps} steps; give at least one.")
+    cfg.num_epochs = max(1, math.ceil(steps / spe))  # the warm-up's share of the schedule
+    if purpose is None:
+        purpose = keys.Purpose.SCORE if len(kept) == split.num_examples else keys.Purpose.RETRAIN
+    model = trainable(model)
+    with tempfile.TemporaryDirectory() as scratch:
+        spec = loop.TrainSpec(
+            train_cfg=cfg, num_seeds=num_seeds, seed=seed, purpose=int(purpose), num_steps=steps,
+            schedule_steps=steps, ckpt_dir=os.path.join(workdir or scratch, "ckpt"),
+            augment=augment, name="train_seeds", on_diverge="raise",
+        )  # fmt: skip
+        state, stats, step = loop.train_seeds(model, split, kept, spec)
+    return Trained(model, state, stats, step)
+
+
+def pruned_dataset(
+    split,
+    kept,
+    *,
+    batch_size: int,
+    num_epochs: float = 1,
+    num_steps: int | None = None,
+    num_seeds: int | None = None,
+    seed: int = 0,
+    purpose: int = keys.Purpose.RETRAIN,
+    augment: bool = False,
+) -> Iterator[dict]:
+    """The retraining input pipeline of the command line (tf.data) over `split[kept]`.
+
+    Args:
+      split: a `data.Split` (`load_split`).
+      kept: `[M]` int dataset indices (`kept_indices`), in any order; each epoch reshuffles.
+      batch_size: B; the last batch of an epoch is padded, with mask 0.
+      num_epochs: epochs of the kept examples, or `num_steps` batches.
+      num_seeds: K independently shuffled (and augmented) streams stacked on a leading axis;
+        None: one stream, without that axis.
+      seed, purpose: where the shuffles derive from (as in `train_seeds`).
+      augment: random crop and flip (32x32 images).
+
+    Yields:
+      Dicts with `image [(K,) B, ...] float32` (normalized), `label [(K,) B] int32`, `index
+      [(K,) B] int64` (positions in the dataset) and `mask [(K,) B] float32`.
+    """
+    kept = np.asarray(kept, np.int64)
+    if kept.ndim != 1 or (kept.size and (kept.min() < 0 or kept.max() >= split.num_examples)):
+        raise ValueError(
+            f"kept must be [M] indices in [0, {split.num_examples}) of this split; got shape "
+            f"{kept.shape}; pass kept_indices(...) of scores of this split."
+        )
+    spe = input_pipeline.steps_per_epoch(len(kept), batch_size)
+    steps = num_steps if num_steps is not None else math.ceil(num_epochs * spe)
+    batches = input_pipeline.train_batches(
+        split.images, split.labels, kept, mean=split.mean, std=split.std,
+        num_seeds=num_seeds or 1, batch_size=batch_size, seed=keys.data_seed(seed, int(purpose)),
+        num_steps=steps, augment=augment,
+    )  # fmt: skip
+    if num_seeds is not None:
+        return batches
+    return ({k: v[0] for k, v in batch.items()} for batch in batches)

@@ -1,0 +1,66 @@
+"""The notebook path: kept_indices, pruned_dataset and train_seeds."""
+
+import jax
+import numpy as np
+import pytest
+
+import datadiet_jax as dd
+from datadiet_jax.scores import pruning
+from tests.own_models import NNXNet
+
+
+def test_kept_indices_says_kept_or_pruned_outright():
+    scores = np.array([0.5, 3.0, 1.0, 2.0, 0.1])
+    np.testing.assert_array_equal(dd.kept_indices(scores, "hardest", keep_fraction=0.4), [1, 3])
+    np.testing.assert_array_equal(dd.kept_indices(scores, "hardest", prune_fraction=0.6), [1, 3])
+    np.testing.assert_array_equal(dd.kept_indices(scores, "easiest", keep_fraction=0.4), [0, 4])
+    labels = np.array([0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(
+        dd.kept_indices(scores, "hardest_balanced", keep_fraction=0.4, labels=labels),
+        pruning.select("hardest_balanced", scores, prune_fraction=0.6, labels=labels),
+    )
+    with pytest.raises(ValueError, match="exactly one"):
+        dd.kept_indices(scores, keep_fraction=0.5, prune_fraction=0.5)
+    with pytest.raises(ValueError, match="exactly one"):
+        dd.kept_indices(scores)
+    with pytest.raises(ValueError, match=r"keep_fraction 0.0 is outside \(0, 1\]"):
+        dd.kept_indices(scores, keep_fraction=0.0)
+
+
+def test_pruned_dataset_visits_each_kept_example_once_an_epoch(synthetic_split):
+    kept = np.array([3, 7, 8, 20, 41, 63, 10])
+    batches = list(dd.pruned_dataset(synthetic_split, kept, batch_size=4, num_epochs=2))
+    assert len(batches) == 4 and batches[0]["image"].shape == (4, 28, 28, 1)
+    for epoch in (batches[:2], batches[2:]):
+        seen = np.concatenate([b["index"][b["mask"] > 0] for b in epoch])
+        np.testing.assert_array_equal(np.sort(seen), np.sort(kept))
+    b = batches[0]
+    want = synthetic_split.normalized_images()[b["index"]]
+    np.testing.assert_allclose(b["image"], want, rtol=1e-6)
+    np.testing.assert_array_equal(b["label"], synthetic_split.labels[b["index"]])
+    stacked = next(iter(dd.pruned_dataset(synthetic_split, kept, batch_size=4, num_seeds=3)))
+    assert stacked["index"].shape == (3, 4)
+    assert len({tuple(row) for row in stacked["index"]}) > 1  # each seed its own order
+    with pytest.raises(ValueError, match=r"indices in \[0, 64\) of this split"):
+        next(iter(dd.pruned_dataset(synthetic_split, [0, 64], batch_size=4)))
+
+
+def test_train_seeds_trains_resumes_and_refuses(synthetic_split, tmp_path):
+    kept = np.arange(40)
+    kw = dict(num_seeds=2, kept=kept, num_steps=6, batch_size=16, learning_rate=0.01)
+    trained = dd.train_seeds(NNXNet, synthetic_split, workdir=str(tmp_path), **kw)
+    assert trained.num_steps == 6 and np.all(np.asarray(trained.state.step) == 6)
+    accuracy, loss = trained.evaluate(synthetic_split)
+    assert accuracy.shape == loss.shape == (2,) and np.all(np.isfinite(loss))
+    # Seeds differ; only the first 40 examples were presented.
+    a, b = (jax.tree.leaves(jax.tree.map(lambda x, k=k: x[k], trained.state.params))[0]
+            for k in (0, 1))  # fmt: skip
+    assert not np.allclose(a, b)
+    assert np.all(np.asarray(trained.stats["forgetting"]["seen"])[:, 40:] == 0)
+    again = dd.train_seeds(NNXNet, synthetic_split, workdir=str(tmp_path), **kw)  # resumes
+    for x, y in zip(jax.tree.leaves(trained.state), jax.tree.leaves(again.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(ValueError, match="'learning_rte', not a field of config.train"):
+        dd.train_seeds(NNXNet, synthetic_split, learning_rte=0.1)
+    with pytest.raises(ValueError, match="train_seeds: seed 0 diverged"):
+        dd.train_seeds(NNXNet, synthetic_split, num_seeds=1, num_steps=3, learning_rate=1e30)

@@ -8,6 +8,8 @@
   dynamics_plots  the figures of the dynamics studies (Figures 3 and 4, seed count)
   run_reports     the reports of a figure's saved runs (histograms, Spearman, grids, counts)
   summary         tables of the plotted numbers over healthy runs, Markdown summaries
+  run_summary     the summary of one finished or partial run (`python -m datadiet_jax.report`)
+  score_export    the per-example scores of a run as one CSV
 
 It uses the pipeline's files (`pipeline.artifacts`, `pipeline.health`) and the library.
 """

@@ -1,0 +1,33 @@
+"""Results without code: `python -m datadiet_jax.report --workdir=DIR`.
+
+Logs the summary table of the run in DIR (finished or partial: every planned run with its
+status, kept count and test accuracy) and writes DIR/report/ (`run_summary.write_report`): the
+table as CSV, Markdown, PNG and PDF, and the per-example scores as CSV. Nothing is trained and no
+dataset is read; a folder that is not a run's work directory or a refused score file exits with
+one `error:` line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from datadiet_jax.report import run_summary
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a run (finished or not).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments {argv[1:]}; pass only --workdir.")
+    try:
+        report = run_summary.write_report(_WORKDIR.value)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    logging.info("%s", run_summary.describe(report))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -235,7 +235,8 @@ def init_stats(num_seeds: int, num_examples: int) -> dict:
 def initial_states(model, split, spec: TrainSpec) -> train.TrainState:
     """The K stacked initial states `train_seeds` starts a fresh `spec` from."""
     init_fn, _ = programs(model, spec.train_cfg, spec.schedule_steps)
-    sample = np.zeros((1, *split.images.shape[1:]), np.float32)
+    dtype = np.int32 if split.kind == "tokens" else np.float32  # token ids: an embedding's input
+    sample = np.zeros((1, *split.images.shape[1:]), dtype)
     return init_fn(keys.init_keys(spec.seed, spec.purpose, spec.num_seeds), sample)
 
 

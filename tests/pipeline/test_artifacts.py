@@ -145,3 +145,27 @@ def test_only_forgetting_files_may_hold_plus_infinity(tmp_path):
         )
         with pytest.raises(ValueError, match=r"NaN or infinite scores \(e.g. examples \[1\]\)"):
             artifacts.load_scores(path, RUN)
+
+
+def test_score_file_tfds_ids_round_trip_and_are_optional(tmp_path):
+    path = str(tmp_path / "s.npz")
+    ids = np.array([f"ds-train.tfrecord-00000-of-00001__{i}" for i in range(4)])
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV, tfds_id=ids)
+    np.testing.assert_array_equal(artifacts.load_scores(path)["tfds_id"], ids)
+    with np.load(path) as f:
+        assert f.get("tfds_id") is not None
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV)
+    assert "tfds_id" not in artifacts.load_scores(path)
+    with pytest.raises(ValueError, match="tfds_id"):
+        artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV, tfds_id=ids[:3])
+
+
+def test_a_file_without_source_fields_is_one_of_tfds_images(tmp_path):
+    """Files written before `data_source` and `inputs` existed: TFDS data by name, images."""
+    path = str(tmp_path / "s.npz")
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV)
+    artifacts.load_scores(path, {**PROV, "data_source": None, "inputs": "images"})
+    with pytest.raises(ValueError, match="inputs='images', but this run has inputs='tokens'"):
+        artifacts.load_scores(path, {**PROV, "data_source": None, "inputs": "tokens"})
+    with pytest.raises(ValueError, match="data_source=None"):
+        artifacts.load_scores(path, {**PROV, "data_source": {"kind": "arrays", "files": {}}})

@@ -85,12 +85,6 @@ class Split:
         """Returns `[N, H, W, C] float32` images, normalized per channel (`model_inputs`)."""
         return self.model_inputs()
 
-    def normalization(self) -> dict | None:
-        """The constants the inputs are normalized with, as provenance records them."""
-        if self.kind == "tokens":
-            return None
-        return {"mean": np.asarray(self.mean).tolist(), "std": np.asarray(self.std).tolist()}
-
 
 def kind_of(dtype) -> str:
     """The input kind of a loaded split's dtype: uint8 images, float features, integer tokens."""

@@ -9,6 +9,7 @@ import os
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ from datadiet_jax.pipeline import artifacts, data, score_stage
 from datadiet_jax.pipeline import run as run_lib
 from datadiet_jax.scores import api
 from tests.conftest import smoke_config
-from tests.references import linen_grand_loop, seed
+from tests.references import function_grand_loop, linen_grand_loop, seed
 
 VOCAB, LENGTH, DIM, CLASSES = 12, 10, 6, 3
 
@@ -122,6 +123,22 @@ def test_token_scores_are_exact_with_the_embedding_table(text_scored):
         embed_only.append(np.sqrt((np.asarray(g, np.float64) ** 2).sum(axis=(1, 2))))
     without = np.sqrt(np.maximum(want**2 - np.array(embed_only) ** 2, 0))
     assert np.median(np.abs(without - want) / want) > 10 * 1e-4  # 10x the tolerance above
+
+
+def test_token_scores_of_a_plain_function_gathering_from_its_table_are_exact():
+    """The jaxpr path: a table indexed by token ids is no site (a gather), so `vmap(grad)`."""
+
+    def apply_fn(p, x):
+        return jnp.tanh(p["table"][x].mean(1) @ p["w"]) @ p["v"]
+
+    k = jax.random.split(jax.random.key(5), 3)
+    params = {"table": jax.random.normal(k[0], (2, VOCAB, 8)),
+              "w": jax.random.normal(k[1], (2, 8, 8)) / 3,
+              "v": jax.random.normal(k[2], (2, 8, CLASSES)) / 3}  # fmt: skip
+    x, y = tokens(20)
+    x = x.astype(np.int32)
+    got = api.grand_scores(apply_fn, params, x, y, batch_size=8, integer_inputs=True)
+    np.testing.assert_allclose(got, function_grand_loop(apply_fn, params, x, y), rtol=1e-4)
 
 
 def test_token_scores_from_a_stream_match_the_arrays(text_scored):

@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 from absl import logging
 
+from datadiet_jax.pipeline.config_base import ADDED_FIELDS
 from datadiet_jax.scores import values
 
 
@@ -217,10 +218,16 @@ def describe_run(provenance: dict) -> str:
 
 
 def diff_keys(a, b, prefix: str = "") -> set[str]:
-    """The dotted keys whose values differ between two nested dicts."""
+    """The dotted keys whose values differ between two nested dicts. A key that one side lacks
+    and the other holds at its default, a field added since (`config_base.ADDED_FIELDS`), does
+    not differ: a record written before the field existed reads as its default."""
     if isinstance(a, dict) and isinstance(b, dict):
         out: set[str] = set()
         for k in set(a) | set(b):
-            out |= diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+            key = f"{prefix}{k}"
+            if (k in a) != (k in b) and key in ADDED_FIELDS:
+                if (a[k] if k in a else b[k]) == ADDED_FIELDS[key]:
+                    continue
+            out |= diff_keys(a.get(k), b.get(k), f"{key}.")
         return out
     return set() if a == b else {prefix.rstrip(".")}

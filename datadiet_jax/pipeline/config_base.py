@@ -11,6 +11,15 @@ import json
 import ml_collections
 from ml_collections import config_dict
 
+# Fields added after work directories were first written, with their defaults: a config.json or
+# training record without one reads as its default (`artifacts.diff_keys`), so an earlier run
+# resumes as the same run.
+ADDED_FIELDS = {
+    "data.image_key": None, "data.label_key": None, "data.inputs": "auto", "data.num_classes": 0,
+    "data.arrays": {"train": None, "train_labels": None, "test": None, "test_labels": None},
+    "data.function": None,
+}  # fmt: skip
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Returns the paper-scale CIFAR-10 ResNet18 config (a GPU job)."""

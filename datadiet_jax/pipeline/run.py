@@ -83,7 +83,7 @@ def is_current(config, workdir: str) -> bool:
     results_path = os.path.join(workdir, "results.json")
     if not (os.path.exists(results_path) and os.path.exists(config_path)):
         return False
-    if artifacts.read_json(config_path) != config_to_dict(config):
+    if artifacts.diff_keys(artifacts.read_json(config_path), config_to_dict(config)):
         return False
     results = artifacts.read_json(results_path)
     if "made_from" not in results:  # written before records existed

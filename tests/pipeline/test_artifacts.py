@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from datadiet_jax.pipeline import artifacts, workdir
+from datadiet_jax.pipeline.config_base import config_to_dict
 
 PROV = {"dataset": "fashion_mnist", "split": "train", "num_examples": 4, "label_noise": None}
 RUN = {**PROV, "model": "small_cnn", "seed": 0, "num_seeds": 1}
@@ -169,3 +170,27 @@ def test_a_file_without_source_fields_is_one_of_tfds_images(tmp_path):
         artifacts.load_scores(path, {**PROV, "data_source": None, "inputs": "tokens"})
     with pytest.raises(ValueError, match="data_source=None"):
         artifacts.load_scores(path, {**PROV, "data_source": {"kind": "arrays", "files": {}}})
+
+
+def test_records_from_before_a_field_was_added_read_as_its_default(tmp_path):
+    from datadiet_jax.pipeline import fingerprint
+    from datadiet_jax.pipeline.config_base import ADDED_FIELDS
+    from tests.conftest import smoke_config
+
+    config = smoke_config()
+    new = config_to_dict(config)
+    old = config_to_dict(config)
+    for field in ADDED_FIELDS:
+        old["data"].pop(field.split(".")[1])
+    workdir.check_config(str(tmp_path), old)
+    assert workdir.check_config(str(tmp_path), new) == []  # the same run: it resumes
+    kept = np.arange(5)
+    record = fingerprint.training_record(config, kept)
+    for field in ADDED_FIELDS:
+        record["data"].pop(field.split(".")[1])
+    assert fingerprint.changes(record, fingerprint.training_record(config, kept)) == []
+    # A value other than the default is another run.
+    config.data.inputs = "features"
+    assert fingerprint.changes(record, fingerprint.training_record(config, kept)) == ["data.inputs"]
+    with pytest.raises(ValueError, match="different config.*data.inputs"):
+        workdir.check_config(str(tmp_path), config_to_dict(config))

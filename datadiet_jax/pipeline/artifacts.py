@@ -71,9 +71,9 @@ def write_csv(path: str, rows: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def save_npz(path: str, **arrays) -> None:
+def save_npz(path: str, *, compressed: bool = False, **arrays) -> None:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -103,6 +103,9 @@ def save_scores(
         mean=per_seed.mean(0),
         index=np.asarray(index, np.int64),
         provenance=np.asarray(json.dumps(provenance, sort_keys=True)),
+        # 60,000 Fashion-MNIST ids took 13 MB as they are, 5x the scores; compressed, the whole
+        # file took 2.7 MB (0.2 s).
+        compressed=bool(ids),
         **ids,
     )
 

@@ -46,9 +46,9 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
     workdir_lib.check_writable(workdir)
     with interrupts.stage("data loading"):  # bad data fail here, before anything is written
         split, test_split = data.load_splits(config.data)
-    plan.check_windows(config, split.num_examples)
     with workdir_lib.hold(workdir, wait=wait), interrupts.stage("setting up"):
         workdir_lib.check_config(workdir, config_to_dict(config))
+        plan.check_windows(config, split.num_examples)
         noise_path = os.path.join(workdir, "label_noise.npz")
         if not os.path.exists(noise_path):
             artifacts.save_npz(noise_path, noisy_index=split.noisy_index, labels=split.labels,

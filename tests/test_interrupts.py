@@ -173,14 +173,18 @@ def _hold_in_child(folder, seconds):
 
 
 def test_figure_sweeps_wait_for_a_shared_run_instead_of_refusing(tmp_path, caplog):
+    from datadiet_jax.pipeline import data
     from experiments import sweeps
     from tests.conftest import smoke_config
 
     item_dir = tmp_path / "shared_item"
+    config = smoke_config(**{"prune.strategy": "offset", "prune.offsets": (1000,)})
+    # The run loads its data before it takes the lock: load them once here (TensorFlow's import,
+    # TFDS), so that the run reaches the lock while the child still holds it.
+    data.load_splits(config.data)
     child = _hold_in_child(item_dir, 1.5)
     start = time.time()
-    # A window past N fails once the data is loaded, that is after the lock was taken.
-    config = smoke_config(**{"prune.strategy": "offset", "prune.offsets": (1000,)})
+    # A window past N fails after the lock was taken.
     with caplog.at_level("INFO"), pytest.raises(ValueError, match="offset window"):
         sweeps._run_item(config, str(item_dir))
     assert time.time() - start > 1.0

@@ -2,7 +2,8 @@
 
   config_base     the base config, every field documented; `smoke`; `config_to_dict`
   config_check    every check of a config before anything runs (`validate`)
-  data            TFDS splits in the dataset's own order, label noise
+  data            splits in the dataset's own order, input kinds, normalization, label noise
+  sources         where examples come from: TFDS names and directories, .npz/.npy files, a function
   prepare_data    builds TFDS fashion_mnist from Debian's dataset-fashion-mnist files
   input_pipeline  tf.data: K-seed training batches from kept indices, padded eval batches
   keys            where every random number comes from (purposes, streams)
@@ -28,5 +29,5 @@ not import orbax or TensorFlow.
 __all__ = [
     "artifacts", "checkpoints", "config_base", "config_check", "data", "fingerprint", "health",
     "input_pipeline", "interrupts", "keys", "logs", "loop", "plan", "prepare_data", "retrain",
-    "run", "score_stage", "train", "workdir",
+    "run", "score_stage", "sources", "train", "workdir",
 ]  # fmt: skip

@@ -11,6 +11,15 @@ import json
 import ml_collections
 from ml_collections import config_dict
 
+# Fields added after work directories were first written, with their defaults: a config.json or
+# training record without one reads as its default (`artifacts.diff_keys`), so an earlier run
+# resumes as the same run.
+ADDED_FIELDS = {
+    "data.image_key": None, "data.label_key": None, "data.inputs": "auto", "data.num_classes": 0,
+    "data.arrays": {"train": None, "train_labels": None, "test": None, "test_labels": None},
+    "data.function": None, "model.kwargs": {}, "model.smoke_width": 0,
+}  # fmt: skip
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Returns the paper-scale CIFAR-10 ResNet18 config (a GPU job)."""
@@ -29,16 +38,48 @@ def base_config() -> ml_collections.ConfigDict:
 def _data() -> ml_collections.ConfigDict:
     """The dataset, its size, augmentation and label noise."""
     d = ml_collections.ConfigDict()
-    # TFDS dataset name.
+    # Where the examples come from (`pipeline/sources.py`): a TFDS dataset name ('cifar10',
+    # 'mnist:3.0.1'), the path of a prepared TFDS dataset directory (the folder holding
+    # dataset_info.json, e.g. '~/tensorflow_datasets/my_data/1.0.0'), 'arrays' (the files of
+    # data.arrays) or 'function' (the arrays data.function returns).
     d.name = "cifar10"
     # TFDS data directory; None is TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
     d.data_dir = config_dict.placeholder(str)
     # Whether TFDS may download the dataset when it is not on disk.
     d.download = False
+    # The inputs' TFDS feature, or their key in an .npz file or a function's split dict; None:
+    # the TFDS dataset's supervised_keys, 'image' for arrays and functions.
+    d.image_key = config_dict.placeholder(str)
+    # The labels' TFDS feature (or .npz / split-dict key); None: supervised_keys, 'label'.
+    d.label_key = config_dict.placeholder(str)
+    # What the inputs are: 'auto' (by dtype and shape: uint8 [N, H, W(, C)] images, float
+    # [N, D] feature vectors, integer [N, T] token ids), 'images', 'features' or 'tokens'.
+    # Images are normalized per channel (the dataset's constants, else the training split's
+    # statistics), features standardized per feature with the training split's mean and std,
+    # token ids passed as int32 (the score functions get integer_inputs=True); all recorded in
+    # the score files' provenance.
+    d.inputs = "auto"
+    # Number of classes; 0: the source's (a TFDS ClassLabel, a function's 'num_classes'), else
+    # the largest label of the train and test splits + 1.
+    d.num_classes = 0
+    d.arrays = ml_collections.ConfigDict()
+    # With name='arrays': the training split, an .npz file holding the inputs under image_key
+    # and the labels under label_key, or an .npy file of the inputs alone. Rows are examples, in
+    # the order the scores index them.
+    d.arrays.train = config_dict.placeholder(str)
+    # The .npy file of the training labels [N] (an .npy arrays.train only; None for an .npz).
+    d.arrays.train_labels = config_dict.placeholder(str)
+    # The test split and its labels, as arrays.train and arrays.train_labels.
+    d.arrays.test = config_dict.placeholder(str)
+    d.arrays.test_labels = config_dict.placeholder(str)
+    # With name='function': 'package.module:function', called with no arguments; it returns
+    # {'train': {'image': inputs [N, ...], 'label': labels [N] int}, 'test': {...}} and
+    # optionally 'num_classes': int (the keys are image_key and label_key when set).
+    d.function = config_dict.placeholder(str)
     # Keep the first N training / test examples of the split's own order (0 keeps all).
     d.num_train_examples = 0
     d.num_test_examples = 0
-    # Random crop and flip in training: 'auto' (for 32x32 inputs), 'on' or 'off'.
+    # Random crop and flip in training: 'auto' (for 32x32 images), 'on' (images only) or 'off'.
     d.augment = "auto"
     d.label_noise = ml_collections.ConfigDict()
     # Share of the training labels corrupted, in [0, 1].

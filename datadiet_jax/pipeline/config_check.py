@@ -31,6 +31,7 @@ _SCALARS = {
     "seed": _NONNEG_INT,
     "data.num_train_examples": _NONNEG_INT,
     "data.num_test_examples": _NONNEG_INT,
+    "data.num_classes": _NONNEG_INT,
     "data.label_noise.fraction": _UNIT_CLOSED,
     "data.label_noise.seed": _NONNEG_INT,
     "model.width": _NONNEG_INT,
@@ -128,6 +129,41 @@ def check_values(config) -> None:
         raise _fail("train.fast_backward", fast, "'auto', 'on' or 'off'")
 
 
+def check_source(data_cfg) -> None:
+    """Checks that `config.data` names its source's files or function, and nothing unused.
+
+    Raises:
+      ValueError: one line naming the field to set (or to clear).
+    """
+    inputs = data_cfg.get("inputs", "auto")
+    if inputs not in ("auto", *data.INPUT_KINDS):
+        raise _fail("data.inputs", inputs, f"'auto' or one of {data.INPUT_KINDS}")
+    arrays = data_cfg.get("arrays") or {}
+    if data_cfg.name == "arrays":
+        for split in ("train", "test"):
+            if not arrays.get(split):
+                raise ValueError(
+                    f"config.data.name is 'arrays' but config.data.arrays.{split} is not set; set "
+                    f"--config.data.arrays.{split} to an .npz (or .npy) file."
+                )
+    elif any(arrays.get(k) for k in arrays):
+        raise ValueError(
+            f"config.data.arrays is set but config.data.name is {data_cfg.name!r}; set "
+            "--config.data.name=arrays to read those files, or clear config.data.arrays."
+        )
+    function = data_cfg.get("function")
+    if data_cfg.name == "function" and not function:
+        raise ValueError(
+            "config.data.name is 'function' but config.data.function is not set; set it to "
+            "'package.module:function'."
+        )
+    if function and data_cfg.name != "function":
+        raise ValueError(
+            f"config.data.function is set but config.data.name is {data_cfg.name!r}; set "
+            "--config.data.name=function to call it, or clear config.data.function."
+        )
+
+
 def score_epochs(config) -> tuple[list[int], int]:
     """Epochs at which scores are computed, and how long the score stage trains."""
     needed = sorted(set(config.score.el2n_epochs) | set(config.score.grand_epochs))
@@ -183,5 +219,6 @@ def validate(config) -> None:
         raise ValueError("config.retrain.budget must be 'steps' or 'epochs'.")
     if config.data.augment not in ("auto", "on", "off"):
         raise ValueError("config.data.augment must be 'auto', 'on' or 'off'.")
+    check_source(config.data)
     score_epochs(config)
     plan.check_unique(plan.planned_runs(config))

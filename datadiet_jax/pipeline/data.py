@@ -1,19 +1,27 @@
-"""Datasets: TFDS loading in the dataset's own order, availability checks, label noise.
+"""Datasets in memory: the split's own order, input kinds, normalization, label noise.
 
-Decision: the example index is the position in the TFDS split as TFDS serves it (no re-sorting), so
-every score file maps back to the right image. A `num_train_examples` limit keeps the first N
-examples of that order, so indices stay the dataset's own.
+Decision: the example index is the position in the split as its source serves it (TFDS's order,
+an array's rows; no re-sorting), so every score file maps back to the right example. A
+`num_train_examples` limit keeps the first N examples of that order, so indices stay the
+dataset's own. Where the examples come from is `sources.py`.
+
+Inputs are of one of three kinds, told apart by dtype once loaded (`Split.kind`):
+  'images'    [N, H, W, C] uint8, normalized per channel: `(x / 255 - mean) / std` with the
+              dataset's constants (`NORMALIZATION`), else the training split's statistics.
+  'features'  [N, D] float32, standardized per feature with the training split's mean and std
+              (a constant feature, std 0, is only centered).
+  'tokens'    [N, T] int32 token ids, passed to the model as they are (an embedding first layer).
+The constants are recorded in every score file's provenance.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import keys, workdir
+from datadiet_jax.pipeline import input_pipeline, keys, sources
 
 # Per-channel mean and std of the training split, in [0, 1] pixel units.
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -23,6 +31,9 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
 }
 NOISE_MODES = ("replace", "permute")
+# `config.data.inputs`: 'auto' tells the kind by dtype and shape (`as_inputs`).
+INPUT_KINDS = ("images", "features", "tokens")
+_DTYPES = {"images": np.uint8, "features": np.float32, "tokens": np.int32}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,13 +41,18 @@ class Split:
     """One split in memory, in the dataset's own order.
 
     Attributes:
-      images: [N, H, W, C] uint8.
+      images: the inputs: [N, H, W, C] uint8 images, [N, D] float32 features or [N, T] int32
+        token ids (`kind`).
       labels: [N] int32 (possibly noisy; see `clean_labels`).
-      index: [N] int64, the position of each example in the TFDS split.
+      index: [N] int64, the position of each example in the split.
       num_classes: number of classes.
-      mean, std: per-channel normalization constants, [C] each.
+      mean, std: normalization constants: [C] per channel (images), [D] per feature (features),
+        [0] (tokens: none).
       clean_labels: [N] int32, the labels before any label noise.
       noisy_index: int64 indices of the examples chosen for label noise (empty when clean).
+      tfds_id: [N] str, each example's TFDS id (None for arrays and functions).
+      source: what the examples were read from, for provenance (`sources.Raw.record`; None for a
+        TFDS dataset by name).
     """
 
     name: str
@@ -49,14 +65,32 @@ class Split:
     std: np.ndarray
     clean_labels: np.ndarray
     noisy_index: np.ndarray
+    tfds_id: np.ndarray | None = None
+    source: dict | None = None
 
     @property
     def num_examples(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def kind(self) -> str:
+        """'images' (uint8), 'features' (float) or 'tokens' (integer ids)."""
+        return kind_of(self.images.dtype)
+
+    def model_inputs(self) -> np.ndarray:
+        """The model's inputs `[N, ...]`: normalized float32 images or features, int32 tokens."""
+        return prepare(self.images, self.mean, self.std)
+
     def normalized_images(self) -> np.ndarray:
-        """Returns `[N, H, W, C] float32` images, normalized per channel."""
-        return normalize(self.images, self.mean, self.std)
+        """Returns `[N, H, W, C] float32` images, normalized per channel (`model_inputs`)."""
+        return self.model_inputs()
+
+
+def kind_of(dtype) -> str:
+    """The input kind of a loaded split's dtype: uint8 images, float features, integer tokens."""
+    if dtype == np.uint8:
+        return "images"
+    return "features" if np.issubdtype(dtype, np.floating) else "tokens"
 
 
 def normalize(images: np.ndarray, mean, std) -> np.ndarray:
@@ -65,76 +99,116 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
     return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
-def _how_to_get(name: str) -> str:
-    hint = (
-        f"set --config.data.data_dir to a TFDS data directory that holds {name!r}, or run once "
-        f"with --config.data.download=True on a machine with internet"
-    )
-    if name == "fashion_mnist":
-        hint += (
-            ", or build it offline: `apt-get install dataset-fashion-mnist && "
-            "python -m datadiet_jax.pipeline.prepare_data`"
-        )
-    return hint
+def prepare(inputs: np.ndarray, mean, std) -> np.ndarray:
+    """Model inputs of any kind (by dtype): uint8 images `normalize`d, float features
+    `(x - mean) / std`, integer token ids as int32."""
+    kind = kind_of(inputs.dtype)
+    if kind == "images":
+        return normalize(inputs, mean, std)
+    if kind == "tokens":
+        return np.asarray(inputs, np.int32)
+    x = np.asarray(inputs, np.float32)
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
 def get_builder(name: str, data_dir: str | None, download: bool = False):
-    """Returns the TFDS builder of `name`, failing fast when it is unknown or not on disk.
+    """The TFDS builder of a name or dataset directory, failing fast (`sources.get_builder`)."""
+    return sources.get_builder(name, data_dir, download)
 
+
+def as_inputs(inputs: np.ndarray, kind: str, where: str) -> np.ndarray:
+    """Checks a source's inputs and returns them in their kind's dtype (`_DTYPES`).
+
+    Args:
+      inputs: [N, ...] as the source gives them.
+      kind: 'auto' (uint8 [N, H, W] or [N, H, W, C]: images; float [N, D]: features; integer
+        [N, T]: tokens) or one of `INPUT_KINDS` (`config.data.inputs`).
+      where: the source, for the messages.
     Raises:
-      ValueError: the name is not a TFDS dataset.
-      FileNotFoundError: the dataset is not prepared in `data_dir` and `download` is False. The
-        message says how to get it; this check avoids TFDS's minutes of network retries.
-      ValueError: `download` is True and the data directory cannot be written.
+      ValueError: one line naming the shape and dtype and what is accepted.
     """
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
+    inputs = np.asarray(inputs)
+    dtype, ndim = inputs.dtype, inputs.ndim
+    integer = np.issubdtype(dtype, np.integer)
+    if kind == "auto":
+        if dtype == np.uint8 and ndim in (3, 4):
+            kind = "images"
+        elif ndim == 2 and (integer or np.issubdtype(dtype, np.floating)):
+            kind = "tokens" if integer else "features"
+    ok = {
+        "images": dtype == np.uint8 and ndim in (3, 4),
+        "features": ndim == 2 and (integer or np.issubdtype(dtype, np.floating)),
+        "tokens": ndim == 2 and integer,
+    }
+    if not ok.get(kind, False):
         raise ValueError(
-            f"Unknown dataset {name!r}; set config.data.name to a TFDS image-classification "
-            f"dataset such as {sorted(NORMALIZATION)}."
-        ) from None
-    if builder.is_prepared():
-        return builder
-    where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
-    if not download:
-        raise FileNotFoundError(f"Dataset {name!r} is not in {where}: {_how_to_get(name)}.")
-    workdir.check_writable(
-        os.path.expanduser(where), "Data directory",
-        f"TFDS cannot download {name!r} into it; set --config.data.data_dir to a writable folder",
-    )  # fmt: skip
-    return builder
-
-
-def _load_raw(name: str, split: str, data_dir: str | None, download: bool, num_examples: int):
-    import tensorflow_datasets as tfds
-
-    builder = get_builder(name, data_dir, download)
-    if download:
-        builder.download_and_prepare()
-    if builder.info.supervised_keys is None:
-        raise ValueError(f"Dataset {name!r} has no (image, label) supervised keys; pick another.")
-    image_key, label_key = builder.info.supervised_keys
-    if num_examples:  # Read only the first examples (TFDS slicing keeps the split's order).
-        available = builder.info.splits[split].num_examples if split in builder.info.splits else 0
-        if available and num_examples > available:
-            raise ValueError(
-                f"num_examples={num_examples} exceeds the {available} examples of {name}:{split}."
-            )
-    try:
-        ds = builder.as_dataset(
-            split=f"{split}[:{num_examples}]" if num_examples else split, shuffle_files=False
+            f"{where} has inputs {dtype} {inputs.shape}, which are not "
+            f"{'any input kind' if kind == 'auto' else kind}; give uint8 images [N, H, W, C] "
+            "(0-255), float feature vectors [N, D] or integer token ids [N, T] (and set "
+            "config.data.inputs to match, or 'auto')."
         )
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"Dataset {name!r} has no split {split!r} ({e}); pick another.") from None
-    images, labels = [], []
-    for batch in tfds.as_numpy(ds.batch(4096)):
-        images.append(batch[image_key])
-        labels.append(batch[label_key])
-    num_classes = builder.info.features[label_key].num_classes
-    return np.concatenate(images), np.concatenate(labels).astype(np.int32), num_classes
+    if kind == "images" and ndim == 3:
+        inputs = inputs[..., None]
+    if kind == "features" and not np.isfinite(inputs).all():
+        bad = np.flatnonzero(~np.isfinite(inputs).all(axis=1))[:10].tolist()
+        raise ValueError(f"{where} has NaN or inf features at rows {bad}; clean those rows.")
+    if kind == "tokens" and inputs.size and (inputs.min() < 0 or inputs.max() > 2**31 - 1):
+        raise ValueError(f"{where} has token ids outside [0, 2**31); token ids index a table.")
+    return inputs.astype(_DTYPES[kind], copy=False)
+
+
+def _statistics(inputs: np.ndarray, name: str, split: str):
+    """Mean and std of a split's own inputs: per channel (images), per feature (features)."""
+    kind = kind_of(inputs.dtype)
+    if kind == "tokens":
+        return np.zeros((0,), np.float32), np.zeros((0,), np.float32)
+    if kind == "images":
+        x = inputs.reshape(-1, inputs.shape[-1]).astype(np.float64) / 255.0
+        mean, std = x.mean(0), x.std(0)
+    else:
+        x = inputs.astype(np.float64)
+        mean, std = x.mean(0), x.std(0)
+        constant = std == 0
+        if constant.any():
+            logging.info("%s:%s has %d constant features: centered only", name, split,
+                         int(constant.sum()))  # fmt: skip
+            std = np.where(constant, 1.0, std)
+    logging.info("Normalization of %s from its %s split: mean=%s std=%s", name, split, mean, std)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def to_split(raw: sources.Raw, name: str, split: str, *, kind: str = "auto",
+             normalization: tuple | None = None, num_classes: int = 0) -> Split:  # fmt: skip
+    """A `Split` of a source's `Raw` split: inputs in their kind's dtype, normalization constants.
+
+    Args:
+      raw: what the source read; name: the dataset's name (provenance); split: e.g. 'train'.
+      kind: `config.data.inputs` ('auto' or one of `INPUT_KINDS`).
+      normalization: (mean, std) to normalize with (the test split takes the training split's);
+        None: the dataset's constants (`NORMALIZATION`), else the statistics of this split.
+      num_classes: the number of classes; 0: the source's.
+    """
+    inputs = as_inputs(raw.inputs, kind, f"{name}:{split}")
+    if kind_of(inputs.dtype) == "images" and name in NORMALIZATION:
+        mean, std = (np.asarray(v, np.float32) for v in NORMALIZATION[name])
+    elif normalization is not None:
+        mean, std = (np.asarray(v, np.float32) for v in normalization)
+    else:
+        mean, std = _statistics(inputs, name, split)
+    return Split(
+        name=name,
+        split=split,
+        images=inputs,
+        labels=raw.labels,
+        index=np.arange(len(raw.labels), dtype=np.int64),
+        num_classes=int(num_classes or raw.num_classes),
+        mean=mean,
+        std=std,
+        clean_labels=raw.labels,
+        noisy_index=np.zeros((0,), np.int64),
+        tfds_id=raw.tfds_id,
+        source=raw.record,
+    )
 
 
 def load_split(
@@ -149,7 +223,7 @@ def load_split(
     """Loads a TFDS split into memory in the dataset's own order.
 
     Args:
-      name: TFDS dataset name, e.g. 'fashion_mnist', 'cifar10'.
+      name: TFDS dataset name, e.g. 'fashion_mnist', 'cifar10', or a prepared dataset directory.
       split: 'train' or 'test' (any split the dataset has).
       data_dir: TFDS data directory; None means TFDS's default.
       download: let TFDS download the dataset when it is missing.
@@ -159,39 +233,11 @@ def load_split(
         dataset's constants, else the statistics of this split itself.
 
     Returns:
-      A `Split` with `images [N, H, W, C] uint8` and `labels [N] int32`.
+      A `Split` with `images [N, H, W, C] uint8`, `labels [N] int32` and `tfds_id [N]`.
     """
-    images, labels, num_classes = _load_raw(name, split, data_dir, download, num_examples)
-    if images.ndim == 3:
-        images = images[..., None]
-    if num_examples:
-        if len(labels) < num_examples:
-            raise ValueError(
-                f"num_examples={num_examples} exceeds the {len(labels)} examples of {name}:{split}."
-            )
-        images, labels = images[:num_examples], labels[:num_examples]
-    if name in NORMALIZATION:
-        mean, std = (np.asarray(v, np.float32) for v in NORMALIZATION[name])
-    elif normalization is not None:
-        mean, std = (np.asarray(v, np.float32) for v in normalization)
-    else:  # Any other TFDS dataset: statistics of the loaded split itself.
-        x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-        mean, std = x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
-        logging.info(
-            "Normalization of %s from its %s split: mean=%s std=%s", name, split, mean, std
-        )
-    return Split(
-        name=name,
-        split=split,
-        images=images,
-        labels=labels,
-        index=np.arange(len(labels), dtype=np.int64),
-        num_classes=int(num_classes),
-        mean=mean,
-        std=std,
-        clean_labels=labels,
-        noisy_index=np.zeros((0,), np.int64),
-    )
+    raw = sources.read_tfds(name, split, data_dir=data_dir, download=download,
+                            num_examples=num_examples or 0)  # fmt: skip
+    return to_split(raw, name, split, normalization=normalization)
 
 
 def label_noise(
@@ -238,12 +284,39 @@ def with_label_noise(split: Split, fraction: float, mode: str, seed: int) -> Spl
 
 
 def load_splits(data_cfg) -> tuple[Split, Split]:
-    """The train split (with the config's label noise) and the test split of `config.data`; both
-    are normalized alike: with the dataset's constants, else with the training split's
-    statistics."""
-    kw = dict(data_dir=data_cfg.data_dir, download=data_cfg.download)
-    train = load_split(data_cfg.name, "train", num_examples=data_cfg.num_train_examples, **kw)
-    test = load_split(data_cfg.name, "test", num_examples=data_cfg.num_test_examples,
-                      normalization=(train.mean, train.std), **kw)  # fmt: skip
+    """The train split (with the config's label noise) and the test split of `config.data`.
+
+    Both are normalized alike: with the dataset's constants, else with the training split's
+    statistics. The number of classes is `config.data.num_classes`, else the source's, else the
+    largest label of both splits + 1.
+
+    Raises:
+      ValueError: one line for inputs of no kind, splits of different shapes, labels out of
+        range, or augmentation asked of inputs that are not images.
+    """
+    kind = data_cfg.get("inputs", "auto")
+    raw_train, raw_test = sources.read_splits(data_cfg)
+    num_classes = data_cfg.get("num_classes", 0) or raw_train.num_classes
+    if not num_classes:
+        num_classes = int(max(raw_train.labels.max(initial=0), raw_test.labels.max(initial=0))) + 1
+        logging.info("%s: %d classes (the largest label + 1)", data_cfg.name, num_classes)
+    train = to_split(raw_train, data_cfg.name, "train", kind=kind, num_classes=num_classes)
+    test = to_split(raw_test, data_cfg.name, "test", kind=kind, num_classes=num_classes,
+                    normalization=(train.mean, train.std))  # fmt: skip
+    if (test.images.dtype, test.images.shape[1:]) != (train.images.dtype, train.images.shape[1:]):
+        raise ValueError(
+            f"{data_cfg.name}: the test inputs are {test.images.dtype} {test.images.shape[1:]} per "
+            f"example, the training inputs {train.images.dtype} {train.images.shape[1:]}; give "
+            "both splits the same shape and dtype."
+        )
+    for s in (train, test):
+        bad = np.flatnonzero(s.labels >= num_classes)[:10]
+        if bad.size:
+            raise ValueError(
+                f"{data_cfg.name}:{s.split} has labels >= {num_classes} (the number of classes) "
+                f"at rows {bad.tolist()}; set config.data.num_classes to more classes or fix "
+                "the labels."
+            )
+    input_pipeline.augments(data_cfg, train.images.shape)
     noise = data_cfg.label_noise
     return with_label_noise(train, noise.fraction, noise.mode, noise.seed), test

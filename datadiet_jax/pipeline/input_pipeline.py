@@ -7,7 +7,9 @@ epoch visits each kept example exactly once and shapes never change (a kept set 
 works, even one smaller than a batch).
 
 Batches are dicts of numpy arrays: `image [K, B, H, W, C] float32`, `label [K, B] int32`,
-`index [K, B] int64` (dataset positions) and `mask [K, B] float32`.
+`index [K, B] int64` (dataset positions) and `mask [K, B] float32`. Inputs that are not images
+(`data.Split.kind`) take the same path: `image` is then `[K, B, D] float32` features or
+`[K, B, T] int32` token ids, prepared as `data.prepare` does (by the inputs' dtype).
 """
 
 from __future__ import annotations
@@ -41,8 +43,19 @@ def steps_per_epoch(num_kept: int, batch_size: int) -> int:
 def augments(data_cfg, image_shape) -> bool:
     """Whether training augments: `config.data.augment` 'on', or 'auto' and 32x32 images.
 
-    image_shape: the shape of the images, [N, H, W, C] (or of one example batch).
+    image_shape: the shape of the inputs, [N, H, W, C] for images (or of one example batch);
+      inputs of another rank (features [N, D], token ids [N, T]) are never augmented.
+    Raises:
+      ValueError: 'on' for inputs that are not images.
     """
+    if len(image_shape) != 4:
+        if data_cfg.augment == "on":
+            raise ValueError(
+                f"config.data.augment is 'on' but the inputs are {tuple(image_shape[1:])} per "
+                "example, not images [H, W, C] (random crops and flips are for images); set "
+                "--config.data.augment=auto or off."
+            )
+        return False
     if data_cfg.augment == "auto":
         return tuple(image_shape[1:3]) == (32, 32)
     return data_cfg.augment == "on"
@@ -84,7 +97,8 @@ def train_batches(
     """Yields K-seed training batches for steps `start_step, ..., num_steps - 1`.
 
     Args:
-      images: [N, H, W, C] uint8, the whole split in dataset order.
+      images: [N, H, W, C] uint8, the whole split in dataset order (or features [N, D] float32,
+        token ids [N, T] int32: `data.Split.images`).
       labels: [N] int labels (possibly noisy).
       kept: [M] int64 dataset indices to train on.
       mean, std: [C] normalization constants.
@@ -114,7 +128,7 @@ def train_batches(
 
     def make_batch(step, idx_mask):
         idx, mask = idx_mask
-        x = _normalize(tf, tf.gather(images_t, idx), mean_t, std_t)
+        x = _prepare(tf, tf.gather(images_t, idx), mean_t, std_t)
         if augment:
             per_seed = []
             for k in range(num_seeds):
@@ -162,9 +176,14 @@ def _epoch_orders(tf, kept: np.ndarray, num_seeds: int, batch_size: int, seed: i
     return epoch_indices
 
 
-def _normalize(tf, images, mean, std):
-    """uint8 images -> float32 `(x / 255 - mean) / std` (as `data.normalize`, in the graph)."""
-    return (tf.cast(images, tf.float32) / 255.0 - mean) / std
+def _prepare(tf, inputs, mean, std):
+    """Model inputs in the graph, as `data.prepare`: uint8 images -> float32
+    `(x / 255 - mean) / std`, float features -> `(x - mean) / std`, integer ids -> int32."""
+    if inputs.dtype == tf.uint8:
+        return (tf.cast(inputs, tf.float32) / 255.0 - mean) / std
+    if inputs.dtype.is_floating:
+        return (tf.cast(inputs, tf.float32) - mean) / std
+    return tf.cast(inputs, tf.int32)
 
 
 def eval_batches(
@@ -173,8 +192,9 @@ def eval_batches(
     """Yields padded, masked batches over a whole split, in dataset order.
 
     Yields:
-      Dicts with `image [B, H, W, C] float32`, `label [B] int32`, `index [B] int64` and
-      `mask [B] float32`; the last batch is padded with zeros and mask 0.
+      Dicts with `image [B, H, W, C] float32` (or `[B, D]` features, `[B, T]` int32 token ids),
+      `label [B] int32`, `index [B] int64` and `mask [B] float32`; the last batch is padded with
+      zeros and mask 0.
     """
     tf = _tf()
     n = len(labels)
@@ -188,8 +208,8 @@ def eval_batches(
     std_t = tf.constant(np.asarray(std, np.float32))
 
     def make_batch(i, m):
-        x = _normalize(tf, tf.gather(images_t, i), mean_t, std_t)
-        x = x * m[:, None, None, None]
+        x = _prepare(tf, tf.gather(images_t, i), mean_t, std_t)
+        x = x * tf.cast(tf.reshape(m, [-1] + [1] * (len(images.shape) - 1)), x.dtype)
         return {
             "image": x,
             "label": tf.gather(labels_t, i) * tf.cast(m, tf.int32),

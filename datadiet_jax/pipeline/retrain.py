@@ -182,6 +182,7 @@ def fit_check(model, init_state, final_state, split, kept, *, batch_size: int, s
         index=split.index[idx],
         clean_labels=split.clean_labels[idx],
         noisy_index=np.zeros((0,), np.int64),
+        tfds_id=None if split.tfds_id is None else split.tfds_id[idx],
     )
     out = {"majority": health.majority_share(sub.labels)}
     for when, state in (("init", init_state), ("final", final_state)):

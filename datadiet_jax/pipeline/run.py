@@ -46,14 +46,13 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
     """
     config_check.validate(config)
     workdir_lib.check_writable(workdir)
-    data.get_builder(config.data.name, config.data.data_dir, config.data.download)
+    with interrupts.stage("data loading"):  # bad data fail here, before anything is written
+        split, test_split = data.load_splits(config.data)
+    model = models.build(config.model, split.num_classes)  # a model that does not fit: here too
+    trainable.check_outputs(model, loop.sample_input(split), split.num_classes)
     with workdir_lib.hold(workdir, wait=wait), interrupts.stage("setting up"):
         workdir_lib.check_config(workdir, config_to_dict(config))
-        with interrupts.stage("data loading"):
-            split, test_split = data.load_splits(config.data)
         plan.check_windows(config, split.num_examples)
-        model = models.build(config.model, split.num_classes)
-        trainable.check_outputs(model, loop.sample_input(split), split.num_classes)
         noise_path = os.path.join(workdir, "label_noise.npz")
         if not os.path.exists(noise_path):
             artifacts.save_npz(noise_path, noisy_index=split.noisy_index, labels=split.labels,
@@ -87,7 +86,7 @@ def is_current(config, workdir: str) -> bool:
     results_path = os.path.join(workdir, "results.json")
     if not (os.path.exists(results_path) and os.path.exists(config_path)):
         return False
-    if artifacts.read_json(config_path) != config_to_dict(config):
+    if artifacts.diff_keys(artifacts.read_json(config_path), config_to_dict(config)):
         return False
     results = artifacts.read_json(results_path)
     if "made_from" not in results:  # written before records existed

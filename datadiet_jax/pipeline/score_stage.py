@@ -43,6 +43,10 @@ def run_fields(config, split) -> dict:
         "split": split.split,
         "num_examples": split.num_examples,
         "label_noise": config_to_dict(noise) if noise.fraction else None,
+        # What was read (array files' hashes, a TFDS directory; None: TFDS by name) and the
+        # input kind; a split described by its shape alone has the defaults (`MATCH_DEFAULTS`).
+        "data_source": getattr(split, "source", None),
+        "inputs": getattr(split, "kind", "images"),
         "seed": config.seed,
         "num_seeds": config.score.num_seeds,
         "model": config.model.name,
@@ -53,6 +57,8 @@ def provenance(config, split, kind: str, epoch: int) -> dict:
     """What a score file was made from: `run_fields`, the normalization, the score and epoch,
     the config."""
     normalization = {"mean": np.asarray(split.mean).tolist(), "std": np.asarray(split.std).tolist()}
+    if getattr(split, "kind", "images") == "tokens":
+        normalization = None  # token ids are passed as they are
     return run_fields(config, split) | {
         "epoch": epoch, "normalization": normalization, "score": kind,
         "config": config_to_dict(config),
@@ -85,11 +91,13 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
         logging.info("Scores already in %s", os.path.join(workdir, "scores"))
         return paths
     health.warn_if_small("The score training", split.num_examples, config.train.batch_size)
-    images = split.normalized_images()
+    images = split.model_inputs()
+    tokens = split.kind == "tokens"  # an embedding first layer takes the integer ids
 
     def write(kind, epoch, per_seed):
         path = score_path(workdir, kind, epoch)
-        artifacts.save_scores(path, per_seed, split.index, provenance(config, split, kind, epoch))
+        artifacts.save_scores(path, per_seed, split.index, provenance(config, split, kind, epoch),
+                              tfds_id=split.tfds_id)  # fmt: skip
         logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))
 
     def hook_for(epoch):
@@ -101,7 +109,8 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
                 if todo and not os.path.exists(score_path(workdir, kind, epoch)):
                     labels, bs = split.labels, config.score.batch_size
                     with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
-                        per_seed = fn(scored, variables, images, labels, batch_size=bs)
+                        per_seed = fn(scored, variables, images, labels, batch_size=bs,
+                                      integer_inputs=tokens)  # fmt: skip
                     write(kind, epoch, per_seed)
 
         return hook

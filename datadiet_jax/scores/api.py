@@ -17,7 +17,9 @@ checked alike (`inputs.py`). GraNd is exact and computed from one batched backwa
 (see `pergrad/`), not by materializing per-example gradients; on the first batch, a guard checks
 every fast layer rule against `vmap(grad)` for each seed and sends a layer that disagrees to the
 exact fallback (`pergrad/guard.py`). Images must be float (normalized as the model expects);
-integer images are refused rather than silently cast.
+integer images are refused rather than silently cast, unless `integer_inputs=True` says that they
+are token ids of a model whose first layer is an embedding (its table's per-example gradient is
+exact by the `vmap(grad)` fallback: no fast rule covers a lookup).
 
 Models of any framework meet the library through `adapters.adapt`, which turns a Flax Linen
 `(module, variables)`, a Flax NNX `nnx.split(module)` or a plain `(apply_fn, params)` into one pure
@@ -214,7 +216,7 @@ def _model_check(adapted, variables, packed):
     return functools.partial(adapters.check_pure, adapted, packed)
 
 
-def _input_batches(check_model, images, labels, batch_size, seed_axis):
+def _input_batches(check_model, images, labels, batch_size, seed_axis, integer_inputs):
     """Validated fixed-size padded host batches from arrays or from a stream.
 
     check_model: `(example_shape, dtype, num_examples=) -> (K, num_classes)` (`_model_check`).
@@ -235,23 +237,29 @@ def _input_batches(check_model, images, labels, batch_size, seed_axis):
                 "pass images as an array."
             )
         images, labels, num_seeds = inputs.check_inputs(
-            check_model, images, labels, batch_size, seed_axis
+            check_model, images, labels, batch_size, seed_axis, integer_inputs
         )
         return batches.array_batches(images, labels, batch_size), num_seeds, len(images)
     inputs.check_args(batch_size, seed_axis)
-    first_images, _, items = batches.first_batch(images)
+    first_images, _, items = batches.first_batch(images, integer_inputs)
     example_shape, dtype = first_images.shape[1:], first_images.dtype
     num_seeds, num_classes = check_model(example_shape, dtype, num_examples=len(first_images))
-    stream_batches = batches.stream_batches(items, batch_size, example_shape, dtype, num_classes)
+    stream_batches = batches.stream_batches(
+        items, batch_size, example_shape, dtype, num_classes, integer_inputs
+    )
     return stream_batches, num_seeds, None
 
 
-def _scores(kind, model, variables, images, labels, batch_size, mesh, seed_axis) -> np.ndarray:
+def _scores(
+    kind, model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs
+) -> np.ndarray:
     """Streams padded batches through the compiled [K, B] function; returns [K, N] float32."""
     seed_axis = seed_axis_lib.resolve(seed_axis)
     model, given = adapters.adapt(model, variables)  # one pure form for every framework
     check_model = _model_check(model, variables, given)
-    source, num_seeds, total = _input_batches(check_model, images, labels, batch_size, seed_axis)
+    source, num_seeds, total = _input_batches(
+        check_model, images, labels, batch_size, seed_axis, integer_inputs
+    )
     variables = given
     if mesh is None:
         variables = jax.device_put(variables)
@@ -306,6 +314,7 @@ def el2n_scores(
     batch_size: int = 256,
     mesh: jax.sharding.Mesh | None = None,
     seed_axis: str | None = None,
+    integer_inputs: bool = False,
 ) -> np.ndarray:
     """EL2N scores `||softmax(f(x)) - onehot(y)||_2` of every example under every seed.
 
@@ -328,6 +337,9 @@ def el2n_scores(
       mesh: optional `jax.sharding.Mesh` with axes ('seed', 'data') to shard seeds and data.
       seed_axis: 'unroll' (seeds one after another inside the jit, default on CPU), 'vmap'
         (default on GPU/TPU) or 'map' (`lax.map` over seeds).
+      integer_inputs: images are integer token ids [N, T] (>= 0), passed to the model as they
+        are, for a model whose first layer is an embedding (`nn.Embed`); float inputs are then
+        refused.
     Returns:
       scores: [K, N] float32, in example order (iteration order for a stream, N learned from it).
     Raises:
@@ -336,7 +348,9 @@ def el2n_scores(
         item (named by its position), or a model whose logits for an example depend on the rest
         of its batch (checked on the first batch; see `batch_check`).
     """
-    return _scores("el2n", model, variables, images, labels, batch_size, mesh, seed_axis)
+    return _scores(
+        "el2n", model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs
+    )
 
 
 def grand_scores(
@@ -348,6 +362,7 @@ def grand_scores(
     batch_size: int = 128,
     mesh: jax.sharding.Mesh | None = None,
     seed_axis: str | None = None,
+    integer_inputs: bool = False,
 ) -> np.ndarray:
     """GraNd scores: exact per-example L2 norms of the cross-entropy gradient w.r.t. all params.
 
@@ -360,10 +375,13 @@ def grand_scores(
     layer that disagrees uses `vmap(grad)` for the rest of the call (an absl warning names it).
 
     Args:
-      model, variables, images, labels, batch_size, mesh, seed_axis: as in `el2n_scores`.
+      model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs: as in
+        `el2n_scores` (an embedding table's per-example gradient is exact, by `vmap(grad)`).
     Returns:
       scores: [K, N] float32, in example order.
     Raises:
       ValueError: as `el2n_scores`.
     """
-    return _scores("grand", model, variables, images, labels, batch_size, mesh, seed_axis)
+    return _scores(
+        "grand", model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs
+    )

@@ -70,14 +70,19 @@ def altered_batch(images: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarra
     Returns:
       (altered [B, ...], kept [k] rows of `images`, their rows in `altered` [k]) with
       k = max(1, count // 2) <= B / 2: kept example i sits at row B - 1 - 2 i, and every other
-      row is `2 x + 1` of a real example.
+      row is `2 x + 1` of a real example (integer token ids: `(x + 1) mod (max id + 1)`, ids an
+      embedding table holds).
     """
     size = len(images)
     kept = np.arange(max(1, count // 2))
     moved = size - 1 - 2 * kept
     rest = np.setdiff1d(np.arange(size), moved)
     altered = np.empty_like(images)
-    altered[rest] = 2 * images[(len(kept) + np.arange(len(rest))) % count] + 1
+    others = images[(len(kept) + np.arange(len(rest))) % count]
+    if np.issubdtype(images.dtype, np.integer):  # token ids: other ids in the batch's own range
+        altered[rest] = (others + 1) % (images.max() + 1)
+    else:
+        altered[rest] = 2 * others + 1
     altered[moved] = images[kept]
     return altered, kept, moved
 

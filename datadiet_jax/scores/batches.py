@@ -60,7 +60,7 @@ def array_batches(images: np.ndarray, labels: np.ndarray, batch_size: int) -> It
         yield _padded(images[lo:hi], labels[lo:hi], batch_size)
 
 
-def _unpack(item, number: int):
+def _unpack(item, number: int, integer_inputs: bool = False):
     if isinstance(item, dict) and "image" in item and "label" in item:
         item = (item["image"], item["label"])
     if not isinstance(item, tuple | list) or len(item) != 2:
@@ -68,12 +68,16 @@ def _unpack(item, number: int):
             f"stream item {number} is a {type(item).__name__}, not an (images, labels) pair; "
             "yield (images [b, ...], labels [b]) tuples (or dicts with 'image' and 'label')."
         )
-    images, labels = inputs.check_pairs(item[0], item[1], inputs.Source(f"stream item {number}"))
+    source = inputs.Source(f"stream item {number}")
+    images, labels = inputs.check_pairs(item[0], item[1], source, integer_inputs)
     return images, labels.astype(np.int32)
 
 
-def first_batch(stream: Iterable) -> tuple[np.ndarray, np.ndarray, Iterator]:
-    """Reads the first non-empty item of `stream`, for shapes and model checks.
+def first_batch(
+    stream: Iterable, integer_inputs: bool = False
+) -> tuple[np.ndarray, np.ndarray, Iterator]:
+    """Reads the first non-empty item of `stream`, for shapes and model checks (`integer_inputs`:
+    the images are integer token ids, `inputs.check_input_dtype`).
 
     Returns:
       (images [b, ...], labels [b], an iterator over every item, the first one included).
@@ -88,7 +92,7 @@ def first_batch(stream: Iterable) -> tuple[np.ndarray, np.ndarray, Iterator]:
     it = iter(stream)
     skipped = []
     for item in it:
-        images, labels = _unpack(item, len(skipped))
+        images, labels = _unpack(item, len(skipped), integer_inputs)
         skipped.append((images, labels))
         if len(images):
             return images, labels, _chain(skipped, it)
@@ -101,7 +105,12 @@ def _chain(head: list, rest: Iterator) -> Iterator:
 
 
 def stream_batches(
-    items: Iterator, batch_size: int, example_shape: tuple, dtype, num_classes: int
+    items: Iterator,
+    batch_size: int,
+    example_shape: tuple,
+    dtype,
+    num_classes: int,
+    integer_inputs: bool = False,
 ) -> Iterator[tuple]:
     """Re-chunks a stream of `(images, labels)` items into fixed-size padded batches.
 
@@ -109,8 +118,9 @@ def stream_batches(
       items: iterator over stream items (from `first_batch`).
       batch_size: B.
       example_shape: the shape of one example; every item must match it.
-      dtype: images are cast to it (the first batch's float dtype).
+      dtype: images are cast to it (the first batch's dtype).
       num_classes: C; labels must lie in [0, C).
+      integer_inputs: the images are integer token ids (`inputs.check_input_dtype`).
     Yields:
       `(images [B, ...], labels [B], mask [B] float32, count)` in stream order.
     Raises:
@@ -118,7 +128,7 @@ def stream_batches(
     """
     buf_x, buf_y, held, seen = [], [], 0, 0
     for number, item in enumerate(items):
-        x, y = _unpack(item, number)
+        x, y = _unpack(item, number, integer_inputs)
         if tuple(x.shape[1:]) != tuple(example_shape):
             raise ValueError(
                 f"stream item {number} has examples of shape {tuple(x.shape[1:])}, the first "

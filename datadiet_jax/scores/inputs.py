@@ -3,7 +3,8 @@
 One set of checks serves every input: the arrays of a call and each item of a stream (`batches`)
 go through `check_examples`, which checks labels (1-D integer, in range), lengths, images
 (floating, finite: integer images must be converted and normalized by the caller, never silently
-cast); `check_args` checks the batch size and the seed-axis option; `check_model` checks that
+cast; with `integer_inputs`, integer token ids >= 0 instead, for a model whose first layer is an
+embedding); `check_args` checks the batch size and the seed-axis option; `check_model` checks that
 Linen variables are K stacked `model.init` outputs (shapes from an abstract `model.init`, cached
 per model and input shape) and, when they are not, tells variables that are wrong from images
 that do not fit the model (`image_fit` finds the layer that refuses them).
@@ -195,21 +196,51 @@ class Source:
     offset: int = 0
 
 
+def check_input_dtype(inputs, where: str = "images", integer_inputs: bool = False) -> None:
+    """Refuses integer images (they must be converted and normalized by the caller); with
+    `integer_inputs`, refuses anything but integer token ids >= 0.
+
+    Args:
+      inputs: [n, ...] numpy array; where: its name in the messages; integer_inputs: the model
+        takes integer token ids (an embedding lookup) rather than float inputs.
+    """
+    dtype = inputs.dtype
+    if integer_inputs:
+        if not np.issubdtype(dtype, np.integer):
+            raise ValueError(
+                f"{where} have dtype {dtype}, but integer_inputs=True takes integer token ids; "
+                "pass int32 ids, or integer_inputs=False for float inputs."
+            )
+        if inputs.size and inputs.min() < 0:
+            bad = np.flatnonzero((inputs.reshape(len(inputs), -1) < 0).any(axis=1))[:10]
+            raise ValueError(
+                f"{where} hold negative token ids at rows {bad.tolist()}; token ids index an "
+                "embedding table and must be >= 0."
+            )
+        return
+    check_float_images(dtype, where)
+
+
 def check_float_images(dtype, where: str = "images") -> None:
     """Refuses integer images: they must be converted and normalized by the caller."""
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(
             f"{where} have dtype {dtype}, not a float type; convert them to float and "
-            "normalize them first, e.g. (images / 255 - mean) / std as the model was trained."
+            "normalize them first, e.g. (images / 255 - mean) / std as the model was trained "
+            "(token ids of a model with an embedding first layer: integer_inputs=True)."
         )
 
 
-def check_pairs(images, labels, source: Source = Source()) -> tuple[np.ndarray, np.ndarray]:
-    """Checks labels (1-D integer), lengths and the images' dtype (float) of some examples.
+def check_pairs(
+    images, labels, source: Source = Source(), integer_inputs: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checks labels (1-D integer), lengths and the images' dtype (float, or integer token ids
+    with `integer_inputs`) of some examples.
 
     Args:
       images: [n, ...] array-like; labels: [n] array-like.
       source: where they come from, for the messages.
+      integer_inputs: the inputs are integer token ids (see `check_input_dtype`).
     Returns:
       (images [n, ...], labels [n]) as host numpy arrays.
     """
@@ -224,7 +255,7 @@ def check_pairs(images, labels, source: Source = Source()) -> tuple[np.ndarray, 
             f"{source.name} has {len(images) if images.ndim else 0} images and {len(labels)} "
             "labels (different lengths); pass one label per image."
         )
-    check_float_images(images.dtype, f"{source.name}'s images")
+    check_input_dtype(images, f"{source.name}'s images", integer_inputs)
     return images, labels
 
 
@@ -258,20 +289,21 @@ def check_label_range(labels: np.ndarray, num_classes: int, source: Source = Sou
         )
 
 
-def check_inputs(check_model_fn, images, labels, batch_size, seed_axis):
+def check_inputs(check_model_fn, images, labels, batch_size, seed_axis, integer_inputs=False):
     """Validates the arguments of a scores call on arrays.
 
     Args:
       check_model_fn: `(example_shape, dtype, num_examples=N) -> (K, num_classes)`, checking the
         model and its variables (`check_model` for Linen, `adapters.check_pure` for others).
-      images, labels, batch_size, seed_axis: as `scores.el2n_scores`.
+      images, labels, batch_size, seed_axis, integer_inputs: as `scores.el2n_scores`.
     Returns:
-      (images [N, ...] float, labels [N] int32, K) with images and labels as host numpy arrays.
+      (images [N, ...] float (integer ids with `integer_inputs`), labels [N] int32, K) with
+      images and labels as host numpy arrays.
     Raises:
       ValueError: one line naming the problem and the fix.
     """
     check_args(batch_size, seed_axis)
-    images, labels = check_pairs(images, labels)
+    images, labels = check_pairs(images, labels, integer_inputs=integer_inputs)
     if len(images) == 0:
         raise ValueError("images is empty; pass at least one example.")
     check_finite(images)

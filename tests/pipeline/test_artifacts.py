@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from datadiet_jax.pipeline import artifacts, workdir
+from datadiet_jax.pipeline.config_base import config_to_dict
 
 PROV = {"dataset": "fashion_mnist", "split": "train", "num_examples": 4, "label_noise": None}
 RUN = {**PROV, "model": "small_cnn", "seed": 0, "num_seeds": 1}
@@ -151,3 +152,57 @@ def test_only_forgetting_files_may_hold_plus_infinity(tmp_path):
         )
         with pytest.raises(ValueError, match=r"NaN or infinite scores \(e.g. examples \[1\]\)"):
             artifacts.load_scores(path, RUN)
+
+
+def test_score_file_tfds_ids_round_trip_and_are_optional(tmp_path):
+    path = str(tmp_path / "s.npz")
+    ids = np.array([f"ds-train.tfrecord-00000-of-00001__{i}" for i in range(4)])
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV, tfds_id=ids)
+    np.testing.assert_array_equal(artifacts.load_scores(path)["tfds_id"], ids)
+    with np.load(path) as f:
+        assert f.get("tfds_id") is not None
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV)
+    assert "tfds_id" not in artifacts.load_scores(path)
+    with pytest.raises(ValueError, match="tfds_id"):
+        artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV, tfds_id=ids[:3])
+
+
+def test_a_file_without_source_fields_is_one_of_tfds_images(tmp_path):
+    """Files written before `data_source` and `inputs` existed: TFDS data by name, images."""
+    path = str(tmp_path / "s.npz")
+    artifacts.save_scores(path, np.ones((1, 4)), np.arange(4), PROV)
+    artifacts.load_scores(path, {**PROV, "data_source": None, "inputs": "images"})
+    with pytest.raises(ValueError, match="inputs='images', but this run has inputs='tokens'"):
+        artifacts.load_scores(path, {**PROV, "data_source": None, "inputs": "tokens"})
+    with pytest.raises(ValueError, match="data_source=None"):
+        artifacts.load_scores(path, {**PROV, "data_source": {"kind": "arrays", "files": {}}})
+
+
+def test_records_from_before_a_field_was_added_read_as_its_default(tmp_path):
+    from datadiet_jax.pipeline import fingerprint
+    from datadiet_jax.pipeline.config_base import ADDED_FIELDS
+    from tests.conftest import smoke_config
+
+    config = smoke_config()
+    new = config_to_dict(config)
+    old = config_to_dict(config)
+    at_default = [f for f in ADDED_FIELDS  # fields an earlier version wrote no value of
+                  if new[f.split(".")[0]][f.split(".")[1]] == ADDED_FIELDS[f]]  # fmt: skip
+    assert "data.inputs" in at_default and "model.kwargs" in at_default
+    for field in at_default:
+        section, name = field.split(".")
+        old[section].pop(name)
+    workdir.check_config(str(tmp_path), old)
+    (tmp_path / "label_noise.npz").write_bytes(b"output")  # the folder holds a run
+    assert workdir.check_config(str(tmp_path), new) == []  # the same run: it resumes
+    kept = np.arange(5)
+    record = fingerprint.training_record(config, kept)
+    for field in at_default:
+        section, name = field.split(".")
+        record.get(section, {}).pop(name, None)
+    assert fingerprint.changes(record, fingerprint.training_record(config, kept)) == []
+    # A value other than the default is another run.
+    config.data.inputs = "features"
+    assert fingerprint.changes(record, fingerprint.training_record(config, kept)) == ["data.inputs"]
+    with pytest.raises(ValueError, match="different config.*data.inputs"):
+        workdir.check_config(str(tmp_path), config_to_dict(config))

@@ -59,7 +59,7 @@ def test_table_accuracy_is_mean_and_range_of_results_json_seeds(seeds_run, smoke
     # Its scores are the smoke run's (config.score.workdir), read from that folder.
     scores = read_rows(os.path.join(seeds_run, "report", "scores.csv"))
     el2n = np.load(os.path.join(smoke_run[0], "scores", "el2n_epoch001.npz"))["mean"]
-    assert list(scores[0]) == ["index", "label", *SCORE_FILES] and len(scores) == 128
+    assert list(scores[0]) == ["index", "tfds_id", "label", *SCORE_FILES] and len(scores) == 128
     np.testing.assert_array_equal([np.float32(r["el2n@1"]) for r in scores], el2n)
     csv_rows = read_rows(os.path.join(seeds_run, "report", "summary.csv"))
     assert [float(r["acc_max"]) for r in csv_rows] == [rows[n]["acc_max"] for n in rows]
@@ -116,16 +116,16 @@ def test_scores_csv_holds_each_score_files_mean_in_dataset_order(smoke_run, tmp_
     run_summary.write_report(workdir)
     with open(os.path.join(workdir, "report", "scores.csv")) as f:
         header = next(csv.reader(f))
-    assert header == ["index", "label", *SCORE_FILES]  # no tfds_id, no label noise columns
-    table = np.genfromtxt(os.path.join(workdir, "report", "scores.csv"), delimiter=",",
-                          skip_header=1)  # fmt: skip
+    assert header == ["index", "tfds_id", "label", *SCORE_FILES]  # no label noise columns
+    rows = read_rows(os.path.join(workdir, "report", "scores.csv"))
     labels = np.load(os.path.join(workdir, "label_noise.npz"))["labels"]
     for name, stem in SCORE_FILES.items():
         with np.load(os.path.join(workdir, "scores", f"{stem}.npz")) as f:
-            np.testing.assert_array_equal(table[:, 0], f["index"])
+            np.testing.assert_array_equal([int(r["index"]) for r in rows], f["index"])
+            assert [r["tfds_id"] for r in rows] == f["tfds_id"].tolist()
             per_seed = f["per_seed"]
-        np.testing.assert_allclose(table[:, header.index(name)], per_seed.mean(0), rtol=1e-6)
-    np.testing.assert_array_equal(table[:, 1], labels)
+        np.testing.assert_allclose([float(r[name]) for r in rows], per_seed.mean(0), rtol=1e-6)
+    np.testing.assert_array_equal([int(r["label"]) for r in rows], labels)
 
 
 def test_scores_csv_with_tfds_ids_and_label_noise(smoke_run, tmp_path):
@@ -133,8 +133,8 @@ def test_scores_csv_with_tfds_ids_and_label_noise(smoke_run, tmp_path):
     path = os.path.join(workdir, "scores", "el2n_epoch001.npz")
     with np.load(path) as f:
         arrays = dict(f)
-    ids = np.array([f"train.array_record-00000-of-00001__{i}" for i in range(128)])
-    artifacts.save_npz(path, **arrays, tfds_id=ids)
+    ids = arrays["tfds_id"]  # TFDS ids, as the score stage saved them
+    assert ids[0].startswith("fashion_mnist-train.") and len(set(ids.tolist())) == 128
     labels = np.load(os.path.join(workdir, "label_noise.npz"))["labels"]
     noisy_index = np.array([3, 10, 77])
     noisy = labels.copy()
@@ -151,6 +151,12 @@ def test_scores_csv_with_tfds_ids_and_label_noise(smoke_run, tmp_path):
     assert [int(r["label"]) for r in rows] == noisy.tolist()
     assert [int(r["clean_label"]) for r in rows] == labels.tolist()
     assert [i for i, r in enumerate(rows) if r["noisy"] == "1"] == noisy_index.tolist()
+    # Score files that disagree on the examples' ids are refused, nothing written.
+    artifacts.save_npz(path, **{**arrays, "tfds_id": ids[::-1]})
+    os.remove(os.path.join(workdir, "report", "scores.csv"))
+    with pytest.raises(ValueError, match="hold different tfds_id arrays"):
+        run_summary.write_report(workdir)
+    assert not os.path.exists(os.path.join(workdir, "report", "scores.csv"))
 
 
 @pytest.mark.parametrize("bad", ["nan", "short"])

@@ -50,7 +50,11 @@ from benchmarks import score_methods
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench", "Output folder for bench.json and bench.md.")
-flags.DEFINE_list("models", ["small_cnn", "resnet18"], "Models from datadiet_jax.models.")
+flags.DEFINE_list(
+    "models",
+    ["small_cnn", "resnet18", "vit", "text_classifier"],
+    "Models from datadiet_jax.models and benchmarks.transformer_models.",
+)
 flags.DEFINE_list("methods", None, "Methods to run (default: all).")
 flags.DEFINE_bool("quick", False, "Smoke test: small CNN only, few iterations (under a minute).")
 flags.DEFINE_string("child", None, "Internal: run one MODEL:METHOD and print its result.")
@@ -67,14 +71,21 @@ SETTINGS = {
                       full_n=60000, ntk_n=100),
     "resnet18": dict(batch=32, iters=2, fwd_batch=32, fwd_iters=6, jac_batch=8, jac_iters=1,
                      full_n=50000, ntk_n=8),
+    "vit": dict(batch=64, iters=4, fwd_batch=64, fwd_iters=8),
+    "text_classifier": dict(batch=64, iters=4, fwd_batch=64, fwd_iters=8),
 }
 QUICK = {
     "small_cnn": dict(batch=64, iters=2, fwd_batch=128, fwd_iters=3, jac_batch=8, jac_iters=1,
                       full_n=60000, ntk_n=100),
     "resnet18": dict(batch=8, iters=1, fwd_batch=8, fwd_iters=2, jac_batch=4, jac_iters=1,
                      full_n=50000, ntk_n=4),
+    "vit": dict(batch=16, iters=1, fwd_batch=16, fwd_iters=1),
+    "text_classifier": dict(batch=16, iters=1, fwd_batch=16, fwd_iters=1),
 }
 # fmt: on
+# The transformers (benchmarks/transformer_models.py) run these methods only.
+TRANSFORMER_METHODS = ("idle", "forward", "grand", "vmap_grad", "versus")
+TRANSFORMER_METHODS_MODELS = ("vit", "text_classifier")
 NUM_SEEDS = score_methods.NUM_SEEDS
 STREAM_SIZES = (10_000, 100_000)
 STREAM_SIZES_QUICK = (2_000, 20_000)
@@ -130,6 +141,12 @@ def _table(results: dict) -> str:
             if method == "ntk" and "jacrev_ntk_s" in r:
                 rate += f" (Gram of {r['batch_size']}: {r['ntk_s']:.2f} s; jacrev J J^T "
                 rate += f"{r['jacrev_ntk_s']:.2f} s)"
+            if method == "versus" and "vmap_grad_examples_per_s" in r:
+                rate += (
+                    f" (grand, of which sites {r['sites_examples_per_s']:.1f}; vmap(grad) "
+                    f"{r['vmap_grad_examples_per_s']:.1f} in the same process; "
+                    f"{100 * r['fast_param_share']:.1f}% of params on fast rules)"
+                )
             if method == "kseed" and "sequential_examples_per_s" in r:
                 rate += (
                     f" (K={NUM_SEEDS} x examples; sequential {r['sequential_examples_per_s']:.1f})"
@@ -176,7 +193,10 @@ def main(argv):
     results["results"], results["ratios"] = {}, {}
     for model_name in models:
         by_method = {}
-        for method in FLAGS.methods or METHODS:
+        methods = FLAGS.methods or METHODS
+        if model_name in TRANSFORMER_METHODS_MODELS:
+            methods = [m for m in methods if m in TRANSFORMER_METHODS]
+        for method in methods:
             start = time.perf_counter()
             by_method[method] = _spawn(model_name, method)
             logging.info('%s %s: %s (%.0f s)', model_name, method, by_method[method],
@@ -187,6 +207,12 @@ def main(argv):
         guard = by_method.get("guard", {})
         ratios = {
             "grand_vs_vmap_grad_throughput": _ratio(rate["grand"], rate["vmap_grad"]),
+            "grand_vs_vmap_grad_same_process": by_method.get("versus", {}).get(
+                "grand_vs_vmap_grad"
+            ),
+            "fast_param_share_percent": _percent(
+                by_method.get("versus", {}).get("fast_param_share")
+            ),
             "grand_vs_jacrev_throughput": _ratio(rate["grand"], rate["jacrev"]),
             "grand_vs_train_throughput": _ratio(rate["grand"], rate["train"]),
             "train_vs_train_xla_throughput": _ratio(rate["train"], rate["train_xla"]),

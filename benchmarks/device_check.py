@@ -9,7 +9,9 @@
    would blur them).
 2. Measures, each in its own process (so each peak memory is its own), for ResNet18 at batch 128
    in float32 at default precision: a training step, EL2N, our GraNd, `vmap(grad)` per-example
-   gradient norms, and K=4 seeds in one call against 4 single-seed calls (`score_methods`).
+   gradient norms, and K=4 seeds in one call against 4 single-seed calls (`score_methods`); then
+   the small ViT and text classifier (`transformer_models`) at batch 64: GraNd against
+   `vmap(grad)` in one process, interleaved, compilation left out.
 `--tiny` (or DEVICE_CHECK_TINY=1) runs the same on a small CNN at batch 16, for a CPU.
 
 Needs JAX, Flax and optax only (no TensorFlow, TFDS or ml_collections). Writes
@@ -50,6 +52,11 @@ FULL = (
     dict(batch=128, iters=10, fwd_batch=128, fwd_iters=10, jac_batch=8, jac_iters=1),
 )
 TINY = ("small_cnn", dict(batch=16, iters=2, fwd_batch=16, fwd_iters=2, jac_batch=4, jac_iters=1))
+# The small transformers (benchmarks/transformer_models.py): GraNd against vmap(grad) in one
+# process, interleaved, compilation left out ('versus' of score_methods), after METHODS.
+TRANSFORMERS = ("vit:versus", "text_classifier:versus")
+TRANSFORMER_CFG = dict(batch=64, iters=10, fwd_batch=64, fwd_iters=10)
+TRANSFORMER_TINY = dict(batch=16, iters=2, fwd_batch=16, fwd_iters=2)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -71,6 +78,9 @@ def _measure(method: str) -> dict:
     from benchmarks import score_methods
 
     model_name, cfg = TINY if _tiny() else FULL
+    if ":" in method:  # MODEL:METHOD, a transformer
+        model_name, method = method.split(":")
+        cfg = TRANSFORMER_TINY if _tiny() else TRANSFORMER_CFG
     return {"model": model_name, **score_methods.run_method(model_name, method, cfg)}
 
 
@@ -122,6 +132,10 @@ def _ratios(m: dict) -> dict:
         "grand_vs_vmap_grad_throughput": _ratio(rate.get("grand"), rate.get("vmap_grad")),
         "grand_vs_train_throughput": _ratio(rate.get("grand"), rate.get("train")),
         "kseed_vs_sequential_throughput": m.get("kseed", {}).get("kseed_speedup"),
+        **{
+            f"{t.split(':')[0]}_grand_vs_vmap_grad": m.get(t, {}).get("grand_vs_vmap_grad")
+            for t in TRANSFORMERS
+        },  # fmt: skip
         "grand_vs_train_peak_memory": _ratio(peak.get("grand"), peak.get("train")),
         "vmap_grad_vs_train_peak_memory": _ratio(peak.get("vmap_grad"), peak.get("train")),
     }
@@ -150,7 +164,7 @@ def main(argv):
     report["tests"] = _run_tests(FLAGS.out_dir, budget)
     _write(FLAGS.out_dir, report)
     logging.info("tests: %s", report["tests"])
-    for method in METHODS:
+    for method in (*METHODS, *TRANSFORMERS):
         left = deadline - time.perf_counter()
         if left < 20:
             report["measurements"][method] = {"error": "skipped: out of time budget"}

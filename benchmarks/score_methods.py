@@ -13,6 +13,7 @@ import time
 
 NUM_SEEDS = 4
 STREAM_INPUT_BATCH = 100
+VERSUS_REPEATS = 3
 
 
 def _peak_mb() -> float:
@@ -24,14 +25,21 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _timed_once(fn, num_examples: int) -> float:
+    """Examples/s of one call of `fn()`."""
+    import jax
+
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return num_examples / (time.perf_counter() - start)
+
+
 def _timed(fn, num_examples: int) -> float:
     """Examples/s of `fn()` after one warm-up call."""
     import jax
 
     jax.block_until_ready(fn())
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return num_examples / (time.perf_counter() - start)
+    return _timed_once(fn, num_examples)
 
 
 def run_stream(num_examples: int) -> dict:
@@ -138,15 +146,20 @@ def run_method(model_name: str, method: str, cfg: dict) -> dict:
     import jax
     import numpy as np
 
+    from benchmarks import transformer_models
     from datadiet_jax.models import get_model
     from datadiet_jax.scores import api
 
-    model = get_model(model_name, 10)
-    shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
     bsz, iters = _sizes(method, cfg)
     n = bsz * iters
     rng = np.random.default_rng(0)
-    images = rng.normal(size=(n, *shape)).astype(np.float32)
+    if model_name in transformer_models.MODELS:
+        model = transformer_models.MODELS[model_name](num_classes=10)
+        images = transformer_models.inputs(model_name, n, rng)
+    else:
+        model = get_model(model_name, 10)
+        shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
+        images = rng.normal(size=(n, *shape)).astype(np.float32)
     labels = rng.integers(0, 10, n)
     case = _Case(model, api.init_variables(model, jax.random.key(0), 1, images[:1]), images,
                  labels, bsz, cfg)  # fmt: skip
@@ -167,7 +180,10 @@ class _Case:
         self.one = jax.tree.map(lambda v: v[0], variables)
 
     def apply_fn(self, v, x):
-        return self.model.apply(v, x, train=False)
+        from datadiet_jax.scores import adapters
+
+        kwargs = {"train": False} if adapters.takes_train(self.model) else {}
+        return self.model.apply(v, x, **kwargs)
 
     def per_batch(self, step):
         """A function running `step(x, y)` on every batch of the inputs."""
@@ -237,6 +253,54 @@ def _vmap_grad(case: _Case) -> dict:
 
     step = jax.jit(lambda x, y: jnp.sqrt(fallback.linen_sq_norms(case.apply_fn, case.one, x, y)))
     return {"examples_per_s": _timed(case.per_batch(step), case.n)}
+
+
+def _versus(case: _Case) -> dict:
+    """GraNd against a jitted `vmap(grad)` in this one process, per batch: the compiled batch
+    program `grand_scores` runs for the model (the method its plan picks; its per-call costs,
+    planning and the first-batch guard, are left out) and `vmap(grad)` of every param, both
+    warmed up (compilation left out), then `VERSUS_REPEATS` timed passes over all batches of each,
+    interleaved, the best of each counted; with the share of params on fast rules."""
+    import jax
+    import jax.numpy as jnp
+
+    from datadiet_jax.scores import adapters, api
+    from datadiet_jax.scores.pergrad import fallback, plan
+
+    adapted, packed = adapters.adapt(case.model, case.variables)
+    one = jax.tree.map(lambda v: v[0], packed)
+    spec = jax.ShapeDtypeStruct((case.batch_size, *case.images.shape[1:]), case.images.dtype)
+    method = plan.sites_method(adapted.form, adapted.apply, one, spec)
+    counts = plan.coverage(method, adapted.apply, one, spec)
+    placed = jax.device_put(packed)
+    ones = jnp.ones((case.batch_size,), jnp.float32)
+
+    def program(m):
+        fn = api.batch_program(adapted, "grand", "unroll", method=m)
+        return case.per_batch(lambda x, y: fn(placed, x, y.astype(jnp.int32), ones)[0])
+
+    step = jax.jit(lambda x, y: jnp.sqrt(fallback.linen_sq_norms(case.apply_fn, case.one, x, y)))
+    # grand_scores runs the faster of its two programs (pergrad/plan.py), both timed here.
+    runs = {"sites": program(method), "plan_vmap_grad": program("vmap_grad"),
+            "vmap_grad": case.per_batch(step)}  # fmt: skip
+    best = dict.fromkeys(runs, 0.0)
+    for fn in runs.values():
+        jax.block_until_ready(fn())  # compile, warm up
+    for _ in range(VERSUS_REPEATS):
+        for name, fn in runs.items():
+            best[name] = max(best[name], _timed_once(fn, case.n))
+    grand = max(best["sites"], best["plan_vmap_grad"])
+    return {
+        "examples_per_s": grand,
+        "sites_examples_per_s": best["sites"],
+        "plan_vmap_grad_examples_per_s": best["plan_vmap_grad"],
+        "vmap_grad_examples_per_s": best["vmap_grad"],
+        "grand_vs_vmap_grad": grand / best["vmap_grad"],
+        "sites_vs_vmap_grad": best["sites"] / best["vmap_grad"],
+        "sites_method": method,
+        "fast_param_share": 1.0 - counts["fallback"] / sum(counts.values()),
+        "coverage": counts,
+    }
 
 
 def _jacrev(case: _Case) -> dict:
@@ -372,6 +436,7 @@ METHODS = {
     "el2n": _public("el2n"),
     "grand": _public("grand"),
     "vmap_grad": _vmap_grad,
+    "versus": _versus,
     "jacrev": _jacrev,
     "kseed": _kseed,
     "guard": _guard,

@@ -57,7 +57,7 @@ from absl import logging
 
 from datadiet_jax.scores import adapters, batch_check, batches, inputs, losses
 from datadiet_jax.scores import seed_axis as seed_axis_lib
-from datadiet_jax.scores.pergrad import guard, jaxpr_norms, linen_norms
+from datadiet_jax.scores.pergrad import fallback, guard, jaxpr_norms, linen_norms, plan
 from datadiet_jax.scores.progress import Progress
 
 
@@ -85,32 +85,36 @@ def init_variables(model: nn.Module, key: jax.Array, num_seeds: int, sample_inpu
     return jax.jit(lambda ks: jax.lax.map(lambda k: model.init(k, sample, **kwargs), ks))(keys)
 
 
-def _per_seed_scores(model, kind, exclude, variables, images, labels, mask):
+def _per_seed_scores(model, kind, method, exclude, variables, images, labels, mask):
     """Scores of one model on one batch. images: [B, ...], labels/mask: [B].
 
     model: an `adapters.Adapted` model; variables: one seed's `{'params', 'state'}`.
-    exclude: GraNd layers (site keys) the guard sent to the exact fallback.
+    method: GraNd's method (`pergrad.plan.METHODS`); exclude: GraNd layers (site keys) the guard
+    sent to the exact fallback.
     Returns ([B] float32 scores, {site key: [B]} GraNd per-layer squared norms; {} for EL2N).
     """
     if kind == "el2n":
         return losses.el2n(model.apply(variables["params"], variables["state"], images), labels), {}
-    if model.uses_linen_sites:
+    if method == "linen_sites":
         return linen_norms.norms_and_site_sq_norms(
             _linen_apply(model), variables, images, labels, mask, exclude=exclude
         )
+    if method == "vmap_grad":
+        exact = fallback.pure_leaf_sq_norms(model.apply, variables, images, labels)
+        return jnp.sqrt(sum(exact.values()) * fallback.example_weights(labels, mask)), {}
     return jaxpr_norms.norms_and_site_sq_norms(
         model.apply, variables, images, labels, mask, exclude=exclude
     )
 
 
-def _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, mask):
+def _batch_scores(model, kind, method, seed_axis, exclude, variables, images, labels, mask):
     """Scores of K stacked models on one batch -> ([K, B] float32, {site key: [K, B]}).
 
     seed_axis (see `seed_axis.resolve`): 'unroll' runs the seeds one after another inside the
     jit (the CPU default; a `lax.map` loop ran ResNet18 about 2x slower than separate calls);
     'vmap' batches the seeds (the GPU/TPU default); 'map' loops with `lax.map`.
     """
-    per_seed = functools.partial(_per_seed_scores, model, kind, exclude)
+    per_seed = functools.partial(_per_seed_scores, model, kind, method, exclude)
     if jax.tree.leaves(variables)[0].shape[0] == 1:  # one seed: no loop or batching needed
         one = jax.tree.map(lambda v: v[0], variables)
         return jax.tree.map(lambda a: a[None], per_seed(one, images, labels, mask))
@@ -119,9 +123,12 @@ def _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, ma
     )
 
 
-def _build(model, kind, seed_axis, mesh, exclude=frozenset()):
+def _build(model, kind, seed_axis, mesh, exclude=frozenset(), method=None):
+    method = method or default_method(model)
+
     def local(variables, images, labels, mask):
-        return _batch_scores(model, kind, seed_axis, exclude, variables, images, labels, mask)
+        args = (variables, images, labels, mask)
+        return _batch_scores(model, kind, method, seed_axis, exclude, *args)
 
     if mesh is None:
         return jax.jit(local)
@@ -140,22 +147,28 @@ def _cached(build, cached, *args):
         return build(*args)
 
 
+def default_method(model: adapters.Adapted) -> str:
+    """GraNd's site finder when none was chosen: module interception for Linen, else the jaxpr."""
+    return "linen_sites" if model.uses_linen_sites else "jaxpr_sites"
+
+
 def batch_program(model: adapters.Adapted, kind: str, seed_axis: str, mesh=None,
-                  exclude=frozenset()):  # fmt: skip
+                  exclude=frozenset(), method=None):  # fmt: skip
     """The jitted batch function of a score, cached across calls.
 
     Args:
       model: an `adapters.Adapted` model; kind: 'el2n' or 'grand'; seed_axis: a resolved mode;
-      mesh: a ('seed', 'data') mesh or None; exclude: GraNd site keys left to the fallback.
+      mesh: a ('seed', 'data') mesh or None; exclude: GraNd site keys left to the fallback;
+      method: GraNd's method (`pergrad.plan.METHODS`; default `default_method(model)`).
     Returns:
       `(variables [K, ...], images [B, ...], labels [B], mask [B]) -> ([K, B] float32 scores,
       {site key: [K, B]} GraNd per-site squared norms; {} for EL2N)`.
     """
-    return _cached(_build, _build_cached, model, kind, seed_axis, mesh, exclude)
+    return _cached(_build, _build_cached, model, kind, seed_axis, mesh, exclude, method)
 
 
-def _build_exact(model):
-    if model.uses_linen_sites:
+def _build_exact(model, method=None):
+    if (method or default_method(model)) == "linen_sites":
         return jax.jit(functools.partial(guard.exact_layer_sq_norms, _linen_apply(model)))
     return jax.jit(functools.partial(jaxpr_norms.exact_site_sq_norms, model.apply))
 
@@ -163,10 +176,11 @@ def _build_exact(model):
 _exact_cached = functools.lru_cache(maxsize=32)(_build_exact)
 
 
-def exact_program(model: adapters.Adapted):
-    """The jitted guard reference of a model (see `guard`), cached across calls:
+def exact_program(model: adapters.Adapted, method=None):
+    """The jitted guard reference of a model (see `guard`) for the sites of `method` (a
+    `pergrad.plan.SITES_METHODS` entry, default `default_method(model)`), cached across calls:
     `(variables of one seed, images [m, ...], labels [m]) -> ({site key: [m]}, total [m])`."""
-    return _cached(_build_exact, _exact_cached, model)
+    return _cached(_build_exact, _exact_cached, model, method)
 
 
 def clear_programs() -> None:
@@ -176,11 +190,12 @@ def clear_programs() -> None:
     batch_check.clear_programs()
 
 
-def _guard(model, seed_axis, mesh, variables, placed, first_batch, put, fetch):
+def _guard(model, method, seed_axis, mesh, variables, placed, first_batch, put, fetch):
     """Checks GraNd's layer rules on the first batch of every seed (see `pergrad/guard.py`).
 
-    Args: the call's arguments; `variables` as given (host), `placed` on the devices;
-      `first_batch` the call's first padded batch `(images, labels, mask, count)`.
+    Args: the call's arguments; `method` the site finder (`pergrad.plan.SITES_METHODS`);
+      `variables` as given (host), `placed` on the devices; `first_batch` the call's first
+      padded batch `(images, labels, mask, count)`.
     Returns:
       (site keys to leave to the exact fallback, the first batch's result to reuse or None).
     """
@@ -188,12 +203,13 @@ def _guard(model, seed_axis, mesh, variables, placed, first_batch, put, fetch):
     x, y, mask, count = first_batch
     on_cpu = jax.default_backend() == "cpu"  # XLA:CPU float32 dots are float32 at any precision
     with contextlib.nullcontext() if on_cpu else jax.default_matmul_precision("highest"):
-        result = batch_program(model, "grand", seed_axis, mesh)(placed, put(x), put(y), put(mask))
+        program = batch_program(model, "grand", seed_axis, mesh, method=method)
+        result = program(placed, put(x), put(y), put(mask))
         idx = guard.checked_examples(fetch(result[0]), count)
         fast = {key: fetch(v)[:, idx] for key, v in result[1].items()}
     if not fast:  # no layer has a fast rule: nothing to check
         return frozenset(), result if on_cpu else None
-    exact_fn = exact_program(model)
+    exact_fn = exact_program(model, method)
     num_seeds = len(next(iter(fast.values())))
     per_seed = (jax.tree.map(lambda v, k=k: v[k], variables) for k in range(num_seeds))
     exclude = guard.guard(
@@ -204,6 +220,25 @@ def _guard(model, seed_axis, mesh, variables, placed, first_batch, put, fetch):
         len(fast), num_seeds, len(idx), time.perf_counter() - start, len(exclude),
     )  # fmt: skip
     return exclude, result if on_cpu and not exclude else None
+
+
+def _plan(model, seed_axis, mesh, variables, placed, head, put, fetch, total):
+    """GraNd's method for this call (`pergrad/plan.py`), its guard's exclusions, and the first
+    batch's result to reuse (or None). `total`: the number of examples, None for a stream."""
+    one = jax.tree.map(lambda v: v[0], variables)
+    spec = jax.ShapeDtypeStruct(head[0].shape, head[0].dtype)
+    method = plan.sites_method(model.form, model.apply, one, spec, sharded=mesh is not None)
+    exclude, first = _guard(model, method, seed_axis, mesh, variables, placed, head, put, fetch)
+    if total is None or total < plan.MIN_BATCHES * len(head[0]):  # a stream, or too short
+        return method, exclude, first
+    programs = {
+        m: batch_program(
+            model, "grand", seed_axis, mesh, exclude if m == method else frozenset(), m
+        )  # fmt: skip
+        for m in (method, "vmap_grad")
+    }
+    best, result = plan.choose(programs, (placed, *map(put, head[:3])))
+    return best, exclude, result
 
 
 def _model_check(adapted, variables, packed):
@@ -274,10 +309,12 @@ def _scores(
     source = iter(source)
     head = next(source)  # every input has at least one example (checked)
     batch_check.check(kind, model, seed_axis, mesh, variables, head, put, fetch)
-    exclude, first = frozenset(), None
+    exclude, first, method = frozenset(), None, None
     if kind == "grand":
-        exclude, first = _guard(model, seed_axis, mesh, given, variables, head, put, fetch)
-    fn = batch_program(model, kind, seed_axis, mesh, exclude)
+        method, exclude, first = _plan(
+            model, seed_axis, mesh, given, variables, head, put, fetch, total
+        )
+    fn = batch_program(model, kind, seed_axis, mesh, exclude, method)
     out = batches.ResultBuffer(num_seeds, total)
     progress = Progress(kind, total, unit="example")
     seeds_note = f"x {num_seeds} seeds"

@@ -9,6 +9,7 @@ jaxpr_norms   capture and norms for pure-form models (NNX, plain functions)
 fast_pools    non-overlapping max-pools with a fast, equivalent gradient
 fallback      the exact `vmap(grad)` fallback and what both paths share
 guard         the first-batch check of every rule against the fallback
+plan          which exact method a call runs: the sites of either finder, or plain vmap(grad)
 """
 
 from datadiet_jax.scores.pergrad.jaxpr_sites import JaxprSite

@@ -9,10 +9,11 @@ gradient `g_i`, and the rules of `rules` give each site's per-example squared no
 
 - 'dense' and 'conv': `rules.matmul_sq_norm` / `conv_sq_norm` of the captured input and `g`,
   after moving the batch, contraction and feature axes where the rules expect them.
+- 'embed' (a row lookup in a param table): `rules.embed_sq_norm` of the captured ids and `g`.
 - 'scale' / 'shift' (`a * q` / `a + q`, `q` broadcast along the batch): the per-example cotangent
   `g_i * a_i` / `g_i` is pulled back to the param leaves through `q`'s own batch-free function
   (a broadcast and, e.g., `scale * rsqrt(var + eps)`), one small vector-Jacobian product per
-  example.
+  example; 'concat' likewise, with the operand's slice of `g_i`.
 
 Param leaves no site covers get exact per-example gradients from `vmap(grad)` restricted to them
 (`fallback.pure_leaf_sq_norms`). `exact_site_sq_norms` is the first-batch guard's reference
@@ -97,7 +98,7 @@ def _evaluate(closed: jex.ClosedJaxpr, args, sites, eps):
             if not isinstance(v, jex.DropVar)
         )
     for s in sites:
-        if s.kind in ("scale", "shift"):
+        if s.kind in ("scale", "shift", "concat"):
             captured[s.key]["ext"] = [jax.lax.stop_gradient(env[v]) for v in _external(jaxpr, s)]
     return _read(env, jaxpr.outvars[0]), captured
 
@@ -121,11 +122,32 @@ def _conv_sq_norm(eqn, a, g):
     return rules.conv_sq_norm(x, g, ksize, tuple(p["window_strides"]), padding)
 
 
+def _embed_sq_norm(eqn, ids, g):
+    table = eqn.invars[0].aval.shape
+    clip = eqn.params["mode"] != jax.lax.GatherScatterMode.FILL_OR_DROP
+    b = ids.shape[0]
+    return rules.embed_sq_norm(ids.reshape(b, -1), g.reshape(b, -1, table[1]), table[0], clip)
+
+
+def _row(jaxpr, site: JaxprSite, value, row_shape):
+    """One example's row of the broadcast operand, made from the batch-free value."""
+    if site.param_var_eqn is None:
+        return jnp.broadcast_to(value, row_shape)
+    src = jaxpr.eqns[site.param_var_eqn]
+    if src.primitive.name == "tile":
+        return jnp.tile(value, (1, *src.params["reps"][1:]))
+    return jax.lax.broadcast_in_dim(value, row_shape, src.params["broadcast_dimensions"])
+
+
 def _elementwise_sq_norm(jaxpr, site: JaxprSite, leaves, cap, g):
-    """'scale'/'shift': per-example cotangents pulled back through the broadcast value."""
+    """'scale'/'shift'/'concat': per-example cotangents pulled back through the broadcast value."""
     ext_vars = _external(jaxpr, site)
     q = _param_var(jaxpr, site)
     row_shape = (1, *site.out_shape[1:])
+    if site.span is not None:  # 'concat': the operand's part of the output gradient
+        axis, start, stop = site.span
+        g = jax.lax.slice_in_dim(g, start, stop, axis=axis)
+        row_shape = (1, *g.shape[1:])
 
     def row(vals):
         env = dict(zip(ext_vars, cap["ext"], strict=True))
@@ -134,11 +156,7 @@ def _elementwise_sq_norm(jaxpr, site: JaxprSite, leaves, cap, g):
             eqn = jaxpr.eqns[n]
             outs = _bind(eqn, [_read(env, v) for v in eqn.invars])
             env.update(zip(eqn.outvars, outs, strict=True))
-        value = _read(env, q)
-        if site.param_var_eqn is None:
-            return jnp.broadcast_to(value, row_shape)
-        dims = jaxpr.eqns[site.param_var_eqn].params["broadcast_dimensions"]
-        return jax.lax.broadcast_in_dim(value, row_shape, dims)
+        return _row(jaxpr, site, _read(env, q), row_shape)
 
     primal, vjp_fn = jax.vjp(row, [leaves[i] for i in site.leaves])
     ct = g * cap["a"].astype(jnp.float32) if site.kind == "scale" else g
@@ -175,11 +193,13 @@ def site_sq_norms(
     for s in sites:
         eqn = closed.jaxpr.eqns[s.eqn]
         g = grads[s.key].astype(jnp.float32)
-        a = captured[s.key]["a"].astype(jnp.float32)
-        if s.kind == "dense":
-            norms[s.key] = _dense_sq_norm(eqn, a, g)
+        a = captured[s.key]["a"]
+        if s.kind == "embed":
+            norms[s.key] = _embed_sq_norm(eqn, a, g)
+        elif s.kind == "dense":
+            norms[s.key] = _dense_sq_norm(eqn, a.astype(jnp.float32), g)
         elif s.kind == "conv":
-            norms[s.key] = _conv_sq_norm(eqn, a, g)
+            norms[s.key] = _conv_sq_norm(eqn, a.astype(jnp.float32), g)
         else:
             norms[s.key] = _elementwise_sq_norm(closed.jaxpr, s, leaves, captured[s.key], g)
     return norms, leftover

@@ -14,10 +14,18 @@ equation (or is an output). A use is a site when a rule of `rules` covers it:
   leading, no dilation, one feature and batch group: nnx.Conv, `lax.conv_general_dilated` in
   any layout (NHWC, NCHW, ...).
 - 'scale' / 'shift': `a * q` / `a + q` with `q` batch-free and broadcast along the batch (a
-  leading axis of 1, a scalar, or a `broadcast_in_dim` whose batch axis is new): biases and
-  BatchNorm/LayerNorm-style scales. `q` may be any batch-free function of params and state (e.g.
-  `scale * rsqrt(var + eps)` in nnx.BatchNorm); its per-example gradients come from the small
-  vector-Jacobian product of that function (`jaxpr_norms`).
+  leading axis of 1, a scalar, or a `broadcast_in_dim`/`tile` whose batch axis is new or of size
+  1), `a` of the output's shape or broadcast to it (size-1 axes): biases, learned position
+  embeddings and BatchNorm-style scales; a LayerNorm/RMSNorm scale multiplies the per-example
+  `rsqrt(var + eps)` [B, T, 1] before the centred input, so `a` is that statistic. `q` may be
+  any batch-free function of params and state (e.g. `scale * rsqrt(var + eps)` in
+  nnx.BatchNorm); its per-example gradients come from the small vector-Jacobian product of that
+  function (`jaxpr_norms`).
+- 'concat': a batch-free value broadcast along the batch (as above) and concatenated with
+  batch-dependent values along a non-batch axis (a class token): its part of the output
+  gradient, pulled back the same way.
+- 'embed': `gather` of whole rows of a [V, D] param table by batch-dependent integer ids
+  [B, ..., 1] (nn.Embed, nnx.Embed, `table[ids]`): `rules.embed_sq_norm`.
 
 A use is kept only if every param leaf it covers has no other use (no weight tying), the site's
 activation `a` and output have the batch as leading axis, and all of this holds in two traces at
@@ -36,6 +44,7 @@ from typing import Any
 
 import jax
 import jax.extend.core as jex
+import jax.numpy as jnp
 
 from datadiet_jax.scores.pergrad import jaxpr_eval
 
@@ -49,12 +58,13 @@ class JaxprSite:
     """One equation of the flat jaxpr whose param leaves a fast rule covers.
 
     key: the covered leaves' names joined with '+' (stable across batch sizes, used in messages
-    and by the guard's `exclude`); kind: 'dense' | 'conv' | 'scale' | 'shift'; eqn: index of the
-    equation in the flat jaxpr; act: position of the batch operand; leaves: covered param leaf
-    indices; out_shape/out_dtype: the equation's output; param_var_eqn: for 'scale'/'shift', the
-    index of the `broadcast_in_dim` equation whose input is the broadcast value (None when the
-    operand itself is broadcast by a leading 1); slice_eqns: for 'scale'/'shift', the equations
-    computing that value from the leaves, in order.
+    and by the guard's `exclude`); kind: 'dense' | 'conv' | 'embed' | 'scale' | 'shift' |
+    'concat'; eqn: index of the equation in the flat jaxpr; act: position of the batch operand
+    (an embedding's ids); leaves: covered param leaf indices; out_shape/out_dtype: the equation's
+    output; param_var_eqn: for 'scale'/'shift'/'concat', the index of the `broadcast_in_dim` or
+    `tile` equation whose input is the broadcast value (None when the operand itself is broadcast
+    by a leading 1); slice_eqns: for those kinds, the equations computing that value from the
+    leaves, in order; span: for 'concat', (axis, start, stop) of the operand in the output.
     """
 
     key: str
@@ -66,6 +76,7 @@ class JaxprSite:
     out_dtype: Any
     param_var_eqn: int | None = None
     slice_eqns: tuple[int, ...] = ()
+    span: tuple[int, int, int] | None = None
 
 
 def leaf_names(params) -> list[str]:
@@ -157,13 +168,81 @@ def _slice(var, jaxpr, dep, defn) -> tuple[int, ...]:
     return tuple(sorted(needed))
 
 
+def _broadcasts_to(shape, out_shape) -> bool:
+    """Whether `shape` (same rank) broadcasts to `out_shape` keeping the batch axis."""
+    shape, out_shape = tuple(shape), tuple(out_shape)
+    return (
+        len(shape) == len(out_shape)
+        and shape[:1] == out_shape[:1]
+        and all(d in (1, o) for d, o in zip(shape, out_shape, strict=True))
+    )
+
+
+def _batch_broadcast(v, jaxpr, defn):
+    """(equation index, its input q) if `v` is q broadcast along a new or size-1 batch axis
+    (`broadcast_in_dim`, `tile`), else (None, None)."""
+    src = jaxpr.eqns[defn[v]] if v in defn else None
+    if src is None or src.primitive.name not in ("broadcast_in_dim", "tile"):
+        return None, None
+    q = src.invars[0]
+    if isinstance(q, jex.Literal):
+        return None, None
+    if src.primitive.name == "tile":
+        return (defn[v], q) if q.aval.shape[:1] == (1,) else (None, None)
+    dims = tuple(src.params["broadcast_dimensions"])
+    if 0 in dims and q.aval.shape[dims.index(0)] != 1:
+        return None, None
+    return defn[v], q
+
+
+def _is_lookup(eqn) -> bool:
+    """Whether a `gather` reads whole rows of a [V, D] table by ids [B, ..., 1] (an embedding)."""
+    table, ids = (x.aval for x in eqn.invars)
+    out = eqn.outvars[0].aval
+    dn = eqn.params["dimension_numbers"]
+    return (
+        len(table.shape) == 2
+        and jnp.issubdtype(ids.dtype, jnp.integer)
+        and tuple(ids.shape[-1:]) == (1,)
+        and len(ids.shape) == len(out.shape)
+        and tuple(dn.offset_dims) == (len(out.shape) - 1,)
+        and tuple(dn.collapsed_slice_dims) == (0,)
+        and tuple(dn.start_index_map) == (0,)
+        and not dn.operand_batching_dims
+        and not dn.start_indices_batching_dims
+        and tuple(eqn.params["slice_sizes"]) == (1, table.shape[1])
+    )
+
+
+def _concat_candidate(n, pos, jaxpr, batch, dep, defn):
+    """The 'concat' site of a param broadcast along the batch and concatenated (a class token)."""
+    eqn = jaxpr.eqns[n]
+    axis, v = eqn.params["dimension"], eqn.invars[pos]
+    if axis == 0 or isinstance(v, jex.Literal):
+        return None
+    bcast, q = _batch_broadcast(v, jaxpr, defn)
+    if bcast is None or batch.get(q, False):
+        return None
+    acts = [i for i, x in enumerate(eqn.invars) if not isinstance(x, jex.Literal) and batch[x]]
+    start = sum(x.aval.shape[axis] for x in eqn.invars[:pos])
+    span = (axis, start, start + v.aval.shape[axis])
+    out = eqn.outvars[0].aval
+    sig = (n, acts[0], tuple(out.shape[1:]), tuple(v.aval.shape[1:]), span, tuple(q.aval.shape))
+    extra = {"act": acts[0], "span": span}
+    return "concat", _bits(dep[v]), bcast, _slice(q, jaxpr, dep, defn), sig, extra
+
+
 def _candidate(n, pos, jaxpr, batch, dep, defn, num_params, size):
     """The site of param operand `pos` of equation `n`, or None. size: the batch size."""
     eqn = jaxpr.eqns[n]
     name, p = eqn.primitive.name, eqn.params
     out = eqn.outvars[0].aval
     act = 1 - pos
-    if len(eqn.invars) != 2 or len(eqn.outvars) != 1 or not out.shape or out.shape[0] != size:
+    if len(eqn.outvars) != 1 or not out.shape or out.shape[0] != size:
+        return None
+    if name == "concatenate":
+        return _concat_candidate(n, pos, jaxpr, batch, dep, defn)
+    if len(eqn.invars) != 2:
         return None
     a = eqn.invars[act]
     if isinstance(a, jex.Literal) or not batch[a] or not a.aval.shape or a.aval.shape[0] != size:
@@ -175,7 +254,7 @@ def _candidate(n, pos, jaxpr, batch, dep, defn, num_params, size):
         leaf = _chain_leaf(v, jaxpr, defn, num_params)
         if pos != 1 or lb or rb or 0 in lc or leaf is None:
             return None
-        return "dense", (leaf,), None, (), sig
+        return "dense", (leaf,), None, (), sig, {}
     if name == "conv_general_dilated":
         dn = p["dimension_numbers"]
         leaf = _chain_leaf(v, jaxpr, defn, num_params)
@@ -189,23 +268,21 @@ def _candidate(n, pos, jaxpr, batch, dep, defn, num_params, size):
             and all(d == 1 for d in (*p["lhs_dilation"], *p["rhs_dilation"]))
             and not isinstance(p["padding"], str)
         )
-        return ("conv", (leaf,), None, (), sig) if ok else None
-    if name in ELEMENTWISE and tuple(a.aval.shape) == tuple(out.shape):
+        return ("conv", (leaf,), None, (), sig, {}) if ok else None
+    if name == "gather":
+        leaf = _chain_leaf(v, jaxpr, defn, num_params)
+        return ("embed", (leaf,), None, (), sig, {}) if pos == 0 and _is_lookup(eqn) else None
+    if name in ELEMENTWISE and _broadcasts_to(a.aval.shape, out.shape):
         shape = tuple(v.aval.shape)
         bcast, q = None, v
         if shape and (len(shape) != len(out.shape) or shape[0] != 1):
-            src = jaxpr.eqns[defn[v]] if v in defn else None
-            if src is None or src.primitive.name != "broadcast_in_dim":
+            bcast, q = _batch_broadcast(v, jaxpr, defn)
+            if bcast is None:
                 return None
-            dims = tuple(src.params["broadcast_dimensions"])
-            q = src.invars[0]
-            if isinstance(q, jex.Literal) or (0 in dims and q.aval.shape[dims.index(0)] != 1):
-                return None
-            bcast = defn[v]
         if batch.get(q, False):
             return None
         sig = (*sig, tuple(getattr(q.aval, "shape", ())))
-        return ELEMENTWISE[name], _bits(dep[v]), bcast, _slice(q, jaxpr, dep, defn), sig
+        return ELEMENTWISE[name], _bits(dep[v]), bcast, _slice(q, jaxpr, dep, defn), sig, {}
     return None
 
 
@@ -232,14 +309,13 @@ def _analyse(closed: jex.ClosedJaxpr, num_params: int, size: int, names: list[st
         cand = _candidate(n, pos, jaxpr, batch, dep, defn, num_params, size)
         if cand is None:
             continue
-        kind, leaves, bcast, slice_eqns, sig = cand
+        kind, leaves, bcast, slice_eqns, sig, extra = cand
         if not leaves or any(uses[i] != {(n, pos)} for i in leaves):
             continue
         key = "+".join(names[i] for i in leaves)
         out = jaxpr.eqns[n].outvars[0].aval
-        site = JaxprSite(
-            key, kind, n, 1 - pos, leaves, tuple(out.shape), out.dtype, bcast, slice_eqns
-        )
+        site = JaxprSite(key, kind, n, extra.get("act", 1 - pos), leaves, tuple(out.shape),
+                         out.dtype, bcast, slice_eqns, extra.get("span"))  # fmt: skip
         found[key] = (site, (kind, leaves, sig))
     return found
 

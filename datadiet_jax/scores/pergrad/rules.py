@@ -82,6 +82,29 @@ def conv_sq_norm(x: jax.Array, g: jax.Array, ksize, strides, padding) -> jax.Arr
     return sum(jnp.sum(_einsum("bti,bto->bio", p, g) ** 2, axis=(1, 2)) for p in shifted)
 
 
+def embed_sq_norm(ids: jax.Array, g: jax.Array, vocab: int, clip: bool) -> jax.Array:
+    """Squared norm of each example's embedding-table gradient. ids: [B, T] int, g: [B, T, D].
+
+    Example i's table gradient has row v equal to the sum of `g_i[t]` over the positions t with
+    `ids_i[t] == v`; the positions are sorted by id and summed per run of equal ids (a segment
+    sum over [B * T] groups), so no [B, V, D] tensor is built. Out-of-range ids are clipped to
+    the table when `clip` (a `CLIP`-mode gather), else their positions are dropped (`FILL_OR_DROP`,
+    whose gradient ignores them). -> [B] float32.
+    """
+    b, t = ids.shape
+    if clip:
+        ids = jnp.clip(ids, 0, vocab - 1)
+    else:
+        g = g * ((ids >= 0) & (ids < vocab))[..., None].astype(g.dtype)
+    order = jnp.argsort(ids, axis=1)
+    ids = jnp.take_along_axis(ids, order, axis=1)
+    g = jnp.take_along_axis(g, order[..., None], axis=1)
+    starts = jnp.concatenate([jnp.ones((b, 1), bool), ids[:, 1:] != ids[:, :-1]], axis=1)
+    groups = jnp.cumsum(starts, axis=1) - 1 + t * jnp.arange(b)[:, None]  # [B, T] in [0, B*T)
+    sums = jax.ops.segment_sum(g.reshape(b * t, -1), groups.reshape(-1), num_segments=b * t)
+    return jnp.sum(sums.reshape(b, t, -1) ** 2, axis=(1, 2))
+
+
 def _bias_sq_norm(g: jax.Array) -> jax.Array:
     """g: [B, ..., O] -> [B], the squared norm of sum over the middle axes."""
     return jnp.sum(jnp.sum(g.reshape(g.shape[0], -1, g.shape[-1]), axis=1) ** 2, axis=1)

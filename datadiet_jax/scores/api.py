@@ -251,40 +251,6 @@ def _model_check(adapted, variables, packed):
     return functools.partial(adapters.check_pure, adapted, packed)
 
 
-def _input_batches(check_model, images, labels, batch_size, seed_axis, integer_inputs):
-    """Validated fixed-size padded host batches from arrays or from a stream.
-
-    check_model: `(example_shape, dtype, num_examples=) -> (K, num_classes)` (`_model_check`).
-    Returns:
-      (batches yielding `(images [B, ...], labels [B], mask [B], count)`, K, N or None for a
-      stream, whose length is learned as it is read).
-    """
-    stream = batches.is_stream(images)
-    if labels is None and not stream:
-        raise ValueError(
-            "labels is missing; pass labels [N] with an images array (labels are omitted only "
-            "for an iterable of (images, labels) batches)."
-        )
-    if labels is not None:
-        if stream:
-            raise ValueError(
-                "images is an iterable of batches; omit labels (each batch carries its own) or "
-                "pass images as an array."
-            )
-        images, labels, num_seeds = inputs.check_inputs(
-            check_model, images, labels, batch_size, seed_axis, integer_inputs
-        )
-        return batches.array_batches(images, labels, batch_size), num_seeds, len(images)
-    inputs.check_args(batch_size, seed_axis)
-    first_images, _, items = batches.first_batch(images, integer_inputs)
-    example_shape, dtype = first_images.shape[1:], first_images.dtype
-    num_seeds, num_classes = check_model(example_shape, dtype, num_examples=len(first_images))
-    stream_batches = batches.stream_batches(
-        items, batch_size, example_shape, dtype, num_classes, integer_inputs
-    )
-    return stream_batches, num_seeds, None
-
-
 def _scores(
     kind, model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs
 ) -> np.ndarray:
@@ -292,7 +258,7 @@ def _scores(
     seed_axis = seed_axis_lib.resolve(seed_axis)
     model, given = adapters.adapt(model, variables)  # one pure form for every framework
     check_model = _model_check(model, variables, given)
-    source, num_seeds, total = _input_batches(
+    source, num_seeds, total = batches.input_batches(
         check_model, images, labels, batch_size, seed_axis, integer_inputs
     )
     variables = given

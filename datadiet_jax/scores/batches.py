@@ -13,7 +13,8 @@ Two inputs:
 
 Every item is checked as the arrays of a call are (`inputs.check_pairs`, `check_finite`,
 `check_label_range`, naming the item and the stream positions). `ResultBuffer` collects the
-`[K, b]` results of a stream whose N is unknown in large blocks.
+`[K, b]` results of a stream whose N is unknown in large blocks. `input_batches` is the one entry
+of the score calls: either input, validated, as padded batches.
 """
 
 from __future__ import annotations
@@ -202,3 +203,35 @@ class ResultBuffer:
             self._blocks[i] = None
         self._blocks = []
         return out
+
+
+def input_batches(check_model, images, labels, batch_size, seed_axis, integer_inputs):
+    """Validated fixed-size padded host batches from arrays or from a stream.
+
+    check_model: `(example_shape, dtype, num_examples=) -> (K, num_classes)` (`api._model_check`).
+    Returns:
+      (batches yielding `(images [B, ...], labels [B], mask [B], count)`, K, N or None for a
+      stream, whose length is learned as it is read).
+    """
+    stream = is_stream(images)
+    if labels is None and not stream:
+        raise ValueError(
+            "labels is missing; pass labels [N] with an images array (labels are omitted only "
+            "for an iterable of (images, labels) batches)."
+        )
+    if labels is not None:
+        if stream:
+            raise ValueError(
+                "images is an iterable of batches; omit labels (each batch carries its own) or "
+                "pass images as an array."
+            )
+        images, labels, num_seeds = inputs.check_inputs(
+            check_model, images, labels, batch_size, seed_axis, integer_inputs
+        )
+        return array_batches(images, labels, batch_size), num_seeds, len(images)
+    inputs.check_args(batch_size, seed_axis)
+    first_images, _, items = first_batch(images, integer_inputs)
+    example_shape, dtype = first_images.shape[1:], first_images.dtype
+    num_seeds, num_classes = check_model(example_shape, dtype, num_examples=len(first_images))
+    rechunked = stream_batches(items, batch_size, example_shape, dtype, num_classes, integer_inputs)
+    return rechunked, num_seeds, None

@@ -35,6 +35,7 @@ _EXPORTS = {
     "trainable": "datadiet_jax.scores.trainable",
     "stateful": "datadiet_jax.scores.adapters",
     "load_split": "datadiet_jax.pipeline.data",
+    "split_from_arrays": "datadiet_jax.pipeline.data",
     "train_seeds": "datadiet_jax.pipeline.notebook",
     "pruned_dataset": "datadiet_jax.pipeline.notebook",
 }

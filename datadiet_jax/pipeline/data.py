@@ -240,6 +240,33 @@ def load_split(
     return to_split(raw, name, split, normalization=normalization)
 
 
+def split_from_arrays(
+    inputs,
+    labels,
+    *,
+    name: str = "arrays",
+    split: str = "train",
+    num_classes: int = 0,
+    normalization: tuple | None = None,
+) -> Split:
+    """A `Split` of in-memory arrays, in their own row order, as the pipeline builds one.
+
+    Args:
+      inputs: `[N, H, W, C]` uint8 images, `[N, D]` float features or `[N, T]` integer token
+        ids (the dtype says which, as for `config.data.inputs='auto'`).
+      labels: `[N]` integer class labels >= 0.
+      name, split: what provenance calls them.
+      num_classes: 0 takes the largest label + 1.
+      normalization: (mean, std) to use (a test split takes its training split's); None: the
+        statistics of these inputs (images per channel, features per feature; none for tokens).
+    """
+    where = f"{name}:{split}"
+    labels = sources.checked_labels(np.asarray(inputs), labels, where)
+    num_classes = num_classes or (int(labels.max()) + 1 if labels.size else 0)
+    raw = sources.Raw(np.asarray(inputs), labels, num_classes, None, None)
+    return to_split(raw, name, split, normalization=normalization)
+
+
 def label_noise(
     labels: np.ndarray, num_classes: int, fraction: float, mode: str, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

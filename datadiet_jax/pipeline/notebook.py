@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from datadiet_jax.pipeline import input_pipeline, keys, loop, train
+from datadiet_jax.pipeline import data, input_pipeline, keys, loop, train
 from datadiet_jax.pipeline.config_base import base_config
 from datadiet_jax.scores.trainable import Trainable, trainable
 
@@ -75,7 +75,8 @@ def train_seeds(
     Args:
       model: a Flax Linen module, an NNX module class or factory taking `rngs`, a
         plain-function model, or a `Trainable` (`scores/trainable.py`).
-      split: a `data.Split` (`load_split`), the training examples.
+      split: a `data.Split` (`load_split`, `split_from_arrays`) or `(inputs, labels)` arrays,
+        the training examples.
       num_seeds: K, each with its own init and data order.
       kept: `[M]` dataset indices to train on (`kept_indices`); None trains on all of `split`.
       num_epochs: epochs of the kept examples (default 1), or
@@ -96,6 +97,7 @@ def train_seeds(
       ValueError: an unknown train field, both or neither length given badly, or a seed whose
         loss became non-finite (one line naming it).
     """
+    split = as_split(split)
     cfg = base_config().train
     unknown = sorted(set(train_fields) - set(cfg))
     if unknown:
@@ -153,7 +155,7 @@ def pruned_dataset(
       Dicts with `image [(K,) B, ...] float32` (normalized), `label [(K,) B] int32`, `index
       [(K,) B] int64` (positions in the dataset) and `mask [(K,) B] float32`.
     """
-    kept = np.asarray(kept, np.int64)
+    split, kept = as_split(split), np.asarray(kept, np.int64)
     if kept.ndim != 1 or (kept.size and (kept.min() < 0 or kept.max() >= split.num_examples)):
         raise ValueError(
             f"kept must be [M] indices in [0, {split.num_examples}) of this split; got shape "
@@ -169,3 +171,15 @@ def pruned_dataset(
     if num_seeds is not None:
         return batches
     return ({k: v[0] for k, v in batch.items()} for batch in batches)
+
+
+def as_split(split) -> data.Split:
+    """`split` itself, or the `Split` of `(inputs, labels)` arrays (`data.split_from_arrays`)."""
+    if isinstance(split, tuple) and len(split) == 2:
+        return data.split_from_arrays(*split)
+    if not isinstance(split, data.Split):
+        raise ValueError(
+            f"expected a Split (load_split, split_from_arrays) or (inputs, labels) arrays, got "
+            f"{type(split).__name__}."
+        )
+    return split

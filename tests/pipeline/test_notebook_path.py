@@ -64,3 +64,26 @@ def test_train_seeds_trains_resumes_and_refuses(synthetic_split, tmp_path):
         dd.train_seeds(NNXNet, synthetic_split, learning_rte=0.1)
     with pytest.raises(ValueError, match="train_seeds: seed 0 diverged"):
         dd.train_seeds(NNXNet, synthetic_split, num_seeds=1, num_steps=3, learning_rate=1e30)
+
+
+def test_arrays_go_through_the_same_pipeline(synthetic_split):
+    images, labels = synthetic_split.images, synthetic_split.labels
+    split = dd.split_from_arrays(images, labels)
+    assert split.num_classes == int(labels.max()) + 1 and split.kind == "images"
+    x = images.reshape(-1, 1).astype(np.float64) / 255.0  # per-channel statistics by hand
+    np.testing.assert_allclose(split.mean, [x.mean()], rtol=1e-5)
+    np.testing.assert_allclose(split.std, [x.std()], rtol=1e-5)
+    kept = np.arange(0, 64, 3)
+    from_tuple = list(dd.pruned_dataset((images, labels), kept, batch_size=8, num_epochs=1))
+    from_split = list(dd.pruned_dataset(split, kept, batch_size=8, num_epochs=1))
+    for a, b in zip(from_tuple, from_split, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    features = np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32)
+    f = dd.split_from_arrays(features, np.arange(30) % 3)
+    assert f.kind == "features"
+    np.testing.assert_allclose(f.model_inputs().mean(0), 0, atol=1e-5)  # standardized
+    with pytest.raises(ValueError, match="has 30 inputs but 29 labels"):
+        dd.split_from_arrays(features, np.arange(29) % 3)
+    with pytest.raises(ValueError, match="expected a Split"):
+        dd.pruned_dataset([images, labels], kept, batch_size=8)

@@ -1,6 +1,7 @@
 """Training on a ('seed', 'data') mesh of 8 simulated CPU devices equals the single-device
 training: the parameters within float32 rounding, the forgetting counts exactly, the AUM margin
-sums within rounding; a checkpoint of the mesh resumes on the mesh (bitwise) and on one device.
+sums within rounding, the non-finite records of a planted divergence exactly; a checkpoint of
+the mesh resumes on the mesh (bitwise) and on one device.
 
 Equal here means: for every parameter leaf, max |mesh - single| <= 1e-4 * max |single| after 8
 SGD steps at learning rate 0.02 (sums taken in another order; measured 3.8e-6 for K=2 on 2x4,
@@ -85,6 +86,15 @@ _SCRIPT = textwrap.dedent(
     assert step == 8
     assert_params_close(moved, meshed_k2, 'resumed on one device')
     assert_stats_equal(moved_stats, stats_k2, 'resumed on one device')
+    # Vmapped seeds on the mesh, and a planted divergence: found per seed at the same steps.
+    diverged = {}
+    for mesh in ('off', '2x4'):
+        cfg = train_cfg(mesh=mesh, seed_axis='vmap', learning_rate=1e30)
+        _, stats, step = train_tiny(split, f'{tmp}/nan-{mesh}/ckpt', train_cfg=cfg, num_steps=8)
+        assert step == 4, step  # every seed diverged: stopped at the first epoch end
+        diverged[mesh] = np.asarray(stats['nonfinite_step'])
+    assert np.all(diverged['off'] >= 1), diverged
+    np.testing.assert_array_equal(diverged['2x4'], diverged['off'])
     print('TRAIN_MESH_OK')
     """
 )
@@ -102,9 +112,9 @@ def test_mesh_training_equals_single_device_training_and_resumes():
     assert result.returncode == 0, result.stderr[-4000:]
     assert "TRAIN_MESH_OK" in result.stdout
     # Each training logs the mesh it chose, once.
-    assert result.stderr.count("train: training on a mesh {'seed': 2, 'data': 4}") == 3
+    assert result.stderr.count("train: training on a mesh {'seed': 2, 'data': 4}") == 4
     assert result.stderr.count("train: training on a mesh {'seed': 8, 'data': 1}") == 1
-    assert result.stderr.count("train: training on one device (train.mesh='off')") == 3
+    assert result.stderr.count("train: training on one device (train.mesh='off')") == 4
 
 
 @pytest.mark.parametrize(

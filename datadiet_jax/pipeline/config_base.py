@@ -134,6 +134,11 @@ def _train() -> ml_collections.ConfigDict:
     # The backward pass: 'auto' (on CPU, max-pools get a fast gradient, the same values;
     # `train.fast_backward`), 'on' or 'off'. Not part of a run's identity.
     d.fast_backward = "auto"
+    # Devices: 'auto' (the K seeds over a ('seed', 'data') mesh: seeds = gcd(K, devices), data =
+    # the largest divisor of the rest that divides batch_size; on 8 devices K=10 -> 2x4, K=4 ->
+    # 4x2, K=1 -> 1x8), 'off' (one device) or 'SEEDSxDATA', e.g. '2x4' (`train_mesh`). Results
+    # equal one device's up to float rounding; not part of a run's identity.
+    d.mesh = "auto"
     # Epochs between checkpoints (the score epochs and the end are always saved).
     d.checkpoint_every_epochs = 10
     # Examples per evaluation batch (test accuracy, the fit check of every retraining).

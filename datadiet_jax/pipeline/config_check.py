@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import data, plan, train
+from datadiet_jax.pipeline import data, plan, train, train_mesh
 from datadiet_jax.scores import pruning, seed_axis
 
 _MISSING = object()
@@ -127,6 +127,7 @@ def check_values(config) -> None:
     fast = config.train.get("fast_backward", "auto")
     if fast not in train.FAST_BACKWARD_MODES:
         raise _fail("train.fast_backward", fast, "'auto', 'on' or 'off'")
+    train_mesh.check_mode(config.train.get("mesh", "auto"))
 
 
 def check_source(data_cfg) -> None:

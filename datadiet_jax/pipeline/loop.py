@@ -4,6 +4,8 @@ One loop serves every training of the project (the score stage, each retraining,
 studies). What a training is lives in a `TrainSpec`; `train_seeds` restores the latest
 checkpoint, runs the jitted K-seed step over the tf.data batches and, at each epoch end, checks
 the losses, appends a metrics line, saves a checkpoint when due and calls the epoch's hook.
+With several devices the stacked state lives on a ('seed', 'data') mesh (`train_mesh`,
+`config.train.mesh`); hooks and the caller get it back on the default device.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import health, input_pipeline, keys, train
+from datadiet_jax.pipeline import health, input_pipeline, keys, train, train_mesh
 from datadiet_jax.pipeline.checkpoints import Checkpoints
 from datadiet_jax.scores import aum, forgetting
 from datadiet_jax.scores.progress import Progress
@@ -34,7 +36,8 @@ class TrainSpec:
     """One K-seed training.
 
     Attributes:
-      train_cfg: `config.train` (batch_size, optimizer fields, seed_axis, checkpoint_every_epochs).
+      train_cfg: `config.train` (batch_size, optimizer fields, seed_axis, mesh,
+        checkpoint_every_epochs).
       num_seeds: K.
       seed: run seed.
       purpose: distinguishes independent trainings of one run (`keys.Purpose`): each seed's init
@@ -115,7 +118,7 @@ def train_seeds(
     if start < run.stop:
         state, stats, start = run.steps(state, stats, start)
     run.ckpts.close()
-    return state, stats, start
+    return run.gathered(state, stats) + (start,)
 
 
 class _Training:
@@ -133,6 +136,18 @@ class _Training:
                                          "metrics.jsonl")  # fmt: skip
         self.ckpts = Checkpoints(spec.ckpt_dir, self.keep_steps)
         self.reported: set = set()
+        self.mesh = train_mesh.make_mesh(spec.train_cfg.get("mesh", "auto"), spec.num_seeds,
+                                         spec.train_cfg.batch_size, spec.name)  # fmt: skip
+        self.hook_steps = {
+            step: functools.partial(self._call_hook, fn) for step, fn in self.hook_steps.items()
+        }
+
+    def _call_hook(self, fn, state, stats):
+        return fn(*self.gathered(state, stats))
+
+    def gathered(self, state, stats) -> tuple:
+        """(state, stats) on the default device, as a single-device training leaves them."""
+        return train_mesh.gather(state, self.mesh), train_mesh.gather(stats, self.mesh)
 
     def restore(self, init_state):
         """(state, stats, first step): the latest checkpoint, else the initial state."""
@@ -142,6 +157,7 @@ class _Training:
         else:
             state, first = _copy_init_state(init_state, spec.num_seeds, spec.num_steps)
         stats = init_stats(spec.num_seeds, self.split.num_examples)
+        state, stats = train_mesh.place(state, self.mesh), train_mesh.place(stats, self.mesh)
         latest, state, stats = self.ckpts.restore_latest(state, stats)
         if latest:
             logging.info("Resumed %s at step %d/%d", spec.ckpt_dir, latest, spec.num_steps)
@@ -168,7 +184,7 @@ class _Training:
     def steps(self, state, stats, start: int):
         """Trains from `start` to the stop step; returns (state, stats, last step)."""
         spec, split = self.spec, self.split
-        _, step_fn = programs(self.model, spec.train_cfg, spec.schedule_steps)
+        _, step_fn = programs(self.model, spec.train_cfg, spec.schedule_steps, self.mesh)
         batches = input_pipeline.train_batches(
             split.images, split.labels, self.kept, mean=split.mean, std=split.std,
             num_seeds=spec.num_seeds, batch_size=spec.train_cfg.batch_size,
@@ -180,7 +196,8 @@ class _Training:
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
         step, loss = start, None
         for batch in batches:
-            state, stats, loss = step_fn(state, stats, {**batch, "rng": rng})
+            batch = train_mesh.place_batch({**batch, "rng": rng}, self.mesh)
+            state, stats, loss = step_fn(state, stats, batch)
             step += 1
             progress.update(step, f"(epoch {step / self.spe:.2f})", pending=loss)
             if not self.end_of_step(step, state, stats, loss):
@@ -271,26 +288,30 @@ _OPTIMIZER_FIELDS = (
 )  # fmt: skip
 
 
-def programs(model, train_cfg, schedule_steps: int):
+def programs(model, train_cfg, schedule_steps: int, mesh=None):
     """The jitted K-seed init `(keys [K], sample) -> state` and step `(state, stats, batch) ->
-    (state, stats, loss [K])`, shared by every training with the same model, optimizer and
-    schedule (the score training and all retrainings of a run), so each compiles once.
+    (state, stats, loss [K])`, shared by every training with the same model, optimizer,
+    schedule and mesh (the score training and all retrainings of a run), so each compiles once.
 
     The step donates its state and statistics; `train_cfg.fast_backward` chooses its gradient
-    program (`train.fast_backward`).
+    program (`train.fast_backward`). With a ('seed', 'data') `mesh` the step takes and returns
+    mesh-placed arrays (`train_mesh.sharded_step`); the init stays on one device.
     """
     model = trainable(model)
     fields = tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS if k in train_cfg)
     fast = train.fast_backward(train_cfg.get("fast_backward", "auto"))
-    return _programs(model, fields, schedule_steps, train_cfg.seed_axis, fast)
+    return _programs(model, fields, schedule_steps, train_cfg.seed_axis, fast, mesh)
 
 
 @functools.lru_cache(maxsize=8)
-def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str, fast: bool):
+def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str, fast: bool,
+              mesh):  # fmt: skip
     tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
     init = functools.partial(train.init_states, model, tx, seed_axis=seed_axis)
-    step = jax.jit(functools.partial(_k_step, model, tx, seed_axis, fast), donate_argnums=(0, 1))
-    return jax.jit(init), step
+    body = functools.partial(_k_step, model, tx, seed_axis, fast)
+    if mesh is None:
+        return jax.jit(init), jax.jit(body, donate_argnums=(0, 1))
+    return jax.jit(init), train_mesh.sharded_step(body, mesh)
 
 
 def _k_step(model, tx, seed_axis, fast, state, stats, batch):

@@ -27,8 +27,9 @@ from datadiet_jax.pipeline import artifacts
 # Config sections a rerun may change: the kept sets and retrainings follow their fingerprints.
 PLAN_SECTIONS = ("prune", "retrain")
 # Fields a rerun may change that do not change what is computed: where the dataset lies, and
-# which program computes the same gradients. Training records leave them out too.
-NEUTRAL_FIELDS = ("data.data_dir", "data.download", "train.fast_backward")
+# which program computes the same gradients, and on which devices. Training records leave them
+# out too.
+NEUTRAL_FIELDS = ("data.data_dir", "data.download", "train.fast_backward", "train.mesh")
 LOCK_NAME = ".lock"
 
 

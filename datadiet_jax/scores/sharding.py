@@ -71,7 +71,9 @@ def shard_scores_fn(local_fn: Callable, mesh: Mesh) -> Callable:
     return jax.jit(sharded)
 
 
-def _put(x, sharding: NamedSharding) -> jax.Array:
+def put_array(x, sharding: NamedSharding) -> jax.Array:
+    """Places a host array (the same full array on every process) with `sharding`; each process
+    transfers only the slices its own devices hold."""
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
@@ -79,12 +81,12 @@ def _put(x, sharding: NamedSharding) -> jax.Array:
 def put_variables(variables, mesh: Mesh):
     """Places stacked variables [K, ...] with the seed axis split over 'seed'."""
     sharding = NamedSharding(mesh, P("seed"))
-    return jax.tree.map(lambda v: _put(v, sharding), variables)
+    return jax.tree.map(lambda v: put_array(v, sharding), variables)
 
 
 def put_batch(x, mesh: Mesh) -> jax.Array:
     """Places a host batch [B, ...] split over 'data' (replicated over 'seed')."""
-    return _put(x, NamedSharding(mesh, P("data")))
+    return put_array(x, NamedSharding(mesh, P("data")))
 
 
 def fetch(x: jax.Array) -> np.ndarray:

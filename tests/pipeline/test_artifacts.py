@@ -79,6 +79,9 @@ def test_workdir_with_another_config_is_refused_and_kept(tmp_path):
     # it chooses how the same gradients are computed.
     faster = replanned | {"train": {"lr": 2, "fast_backward": "off"}}
     assert workdir.check_config(str(tmp_path), faster) == ["train.fast_backward"]
+    # So does one on another mesh: the same results on other devices.
+    meshed = faster | {"train": {"lr": 2, "fast_backward": "off", "mesh": "2x4"}}
+    assert workdir.check_config(str(tmp_path), meshed) == ["train.mesh"]
 
 
 def test_csv_columns(tmp_path):

@@ -42,6 +42,8 @@ BAD_VALUES = [
     ("score.train_epochs", -2, "-1 (up to the last score epoch)"),
     ("train.seed_axis", "pmap", "'auto', 'vmap', 'unroll' or 'map'"),
     ("train.fast_backward", "yes", "'auto', 'on' or 'off'"),
+    ("train.mesh", "2by4", "'auto', 'off' or 'SEEDSxDATA' (e.g. '2x4')"),
+    ("train.mesh", "0x8", "'auto', 'off' or 'SEEDSxDATA'"),
     ("data.label_noise.mode", "swap", "one of"),
 ]
 

@@ -1,0 +1,161 @@
+"""Training on a ('seed', 'data') device mesh: its shape, the placement of the stacked state and
+batches, and the sharded K-seed step.
+
+Seeds go across devices first: the stacked state `[K, ...]` and the statistics `[K, N]` are split
+over the 'seed' axis. When there are more devices than seeds, each seed's batch `[B]` is split
+over the 'data' axis too (data parallel within a seed).
+
+The step runs under `shard_map` with only the 'seed' axis manual: every device group lifts the
+one-seed step over its own k = K / seeds seeds with `seed_axis.over_seeds` (unrolled on CPU,
+vmapped on accelerators, as on one device), while the 'data' axis is left to JAX's SPMD
+partitioner. The partitioner inserts the reductions across the data shards, so BatchNorm in train
+mode normalizes with the statistics of the whole per-seed batch, the gradients are those of the
+whole batch, and the forgetting and AUM statistics are scattered by index into each seed's row.
+The result equals the single-device one up to float rounding (sums in another order). A plain
+jit of the stacked step gives it too, but with the seeds unrolled (the CPU default) every device
+then computes all K seeds (8 seeds on 8 devices: 8 times the convolutions on each device).
+
+`train.mesh` chooses the shape: 'off' (one device, exactly the single-device program), 'auto'
+(`auto_shape`) or 'SEEDSxDATA' such as '2x4'. A shape of one device is the single-device program.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import jax
+from absl import logging
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from datadiet_jax.scores import sharding
+
+AXES = sharding.AXES
+_EXPLICIT = re.compile(r"^([1-9][0-9]*)x([1-9][0-9]*)$")
+# The batch keys split over ('seed', 'data'); every other key (the Dropout keys) over 'seed'.
+_PER_EXAMPLE = ("image", "label", "index", "mask")
+
+
+def check_mode(mode) -> None:
+    """Raises ValueError unless `mode` is 'auto', 'off' or 'SEEDSxDATA' (e.g. '2x4')."""
+    if mode in ("auto", "off") or (isinstance(mode, str) and _EXPLICIT.match(mode)):
+        return
+    raise ValueError(
+        f"config.train.mesh is {mode!r}; set --config.train.mesh to 'auto', 'off' or "
+        "'SEEDSxDATA' (e.g. '2x4')."
+    )
+
+
+def auto_shape(num_seeds: int, batch_size: int, num_devices: int) -> tuple[int, int]:
+    """The (seeds, data) shape 'auto' picks: seeds = gcd(K, devices), data = the largest
+    divisor of devices / seeds that divides `batch_size`.
+
+    E.g. on 8 devices with batch 128: K=10 -> (2, 4), K=4 -> (4, 2), K=1 -> (1, 8), K=8 -> (8, 1).
+    """
+    seeds = math.gcd(num_seeds, num_devices)
+    return seeds, math.gcd(num_devices // seeds, batch_size)
+
+
+def mesh_shape(mode: str, num_seeds: int, batch_size: int, num_devices: int) -> tuple[int, int]:
+    """The (seeds, data) shape of `mode` for K seeds and `batch_size` on `num_devices`.
+
+    Raises:
+      ValueError: an explicit shape needs more devices than there are, or does not divide K or
+        `batch_size` (one line naming the fix).
+    """
+    check_mode(mode)
+    if mode == "off":
+        return 1, 1
+    if mode == "auto":
+        return auto_shape(num_seeds, batch_size, num_devices)
+    seeds, data = (int(g) for g in _EXPLICIT.match(mode).groups())
+    if seeds * data > num_devices:
+        raise ValueError(
+            f"config.train.mesh={mode!r} needs {seeds * data} devices, but JAX sees "
+            f"{num_devices}; use 'auto' or a shape of at most {num_devices} devices."
+        )
+    if num_seeds % seeds or batch_size % data:
+        raise ValueError(
+            f"config.train.mesh={mode!r} does not divide K={num_seeds} seeds over {seeds} or "
+            f"batch_size={batch_size} over {data}; use 'auto' or a shape whose seed size divides "
+            "K and whose data size divides the batch size."
+        )
+    return seeds, data
+
+
+def make_mesh(mode: str, num_seeds: int, batch_size: int, name: str = "train") -> Mesh | None:
+    """The ('seed', 'data') mesh of one training, or None for one device; logs the choice once.
+
+    Args:
+      mode: `config.train.mesh`.
+      num_seeds: K; batch_size: B, per seed.
+      name: the training's name in the log line.
+
+    Raises:
+      ValueError: a shape `mesh_shape` refuses, or a mesh over several processes.
+    """
+    devices = jax.devices()
+    seeds, data = mesh_shape(mode, num_seeds, batch_size, len(devices))
+    if seeds * data == 1:
+        logging.info("%s: training on one device (train.mesh=%r).", name, mode)
+        return None
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"{name}: training on a mesh over {jax.process_count()} processes is not supported "
+            "yet; set --config.train.mesh=off."
+        )
+    grid = [devices[i * data : (i + 1) * data] for i in range(seeds)]
+    mesh = Mesh(grid, AXES)
+    logging.info("%s: training on a mesh %s (train.mesh=%r, %d of %d devices).", name,
+                 dict(mesh.shape), mode, seeds * data, len(devices))  # fmt: skip
+    return mesh
+
+
+def sharded_step(body, mesh: Mesh):
+    """The jitted K-seed step over `mesh`, donating its state and statistics.
+
+    Args:
+      body: `(state, stats, batch) -> (state, stats, loss)` of the k = K / seeds seeds one
+        device group holds (the loop's K-seed step, run on k seeds).
+      mesh: the ('seed', 'data') mesh.
+
+    Returns:
+      `(state [K, ...], stats [K, ...], batch) -> (state, stats, loss [K])`, with batch arrays
+      `[K, B, ...]` and the Dropout keys `rng [K, 2]`.
+    """
+    seed_spec = NamedSharding(mesh, P("seed"))
+    local = jax.shard_map(body, mesh=mesh, in_specs=P("seed"), out_specs=P("seed"),
+                          axis_names={"seed"})  # fmt: skip
+    batch_specs = {k: NamedSharding(mesh, P("seed", "data")) for k in _PER_EXAMPLE}
+    return jax.jit(
+        local,
+        in_shardings=(seed_spec, seed_spec, {**batch_specs, "rng": seed_spec}),
+        out_shardings=seed_spec,
+        donate_argnums=(0, 1),
+    )
+
+
+def place(tree, mesh: Mesh | None):
+    """Places a stacked pytree `[K, ...]` (state or statistics) split over 'seed'; unchanged
+    without a mesh."""
+    if mesh is None:
+        return tree
+    return jax.tree.map(lambda x: sharding.put_array(x, NamedSharding(mesh, P("seed"))), tree)
+
+
+def place_batch(batch: dict, mesh: Mesh | None) -> dict:
+    """Places a host batch (`image [K, B, ...]`, `label`, `index`, `mask` `[K, B]`, `rng [K, 2]`)
+    split over ('seed', 'data'), the Dropout keys over 'seed'; unchanged without a mesh."""
+    if mesh is None:
+        return batch
+    spec = {k: P("seed", "data") if k in _PER_EXAMPLE else P("seed") for k in batch}
+    return {k: sharding.put_array(v, NamedSharding(mesh, spec[k])) for k, v in batch.items()}
+
+
+def gather(tree, mesh: Mesh | None):
+    """A mesh-placed pytree brought back to the default device (what hooks and callers get, so
+    the programs after training run as they do after a single-device training)."""
+    if mesh is None:
+        return tree
+    return jax.tree.map(lambda x: jax.device_put(sharding.fetch(x)), tree)

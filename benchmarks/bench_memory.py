@@ -15,6 +15,8 @@ program's peak (XLA's buffer assignment, before allocator fragmentation). Rows:
   inputs add);
 - 'grand_conv_direct' / 'grand_conv_gram': the conv rule forced to the direct `[B, kkC, O]`
   products or to the Gram identity `[B, T, T]` on every layer;
+- 'grand_offsets_unrolled': the conv rule's sum over kernel offsets unrolled in Python instead of
+  its `fori_loop` (XLA then holds every offset's slice of every layer at once);
 - 'grand_conv_rule_deep_only' / '_shallow_only': the conv rule on the layers of >= 256 input
   channels (ResNet18's 8x8 and 4x4 stages) or on the others only, `_g_only` elsewhere;
 - 'vmap_grad': per-example gradients of every param by `vmap(grad)`, then norms.
@@ -55,16 +57,24 @@ def _g_only(x, g, *args):
     return jnp.sum(g.astype(jnp.float32).reshape(g.shape[0], -1) ** 2, axis=1)
 
 
+def _unrolled_offset_sum(term, x, ksize, strides, padding):
+    """The conv rule's sum over kernel offsets unrolled in Python (before its `fori_loop`)."""
+    from datadiet_jax.scores.pergrad import rules
+
+    return sum(term(p) for p in rules.shifted_inputs(x, ksize, strides, padding))
+
+
 def _conv_forced(gram: bool):
     from datadiet_jax.scores.pergrad import rules
 
     def conv_sq_norm(x, g, ksize, strides, padding):
         g = g.reshape(g.shape[0], -1, g.shape[-1])
-        shifted = rules.shifted_inputs(x, ksize, strides, padding)
+        args = (x, ksize, strides, padding)
         if gram:
-            gram_x = sum(rules._einsum("bti,bsi->bts", p, p) for p in shifted)
+            gram_x = rules._offset_sum(lambda p: rules._einsum("bti,bsi->bts", p, p), *args)
             return jnp.sum(gram_x * rules._einsum("bto,bso->bts", g, g), axis=(1, 2))
-        return sum(jnp.sum(rules._einsum("bti,bto->bio", p, g) ** 2, axis=(1, 2)) for p in shifted)
+        direct = lambda p: jnp.sum(rules._einsum("bti,bto->bio", p, g) ** 2, axis=(1, 2))  # noqa: E731
+        return rules._offset_sum(direct, *args)
 
     return conv_sq_norm
 
@@ -96,6 +106,7 @@ def _grand_rows(model, variables, images, labels) -> dict:
         "grand_no_conv_rule": {(rules, "conv_sq_norm"): _g_only},
         "grand_conv_direct": {(rules, "conv_sq_norm"): _conv_forced(False)},
         "grand_conv_gram": {(rules, "conv_sq_norm"): _conv_forced(True)},
+        "grand_offsets_unrolled": {(rules, "_offset_sum"): _unrolled_offset_sum},
         "grand_conv_rule_deep_only": {(rules, "conv_sq_norm"): _conv_where(lambda c: c >= 256)},
         "grand_conv_rule_shallow_only": {(rules, "conv_sq_norm"): _conv_where(lambda c: c < 256)},
     }

@@ -190,3 +190,20 @@ def make_split(n=64, num_classes=3, hw=28, channels=1, seed=0):
         clean_labels=labels,
         noisy_index=np.zeros(0, np.int64),
     )
+
+
+def guard_warnings(call, caplog):
+    """`(call(), the GraNd guard's warnings joined)`, compiled programs cleared around the call
+    (a test that plants a faulty rule must not reuse or leave programs built with it)."""
+    import logging
+
+    from datadiet_jax.scores import api
+
+    api.clear_programs()
+    try:
+        with caplog.at_level(logging.WARNING):
+            result = call()
+    finally:
+        api.clear_programs()
+    messages = (r.getMessage() for r in caplog.records)
+    return result, " ".join(m for m in messages if "GraNd guard" in m)

@@ -12,7 +12,7 @@ from flax import nnx
 
 from datadiet_jax.scores import adapters, api
 from datadiet_jax.scores.pergrad import jaxpr_norms, jaxpr_sites, plan, rules
-from tests.references import function_grand_loop, linen_grand_loop, seed
+from tests.references import function_grand_loop, guard_warnings, linen_grand_loop, seed
 
 DIM, VOCAB = 8, 6
 
@@ -143,16 +143,11 @@ def test_embedding_rule_equals_the_dense_table_gradient(clip):
 
 
 def test_planted_embedding_fault_is_caught_by_the_guard(monkeypatch, caplog):
-    api.clear_programs()
     embed = jaxpr_norms._embed_sq_norm
     monkeypatch.setattr(jaxpr_norms, "_embed_sq_norm", lambda *a: 1.5 * embed(*a))
     model, variables, x, y = _linen_case("text", n=9)
-    try:
-        with caplog.at_level(logging.WARNING):
-            got = api.grand_scores(model, variables, x, y, batch_size=8)
-    finally:
-        api.clear_programs()
-    warned = " ".join(r.getMessage() for r in caplog.records if "GraNd guard" in r.getMessage())
+    call = lambda: api.grand_scores(model, variables, x, y, batch_size=8)  # noqa: E731
+    got, warned = guard_warnings(call, caplog)
     assert "layer Embed_0/embedding " in warned and "Dense" not in warned, warned
     want = linen_grand_loop(lambda v, xx: model.apply(v, xx), variables, x, y)
     np.testing.assert_allclose(got, want, rtol=1e-4)

@@ -8,7 +8,8 @@ of the summed per-example losses w.r.t. the perturbations gives every site's per
 gradient `g_i`, and the rules of `rules` give each site's per-example squared norm:
 
 - 'dense' and 'conv': `rules.matmul_sq_norm` / `conv_sq_norm` of the captured input and `g`,
-  after moving the batch, contraction and feature axes where the rules expect them.
+  after moving the batch, contraction and feature axes where the rules expect them (a param on
+  the left of a `dot_general`, equinox's `W @ x` under vmap, puts its free axes first).
 - 'embed' (a row lookup in a param table): `rules.embed_sq_norm` of the captured ids and `g`.
 - 'scale' / 'shift' (`a * q` / `a + q`, `q` broadcast along the batch): the per-example cotangent
   `g_i * a_i` / `g_i` is pulled back to the param leaves through `q`'s own batch-free function
@@ -103,12 +104,19 @@ def _evaluate(closed: jex.ClosedJaxpr, args, sites, eps):
     return _read(env, jaxpr.outvars[0]), captured
 
 
-def _dense_sq_norm(eqn, a, g):
-    (contract, _), _ = eqn.params["dimension_numbers"]
-    free = [d for d in range(1, a.ndim) if d not in contract]
-    b, t = a.shape[0], math.prod(a.shape[d] for d in free)
-    a2 = jnp.transpose(a, (0, *free, *contract)).reshape(b, t, -1)
-    return rules.matmul_sq_norm(a2, g.reshape(b, t, -1))
+def _dense_sq_norm(eqn, site: JaxprSite, a, g):
+    """`dot_general` of the activation `a` (operand `site.act`, batch axis `site.act_axis`) and
+    a param. The output's axes are the left operand's free axes, then the right one's: a param
+    on the left puts its free axes first and the batch at `site.out_axis`. -> [B] float32."""
+    contract = eqn.params["dimension_numbers"][0][site.act]
+    free = [d for d in range(a.ndim) if d not in contract]  # the batch axis among them
+    first = 0 if site.act == 0 else g.ndim - len(free)  # a's free axes in the output
+    w_axes = [d for d in range(g.ndim) if not first <= d < first + len(free)]
+    others = [(d, first + k) for k, d in enumerate(free) if d != site.act_axis]
+    b, t = a.shape[site.act_axis], math.prod(a.shape[d] for d, _ in others)
+    a2 = jnp.transpose(a, (site.act_axis, *(d for d, _ in others), *contract))
+    g2 = jnp.transpose(g, (site.out_axis, *(o for _, o in others), *w_axes))
+    return rules.matmul_sq_norm(a2.reshape(b, t, -1), g2.reshape(b, t, -1))
 
 
 def _conv_sq_norm(eqn, a, g):
@@ -197,7 +205,7 @@ def site_sq_norms(
         if s.kind == "embed":
             norms[s.key] = _embed_sq_norm(eqn, a, g)
         elif s.kind == "dense":
-            norms[s.key] = _dense_sq_norm(eqn, a.astype(jnp.float32), g)
+            norms[s.key] = _dense_sq_norm(eqn, s, a.astype(jnp.float32), g)
         elif s.kind == "conv":
             norms[s.key] = _conv_sq_norm(eqn, a.astype(jnp.float32), g)
         else:

@@ -7,17 +7,23 @@ batch-dependent (it depends on the images) or batch-free, and by the set of para
 on. A param leaf's *use* is a batch-free value depending on it that enters a batch-dependent
 equation (or is an output). A use is a site when a rule of `rules` covers it:
 
-- 'dense': `dot_general(a, w)` with `w` a param leaf through reshape/transpose/convert/copy only
-  (each preserves the gradient's norm), no dot batch dimensions, and `a`'s leading axis the
-  batch (not contracted): nnx.Linear, `x @ W`, einsums of that shape.
+- 'dense': `dot_general(a, w)` or `dot_general(w, a)` with `w` a param leaf through
+  reshape/transpose/convert/copy only (each preserves the gradient's norm), no dot batch
+  dimensions, and a batch axis of `a` that is not contracted (its leading axis, else its one
+  free axis of the batch's size): nnx.Linear, `x @ W`, einsums of that shape, and equinox's
+  `W @ x` under `jax.vmap` (the param on the left: the output `[O, ..., B, ...]` has the batch
+  after the weight's free axes, and inside one vmapped model `a` may carry it on a later axis:
+  `JaxprSite.act_axis`, `out_axis`).
 - 'conv': `conv_general_dilated(a, w)` with `w` as above, `a`'s and the output's batch dimension
   leading, no dilation, one feature and batch group: nnx.Conv, `lax.conv_general_dilated` in
   any layout (NHWC, NCHW, ...).
 - 'scale' / 'shift': `a * q` / `a + q` with `q` batch-free and broadcast along the batch (a
   leading axis of 1, a scalar, or a `broadcast_in_dim`/`tile` whose batch axis is new or of size
-  1), `a` of the output's shape or broadcast to it (size-1 axes): biases, learned position
-  embeddings and BatchNorm-style scales; a LayerNorm/RMSNorm scale multiplies the per-example
-  `rsqrt(var + eps)` [B, T, 1] before the centred input, so `a` is that statistic. `q` may be
+  1, also when the broadcast's shape is the batch's: haiku's `jnp.broadcast_to(b, out.shape)`,
+  which at batch size 1 is a leading axis of 1 made by a broadcast), `a` of the output's shape
+  or broadcast to it (size-1 axes): biases, learned position embeddings and BatchNorm-style
+  scales; a LayerNorm/RMSNorm scale multiplies the per-example `rsqrt(var + eps)` [B, T, 1]
+  before the centred input, so `a` is that statistic (haiku's LayerNorm too). `q` may be
   any batch-free function of params and state (e.g. `scale * rsqrt(var + eps)` in
   nnx.BatchNorm); its per-example gradients come from the small vector-Jacobian product of that
   function (`jaxpr_norms`).
@@ -64,7 +70,9 @@ class JaxprSite:
     output; param_var_eqn: for 'scale'/'shift'/'concat', the index of the `broadcast_in_dim` or
     `tile` equation whose input is the broadcast value (None when the operand itself is broadcast
     by a leading 1); slice_eqns: for those kinds, the equations computing that value from the
-    leaves, in order; span: for 'concat', (axis, start, stop) of the operand in the output.
+    leaves, in order; span: for 'concat', (axis, start, stop) of the operand in the output;
+    act_axis/out_axis: the batch axis of the batch operand and of the output (0 but for some
+    'dense' sites: a param on the left of the `dot_general`, a batch on a later axis of `a`).
     """
 
     key: str
@@ -77,6 +85,8 @@ class JaxprSite:
     param_var_eqn: int | None = None
     slice_eqns: tuple[int, ...] = ()
     span: tuple[int, int, int] | None = None
+    act_axis: int = 0
+    out_axis: int = 0
 
 
 def leaf_names(params) -> list[str]:
@@ -214,6 +224,38 @@ def _is_lookup(eqn) -> bool:
     )
 
 
+def _dense_candidate(n, pos, jaxpr, batch, defn, num_params, size):
+    """The 'dense' site of param operand `pos` (0 or 1) of a `dot_general`, or None.
+
+    The activation's batch axis is its leading axis (which must not be contracted), else its one
+    free axis of the batch's size; the output's axes are the left operand's free axes, then the
+    right one's, which places the batch.
+    """
+    eqn = jaxpr.eqns[n]
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    act = 1 - pos
+    a, v = eqn.invars[act], eqn.invars[pos]
+    leaf = _chain_leaf(v, jaxpr, defn, num_params)
+    if lb or rb or leaf is None or isinstance(a, jex.Literal) or not batch[a] or not a.aval.shape:
+        return None
+    contract, shape = (lc, rc)[act], tuple(a.aval.shape)
+    free = [d for d in range(len(shape)) if d not in contract]
+    sized = [d for d in free if shape[d] == size]
+    if shape[0] == size:
+        if 0 in contract:
+            return None
+        act_axis = 0
+    elif len(sized) == 1:
+        act_axis = sized[0]
+    else:
+        return None
+    out_axis = (len(v.aval.shape) - len((lc, rc)[pos]) if pos == 0 else 0) + free.index(act_axis)
+    out = tuple(eqn.outvars[0].aval.shape)
+    drop = lambda t, ax: (*t[:ax], *t[ax + 1 :])  # noqa: E731
+    sig = (n, act, drop(out, out_axis), tuple(v.aval.shape), act_axis, drop(shape, act_axis))
+    return "dense", (leaf,), None, (), sig, {"act_axis": act_axis, "out_axis": out_axis}
+
+
 def _concat_candidate(n, pos, jaxpr, batch, dep, defn):
     """The 'concat' site of a param broadcast along the batch and concatenated (a class token)."""
     eqn = jaxpr.eqns[n]
@@ -238,7 +280,11 @@ def _candidate(n, pos, jaxpr, batch, dep, defn, num_params, size):
     name, p = eqn.primitive.name, eqn.params
     out = eqn.outvars[0].aval
     act = 1 - pos
-    if len(eqn.outvars) != 1 or not out.shape or out.shape[0] != size:
+    if len(eqn.outvars) != 1 or not out.shape:
+        return None
+    if name == "dot_general":
+        return _dense_candidate(n, pos, jaxpr, batch, defn, num_params, size)
+    if out.shape[0] != size:
         return None
     if name == "concatenate":
         return _concat_candidate(n, pos, jaxpr, batch, dep, defn)
@@ -249,12 +295,6 @@ def _candidate(n, pos, jaxpr, batch, dep, defn, num_params, size):
         return None
     v = eqn.invars[pos]
     sig = (n, act, tuple(out.shape[1:]), tuple(getattr(v.aval, "shape", ()))[1:])
-    if name == "dot_general":
-        (lc, _), (lb, rb) = p["dimension_numbers"]
-        leaf = _chain_leaf(v, jaxpr, defn, num_params)
-        if pos != 1 or lb or rb or 0 in lc or leaf is None:
-            return None
-        return "dense", (leaf,), None, (), sig, {}
     if name == "conv_general_dilated":
         dn = p["dimension_numbers"]
         leaf = _chain_leaf(v, jaxpr, defn, num_params)
@@ -274,10 +314,10 @@ def _candidate(n, pos, jaxpr, batch, dep, defn, num_params, size):
         return ("embed", (leaf,), None, (), sig, {}) if pos == 0 and _is_lookup(eqn) else None
     if name in ELEMENTWISE and _broadcasts_to(a.aval.shape, out.shape):
         shape = tuple(v.aval.shape)
-        bcast, q = None, v
-        if shape and (len(shape) != len(out.shape) or shape[0] != 1):
-            bcast, q = _batch_broadcast(v, jaxpr, defn)
-            if bcast is None:
+        bcast, q = _batch_broadcast(v, jaxpr, defn) if shape else (None, None)
+        if bcast is None:
+            q = v
+            if shape and (len(shape) != len(out.shape) or shape[0] != 1):
                 return None
         if batch.get(q, False):
             return None
@@ -315,7 +355,8 @@ def _analyse(closed: jex.ClosedJaxpr, num_params: int, size: int, names: list[st
         key = "+".join(names[i] for i in leaves)
         out = jaxpr.eqns[n].outvars[0].aval
         site = JaxprSite(key, kind, n, extra.get("act", 1 - pos), leaves, tuple(out.shape),
-                         out.dtype, bcast, slice_eqns, extra.get("span"))  # fmt: skip
+                         out.dtype, bcast, slice_eqns, extra.get("span"),
+                         extra.get("act_axis", 0), extra.get("out_axis", 0))  # fmt: skip
         found[key] = (site, (kind, leaves, sig))
     return found
 

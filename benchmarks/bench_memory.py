@@ -57,7 +57,7 @@ def _g_only(x, g, *args):
     return jnp.sum(g.astype(jnp.float32).reshape(g.shape[0], -1) ** 2, axis=1)
 
 
-def _unrolled_offset_sum(term, x, ksize, strides, padding):
+def _unrolled_offset_sum(term, x, g, ksize, strides, padding):
     """The conv rule's sum over kernel offsets unrolled in Python (before its `fori_loop`)."""
     from datadiet_jax.scores.pergrad import rules
 
@@ -69,7 +69,7 @@ def _conv_forced(gram: bool):
 
     def conv_sq_norm(x, g, ksize, strides, padding):
         g = g.reshape(g.shape[0], -1, g.shape[-1])
-        args = (x, ksize, strides, padding)
+        args = (x, g, ksize, strides, padding)
         if gram:
             gram_x = rules._offset_sum(lambda p: rules._einsum("bti,bsi->bts", p, p), *args)
             return jnp.sum(gram_x * rules._einsum("bto,bso->bts", g, g), axis=(1, 2))

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from datadiet_jax.scores.pergrad import fallback
 from datadiet_jax.scores.pergrad.linen_sites import LinenSite, batchnorm_feature_axes
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -85,7 +86,7 @@ def shifted_inputs(x: jax.Array, ksize, strides, padding) -> list[jax.Array]:
     return [_offset_slice(x, offset, out, strides) for offset in offsets]
 
 
-def _offset_sum(term, x: jax.Array, ksize, strides, padding) -> jax.Array:
+def _offset_sum(term, x: jax.Array, g: jax.Array, ksize, strides, padding) -> jax.Array:
     """`sum(term(p) for p in shifted_inputs(x, ...))`, one kernel offset's slice at a time.
 
     A `fori_loop` over the offsets. Unrolled in Python, XLA cut every offset's [B, T, C] slice of
@@ -100,7 +101,11 @@ def _offset_sum(term, x: jax.Array, ksize, strides, padding) -> jax.Array:
         return total + term(_offset_slice(x, tuple(table[k]), out, strides))
 
     first = jax.eval_shape(term, _offset_slice(x, offsets[0], out, strides))
-    return jax.lax.fori_loop(0, len(offsets), body, jnp.zeros(first.shape, first.dtype))
+    # Under shard_map the loop's output varies over the mesh axes of `x` and `g`; the zeros
+    # carry must too. (Starting from the first offset's term instead keeps that slice alive
+    # beside the loop: 355 MB against 305 on ResNet18.)
+    zeros = fallback.vary_like(jnp.zeros(first.shape, first.dtype), x, g)
+    return jax.lax.fori_loop(0, len(offsets), body, zeros)
 
 
 def conv_sq_norm(x: jax.Array, g: jax.Array, ksize, strides, padding) -> jax.Array:
@@ -108,10 +113,10 @@ def conv_sq_norm(x: jax.Array, g: jax.Array, ksize, strides, padding) -> jax.Arr
     g = g.reshape(g.shape[0], -1, g.shape[-1])
     t, i, o = g.shape[1], math.prod(ksize) * x.shape[-1], g.shape[-1]
     if t * (i + o) < i * o:  # Gram identity: [B, T, T] is cheaper than [B, kkC, O].
-        gram_x = _offset_sum(lambda p: _einsum("bti,bsi->bts", p, p), x, ksize, strides, padding)
+        gram_x = _offset_sum(lambda p: _einsum("bti,bsi->bts", p, p), x, g, ksize, strides, padding)
         return jnp.sum(gram_x * _einsum("bto,bso->bts", g, g), axis=(1, 2))
     direct = lambda p: jnp.sum(_einsum("bti,bto->bio", p, g) ** 2, axis=(1, 2))  # noqa: E731
-    return _offset_sum(direct, x, ksize, strides, padding)
+    return _offset_sum(direct, x, g, ksize, strides, padding)
 
 
 def embed_sq_norm(ids: jax.Array, g: jax.Array, vocab: int, clip: bool) -> jax.Array:

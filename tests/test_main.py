@@ -222,3 +222,18 @@ def test_progress_and_score_lines_never_say_nan_and_paths_are_relative(smoke_run
     assert "workdir" not in results
     assert not [p for p in results["scores"].values() if os.path.isabs(p)]
     assert results["scores"]["el2n@1"] == os.path.join("scores", "el2n_epoch001.npz")
+
+
+def test_epoch_seconds_and_score_timings_are_recorded(smoke_run):
+    workdir, _ = smoke_run
+    lines = open(os.path.join(workdir, "scores", "train", "metrics.jsonl")).read().splitlines()
+    seconds = [json.loads(line)["seconds"] for line in lines]
+    assert len(seconds) == 1 and all(s > 0 for s in seconds)  # the score training: 1 epoch
+    timings = open(os.path.join(workdir, "scores", "timings.jsonl")).read().splitlines()
+    timings = [json.loads(line) for line in timings]
+    # Every score computed at an epoch has one line; forgetting and AUM come from the training.
+    assert sorted((t["score"], t["epoch"]) for t in timings) == [
+        ("el2n", 1), ("grand", 0), ("grand", 1)
+    ]  # fmt: skip
+    for t in timings:
+        assert t["seconds"] > 0 and t["num_seeds"] == 2 and t["num_examples"] == 128, t

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -195,6 +196,7 @@ class _Training:
         rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds)
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
         step, loss = start, None
+        self.epoch_clock = time.perf_counter()
         for batch in batches:
             batch = train_mesh.place_batch({**batch, "rng": rng}, self.mesh)
             state, stats, loss = step_fn(state, stats, batch)
@@ -214,11 +216,16 @@ class _Training:
             self.reported = _check_finite(stats, self.reported, self.spec, self.spe)
         if at_epoch_end:
             record = {"step": step, "epoch": step / self.spe, "loss": np.asarray(loss).tolist()}
+            # Wall seconds of the epoch's training steps in this process (the first epoch after
+            # a start or resume includes compilation; hooks and epoch-end saves are not counted).
+            record["seconds"] = round(time.perf_counter() - self.epoch_clock, 3)
             _append_jsonl(self.metrics_path, record)
         if must_save:
             self.ckpts.save(step, state, stats)
         if step in self.hook_steps:
             self.hook_steps[step](state, stats)
+        if at_epoch_end:
+            self.epoch_clock = time.perf_counter()
         if len(self.reported) == self.spec.num_seeds:
             logging.error("%s: every seed diverged; training stopped at step %d.",
                           self.spec.name, step)  # fmt: skip

@@ -10,8 +10,10 @@ file of an earlier epoch is recomputed from that epoch's kept checkpoint. Scores
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 
 import numpy as np
 from absl import logging
@@ -65,6 +67,21 @@ def provenance(config, split, kind: str, epoch: int) -> dict:
     }  # fmt: skip
 
 
+def timings_path(workdir: str) -> str:
+    """`WORKDIR/scores/timings.jsonl`: one line per score computation."""
+    return os.path.join(workdir, "scores", "timings.jsonl")
+
+
+def record_seconds(workdir: str, kind: str, epoch: int, seconds: float, per_seed) -> None:
+    """Appends `{'score', 'epoch', 'seconds', 'num_seeds', 'num_examples'}` of one score
+    computation (all K seeds, wall time, compilation included) to `timings_path`."""
+    shape = np.shape(per_seed)
+    line = {"score": kind, "epoch": int(epoch), "seconds": round(float(seconds), 3),
+            "num_seeds": int(shape[0]), "num_examples": int(shape[-1])}  # fmt: skip
+    with open(timings_path(workdir), "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def wanted_files(config, workdir: str) -> dict[str, tuple[str, int, str]]:
     """{score name: (kind, epoch, path)} of every score file the config computes."""
     _, train_epochs = config_check.score_epochs(config)
@@ -108,9 +125,11 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
                 todo = (kind, epoch) in {(k, e) for k, e, _ in wanted.values()}
                 if todo and not os.path.exists(score_path(workdir, kind, epoch)):
                     labels, bs = split.labels, config.score.batch_size
+                    start = time.perf_counter()
                     with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
                         per_seed = fn(scored, variables, images, labels, batch_size=bs,
                                       integer_inputs=tokens)  # fmt: skip
+                    record_seconds(workdir, kind, epoch, time.perf_counter() - start, per_seed)
                     write(kind, epoch, per_seed)
 
         return hook

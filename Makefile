@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install data run test lint format bench reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-fig4 \
-	reproduce-transfer reproduce-seedcount clean
+	reproduce-transfer reproduce-seedcount reproduce-methods clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,9 @@ reproduce-transfer: data
 
 reproduce-seedcount: data
 	$(PY) -m experiments.seedcount --scale=$(SCALE)
+
+reproduce-methods: data
+	$(PY) -m experiments.methods --scale=$(SCALE)
 
 clean:
 	rm -rf $(VENV) runs figures bench .pytest_cache .ruff_cache .jax_cache *.egg-info

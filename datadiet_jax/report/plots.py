@@ -129,13 +129,15 @@ def save_figure(fig: Figure, out_stem) -> list[str]:
     return [str(p) for p in paths]
 
 
-def _band(ax, rows, x_key, label, **style):
+def band(ax, rows, x_key, label, **style):
+    """Draws the mean test accuracy of `rows` against `x_key` with its 16-84 band on `ax`."""
     xs, means, lo, hi = summarize_by(rows, x_key)
     (line,) = ax.plot(xs, means, marker="o", markersize=3, label=label, **style)
     ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
-def _baseline(ax, rows, style):
+def baseline(ax, rows, style):
+    """Draws the mean test accuracy of `rows` as a horizontal line with its 16-84 band."""
     mean, lo, hi = summarize([_number(r, "test_accuracy", i) for i, r in enumerate(rows)])
     ax.axhline(mean, **style)
     ax.axhspan(lo, hi, color=style["color"], alpha=0.08, linewidth=0)
@@ -169,12 +171,12 @@ def plot_offset_curves(rows: Sequence[Mapping], out_stem) -> list[str]:
     for ax, fraction in zip(axes, fractions, strict=True):
         panel = [r for i, r in enumerate(rows) if _number(r, "noise_fraction", i) == fraction]
         for name, style in BASELINE_STYLES.items():
-            baseline = [r for r in panel if r["strategy"] == name]
-            if baseline:
-                _baseline(ax, baseline, style)
+            group = [r for r in panel if r["strategy"] == name]
+            if group:
+                baseline(ax, group, style)
         offsets = [r for r in panel if r["strategy"] == "offset"]
         if offsets:
-            _band(ax, offsets, "offset", "offset window", color="tab:blue")
+            band(ax, offsets, "offset", "offset window", color="tab:blue")
         ax.set_title(f"label noise {fraction:.0%}")
         ax.set_xlabel("offset (hardest examples skipped)")
         ax.grid(alpha=0.3)
@@ -194,11 +196,11 @@ def _method_curves(rows, group_key, x_key, xlabel, out_stem) -> list[str]:
         groups.setdefault(str(row[group_key]), []).append(row)
     for name, group in groups.items():
         if name == "full":
-            _baseline(ax, group, BASELINE_STYLES["full"])
+            baseline(ax, group, BASELINE_STYLES["full"])
         elif name == "random":
-            _band(ax, group, x_key, name, color="tab:gray", linestyle=":")
+            band(ax, group, x_key, name, color="tab:gray", linestyle=":")
         else:
-            _band(ax, group, x_key, name)
+            band(ax, group, x_key, name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)

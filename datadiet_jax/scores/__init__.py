@@ -15,6 +15,7 @@ module of this package with those blocked), so it runs wherever JAX runs.
   sharding     the ('seed', 'data') mesh of a scores call
   progress     the progress logger of long loops (scoring here, training in the pipeline)
   aum, forgetting   training-dynamics scores: a pure state and update for any training loop
+  dynamics     windowed training-dynamics scores (Dyn-Unc, DUAL, TDDS): one state and update
   pruning/     selection strategies: [N] scores -> kept indices (pure numpy)
   values       what a valid score is (finite or +inf)
 """
@@ -22,6 +23,13 @@ module of this package with those blocked), so it runs wherever JAX runs.
 from datadiet_jax.scores.adapters import stateful
 from datadiet_jax.scores.api import el2n_scores, grand_scores, init_variables
 from datadiet_jax.scores.aum import aum_scores, init_aum, update_aum
+from datadiet_jax.scores.dynamics import (
+    dual_scores,
+    dyn_unc_scores,
+    init_dynamics,
+    tdds_scores,
+    update_dynamics,
+)
 from datadiet_jax.scores.forgetting import forgetting_scores, init_forgetting, update_forgetting
 from datadiet_jax.scores.losses import cross_entropy, el2n
 from datadiet_jax.scores.pruning import select
@@ -29,15 +37,20 @@ from datadiet_jax.scores.pruning import select
 __all__ = [
     "aum_scores",
     "cross_entropy",
+    "dual_scores",
+    "dyn_unc_scores",
     "el2n",
     "el2n_scores",
     "forgetting_scores",
     "grand_scores",
     "init_aum",
+    "init_dynamics",
     "init_forgetting",
     "init_variables",
     "select",
     "stateful",
+    "tdds_scores",
     "update_aum",
+    "update_dynamics",
     "update_forgetting",
 ]

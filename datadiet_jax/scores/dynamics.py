@@ -159,10 +159,11 @@ def dyn_unc_scores(state) -> np.ndarray:
 
     U = 1/(T-J) * sum_{k=0}^{T-J-1} std_{ddof=1}(p_k, ..., p_{k+J-1}).
 
-    Follows the official code (`get_coreset.py`): a window's std joins the mean only once a later
-    epoch follows it, so the window ending at the last epoch seen is left out, as in the paper's sum
-    over k = 0..K-J-1 (DUAL's re-implementation `dynunc` also averages the last window). Needs
-    T >= J+1 presentations of every (seed, example) pair.
+    Follows the official code (`get_coreset.py`, whose loop stops one epoch file before the last):
+    a window's std joins the mean only once a later epoch follows it, so the window ending at the
+    last epoch seen is left out (DUAL's re-implementation `dynunc` averages it too; the paper's text
+    does not settle it). Window J: the code's required `--window`, 10 in DUAL's re-implementation.
+    Needs T >= J+1 presentations of every (seed, example) pair.
 
     Raises:
       ValueError: naming how many pairs have fewer than J+1 presentations (no NaN is returned).

@@ -2,6 +2,7 @@
 
   ranking      validation of scores, kept counts, hardest / easiest / random / offset windows
   stratified   per-class quotas, class-balanced strategies, CCS (coverage-centric coresets)
+  dual_sampling  DUAL's Beta sampling over mean predictions, for high pruning ratios
   strategies   the registry `STRATEGIES`, `select(strategy, scores, prune_fraction=...)` and
                `kept_indices(scores, strategy, keep_fraction= or prune_fraction=)`
 
@@ -9,6 +10,7 @@
 dataset's own order, sorted. Scores are higher = harder, finite or +inf (`scores.values`).
 """
 
+from datadiet_jax.scores.pruning.dual_sampling import dual_sample
 from datadiet_jax.scores.pruning.ranking import (
     check_window,
     hardest_first,
@@ -33,6 +35,7 @@ __all__ = [
     "check_window",
     "class_balanced",
     "class_quotas",
+    "dual_sample",
     "hardest_first",
     "keep_easiest",
     "keep_hardest",

@@ -11,14 +11,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from datadiet_jax.scores.pruning import ranking, stratified
+from datadiet_jax.scores.pruning import dual_sampling, ranking, stratified
 
 
 def _random_in_class(class_scores, num_keep, *, seed):
     return ranking.random_subset(np.shape(class_scores)[0], num_keep, seed)
 
 
-# Entries share one signature: (scores, num_keep, *, labels, seed, offset, beta, num_examples).
+# Entries share one signature: (scores, num_keep, *, labels, seed, offset, beta, num_examples,
+# mean_probs).
 # 'random_balanced' ignores scores: zeros only carry the class sizes through class_balanced.
 STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
     "hardest": lambda scores, k, **_: ranking.keep_hardest(scores, k),
@@ -37,6 +38,9 @@ STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
         stratified.class_balanced(_random_in_class, np.zeros(num_examples), labels, k, seed=seed)
     ),
     "ccs": lambda scores, k, *, seed, beta, **_: stratified.ccs(scores, k, beta=beta, seed=seed),
+    "dual_sampling": lambda scores, k, *, seed, mean_probs, **_: dual_sampling.dual_sample(
+        scores, k, mean_probs=mean_probs, seed=seed
+    ),
 }
 
 _SCORE_FREE = ("random", "random_balanced")
@@ -52,12 +56,13 @@ def select(
     offset: int = 0,
     beta: float = 0.0,
     num_examples: int | None = None,
+    mean_probs=None,
 ) -> np.ndarray:
     """Prunes a dataset with a named strategy from `STRATEGIES`.
 
     Args:
       strategy: one of `STRATEGIES` ('hardest', 'easiest', 'random', 'offset', 'hardest_balanced',
-        'easiest_balanced', 'random_balanced', 'ccs').
+        'easiest_balanced', 'random_balanced', 'ccs', 'dual_sampling').
       scores: `[N]` float, or None for the random strategies.
       prune_fraction: fraction of examples pruned, in [0, 1).
       labels: `[N]` int class labels; needed by the '*_balanced' strategies.
@@ -65,6 +70,8 @@ def select(
       offset: hardest examples skipped by 'offset'.
       beta: hardest fraction dropped by 'ccs'.
       num_examples: N; only needed when neither scores nor labels are given.
+      mean_probs: `[N]` mean assigned-label probabilities; needed by 'dual_sampling' (DUAL's Beta
+        sampling evaluates its density there; `dynamics.mean_true_probs(state).mean(0)`).
 
     Returns:
       `[ranking.num_to_keep(N, prune_fraction)] int64` sorted kept indices.
@@ -94,7 +101,14 @@ def select(
         )
     num_keep = ranking.num_to_keep(n, prune_fraction)
     return STRATEGIES[strategy](
-        scores, num_keep, labels=labels, seed=seed, offset=offset, beta=beta, num_examples=n
+        scores,
+        num_keep,
+        labels=labels,
+        seed=seed,
+        offset=offset,
+        beta=beta,
+        num_examples=n,
+        mean_probs=mean_probs,
     )
 
 
@@ -118,10 +132,12 @@ def kept_indices(
       strategy: one of `STRATEGIES`: 'hardest', 'easiest', 'random', 'offset' (skip the
         `offset` hardest, keep the next ones), 'hardest_balanced', 'easiest_balanced',
         'random_balanced' (each class keeps its share), 'ccs' (coverage-centric coresets,
-        dropping the hardest `beta` first).
+        dropping the hardest `beta` first), 'dual_sampling' (DUAL's Beta sampling for high
+        pruning ratios; needs `mean_probs`).
       keep_fraction: share of the examples kept, in (0, 1].
       prune_fraction: share removed, in [0, 1).
-      **options: `labels`, `seed`, `offset`, `beta`, `num_examples`, as in `select`.
+      **options: `labels`, `seed`, `offset`, `beta`, `num_examples`, `mean_probs`, as in
+        `select`.
 
     Returns:
       `[M] int64` sorted positions in the dataset's own order.

@@ -15,14 +15,18 @@ module of this package with those blocked), so it runs wherever JAX runs.
   sharding     the ('seed', 'data') mesh of a scores call
   progress     the progress logger of long loops (scoring here, training in the pipeline)
   aum, forgetting   training-dynamics scores: a pure state and update for any training loop
-  pruning/     selection strategies: [N] scores -> kept indices (pure numpy)
+  features     penultimate_features: the last linear layer's input, [K, N, D]
+  geometry     scores from features: Moderate-DS distances, prototypicality
+  pruning/     selection strategies: [N] scores (and features) -> kept indices
   values       what a valid score is (finite or +inf)
 """
 
 from datadiet_jax.scores.adapters import stateful
 from datadiet_jax.scores.api import el2n_scores, grand_scores, init_variables
 from datadiet_jax.scores.aum import aum_scores, init_aum, update_aum
+from datadiet_jax.scores.features import penultimate_features
 from datadiet_jax.scores.forgetting import forgetting_scores, init_forgetting, update_forgetting
+from datadiet_jax.scores.geometry import moderate_distances, prototype_distances
 from datadiet_jax.scores.losses import cross_entropy, el2n
 from datadiet_jax.scores.pruning import select
 
@@ -36,6 +40,9 @@ __all__ = [
     "init_aum",
     "init_forgetting",
     "init_variables",
+    "moderate_distances",
+    "penultimate_features",
+    "prototype_distances",
     "select",
     "stateful",
     "update_aum",

@@ -310,15 +310,18 @@ def test_select_dispatch_matches_direct_calls():
 def test_registry_names():
     assert set(pruning.STRATEGIES) == {
         'hardest', 'easiest', 'random', 'offset', 'hardest_balanced', 'easiest_balanced',
-        'random_balanced', 'ccs',
+        'random_balanced', 'ccs', 'moderate', 'kcenter', 'herding', 'd2',
     }  # fmt: skip
 
 
 def test_every_strategy_returns_sorted_unique_int64():
     rng = np.random.default_rng(8)
     scores, labels = rng.normal(size=60), rng.integers(0, 3, size=60)
+    features = rng.normal(size=(2, 60, 4))
     for name in pruning.STRATEGIES:
-        kept = pruning.select(name, scores, prune_fraction=0.5, labels=labels, seed=0, beta=0.1)
+        kept = pruning.select(
+            name, scores, prune_fraction=0.5, labels=labels, seed=0, beta=0.1, features=features
+        )
         assert kept.dtype == np.int64 and kept.shape == (30,)
         assert np.all(np.diff(kept) > 0) and kept.min() >= 0 and kept.max() < 60
 

@@ -11,14 +11,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from datadiet_jax.scores.pruning import ranking, stratified
+from datadiet_jax.scores.pruning import geometric, ranking, stratified
 
 
 def _random_in_class(class_scores, num_keep, *, seed):
     return ranking.random_subset(np.shape(class_scores)[0], num_keep, seed)
 
 
-# Entries share one signature: (scores, num_keep, *, labels, seed, offset, beta, num_examples).
+# Entries share one signature:
+# (scores, num_keep, *, labels, seed, offset, beta, num_examples, features).
 # 'random_balanced' ignores scores: zeros only carry the class sizes through class_balanced.
 STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
     "hardest": lambda scores, k, **_: ranking.keep_hardest(scores, k),
@@ -37,9 +38,13 @@ STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
         stratified.class_balanced(_random_in_class, np.zeros(num_examples), labels, k, seed=seed)
     ),
     "ccs": lambda scores, k, *, seed, beta, **_: stratified.ccs(scores, k, beta=beta, seed=seed),
+    "moderate": lambda scores, k, **_: geometric.moderate_window(scores, k),
+    "kcenter": geometric.kcenter_strategy,
+    "herding": geometric.herding_strategy,
+    "d2": geometric.d2_strategy,
 }
 
-_SCORE_FREE = ("random", "random_balanced")
+_SCORE_FREE = ("random", "random_balanced", "kcenter", "herding")
 
 
 def select(
@@ -52,19 +57,23 @@ def select(
     offset: int = 0,
     beta: float = 0.0,
     num_examples: int | None = None,
+    features=None,
 ) -> np.ndarray:
     """Prunes a dataset with a named strategy from `STRATEGIES`.
 
     Args:
       strategy: one of `STRATEGIES` ('hardest', 'easiest', 'random', 'offset', 'hardest_balanced',
-        'easiest_balanced', 'random_balanced', 'ccs').
+        'easiest_balanced', 'random_balanced', 'ccs', and the feature-geometry 'moderate',
+        'kcenter', 'herding', 'd2' of `geometric`).
       scores: `[N]` float, or None for the random strategies.
       prune_fraction: fraction of examples pruned, in [0, 1).
       labels: `[N]` int class labels; needed by the '*_balanced' strategies.
       seed: int seed of the random strategies and of 'ccs'.
       offset: hardest examples skipped by 'offset'.
-      beta: hardest fraction dropped by 'ccs'.
-      num_examples: N; only needed when neither scores nor labels are given.
+      beta: hardest fraction dropped by 'ccs' (and per class by 'd2').
+      num_examples: N; only needed when neither scores, labels nor features are given.
+      features: `[N, D]` or per-seed `[K, N, D]` penultimate features, needed by 'kcenter',
+        'herding' and 'd2' (seeds combine as in `geometric.combine_features`).
 
     Returns:
       `[ranking.num_to_keep(N, prune_fraction)] int64` sorted kept indices.
@@ -74,10 +83,14 @@ def select(
             f"unknown pruning strategy {strategy!r}; valid names: {', '.join(sorted(STRATEGIES))}"
         )
     sizes = [int(np.shape(x)[0]) for x in (scores, labels) if x is not None and np.ndim(x)]
+    if features is not None and np.ndim(features) >= 2:
+        sizes.append(int(np.shape(features)[-2]))
     if num_examples is not None:
         sizes.append(int(num_examples))
     if not sizes:
-        raise ValueError(f"strategy {strategy!r} needs scores, labels or num_examples to know N")
+        raise ValueError(
+            f"strategy {strategy!r} needs scores, labels, features or num_examples to know N"
+        )
     n = sizes[0]
     if scores is not None:
         scores = ranking.validate_scores(scores, n)
@@ -92,10 +105,13 @@ def select(
             f"num_examples is {num_examples} but scores/labels have {n} entries; "
             "pass matching sizes"
         )
+    if features is not None:
+        features = geometric.combine_features(features, n)
     num_keep = ranking.num_to_keep(n, prune_fraction)
     return STRATEGIES[strategy](
-        scores, num_keep, labels=labels, seed=seed, offset=offset, beta=beta, num_examples=n
-    )
+        scores, num_keep, labels=labels, seed=seed, offset=offset, beta=beta, num_examples=n,
+        features=features,
+    )  # fmt: skip
 
 
 def kept_indices(
@@ -118,10 +134,10 @@ def kept_indices(
       strategy: one of `STRATEGIES`: 'hardest', 'easiest', 'random', 'offset' (skip the
         `offset` hardest, keep the next ones), 'hardest_balanced', 'easiest_balanced',
         'random_balanced' (each class keeps its share), 'ccs' (coverage-centric coresets,
-        dropping the hardest `beta` first).
+        dropping the hardest `beta` first), 'moderate', 'kcenter', 'herding', 'd2' (`geometric`).
       keep_fraction: share of the examples kept, in (0, 1].
       prune_fraction: share removed, in [0, 1).
-      **options: `labels`, `seed`, `offset`, `beta`, `num_examples`, as in `select`.
+      **options: `labels`, `seed`, `offset`, `beta`, `num_examples`, `features`, as in `select`.
 
     Returns:
       `[M] int64` sorted positions in the dataset's own order.

@@ -16,7 +16,9 @@ module of this package with those blocked), so it runs wherever JAX runs.
   progress     the progress logger of long loops (scoring here, training in the pipeline)
   aum, forgetting   training-dynamics scores: a pure state and update for any training loop
   dynamics     windowed training-dynamics scores (Dyn-Unc, DUAL, TDDS): one state and update
-  pruning/     selection strategies: [N] scores -> kept indices (pure numpy)
+  features     penultimate_features: the last linear layer's input, [K, N, D]
+  geometry     scores from features: Moderate-DS distances, prototypicality
+  pruning/     selection strategies: [N] scores (and features) -> kept indices
   values       what a valid score is (finite or +inf)
 """
 
@@ -30,7 +32,9 @@ from datadiet_jax.scores.dynamics import (
     tdds_scores,
     update_dynamics,
 )
+from datadiet_jax.scores.features import penultimate_features
 from datadiet_jax.scores.forgetting import forgetting_scores, init_forgetting, update_forgetting
+from datadiet_jax.scores.geometry import moderate_distances, prototype_distances
 from datadiet_jax.scores.losses import cross_entropy, el2n
 from datadiet_jax.scores.pruning import select
 
@@ -47,6 +51,9 @@ __all__ = [
     "init_dynamics",
     "init_forgetting",
     "init_variables",
+    "moderate_distances",
+    "penultimate_features",
+    "prototype_distances",
     "select",
     "stateful",
     "tdds_scores",

@@ -13,8 +13,8 @@ Two inputs:
 
 Every item is checked as the arrays of a call are (`inputs.check_pairs`, `check_finite`,
 `check_label_range`, naming the item and the stream positions). `ResultBuffer` collects the
-`[K, b]` results of a stream whose N is unknown in large blocks. `input_batches` is the one entry
-of the score calls: either input, validated, as padded batches.
+`[K, b]` (or `[K, b, D]`) results of a stream whose N is unknown in large blocks.
+`input_batches` is the one entry of the score calls: either input, validated, as padded batches.
 """
 
 from __future__ import annotations
@@ -162,28 +162,32 @@ def _ones(n: int) -> np.ndarray:
 
 
 class ResultBuffer:
-    """Host `[K, N]` float32 results, filled batch by batch in order.
+    """Host `[K, N, *trailing]` float32 results, filled batch by batch in order.
 
-    With N known the result is allocated once. With N unknown, results go into blocks of
-    `_BLOCK` examples and are copied into one array at the end, freeing each block as it is copied,
-    so the peak stays about the size of the result.
+    `trailing` is the shape of one example's result: `()` for scores, `(D,)` for features. With N
+    known the result is allocated once. With N unknown, results go into blocks of `_BLOCK`
+    examples and are copied into one array at the end, freeing each block as it is copied, so the
+    peak stays about the size of the result.
     """
 
-    def __init__(self, num_seeds: int, total: int | None = None):
+    def __init__(self, num_seeds: int, total: int | None = None, trailing: tuple = ()):
         self.num_seeds, self.total, self.size = num_seeds, total, 0
-        self._out = None if total is None else np.empty((num_seeds, total), np.float32)
+        self.trailing = tuple(trailing)
+        shape = (num_seeds, total, *self.trailing)
+        self._out = None if total is None else np.empty(shape, np.float32)
         self._blocks: list[np.ndarray] = []
         self._at = 0  # filled columns of the last block
 
     def append(self, values: np.ndarray) -> None:
-        """Appends `values [K, b]`."""
+        """Appends `values [K, b, *trailing]`."""
         b = values.shape[1]
         if self._out is not None:
             self._out[:, self.size : self.size + b] = values
         done = 0
         while self._out is None and done < b:
             if not self._blocks or self._at == _BLOCK:
-                self._blocks.append(np.empty((self.num_seeds, _BLOCK), np.float32))
+                block = np.empty((self.num_seeds, _BLOCK, *self.trailing), np.float32)
+                self._blocks.append(block)
                 self._at = 0
             take = min(b - done, _BLOCK - self._at)
             self._blocks[-1][:, self._at : self._at + take] = values[:, done : done + take]
@@ -192,10 +196,10 @@ class ResultBuffer:
         self.size += b
 
     def result(self) -> np.ndarray:
-        """The `[K, N]` float32 results in order."""
+        """The `[K, N, *trailing]` float32 results in order."""
         if self._out is not None:
             return self._out[:, : self.size]
-        out = np.empty((self.num_seeds, self.size), np.float32)
+        out = np.empty((self.num_seeds, self.size, *self.trailing), np.float32)
         for i in range(len(self._blocks)):
             lo = i * _BLOCK
             hi = min(self.size, lo + _BLOCK)

@@ -310,7 +310,7 @@ def test_select_dispatch_matches_direct_calls():
 def test_registry_names():
     assert set(pruning.STRATEGIES) == {
         'hardest', 'easiest', 'random', 'offset', 'hardest_balanced', 'easiest_balanced',
-        'random_balanced', 'ccs', 'dual_sampling',
+        'random_balanced', 'ccs', 'dual_sampling', 'moderate', 'kcenter', 'herding', 'd2',
     }  # fmt: skip
 
 
@@ -319,9 +319,11 @@ def test_every_strategy_returns_sorted_unique_int64():
     scores, labels = rng.normal(size=60), rng.integers(0, 3, size=60)
     # 'dual_sampling' weights by the score (>= 0) and a Beta density at mean predictions.
     scores, mean_probs = np.abs(scores), rng.uniform(size=60)
+    features = rng.normal(size=(2, 60, 4))
     for name in pruning.STRATEGIES:
         kept = pruning.select(
-            name, scores, prune_fraction=0.5, labels=labels, seed=0, beta=0.1, mean_probs=mean_probs
+            name, scores, prune_fraction=0.5, labels=labels, seed=0, beta=0.1, features=features,
+            mean_probs=mean_probs,
         )
         assert kept.dtype == np.int64 and kept.shape == (30,)
         assert np.all(np.diff(kept) > 0) and kept.min() >= 0 and kept.max() < 60

@@ -1,8 +1,9 @@
-"""Selection strategies: pure numpy functions from `[N]` scores to the sorted indices kept.
+"""Selection strategies: functions from `[N]` scores (and features) to the sorted indices kept.
 
   ranking      validation of scores, kept counts, hardest / easiest / random / offset windows
   stratified   per-class quotas, class-balanced strategies, CCS (coverage-centric coresets)
   dual_sampling  DUAL's Beta sampling over mean predictions, for high pruning ratios
+  geometric    feature-geometry selectors: Moderate-DS, k-center greedy, herding, D2 pruning
   strategies   the registry `STRATEGIES`, `select(strategy, scores, prune_fraction=...)` and
                `kept_indices(scores, strategy, keep_fraction= or prune_fraction=)`
 
@@ -11,6 +12,7 @@ dataset's own order, sorted. Scores are higher = harder, finite or +inf (`scores
 """
 
 from datadiet_jax.scores.pruning.dual_sampling import dual_sample
+from datadiet_jax.scores.pruning.geometric import herding, k_center_greedy, moderate_window
 from datadiet_jax.scores.pruning.ranking import (
     check_window,
     hardest_first,
@@ -37,9 +39,12 @@ __all__ = [
     "class_quotas",
     "dual_sample",
     "hardest_first",
+    "herding",
+    "k_center_greedy",
     "keep_easiest",
     "keep_hardest",
     "kept_indices",
+    "moderate_window",
     "num_to_keep",
     "offset_window",
     "random_subset",

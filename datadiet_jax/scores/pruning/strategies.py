@@ -11,15 +11,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from datadiet_jax.scores.pruning import dual_sampling, ranking, stratified
+from datadiet_jax.scores.pruning import dual_sampling, geometric, ranking, stratified
 
 
 def _random_in_class(class_scores, num_keep, *, seed):
     return ranking.random_subset(np.shape(class_scores)[0], num_keep, seed)
 
 
-# Entries share one signature: (scores, num_keep, *, labels, seed, offset, beta, num_examples,
-# mean_probs).
+# Entries share one signature:
+# (scores, num_keep, *, labels, seed, offset, beta, num_examples, features, mean_probs).
 # 'random_balanced' ignores scores: zeros only carry the class sizes through class_balanced.
 STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
     "hardest": lambda scores, k, **_: ranking.keep_hardest(scores, k),
@@ -41,9 +41,13 @@ STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
     "dual_sampling": lambda scores, k, *, seed, mean_probs, **_: dual_sampling.dual_sample(
         scores, k, mean_probs=mean_probs, seed=seed
     ),
+    "moderate": lambda scores, k, **_: geometric.moderate_window(scores, k),
+    "kcenter": geometric.kcenter_strategy,
+    "herding": geometric.herding_strategy,
+    "d2": geometric.d2_strategy,
 }
 
-_SCORE_FREE = ("random", "random_balanced")
+_SCORE_FREE = ("random", "random_balanced", "kcenter", "herding")
 
 
 def select(
@@ -56,20 +60,24 @@ def select(
     offset: int = 0,
     beta: float = 0.0,
     num_examples: int | None = None,
+    features=None,
     mean_probs=None,
 ) -> np.ndarray:
     """Prunes a dataset with a named strategy from `STRATEGIES`.
 
     Args:
       strategy: one of `STRATEGIES` ('hardest', 'easiest', 'random', 'offset', 'hardest_balanced',
-        'easiest_balanced', 'random_balanced', 'ccs', 'dual_sampling').
+        'easiest_balanced', 'random_balanced', 'ccs', 'dual_sampling', and the feature-geometry
+        'moderate', 'kcenter', 'herding', 'd2' of `geometric`).
       scores: `[N]` float, or None for the random strategies.
       prune_fraction: fraction of examples pruned, in [0, 1).
       labels: `[N]` int class labels; needed by the '*_balanced' strategies.
       seed: int seed of the random strategies and of 'ccs'.
       offset: hardest examples skipped by 'offset'.
-      beta: hardest fraction dropped by 'ccs'.
-      num_examples: N; only needed when neither scores nor labels are given.
+      beta: hardest fraction dropped by 'ccs' (and per class by 'd2').
+      num_examples: N; only needed when neither scores, labels nor features are given.
+      features: `[N, D]` or per-seed `[K, N, D]` penultimate features, needed by 'kcenter',
+        'herding' and 'd2' (seeds combine as in `geometric.combine_features`).
       mean_probs: `[N]` mean assigned-label probabilities; needed by 'dual_sampling' (DUAL's Beta
         sampling evaluates its density there; `dynamics.mean_true_probs(state).mean(0)`).
 
@@ -81,10 +89,14 @@ def select(
             f"unknown pruning strategy {strategy!r}; valid names: {', '.join(sorted(STRATEGIES))}"
         )
     sizes = [int(np.shape(x)[0]) for x in (scores, labels) if x is not None and np.ndim(x)]
+    if features is not None and np.ndim(features) >= 2:
+        sizes.append(int(np.shape(features)[-2]))
     if num_examples is not None:
         sizes.append(int(num_examples))
     if not sizes:
-        raise ValueError(f"strategy {strategy!r} needs scores, labels or num_examples to know N")
+        raise ValueError(
+            f"strategy {strategy!r} needs scores, labels, features or num_examples to know N"
+        )
     n = sizes[0]
     if scores is not None:
         scores = ranking.validate_scores(scores, n)
@@ -99,17 +111,13 @@ def select(
             f"num_examples is {num_examples} but scores/labels have {n} entries; "
             "pass matching sizes"
         )
+    if features is not None:
+        features = geometric.combine_features(features, n)
     num_keep = ranking.num_to_keep(n, prune_fraction)
     return STRATEGIES[strategy](
-        scores,
-        num_keep,
-        labels=labels,
-        seed=seed,
-        offset=offset,
-        beta=beta,
-        num_examples=n,
-        mean_probs=mean_probs,
-    )
+        scores, num_keep, labels=labels, seed=seed, offset=offset, beta=beta, num_examples=n,
+        features=features, mean_probs=mean_probs,
+    )  # fmt: skip
 
 
 def kept_indices(
@@ -133,11 +141,11 @@ def kept_indices(
         `offset` hardest, keep the next ones), 'hardest_balanced', 'easiest_balanced',
         'random_balanced' (each class keeps its share), 'ccs' (coverage-centric coresets,
         dropping the hardest `beta` first), 'dual_sampling' (DUAL's Beta sampling for high
-        pruning ratios; needs `mean_probs`).
+        pruning ratios; needs `mean_probs`), 'moderate', 'kcenter', 'herding', 'd2' (`geometric`).
       keep_fraction: share of the examples kept, in (0, 1].
       prune_fraction: share removed, in [0, 1).
-      **options: `labels`, `seed`, `offset`, `beta`, `num_examples`, `mean_probs`, as in
-        `select`.
+      **options: `labels`, `seed`, `offset`, `beta`, `num_examples`, `features`, `mean_probs`,
+        as in `select`.
 
     Returns:
       `[M] int64` sorted positions in the dataset's own order.

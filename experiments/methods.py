@@ -26,13 +26,15 @@ import dataclasses
 import os
 import time
 
+import numpy as np
 from absl import app, logging
 
 from configs.studies.methods import METHODS, METHODS_SCALES, Method
 from configs.studies.scales import Scale, scale_settings
-from datadiet_jax.pipeline import artifacts
+from datadiet_jax.pipeline import artifacts, plan
 from datadiet_jax.report import methods as report
 from datadiet_jax.report import summary
+from datadiet_jax.scores import pruning
 from experiments import cli, sweeps
 
 CSV_COLUMNS = (
@@ -99,21 +101,54 @@ def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
     return sweeps.columns_first(rows, CSV_COLUMNS)
 
 
-def cost_rows(scale: Scale, runs_dir: str, selection_seconds: dict) -> list[dict]:
-    """Each method's scoring cost (`report.cost_row`) from the score run's recorded times."""
+def inputs_of(m: Method, epoch: int) -> list[str]:
+    """The score files a method reads: its score, and the features for the selectors that
+    select on them and the feature scores computed from them."""
+    score = m.score_name(epoch)
+    names = [score] if score else []
+    if m.strategy in pruning.FEATURE_STRATEGIES or score.partition("@")[0] in FEATURE_SCORES:
+        names.append(f"features@{epoch}")
+    return list(dict.fromkeys(names))
+
+
+# Scores computed from the features file (their computation excludes the features').
+FEATURE_SCORES = ("moderate", "prototype")
+
+
+def selection_seconds(scale: Scale, runs_dir: str) -> dict[str, float]:
+    """{method: mean wall seconds of its selection over the fractions}, from each training
+    item's `selection_seconds.json`."""
+    settings, out = _settings(scale), {}
+    for m in METHODS:
+        item = "methods_baselines" if m.strategy == "random" else f"methods_{m.strategy}"
+        path = os.path.join(sweeps.workdir(runs_dir, scale, {"name": f"{item}_noise00"}),
+                            "selection_seconds.json")  # fmt: skip
+        recorded = artifacts.read_json(path) if os.path.exists(path) else {}
+        score, strategy = m.score_name(settings.score_epoch), m.strategy
+        if strategy == "random":
+            score, strategy = "random", "subset"
+        names = [plan.run_name(score, strategy, f) for f in settings.prune_fractions]
+        times = [recorded[n] for n in names if n in recorded]
+        out[m.name] = float(np.mean(times)) if times else 0.0
+    return out
+
+
+def cost_rows(scale: Scale, runs_dir: str, selected: dict) -> list[dict]:
+    """Each method's scoring cost (`report.cost_row`) from the score run's recorded times:
+    the score training it needs, the computation of each file it reads and its selection."""
     settings, config = _settings(scale), scale.base_config()
     score_dir = sweeps.workdir(runs_dir, scale, {"name": SCORE_ITEM})
     timing, computed = report.training_seconds(score_dir), report.score_seconds(score_dir)
+    train_epochs = config.score.train_epochs
     rows = []
     for m in METHODS:
-        score = m.score_name(settings.score_epoch)
-        if m.strategy == "random":
-            epochs = 0
-        elif "@" in score:
-            epochs = int(score.partition("@")[2])
-        else:  # statistics of the whole score training
-            epochs = config.score.train_epochs
-        seconds = computed.get(score, 0.0) + selection_seconds.get(m.name, 0.0)
+        epochs, seconds = 0, selected.get(m.name, 0.0)
+        for name in inputs_of(m, settings.score_epoch):
+            kind, _, at = name.partition("@")
+            # A score of the whole score training (forgetting, AUM, the dynamics scores).
+            epoch = int(at) if at else train_epochs
+            epochs = max(epochs, epoch)
+            seconds += computed.get(f"{kind}@{epoch}", 0.0)
         rows.append(
             report.cost_row(
                 m.name,
@@ -144,7 +179,7 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
     families = {m.name: m.family for m in METHODS}
     figure = report.plot_methods(rows, families, os.path.join(out_dir, "methods"))
     table = summary.summary_table(rows, ("method", "prune_fraction", "num_kept"))
-    costs = cost_rows(scale, runs_dir, {})
+    costs = cost_rows(scale, runs_dir, selection_seconds(scale, runs_dir))
     costs_path = os.path.join(out_dir, "methods_costs.csv")
     artifacts.write_csv(costs_path, costs)
     summary_path = report.write_summary(

@@ -127,7 +127,9 @@ def restore_checkpoint(model, split, spec, step):
 
     template = loop.initial_states(model, split, spec)
     ckpts = checkpoints.Checkpoints(spec.ckpt_dir)
-    state, _ = ckpts.restore(step, template, loop.init_stats(spec.num_seeds, split.num_examples))
+    stats = loop.init_stats(spec.num_seeds, split.num_examples, num_classes=split.num_classes,
+                            dynamics_window=spec.dynamics_window)  # fmt: skip
+    state, _ = ckpts.restore(step, template, stats)
     ckpts.close()
     return state
 

@@ -84,7 +84,8 @@ def save_scores(
 
     Args:
       path: destination `.npz`.
-      per_seed: [K, N] float32 scores of each seed.
+      per_seed: [K, N] float32 scores of each seed, or [K, N, D] features of each seed (a
+        features file; its `mean` is then [N, D]).
       index: [N] int64 dataset positions of the N examples.
       provenance: JSON-serializable dict (dataset, split, num_examples, label_noise, seeds, epoch,
         model, score, config).
@@ -92,7 +93,7 @@ def save_scores(
         ids) leaves the key out.
     """
     per_seed = np.asarray(per_seed, np.float32)
-    if per_seed.ndim != 2 or per_seed.shape[1] != len(index):
+    if per_seed.ndim not in (2, 3) or per_seed.shape[1] != len(index):
         raise ValueError(f"scores {per_seed.shape} do not match index of length {len(index)}")
     ids = {} if tfds_id is None else {"tfds_id": np.asarray(tfds_id, str)}
     if ids and ids["tfds_id"].shape != (len(index),):
@@ -145,8 +146,8 @@ def load_scores(
         run recomputes it); a file of another run is also described by its provenance.
 
     Returns:
-      Dict with `per_seed [K, N]`, `mean [N]`, `index [N]`, `provenance` (dict), and
-      `tfds_id [N]` when the file has it.
+      Dict with `per_seed [K, N]` (`[K, N, D]` in a features file), `mean [N]` (`[N, D]`),
+      `index [N]`, `provenance` (dict), and `tfds_id [N]` when the file has it.
 
     Raises:
       ValueError: one-line message when the file is unreadable, is from another dataset, split,
@@ -164,16 +165,16 @@ def load_scores(
         raise ValueError(f"Score file {path} is unreadable ({type(e).__name__}); {fix}.") from None
     out["provenance"] = provenance
     n = len(out["index"])
-    if out["per_seed"].ndim != 2 or out["per_seed"].shape[-1] != n or out["mean"].shape != (n,):
+    shape = out["per_seed"].shape
+    if len(shape) not in (2, 3) or shape[1] != n or out["mean"].shape != shape[1:]:
         raise ValueError(
-            f"Score file {path} is corrupt: {out['per_seed'].shape[-1]} scores for {n} indices; "
-            f"{fix}."
+            f"Score file {path} is corrupt: scores of shape {shape} for {n} indices; {fix}."
         )
     bad_mask = values.invalid(out["per_seed"])
     if provenance.get("score") not in _INF_KINDS:
         bad_mask |= np.isposinf(out["per_seed"])
     if bad_mask.any():
-        bad = np.flatnonzero(bad_mask.any(axis=0))[:5]
+        bad = np.flatnonzero(bad_mask.reshape(shape[0], n, -1).any(axis=(0, 2)))[:5]
         raise ValueError(
             f"Score file {path} holds NaN or infinite scores (e.g. examples {bad.tolist()}); {fix}."
         )

@@ -161,6 +161,20 @@ def _score() -> ml_collections.ConfigDict:
     # largest other logit, averaged over the training presentations), written NEGATED so that
     # higher = harder like every score; needs at least one training epoch.
     d.aum = True
+    # Epochs at which the scores of one eval-mode forward pass are computed besides EL2N: entropy,
+    # least_confidence and margin (DeepCore's uncertainty family) and loss; names 'entropy@E', ...
+    d.logit_epochs = ()
+    # Epochs at which the penultimate features (the input of the last linear layer) are taken, in
+    # eval mode: 'features@E' for the selectors (prune.strategy 'kcenter', 'herding', 'd2'), and
+    # the feature scores 'moderate@E' (Moderate-DS) and 'prototype@E' (prototypicality).
+    d.feature_epochs = ()
+    # k-means prototypes per class of the 'prototype' score (1: the class mean direction).
+    d.prototypes_per_class = 1
+    # Track the training-dynamics scores 'dyn_unc' (Dyn-Unc), 'tdds' (TDDS) and 'dual' (DUAL)
+    # over the score training, from the true-label probability in windows of
+    # `dynamics_window` epochs; the score training must last at least that many epochs.
+    d.dynamics = False
+    d.dynamics_window = 10
     # Epochs the score stage trains; -1 trains up to the last score epoch.
     d.train_epochs = -1
     # Examples per scoring batch.
@@ -188,6 +202,10 @@ def _prune() -> ml_collections.ConfigDict:
     d.offsets = (0,)
     # For 'ccs': the hardest fraction dropped before the strata are sampled.
     d.ccs_beta = 0.1
+    # For the strategies that select on features ('kcenter', 'herding', 'd2'): the features file,
+    # 'features@E' (one of config.score.feature_epochs); '' takes the only feature epoch. As a
+    # name of config.prune.scores, 'features@E' prunes with the features alone.
+    d.features = ""
     # Baselines trained beside the pruned runs: a random subset at each fraction, the full data.
     d.random_baseline = True
     d.full_baseline = True

@@ -47,6 +47,8 @@ _SCALARS = {
     "train.warmup_epochs": _NONNEG_FLOAT,
     "score.num_seeds": _POS_INT,
     "score.batch_size": _POS_INT,
+    "score.prototypes_per_class": _POS_INT,
+    "score.dynamics_window": _POS_INT,
     "prune.ccs_beta": _UNIT_HALF_OPEN,
     "retrain.num_seeds": _POS_INT,
 }
@@ -55,6 +57,8 @@ _SEQUENCES = {
     "train.lr_drop_fractions": _UNIT_OPEN,
     "score.el2n_epochs": _NONNEG_INT,
     "score.grand_epochs": _NONNEG_INT,
+    "score.logit_epochs": _NONNEG_INT,
+    "score.feature_epochs": _NONNEG_INT,
     "prune.fractions": _UNIT_HALF_OPEN,
     "prune.offsets": _NONNEG_INT,
 }
@@ -104,8 +108,8 @@ def check_values(config) -> None:
                     f"each {requirement}."
                 )
     num_epochs = config.train.num_epochs
-    for name in ("score.el2n_epochs", "score.grand_epochs"):
-        late = [e for e in config.score[name.split(".")[1]] if e > num_epochs]
+    for name in EPOCH_FIELDS:
+        late = [e for e in config.score.get(name.split(".")[1], ()) if e > num_epochs]
         if late:
             raise ValueError(
                 f"config.{name} holds epoch {late[0]}, after the {num_epochs} epochs of training; "
@@ -165,9 +169,14 @@ def check_source(data_cfg) -> None:
         )
 
 
+# The score config fields that name epochs of the score training.
+EPOCH_FIELDS = ("score.el2n_epochs", "score.grand_epochs", "score.logit_epochs",
+                "score.feature_epochs")  # fmt: skip
+
+
 def score_epochs(config) -> tuple[list[int], int]:
     """Epochs at which scores are computed, and how long the score stage trains."""
-    needed = sorted(set(config.score.el2n_epochs) | set(config.score.grand_epochs))
+    needed = sorted({e for name in EPOCH_FIELDS for e in config.score.get(name[6:], ())})
     last = max(needed, default=0)
     train_epochs = last if config.score.train_epochs < 0 else config.score.train_epochs
     if train_epochs < last:
@@ -185,6 +194,14 @@ def score_epochs(config) -> tuple[list[int], int]:
             "config.score.aum averages margins over training, but the score stage trains 0 "
             "epochs; set config.score.train_epochs >= 1 or config.score.aum=False."
         )
+    window = config.score.get("dynamics_window", 0)
+    if config.score.get("dynamics", False) and train_epochs < window + 1:
+        raise ValueError(
+            f"config.score.dynamics needs {window + 1} epochs of score training (Dyn-Unc: a "
+            f"window of config.score.dynamics_window={window} epochs and one after it), but the "
+            f"score stage trains {train_epochs}; raise config.score.train_epochs or lower "
+            "config.score.dynamics_window."
+        )
     return needed, train_epochs
 
 
@@ -192,8 +209,19 @@ def available_scores(config) -> list[str]:
     """Names of the scores the config computes, e.g. ['el2n@20', 'grand@0', 'forgetting', 'aum']."""
     names = [f"el2n@{e}" for e in config.score.el2n_epochs]
     names += [f"grand@{e}" for e in config.score.grand_epochs]
+    names += [f"{k}@{e}" for e in config.score.get("logit_epochs", ()) for k in LOGIT_KINDS]
+    names += [f"{k}@{e}" for e in config.score.get("feature_epochs", ()) for k in FEATURE_KINDS]
     names += ["forgetting"] if config.score.forgetting else []
-    return names + (["aum"] if config.score.aum else [])
+    names += ["aum"] if config.score.aum else []
+    return names + (list(DYNAMICS_KINDS) if config.score.get("dynamics", False) else [])
+
+
+# The files `score.logit_epochs`, `score.feature_epochs` and `score.dynamics` add.
+LOGIT_KINDS = ("entropy", "least_confidence", "margin", "loss")
+FEATURE_KINDS = ("features", "moderate", "prototype")
+# 'mean_prob' is not a score: the mean assigned-label probability (higher = easier), which
+# DUAL's sampling ('dual_sampling') weighs examples by.
+DYNAMICS_KINDS = ("dyn_unc", "tdds", "dual", "mean_prob")
 
 
 def validate(config) -> None:
@@ -208,7 +236,12 @@ def validate(config) -> None:
             f"of {sorted(pruning.STRATEGIES)}."
         )
     valid = available_scores(config)
-    for name in config.prune.scores:
+    wanted = list(config.prune.scores)
+    if config.prune.strategy in pruning.FEATURE_STRATEGIES:
+        wanted.append(plan.features_name(config))
+    if config.prune.strategy == "dual_sampling":
+        wanted.append("mean_prob")
+    for name in wanted:
         if name not in valid:
             raise ValueError(
                 f"config.prune.scores names {name!r}, which this config does not compute; "

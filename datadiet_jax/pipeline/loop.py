@@ -26,7 +26,7 @@ from absl import logging
 
 from datadiet_jax.pipeline import health, input_pipeline, keys, train, train_mesh
 from datadiet_jax.pipeline.checkpoints import Checkpoints
-from datadiet_jax.scores import aum, forgetting
+from datadiet_jax.scores import aum, dynamics, forgetting
 from datadiet_jax.scores.progress import Progress
 from datadiet_jax.scores.seed_axis import over_seeds
 from datadiet_jax.scores.trainable import trainable
@@ -55,6 +55,8 @@ class TrainSpec:
         one error line naming `name` and the seed, and go on with the other seeds; the seed's
         first non-finite step stays in `stats['nonfinite_step']` for the caller to report. Every
         seed diverged stops the training.
+      dynamics_window: > 0 also tracks the training-dynamics scores (`scores.dynamics`: Dyn-Unc,
+        TDDS, DUAL) over windows of this many epochs; 0 (the default) does not.
     """
 
     train_cfg: Any
@@ -69,6 +71,7 @@ class TrainSpec:
     keep_epochs: tuple[int, ...] = ()
     max_steps: int | None = None
     on_diverge: str = "mark"
+    dynamics_window: int = 0
 
     def steps_per_epoch(self, num_kept: int) -> int:
         return input_pipeline.steps_per_epoch(num_kept, self.train_cfg.batch_size)
@@ -107,8 +110,9 @@ def train_seeds(
 
     Returns:
       (state, stats, step): stacked `TrainState` [K, ...], stats
-      `{'forgetting': forgetting state, 'aum': AUM state}` (arrays [K, N]) and
-      `'nonfinite_step'` ([K], see `health`), last step.
+      `{'forgetting': forgetting state, 'aum': AUM state}` (arrays [K, N]),
+      `'nonfinite_step'` ([K], see `health`) and, with `spec.dynamics_window`, `'dynamics'`
+      (`scores.dynamics` state, arrays [K, N, ...]), last step.
     """
     run = _Training(trainable(model), split, kept, spec, hooks or {})
     state, stats, start = run.restore(init_state)
@@ -157,13 +161,19 @@ class _Training:
             state = initial_states(self.model, self.split, spec)
         else:
             state, first = _copy_init_state(init_state, spec.num_seeds, spec.num_steps)
-        stats = init_stats(spec.num_seeds, self.split.num_examples)
+        stats = self.empty_stats()
         state, stats = train_mesh.place(state, self.mesh), train_mesh.place(stats, self.mesh)
         latest, state, stats = self.ckpts.restore_latest(state, stats)
         if latest:
             logging.info("Resumed %s at step %d/%d", spec.ckpt_dir, latest, spec.num_steps)
         self.reported = _check_finite(stats, self.reported, spec, self.spe)
         return state, stats, latest or first
+
+    def empty_stats(self) -> dict:
+        """The statistics at step 0 (`init_stats`)."""
+        spec, split = self.spec, self.split
+        return init_stats(spec.num_seeds, split.num_examples, num_classes=split.num_classes,
+                          dynamics_window=spec.dynamics_window)  # fmt: skip
 
     def past_hooks(self, start: int, state, stats, init_state) -> None:
         """Calls the hooks of steps before `start`, each on the state saved at its step."""
@@ -172,8 +182,7 @@ class _Training:
             if step in saved:
                 at_step = self.ckpts.restore(step, state, stats)
             elif step == 0 and init_state is None:
-                at_step = (initial_states(self.model, self.split, self.spec),
-                           init_stats(self.spec.num_seeds, self.split.num_examples))  # fmt: skip
+                at_step = (initial_states(self.model, self.split, self.spec), self.empty_stats())
             else:
                 raise ValueError(
                     f"{self.spec.name}: the checkpoint of step {step} (epoch {step // self.spe}) "
@@ -249,14 +258,21 @@ def _check_finite(stats, reported: set, spec: TrainSpec, spe: int) -> set:
     return reported | set(new)
 
 
-def init_stats(num_seeds: int, num_examples: int) -> dict:
+def init_stats(num_seeds: int, num_examples: int, *, num_classes: int = 0,
+               dynamics_window: int = 0) -> dict:  # fmt: skip
     """Empty training statistics of K seeds over N examples (also a checkpoint's template):
-    {'forgetting': [K, N] arrays, 'aum': [K, N] arrays, 'nonfinite_step': [K]}."""
-    return {
+    {'forgetting': [K, N] arrays, 'aum': [K, N] arrays, 'nonfinite_step': [K]} and, when
+    `dynamics_window` > 0, 'dynamics' (`scores.dynamics.init_dynamics`, arrays [K, N, ...])."""
+    stats = {
         "forgetting": forgetting.init_forgetting(num_seeds, num_examples),
         "aum": aum.init_aum(num_seeds, num_examples),
         "nonfinite_step": health.init_nonfinite(num_seeds),
     }
+    if dynamics_window:
+        stats["dynamics"] = dynamics.init_dynamics(
+            num_seeds, num_examples, num_classes, window=dynamics_window
+        )
+    return stats
 
 
 def initial_states(model, split, spec: TrainSpec) -> train.TrainState:
@@ -324,7 +340,7 @@ def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: st
 def _k_step(model, tx, seed_axis, fast, state, stats, batch):
     step = over_seeds(functools.partial(train.train_step, model, tx, fast=fast), seed_axis)
     state, metrics = step(state, batch)
-    index, mask = batch["index"], batch["mask"]
+    index, mask, old = batch["index"], batch["mask"], stats
     stats = {
         "forgetting": forgetting.update_forgetting(
             stats["forgetting"], index, metrics["correct"], mask
@@ -334,6 +350,10 @@ def _k_step(model, tx, seed_axis, fast, state, stats, batch):
             stats["nonfinite_step"], metrics["loss"], state.step
         ),
     }
+    if "dynamics" in old:  # the pytree's structure is static: decided when the step is traced
+        stats["dynamics"] = dynamics.update_dynamics(
+            old["dynamics"], index, metrics["probs"], batch["label"], mask
+        )
     return state, stats, metrics["loss"]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -91,6 +92,22 @@ def check_windows(config, num_examples: int) -> None:
                 pruning.check_window(num_examples, offset, num_keep)
 
 
+def features_name(config) -> str:
+    """The features file of the feature strategies: `config.prune.features`, else the only
+    feature epoch's ('features@E'); raises ValueError naming the fix when there is none."""
+    name = config.prune.get("features", "")
+    if name:
+        return name
+    epochs = tuple(config.score.get("feature_epochs", ()))
+    if len(epochs) != 1:
+        raise ValueError(
+            f"prune.strategy {config.prune.strategy!r} selects on features, but "
+            f"config.score.feature_epochs is {epochs}; set --config.prune.features=features@E "
+            "with E one of the feature epochs (or set one feature epoch)."
+        )
+    return f"features@{epochs[0]}"
+
+
 def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray]) -> np.ndarray:
     """The sorted `[M] int64` dataset indices `run` trains on.
 
@@ -105,14 +122,31 @@ def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray
     if run.strategy == "random":
         return pruning.select("random", None, prune_fraction=run.prune_fraction, seed=config.seed,
                               num_examples=split.num_examples)  # fmt: skip
+    options = {}
+    score = scores[run.score]
+    if run.strategy in pruning.FEATURE_STRATEGIES:
+        options["features"] = scores[features_name(config)]
+        if np.ndim(score) == 3:  # 'features@E' as the run's score: the features alone
+            score = None
+    if run.strategy == "dual_sampling":
+        options["mean_probs"] = scores["mean_prob"]
     return pruning.select(
-        run.strategy, scores[run.score], prune_fraction=run.prune_fraction, labels=split.labels,
-        seed=config.seed, offset=run.offset, beta=config.prune.ccs_beta,
+        run.strategy, score, prune_fraction=run.prune_fraction, labels=split.labels,
+        seed=config.seed, offset=run.offset, beta=config.prune.ccs_beta, **options,
     )  # fmt: skip
 
 
-def kept_sets(config, split, scores: Mapping[str, np.ndarray]):
-    """The plan with its kept indices: [(PlannedRun, kept [M] int64)] in plan order."""
+def kept_sets(config, split, scores: Mapping[str, np.ndarray], seconds: dict | None = None):
+    """The plan with its kept indices: [(PlannedRun, kept [M] int64)] in plan order.
+
+    `seconds`, when given, receives {run name: wall seconds of its selection}.
+    """
     runs = planned_runs(config)
     check_unique(runs)
-    return [(run, kept_indices(config, run, split, scores)) for run in runs]
+    out = []
+    for run in runs:
+        start = time.perf_counter()
+        out.append((run, kept_indices(config, run, split, scores)))
+        if seconds is not None:
+            seconds[run.name] = round(time.perf_counter() - start, 4)
+    return out

@@ -65,7 +65,9 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
         with interrupts.stage("pruning"):
             scores = score_stage.pruning_scores(config, split, score_files)
             hashes = fingerprint.score_hashes(score_files, workdir)
-            runs = plan.kept_sets(config, split, scores)
+            seconds: dict = {}
+            runs = plan.kept_sets(config, split, scores, seconds)
+            artifacts.write_json(os.path.join(workdir, "selection_seconds.json"), seconds)
         results = retrain.retrain_stage(config, workdir, model, split, test_split, runs, hashes)
         with interrupts.stage("writing results"):
             out = {

@@ -1,8 +1,10 @@
 """The score stage: K seeds trained to the last score epoch, score files written on the way.
 
-Writes `WORKDIR/scores/<score>_epochNNN.npz` (per-seed [K, N] scores, mean, index, provenance)
-and trains in `WORKDIR/scores/train/` (checkpoints, metrics.jsonl). EL2N and GraNd are computed
-by epoch hooks of the K-seed loop; forgetting and AUM are the loop's statistics at the end. A
+Writes `WORKDIR/scores/<score>_epochNNN.npz` (per-seed [K, N] scores, mean, index, provenance;
+`features_epochNNN.npz` holds [K, N, D] penultimate features instead) and trains in
+`WORKDIR/scores/train/` (checkpoints, metrics.jsonl). EL2N, GraNd, the logit scores and the
+features with their scores are computed by epoch hooks of the K-seed loop; forgetting, AUM and
+the dynamics scores are the loop's statistics at the end. A
 finished stage (every file there) is skipped; an interrupted one resumes, and a deleted score
 file of an earlier epoch is recomputed from that epoch's kept checkpoint. Scores of another run
 (`config.score.workdir`) are checked against this run's data instead (`external_scores`).
@@ -10,6 +12,7 @@ file of an earlier epoch is recomputed from that epoch's kept checkpoint. Scores
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -26,9 +29,19 @@ from datadiet_jax.pipeline import (
     interrupts,
     keys,
     loop,
+    plan,
 )
 from datadiet_jax.pipeline.config_base import config_to_dict
-from datadiet_jax.scores import api, aum, forgetting
+from datadiet_jax.scores import (
+    api,
+    aum,
+    dynamics,
+    features,
+    forgetting,
+    geometry,
+    logit_scores,
+    pruning,
+)
 from datadiet_jax.scores.trainable import trainable
 
 
@@ -85,13 +98,26 @@ def record_seconds(workdir: str, kind: str, epoch: int, seconds: float, per_seed
 def wanted_files(config, workdir: str) -> dict[str, tuple[str, int, str]]:
     """{score name: (kind, epoch, path)} of every score file the config computes."""
     _, train_epochs = config_check.score_epochs(config)
-    wanted = {f"el2n@{e}": ("el2n", e) for e in config.score.el2n_epochs}
-    wanted |= {f"grand@{e}": ("grand", e) for e in config.score.grand_epochs}
-    if config.score.forgetting:
-        wanted["forgetting"] = ("forgetting", train_epochs)
-    if config.score.aum:
-        wanted["aum"] = ("aum", train_epochs)
+    wanted = {}
+    for name in config_check.available_scores(config):
+        kind, _, epoch = name.partition("@")
+        wanted[name] = (kind, int(epoch) if epoch else train_epochs)
     return {name: (k, e, score_path(workdir, k, e)) for name, (k, e) in wanted.items()}
+
+
+def score_spec(config, workdir: str, split) -> loop.TrainSpec:
+    """The K-seed score training of `config` in `workdir` (`scores/train/ckpt`)."""
+    needed, train_epochs = config_check.score_epochs(config)
+    spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
+    return loop.TrainSpec(
+        train_cfg=config.train, num_seeds=config.score.num_seeds, seed=config.seed,
+        purpose=keys.Purpose.SCORE, num_steps=train_epochs * spe,
+        schedule_steps=config.train.num_epochs * spe,
+        ckpt_dir=os.path.join(workdir, "scores", "train", "ckpt"),
+        augment=input_pipeline.augments(config.data, split.images.shape),
+        name="score training", keep_epochs=tuple(needed), on_diverge="raise",
+        dynamics_window=config.score.dynamics_window if config.score.dynamics else 0,
+    )  # fmt: skip
 
 
 def score_stage(config, workdir: str, model, split) -> dict[str, str]:
@@ -103,6 +129,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
     needed, train_epochs = config_check.score_epochs(config)
     model = trainable(model)
     wanted = wanted_files(config, workdir)
+    at_epochs = {(k, e) for k, e, _ in wanted.values()}
     paths = {name: path for name, (_, _, path) in wanted.items()}
     if all(os.path.exists(p) for p in paths.values()):
         logging.info("Scores already in %s", os.path.join(workdir, "scores"))
@@ -117,32 +144,37 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
                               tfds_id=split.tfds_id)  # fmt: skip
         logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))
 
+    def todo(kind, epoch):
+        return (kind, epoch) in at_epochs and not os.path.exists(score_path(workdir, kind, epoch))
+
+    def timed(kind, epoch, fn, *args, **kwargs):
+        start = time.perf_counter()
+        with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
+            per_seed = fn(*args, **kwargs)
+        record_seconds(workdir, kind, epoch, time.perf_counter() - start, per_seed)
+        return per_seed
+
     def hook_for(epoch):
         def hook(state, stats):
             health.check_score_training(stats["forgetting"], split.labels, epoch)
             scored, variables = model.scoring_pair(state.params, state.model_state)
-            for kind, fn in (("el2n", api.el2n_scores), ("grand", api.grand_scores)):
-                todo = (kind, epoch) in {(k, e) for k, e, _ in wanted.values()}
-                if todo and not os.path.exists(score_path(workdir, kind, epoch)):
-                    labels, bs = split.labels, config.score.batch_size
-                    start = time.perf_counter()
-                    with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
-                        per_seed = fn(scored, variables, images, labels, batch_size=bs,
-                                      integer_inputs=tokens)  # fmt: skip
-                    record_seconds(workdir, kind, epoch, time.perf_counter() - start, per_seed)
+            batch = {"batch_size": config.score.batch_size, "integer_inputs": tokens}
+            passes = [(k, functools.partial(logit_scores.logit_scores, k)) for k in LOGIT_KINDS]
+            for kind, fn in passes + [("grand", api.grand_scores)]:
+                if todo(kind, epoch):
+                    per_seed = timed(kind, epoch, fn, scored, variables, images, split.labels,
+                                     **batch)  # fmt: skip
                     write(kind, epoch, per_seed)
+            if any(todo(kind, epoch) for kind in config_check.FEATURE_KINDS):
+                feats = timed("features", epoch, features.penultimate_features, scored,
+                              variables, images, split.labels, **batch)  # fmt: skip
+                write("features", epoch, feats)
+                for kind, fn in feature_scores(config).items():
+                    write(kind, epoch, timed(kind, epoch, fn, feats, split.labels))
 
         return hook
 
-    spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
-    spec = loop.TrainSpec(
-        train_cfg=config.train, num_seeds=config.score.num_seeds, seed=config.seed,
-        purpose=keys.Purpose.SCORE, num_steps=train_epochs * spe,
-        schedule_steps=config.train.num_epochs * spe,
-        ckpt_dir=os.path.join(workdir, "scores", "train", "ckpt"),
-        augment=input_pipeline.augments(config.data, split.images.shape),
-        name="score training", keep_epochs=tuple(needed), on_diverge="raise",
-    )  # fmt: skip
+    spec = score_spec(config, workdir, split)
     missing = {e for name, (_, e, path) in wanted.items()
                if "@" in name and not os.path.exists(path)}  # fmt: skip
     _, stats, _ = loop.train_seeds(model, split, split.index, spec, past_hooks=True,
@@ -152,13 +184,39 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
     if config.score.aum:
         # Stored negated (higher = lower margin = harder), like every other score.
         write("aum", train_epochs, aum.aum_scores(stats["aum"]))
+    if config.score.dynamics:
+        for kind, fn in DYNAMICS_SCORES.items():
+            write(kind, train_epochs, timed(kind, train_epochs, fn, stats["dynamics"]))
     return paths
+
+
+# Scores of one eval-mode forward pass, EL2N's included (`scores.uncertainty`).
+LOGIT_KINDS = ("el2n", *config_check.LOGIT_KINDS)
+# The dynamics scores of the score training's statistics (`scores.dynamics`).
+DYNAMICS_SCORES = {
+    "dyn_unc": dynamics.dyn_unc_scores,
+    "tdds": dynamics.tdds_scores,
+    "dual": dynamics.dual_scores,
+    "mean_prob": dynamics.mean_true_probs,
+}
+
+
+def feature_scores(config) -> dict:
+    """{kind: fn(features [K, N, D], labels [N]) -> [K, N]} of the feature scores."""
+    return {
+        "moderate": geometry.moderate_distances,
+        "prototype": functools.partial(
+            geometry.prototype_distances,
+            num_prototypes=config.score.prototypes_per_class,
+            seed=config.seed,
+        ),
+    }
 
 
 def external_scores(config, split) -> dict[str, str]:
     """The score files of the run in `config.score.workdir`, checked against this run's data."""
     files = {}
-    for name in config.prune.scores:
+    for name in pruning_names(config):
         kind, _, epoch = name.partition("@")
         if epoch:
             files[name] = score_path(config.score.workdir, kind, int(epoch))
@@ -219,14 +277,28 @@ def seed_mean(scores: dict, num_seeds: int, path: str):
     return scores["per_seed"][:num_seeds].mean(0)
 
 
+def pruning_names(config) -> list[str]:
+    """The score files pruning reads: `config.prune.scores`, the features file for a strategy
+    that selects on features (`plan.features_name`) and, for 'dual_sampling', 'mean_prob'."""
+    names = list(config.prune.scores)
+    if config.prune.strategy in pruning.FEATURE_STRATEGIES:
+        names.append(plan.features_name(config))
+    if config.prune.strategy == "dual_sampling":
+        names.append("mean_prob")
+    return list(dict.fromkeys(names))
+
+
 def pruning_scores(config, split, score_files: dict[str, str]) -> dict[str, np.ndarray]:
-    """{score name: [N] scores that prune} for every score of `config.prune.scores`: the mean of
-    the first `config.prune.num_score_seeds` seeds (0: all) of each checked file."""
-    return {
-        name: seed_mean(
-            load_checked_scores(config, split, score_files[name]),
-            config.prune.num_score_seeds,
-            score_files[name],
-        )  # fmt: skip
-        for name in config.prune.scores
-    }
+    """{score name: what prunes} for every file of `pruning_names`: `[N]`, the mean of the first
+    `config.prune.num_score_seeds` seeds (0: all) of each checked score file; `[k, N, D]`, the
+    first k seeds of a features file ('features@E'; their distances add up over seeds)."""
+    out = {}
+    for name in pruning_names(config):
+        loaded = load_checked_scores(config, split, score_files[name])
+        if loaded["per_seed"].ndim == 3:
+            seed_mean(loaded, config.prune.num_score_seeds, score_files[name])  # checks k
+            k = config.prune.num_score_seeds or loaded["per_seed"].shape[0]
+            out[name] = loaded["per_seed"][:k]
+        else:
+            out[name] = seed_mean(loaded, config.prune.num_score_seeds, score_files[name])
+    return out

@@ -130,9 +130,9 @@ def train_step(model: Trainable, tx, state: TrainState, batch: dict, *, fast: bo
         the same (the first maximum of each window gets it, as in `jax.grad`).
 
     Returns:
-      (new state, metrics) with metrics `loss` (masked mean), `correct [B]` bool and `margin [B]`
-      float32 (assigned-label logit minus the largest other logit), per example in train mode, for
-      the forgetting and AUM statistics.
+      (new state, metrics) with metrics `loss` (masked mean), `correct [B]` bool, `margin [B]`
+      float32 (assigned-label logit minus the largest other logit) and `probs [B, C]` float32
+      (softmax), per example in train mode, for the forgetting, AUM and dynamics statistics.
     """
     model, mask = trainable(model), batch["mask"]
     rng = step_rng(batch["rng"], state.step) if "rng" in batch else None
@@ -159,6 +159,7 @@ def train_step(model: Trainable, tx, state: TrainState, batch: dict, *, fast: bo
         "loss": loss,
         "correct": correct,
         "margin": aum.margins(logits, batch["label"]),
+        "probs": jax.nn.softmax(logits.astype(jnp.float32), axis=-1),
     }
 
 

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from datadiet_jax.scores import adapters, batch_check, batches, inputs, losses
+from datadiet_jax.scores import adapters, batch_check, batches, inputs, uncertainty
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 from datadiet_jax.scores.pergrad import fallback, guard, jaxpr_norms, linen_norms, plan
 from datadiet_jax.scores.progress import Progress
@@ -93,8 +93,9 @@ def _per_seed_scores(model, kind, method, exclude, variables, images, labels, ma
     sent to the exact fallback.
     Returns ([B] float32 scores, {site key: [B]} GraNd per-layer squared norms; {} for EL2N).
     """
-    if kind == "el2n":
-        return losses.el2n(model.apply(variables["params"], variables["state"], images), labels), {}
+    if kind in uncertainty.LOGIT_SCORES:  # one forward pass: EL2N, the loss, the uncertainties
+        logits = model.apply(variables["params"], variables["state"], images)
+        return uncertainty.LOGIT_SCORES[kind](logits, labels), {}
     if method == "linen_sites":
         return linen_norms.norms_and_site_sq_norms(
             _linen_apply(model), variables, images, labels, mask, exclude=exclude

@@ -322,7 +322,13 @@ def test_every_strategy_returns_sorted_unique_int64():
     features = rng.normal(size=(2, 60, 4))
     for name in pruning.STRATEGIES:
         kept = pruning.select(
-            name, scores, prune_fraction=0.5, labels=labels, seed=0, beta=0.1, features=features,
+            name,
+            scores,
+            prune_fraction=0.5,
+            labels=labels,
+            seed=0,
+            beta=0.1,
+            features=features,
             mean_probs=mean_probs,
         )
         assert kept.dtype == np.int64 and kept.shape == (30,)

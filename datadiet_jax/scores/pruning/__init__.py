@@ -23,7 +23,12 @@ from datadiet_jax.scores.pruning.ranking import (
     random_subset,
     validate_scores,
 )
-from datadiet_jax.scores.pruning.strategies import STRATEGIES, kept_indices, select
+from datadiet_jax.scores.pruning.strategies import (
+    FEATURE_STRATEGIES,
+    STRATEGIES,
+    kept_indices,
+    select,
+)
 from datadiet_jax.scores.pruning.stratified import (
     ccs,
     class_balanced,
@@ -32,6 +37,7 @@ from datadiet_jax.scores.pruning.stratified import (
 )
 
 __all__ = [
+    "FEATURE_STRATEGIES",
     "STRATEGIES",
     "ccs",
     "check_window",

@@ -48,6 +48,8 @@ STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
 }
 
 _SCORE_FREE = ("random", "random_balanced", "kcenter", "herding")
+# Strategies that select on penultimate features (`select(features=...)`).
+FEATURE_STRATEGIES = ("kcenter", "herding", "d2")
 
 
 def select(

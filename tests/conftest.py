@@ -127,7 +127,8 @@ def restore_checkpoint(model, split, spec, step):
 
     template = loop.initial_states(model, split, spec)
     ckpts = checkpoints.Checkpoints(spec.ckpt_dir)
-    stats = loop.init_stats(spec.num_seeds, split.num_examples, num_classes=split.num_classes,
+    width = loop.num_outputs(model, split) if spec.dynamics_window else 0
+    stats = loop.init_stats(spec.num_seeds, split.num_examples, num_classes=width,
                             dynamics_window=spec.dynamics_window)  # fmt: skip
     state, _ = ckpts.restore(step, template, stats)
     ckpts.close()

@@ -168,7 +168,8 @@ def load_scores(
     shape = out["per_seed"].shape
     if len(shape) not in (2, 3) or shape[1] != n or out["mean"].shape != shape[1:]:
         raise ValueError(
-            f"Score file {path} is corrupt: scores of shape {shape} for {n} indices; {fix}."
+            f"Score file {path} is corrupt: {shape[1] if len(shape) > 1 else shape} scores for "
+            f"{n} indices (per_seed {shape}); {fix}."
         )
     bad_mask = values.invalid(out["per_seed"])
     if provenance.get("score") not in _INF_KINDS:

@@ -21,6 +21,7 @@ _MISSING = object()
 # name -> (predicate, what the value must be). Integers and finite floats only.
 _NONNEG_INT = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
 _POS_INT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+_WINDOW = (lambda v: _is_int(v) and v >= 2, "an integer >= 2 (a window std needs 2 epochs)")
 _POS_FLOAT = (lambda v: _is_real(v) and v > 0, "a finite number > 0")
 _NONNEG_FLOAT = (lambda v: _is_real(v) and v >= 0, "a finite number >= 0")
 _UNIT_CLOSED = (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]")
@@ -48,7 +49,7 @@ _SCALARS = {
     "score.num_seeds": _POS_INT,
     "score.batch_size": _POS_INT,
     "score.prototypes_per_class": _POS_INT,
-    "score.dynamics_window": _POS_INT,
+    "score.dynamics_window": _WINDOW,
     "prune.ccs_beta": _UNIT_HALF_OPEN,
     "retrain.num_seeds": _POS_INT,
 }
@@ -236,12 +237,18 @@ def validate(config) -> None:
             f"of {sorted(pruning.STRATEGIES)}."
         )
     valid = available_scores(config)
-    wanted = list(config.prune.scores)
-    if config.prune.strategy in pruning.FEATURE_STRATEGIES:
-        wanted.append(plan.features_name(config))
-    if config.prune.strategy == "dual_sampling":
-        wanted.append("mean_prob")
-    for name in wanted:
+    strategy = config.prune.strategy
+    if strategy in pruning.FEATURE_STRATEGIES and plan.features_name(config) not in valid:
+        raise ValueError(
+            f"config.prune.features is {plan.features_name(config)!r}, which this config does "
+            "not compute; add its epoch to config.score.feature_epochs."
+        )
+    if strategy == "dual_sampling" and "mean_prob" not in valid:
+        raise ValueError(
+            "prune.strategy 'dual_sampling' weighs examples by their mean prediction over the "
+            "score training; set --config.score.dynamics=True."
+        )
+    for name in config.prune.scores:
         if name not in valid:
             raise ValueError(
                 f"config.prune.scores names {name!r}, which this config does not compute; "

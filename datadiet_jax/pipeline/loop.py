@@ -172,7 +172,8 @@ class _Training:
     def empty_stats(self) -> dict:
         """The statistics at step 0 (`init_stats`)."""
         spec, split = self.spec, self.split
-        return init_stats(spec.num_seeds, split.num_examples, num_classes=split.num_classes,
+        width = num_outputs(self.model, split) if spec.dynamics_window else 0
+        return init_stats(spec.num_seeds, split.num_examples, num_classes=width,
                           dynamics_window=spec.dynamics_window)  # fmt: skip
 
     def past_hooks(self, start: int, state, stats, init_state) -> None:
@@ -273,6 +274,15 @@ def init_stats(num_seeds: int, num_examples: int, *, num_classes: int = 0,
             num_seeds, num_examples, num_classes, window=dynamics_window
         )
     return stats
+
+
+def num_outputs(model, split) -> int:
+    """C, the width of the model's logits on `split`'s inputs (abstractly, without compiling)."""
+    model, sample = trainable(model), sample_input(split)
+    params, state = jax.eval_shape(model.init, jax.random.key(0), sample)
+    logits, _ = jax.eval_shape(functools.partial(model.apply, train=True, rng=jax.random.key(1)),
+                               params, state, sample)  # fmt: skip
+    return int(logits.shape[-1])
 
 
 def initial_states(model, split, spec: TrainSpec) -> train.TrainState:

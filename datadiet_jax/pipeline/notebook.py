@@ -68,6 +68,7 @@ def train_seeds(
     purpose: int | None = None,
     augment: bool = False,
     workdir: str | None = None,
+    dynamics_window: int = 0,
     **train_fields,
 ) -> Trained:
     """Trains K seeds of `model` on `split` (or its `kept` examples) with the pipeline's loop.
@@ -87,6 +88,8 @@ def train_seeds(
       augment: random crop and flip (32x32 images).
       workdir: where checkpoints and `metrics.jsonl` go, so that a rerun resumes; None keeps
         them in a temporary folder removed at the end.
+      dynamics_window: > 1 also tracks the dynamics scores over windows of this many epochs
+        (`stats['dynamics']`; `scores.dynamics.dyn_unc_scores`, `tdds_scores`, `dual_scores`).
       **train_fields: fields of `config.train` (batch_size, learning_rate, momentum,
         weight_decay, warmup_epochs, lr_drop_fractions, seed_axis, ...); the schedule spans the
         steps trained.
@@ -122,6 +125,7 @@ def train_seeds(
             train_cfg=cfg, num_seeds=num_seeds, seed=seed, purpose=int(purpose), num_steps=steps,
             schedule_steps=steps, ckpt_dir=os.path.join(workdir or scratch, "ckpt"),
             augment=augment, name="train_seeds", on_diverge="raise",
+            dynamics_window=dynamics_window,
         )  # fmt: skip
         state, stats, step = loop.train_seeds(model, split, kept, spec)
     return Trained(model, state, stats, step)

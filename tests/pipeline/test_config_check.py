@@ -45,6 +45,10 @@ BAD_VALUES = [
     ("train.mesh", "2by4", "'auto', 'off' or 'SEEDSxDATA' (e.g. '2x4')"),
     ("train.mesh", "0x8", "'auto', 'off' or 'SEEDSxDATA'"),
     ("data.label_noise.mode", "swap", "one of"),
+    ("score.logit_epochs", (3,), "use epochs <= config.train.num_epochs"),
+    ("score.feature_epochs", (-1,), "each an integer >= 0"),
+    ("score.dynamics_window", 1, "an integer >= 2"),
+    ("score.prototypes_per_class", 0, "an integer >= 1"),
 ]
 
 
@@ -76,3 +80,42 @@ def test_forgetting_without_score_training_is_refused():
     )
     with pytest.raises(ValueError, match="config.score.forgetting.*train_epochs >= 1"):
         config_check.validate(config)
+
+
+@pytest.mark.parametrize(
+    "overrides,words",
+    [
+        # Two epochs of score training cannot hold a window of 2 and the epoch after it.
+        ({"score.dynamics": True, "score.dynamics_window": 2}, "config.score.dynamics needs 3"),
+        ({"prune.strategy": "kcenter", "prune.scores": ("features@1",)}, "feature_epochs is ()"),
+        (
+            {
+                "prune.strategy": "d2",
+                "prune.scores": ("el2n@1",),
+                "score.feature_epochs": (1,),
+                "prune.features": "features@2",
+            },
+            "config.prune.features is 'features@2'",
+        ),  # fmt: skip
+        ({"prune.strategy": "dual_sampling", "prune.scores": ("el2n@1",)}, "score.dynamics=True"),
+        ({"prune.scores": ("entropy@1",)}, "which this config does not compute"),
+    ],
+)
+def test_the_new_scores_need_what_they_are_made_from(overrides, words):
+    config = smoke_config(**overrides)
+    with pytest.raises(ValueError) as err:
+        config_check.validate(config)
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert "--config." in str(err.value) or "config.score" in str(err.value)
+
+
+def test_the_new_score_names_are_computed_by_the_fields_that_make_them():
+    config = smoke_config(**{"score.logit_epochs": (1,), "score.feature_epochs": (2,),
+                             "score.dynamics": True, "score.dynamics_window": 2,
+                             "train.num_epochs": 3, "score.train_epochs": 3})  # fmt: skip
+    names = config_check.available_scores(config)
+    for name in ("entropy@1", "least_confidence@1", "margin@1", "loss@1", "features@2",
+                 "moderate@2", "prototype@2", "dyn_unc", "tdds", "dual", "mean_prob"):  # fmt: skip
+        assert name in names, name
+    config.prune.strategy, config.prune.scores = "kcenter", ("features@2",)
+    config_check.validate(config)

@@ -87,3 +87,17 @@ def test_arrays_go_through_the_same_pipeline(synthetic_split):
         dd.split_from_arrays(features, np.arange(29) % 3)
     with pytest.raises(ValueError, match="expected a Split"):
         dd.pruned_dataset([images, labels], kept, batch_size=8)
+
+
+def test_train_seeds_tracks_the_dynamics_scores_of_an_own_model(synthetic_split, tmp_path):
+    # 3 epochs of the first 32 examples (2 steps of 16 each), windows of 2.
+    kw = dict(num_seeds=2, kept=np.arange(32), num_epochs=3, batch_size=16, learning_rate=0.01)
+    trained = dd.train_seeds(NNXNet, synthetic_split, dynamics_window=2, **kw)
+    state = trained.stats["dynamics"]
+    for fn in (dd.dyn_unc_scores, dd.tdds_scores, dd.dual_scores):
+        with pytest.raises(ValueError, match="presentations"):  # the 32 others were never seen
+            fn(state)
+    seen = {k: v[:, :32] for k, v in state.items()}
+    dual = dd.dual_scores(seen)
+    assert dual.shape == (2, 32) and np.all(np.isfinite(dual)) and np.all(dual >= 0)
+    assert "dynamics" not in dd.train_seeds(NNXNet, synthetic_split, **kw).stats

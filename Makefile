@@ -53,6 +53,7 @@ bench: data
 	$(PY) -m benchmarks.bench_loop --out=bench
 	$(PY) -m benchmarks.bench_backward --out=bench
 	$(PY) -m benchmarks.bench_selectors --out=bench
+	$(PY) -m benchmarks.bench_stacked --out=bench
 	$(PY) -m benchmarks.bench_memory --model=resnet18 --batch=32 > bench/memory.jsonl
 
 reproduce-fig2: data

@@ -29,7 +29,7 @@ _EXPORTS = {
     "init_aum": "datadiet_jax.scores.aum",
     "update_aum": "datadiet_jax.scores.aum",
     "aum_scores": "datadiet_jax.scores.aum",
-    "logit_scores": "datadiet_jax.scores.logit_scores",
+    "logit_scores": "datadiet_jax.scores.logit_api",
     "penultimate_features": "datadiet_jax.scores.features",
     "dyn_unc_scores": "datadiet_jax.scores.dynamics",
     "tdds_scores": "datadiet_jax.scores.dynamics",

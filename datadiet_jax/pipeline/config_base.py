@@ -18,6 +18,9 @@ ADDED_FIELDS = {
     "data.image_key": None, "data.label_key": None, "data.inputs": "auto", "data.num_classes": 0,
     "data.arrays": {"train": None, "train_labels": None, "test": None, "test_labels": None},
     "data.function": None, "model.kwargs": {}, "model.smoke_width": 0,
+    "score.logit_epochs": [], "score.feature_epochs": [], "score.prototypes_per_class": 1,
+    "score.dynamics": False, "score.dynamics_window": 10, "prune.features": "",
+    "retrain.stack": "auto",
 }  # fmt: skip
 
 
@@ -223,6 +226,10 @@ def _retrain() -> ml_collections.ConfigDict:
     # 'steps' (as many steps as full-data training, the paper's protocol) or 'epochs' (as many
     # epochs of the kept subset).
     d.budget = "steps"
+    # Train the runs whose kept sets have one size as one stacked training on the seed axis
+    # (each member with its own kept set, init and data order, as in its own run): 'on', 'off',
+    # or 'auto' (on with an accelerator; off on CPU, where it measured no faster).
+    d.stack = "auto"
     return d
 
 

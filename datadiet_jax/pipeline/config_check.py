@@ -258,6 +258,11 @@ def validate(config) -> None:
         raise ValueError("config.prune.num_score_seeds must be >= 0 (0 averages all seeds).")
     if config.retrain.budget not in ("steps", "epochs"):
         raise ValueError("config.retrain.budget must be 'steps' or 'epochs'.")
+    if config.retrain.get("stack", "auto") not in ("auto", "on", "off"):
+        raise ValueError(
+            f"config.retrain.stack is {config.retrain.stack!r}; set --config.retrain.stack to "
+            "'auto', 'on' or 'off'."
+        )
     if config.data.augment not in ("auto", "on", "off"):
         raise ValueError("config.data.augment must be 'auto', 'on' or 'off'.")
     check_source(config.data)

@@ -93,6 +93,7 @@ def train_batches(
     num_steps: int,
     start_step: int = 0,
     augment: bool = False,
+    streams=(),
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields K-seed training batches for steps `start_step, ..., num_steps - 1`.
 
@@ -100,7 +101,8 @@ def train_batches(
       images: [N, H, W, C] uint8, the whole split in dataset order (or features [N, D] float32,
         token ids [N, T] int32: `data.Split.images`).
       labels: [N] int labels (possibly noisy).
-      kept: [M] int64 dataset indices to train on.
+      kept: [M] int64 dataset indices to train on, or [K, M]: each seed its own kept set (of
+        one size: a stacked training of several runs).
       mean, std: [C] normalization constants.
       num_seeds: K; seed k shuffles with its own stream.
       batch_size: B.
@@ -108,6 +110,9 @@ def train_batches(
       num_steps: total steps of the run; epochs repeat as needed.
       start_step: first step to yield (for resuming).
       augment: reflect-pad-4 random crop and horizontal flip (32x32 datasets).
+      streams: the seed index whose shuffles and augmentations each of the K seeds draws
+        (`keys.seed_indices`; default 0..K-1), so a stacked member sees the batches of the seed
+        it stands for.
 
     Yields:
       Dicts with `image [K, B, H, W, C] float32`, `label [K, B] int32`, `index [K, B] int64`,
@@ -117,10 +122,12 @@ def train_batches(
     kept = np.asarray(kept, np.int64)
     if kept.size == 0:
         raise ValueError("No examples to train on: the kept index set is empty.")
-    spe = steps_per_epoch(len(kept), batch_size)
-    epoch_indices = _epoch_orders(tf, kept, num_seeds, batch_size, seed)
+    kept = np.broadcast_to(kept, (num_seeds, kept.shape[-1]))  # one row per seed
+    index = keys.seed_indices(num_seeds, streams)
+    spe = steps_per_epoch(kept.shape[1], batch_size)
+    epoch_indices = _epoch_orders(tf, kept, index, batch_size, seed)
     aug = keys.STREAMS["augment"]
-    aug_seeds = tf.constant(np.stack([seed_pair(seed, aug, k) for k in range(num_seeds)]))
+    aug_seeds = tf.constant(np.stack([seed_pair(seed, aug, int(k)) for k in index]))
     images_t = tf.constant(images)
     labels_t = tf.constant(np.asarray(labels, np.int32))
     mean_t = tf.constant(np.asarray(mean, np.float32))
@@ -146,28 +153,31 @@ def train_batches(
     return ds.prefetch(2).as_numpy_iterator()
 
 
-def _epoch_orders(tf, kept: np.ndarray, num_seeds: int, batch_size: int, seed: int):
-    """`epoch -> Dataset of (idx [K, B], mask [K, B])`: each seed's own shuffle of `kept`.
+def _epoch_orders(tf, kept: np.ndarray, index: np.ndarray, batch_size: int, seed: int):
+    """`epoch -> Dataset of (idx [K, B], mask [K, B])`: each seed's own shuffle of its row of
+    `kept [K, M]`.
 
-    Every seed shuffles with its own stateless stream, folded with the epoch; the last batch is
-    padded by repeating the epoch's order (several times when B > 2M), with mask 0.
+    Every seed shuffles with the stateless stream of its seed index (`index [K]`), folded with
+    the epoch; the last batch is padded by repeating the epoch's order (several times when
+    B > 2M), with mask 0.
     """
-    spe = steps_per_epoch(len(kept), batch_size)
+    num_seeds, m = kept.shape
+    spe = steps_per_epoch(m, batch_size)
     padded_len = spe * batch_size
     shuffle = keys.STREAMS["shuffle"]
-    shuffle_seeds = tf.constant(np.stack([seed_pair(seed, shuffle, k) for k in range(num_seeds)]))
+    shuffle_seeds = tf.constant(np.stack([seed_pair(seed, shuffle, int(k)) for k in index]))
     kept_t = tf.constant(kept)
     mask_epoch = tf.constant(
-        (np.arange(padded_len) < len(kept)).astype(np.float32).reshape(spe, batch_size)
+        (np.arange(padded_len) < m).astype(np.float32).reshape(spe, batch_size)
     )
 
     def epoch_indices(epoch):
         rows = []
         for k in range(num_seeds):
             s = tf.random.experimental.stateless_fold_in(shuffle_seeds[k], epoch)
-            order = tf.argsort(tf.random.stateless_uniform([len(kept)], s))
-            perm = tf.gather(kept_t, order)
-            rows.append(tf.tile(perm, [math.ceil(padded_len / len(kept))])[:padded_len])
+            order = tf.argsort(tf.random.stateless_uniform([m], s))
+            perm = tf.gather(kept_t[k], order)
+            rows.append(tf.tile(perm, [math.ceil(padded_len / m)])[:padded_len])
         idx = tf.reshape(tf.stack(rows), [num_seeds, spe, batch_size])
         idx = tf.transpose(idx, [1, 0, 2])  # [spe, K, B]
         mask = tf.tile(mask_epoch[:, None, :], [1, num_seeds, 1])

@@ -41,10 +41,22 @@ FIG4_BN_ORDER = 5
 DROPOUT = 0xD0
 
 
-def init_keys(seed: int, purpose: int, num_seeds: int) -> jax.Array:
-    """K init keys derived from (config seed, purpose, seed index); `[K]` key array."""
+def seed_indices(num_seeds: int, streams=()) -> np.ndarray:
+    """The seed index each of K stacked seeds draws from: `streams` (a stacked training of
+    several runs repeats each run's indices), else 0..K-1. `[K] int`."""
+    out = np.arange(num_seeds) if not len(streams) else np.asarray(streams, np.int64)
+    if out.shape != (num_seeds,):
+        raise ValueError(
+            f"streams has {out.shape[0]} entries for {num_seeds} seeds; give one each."
+        )
+    return out
+
+
+def init_keys(seed: int, purpose: int, num_seeds: int, streams=()) -> jax.Array:
+    """K init keys derived from (config seed, purpose, seed index); `[K]` key array. Seed k
+    takes index `streams[k]` when given (`seed_indices`)."""
     base = jax.random.fold_in(jax.random.key(seed), purpose)
-    return jax.vmap(lambda k: jax.random.fold_in(base, k))(np.arange(num_seeds))
+    return jax.vmap(lambda k: jax.random.fold_in(base, k))(seed_indices(num_seeds, streams))
 
 
 def data_seed(seed: int, purpose: int) -> int:
@@ -52,8 +64,9 @@ def data_seed(seed: int, purpose: int) -> int:
     return seed * 1000 + purpose
 
 
-def dropout_keys(seed: int, purpose: int, num_seeds: int) -> np.ndarray:
+def dropout_keys(seed: int, purpose: int, num_seeds: int, streams=()) -> np.ndarray:
     """K Dropout base keys as key data, `[K, 2]` uint32: `fold_in(init key of seed k, DROPOUT)`;
     a step folds in its step number (`train.step_rng`)."""
-    folded = jax.vmap(lambda k: jax.random.fold_in(k, DROPOUT))(init_keys(seed, purpose, num_seeds))
+    inits = init_keys(seed, purpose, num_seeds, streams)
+    folded = jax.vmap(lambda k: jax.random.fold_in(k, DROPOUT))(inits)
     return np.asarray(jax.random.key_data(folded))

@@ -57,6 +57,9 @@ class TrainSpec:
         seed diverged stops the training.
       dynamics_window: > 0 also tracks the training-dynamics scores (`scores.dynamics`: Dyn-Unc,
         TDDS, DUAL) over windows of this many epochs; 0 (the default) does not.
+      streams: the seed index each of the K seeds stands for (its init, Dropout and data
+        streams, `keys.seed_indices`); () is 0..K-1. A stacked training of S runs of R seeds
+        gives (0..R-1) S times, so each member trains as in its own run.
     """
 
     train_cfg: Any
@@ -72,6 +75,7 @@ class TrainSpec:
     max_steps: int | None = None
     on_diverge: str = "mark"
     dynamics_window: int = 0
+    streams: tuple[int, ...] = ()
 
     def steps_per_epoch(self, num_kept: int) -> int:
         return input_pipeline.steps_per_epoch(num_kept, self.train_cfg.batch_size)
@@ -96,7 +100,8 @@ def train_seeds(
       model: a Linen module, an NNX factory, a plain-function model or their `Trainable`
         (`scores.trainable`).
       split: `data.Split` (train split, possibly with noisy labels).
-      kept: [M] int64 dataset indices to train on.
+      kept: [M] int64 dataset indices to train on, or [K, M]: one kept set per seed (a
+        stacked training of several runs of equal-size kept sets).
       spec: what the training is (`TrainSpec`).
       hooks: {epoch: fn(state, stats)} called when `epoch` is reached (epoch 0 is the init).
       init_state: stacked `TrainState` [K, ...] to start from instead of a fresh init (e.g. K
@@ -131,7 +136,7 @@ class _Training:
 
     def __init__(self, model, split, kept, spec: TrainSpec, hooks: dict):
         self.model, self.split, self.kept, self.spec = model, split, kept, spec
-        self.spe = spec.steps_per_epoch(len(kept))
+        self.spe = spec.steps_per_epoch(np.shape(kept)[-1])
         self.keep_steps = {e * self.spe for e in spec.keep_epochs} | {spec.num_steps}
         self.hook_steps = {e * self.spe: fn for e, fn in hooks.items()}
         self.stop = spec.num_steps if spec.max_steps is None else min(spec.num_steps,
@@ -200,10 +205,10 @@ class _Training:
             split.images, split.labels, self.kept, mean=split.mean, std=split.std,
             num_seeds=spec.num_seeds, batch_size=spec.train_cfg.batch_size,
             seed=keys.data_seed(spec.seed, spec.purpose), num_steps=self.stop, start_step=start,
-            augment=spec.augment,
+            augment=spec.augment, streams=spec.streams,
         )  # fmt: skip
         per_step = spec.num_seeds * spec.train_cfg.batch_size
-        rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds)
+        rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
         step, loss = start, None
         self.epoch_clock = time.perf_counter()
@@ -288,7 +293,8 @@ def num_outputs(model, split) -> int:
 def initial_states(model, split, spec: TrainSpec) -> train.TrainState:
     """The K stacked initial states `train_seeds` starts a fresh `spec` from."""
     init_fn, _ = programs(model, spec.train_cfg, spec.schedule_steps)
-    return init_fn(keys.init_keys(spec.seed, spec.purpose, spec.num_seeds), sample_input(split))
+    inits = keys.init_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
+    return init_fn(inits, sample_input(split))
 
 
 def sample_input(split) -> np.ndarray:

@@ -24,6 +24,7 @@ from datadiet_jax.pipeline import (
     interrupts,
     keys,
     loop,
+    stacked,
     train,
 )
 
@@ -31,7 +32,9 @@ from datadiet_jax.pipeline import (
 def retrain_stage(config, workdir: str, model, split, test_split, runs, score_hashes) -> list[dict]:
     """Trains R fresh seeds on each kept subset and evaluates them; returns one result per run.
 
-    Each result records, per seed, the test accuracy and loss, how well the seed fits its kept
+    Runs of equal-size kept sets train as one stacked training when `config.retrain.stack`
+    says so (`stacked`), each ending as its own run would. Each result records, per seed, the
+    test accuracy and loss, how well the seed fits its kept
     examples at the end and at initialization, and its status (`health`): 'ok', 'collapsed' or
     'diverged'. `mean_test_accuracy` averages the 'ok' seeds only; `num_left_out` counts the rest.
 
@@ -41,33 +44,50 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs, score_ha
       runs: the plan, `[(plan.PlannedRun, kept [M] int64)]`.
       score_hashes: `fingerprint.score_hashes` of the score files the kept sets come from.
     """
-    results = []
+    results: list = [None] * len(runs)
+    pending = []
     for i, (run, kept) in enumerate(runs):
-        with interrupts.stage(f"retraining {run.name}"):
-            run_dir = os.path.join(workdir, "retrain", run.name)
-            made_from = {
-                "kept": fingerprint.kept_record(config, run, score_hashes, split.num_examples),
-                "training": fingerprint.training_record(config, kept),
-            }
-            if prepare_run_dir(run_dir, run.name, kept, made_from):
-                results.append(artifacts.read_json(os.path.join(run_dir, "result.json")))
-                continue
-            logging.info("Retraining %d/%d: %s on %d examples", i + 1, len(runs), run.name,
-                         len(kept))  # fmt: skip
-            result = train_run(config, run_dir, model, split, test_split, run, kept)
-            result["made_from"] = made_from
-            artifacts.write_json(os.path.join(run_dir, "result.json"), result)
-            results.append(result)
+        run_dir = os.path.join(workdir, "retrain", run.name)
+        made_from = {
+            "kept": fingerprint.kept_record(config, run, score_hashes, split.num_examples),
+            "training": fingerprint.training_record(config, kept),
+        }
+        if prepare_run_dir(run_dir, run.name, kept, made_from):
+            results[i] = artifacts.read_json(os.path.join(run_dir, "result.json"))
+        else:
+            pending.append((i, run, kept, run_dir, made_from))
+    batches = stacked.groups(config, split.num_examples, pending) if stacked.enabled(config) else [
+        [item] for item in pending
+    ]  # fmt: skip
+    done = len(runs) - len(pending)
+    for group in batches:
+        names = ", ".join(item[1].name for item in group)
+        with interrupts.stage(f"retraining {names}"):
+            for _, run, kept, _, _ in group:
+                health.warn_if_small(run.name, len(kept), config.train.batch_size)
+            logging.info("Retraining %d-%d/%d: %s on %d examples each", done + 1,
+                         done + len(group), len(runs), names, len(group[0][2]))  # fmt: skip
+            if len(group) == 1:
+                trained = [_train_one(config, model, split, group[0])]
+            else:
+                members = [(run, kept, made_from) for _, run, kept, _, made_from in group]
+                trained = stacked.train_group(config, workdir, model, split, members)
+            for (i, run, kept, run_dir, made_from), (init, state, nonfinite) in zip(
+                group, trained, strict=True
+            ):
+                result = run_result(config, model, split, test_split, run, kept, init, state,
+                                    nonfinite)  # fmt: skip
+                result["made_from"] = made_from
+                artifacts.write_json(os.path.join(run_dir, "result.json"), result)
+                results[i] = result
+            done += len(group)
     return results
 
 
-def train_run(config, run_dir: str, model, split, test_split, run, kept) -> dict:
-    """Trains R fresh seeds of one planned run on its kept `[M]` indices; returns its result."""
-    health.warn_if_small(run.name, len(kept), config.train.batch_size)
-    steps = config.train.num_epochs * input_pipeline.steps_per_epoch(
-        split.num_examples if config.retrain.budget == "steps" else len(kept),
-        config.train.batch_size,
-    )
+def _train_one(config, model, split, item) -> tuple:
+    """(init state, final state, non-finite steps) of one pending run trained on its own."""
+    _, run, kept, run_dir, _ = item
+    steps = stacked.retrain_steps(config, split.num_examples, len(kept))
     spec = loop.TrainSpec(
         train_cfg=config.train, num_seeds=config.retrain.num_seeds, seed=config.seed,
         purpose=keys.Purpose.RETRAIN, num_steps=steps, schedule_steps=steps,
@@ -75,12 +95,18 @@ def train_run(config, run_dir: str, model, split, test_split, run, kept) -> dict
         augment=input_pipeline.augments(config.data, split.images.shape), name=run.name,
     )  # fmt: skip
     state, stats, _ = loop.train_seeds(model, split, kept, spec)
+    return loop.initial_states(model, split, spec), state, stats["nonfinite_step"]
+
+
+def run_result(config, model, split, test_split, run, kept, init, state, nonfinite) -> dict:
+    """The result of one run's R trained seeds: test metrics, the fit check and the health."""
     eval_args = dict(batch_size=config.train.eval_batch_size, seed_axis=config.train.seed_axis)
     acc, loss = train.evaluate(model, state, test_split, **eval_args)
-    fit = fit_check(model, loop.initial_states(model, split, spec), state, split, kept, **eval_args)
+    fit = fit_check(model, init, state, split, kept, **eval_args)
     result = dataclasses.asdict(run)
+    steps = stacked.retrain_steps(config, split.num_examples, len(kept))
     result.update(num_kept=len(kept), steps=steps)
-    result.update(_health_fields(run.name, acc, loss, fit, stats["nonfinite_step"]))
+    result.update(_health_fields(run.name, acc, loss, fit, nonfinite))
     result["label_noise"] = config.data.label_noise.fraction
     return result
 

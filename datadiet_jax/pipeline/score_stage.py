@@ -39,7 +39,7 @@ from datadiet_jax.scores import (
     features,
     forgetting,
     geometry,
-    logit_scores,
+    logit_api,
     pruning,
 )
 from datadiet_jax.scores.trainable import trainable
@@ -159,7 +159,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
             health.check_score_training(stats["forgetting"], split.labels, epoch)
             scored, variables = model.scoring_pair(state.params, state.model_state)
             batch = {"batch_size": config.score.batch_size, "integer_inputs": tokens}
-            passes = [(k, functools.partial(logit_scores.logit_scores, k)) for k in LOGIT_KINDS]
+            passes = [(k, functools.partial(logit_api.logit_scores, k)) for k in LOGIT_KINDS]
             for kind, fn in passes + [("grand", api.grand_scores)]:
                 if todo(kind, epoch):
                     per_seed = timed(kind, epoch, fn, scored, variables, images, split.labels,

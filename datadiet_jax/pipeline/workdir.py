@@ -29,7 +29,8 @@ PLAN_SECTIONS = ("prune", "retrain")
 # Fields a rerun may change that do not change what is computed: where the dataset lies, and
 # which program computes the same gradients, and on which devices. Training records leave them
 # out too.
-NEUTRAL_FIELDS = ("data.data_dir", "data.download", "train.fast_backward", "train.mesh")
+NEUTRAL_FIELDS = ("data.data_dir", "data.download", "train.fast_backward", "train.mesh",
+                  "retrain.stack")  # fmt: skip
 LOCK_NAME = ".lock"
 
 

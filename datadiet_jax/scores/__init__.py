@@ -6,7 +6,7 @@ module of this package with those blocked), so it runs wherever JAX runs.
   api          el2n_scores, grand_scores, init_variables: the public calls
   losses       cross_entropy and el2n of logits: the one definition of each
   uncertainty  scores of one forward pass (EL2N, loss, entropy, least confidence, margin)
-  logit_scores logit_scores(kind, ...): any of them for K stacked models, streamed
+  logit_api    logit_scores(kind, ...): any of them for K stacked models, streamed
   inputs       checks of a call's arguments (arrays and stream items alike)
   image_fit    which layer refuses images that do not fit a Linen model, in one line
   batch_check  the first-batch refusal of models whose logits depend on the rest of the batch
@@ -37,7 +37,7 @@ from datadiet_jax.scores.dynamics import (
 from datadiet_jax.scores.features import penultimate_features
 from datadiet_jax.scores.forgetting import forgetting_scores, init_forgetting, update_forgetting
 from datadiet_jax.scores.geometry import moderate_distances, prototype_distances
-from datadiet_jax.scores.logit_scores import logit_scores
+from datadiet_jax.scores.logit_api import logit_scores
 from datadiet_jax.scores.losses import cross_entropy, el2n
 from datadiet_jax.scores.pruning import select
 

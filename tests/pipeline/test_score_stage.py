@@ -97,3 +97,35 @@ def test_refused_score_file_of_another_run_names_that_run(tmp_path):
     message = str(err.value)
     assert "NaN" in message and "examples [3]" in message
     assert f"it comes from config.score.workdir={source}: delete it and rerun that run" in message
+
+
+def test_features_prune_with_the_first_k_seeds_as_the_peers_single_run(tmp_path):
+    from datadiet_jax.scores import pruning
+
+    split = make_split(n=12)
+    config = base_config()
+    config.score.el2n_epochs, config.score.feature_epochs = (1,), (1,)
+    config.prune.strategy, config.prune.scores = "kcenter", ("features@1",)
+    config.prune.fractions = (0.5,)
+    config.prune.full_baseline = config.prune.random_baseline = False
+    feats = np.random.default_rng(0).normal(size=(2, 12, 3)).astype(np.float32)
+    path = str(tmp_path / "features_epoch001.npz")
+    expect = score_stage.score_expectation(config, split)
+    artifacts.save_scores(path, feats, split.index, dict(expect))
+    for k, want in ((0, feats), (1, feats[:1]), (2, feats)):
+        config.prune.num_score_seeds = k
+        scores = score_stage.pruning_scores(config, split, {"features@1": path})
+        np.testing.assert_array_equal(scores["features@1"], want)
+        ((_, kept),) = plan.kept_sets(config, split, scores)
+        ref = pruning.select("kcenter", None, prune_fraction=0.5, labels=split.labels,
+                             seed=config.seed, features=want)  # fmt: skip
+        np.testing.assert_array_equal(kept, ref)
+    # One seed's features [N, D] select as that seed's slice [1, N, D] does.
+    one = pruning.select("kcenter", None, prune_fraction=0.5, labels=split.labels,
+                         features=feats[0])  # fmt: skip
+    sliced = pruning.select("kcenter", None, prune_fraction=0.5, labels=split.labels,
+                            features=feats[:1])  # fmt: skip
+    np.testing.assert_array_equal(one, sliced)
+    config.prune.num_score_seeds = 3
+    with pytest.raises(ValueError, match="holds 2 seeds"):
+        score_stage.pruning_scores(config, split, {"features@1": path})

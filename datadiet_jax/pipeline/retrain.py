@@ -65,8 +65,12 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs, score_ha
         with interrupts.stage(f"retraining {names}"):
             for _, run, kept, _, _ in group:
                 health.warn_if_small(run.name, len(kept), config.train.batch_size)
-            logging.info("Retraining %d-%d/%d: %s on %d examples each", done + 1,
-                         done + len(group), len(runs), names, len(group[0][2]))  # fmt: skip
+            if len(group) == 1:
+                logging.info("Retraining %d/%d: %s on %d examples", done + 1, len(runs), names,
+                             len(group[0][2]))  # fmt: skip
+            else:
+                logging.info("Retraining %d-%d/%d (stacked): %s on %d examples each", done + 1,
+                             done + len(group), len(runs), names, len(group[0][2]))  # fmt: skip
             if len(group) == 1:
                 trained = [_train_one(config, model, split, group[0])]
             else:

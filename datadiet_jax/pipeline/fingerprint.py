@@ -24,7 +24,6 @@ import numpy as np
 
 from datadiet_jax.pipeline import artifacts, plan, workdir
 from datadiet_jax.pipeline.config_base import config_to_dict
-from datadiet_jax.scores import pruning
 
 # The config sections that decide a retraining, besides its kept set.
 TRAINING_SECTIONS = ("data", "model", "train", "retrain")
@@ -66,11 +65,7 @@ def kept_record(config, run, scores: Mapping[str, dict], num_examples: int) -> d
       scores: `score_hashes` of the run's score files (only `run.score`'s entry is recorded).
       num_examples: N of the training split.
     """
-    names = [run.score]  # and what a strategy reads besides its score
-    if run.strategy in pruning.FEATURE_STRATEGIES:
-        names.append(plan.features_name(config))
-    if run.strategy == "dual_sampling":
-        names.append("mean_prob")
+    names = [run.score, *plan.strategy_inputs(config, run.strategy)]
     used = {name: scores[name] for name in names if name in scores}
     selection = {
         "score": run.score, "strategy": run.strategy, "prune_fraction": run.prune_fraction,

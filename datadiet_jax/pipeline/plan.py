@@ -108,6 +108,13 @@ def features_name(config) -> str:
     return f"features@{epochs[0]}"
 
 
+def strategy_inputs(config, strategy: str) -> list[str]:
+    """The files a strategy reads besides its score: the features of the feature selectors
+    (`features_name`), the mean prediction of 'dual_sampling' ('mean_prob')."""
+    names = [features_name(config)] if strategy in pruning.FEATURE_STRATEGIES else []
+    return names + (["mean_prob"] if strategy == "dual_sampling" else [])
+
+
 def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray]) -> np.ndarray:
     """The sorted `[M] int64` dataset indices `run` trains on.
 

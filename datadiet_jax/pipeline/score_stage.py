@@ -40,7 +40,6 @@ from datadiet_jax.scores import (
     forgetting,
     geometry,
     logit_api,
-    pruning,
 )
 from datadiet_jax.scores.trainable import trainable
 
@@ -280,11 +279,7 @@ def seed_mean(scores: dict, num_seeds: int, path: str):
 def pruning_names(config) -> list[str]:
     """The score files pruning reads: `config.prune.scores`, the features file for a strategy
     that selects on features (`plan.features_name`) and, for 'dual_sampling', 'mean_prob'."""
-    names = list(config.prune.scores)
-    if config.prune.strategy in pruning.FEATURE_STRATEGIES:
-        names.append(plan.features_name(config))
-    if config.prune.strategy == "dual_sampling":
-        names.append("mean_prob")
+    names = [*config.prune.scores, *plan.strategy_inputs(config, config.prune.strategy)]
     return list(dict.fromkeys(names))
 
 

@@ -11,10 +11,13 @@
    in float32 at default precision: a training step, EL2N, our GraNd, `vmap(grad)` per-example
    gradient norms, and K=4 seeds in one call against 4 single-seed calls (`score_methods`); then
    the small ViT and text classifier (`transformer_models`) at batch 64: GraNd against
-   `vmap(grad)` in one process, interleaved, compilation left out.
+   `vmap(grad)` in one process, interleaved, compilation left out; then the pipeline's K-seed
+   training step (`train_steps`): K=4 on one device against the 'auto' mesh of every device,
+   and 3 runs of 2 seeds stacked as K=6 against one 2-seed run.
 `--tiny` (or DEVICE_CHECK_TINY=1) runs the same on a small CNN at batch 16, for a CPU.
 
-Needs JAX, Flax and optax only (no TensorFlow, TFDS or ml_collections). Writes
+Needs JAX, Flax and optax (no TensorFlow or TFDS); the training steps also ml_collections (a
+small wheel to carry where it is missing; without it they report the import error). Writes
 DIR/device_check.json (rewritten after every step, so a run cut short still leaves its results)
 and DIR/pytest.log. Everything stops by a deadline (`--budget_s`, default 420 s).
 """
@@ -47,6 +50,9 @@ TESTS = (
 )
 TEST_TIMEOUT_S = 240
 METHODS = ("train", "el2n", "grand", "vmap_grad", "kseed")
+# The K-seed training step of the pipeline (benchmarks/train_steps.py): on one device against a
+# mesh of every device, and stacked runs against separate ones.
+TRAINING = ("train_sharded", "train_stacked")
 FULL = (
     "resnet18",
     dict(batch=128, iters=10, fwd_batch=128, fwd_iters=10, jac_batch=8, jac_iters=1),
@@ -75,9 +81,12 @@ def _measure(method: str) -> dict:
             "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind,
         }
-    from benchmarks import score_methods
+    from benchmarks import score_methods, train_steps
 
     model_name, cfg = TINY if _tiny() else FULL
+    if method in TRAINING:
+        fn = getattr(train_steps, method.removeprefix("train_"))
+        return {"model": model_name, **fn(model_name, cfg["batch"], cfg["iters"])}
     if ":" in method:  # MODEL:METHOD, a transformer
         model_name, method = method.split(":")
         cfg = TRANSFORMER_TINY if _tiny() else TRANSFORMER_CFG
@@ -136,6 +145,8 @@ def _ratios(m: dict) -> dict:
             f"{t.split(':')[0]}_grand_vs_vmap_grad": m.get(t, {}).get("grand_vs_vmap_grad")
             for t in TRANSFORMERS
         },  # fmt: skip
+        "train_mesh_vs_one_device": m.get("train_sharded", {}).get("mesh_speedup"),
+        "train_stacked_vs_separate": m.get("train_stacked", {}).get("stacked_speedup"),
         "grand_vs_train_peak_memory": _ratio(peak.get("grand"), peak.get("train")),
         "vmap_grad_vs_train_peak_memory": _ratio(peak.get("vmap_grad"), peak.get("train")),
     }
@@ -164,7 +175,7 @@ def main(argv):
     report["tests"] = _run_tests(FLAGS.out_dir, budget)
     _write(FLAGS.out_dir, report)
     logging.info("tests: %s", report["tests"])
-    for method in (*METHODS, *TRANSFORMERS):
+    for method in (*METHODS, *TRANSFORMERS, *TRAINING):
         left = deadline - time.perf_counter()
         if left < 20:
             report["measurements"][method] = {"error": "skipped: out of time budget"}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A short check of the scores library on one GPU/TPU (at most 8 minutes): the score tests, then
 # ResNet18 at batch 128 (train step, EL2N, GraNd, vmap(grad), K=4 seeds against 4 calls), then the
-# small ViT and text classifier (GraNd against vmap(grad) in one process).
+# small ViT and text classifier (GraNd against vmap(grad) in one process), then the K-seed
+# training step on one device against a mesh of every device, and stacked against separate runs.
 #
 #   benchmarks/device_check.sh [OUT_DIR] [--tiny]
 #

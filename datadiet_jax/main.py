@@ -4,6 +4,10 @@ Every setting is a config field, overridden with `--config.x.y=value`; `WORKDIR/
 records the run completely. Running the same command again resumes the run; Ctrl-C or SIGTERM
 stops it with one line naming the stage (exit 130 or 143), and one process works in a work
 directory at a time.
+
+On several hosts every process runs the same command with `--distributed` (JAX detects Slurm,
+Cloud TPU, Kubernetes or Open MPI) or with `--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I`; the trainings then shard over the devices of all of them (`multihost`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,22 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from datadiet_jax.pipeline import interrupts, logs  # noqa: E402
+from datadiet_jax.pipeline import interrupts, logs, multihost  # noqa: E402
 from datadiet_jax.pipeline import run as run_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run (resumed if present).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Join a jax.distributed job of several processes (hosts), detecting "
+    "the cluster (Slurm, Cloud TPU, Kubernetes, Open MPI) or taking the three flags below.",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a job launched by hand."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job (by hand).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (by hand).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -50,6 +65,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments {argv[1:]}; settings go in --config.x=value.")
     logs.quiet_library_logs()
+    if _DISTRIBUTED.value or _COORDINATOR.value:
+        multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     with interrupts.exit_on_interrupt():
         logging.info("JAX devices: %s", jax.devices())
         results = run_or_exit(_CONFIG.value, _WORKDIR.value)

@@ -18,12 +18,28 @@ import zipfile
 import numpy as np
 from absl import logging
 
+from datadiet_jax.pipeline import multihost
 from datadiet_jax.pipeline.config_base import ADDED_FIELDS
 from datadiet_jax.scores import values
 
 
 def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Writes `payload` to `path` atomically (temp file + rename in the same folder)."""
+    """Writes `payload` to `path` atomically (temp file + rename in the same folder); in a
+    job of several processes, process 0 writes and the others wait (`multihost.one_writer`)."""
+    with multihost.one_writer(path) as writes:
+        if writes:
+            _atomic_write(path, payload)
+
+
+def append_line(path: str, line: str) -> None:
+    """Appends `line` and a newline to `path` (process 0 of a multi-process job)."""
+    with multihost.one_writer(path) as writes:
+        if writes:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+
+
+def _atomic_write(path: str, payload: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))

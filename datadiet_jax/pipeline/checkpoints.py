@@ -14,6 +14,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from datadiet_jax.pipeline import multihost
 from datadiet_jax.pipeline.train import TrainState
 
 
@@ -96,7 +97,9 @@ class Checkpoints:
                 continue
             for bad in steps[:i]:  # Moved aside, so training can save these steps again.
                 path = os.path.join(self._directory, str(bad))
-                os.replace(path, f"{path}.unreadable")
+                with multihost.one_writer(path) as writes:
+                    if writes:
+                        os.replace(path, f"{path}.unreadable")
                 logging.warning("Resuming from step %d; moved %s aside.", step, path)
             if i:
                 self._manager.reload()

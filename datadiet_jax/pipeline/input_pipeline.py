@@ -61,22 +61,27 @@ def augments(data_cfg, image_shape) -> bool:
     return data_cfg.augment == "on"
 
 
-def augment_crop_flip(tf, images, seed):
+def augment_crop_flip(tf, images, seed, columns: slice | None = None, width: int | None = None):
     """Reflect-pad-4 random 32x32 crop and random horizontal flip, per example.
 
     Args:
       images: [M, H, W, C] float32.
       seed: [2] int stateless seed.
+      columns, width: `images` are the examples `columns` of a batch of `width`: they get the
+        crops and flips those positions get when the whole batch is augmented.
     """
     m, h, w = tf.shape(images)[0], images.shape[1], images.shape[2]
     padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT")
-    offsets = tf.random.stateless_uniform([2, m], seed, minval=0, maxval=9, dtype=tf.int32)
+    part = columns if columns is not None else slice(None)
+    draws = width if width is not None else m
+    offsets = tf.random.stateless_uniform([2, draws], seed, minval=0, maxval=9, dtype=tf.int32)
+    offsets = offsets[:, part]
     rows = offsets[0][:, None] + tf.range(h)[None]
     cols = offsets[1][:, None] + tf.range(w)[None]
     out = tf.gather(padded, rows, axis=1, batch_dims=1)
     out = tf.gather(out, cols, axis=2, batch_dims=1)
     flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-    flip = tf.random.stateless_uniform([m], flip_seed) < 0.5
+    flip = tf.random.stateless_uniform([draws], flip_seed)[part] < 0.5
     return tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
 
 
@@ -94,6 +99,7 @@ def train_batches(
     start_step: int = 0,
     augment: bool = False,
     streams=(),
+    block: tuple[slice, slice] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields K-seed training batches for steps `start_step, ..., num_steps - 1`.
 
@@ -113,10 +119,13 @@ def train_batches(
       streams: the seed index whose shuffles and augmentations each of the K seeds draws
         (`keys.seed_indices`; default 0..K-1), so a stacked member sees the batches of the seed
         it stands for.
+      block: (seeds, columns) slices: make only this block `[k, b]` of every `[K, B]` batch
+        (the part one process's devices hold, `train_mesh.local_block`), with the very values
+        those positions have in the whole batch; None makes the whole batch.
 
     Yields:
       Dicts with `image [K, B, H, W, C] float32`, `label [K, B] int32`, `index [K, B] int64`,
-      `mask [K, B] float32`.
+      `mask [K, B] float32` (`[k, b, ...]` with `block`).
     """
     tf = _tf()
     kept = np.asarray(kept, np.int64)
@@ -124,8 +133,10 @@ def train_batches(
         raise ValueError("No examples to train on: the kept index set is empty.")
     kept = np.broadcast_to(kept, (num_seeds, kept.shape[-1]))  # one row per seed
     index = keys.seed_indices(num_seeds, streams)
+    rows, cols = block or (slice(0, num_seeds), slice(0, batch_size))
+    kept, index = kept[rows], index[rows]
     spe = steps_per_epoch(kept.shape[1], batch_size)
-    epoch_indices = _epoch_orders(tf, kept, index, batch_size, seed)
+    epoch_indices = _epoch_orders(tf, kept, index, batch_size, seed, cols)
     aug = keys.STREAMS["augment"]
     aug_seeds = tf.constant(np.stack([seed_pair(seed, aug, int(k)) for k in index]))
     images_t = tf.constant(images)
@@ -138,9 +149,9 @@ def train_batches(
         x = _prepare(tf, tf.gather(images_t, idx), mean_t, std_t)
         if augment:
             per_seed = []
-            for k in range(num_seeds):
+            for k in range(len(index)):
                 s = tf.random.experimental.stateless_fold_in(aug_seeds[k], step)
-                per_seed.append(augment_crop_flip(tf, x[k], s))
+                per_seed.append(augment_crop_flip(tf, x[k], s, cols, batch_size))
             x = tf.stack(per_seed)
         return {"image": x, "label": tf.gather(labels_t, idx), "index": idx, "mask": mask}
 
@@ -153,9 +164,10 @@ def train_batches(
     return ds.prefetch(2).as_numpy_iterator()
 
 
-def _epoch_orders(tf, kept: np.ndarray, index: np.ndarray, batch_size: int, seed: int):
-    """`epoch -> Dataset of (idx [K, B], mask [K, B])`: each seed's own shuffle of its row of
-    `kept [K, M]`.
+def _epoch_orders(tf, kept: np.ndarray, index: np.ndarray, batch_size: int, seed: int,
+                  columns: slice):  # fmt: skip
+    """`epoch -> Dataset of (idx [K, b], mask [K, b])`: each seed's own shuffle of its row of
+    `kept [K, M]`, the batch positions `columns` of it.
 
     Every seed shuffles with the stateless stream of its seed index (`index [K]`), folded with
     the epoch; the last batch is padded by repeating the epoch's order (several times when
@@ -179,8 +191,8 @@ def _epoch_orders(tf, kept: np.ndarray, index: np.ndarray, batch_size: int, seed
             perm = tf.gather(kept_t[k], order)
             rows.append(tf.tile(perm, [math.ceil(padded_len / m)])[:padded_len])
         idx = tf.reshape(tf.stack(rows), [num_seeds, spe, batch_size])
-        idx = tf.transpose(idx, [1, 0, 2])  # [spe, K, B]
-        mask = tf.tile(mask_epoch[:, None, :], [1, num_seeds, 1])
+        idx = tf.transpose(idx, [1, 0, 2])[:, :, columns]  # [spe, K, b]
+        mask = tf.tile(mask_epoch[:, None, columns], [1, num_seeds, 1])
         return tf.data.Dataset.from_tensor_slices((idx, mask))
 
     return epoch_indices

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import health, input_pipeline, keys, train, train_mesh
+from datadiet_jax.pipeline import artifacts, health, input_pipeline, keys, train, train_mesh
 from datadiet_jax.pipeline.checkpoints import Checkpoints
 from datadiet_jax.scores import aum, dynamics, forgetting
 from datadiet_jax.scores.progress import Progress
@@ -206,6 +206,7 @@ class _Training:
             num_seeds=spec.num_seeds, batch_size=spec.train_cfg.batch_size,
             seed=keys.data_seed(spec.seed, spec.purpose), num_steps=self.stop, start_step=start,
             augment=spec.augment, streams=spec.streams,
+            block=train_mesh.local_block(self.mesh, spec.num_seeds, spec.train_cfg.batch_size),
         )  # fmt: skip
         per_step = spec.num_seeds * spec.train_cfg.batch_size
         rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
@@ -213,7 +214,8 @@ class _Training:
         step, loss = start, None
         self.epoch_clock = time.perf_counter()
         for batch in batches:
-            batch = train_mesh.place_batch({**batch, "rng": rng}, self.mesh)
+            batch = train_mesh.place_batch({**batch, "rng": rng}, self.mesh, spec.num_seeds,
+                                           spec.train_cfg.batch_size)  # fmt: skip
             state, stats, loss = step_fn(state, stats, batch)
             step += 1
             progress.update(step, f"(epoch {step / self.spe:.2f})", pending=loss)
@@ -230,7 +232,8 @@ class _Training:
         if at_epoch_end or must_save:
             self.reported = _check_finite(stats, self.reported, self.spec, self.spe)
         if at_epoch_end:
-            record = {"step": step, "epoch": step / self.spe, "loss": np.asarray(loss).tolist()}
+            record = {"step": step, "epoch": step / self.spe,
+                      "loss": train_mesh.to_host(loss).tolist()}  # fmt: skip
             # Wall seconds of the epoch's training steps in this process (the first epoch after
             # a start or resume includes compilation; hooks and epoch-end saves are not counted).
             record["seconds"] = round(time.perf_counter() - self.epoch_clock, 3)
@@ -250,7 +253,7 @@ class _Training:
 
 def _check_finite(stats, reported: set, spec: TrainSpec, spe: int) -> set:
     """Reports seeds whose loss became non-finite since the last check; returns all reported."""
-    steps = np.asarray(stats["nonfinite_step"])
+    steps = train_mesh.to_host(stats["nonfinite_step"])
     new = [k for k in np.flatnonzero(steps >= 0) if k not in reported]
     for k in new:
         message = (
@@ -374,5 +377,4 @@ def _k_step(model, tx, seed_axis, fast, state, stats, batch):
 
 
 def _append_jsonl(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    artifacts.append_line(path, json.dumps(record))

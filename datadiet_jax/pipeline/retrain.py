@@ -24,6 +24,7 @@ from datadiet_jax.pipeline import (
     interrupts,
     keys,
     loop,
+    multihost,
     stacked,
     train,
 )
@@ -165,7 +166,9 @@ def _save_kept(path: str, kept: np.ndarray, made_from: dict) -> None:
 
 def _clear(run_dir: str, name: str, reasons: list[str]) -> None:
     logging.warning("Retraining %s again from scratch: %s.", name, "; ".join(reasons))
-    shutil.rmtree(run_dir)
+    with multihost.one_writer(run_dir) as writes:
+        if writes:
+            shutil.rmtree(run_dir)
 
 
 def _reasons(old: dict, new: dict, common: int | None = None) -> list[str]:

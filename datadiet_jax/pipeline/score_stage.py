@@ -90,8 +90,7 @@ def record_seconds(workdir: str, kind: str, epoch: int, seconds: float, per_seed
     shape = np.shape(per_seed)
     line = {"score": kind, "epoch": int(epoch), "seconds": round(float(seconds), 3),
             "num_seeds": int(shape[0]), "num_examples": int(shape[-1])}  # fmt: skip
-    with open(timings_path(workdir), "a") as f:
-        f.write(json.dumps(line) + "\n")
+    artifacts.append_line(timings_path(workdir), json.dumps(line))
 
 
 def wanted_files(config, workdir: str) -> dict[str, tuple[str, int, str]]:

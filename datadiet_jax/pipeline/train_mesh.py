@@ -15,16 +15,23 @@ The result equals the single-device one up to float rounding (sums in another or
 jit of the stacked step gives it too, but with the seeds unrolled (the CPU default) every device
 then computes all K seeds (8 seeds on 8 devices: 8 times the convolutions on each device).
 
+In a job of several processes (`multihost`) the mesh spans every device of every process, in
+process order, so each process holds one block of the `[K, B]` batch (`local_block`): its input
+pipeline makes only that block, and `place_batch` assembles the global arrays from the blocks.
+Orbax saves and restores the sharded state from all processes together.
+
 `train.mesh` chooses the shape: 'off' (one device, exactly the single-device program), 'auto'
 (`auto_shape`) or 'SEEDSxDATA' such as '2x4'. A shape of one device is the single-device program.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
 import jax
+import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -93,23 +100,51 @@ def make_mesh(mode: str, num_seeds: int, batch_size: int, name: str = "train") -
       name: the training's name in the log line.
 
     Raises:
-      ValueError: a shape `mesh_shape` refuses, or a mesh over several processes.
+      ValueError: a shape `mesh_shape` refuses, or (a job of several processes) a mesh that
+        leaves devices out.
     """
-    devices = jax.devices()
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
     seeds, data = mesh_shape(mode, num_seeds, batch_size, len(devices))
+    if jax.process_count() > 1 and seeds * data != len(devices):
+        raise ValueError(
+            f"{name}: config.train.mesh={mode!r} gives a {seeds}x{data} mesh, {seeds * data} of "
+            f"the {len(devices)} devices of this {jax.process_count()}-process job, but every "
+            "device must take part; use a mesh of all of them (a batch size or K they divide)."
+        )
     if seeds * data == 1:
         logging.info("%s: training on one device (train.mesh=%r).", name, mode)
         return None
-    if jax.process_count() > 1:
-        raise ValueError(
-            f"{name}: training on a mesh over {jax.process_count()} processes is not supported "
-            "yet; set --config.train.mesh=off."
-        )
     grid = [devices[i * data : (i + 1) * data] for i in range(seeds)]
     mesh = Mesh(grid, AXES)
     logging.info("%s: training on a mesh %s (train.mesh=%r, %d of %d devices).", name,
                  dict(mesh.shape), mode, seeds * data, len(devices))  # fmt: skip
     return mesh
+
+
+@functools.lru_cache(maxsize=64)
+def local_block(mesh: Mesh | None, num_seeds: int, batch_size: int) -> tuple[slice, slice]:
+    """The block `(seeds, batch columns)` of a `[K, B]` batch that this process's devices hold
+    (the whole batch with one process or without a mesh): the part its input pipeline makes.
+
+    Raises:
+      ValueError: this process's shards do not form one block (a device order no mesh of
+        `make_mesh` has).
+    """
+    if mesh is None:
+        return slice(0, num_seeds), slice(0, batch_size)
+    shape = (num_seeds, batch_size)
+    shards = NamedSharding(mesh, P("seed", "data")).addressable_devices_indices_map(shape)
+    spans = {tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=True))
+             for index in shards.values()}  # fmt: skip
+    (r0, r1), (c0, c1) = ((min(s[a][0] for s in spans), max(s[a][1] for s in spans))
+                          for a in range(2))  # fmt: skip
+    held = sum((s[0][1] - s[0][0]) * (s[1][1] - s[1][0]) for s in spans)
+    if held != (r1 - r0) * (c1 - c0):
+        raise ValueError(
+            f"the devices of process {jax.process_index()} hold no single block of the "
+            f"[{num_seeds}, {batch_size}] batch; build the mesh with train_mesh.make_mesh."
+        )
+    return slice(r0, r1), slice(c0, c1)
 
 
 def sharded_step(body, mesh: Mesh):
@@ -144,13 +179,39 @@ def place(tree, mesh: Mesh | None):
     return jax.tree.map(lambda x: sharding.put_array(x, NamedSharding(mesh, P("seed"))), tree)
 
 
-def place_batch(batch: dict, mesh: Mesh | None) -> dict:
-    """Places a host batch (`image [K, B, ...]`, `label`, `index`, `mask` `[K, B]`, `rng [K, 2]`)
-    split over ('seed', 'data'), the Dropout keys over 'seed'; unchanged without a mesh."""
+def place_batch(batch: dict, mesh: Mesh | None, num_seeds: int, batch_size: int) -> dict:
+    """Places this process's block of a batch (`local_block`: `image [k, b, ...]`, `label`,
+    `index`, `mask` `[k, b]`) as global arrays `[K, B, ...]` split over ('seed', 'data'), and
+    the Dropout keys `rng [K, 2]` (whole on every process) over 'seed'; unchanged without a
+    mesh."""
     if mesh is None:
         return batch
-    spec = {k: P("seed", "data") if k in _PER_EXAMPLE else P("seed") for k in batch}
-    return {k: sharding.put_array(v, NamedSharding(mesh, spec[k])) for k, v in batch.items()}
+    rows, cols = local_block(mesh, num_seeds, batch_size)
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        if key not in _PER_EXAMPLE:
+            out[key] = sharding.put_array(value, NamedSharding(mesh, P("seed")))
+            continue
+
+        def local(index, value=value):  # global slices -> the same slices of the local block
+            (r, c), rest = index[:2], index[2:]
+            r0, r1, _ = r.indices(num_seeds)
+            c0, c1, _ = c.indices(batch_size)
+            block = (slice(r0 - rows.start, r1 - rows.start), slice(c0 - cols.start,
+                                                                   c1 - cols.start))  # fmt: skip
+            return value[block + tuple(rest)]
+
+        shape = (num_seeds, batch_size, *value.shape[2:])
+        out[key] = jax.make_array_from_callback(shape, NamedSharding(mesh, P("seed", "data")),
+                                                local)  # fmt: skip
+    return out
+
+
+def to_host(x) -> np.ndarray:
+    """A (possibly mesh-placed, possibly multi-process) array as one host array on every
+    process."""
+    return sharding.fetch(x)
 
 
 def gather(tree, mesh: Mesh | None):

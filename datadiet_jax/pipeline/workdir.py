@@ -22,7 +22,7 @@ import tempfile
 
 from absl import logging
 
-from datadiet_jax.pipeline import artifacts
+from datadiet_jax.pipeline import artifacts, multihost
 
 # Config sections a rerun may change: the kept sets and retrainings follow their fingerprints.
 PLAN_SECTIONS = ("prune", "retrain")
@@ -69,7 +69,9 @@ class WorkdirBusy(ValueError):
 
 @contextlib.contextmanager
 def hold(workdir: str, *, wait: bool = False):
-    """Holds `WORKDIR/.lock` while the block runs; the file names the holder's PID.
+    """Holds `WORKDIR/.lock` while the block runs; the file names the holder's PID. In a job of
+    several processes (`multihost`) process 0 holds it for the job, and all of them go on or
+    stop together.
 
     Args:
       workdir: the work directory (created if missing).
@@ -79,6 +81,12 @@ def hold(workdir: str, *, wait: bool = False):
       WorkdirBusy: another process holds the folder and `wait` is False.
     """
     os.makedirs(workdir, exist_ok=True)
+    if not multihost.is_writer():  # process 0 of the job holds the lock for all of them
+        holder = multihost.from_writer(0)
+        if holder:
+            raise WorkdirBusy(_busy(workdir, holder if holder > 0 else "unknown"))
+        yield
+        return
     path = os.path.join(workdir, LOCK_NAME)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -89,17 +97,21 @@ def hold(workdir: str, *, wait: bool = False):
                 raise
             holder = _holder(fd)
             if not wait:
-                raise WorkdirBusy(
-                    f"Work directory {workdir} is in use by process {holder}; wait for it to "
-                    "finish, or pass another --workdir."
-                ) from None
+                multihost.from_writer(int(holder) if holder.isdigit() else -1)
+                raise WorkdirBusy(_busy(workdir, holder)) from None
             logging.info("Waiting for process %s, which is working in %s", holder, workdir)
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        multihost.from_writer(0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _busy(workdir: str, holder) -> str:
+    return (f"Work directory {workdir} is in use by process {holder}; wait for it to finish, "
+            "or pass another --workdir.")  # fmt: skip
 
 
 def _holder(fd: int) -> str:

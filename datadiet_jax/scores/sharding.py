@@ -90,8 +90,8 @@ def put_batch(x, mesh: Mesh) -> jax.Array:
 
 
 def fetch(x: jax.Array) -> np.ndarray:
-    """Brings a sharded result to host memory on every process."""
-    if jax.process_count() > 1:
+    """Brings a (sharded) result to host memory on every process: the whole array on each."""
+    if jax.process_count() > 1 and isinstance(x, jax.Array) and not x.is_fully_addressable:
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -43,6 +43,26 @@ def test_resumed_pipeline_matches_uninterrupted(synthetic_split):
             np.testing.assert_array_equal(a[key], b[key])
 
 
+@pytest.mark.parametrize("rows,cols", [((1, 3), (0, 4)), ((0, 4), (2, 4)), ((2, 3), (1, 3))])
+def test_a_block_of_the_batch_is_that_block_of_the_whole_batch(rows, cols):
+    """What one process of a multi-process job makes (`block`): its seeds and batch columns,
+    with the indices, masks, crops and flips of those positions in the whole batch, whatever
+    the other processes hold; streams and a padded last batch included."""
+    from tests.references import make_split
+
+    split = make_split(n=24, hw=32, channels=3)
+    kept, streams = np.arange(1, 23, 2), (0, 1, 0, 1)  # 11 examples: padded last batch
+    args = dict(num_seeds=4, num_steps=5, augment=True, streams=streams)
+    whole = _batches(split, kept, **args)
+    block = (slice(*rows), slice(*cols))
+    part = _batches(split, kept, block=block, **args)
+    assert len(part) == len(whole) == 5
+    for a, b in zip(whole, part, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(b[key], a[key][block], key)
+    assert any(b["mask"].min() == 0 for b in whole)  # the padding is in the comparison
+
+
 def test_augmentation_crops_and_flips_each_image_within_the_allowed_set():
     from tests.references import make_split
 

@@ -136,3 +136,20 @@ def test_bad_mesh_is_one_line(mode, message):
     with pytest.raises(ValueError, match=message) as err:
         train_mesh.mesh_shape(mode, 4, 16, 8)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("mode,k,batch", [("2x2", 4, 16), ("auto", 1, 2), ("off", 2, 16)])
+def test_a_job_of_several_processes_refuses_a_mesh_that_leaves_devices_out(
+    monkeypatch, mode, k, batch
+):
+    """Every process must hold a block of each batch: with 2 processes of 4 devices, a mesh of
+    fewer than 8 devices (an explicit shape, a batch 'auto' cannot split 8 ways, one device) is
+    one line naming the fix, before anything is placed."""
+    import types
+
+    fake = [types.SimpleNamespace(process_index=i // 4, id=i) for i in range(8)]
+    monkeypatch.setattr(train_mesh.jax, "devices", lambda: fake)
+    monkeypatch.setattr(train_mesh.jax, "process_count", lambda: 2)
+    with pytest.raises(ValueError, match="every device must take part") as err:
+        train_mesh.make_mesh(mode, k, batch)
+    assert "\n" not in str(err.value)

@@ -37,8 +37,11 @@ data: install
 run: data
 	$(PY) -m datadiet_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
+# Tests run on one worker per core (pytest-xdist); each group of tests that share a run
+# (tests/conftest.py) stays on one worker. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
 test: data
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 lint: install
 	$(PY) -m ruff check .

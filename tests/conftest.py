@@ -166,3 +166,15 @@ def run_outputs(workdir):
             with open(path, "rb") as f:
                 out[os.path.relpath(path, workdir)] = f.read()
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups the tests for `pytest -n N --dist loadgroup` (`make test`): the users of a
+    session-wide run (`smoke_run`, `smoke_figures`) in one group each, every other module in its
+    own, so that each shared run and module fixture is made once, by one worker."""
+    for item in items:
+        names = item.fixturenames
+        group = ("smoke_run" if "smoke_run" in names
+                 else "figures" if "smoke_figures" in names
+                 else item.module.__name__)  # fmt: skip
+        item.add_marker(pytest.mark.xdist_group(group))

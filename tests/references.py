@@ -163,7 +163,10 @@ def perturbed(variables, key):
 def cpu_devices_env(num_devices: int) -> dict:
     """The environment of a subprocess with `num_devices` simulated CPU devices."""
     env = dict(os.environ)
-    flag = f"--xla_force_host_platform_device_count={num_devices}"
+    # Simulated devices share this machine's cores: a collective may wait on a device thread for
+    # longer than XLA's 40 s before it aborts the process (seen with 8 devices on 2 cores).
+    flag = (f"--xla_force_host_platform_device_count={num_devices} "
+            "--xla_cpu_collective_call_terminate_timeout_seconds=600")  # fmt: skip
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
     env["JAX_PLATFORMS"] = "cpu"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

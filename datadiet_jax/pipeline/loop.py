@@ -350,7 +350,7 @@ def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: st
               mesh):  # fmt: skip
     tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
     init = functools.partial(train.init_states, model, tx, seed_axis=seed_axis)
-    body = functools.partial(_k_step, model, tx, seed_axis, fast)
+    body = functools.partial(_k_step, model, tx, train_mesh.step_seed_axis(seed_axis, mesh), fast)
     if mesh is None:
         return jax.jit(init), jax.jit(body, donate_argnums=(0, 1))
     return jax.jit(init), train_mesh.sharded_step(body, mesh)

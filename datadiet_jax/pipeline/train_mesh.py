@@ -7,7 +7,8 @@ over the 'data' axis too (data parallel within a seed).
 
 The step runs under `shard_map` with only the 'seed' axis manual: every device group lifts the
 one-seed step over its own k = K / seeds seeds with `seed_axis.over_seeds` (unrolled on CPU,
-vmapped on accelerators, as on one device), while the 'data' axis is left to JAX's SPMD
+vmapped on accelerators, as on one device, but one after another where vmapping would lose the
+data split: `step_seed_axis`), while the 'data' axis is left to JAX's SPMD
 partitioner. The partitioner inserts the reductions across the data shards, so BatchNorm in train
 mode normalizes with the statistics of the whole per-seed batch, the gradients are those of the
 whole batch, and the forgetting and AUM statistics are scattered by index into each seed's row.
@@ -36,7 +37,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from datadiet_jax.scores import sharding
+from datadiet_jax.scores import seed_axis, sharding
 
 AXES = sharding.AXES
 _EXPLICIT = re.compile(r"^([1-9][0-9]*)x([1-9][0-9]*)$")
@@ -145,6 +146,27 @@ def local_block(mesh: Mesh | None, num_seeds: int, batch_size: int) -> tuple[sli
             f"[{num_seeds}, {batch_size}] batch; build the mesh with train_mesh.make_mesh."
         )
     return slice(r0, r1), slice(c0, c1)
+
+
+def step_seed_axis(mode: str, mesh: Mesh | None) -> str:
+    """The `seed_axis` of the training step on `mesh`: `mode`, except that 'auto' becomes 'map'
+    where it would vmap the seeds of a mesh with a 'data' axis.
+
+    Vmapped seeds turn each convolution into a grouped one over the seeds; JAX's SPMD
+    partitioner does not split those over 'data' and all-gathers every activation instead, so
+    each device would compute its seeds on the whole batch (ResNet18, K=10 on 2x4: 85
+    all-gathers and 3.7 GB of temporaries per device, against none and 0.7 GB with 'map';
+    `tests/pipeline/test_train_mesh.py`). Seeds one after another keep the data split. An
+    explicit 'vmap' is kept, with a warning.
+    """
+    if mesh is None or mesh.shape["data"] == 1 or seed_axis.resolve(mode) != "vmap":
+        return mode
+    if mode in (None, "auto"):
+        return "map"
+    logging.warning("train.seed_axis='vmap' on a mesh with a 'data' axis of %d: the partitioner "
+                    "gathers each whole batch on every device (no data parallelism); 'auto' "
+                    "runs the seeds one after another instead.", mesh.shape["data"])  # fmt: skip
+    return mode
 
 
 def sharded_step(body, mesh: Mesh):

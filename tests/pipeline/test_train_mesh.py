@@ -21,7 +21,7 @@ from datadiet_jax.pipeline import train_mesh
 from tests.references import ROOT, cpu_devices_env
 
 _SCRIPT = textwrap.dedent(
-    """
+    r"""
     import shutil
     import tempfile
 
@@ -95,6 +95,28 @@ _SCRIPT = textwrap.dedent(
         diverged[mesh] = np.asarray(stats['nonfinite_step'])
     assert np.all(diverged['off'] >= 1), diverged
     np.testing.assert_array_equal(diverged['2x4'], diverged['off'])
+    # Vmapped seeds on a data axis: the partitioner gathers whole activations (the reason
+    # step_seed_axis runs them one after another); 'map' keeps every activation split.
+    import re
+
+    from datadiet_jax.pipeline import keys, loop, train_mesh
+    from tests.conftest import tiny_model
+
+    mesh = train_mesh.make_mesh('2x4', 4, 16, 'compiled')
+    gathers = {}
+    for mode in ('vmap', 'map'):
+        cfg = train_cfg(seed_axis=mode)
+        init_fn, step_fn = loop.programs(tiny_model(split), cfg, 10, mesh)
+        state = jax.eval_shape(init_fn, keys.init_keys(0, 1, 4), np.zeros((1, 28, 28, 1)))
+        stats = jax.eval_shape(lambda: loop.init_stats(4, 64))
+        S = jax.ShapeDtypeStruct
+        batch = {'image': S((4, 16, 28, 28, 1), np.float32), 'label': S((4, 16), np.int32),
+                 'index': S((4, 16), np.int64), 'mask': S((4, 16), np.float32),
+                 'rng': S((4, 2), np.uint32)}
+        hlo = step_fn.lower(state, stats, batch).compile().as_text()
+        gathers[mode] = re.findall(r'= f32\[\d+,\d+,\d+,\d+[\],][^ ]* all-gather', hlo)
+    assert len(gathers['vmap']) > 0 and gathers['map'] == [], gathers
+    assert train_mesh.step_seed_axis('auto', mesh) == 'auto'  # unrolled on CPU: kept
     print('TRAIN_MESH_OK')
     """
 )
@@ -115,6 +137,24 @@ def test_mesh_training_equals_single_device_training_and_resumes():
     assert result.stderr.count("train: training on a mesh {'seed': 2, 'data': 4}") == 4
     assert result.stderr.count("train: training on a mesh {'seed': 8, 'data': 1}") == 1
     assert result.stderr.count("train: training on one device (train.mesh='off')") == 4
+
+
+def test_auto_seed_axis_runs_seeds_one_after_another_on_a_data_axis(monkeypatch):
+    """On an accelerator 'auto' vmaps the seeds, except on a mesh with a 'data' axis, where the
+    partitioner would gather each whole batch (the subprocess test shows the gathers)."""
+    import types
+
+    monkeypatch.setattr(train_mesh.seed_axis.jax, "default_backend", lambda: "gpu")
+    shape = {"seed": 2, "data": 4}
+    data_mesh, seed_mesh = (
+        types.SimpleNamespace(shape=shape),
+        types.SimpleNamespace(shape={"seed": 8, "data": 1}),
+    )
+    assert train_mesh.step_seed_axis("auto", data_mesh) == "map"
+    assert train_mesh.step_seed_axis("auto", seed_mesh) == "auto"
+    assert train_mesh.step_seed_axis("auto", None) == "auto"
+    assert train_mesh.step_seed_axis("vmap", data_mesh) == "vmap"  # explicit: kept, warned
+    assert train_mesh.step_seed_axis("unroll", data_mesh) == "unroll"
 
 
 @pytest.mark.parametrize(

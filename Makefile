@@ -58,6 +58,7 @@ bench: data
 	$(PY) -m benchmarks.bench_selectors --out=bench
 	$(PY) -m benchmarks.bench_stacked --out=bench
 	$(PY) -m benchmarks.bench_memory --model=resnet18 --batch=32 > bench/memory.jsonl
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m benchmarks.bench_mesh_memory --out=bench
 
 reproduce-fig2: data
 	$(PY) -m experiments.fig2 --scale=$(SCALE)

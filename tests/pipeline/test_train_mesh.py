@@ -1,11 +1,14 @@
 """Training on a ('seed', 'data') mesh of 8 simulated CPU devices equals the single-device
-training: the parameters within float32 rounding, the forgetting counts exactly, the AUM margin
-sums within rounding, the non-finite records of a planted divergence exactly; a checkpoint of
-the mesh resumes on the mesh (bitwise) and on one device.
+training: the parameters within float32 rounding, their EL2N and GraNd scores within 1e-5 of
+the largest score, the forgetting counts exactly, the AUM margin sums within rounding, the
+non-finite records of a planted divergence exactly; a checkpoint of the mesh resumes on the mesh
+(bitwise) and on one device.
 
 Equal here means: for every parameter leaf, max |mesh - single| <= 1e-4 * max |single| after 8
 SGD steps at learning rate 0.02 (sums taken in another order; measured 3.8e-6 for K=2 on 2x4,
-data parallel, and 0, bit for bit, for K=8 on 8x1, where each device runs the one-seed program).
+data parallel, and 0, bit for bit, for K=8 on 8x1, where each device runs the one-seed program),
+and max |scores(mesh) - scores(single)| <= 1e-5 * max scores(single) for EL2N and GraNd of the
+trained models (measured 7e-7 and 1e-6 for K=2, 2e-7 and 4e-7 for K=8).
 
 The checks run in a subprocess: the device count must be set before jax is imported, and other
 tests in this pytest process have imported it already.
@@ -60,6 +63,20 @@ _SCRIPT = textwrap.dedent(
         assert int(a['forgetting']['count'].sum()) > 0  # events happened: a real comparison
 
 
+    def assert_scores_close(a, b, what):
+        from datadiet_jax import el2n_scores, grand_scores
+        from datadiet_jax.scores.trainable import trainable
+        from tests.conftest import tiny_model
+
+        model, images = trainable(tiny_model(split)), split.normalized_images()
+        for fn in (el2n_scores, grand_scores):
+            x = fn(*model.scoring_pair(a.params, a.model_state), images, split.labels)
+            y = fn(*model.scoring_pair(b.params, b.model_state), images, split.labels)
+            err = np.max(np.abs(x - y)) / np.max(np.abs(y))
+            assert err <= 1e-5, (what, fn.__name__, err)
+            print('SCORES', what, fn.__name__, float(err))
+
+
     # K=2 on 2x4 (data parallel within each seed, seeds unrolled), K=8 on 8x1 (lax.map).
     for num_seeds, seed_axis in ((2, 'auto'), (8, 'map')):
         single, single_stats, _ = train(f'off{num_seeds}', 'off', num_seeds=num_seeds,
@@ -70,6 +87,7 @@ _SCRIPT = textwrap.dedent(
         assert jax.tree.leaves(meshed)[0].sharding.device_set == {jax.devices()[0]}
         assert_params_close(meshed, single, f'K={num_seeds}')
         assert_stats_equal(mesh_stats, single_stats, f'K={num_seeds}')
+        assert_scores_close(meshed, single, f'K={num_seeds}')
         if num_seeds == 2:
             meshed_k2, stats_k2 = meshed, mesh_stats
 

@@ -41,7 +41,7 @@ run: data
 # (tests/conftest.py) stays on one worker. TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= auto
 test: data
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
 
 lint: install
 	$(PY) -m ruff check .

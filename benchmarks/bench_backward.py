@@ -75,8 +75,9 @@ def _losses(model_name: str, shape, batch: int):
     variables = model.init(jax.random.key(2), x[:1], train=False)
 
     def loss(params, x):
-        logits, _ = model.apply({**variables, "params": params}, x, train=True,
-                                mutable=["batch_stats"])  # fmt: skip
+        logits, _ = model.apply(
+            {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+        )
         return jnp.mean(cross_entropy(logits, y))
 
     def wrapped(wrap):
@@ -167,28 +168,42 @@ def measure(model_name: str, shape, batch: int, repeats: int) -> dict:
     for name, program in programs.items():
         seconds = _best_time(program, params, x, repeats=repeats)
         got = jax.tree.leaves(program(params, x))
-        diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-                   for a, b in zip(got, reference, strict=True))  # fmt: skip
-        rows[name] = {"examples_per_s": batch / seconds, "ms": 1e3 * seconds,
-                      "max_rel_diff_vs_xla": diff / scale}  # fmt: skip
+        diff = max(
+            float(np.abs(np.asarray(a) - np.asarray(b)).max())
+            for a, b in zip(got, reference, strict=True)
+        )
+        rows[name] = {
+            "examples_per_s": batch / seconds,
+            "ms": 1e3 * seconds,
+            "max_rel_diff_vs_xla": diff / scale,
+        }
         logging.info("%s %s: %.1f examples/s", model_name, name, batch / seconds)
     cost = programs["fast_pools"].lower(params, x).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return {"batch": batch, "gflop_per_step": cost["flops"] / 1e9, "rows": rows,
-            "profile_ms": _profile(programs["fast_pools"], batch, params, x)}  # fmt: skip
+    return {
+        "batch": batch,
+        "gflop_per_step": cost["flops"] / 1e9,
+        "rows": rows,
+        "profile_ms": _profile(programs["fast_pools"], batch, params, x),
+    }
 
 
 def _table(results: dict) -> str:
     peak = results["matmul_gflops"]
-    out = ["| model | backward | examples/s | vs xla | GFLOP/s | share of matmul rate | "
-           "max rel. diff vs xla |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = [
+        "| model | backward | examples/s | vs xla | GFLOP/s | share of matmul rate | "
+        "max rel. diff vs xla |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for model, r in results["models"].items():
         base = r["rows"]["xla"]["examples_per_s"]
         for name, row in r["rows"].items():
             rate = r["gflop_per_step"] / (row["ms"] / 1e3)
-            out.append(f"| {model} | {name} | {row['examples_per_s']:.1f} | "
-                       f"{row['examples_per_s'] / base:.2f} | {rate:.1f} | {rate / peak:.0%} | "
-                       f"{row['max_rel_diff_vs_xla']:.1e} |")  # fmt: skip
+            out.append(
+                f"| {model} | {name} | {row['examples_per_s']:.1f} | "
+                f"{row['examples_per_s'] / base:.2f} | {rate:.1f} | {rate / peak:.0%} | "
+                f"{row['max_rel_diff_vs_xla']:.1e} |"
+            )
     out += ["", "| model | kind of operation (fast_pools step) | ms per step |", "|---|---|---|"]
     for model, r in results["models"].items():
         out += [f"| {model} | {kind} | {ms:.1f} |" for kind, ms in r["profile_ms"].items()]

@@ -30,28 +30,42 @@ def main(argv):
     from datadiet_jax.pipeline import data, loop, train
 
     split = data.load_split("fashion_mnist", "train", num_examples=FLAGS.num_examples)
-    test = data.load_split("fashion_mnist", "test", num_examples=2000,
-                           normalization=(split.mean, split.std))  # fmt: skip
+    test = data.load_split(
+        "fashion_mnist", "test", num_examples=2000, normalization=(split.mean, split.std)
+    )
     model = models.get_model("small_cnn", split.num_classes)
     params = {}
     for mode in ("off", "on"):
         cfg = fashion_mnist.get_config().train
         cfg.fast_backward, cfg.checkpoint_every_epochs = mode, 1000
         steps = split.num_examples // cfg.batch_size
-        spec = loop.TrainSpec(train_cfg=cfg, num_seeds=2, seed=0, purpose=1, num_steps=steps,
-                              schedule_steps=steps, ckpt_dir=tempfile.mkdtemp() + "/ckpt",
-                              augment=False)  # fmt: skip
+        spec = loop.TrainSpec(
+            train_cfg=cfg,
+            num_seeds=2,
+            seed=0,
+            purpose=1,
+            num_steps=steps,
+            schedule_steps=steps,
+            ckpt_dir=tempfile.mkdtemp() + "/ckpt",
+            augment=False,
+        )
         start = time.perf_counter()
-        state, _, _ = loop.train_seeds(model, split, split.index, spec, hooks=None,
-                                       init_state=None)  # fmt: skip
+        state, _, _ = loop.train_seeds(model, split, split.index, spec, hooks=None, init_state=None)
         seconds = time.perf_counter() - start
         accuracy, _ = train.evaluate(model, state, test, batch_size=500)
         params[mode] = jax.tree.leaves(state.params)
         logging.info("fast_backward=%s: %.1f s, test accuracy %s", mode, seconds, accuracy)
-    moved = [float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
-             for a, b in zip(params["on"], params["off"], strict=True)]  # fmt: skip
-    logging.info("parameters after one epoch: largest relative difference %.3g; %d of %d leaves "
-                 "bit-identical", max(moved), sum(m == 0 for m in moved), len(moved))  # fmt: skip
+    moved = [
+        float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
+        for a, b in zip(params["on"], params["off"], strict=True)
+    ]
+    logging.info(
+        "parameters after one epoch: largest relative difference %.3g; %d of %d leaves "
+        "bit-identical",
+        max(moved),
+        sum(m == 0 for m in moved),
+        len(moved),
+    )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def _rates(num_steps: int, repeats: int) -> dict:
     batch = next(
         input_pipeline.train_batches(
             split.images, split.labels, split.index, seed=0, num_steps=1, **batch_args
-        )  # fmt: skip
+        )
     )
     batch = jax.device_put(batch)
 
@@ -87,17 +87,24 @@ def _rates(num_steps: int, repeats: int) -> dict:
         jax.block_until_ready(loss)
 
     def pipeline():
-        for b in input_pipeline.train_batches(split.images, split.labels, split.index, seed=1,
-                                         num_steps=num_steps, **batch_args):  # fmt: skip
+        for b in input_pipeline.train_batches(
+            split.images, split.labels, split.index, seed=1, num_steps=num_steps, **batch_args
+        ):
             del b
 
     def full_loop():
         with tempfile.TemporaryDirectory() as tmp:
             spec = loop.TrainSpec(
-                train_cfg=cfg, num_seeds=num_seeds, seed=0, purpose=0, num_steps=num_steps,
-                schedule_steps=schedule, ckpt_dir=os.path.join(tmp, "ckpt"), augment=False,
+                train_cfg=cfg,
+                num_seeds=num_seeds,
+                seed=0,
+                purpose=0,
+                num_steps=num_steps,
+                schedule_steps=schedule,
+                ckpt_dir=os.path.join(tmp, "ckpt"),
+                augment=False,
                 name="bench loop",
-            )  # fmt: skip
+            )
             loop.train_seeds(model, split, split.index, spec)
 
     out = {}
@@ -129,7 +136,7 @@ def main(argv):
             "cpus": os.cpu_count(),
             "jax": jax.__version__,
             "backend": jax.default_backend(),
-        },  # fmt: skip
+        },
         "settings": {"model": "small_cnn", "num_seeds": 1, "batch_size": 128, "steps": num_steps},
         "examples_per_s": rates,
     }

@@ -158,12 +158,21 @@ def main(argv) -> None:
             one,
             images,
             labels,
-        ),  # fmt: skip
+        ),
     }
     for name, row in rows.items():
         ratio = row["total"] / rows["train"]["total"]
-        print(json.dumps({"model": FLAGS.model, "batch": FLAGS.batch, "program": name, **row,
-                          "vs_train": round(ratio, 2)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model": FLAGS.model,
+                    "batch": FLAGS.batch,
+                    "program": name,
+                    **row,
+                    "vs_train": round(ratio, 2),
+                }
+            )
+        )
     logging.info("compiled memory of %d programs written", len(rows))
 
 

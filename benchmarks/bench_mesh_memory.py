@@ -51,8 +51,9 @@ def _case(num_seeds: int, mode: str, axis: str) -> dict:
     mesh = train_mesh.make_mesh(mode, num_seeds, FLAGS.batch, "mesh_memory")
     init_fn, step_fn = loop.programs(model, cfg, 1000, mesh)
     shape = (32, 32, 3)
-    state = jax.eval_shape(init_fn, keys.init_keys(0, 1, num_seeds),
-                           np.zeros((1, *shape), np.float32))  # fmt: skip
+    state = jax.eval_shape(
+        init_fn, keys.init_keys(0, 1, num_seeds), np.zeros((1, *shape), np.float32)
+    )
     stats = jax.eval_shape(lambda: loop.init_stats(num_seeds, FLAGS.num_examples))
     b = FLAGS.batch
     batch = {
@@ -64,8 +65,7 @@ def _case(num_seeds: int, mode: str, axis: str) -> dict:
     }
     compiled = step_fn.lower(state, stats, batch).compile()
     mem = compiled.memory_analysis()
-    parts = {k: getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "temp",
-                                                              "alias")}  # fmt: skip
+    parts = {k: getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "temp", "alias")}
     total = parts["argument"] + parts["output"] + parts["temp"] - parts["alias"]
     seeds, data = (mesh.shape["seed"], mesh.shape["data"]) if mesh is not None else (1, 1)
     return {
@@ -111,14 +111,18 @@ def main(argv):
 
 def _table(rows: list[dict]) -> str:
     """The Markdown table of the cases: one line per K, mesh and seed_axis."""
-    lines = ["| K | train.mesh | seed_axis | seeds / device | examples / device | "
-             "activation all-gathers | temporaries | per device |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| K | train.mesh | seed_axis | seeds / device | examples / device | "
+        "activation all-gathers | temporaries | per device |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['num_seeds']} | {r['mesh']} | {r['seed_axis']} | "
-                     f"{r['seeds_per_device']} | {r['examples_per_device']} | "
-                     f"{r['activation_all_gathers']} | {r['temp_mb']:,.0f} MB | "
-                     f"{r['per_device_mb']:,.0f} MB |")  # fmt: skip
+        lines.append(
+            f"| {r['num_seeds']} | {r['mesh']} | {r['seed_axis']} | "
+            f"{r['seeds_per_device']} | {r['examples_per_device']} | "
+            f"{r['activation_all_gathers']} | {r['temp_mb']:,.0f} MB | "
+            f"{r['per_device_mb']:,.0f} MB |"
+        )
     return "\n".join(lines) + "\n"
 
 

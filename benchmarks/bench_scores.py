@@ -199,8 +199,13 @@ def main(argv):
         for method in methods:
             start = time.perf_counter()
             by_method[method] = _spawn(model_name, method)
-            logging.info('%s %s: %s (%.0f s)', model_name, method, by_method[method],
-                         time.perf_counter() - start)  # fmt: skip
+            logging.info(
+                "%s %s: %s (%.0f s)",
+                model_name,
+                method,
+                by_method[method],
+                time.perf_counter() - start,
+            )
         results["results"][model_name] = by_method
         rate = {m: by_method.get(m, {}).get("examples_per_s") for m in METHODS}
         peak = {m: by_method.get(m, {}).get("peak_mb") for m in METHODS}

@@ -59,12 +59,25 @@ def main(argv):
                 times.append(time.perf_counter() - start)
             if first is None:
                 first, times = times[0], times[1:]
-            rows.append({"strategy": name, "prune_fraction": fraction, "kept": len(kept),
-                         "best_s": min(times), "first_s": first})  # fmt: skip
+            rows.append(
+                {
+                    "strategy": name,
+                    "prune_fraction": fraction,
+                    "kept": len(kept),
+                    "best_s": min(times),
+                    "first_s": first,
+                }
+            )
             print(f"{name:9s} prune {fraction:.1f}: {min(times):.2f} s", flush=True)
-    result = {"num_examples": n, "width": feats.shape[1], "classes": 10, "rows": rows,
-              "backend": jax.default_backend(), "cpus": os.cpu_count(),
-              "platform": platform.platform()}  # fmt: skip
+    result = {
+        "num_examples": n,
+        "width": feats.shape[1],
+        "classes": 10,
+        "rows": rows,
+        "backend": jax.default_backend(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "bench_selectors.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -39,22 +39,33 @@ def main(argv):
     cfg = fashion_mnist.get_config().train
     cfg.checkpoint_every_epochs = 1000
     rng = np.random.default_rng(0)
-    kept = [np.sort(rng.choice(split.num_examples, FLAGS.num_kept, replace=False))
-            for _ in range(FLAGS.runs)]  # fmt: skip
+    kept = [
+        np.sort(rng.choice(split.num_examples, FLAGS.num_kept, replace=False))
+        for _ in range(FLAGS.runs)
+    ]
     r, steps = FLAGS.seeds, FLAGS.steps
 
     def spec(num_seeds, streams=()):
-        return loop.TrainSpec(train_cfg=cfg, num_seeds=num_seeds, seed=0, purpose=2,
-                              num_steps=steps, schedule_steps=steps, augment=False,
-                              ckpt_dir=tempfile.mkdtemp() + "/ckpt", streams=streams)  # fmt: skip
+        return loop.TrainSpec(
+            train_cfg=cfg,
+            num_seeds=num_seeds,
+            seed=0,
+            purpose=2,
+            num_steps=steps,
+            schedule_steps=steps,
+            augment=False,
+            ckpt_dir=tempfile.mkdtemp() + "/ckpt",
+            streams=streams,
+        )
 
     def separate():
         return [loop.train_seeds(model, split, k, spec(r))[0] for k in kept]
 
     def together():
         stacked_kept = np.repeat(np.stack(kept), r, axis=0)
-        state = loop.train_seeds(model, split, stacked_kept, spec(r * len(kept),
-                                 tuple(range(r)) * len(kept)))[0]  # fmt: skip
+        state = loop.train_seeds(
+            model, split, stacked_kept, spec(r * len(kept), tuple(range(r)) * len(kept))
+        )[0]
         return [
             jax.tree.map(lambda x, s=s: x[s * r : (s + 1) * r], state) for s in range(len(kept))
         ]
@@ -71,12 +82,22 @@ def main(argv):
     diff = max(
         float(np.abs(np.asarray(a) - np.asarray(b)).max())
         for s in range(FLAGS.runs)
-        for a, b in zip(jax.tree.leaves(states["separate"][s].params),
-                        jax.tree.leaves(states["stacked"][s].params), strict=True)
-    )  # fmt: skip
-    out = {"backend": jax.default_backend(), "jax": jax.__version__, "runs": FLAGS.runs,
-           "seeds": r, "num_kept": FLAGS.num_kept, "steps": steps, "modes": rows,
-           "max_param_difference": diff}  # fmt: skip
+        for a, b in zip(
+            jax.tree.leaves(states["separate"][s].params),
+            jax.tree.leaves(states["stacked"][s].params),
+            strict=True,
+        )
+    )
+    out = {
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "runs": FLAGS.runs,
+        "seeds": r,
+        "num_kept": FLAGS.num_kept,
+        "steps": steps,
+        "modes": rows,
+        "max_param_difference": diff,
+    }
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "stacked.json"), "w") as f:
         json.dump(out, f, indent=1)

@@ -44,8 +44,9 @@ def kernel_grad_offsets(x, g, ksize, strides, padding):
 def kernel_grad_gshift(x, g, ksize, strides, padding):
     _, h, w, c = x.shape
     zero = jnp.zeros((), g.dtype)
-    dilated = lax.pad(g, zero, ((0, 0, 0), (0, 0, strides[0] - 1), (0, 0, strides[1] - 1),
-                                (0, 0, 0)))  # fmt: skip
+    dilated = lax.pad(
+        g, zero, ((0, 0, 0), (0, 0, strides[0] - 1), (0, 0, strides[1] - 1), (0, 0, 0))
+    )
     hd, wd = dilated.shape[1:3]
     shifted = []
     for i, j in itertools.product(range(ksize[0]), range(ksize[1])):
@@ -83,10 +84,14 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def _plain(params) -> bool:
     dn = params["dimension_numbers"]
-    return (params["feature_group_count"] == 1 and params["batch_group_count"] == 1
-            and all(d == 1 for d in (*params["lhs_dilation"], *params["rhs_dilation"]))
-            and tuple(dn.lhs_spec) == (0, 3, 1, 2) and tuple(dn.rhs_spec) == (3, 2, 0, 1)
-            and tuple(dn.out_spec) == (0, 3, 1, 2))  # fmt: skip
+    return (
+        params["feature_group_count"] == 1
+        and params["batch_group_count"] == 1
+        and all(d == 1 for d in (*params["lhs_dilation"], *params["rhs_dilation"]))
+        and tuple(dn.lhs_spec) == (0, 3, 1, 2)
+        and tuple(dn.rhs_spec) == (3, 2, 0, 1)
+        and tuple(dn.out_spec) == (0, 3, 1, 2)
+    )
 
 
 def with_kernel_grad(fn, form: str):

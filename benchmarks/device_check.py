@@ -101,8 +101,9 @@ def _run_tests(out_dir: str, timeout_s: float) -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS]
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout_s, check=False)  # fmt: skip
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
         text, status = proc.stdout + proc.stderr, "passed" if proc.returncode == 0 else "failed"
     except subprocess.TimeoutExpired as err:
         text, status = f"{err.stdout or ''}{err.stderr or ''}", f"timed out after {timeout_s:.0f} s"
@@ -110,8 +111,13 @@ def _run_tests(out_dir: str, timeout_s: float) -> dict:
     with open(log, "w") as f:
         f.write(text)
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|error|errors)", text)}
-    return {"status": status, "counts": counts, "seconds": time.perf_counter() - start,
-            "log": log, "tail": text.strip().splitlines()[-3:]}  # fmt: skip
+    return {
+        "status": status,
+        "counts": counts,
+        "seconds": time.perf_counter() - start,
+        "log": log,
+        "tail": text.strip().splitlines()[-3:],
+    }
 
 
 def _spawn(method: str, timeout_s: float) -> dict:
@@ -119,8 +125,9 @@ def _spawn(method: str, timeout_s: float) -> dict:
     cmd += ["--tiny"] if _tiny() else []
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
-                              check=False)  # fmt: skip
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -144,7 +151,7 @@ def _ratios(m: dict) -> dict:
         **{
             f"{t.split(':')[0]}_grand_vs_vmap_grad": m.get(t, {}).get("grand_vs_vmap_grad")
             for t in TRANSFORMERS
-        },  # fmt: skip
+        },
         "train_mesh_vs_one_device": m.get("train_sharded", {}).get("mesh_speedup"),
         "train_stacked_vs_separate": m.get("train_stacked", {}).get("stacked_speedup"),
         "grand_vs_train_peak_memory": _ratio(peak.get("grand"), peak.get("train")),

@@ -64,8 +64,12 @@ def run_stream(num_examples: int) -> dict:
     out = api.el2n_scores(model, variables, batches(0), batch_size=256)
     rate = num_examples / (time.perf_counter() - start)
     assert out.shape == (1, num_examples), out.shape
-    return {"batch_size": 256, "num_examples": num_examples, "examples_per_s": rate,
-            "peak_mb": _peak_mb()}  # fmt: skip
+    return {
+        "batch_size": 256,
+        "num_examples": num_examples,
+        "examples_per_s": rate,
+        "peak_mb": _peak_mb(),
+    }
 
 
 def nnx_small_cnn(key, num_classes: int = 10, width: int = 32, hidden: int = 128):
@@ -161,8 +165,9 @@ def run_method(model_name: str, method: str, cfg: dict) -> dict:
         shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
         images = rng.normal(size=(n, *shape)).astype(np.float32)
     labels = rng.integers(0, 10, n)
-    case = _Case(model, api.init_variables(model, jax.random.key(0), 1, images[:1]), images,
-                 labels, bsz, cfg)  # fmt: skip
+    case = _Case(
+        model, api.init_variables(model, jax.random.key(0), 1, images[:1]), images, labels, bsz, cfg
+    )
     result = {"batch_size": bsz, "timed_batches": iters}
     result.update(METHODS[method](case))
     result["peak_mb"] = _peak_mb()
@@ -190,8 +195,9 @@ class _Case:
         import jax.numpy as jnp
 
         bsz = self.batch_size
-        batches = [(self.images[i : i + bsz], self.labels[i : i + bsz])
-                   for i in range(0, self.n, bsz)]  # fmt: skip
+        batches = [
+            (self.images[i : i + bsz], self.labels[i : i + bsz]) for i in range(0, self.n, bsz)
+        ]
         return lambda: [step(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]
 
 
@@ -238,8 +244,13 @@ def _public(kind: str):
         from datadiet_jax.scores import api
 
         fn = api.el2n_scores if kind == "el2n" else api.grand_scores
-        call = lambda: fn(case.model, case.variables, case.images, case.labels,  # noqa: E731
-                          batch_size=case.batch_size)  # fmt: skip
+        call = lambda: fn(
+            case.model,
+            case.variables,
+            case.images,
+            case.labels,  # noqa: E731
+            batch_size=case.batch_size,
+        )
         return {"examples_per_s": _timed(call, case.n)}
 
     return measure
@@ -281,8 +292,11 @@ def _versus(case: _Case) -> dict:
 
     step = jax.jit(lambda x, y: jnp.sqrt(fallback.linen_sq_norms(case.apply_fn, case.one, x, y)))
     # grand_scores runs the faster of its two programs (pergrad/plan.py), both timed here.
-    runs = {"sites": program(method), "plan_vmap_grad": program("vmap_grad"),
-            "vmap_grad": case.per_batch(step)}  # fmt: skip
+    runs = {
+        "sites": program(method),
+        "plan_vmap_grad": program("vmap_grad"),
+        "vmap_grad": case.per_batch(step),
+    }
     best = dict.fromkeys(runs, 0.0)
     for fn in runs.values():
         jax.block_until_ready(fn())  # compile, warm up
@@ -329,8 +343,11 @@ def _kseed(case: _Case) -> dict:
     args = (case.images, case.labels)
     together = _timed(lambda: api.grand_scores(case.model, stacked, *args, **kw), case.n)
     seq = _timed(lambda: [api.grand_scores(case.model, s, *args, **kw) for s in singles], case.n)
-    return {"examples_per_s": together, "sequential_examples_per_s": seq,
-            "kseed_speedup": together / seq}  # fmt: skip
+    return {
+        "examples_per_s": together,
+        "sequential_examples_per_s": seq,
+        "kseed_speedup": together / seq,
+    }
 
 
 def _guard(case: _Case) -> dict:

@@ -20,22 +20,39 @@ from torch import nn
 
 def small_cnn(width: int = 32, hidden: int = 128) -> nn.Module:
     def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-                nn.MaxPool2d(2)]  # fmt: skip
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
 
-    return nn.Sequential(*block(1, width), *block(width, 2 * width), nn.Flatten(),
-                         nn.Linear(2 * width * 49, hidden, bias=False), nn.BatchNorm1d(hidden),
-                         nn.ReLU(), nn.Linear(hidden, 10))  # fmt: skip
+    return nn.Sequential(
+        *block(1, width),
+        *block(width, 2 * width),
+        nn.Flatten(),
+        nn.Linear(2 * width * 49, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 10),
+    )
 
 
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))  # fmt: skip
-        self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))  # fmt: skip
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         return torch.relu(self.body(x) + self.skip(x))
@@ -52,8 +69,9 @@ def resnet18() -> nn.Module:
 
 
 def step_rate(model: nn.Module, shape, batch: int, steps: int) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
-                          weight_decay=5e-4)  # fmt: skip
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
     x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
     model.train()
 
@@ -79,11 +97,14 @@ def main():
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     steps = 2 if args.quick else 8
-    print(f"small_cnn train batch 128: {step_rate(small_cnn(), (1, 28, 28), 128, steps):.1f} "
-          "examples/s")  # fmt: skip
+    print(
+        f"small_cnn train batch 128: {step_rate(small_cnn(), (1, 28, 28), 128, steps):.1f} "
+        "examples/s"
+    )
     if not args.quick:
-        print(f"resnet18 train batch 32: {step_rate(resnet18(), (3, 32, 32), 32, 2):.1f} "
-              "examples/s")  # fmt: skip
+        print(
+            f"resnet18 train batch 32: {step_rate(resnet18(), (3, 32, 32), 32, 2):.1f} examples/s"
+        )
 
 
 if __name__ == "__main__":

@@ -66,9 +66,13 @@ def sharded(model_name: str, batch: int, iters: int) -> dict:
     from datadiet_jax.pipeline import train_mesh
 
     mesh = train_mesh.make_mesh("auto", SEEDS, batch, "train_sharded")
-    out = {"num_seeds": SEEDS, "batch_size": batch, "devices": jax.device_count(),
-           "mesh": dict(mesh.shape) if mesh is not None else None,
-           "one_device_examples_per_s": _rate(model_name, SEEDS, batch, iters, None)}  # fmt: skip
+    out = {
+        "num_seeds": SEEDS,
+        "batch_size": batch,
+        "devices": jax.device_count(),
+        "mesh": dict(mesh.shape) if mesh is not None else None,
+        "one_device_examples_per_s": _rate(model_name, SEEDS, batch, iters, None),
+    }
     if mesh is not None:
         out["mesh_examples_per_s"] = _rate(model_name, SEEDS, batch, iters, mesh)
         out["mesh_speedup"] = out["mesh_examples_per_s"] / out["one_device_examples_per_s"]
@@ -80,6 +84,11 @@ def stacked(model_name: str, batch: int, iters: int) -> dict:
     runs, seeds = STACK
     separate = _rate(model_name, seeds, batch, iters, None)  # each run alone, S times over
     together = _rate(model_name, runs * seeds, batch, iters, None)
-    return {"runs": runs, "seeds": seeds, "batch_size": batch,
-            "separate_examples_per_s": separate, "stacked_examples_per_s": together,
-            "stacked_speedup": together / separate}  # fmt: skip
+    return {
+        "runs": runs,
+        "seeds": seeds,
+        "batch_size": batch,
+        "separate_examples_per_s": separate,
+        "stacked_examples_per_s": together,
+        "stacked_speedup": together / separate,
+    }

@@ -49,8 +49,9 @@ def velocity_config(scale: Scale, noise: float, runs_dir: str):
     """The training config of one noise level: the scale's base config and `FIG3` overrides."""
     # No pruning: the training only measures (the score run's prune overrides).
     overrides = sweeps.score_item(noise)["overrides"] | dict(FIG3[scale.name].overrides)
-    return sweeps.make_config(scale, sweeps.item(item_name(noise), "score", noise, overrides),
-                              runs_dir)  # fmt: skip
+    return sweeps.make_config(
+        scale, sweeps.item(item_name(noise), "score", noise, overrides), runs_dir
+    )
 
 
 def check(scale: Scale, runs_dir: str) -> None:
@@ -81,10 +82,16 @@ def measure(scale: Scale, noise: float, runs_dir: str) -> list[dict]:
         model = models.build(config.model, split.num_classes)
         augment = input_pipeline.augments(config.data, split.images.shape)
         rows = kernel_velocity.velocity_run(
-            config, workdir, model, split, epochs=settings.epochs,
-            window_size=settings.window_size, num_windows=settings.num_windows,
-            ntk_batch_size=settings.ntk_batch_size, augment=augment,
-        )  # fmt: skip
+            config,
+            workdir,
+            model,
+            split,
+            epochs=settings.epochs,
+            window_size=settings.window_size,
+            num_windows=settings.num_windows,
+            ntk_batch_size=settings.ntk_batch_size,
+            augment=augment,
+        )
         return [dict(noise_fraction=float(noise)) | r for r in rows]
 
 
@@ -96,10 +103,12 @@ def summary_sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
         epochs = sorted({r["epoch"] for r in at})
         starts = sorted({r["window_start"] for r in at})
         mean = {
-            (e, s): float(np.mean([r["velocity"] for r in at
-                                   if r["epoch"] == e and r["window_start"] == s]))
-            for e in epochs for s in starts
-        }  # fmt: skip
+            (e, s): float(
+                np.mean([r["velocity"] for r in at if r["epoch"] == e and r["window_start"] == s])
+            )
+            for e in epochs
+            for s in starts
+        }
         el2n = {(r["epoch"], r["window_start"]): r["el2n_window_mean"] for r in at}
         share = {(r["epoch"], r["window_start"]): r["majority_class_share"] for r in at}
         table = [
@@ -116,12 +125,18 @@ def summary_sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
         for e in epochs:
             curve = np.array([mean[(e, s)] for s in starts])
             spearman = numbers.spearman_matrix({"a": np.array(starts, float), "b": curve})[1][0, 1]
-            trend.append({
-                "noise": noise, "epoch": e, "Spearman(rank, velocity)": float(spearman),
-                "lowest window": curve[0], "highest window": curve[-1],
-                "max": float(curve.max()), "argmax start": starts[int(curve.argmax())],
-                "EL2N of highest window": el2n[(e, starts[-1])],
-            })  # fmt: skip
+            trend.append(
+                {
+                    "noise": noise,
+                    "epoch": e,
+                    "Spearman(rank, velocity)": float(spearman),
+                    "lowest window": curve[0],
+                    "highest window": curve[-1],
+                    "max": float(curve.max()),
+                    "argmax start": starts[int(curve.argmax())],
+                    "EL2N of highest window": el2n[(e, starts[-1])],
+                }
+            )
     trend_title = "Does velocity rise with EL2N, and fall for the very highest under noise?"
     return [(trend_title, trend), *sections]
 
@@ -139,11 +154,14 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         rows += [dict(r, scale=scale.name) for r in measure(scale, noise, runs_dir)]
     rows = sweeps.columns_first(rows, CSV_COLUMNS)
     return summary.write_outputs(
-        out_dir, "fig3", rows, dynamics_plots.plot_kernel_velocity,
+        out_dir,
+        "fig3",
+        rows,
+        dynamics_plots.plot_kernel_velocity,
         f"Figure 3 ({scale.name}): kernel velocity of windows of {settings.window_size} "
         "examples ranked by EL2N (NTK trace over logits, cosine distance from t to t + 1)",
         summary_sections(rows),
-    )  # fmt: skip
+    )
 
 
 def main(argv):

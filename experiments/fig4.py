@@ -88,9 +88,17 @@ def measure(scale: Scale, runs_dir: str) -> list[dict]:
         model = models.build(config.model, split.num_classes)
         augment = input_pipeline.augments(config.data, split.images.shape)
         return connectivity.spawning_run(
-            config, workdir, model, split, test_split, scores, spawn_epochs=settings.spawn_epochs,
-            subset_size=settings.subset_size, alphas=settings.alphas, augment=augment,
-        )  # fmt: skip
+            config,
+            workdir,
+            model,
+            split,
+            test_split,
+            scores,
+            spawn_epochs=settings.spawn_epochs,
+            subset_size=settings.subset_size,
+            alphas=settings.alphas,
+            augment=augment,
+        )
 
 
 def summary_sections(scale: Scale, rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -108,23 +116,36 @@ def summary_sections(scale: Scale, rows: list[dict]) -> list[tuple[str, list[dic
 
     compare_epoch = epochs[len(epochs) // 2]
     compare = [
-        {"subset": s, "bn": r["bn"], "error 1": r["error_1"], "error 2": r["error_2"],
-         "error midpoint": r["error"], "barrier": r["barrier"]}
-        for s in subsets for r in mid if r["subset"] == s and r["spawn_epoch"] == compare_epoch
-    ]  # fmt: skip
+        {
+            "subset": s,
+            "bn": r["bn"],
+            "error 1": r["error_1"],
+            "error 2": r["error_2"],
+            "error midpoint": r["error"],
+            "barrier": r["barrier"],
+        }
+        for s in subsets
+        for r in mid
+        if r["subset"] == s and r["spawn_epoch"] == compare_epoch
+    ]
     grid = [
-        {"spawn epoch": round(r["spawn_epoch"], 4), "subset": r["subset"],
-         "barrier at 1/2": r["barrier"], "max over alphas": r["max_barrier"],
-         "argmax alpha": r["argmax_alpha"]}
-        for r in mid if r["bn"] == "recompute"
-    ]  # fmt: skip
+        {
+            "spawn epoch": round(r["spawn_epoch"], 4),
+            "subset": r["subset"],
+            "barrier at 1/2": r["barrier"],
+            "max over alphas": r["max_barrier"],
+            "argmax alpha": r["argmax_alpha"],
+        }
+        for r in mid
+        if r["bn"] == "recompute"
+    ]
     bn_title = f"Recomputed vs interpolated BatchNorm statistics at t* = {compare_epoch:.4g} epochs"
     return [
         ("Error barrier at alpha 1/2 (recomputed statistics)", table("recompute", "barrier")),
         ("Error of the midpoint (recomputed statistics)", table("recompute", "error")),
         (bn_title, compare),
         ("Is the midpoint the maximum? (recomputed statistics)", grid),
-    ]  # fmt: skip
+    ]
 
 
 def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
@@ -140,11 +161,14 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
     rows = [dict(r, scale=scale.name) for r in measure(scale, runs_dir)]
     rows = sweeps.columns_first(rows, CSV_COLUMNS)
     return summary.write_outputs(
-        out_dir, "fig4", rows, dynamics_plots.plot_barriers,
+        out_dir,
+        "fig4",
+        rows,
+        dynamics_plots.plot_barriers,
         f"Figure 4 ({scale.name}): error barriers between children spawned at t*, on the "
         f"{settings.subset_size} highest-, lowest- and random-{settings.score} examples",
         summary_sections(scale, rows),
-    )  # fmt: skip
+    )
 
 
 def main(argv):

@@ -38,9 +38,17 @@ from datadiet_jax.scores import pruning
 from experiments import cli, sweeps
 
 CSV_COLUMNS = (
-    "method", "family", "strategy", "score", "prune_fraction", "seed", "test_accuracy",
-    "num_kept", "status", "scale",
-)  # fmt: skip
+    "method",
+    "family",
+    "strategy",
+    "score",
+    "prune_fraction",
+    "seed",
+    "test_accuracy",
+    "num_kept",
+    "status",
+    "scale",
+)
 SCORE_ITEM = "methods_scores_noise00"
 
 
@@ -67,13 +75,20 @@ def sweep(scale: Scale, runs_dir: str) -> list[dict]:
             strategies.setdefault(m.strategy, []).append(m.score_name(settings.score_epoch))
     items = [score]
     for strategy, scores in strategies.items():
-        items.append(sweeps.training_item(
-            f"methods_{strategy}", 0.0, strategy=strategy, scores=scores,
-            fractions=settings.prune_fractions,
-        ))  # fmt: skip
-    items.append(sweeps.training_item(
-        "methods_baselines", 0.0, fractions=settings.prune_fractions, full=True, random=True
-    ))  # fmt: skip
+        items.append(
+            sweeps.training_item(
+                f"methods_{strategy}",
+                0.0,
+                strategy=strategy,
+                scores=scores,
+                fractions=settings.prune_fractions,
+            )
+        )
+    items.append(
+        sweeps.training_item(
+            "methods_baselines", 0.0, fractions=settings.prune_fractions, full=True, random=True
+        )
+    )
     for it in items[1:]:
         it["overrides"].update(own_scores)
     return items
@@ -121,8 +136,9 @@ def selection_seconds(scale: Scale, runs_dir: str) -> dict[str, float]:
     settings, out = _settings(scale), {}
     for m in METHODS:
         item = "methods_baselines" if m.strategy == "random" else f"methods_{m.strategy}"
-        path = os.path.join(sweeps.workdir(runs_dir, scale, {"name": f"{item}_noise00"}),
-                            "selection_seconds.json")  # fmt: skip
+        path = os.path.join(
+            sweeps.workdir(runs_dir, scale, {"name": f"{item}_noise00"}), "selection_seconds.json"
+        )
         recorded = artifacts.read_json(path) if os.path.exists(path) else {}
         score, strategy = m.score_name(settings.score_epoch), m.strategy
         if strategy == "random":
@@ -156,7 +172,7 @@ def cost_rows(scale: Scale, runs_dir: str, selected: dict) -> list[dict]:
                 compute_seconds=seconds,
                 num_epochs=config.train.num_epochs,
                 timing=timing,
-            )  # fmt: skip
+            )
         )
     return rows
 

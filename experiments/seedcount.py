@@ -105,9 +105,15 @@ def summary_sections(rows, spearman) -> list[tuple[str, list[dict]]]:
             ]
             if values:
                 single.append(
-                    dict(score=score, comparison=comparison, seeds=len(values),
-                         mean=sum(values) / len(values), min=min(values), max=max(values))
-                )  # fmt: skip
+                    dict(
+                        score=score,
+                        comparison=comparison,
+                        seeds=len(values),
+                        mean=sum(values) / len(values),
+                        min=min(values),
+                        max=max(values),
+                    )
+                )
     return [
         ("Test accuracy of the subsets pruned with the mean of the first k seeds", accuracy),
         ("Spearman: mean of the first k seeds vs all K seeds / vs the other K - k", first_k),

@@ -47,8 +47,16 @@ def tiny_spec(ckpt_dir, **kw):
     """The `TrainSpec` of `train_tiny`: 2 seeds, 12 steps of 16, unless `kw` says otherwise."""
     from datadiet_jax.pipeline import loop
 
-    args = dict(train_cfg=train_cfg(), num_seeds=2, seed=0, purpose=1, num_steps=12,
-                schedule_steps=12, ckpt_dir=str(ckpt_dir), augment=False)  # fmt: skip
+    args = dict(
+        train_cfg=train_cfg(),
+        num_seeds=2,
+        seed=0,
+        purpose=1,
+        num_steps=12,
+        schedule_steps=12,
+        ckpt_dir=str(ckpt_dir),
+        augment=False,
+    )
     args.update(kw)
     return loop.TrainSpec(**args)
 
@@ -64,8 +72,9 @@ def train_tiny(split, ckpt_dir, *, hooks=None, init_state=None, **kw):
     from datadiet_jax.pipeline import loop
 
     spec = tiny_spec(ckpt_dir, **kw)
-    return loop.train_seeds(tiny_model(split), split, split.index, spec, hooks=hooks,
-                            init_state=init_state)  # fmt: skip
+    return loop.train_seeds(
+        tiny_model(split), split, split.index, spec, hooks=hooks, init_state=init_state
+    )
 
 
 def read_rows(path):
@@ -117,8 +126,9 @@ def split_shape(n=128):
     """What score files record of a split: its name, split, size and normalization."""
     import types
 
-    return types.SimpleNamespace(name="fashion_mnist", split="train", num_examples=n,
-                                 mean=[0.286], std=[0.353])  # fmt: skip
+    return types.SimpleNamespace(
+        name="fashion_mnist", split="train", num_examples=n, mean=[0.286], std=[0.353]
+    )
 
 
 def restore_checkpoint(model, split, spec, step):
@@ -128,8 +138,9 @@ def restore_checkpoint(model, split, spec, step):
     template = loop.initial_states(model, split, spec)
     ckpts = checkpoints.Checkpoints(spec.ckpt_dir)
     width = loop.num_outputs(model, split) if spec.dynamics_window else 0
-    stats = loop.init_stats(spec.num_seeds, split.num_examples, num_classes=width,
-                            dynamics_window=spec.dynamics_window)  # fmt: skip
+    stats = loop.init_stats(
+        spec.num_seeds, split.num_examples, num_classes=width, dynamics_window=spec.dynamics_window
+    )
     state, _ = ckpts.restore(step, template, stats)
     ckpts.close()
     return state
@@ -158,8 +169,15 @@ def smoke_run(tmp_path_factory):
 def run_outputs(workdir):
     """{path relative to `workdir`: bytes} of every result a run writes: its config, label noise,
     score files, kept sets, retraining results and results tables (not checkpoints or logs)."""
-    patterns = ("config.json", "label_noise.npz", "scores/*.npz", "retrain/*/kept.npz",
-                "retrain/*/result.json", "results.json", "results.csv")  # fmt: skip
+    patterns = (
+        "config.json",
+        "label_noise.npz",
+        "scores/*.npz",
+        "retrain/*/kept.npz",
+        "retrain/*/result.json",
+        "results.json",
+        "results.csv",
+    )
     out = {}
     for pattern in patterns:
         for path in glob.glob(os.path.join(workdir, pattern)):
@@ -174,7 +192,11 @@ def pytest_collection_modifyitems(config, items):
     own, so that each shared run and module fixture is made once, by one worker."""
     for item in items:
         names = item.fixturenames
-        group = ("smoke_run" if "smoke_run" in names
-                 else "figures" if "smoke_figures" in names
-                 else item.module.__name__)  # fmt: skip
+        group = (
+            "smoke_run"
+            if "smoke_run" in names
+            else "figures"
+            if "smoke_figures" in names
+            else item.module.__name__
+        )
         item.add_marker(pytest.mark.xdist_group(group))

@@ -71,8 +71,9 @@ def _example_grad(logits_fn):
 
 
 def _norms(grad_one, params, consts, images, labels) -> np.ndarray:
-    return np.array([tree_norm(grad_one(params, consts, x, y))
-                     for x, y in zip(images, labels, strict=True)])  # fmt: skip
+    return np.array(
+        [tree_norm(grad_one(params, consts, x, y)) for x, y in zip(images, labels, strict=True)]
+    )
 
 
 def grad_norm_loop(logits_fn, params, images, labels) -> np.ndarray:
@@ -111,8 +112,9 @@ def linen_grand_loop(apply_fn, variables, images, labels) -> np.ndarray:
 def function_grand_loop(apply_fn, params, images, labels) -> np.ndarray:
     """`[K, N]` GraNd of a plain `apply_fn(params, x)` with params stacked on a seed axis."""
     grad_one = _example_grad(lambda p, _, x: apply_fn(p, x))
-    return np.array([_norms(grad_one, seed(params, k), (), images, labels)
-                     for k in range(num_seeds(params))])  # fmt: skip
+    return np.array(
+        [_norms(grad_one, seed(params, k), (), images, labels) for k in range(num_seeds(params))]
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -165,8 +167,10 @@ def cpu_devices_env(num_devices: int) -> dict:
     env = dict(os.environ)
     # Simulated devices share this machine's cores: a collective may wait on a device thread for
     # longer than XLA's 40 s before it aborts the process (seen with 8 devices on 2 cores).
-    flag = (f"--xla_force_host_platform_device_count={num_devices} "
-            "--xla_cpu_collective_call_terminate_timeout_seconds=600")  # fmt: skip
+    flag = (
+        f"--xla_force_host_platform_device_count={num_devices} "
+        "--xla_cpu_collective_call_terminate_timeout_seconds=600"
+    )
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
     env["JAX_PLATFORMS"] = "cpu"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

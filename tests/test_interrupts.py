@@ -152,9 +152,11 @@ def test_workdir_that_is_a_file_or_unwritable_gets_one_line(tmp_path, unwritable
 
 def test_download_into_an_unwritable_data_dir_gets_one_line(tmp_path, unwritable):
     line = _bad_workdir_error(
-        tmp_path / "w", "--config.data.name=mnist", "--config.data.download=True",
+        tmp_path / "w",
+        "--config.data.name=mnist",
+        "--config.data.download=True",
         f"--config.data.data_dir={unwritable}",
-    )  # fmt: skip
+    )
     assert "Data directory" in line and "not writable" in line and "data_dir" in line
     assert not os.path.exists(tmp_path / "w")
 
@@ -166,8 +168,12 @@ def _hold_in_child(folder, seconds):
         "with workdir.hold(sys.argv[1]):\n    print('held', flush=True)\n"
         "    time.sleep(float(sys.argv[2]))\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", code, str(folder), str(seconds)], cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder), str(seconds)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdout.readline().strip() == "held"
     return child
 

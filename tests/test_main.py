@@ -209,8 +209,12 @@ def test_library_info_lines_are_quiet_unless_asked_for(smoke_run):
     assert "Wrote el2n scores" in proc.stderr and "Retraining 1/3" in proc.stderr
     # Another run's seed is refused after the dataset's builder was made: TFDS has spoken then.
     workdir, _ = smoke_run
-    loud = _main("--config=configs/fashion_mnist.py:smoke", f"--workdir={workdir}",
-                 "--verbosity=1", "--config.seed=7")  # fmt: skip
+    loud = _main(
+        "--config=configs/fashion_mnist.py:smoke",
+        f"--workdir={workdir}",
+        "--verbosity=1",
+        "--config.seed=7",
+    )
     assert "different config" in _error_line(loud)
     assert "Load dataset info" in loud.stderr and "Unable to initialize backend" in loud.stderr
 
@@ -233,7 +237,9 @@ def test_epoch_seconds_and_score_timings_are_recorded(smoke_run):
     timings = [json.loads(line) for line in timings]
     # Every score computed at an epoch has one line; forgetting and AUM come from the training.
     assert sorted((t["score"], t["epoch"]) for t in timings) == [
-        ("el2n", 1), ("grand", 0), ("grand", 1)
-    ]  # fmt: skip
+        ("el2n", 1),
+        ("grand", 0),
+        ("grand", 1),
+    ]
     for t in timings:
         assert t["seconds"] > 0 and t["num_seeds"] == 2 and t["num_examples"] == 128, t

@@ -67,8 +67,9 @@ def test_unknown_model_lists_valid_names():
 def _model_cfg(name, **fields):
     import ml_collections
 
-    cfg = ml_collections.ConfigDict({"name": name, "width": 0, "smoke_width": 0,
-                                     "kwargs": ml_collections.ConfigDict()})  # fmt: skip
+    cfg = ml_collections.ConfigDict(
+        {"name": name, "width": 0, "smoke_width": 0, "kwargs": ml_collections.ConfigDict()}
+    )
     for key, value in fields.items():
         cfg[key] = value
     return cfg
@@ -96,12 +97,15 @@ def test_import_paths_and_their_arguments():
         ("no_such_package.models:Net", {}, "cannot import 'no_such_package.models'"),
         ("tests.own_models:Missing", {}, "has no attribute 'Missing'"),
         ("tests.own_models:LinenNet", {"width": 8}, "config.model.width is set, but model"),
-        ("tests.own_models:LinenNet", {"kwargs": {"depth": 3}},
-         "config.model.kwargs.depth is set, but model 'tests.own_models:LinenNet' takes no "
-         "argument 'depth'; it takes ['features', 'num_classes']"),
+        (
+            "tests.own_models:LinenNet",
+            {"kwargs": {"depth": 3}},
+            "config.model.kwargs.depth is set, but model 'tests.own_models:LinenNet' takes no "
+            "argument 'depth'; it takes ['features', 'num_classes']",
+        ),
         ("tests.own_models:FUNCTION_NET", {"kwargs": {"hidden": 3}}, "is a built model"),
     ],
-)  # fmt: skip
+)
 def test_bad_model_configs_are_one_line(name, fields, message):
     import ml_collections
 

@@ -107,7 +107,7 @@ METHODS_SCALES = {
     # needs an epoch after each window).
     "cpu": MethodsScale(
         score_epoch=1, prune_fractions=(0.3, 0.5, 0.7), num_examples=5_000, dynamics_window=3
-    ),  # fmt: skip
+    ),
     # 256 examples, one fraction, for tests; 3 epochs: one window of 2 and the epoch after it.
     "smoke": MethodsScale(
         score_epoch=1,
@@ -115,5 +115,5 @@ METHODS_SCALES = {
         num_retrain_seeds=1,
         dynamics_window=2,
         overrides={"train.num_epochs": 3, "score.train_epochs": 3},
-    ),  # fmt: skip
+    ),
 }

@@ -102,11 +102,18 @@ def train_parent(config, workdir: str, model, split, step: int, augment: bool):
     """
     num_steps = total_steps(config.train, split.num_examples)
     spec = loop.TrainSpec(
-        train_cfg=config.train, num_seeds=1, seed=config.seed, purpose=keys.Purpose.PARENT,
-        num_steps=num_steps, schedule_steps=num_steps,
-        ckpt_dir=os.path.join(workdir, "parent", "ckpt"), augment=augment, name="parent",
-        max_steps=step, on_diverge="raise",
-    )  # fmt: skip
+        train_cfg=config.train,
+        num_seeds=1,
+        seed=config.seed,
+        purpose=keys.Purpose.PARENT,
+        num_steps=num_steps,
+        schedule_steps=num_steps,
+        ckpt_dir=os.path.join(workdir, "parent", "ckpt"),
+        augment=augment,
+        name="parent",
+        max_steps=step,
+        on_diverge="raise",
+    )
     state, _, reached = loop.train_seeds(model, split, split.index, spec)
     if reached != step:
         raise ValueError(
@@ -125,11 +132,17 @@ def train_children(config, workdir: str, model, split, parent, step: int, augmen
     num_steps = total_steps(config.train, split.num_examples)
     twins = jax.tree.map(lambda x: np.repeat(np.asarray(x), NUM_CHILDREN, axis=0), parent)
     spec = loop.TrainSpec(
-        train_cfg=config.train, num_seeds=NUM_CHILDREN, seed=config.seed,
-        purpose=keys.Purpose.CHILD, num_steps=num_steps, schedule_steps=num_steps,
-        ckpt_dir=os.path.join(workdir, "children", f"step{step:06d}", "ckpt"), augment=augment,
-        name=f"children of step {step}", on_diverge="raise",
-    )  # fmt: skip
+        train_cfg=config.train,
+        num_seeds=NUM_CHILDREN,
+        seed=config.seed,
+        purpose=keys.Purpose.CHILD,
+        num_steps=num_steps,
+        schedule_steps=num_steps,
+        ckpt_dir=os.path.join(workdir, "children", f"step{step:06d}", "ckpt"),
+        augment=augment,
+        name=f"children of step {step}",
+        on_diverge="raise",
+    )
     state, _, _ = loop.train_seeds(model, split, split.index, spec, init_state=twins)
     return state
 
@@ -155,9 +168,16 @@ def measure(
     rows = []
     for bn in bn_modes:
         curves = barriers.error_curves(
-            model, v1, v2, subsets, alphas=alphas, bn=bn, bn_images=bn_images,
-            bn_batch_size=bn_batch_size, batch_size=batch_size,
-        )  # fmt: skip
+            model,
+            v1,
+            v2,
+            subsets,
+            alphas=alphas,
+            bn=bn,
+            bn_images=bn_images,
+            bn_batch_size=bn_batch_size,
+            batch_size=batch_size,
+        )
         for name, c in curves.items():
             summary = {k: c[k] for k in ("error_1", "error_2", "barrier", "max_barrier")}
             summary["argmax_alpha"] = c["argmax_alpha"]
@@ -220,9 +240,15 @@ def spawning_run(
             parent = train_parent(config, workdir, model, split, step, augment)
             children = train_children(config, workdir, model, split, parent, step, augment)
             measured = measure(
-                model, children, subsets, bn_images, alphas=alphas, bn_modes=bn_modes,
-                bn_batch_size=config.train.batch_size, batch_size=config.train.eval_batch_size,
-            )  # fmt: skip
+                model,
+                children,
+                subsets,
+                bn_images,
+                alphas=alphas,
+                bn_modes=bn_modes,
+                bn_batch_size=config.train.batch_size,
+                batch_size=config.train.eval_batch_size,
+            )
             measured = [dict(spawn_step=step, spawn_epoch=step / spe) | r for r in measured]
             artifacts.write_json(path, measured)
             mid = [r for r in measured if r["alpha"] == 0.5 and r["bn"] == bn_modes[0]]

@@ -90,8 +90,13 @@ def _hook(config, workdir, model, split, images, epoch, ts, starts, window_size,
             )
             mean = per_seed.mean(0)
             windows = rank_windows(mean, starts, window_size)
-            artifacts.save_npz(_el2n_path(workdir, epoch), per_seed=per_seed, mean=mean,
-                               starts=starts, windows=windows)  # fmt: skip
+            artifacts.save_npz(
+                _el2n_path(workdir, epoch),
+                per_seed=per_seed,
+                mean=mean,
+                starts=starts,
+                windows=windows,
+            )
         for t in (t for t in ts if epoch in (t, t + 1)):
             path = _gram_path(workdir, t, epoch)
             if os.path.exists(path):
@@ -103,8 +108,9 @@ def _hook(config, workdir, model, split, images, epoch, ts, starts, window_size,
                 axis=1,
             )  # [K, W, n, n]
             artifacts.save_npz(path, grams=grams, windows=windows)
-            logging.info("Gram matrices of the %d windows of epoch %d at epoch %d", len(windows),
-                         t, epoch)  # fmt: skip
+            logging.info(
+                "Gram matrices of the %d windows of epoch %d at epoch %d", len(windows), t, epoch
+            )
 
     return hook
 
@@ -156,12 +162,18 @@ def velocity_run(
         for e in needed
     }
     spec = loop.TrainSpec(
-        train_cfg=config.train, num_seeds=config.score.num_seeds, seed=config.seed,
-        purpose=keys.Purpose.KERNEL, num_steps=needed[-1] * spe,
+        train_cfg=config.train,
+        num_seeds=config.score.num_seeds,
+        seed=config.seed,
+        purpose=keys.Purpose.KERNEL,
+        num_steps=needed[-1] * spe,
         schedule_steps=config.train.num_epochs * spe,
-        ckpt_dir=os.path.join(workdir, "train", "ckpt"), augment=augment,
-        name="kernel velocity training", keep_epochs=tuple(needed), on_diverge="raise",
-    )  # fmt: skip
+        ckpt_dir=os.path.join(workdir, "train", "ckpt"),
+        augment=augment,
+        name="kernel velocity training",
+        keep_epochs=tuple(needed),
+        on_diverge="raise",
+    )
     loop.train_seeds(model, split, split.index, spec, hooks=hooks)
     return velocity_rows(workdir, ts, split.labels)
 
@@ -212,11 +224,16 @@ def velocity_rows(workdir: str, epochs: Sequence[int], labels) -> list[dict]:
         share = majority_class_share(labels, windows)
         for k in range(velocity.shape[0]):
             for w, start in enumerate(starts):
-                rows.append(dict(
-                    epoch=t, seed=k, window_start=int(start), window_size=int(windows.shape[1]),
-                    velocity=float(velocity[k, w]),
-                    el2n_window_mean=float(mean[windows[w]].mean()),
-                    el2n_rank_fraction=float(start) / num_examples,
-                    majority_class_share=float(share[w]),
-                ))  # fmt: skip
+                rows.append(
+                    dict(
+                        epoch=t,
+                        seed=k,
+                        window_start=int(start),
+                        window_size=int(windows.shape[1]),
+                        velocity=float(velocity[k, w]),
+                        el2n_window_mean=float(mean[windows[w]].mean()),
+                        el2n_rank_fraction=float(start) / num_examples,
+                        majority_class_share=float(share[w]),
+                    )
+                )
     return rows

@@ -27,7 +27,24 @@ not import orbax or TensorFlow.
 """
 
 __all__ = [
-    "artifacts", "checkpoints", "config_base", "config_check", "data", "fingerprint", "health",
-    "input_pipeline", "interrupts", "keys", "logs", "loop", "plan", "prepare_data", "retrain",
-    "run", "score_stage", "sources", "train", "workdir",
-]  # fmt: skip
+    "artifacts",
+    "checkpoints",
+    "config_base",
+    "config_check",
+    "data",
+    "fingerprint",
+    "health",
+    "input_pipeline",
+    "interrupts",
+    "keys",
+    "logs",
+    "loop",
+    "plan",
+    "prepare_data",
+    "retrain",
+    "run",
+    "score_stage",
+    "sources",
+    "train",
+    "workdir",
+]

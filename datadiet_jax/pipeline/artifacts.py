@@ -174,8 +174,11 @@ def load_scores(
         raise FileNotFoundError(f"Score file {path} does not exist; run the score stage first.")
     try:
         with np.load(path, allow_pickle=False) as f:
-            out = {k: np.asarray(f[k]) for k in ("per_seed", "mean", "index", "tfds_id")
-                   if k in f.files or k != "tfds_id"}  # fmt: skip
+            out = {
+                k: np.asarray(f[k])
+                for k in ("per_seed", "mean", "index", "tfds_id")
+                if k in f.files or k != "tfds_id"
+            }
             provenance = json.loads(str(f["provenance"]))
     except _LOAD_ERRORS as e:
         raise ValueError(f"Score file {path} is unreadable ({type(e).__name__}); {fix}.") from None

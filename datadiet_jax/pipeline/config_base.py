@@ -15,13 +15,22 @@ from ml_collections import config_dict
 # training record without one reads as its default (`artifacts.diff_keys`), so an earlier run
 # resumes as the same run.
 ADDED_FIELDS = {
-    "data.image_key": None, "data.label_key": None, "data.inputs": "auto", "data.num_classes": 0,
+    "data.image_key": None,
+    "data.label_key": None,
+    "data.inputs": "auto",
+    "data.num_classes": 0,
     "data.arrays": {"train": None, "train_labels": None, "test": None, "test_labels": None},
-    "data.function": None, "model.kwargs": {}, "model.smoke_width": 0,
-    "score.logit_epochs": [], "score.feature_epochs": [], "score.prototypes_per_class": 1,
-    "score.dynamics": False, "score.dynamics_window": 10, "prune.features": "",
+    "data.function": None,
+    "model.kwargs": {},
+    "model.smoke_width": 0,
+    "score.logit_epochs": [],
+    "score.feature_epochs": [],
+    "score.prototypes_per_class": 1,
+    "score.dynamics": False,
+    "score.dynamics_window": 10,
+    "prune.features": "",
     "retrain.stack": "auto",
-}  # fmt: skip
+}
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -171,8 +171,12 @@ def check_source(data_cfg) -> None:
 
 
 # The score config fields that name epochs of the score training.
-EPOCH_FIELDS = ("score.el2n_epochs", "score.grand_epochs", "score.logit_epochs",
-                "score.feature_epochs")  # fmt: skip
+EPOCH_FIELDS = (
+    "score.el2n_epochs",
+    "score.grand_epochs",
+    "score.logit_epochs",
+    "score.feature_epochs",
+)
 
 
 def score_epochs(config) -> tuple[list[int], int]:

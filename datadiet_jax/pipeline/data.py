@@ -170,15 +170,23 @@ def _statistics(inputs: np.ndarray, name: str, split: str):
         mean, std = x.mean(0), x.std(0)
         constant = std == 0
         if constant.any():
-            logging.info("%s:%s has %d constant features: centered only", name, split,
-                         int(constant.sum()))  # fmt: skip
+            logging.info(
+                "%s:%s has %d constant features: centered only", name, split, int(constant.sum())
+            )
             std = np.where(constant, 1.0, std)
     logging.info("Normalization of %s from its %s split: mean=%s std=%s", name, split, mean, std)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def to_split(raw: sources.Raw, name: str, split: str, *, kind: str = "auto",
-             normalization: tuple | None = None, num_classes: int = 0) -> Split:  # fmt: skip
+def to_split(
+    raw: sources.Raw,
+    name: str,
+    split: str,
+    *,
+    kind: str = "auto",
+    normalization: tuple | None = None,
+    num_classes: int = 0,
+) -> Split:
     """A `Split` of a source's `Raw` split: inputs in their kind's dtype, normalization constants.
 
     Args:
@@ -235,8 +243,9 @@ def load_split(
     Returns:
       A `Split` with `images [N, H, W, C] uint8`, `labels [N] int32` and `tfds_id [N]`.
     """
-    raw = sources.read_tfds(name, split, data_dir=data_dir, download=download,
-                            num_examples=num_examples or 0)  # fmt: skip
+    raw = sources.read_tfds(
+        name, split, data_dir=data_dir, download=download, num_examples=num_examples or 0
+    )
     return to_split(raw, name, split, normalization=normalization)
 
 
@@ -328,8 +337,14 @@ def load_splits(data_cfg) -> tuple[Split, Split]:
         num_classes = int(max(raw_train.labels.max(initial=0), raw_test.labels.max(initial=0))) + 1
         logging.info("%s: %d classes (the largest label + 1)", data_cfg.name, num_classes)
     train = to_split(raw_train, data_cfg.name, "train", kind=kind, num_classes=num_classes)
-    test = to_split(raw_test, data_cfg.name, "test", kind=kind, num_classes=num_classes,
-                    normalization=(train.mean, train.std))  # fmt: skip
+    test = to_split(
+        raw_test,
+        data_cfg.name,
+        "test",
+        kind=kind,
+        num_classes=num_classes,
+        normalization=(train.mean, train.std),
+    )
     if (test.images.dtype, test.images.shape[1:]) != (train.images.dtype, train.images.shape[1:]):
         raise ValueError(
             f"{data_cfg.name}: the test inputs are {test.images.dtype} {test.images.shape[1:]} per "

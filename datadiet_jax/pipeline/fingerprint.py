@@ -68,9 +68,13 @@ def kept_record(config, run, scores: Mapping[str, dict], num_examples: int) -> d
     names = [run.score, *plan.strategy_inputs(config, run.strategy)]
     used = {name: scores[name] for name in names if name in scores}
     selection = {
-        "score": run.score, "strategy": run.strategy, "prune_fraction": run.prune_fraction,
-        "offset": run.offset, "seed": config.seed, "num_examples": num_examples,
-    }  # fmt: skip
+        "score": run.score,
+        "strategy": run.strategy,
+        "prune_fraction": run.prune_fraction,
+        "offset": run.offset,
+        "seed": config.seed,
+        "num_examples": num_examples,
+    }
     if run.score not in (None, "random"):
         selection |= {k: config.prune[k] for k in SELECTION_FIELDS}
     return {"scores": used, "selection": selection}
@@ -82,8 +86,12 @@ def training_record(config, kept: np.ndarray) -> dict:
     for field in workdir.NEUTRAL_FIELDS:  # where the data lies, how the same gradients are made
         section, name = field.split(".")
         sections[section].pop(name, None)
-    return {"kept_sha256": array_sha256(np.asarray(kept, np.int64)), "num_kept": len(kept),
-            "seed": config.seed, **sections}  # fmt: skip
+    return {
+        "kept_sha256": array_sha256(np.asarray(kept, np.int64)),
+        "num_kept": len(kept),
+        "seed": config.seed,
+        **sections,
+    }
 
 
 def changes(old: Mapping | None, new: Mapping) -> list[str]:

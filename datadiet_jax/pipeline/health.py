@@ -140,8 +140,12 @@ def check_score_training(stats, labels: np.ndarray, epoch: int, name: str = "sco
             "%s: seed %d has not learned by epoch %d (training accuracy %.3f, majority label "
             "%.3f); its scores are those of an untrained or collapsed network. If this is not "
             "meant, lower config.train.learning_rate or set config.train.warmup_epochs.",
-            name, k, epoch, accuracy[k], majority,
-        )  # fmt: skip
+            name,
+            k,
+            epoch,
+            accuracy[k],
+            majority,
+        )
     return accuracy
 
 
@@ -157,8 +161,10 @@ def warn_if_small(name: str, num_examples: int, batch_size: int) -> bool:
     logging.warning(
         "%s trains on %d examples, fewer than one batch (config.train.batch_size=%d): every step "
         "is one padded batch of all of them; its numbers rest on very few examples.",
-        name, num_examples, batch_size,
-    )  # fmt: skip
+        name,
+        num_examples,
+        batch_size,
+    )
     return True
 
 

@@ -164,8 +164,9 @@ def train_batches(
     return ds.prefetch(2).as_numpy_iterator()
 
 
-def _epoch_orders(tf, kept: np.ndarray, index: np.ndarray, batch_size: int, seed: int,
-                  columns: slice):  # fmt: skip
+def _epoch_orders(
+    tf, kept: np.ndarray, index: np.ndarray, batch_size: int, seed: int, columns: slice
+):
     """`epoch -> Dataset of (idx [K, b], mask [K, b])`: each seed's own shuffle of its row of
     `kept [K, M]`, the batch positions `columns` of it.
 

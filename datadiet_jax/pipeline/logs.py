@@ -11,8 +11,15 @@ import logging as std_logging
 from absl import logging
 
 # Path parts of the libraries whose INFO lines are left out.
-QUIET_LIBRARIES = ("/tensorflow_datasets/", "/tensorflow/", "/orbax/", "/jax/", "/jaxlib/",
-                   "/etils/", "/flax/")  # fmt: skip
+QUIET_LIBRARIES = (
+    "/tensorflow_datasets/",
+    "/tensorflow/",
+    "/orbax/",
+    "/jax/",
+    "/jaxlib/",
+    "/etils/",
+    "/flax/",
+)
 
 
 class _QuietLibraries(std_logging.Filter):

@@ -139,15 +139,18 @@ class _Training:
         self.spe = spec.steps_per_epoch(np.shape(kept)[-1])
         self.keep_steps = {e * self.spe for e in spec.keep_epochs} | {spec.num_steps}
         self.hook_steps = {e * self.spe: fn for e, fn in hooks.items()}
-        self.stop = spec.num_steps if spec.max_steps is None else min(spec.num_steps,
-                                                                      spec.max_steps)  # fmt: skip
+        self.stop = (
+            spec.num_steps if spec.max_steps is None else min(spec.num_steps, spec.max_steps)
+        )
         self.save_every = max(1, spec.train_cfg.checkpoint_every_epochs) * self.spe
-        self.metrics_path = os.path.join(os.path.dirname(spec.ckpt_dir.rstrip("/")),
-                                         "metrics.jsonl")  # fmt: skip
+        self.metrics_path = os.path.join(
+            os.path.dirname(spec.ckpt_dir.rstrip("/")), "metrics.jsonl"
+        )
         self.ckpts = Checkpoints(spec.ckpt_dir, self.keep_steps)
         self.reported: set = set()
-        self.mesh = train_mesh.make_mesh(spec.train_cfg.get("mesh", "auto"), spec.num_seeds,
-                                         spec.train_cfg.batch_size, spec.name)  # fmt: skip
+        self.mesh = train_mesh.make_mesh(
+            spec.train_cfg.get("mesh", "auto"), spec.num_seeds, spec.train_cfg.batch_size, spec.name
+        )
         self.hook_steps = {
             step: functools.partial(self._call_hook, fn) for step, fn in self.hook_steps.items()
         }
@@ -178,8 +181,12 @@ class _Training:
         """The statistics at step 0 (`init_stats`)."""
         spec, split = self.spec, self.split
         width = num_outputs(self.model, split) if spec.dynamics_window else 0
-        return init_stats(spec.num_seeds, split.num_examples, num_classes=width,
-                          dynamics_window=spec.dynamics_window)  # fmt: skip
+        return init_stats(
+            spec.num_seeds,
+            split.num_examples,
+            num_classes=width,
+            dynamics_window=spec.dynamics_window,
+        )
 
     def past_hooks(self, start: int, state, stats, init_state) -> None:
         """Calls the hooks of steps before `start`, each on the state saved at its step."""
@@ -202,20 +209,29 @@ class _Training:
         spec, split = self.spec, self.split
         _, step_fn = programs(self.model, spec.train_cfg, spec.schedule_steps, self.mesh)
         batches = input_pipeline.train_batches(
-            split.images, split.labels, self.kept, mean=split.mean, std=split.std,
-            num_seeds=spec.num_seeds, batch_size=spec.train_cfg.batch_size,
-            seed=keys.data_seed(spec.seed, spec.purpose), num_steps=self.stop, start_step=start,
-            augment=spec.augment, streams=spec.streams,
+            split.images,
+            split.labels,
+            self.kept,
+            mean=split.mean,
+            std=split.std,
+            num_seeds=spec.num_seeds,
+            batch_size=spec.train_cfg.batch_size,
+            seed=keys.data_seed(spec.seed, spec.purpose),
+            num_steps=self.stop,
+            start_step=start,
+            augment=spec.augment,
+            streams=spec.streams,
             block=train_mesh.local_block(self.mesh, spec.num_seeds, spec.train_cfg.batch_size),
-        )  # fmt: skip
+        )
         per_step = spec.num_seeds * spec.train_cfg.batch_size
         rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
         step, loss = start, None
         self.epoch_clock = time.perf_counter()
         for batch in batches:
-            batch = train_mesh.place_batch({**batch, "rng": rng}, self.mesh, spec.num_seeds,
-                                           spec.train_cfg.batch_size)  # fmt: skip
+            batch = train_mesh.place_batch(
+                {**batch, "rng": rng}, self.mesh, spec.num_seeds, spec.train_cfg.batch_size
+            )
             state, stats, loss = step_fn(state, stats, batch)
             step += 1
             progress.update(step, f"(epoch {step / self.spe:.2f})", pending=loss)
@@ -232,8 +248,11 @@ class _Training:
         if at_epoch_end or must_save:
             self.reported = _check_finite(stats, self.reported, self.spec, self.spe)
         if at_epoch_end:
-            record = {"step": step, "epoch": step / self.spe,
-                      "loss": train_mesh.to_host(loss).tolist()}  # fmt: skip
+            record = {
+                "step": step,
+                "epoch": step / self.spe,
+                "loss": train_mesh.to_host(loss).tolist(),
+            }
             # Wall seconds of the epoch's training steps in this process (the first epoch after
             # a start or resume includes compilation; hooks and epoch-end saves are not counted).
             record["seconds"] = round(time.perf_counter() - self.epoch_clock, 3)
@@ -245,8 +264,9 @@ class _Training:
         if at_epoch_end:
             self.epoch_clock = time.perf_counter()
         if len(self.reported) == self.spec.num_seeds:
-            logging.error("%s: every seed diverged; training stopped at step %d.",
-                          self.spec.name, step)  # fmt: skip
+            logging.error(
+                "%s: every seed diverged; training stopped at step %d.", self.spec.name, step
+            )
             return False
         return True
 
@@ -267,8 +287,9 @@ def _check_finite(stats, reported: set, spec: TrainSpec, spe: int) -> set:
     return reported | set(new)
 
 
-def init_stats(num_seeds: int, num_examples: int, *, num_classes: int = 0,
-               dynamics_window: int = 0) -> dict:  # fmt: skip
+def init_stats(
+    num_seeds: int, num_examples: int, *, num_classes: int = 0, dynamics_window: int = 0
+) -> dict:
     """Empty training statistics of K seeds over N examples (also a checkpoint's template):
     {'forgetting': [K, N] arrays, 'aum': [K, N] arrays, 'nonfinite_step': [K]} and, when
     `dynamics_window` > 0, 'dynamics' (`scores.dynamics.init_dynamics`, arrays [K, N, ...])."""
@@ -288,8 +309,9 @@ def num_outputs(model, split) -> int:
     """C, the width of the model's logits on `split`'s inputs (abstractly, without compiling)."""
     model, sample = trainable(model), sample_input(split)
     params, state = jax.eval_shape(model.init, jax.random.key(0), sample)
-    logits, _ = jax.eval_shape(functools.partial(model.apply, train=True, rng=jax.random.key(1)),
-                               params, state, sample)  # fmt: skip
+    logits, _ = jax.eval_shape(
+        functools.partial(model.apply, train=True, rng=jax.random.key(1)), params, state, sample
+    )
     return int(logits.shape[-1])
 
 
@@ -325,9 +347,15 @@ def _copy_init_state(init_state, num_seeds: int, num_steps: int):
 
 
 _OPTIMIZER_FIELDS = (
-    "learning_rate", "lr_drop_fractions", "lr_drop_factor", "momentum", "nesterov", "weight_decay",
-    "warmup_epochs", "num_epochs",
-)  # fmt: skip
+    "learning_rate",
+    "lr_drop_fractions",
+    "lr_drop_factor",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "warmup_epochs",
+    "num_epochs",
+)
 
 
 def programs(model, train_cfg, schedule_steps: int, mesh=None):
@@ -346,8 +374,9 @@ def programs(model, train_cfg, schedule_steps: int, mesh=None):
 
 
 @functools.lru_cache(maxsize=8)
-def _programs(model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str, fast: bool,
-              mesh):  # fmt: skip
+def _programs(
+    model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str, fast: bool, mesh
+):
     tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
     init = functools.partial(train.init_states, model, tx, seed_axis=seed_axis)
     body = functools.partial(_k_step, model, tx, train_mesh.step_seed_axis(seed_axis, mesh), fast)

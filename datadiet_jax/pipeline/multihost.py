@@ -22,18 +22,27 @@ from absl import logging
 _COUNTER = itertools.count()
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:  # fmt: skip
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
     """Joins the `jax.distributed` job this process belongs to (before any other JAX call).
 
     With no arguments JAX detects the cluster (Slurm, Cloud TPU, Kubernetes, Open MPI); give all
     three to launch processes by hand. CPU processes exchange collectives through gloo.
     """
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)  # fmt: skip
-    logging.info("Process %d of %d: %d local devices, %d in all.", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())  # fmt: skip
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
+    logging.info(
+        "Process %d of %d: %d local devices, %d in all.",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def is_writer() -> bool:

@@ -122,11 +122,18 @@ def train_seeds(
     model = trainable(model)
     with tempfile.TemporaryDirectory() as scratch:
         spec = loop.TrainSpec(
-            train_cfg=cfg, num_seeds=num_seeds, seed=seed, purpose=int(purpose), num_steps=steps,
-            schedule_steps=steps, ckpt_dir=os.path.join(workdir or scratch, "ckpt"),
-            augment=augment, name="train_seeds", on_diverge="raise",
+            train_cfg=cfg,
+            num_seeds=num_seeds,
+            seed=seed,
+            purpose=int(purpose),
+            num_steps=steps,
+            schedule_steps=steps,
+            ckpt_dir=os.path.join(workdir or scratch, "ckpt"),
+            augment=augment,
+            name="train_seeds",
+            on_diverge="raise",
             dynamics_window=dynamics_window,
-        )  # fmt: skip
+        )
         state, stats, step = loop.train_seeds(model, split, kept, spec)
     return Trained(model, state, stats, step)
 
@@ -168,10 +175,17 @@ def pruned_dataset(
     spe = input_pipeline.steps_per_epoch(len(kept), batch_size)
     steps = num_steps if num_steps is not None else math.ceil(num_epochs * spe)
     batches = input_pipeline.train_batches(
-        split.images, split.labels, kept, mean=split.mean, std=split.std,
-        num_seeds=num_seeds or 1, batch_size=batch_size, seed=keys.data_seed(seed, int(purpose)),
-        num_steps=steps, augment=augment,
-    )  # fmt: skip
+        split.images,
+        split.labels,
+        kept,
+        mean=split.mean,
+        std=split.std,
+        num_seeds=num_seeds or 1,
+        batch_size=batch_size,
+        seed=keys.data_seed(seed, int(purpose)),
+        num_steps=steps,
+        augment=augment,
+    )
     if num_seeds is not None:
         return batches
     return ({k: v[0] for k, v in batch.items()} for batch in batches)

@@ -127,8 +127,13 @@ def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray
     if run.strategy == "full":
         return split.index.copy()
     if run.strategy == "random":
-        return pruning.select("random", None, prune_fraction=run.prune_fraction, seed=config.seed,
-                              num_examples=split.num_examples)  # fmt: skip
+        return pruning.select(
+            "random",
+            None,
+            prune_fraction=run.prune_fraction,
+            seed=config.seed,
+            num_examples=split.num_examples,
+        )
     options = {}
     score = scores[run.score]
     if run.strategy in pruning.FEATURE_STRATEGIES:
@@ -138,9 +143,15 @@ def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray
     if run.strategy == "dual_sampling":
         options["mean_probs"] = scores["mean_prob"]
     return pruning.select(
-        run.strategy, score, prune_fraction=run.prune_fraction, labels=split.labels,
-        seed=config.seed, offset=run.offset, beta=config.prune.ccs_beta, **options,
-    )  # fmt: skip
+        run.strategy,
+        score,
+        prune_fraction=run.prune_fraction,
+        labels=split.labels,
+        seed=config.seed,
+        offset=run.offset,
+        beta=config.prune.ccs_beta,
+        **options,
+    )
 
 
 def kept_sets(config, split, scores: Mapping[str, np.ndarray], seconds: dict | None = None):

@@ -57,9 +57,11 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs, score_ha
             results[i] = artifacts.read_json(os.path.join(run_dir, "result.json"))
         else:
             pending.append((i, run, kept, run_dir, made_from))
-    batches = stacked.groups(config, split.num_examples, pending) if stacked.enabled(config) else [
-        [item] for item in pending
-    ]  # fmt: skip
+    batches = (
+        stacked.groups(config, split.num_examples, pending)
+        if stacked.enabled(config)
+        else [[item] for item in pending]
+    )
     done = len(runs) - len(pending)
     for group in batches:
         names = ", ".join(item[1].name for item in group)
@@ -67,11 +69,22 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs, score_ha
             for _, run, kept, _, _ in group:
                 health.warn_if_small(run.name, len(kept), config.train.batch_size)
             if len(group) == 1:
-                logging.info("Retraining %d/%d: %s on %d examples", done + 1, len(runs), names,
-                             len(group[0][2]))  # fmt: skip
+                logging.info(
+                    "Retraining %d/%d: %s on %d examples",
+                    done + 1,
+                    len(runs),
+                    names,
+                    len(group[0][2]),
+                )
             else:
-                logging.info("Retraining %d-%d/%d (stacked): %s on %d examples each", done + 1,
-                             done + len(group), len(runs), names, len(group[0][2]))  # fmt: skip
+                logging.info(
+                    "Retraining %d-%d/%d (stacked): %s on %d examples each",
+                    done + 1,
+                    done + len(group),
+                    len(runs),
+                    names,
+                    len(group[0][2]),
+                )
             if len(group) == 1:
                 trained = [_train_one(config, model, split, group[0])]
             else:
@@ -80,8 +93,9 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs, score_ha
             for (i, run, kept, run_dir, made_from), (init, state, nonfinite) in zip(
                 group, trained, strict=True
             ):
-                result = run_result(config, model, split, test_split, run, kept, init, state,
-                                    nonfinite)  # fmt: skip
+                result = run_result(
+                    config, model, split, test_split, run, kept, init, state, nonfinite
+                )
                 result["made_from"] = made_from
                 artifacts.write_json(os.path.join(run_dir, "result.json"), result)
                 results[i] = result
@@ -94,11 +108,16 @@ def _train_one(config, model, split, item) -> tuple:
     _, run, kept, run_dir, _ = item
     steps = stacked.retrain_steps(config, split.num_examples, len(kept))
     spec = loop.TrainSpec(
-        train_cfg=config.train, num_seeds=config.retrain.num_seeds, seed=config.seed,
-        purpose=keys.Purpose.RETRAIN, num_steps=steps, schedule_steps=steps,
+        train_cfg=config.train,
+        num_seeds=config.retrain.num_seeds,
+        seed=config.seed,
+        purpose=keys.Purpose.RETRAIN,
+        num_steps=steps,
+        schedule_steps=steps,
         ckpt_dir=os.path.join(run_dir, "ckpt"),
-        augment=input_pipeline.augments(config.data, split.images.shape), name=run.name,
-    )  # fmt: skip
+        augment=input_pipeline.augments(config.data, split.images.shape),
+        name=run.name,
+    )
     state, stats, _ = loop.train_seeds(model, split, kept, spec)
     return loop.initial_states(model, split, spec), state, stats["nonfinite_step"]
 
@@ -133,8 +152,11 @@ def prepare_run_dir(run_dir: str, name: str, kept: np.ndarray, made_from: dict) 
         common = len(np.intersect1d(old_kept, kept))
         _clear(run_dir, name, _reasons(old, made_from, common))
     elif old is not None and fingerprint.changes(old["kept"], made_from["kept"]):
-        logging.info("%s: %s, but it keeps the same examples; its training stands.", name,
-                     "; ".join(_reasons(old, made_from)))  # fmt: skip
+        logging.info(
+            "%s: %s, but it keeps the same examples; its training stands.",
+            name,
+            "; ".join(_reasons(old, made_from)),
+        )
         _save_kept(kept_path, kept, made_from)
         if os.path.exists(result_path):
             result = artifacts.read_json(result_path)
@@ -184,8 +206,10 @@ def _reasons(old: dict, new: dict, common: int | None = None) -> list[str]:
             out.append(f"config.prune.{rest} changed")
     training = fingerprint.changes(old["training"], new["training"])
     if "kept_sha256" in training:
-        out.append(f"its kept set changed ({old['training']['num_kept']} -> "
-                   f"{new['training']['num_kept']} examples, {common} in common)")  # fmt: skip
+        out.append(
+            f"its kept set changed ({old['training']['num_kept']} -> "
+            f"{new['training']['num_kept']} examples, {common} in common)"
+        )
     settings = [k for k in training if k not in ("kept_sha256", "num_kept")]
     if settings:
         out.append(
@@ -235,8 +259,12 @@ def _health_fields(name: str, acc, loss, fit: dict, nonfinite_step) -> dict:
             logging.warning(
                 "%s: seed %d collapsed: training accuracy %.3f on its kept examples, %.3f at "
                 "initialization, majority label %.3f; its result is marked 'collapsed'.",
-                name, k, fit["final"]["accuracy"][k], fit["init"]["accuracy"][k], fit["majority"],
-            )  # fmt: skip
+                name,
+                k,
+                fit["final"]["accuracy"][k],
+                fit["init"]["accuracy"][k],
+                fit["majority"],
+            )
     return dict(
         status=status,
         test_accuracy=[float(a) if u else None for a, u in zip(acc, usable, strict=True)],
@@ -265,7 +293,13 @@ def result_rows(results: list[dict]) -> list[dict]:
         train_acc = r.get("train_accuracy") or [None] * len(r["test_accuracy"])
         for seed, acc in enumerate(r["test_accuracy"]):
             rows.append(
-                {"run": r["name"], **{k: r.get(k) for k in keys}, "seed": seed,
-                 "status": status[seed], "train_accuracy": train_acc[seed], "test_accuracy": acc}
-            )  # fmt: skip
+                {
+                    "run": r["name"],
+                    **{k: r.get(k) for k in keys},
+                    "seed": seed,
+                    "status": status[seed],
+                    "train_accuracy": train_acc[seed],
+                    "test_accuracy": acc,
+                }
+            )
     return rows

@@ -55,8 +55,12 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
         plan.check_windows(config, split.num_examples)
         noise_path = os.path.join(workdir, "label_noise.npz")
         if not os.path.exists(noise_path):
-            artifacts.save_npz(noise_path, noisy_index=split.noisy_index, labels=split.labels,
-                               clean_labels=split.clean_labels)  # fmt: skip
+            artifacts.save_npz(
+                noise_path,
+                noisy_index=split.noisy_index,
+                labels=split.labels,
+                clean_labels=split.clean_labels,
+            )
         if config.score.workdir:
             score_files = score_stage.external_scores(config, split)
         else:

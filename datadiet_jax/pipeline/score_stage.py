@@ -74,9 +74,11 @@ def provenance(config, split, kind: str, epoch: int) -> dict:
     if getattr(split, "kind", "images") == "tokens":
         normalization = None  # token ids are passed as they are
     return run_fields(config, split) | {
-        "epoch": epoch, "normalization": normalization, "score": kind,
+        "epoch": epoch,
+        "normalization": normalization,
+        "score": kind,
         "config": config_to_dict(config),
-    }  # fmt: skip
+    }
 
 
 def timings_path(workdir: str) -> str:
@@ -88,8 +90,13 @@ def record_seconds(workdir: str, kind: str, epoch: int, seconds: float, per_seed
     """Appends `{'score', 'epoch', 'seconds', 'num_seeds', 'num_examples'}` of one score
     computation (all K seeds, wall time, compilation included) to `timings_path`."""
     shape = np.shape(per_seed)
-    line = {"score": kind, "epoch": int(epoch), "seconds": round(float(seconds), 3),
-            "num_seeds": int(shape[0]), "num_examples": int(shape[-1])}  # fmt: skip
+    line = {
+        "score": kind,
+        "epoch": int(epoch),
+        "seconds": round(float(seconds), 3),
+        "num_seeds": int(shape[0]),
+        "num_examples": int(shape[-1]),
+    }
     artifacts.append_line(timings_path(workdir), json.dumps(line))
 
 
@@ -108,14 +115,19 @@ def score_spec(config, workdir: str, split) -> loop.TrainSpec:
     needed, train_epochs = config_check.score_epochs(config)
     spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
     return loop.TrainSpec(
-        train_cfg=config.train, num_seeds=config.score.num_seeds, seed=config.seed,
-        purpose=keys.Purpose.SCORE, num_steps=train_epochs * spe,
+        train_cfg=config.train,
+        num_seeds=config.score.num_seeds,
+        seed=config.seed,
+        purpose=keys.Purpose.SCORE,
+        num_steps=train_epochs * spe,
         schedule_steps=config.train.num_epochs * spe,
         ckpt_dir=os.path.join(workdir, "scores", "train", "ckpt"),
         augment=input_pipeline.augments(config.data, split.images.shape),
-        name="score training", keep_epochs=tuple(needed), on_diverge="raise",
+        name="score training",
+        keep_epochs=tuple(needed),
+        on_diverge="raise",
         dynamics_window=config.score.dynamics_window if config.score.dynamics else 0,
-    )  # fmt: skip
+    )
 
 
 def score_stage(config, workdir: str, model, split) -> dict[str, str]:
@@ -138,8 +150,13 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
 
     def write(kind, epoch, per_seed):
         path = score_path(workdir, kind, epoch)
-        artifacts.save_scores(path, per_seed, split.index, provenance(config, split, kind, epoch),
-                              tfds_id=split.tfds_id)  # fmt: skip
+        artifacts.save_scores(
+            path,
+            per_seed,
+            split.index,
+            provenance(config, split, kind, epoch),
+            tfds_id=split.tfds_id,
+        )
         logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))
 
     def todo(kind, epoch):
@@ -160,12 +177,21 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
             passes = [(k, functools.partial(logit_api.logit_scores, k)) for k in LOGIT_KINDS]
             for kind, fn in passes + [("grand", api.grand_scores)]:
                 if todo(kind, epoch):
-                    per_seed = timed(kind, epoch, fn, scored, variables, images, split.labels,
-                                     **batch)  # fmt: skip
+                    per_seed = timed(
+                        kind, epoch, fn, scored, variables, images, split.labels, **batch
+                    )
                     write(kind, epoch, per_seed)
             if any(todo(kind, epoch) for kind in config_check.FEATURE_KINDS):
-                feats = timed("features", epoch, features.penultimate_features, scored,
-                              variables, images, split.labels, **batch)  # fmt: skip
+                feats = timed(
+                    "features",
+                    epoch,
+                    features.penultimate_features,
+                    scored,
+                    variables,
+                    images,
+                    split.labels,
+                    **batch,
+                )
                 write("features", epoch, feats)
                 for kind, fn in feature_scores(config).items():
                     write(kind, epoch, timed(kind, epoch, fn, feats, split.labels))
@@ -173,10 +199,17 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
         return hook
 
     spec = score_spec(config, workdir, split)
-    missing = {e for name, (_, e, path) in wanted.items()
-               if "@" in name and not os.path.exists(path)}  # fmt: skip
-    _, stats, _ = loop.train_seeds(model, split, split.index, spec, past_hooks=True,
-                                   hooks={e: hook_for(e) for e in sorted(missing)})  # fmt: skip
+    missing = {
+        e for name, (_, e, path) in wanted.items() if "@" in name and not os.path.exists(path)
+    }
+    _, stats, _ = loop.train_seeds(
+        model,
+        split,
+        split.index,
+        spec,
+        past_hooks=True,
+        hooks={e: hook_for(e) for e in sorted(missing)},
+    )
     if config.score.forgetting:
         write("forgetting", train_epochs, forgetting.forgetting_scores(stats["forgetting"]))
     if config.score.aum:
@@ -257,9 +290,11 @@ def refusal_fix(config) -> str:
 def load_checked_scores(config, split, path: str) -> dict:
     """`artifacts.load_scores` of `path`, checked against this run's data, model and seed."""
     return artifacts.load_scores(
-        path, score_expectation(config, split), allow_transfer=config.score.allow_transfer,
+        path,
+        score_expectation(config, split),
+        allow_transfer=config.score.allow_transfer,
         fix=refusal_fix(config),
-    )  # fmt: skip
+    )
 
 
 def seed_mean(scores: dict, num_seeds: int, path: str):

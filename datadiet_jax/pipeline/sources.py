@@ -161,9 +161,10 @@ def get_builder(name: str, data_dir: str | None, download: bool = False):
     if not download:
         raise FileNotFoundError(f"Dataset {name!r} is not in {where}: {_how_to_get(name)}.")
     workdir.check_writable(
-        os.path.expanduser(where), "Data directory",
+        os.path.expanduser(where),
+        "Data directory",
         f"TFDS cannot download {name!r} into it; set --config.data.data_dir to a writable folder",
-    )  # fmt: skip
+    )
     return builder
 
 
@@ -177,8 +178,11 @@ def feature_keys(builder, name: str, image_key: str | None, label_key: str | Non
     features = sorted(builder.info.features.keys())
     if image_key is None or label_key is None:
         supervised = builder.info.supervised_keys
-        if not (isinstance(supervised, tuple) and len(supervised) == 2
-                and all(isinstance(k, str) for k in supervised)):  # fmt: skip
+        if not (
+            isinstance(supervised, tuple)
+            and len(supervised) == 2
+            and all(isinstance(k, str) for k in supervised)
+        ):
             raise ValueError(
                 f"Dataset {name!r} has no (input, label) supervised_keys; set "
                 f"--config.data.image_key and --config.data.label_key to two of its features "
@@ -195,9 +199,15 @@ def feature_keys(builder, name: str, image_key: str | None, label_key: str | Non
 
 
 def read_tfds(
-    name: str, split: str, *, data_dir=None, download=False, num_examples=0,
-    image_key=None, label_key=None,
-) -> Raw:  # fmt: skip
+    name: str,
+    split: str,
+    *,
+    data_dir=None,
+    download=False,
+    num_examples=0,
+    image_key=None,
+    label_key=None,
+) -> Raw:
     """Reads one TFDS split in TFDS's order, with each example's TFDS id.
 
     Args:
@@ -223,9 +233,10 @@ def read_tfds(
             )
     try:
         ds = builder.as_dataset(
-            split=f"{split}[:{num_examples}]" if num_examples else split, shuffle_files=False,
+            split=f"{split}[:{num_examples}]" if num_examples else split,
+            shuffle_files=False,
             read_config=tfds.ReadConfig(add_tfds_id=True),
-        )  # fmt: skip
+        )
     except (KeyError, ValueError) as e:
         raise ValueError(f"Dataset {name!r} has no split {split!r} ({e}); pick another.") from None
     inputs, labels, ids = [], [], []
@@ -238,8 +249,12 @@ def read_tfds(
     feature = builder.info.features[label_key]
     record = None
     if directory:
-        record = {"kind": "tfds_directory", "path": os.path.abspath(os.path.expanduser(name)),
-                  "name": builder.name, "version": str(builder.info.version)}  # fmt: skip
+        record = {
+            "kind": "tfds_directory",
+            "path": os.path.abspath(os.path.expanduser(name)),
+            "name": builder.name,
+            "version": str(builder.info.version),
+        }
     return Raw(
         inputs=inputs,
         labels=checked_labels(inputs, labels, f"{name}:{split}"),
@@ -330,8 +345,10 @@ def _function_splits(data_cfg) -> list[Raw]:
     out = _import(path)()
     image_key = _key(data_cfg, "image_key") or DEFAULT_KEYS["image_key"]
     label_key = _key(data_cfg, "label_key") or DEFAULT_KEYS["label_key"]
-    contract = (f"return {{'train': {{{image_key!r}: inputs, {label_key!r}: labels}}, 'test': "
-                "{...}, 'num_classes': C (optional)}")  # fmt: skip
+    contract = (
+        f"return {{'train': {{{image_key!r}: inputs, {label_key!r}: labels}}, 'test': "
+        "{...}, 'num_classes': C (optional)}"
+    )
     num_classes = out.get("num_classes", 0) if isinstance(out, dict) else 0
     raws = []
     for split, n in _sizes(data_cfg):
@@ -343,8 +360,10 @@ def _function_splits(data_cfg) -> list[Raw]:
             )
         inputs = np.asarray(part[image_key])
         labels = checked_labels(inputs, part[label_key], f"{path} ({split})")
-        sha = {"inputs": fingerprint.array_sha256(inputs),
-               "labels": fingerprint.array_sha256(labels)}  # fmt: skip
+        sha = {
+            "inputs": fingerprint.array_sha256(inputs),
+            "labels": fingerprint.array_sha256(labels),
+        }
         inputs, labels = _first(inputs, labels, n, f"{path} ({split})")
         record = {"kind": "function", "function": path, "sha256": sha}
         raws.append(Raw(inputs, labels, int(num_classes), None, record))

@@ -66,13 +66,17 @@ def train_group(config, workdir: str, model, split, members: list) -> list[tuple
     steps = retrain_steps(config, split.num_examples, num_kept)
     names = [run.name for run, _, _ in members]
     spec = loop.TrainSpec(
-        train_cfg=config.train, num_seeds=r * len(members), seed=config.seed,
-        purpose=keys.Purpose.RETRAIN, num_steps=steps, schedule_steps=steps,
+        train_cfg=config.train,
+        num_seeds=r * len(members),
+        seed=config.seed,
+        purpose=keys.Purpose.RETRAIN,
+        num_steps=steps,
+        schedule_steps=steps,
         ckpt_dir=os.path.join(group_dir(workdir, [m[2] for m in members]), "ckpt"),
         augment=input_pipeline.augments(config.data, split.images.shape),
         name=f"stacked retraining of {len(members)} runs ({names[0]}, ...)",
         streams=tuple(range(r)) * len(members),
-    )  # fmt: skip
+    )
     kept = np.repeat(np.stack([np.asarray(k, np.int64) for _, k, _ in members]), r, axis=0)
     state, stats, _ = loop.train_seeds(model, split, kept, spec)
     init = loop.initial_states(model, split, spec)

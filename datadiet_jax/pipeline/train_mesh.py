@@ -117,8 +117,14 @@ def make_mesh(mode: str, num_seeds: int, batch_size: int, name: str = "train") -
         return None
     grid = [devices[i * data : (i + 1) * data] for i in range(seeds)]
     mesh = Mesh(grid, AXES)
-    logging.info("%s: training on a mesh %s (train.mesh=%r, %d of %d devices).", name,
-                 dict(mesh.shape), mode, seeds * data, len(devices))  # fmt: skip
+    logging.info(
+        "%s: training on a mesh %s (train.mesh=%r, %d of %d devices).",
+        name,
+        dict(mesh.shape),
+        mode,
+        seeds * data,
+        len(devices),
+    )
     return mesh
 
 
@@ -135,10 +141,13 @@ def local_block(mesh: Mesh | None, num_seeds: int, batch_size: int) -> tuple[sli
         return slice(0, num_seeds), slice(0, batch_size)
     shape = (num_seeds, batch_size)
     shards = NamedSharding(mesh, P("seed", "data")).addressable_devices_indices_map(shape)
-    spans = {tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=True))
-             for index in shards.values()}  # fmt: skip
-    (r0, r1), (c0, c1) = ((min(s[a][0] for s in spans), max(s[a][1] for s in spans))
-                          for a in range(2))  # fmt: skip
+    spans = {
+        tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=True))
+        for index in shards.values()
+    }
+    (r0, r1), (c0, c1) = (
+        (min(s[a][0] for s in spans), max(s[a][1] for s in spans)) for a in range(2)
+    )
     held = sum((s[0][1] - s[0][0]) * (s[1][1] - s[1][0]) for s in spans)
     if held != (r1 - r0) * (c1 - c0):
         raise ValueError(
@@ -163,9 +172,12 @@ def step_seed_axis(mode: str, mesh: Mesh | None) -> str:
         return mode
     if mode in (None, "auto"):
         return "map"
-    logging.warning("train.seed_axis='vmap' on a mesh with a 'data' axis of %d: the partitioner "
-                    "gathers each whole batch on every device (no data parallelism); 'auto' "
-                    "runs the seeds one after another instead.", mesh.shape["data"])  # fmt: skip
+    logging.warning(
+        "train.seed_axis='vmap' on a mesh with a 'data' axis of %d: the partitioner "
+        "gathers each whole batch on every device (no data parallelism); 'auto' "
+        "runs the seeds one after another instead.",
+        mesh.shape["data"],
+    )
     return mode
 
 
@@ -182,8 +194,9 @@ def sharded_step(body, mesh: Mesh):
       `[K, B, ...]` and the Dropout keys `rng [K, 2]`.
     """
     seed_spec = NamedSharding(mesh, P("seed"))
-    local = jax.shard_map(body, mesh=mesh, in_specs=P("seed"), out_specs=P("seed"),
-                          axis_names={"seed"})  # fmt: skip
+    local = jax.shard_map(
+        body, mesh=mesh, in_specs=P("seed"), out_specs=P("seed"), axis_names={"seed"}
+    )
     batch_specs = {k: NamedSharding(mesh, P("seed", "data")) for k in _PER_EXAMPLE}
     return jax.jit(
         local,
@@ -220,13 +233,16 @@ def place_batch(batch: dict, mesh: Mesh | None, num_seeds: int, batch_size: int)
             (r, c), rest = index[:2], index[2:]
             r0, r1, _ = r.indices(num_seeds)
             c0, c1, _ = c.indices(batch_size)
-            block = (slice(r0 - rows.start, r1 - rows.start), slice(c0 - cols.start,
-                                                                   c1 - cols.start))  # fmt: skip
+            block = (
+                slice(r0 - rows.start, r1 - rows.start),
+                slice(c0 - cols.start, c1 - cols.start),
+            )
             return value[block + tuple(rest)]
 
         shape = (num_seeds, batch_size, *value.shape[2:])
-        out[key] = jax.make_array_from_callback(shape, NamedSharding(mesh, P("seed", "data")),
-                                                local)  # fmt: skip
+        out[key] = jax.make_array_from_callback(
+            shape, NamedSharding(mesh, P("seed", "data")), local
+        )
     return out
 
 

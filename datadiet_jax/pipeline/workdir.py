@@ -29,8 +29,13 @@ PLAN_SECTIONS = ("prune", "retrain")
 # Fields a rerun may change that do not change what is computed: where the dataset lies, and
 # which program computes the same gradients, and on which devices. Training records leave them
 # out too.
-NEUTRAL_FIELDS = ("data.data_dir", "data.download", "train.fast_backward", "train.mesh",
-                  "retrain.stack")  # fmt: skip
+NEUTRAL_FIELDS = (
+    "data.data_dir",
+    "data.download",
+    "train.fast_backward",
+    "train.mesh",
+    "retrain.stack",
+)
 LOCK_NAME = ".lock"
 
 
@@ -110,8 +115,10 @@ def hold(workdir: str, *, wait: bool = False):
 
 
 def _busy(workdir: str, holder) -> str:
-    return (f"Work directory {workdir} is in use by process {holder}; wait for it to finish, "
-            "or pass another --workdir.")  # fmt: skip
+    return (
+        f"Work directory {workdir} is in use by process {holder}; wait for it to finish, "
+        "or pass another --workdir."
+    )
 
 
 def _holder(fd: int) -> str:
@@ -145,15 +152,17 @@ def check_config(workdir: str, config_dict: dict) -> list[str]:
         return []
     old = artifacts.read_json(path)
     changed = sorted(artifacts.diff_keys(old, config_dict))
-    fixed = [k for k in changed
-             if k.split(".")[0] not in PLAN_SECTIONS and k not in NEUTRAL_FIELDS]  # fmt: skip
+    fixed = [k for k in changed if k.split(".")[0] not in PLAN_SECTIONS and k not in NEUTRAL_FIELDS]
     if fixed:
         raise ValueError(
             f"Work directory {workdir} holds a run with a different config (differs in "
             f"{', '.join(fixed[:6])}); pass a new --workdir, or the same config to resume."
         )
     if changed:
-        logging.info("The plan changed since the last run in %s (%s); the kept sets and "
-                     "retrainings follow.", workdir, ", ".join(changed[:6]))  # fmt: skip
+        logging.info(
+            "The plan changed since the last run in %s (%s); the kept sets and retrainings follow.",
+            workdir,
+            ", ".join(changed[:6]),
+        )
         artifacts.write_json(path, config_dict)
     return changed

@@ -86,8 +86,9 @@ def score_seconds(score_dir: str) -> dict[str, float]:
     return out
 
 
-def cost_row(method: str, *, train_epochs: float, compute_seconds: float, num_epochs: int,
-             timing: Mapping) -> dict:  # fmt: skip
+def cost_row(
+    method: str, *, train_epochs: float, compute_seconds: float, num_epochs: int, timing: Mapping
+) -> dict:
     """The scoring cost of one method as fractions of one full training of one seed.
 
     Args:

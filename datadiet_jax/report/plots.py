@@ -93,8 +93,9 @@ def _healthy(rows: list[Mapping], fn_name: str) -> tuple[list[Mapping], str]:
     kept, left_out = health.healthy(rows)
     if not left_out:
         return kept, ""
-    logging.warning("%s leaves out %d collapsed or diverged runs of %d.", fn_name, left_out,
-                    len(rows))  # fmt: skip
+    logging.warning(
+        "%s leaves out %d collapsed or diverged runs of %d.", fn_name, left_out, len(rows)
+    )
     if not kept:
         raise ValueError(f"{fn_name}: every run collapsed or diverged; nothing to plot")
     return kept, f"{left_out} of {len(rows)} runs left out (collapsed or diverged)"

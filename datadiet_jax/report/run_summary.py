@@ -38,8 +38,13 @@ DISPLAY_COLUMNS = ("run", "status", "kept", "seeds ok", ACCURACY_COLUMN)
 ACCURACY_NOTE = "test accuracy: mean and range (min-max) over the healthy ('ok') retraining seeds"
 # Files of a run folder that show its retraining has begun.
 _STARTED_FILES = ("kept.npz", "ckpt", "metrics.jsonl")
-_STATUS_COLORS = {DONE: "#d9f2d9", DIVERGED: "#f8d0d0", COLLAPSED: "#f8d0d0",
-                  IN_PROGRESS: "#fdf1c7", NOT_STARTED: "#eeeeee"}  # fmt: skip
+_STATUS_COLORS = {
+    DONE: "#d9f2d9",
+    DIVERGED: "#f8d0d0",
+    COLLAPSED: "#f8d0d0",
+    IN_PROGRESS: "#fdf1c7",
+    NOT_STARTED: "#eeeeee",
+}
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -74,10 +79,20 @@ def run_row(workdir: str, run: plan.PlannedRun, num_seeds: int) -> dict:
       seeds only and are None when there is none (or no result yet), as is what is not known yet.
     """
     run_dir = os.path.join(workdir, "retrain", run.name)
-    row = {"run": run.name, "score": run.score, "strategy": run.strategy,
-           "prune_fraction": run.prune_fraction, "offset": run.offset, "status": NOT_STARTED,
-           "num_kept": None, "num_seeds": num_seeds, "num_ok": None,
-           "acc_mean": None, "acc_min": None, "acc_max": None}  # fmt: skip
+    row = {
+        "run": run.name,
+        "score": run.score,
+        "strategy": run.strategy,
+        "prune_fraction": run.prune_fraction,
+        "offset": run.offset,
+        "status": NOT_STARTED,
+        "num_kept": None,
+        "num_seeds": num_seeds,
+        "num_ok": None,
+        "acc_mean": None,
+        "acc_min": None,
+        "acc_max": None,
+    }
     result_path = os.path.join(run_dir, "result.json")
     if os.path.isfile(result_path):
         return row | _result_fields(artifacts.read_json(result_path))
@@ -95,13 +110,20 @@ def _result_fields(result: dict) -> dict:
     accuracies = result["test_accuracy"]
     statuses = result.get("status") or [health.OK] * len(accuracies)
     ok = [float(a) for a, s in zip(accuracies, statuses, strict=True) if s == health.OK]
-    status = (DIVERGED if health.DIVERGED in statuses
-              else COLLAPSED if health.COLLAPSED in statuses else DONE)  # fmt: skip
+    status = (
+        DIVERGED
+        if health.DIVERGED in statuses
+        else COLLAPSED
+        if health.COLLAPSED in statuses
+        else DONE
+    )
     stats = dict(acc_mean=None, acc_min=None, acc_max=None)
     if ok:
         stats = dict(acc_mean=float(np.mean(ok)), acc_min=min(ok), acc_max=max(ok))
-    return dict(status=status, num_kept=result["num_kept"], num_seeds=len(statuses),
-                num_ok=len(ok)) | stats  # fmt: skip
+    return (
+        dict(status=status, num_kept=result["num_kept"], num_seeds=len(statuses), num_ok=len(ok))
+        | stats
+    )
 
 
 def summary_rows(workdir: str) -> list[dict]:
@@ -148,8 +170,9 @@ def plot_table(rows: list[dict], title: str, out_stem: str) -> list[str]:
     ax = fig.add_subplot()
     ax.axis("off")
     ax.set_title(title, fontsize=10)
-    cells = ax.table(cellText=text, colLabels=columns, loc="upper center", cellLoc="left",
-                     colLoc="left")  # fmt: skip
+    cells = ax.table(
+        cellText=text, colLabels=columns, loc="upper center", cellLoc="left", colLoc="left"
+    )
     cells.auto_set_font_size(False)
     cells.set_fontsize(8)
     cells.auto_set_column_width(list(range(len(columns))))

@@ -72,17 +72,31 @@ def seed_count_correlations(per_seed, counts=None) -> list[dict]:
     mean = scores.mean(0)
     rows = []
     for s in range(k_all):
-        rows.append(dict(comparison="seed_vs_all", num_seeds=1, seed=s,
-                         spearman=spearman(scores[s], mean)))  # fmt: skip
+        rows.append(
+            dict(comparison="seed_vs_all", num_seeds=1, seed=s, spearman=spearman(scores[s], mean))
+        )
         if k_all > 1:
             rest = np.delete(scores, s, axis=0).mean(0)
-            rows.append(dict(comparison="seed_vs_rest", num_seeds=1, seed=s,
-                             spearman=spearman(scores[s], rest)))  # fmt: skip
+            rows.append(
+                dict(
+                    comparison="seed_vs_rest",
+                    num_seeds=1,
+                    seed=s,
+                    spearman=spearman(scores[s], rest),
+                )
+            )
     for k in counts:
         first = scores[:k].mean(0)
-        rows.append(dict(comparison="first_k_vs_all", num_seeds=k, seed=-1,
-                         spearman=spearman(first, mean)))  # fmt: skip
+        rows.append(
+            dict(comparison="first_k_vs_all", num_seeds=k, seed=-1, spearman=spearman(first, mean))
+        )
         if k < k_all:
-            rows.append(dict(comparison="first_k_vs_rest", num_seeds=k, seed=-1,
-                             spearman=spearman(first, scores[k:].mean(0))))  # fmt: skip
+            rows.append(
+                dict(
+                    comparison="first_k_vs_rest",
+                    num_seeds=k,
+                    seed=-1,
+                    spearman=spearman(first, scores[k:].mean(0)),
+                )
+            )
     return rows

@@ -42,8 +42,10 @@ def markdown_table(table: Sequence[Mapping]) -> str:
     columns = list(table[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table:
-        cells = ["-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-                 for v in row.values()]  # fmt: skip
+        cells = [
+            "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+            for v in row.values()
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

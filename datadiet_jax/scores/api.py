@@ -153,8 +153,9 @@ def default_method(model: adapters.Adapted) -> str:
     return "linen_sites" if model.uses_linen_sites else "jaxpr_sites"
 
 
-def batch_program(model: adapters.Adapted, kind: str, seed_axis: str, mesh=None,
-                  exclude=frozenset(), method=None):  # fmt: skip
+def batch_program(
+    model: adapters.Adapted, kind: str, seed_axis: str, mesh=None, exclude=frozenset(), method=None
+):
     """The jitted batch function of a score, cached across calls.
 
     Args:
@@ -218,8 +219,12 @@ def _guard(model, method, seed_axis, mesh, variables, placed, first_batch, put, 
     )
     logging.info(
         "grand guard: %d layers x %d seeds checked on %d examples in %.1f s; %d to the fallback",
-        len(fast), num_seeds, len(idx), time.perf_counter() - start, len(exclude),
-    )  # fmt: skip
+        len(fast),
+        num_seeds,
+        len(idx),
+        time.perf_counter() - start,
+        len(exclude),
+    )
     return exclude, result if on_cpu and not exclude else None
 
 
@@ -235,7 +240,7 @@ def _plan(model, seed_axis, mesh, variables, placed, head, put, fetch, total):
     programs = {
         m: batch_program(
             model, "grand", seed_axis, mesh, exclude if m == method else frozenset(), m
-        )  # fmt: skip
+        )
         for m in (method, "vmap_grad")
     }
     best, result = plan.choose(programs, (placed, *map(put, head[:3])))

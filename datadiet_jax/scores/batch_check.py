@@ -164,9 +164,13 @@ def check(kind: str, model, seed_axis: str, mesh, variables, first_batch, put, f
     bad, diff = changed(before, after)
     logging.info(
         "%s batch check: logits of %d examples x %d seeds in a changed batch, largest "
-        "difference %.2g, in %.1f s", kind, len(kept), len(diff), float(diff.max()),
+        "difference %.2g, in %.1f s",
+        kind,
+        len(kept),
+        len(diff),
+        float(diff.max()),
         time.perf_counter() - start,
-    )  # fmt: skip
+    )
     if bad.any():
         seed, example = (int(i) for i in np.argwhere(bad)[0])
         scale = float(np.abs(before[seed, example]).max())

@@ -162,6 +162,7 @@ def first_failure(model: nn.Module, variables, sample, train_arg: bool):
     except Exception as err:  # noqa: BLE001 (reported as the model's own error)
         if found:
             return None, found[0]
-        return None, Failure(model, (), "the model", tuple(sample.shape), {}, True,
-                             one_line(err), type(err))  # fmt: skip
+        return None, Failure(
+            model, (), "the model", tuple(sample.shape), {}, True, one_line(err), type(err)
+        )
     return tuple(getattr(logits, "shape", ())), None

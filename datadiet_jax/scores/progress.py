@@ -62,8 +62,13 @@ class Progress:
             self.mark = (now, done)
             if now - self.last >= self.every_s:
                 self.last = now
-                logging.info("%s: %s, the first in %.1f s (compilation included) %s",
-                             self.name, self._count(done), now - self.t0, extra)  # fmt: skip
+                logging.info(
+                    "%s: %s, the first in %.1f s (compilation included) %s",
+                    self.name,
+                    self._count(done),
+                    now - self.t0,
+                    extra,
+                )
             return
         if time.perf_counter() - self.last < self.every_s:
             return
@@ -74,8 +79,14 @@ class Progress:
         if self.total is not None:
             seconds = (self.total - done) / rate if rate > 0 else float("inf")
             eta = f", ETA {seconds:.0f}s"
-        logging.info("%s: %s, %.1f examples/s%s %s", self.name, self._count(done),
-                     rate * self.examples_per_unit, eta, extra)  # fmt: skip
+        logging.info(
+            "%s: %s, %.1f examples/s%s %s",
+            self.name,
+            self._count(done),
+            rate * self.examples_per_unit,
+            eta,
+            extra,
+        )
 
     def finish(self, done: int, extra: str = "", pending=None) -> None:
         """Logs the end: `done` units, the seconds since the start (the first unit included, its
@@ -84,8 +95,16 @@ class Progress:
         seconds = time.perf_counter() - self.t0
         first = "" if self.mark is None else f" (first {self.mark[0] - self.t0:.1f} s)"
         mean = (done - self.start) / max(seconds, 1e-9) * self.examples_per_unit
-        logging.info("%s: %d %ss %s in %.1f s%s, %.1f examples/s", self.name, done, self.unit,
-                     extra, seconds, first, mean)  # fmt: skip
+        logging.info(
+            "%s: %d %ss %s in %.1f s%s, %.1f examples/s",
+            self.name,
+            done,
+            self.unit,
+            extra,
+            seconds,
+            first,
+            mean,
+        )
 
     def _count(self, done: int) -> str:
         return f"{self.unit} {done}" + ("" if self.total is None else f"/{self.total}")

@@ -46,9 +46,13 @@ W1, W2 = _linear((1.0, -2.0)), _linear((-2.0, 1.0))
 def test_hand_made_linear_pair_has_the_known_barrier():
     alphas = [i / 12 for i in range(13)]
     curves = barriers.error_curves(
-        Linear(), W1, W2, {"both": (POINTS, LABELS), "A": (POINTS[:1], LABELS[:1])},
-        alphas=alphas, batch_size=3,
-    )  # fmt: skip
+        Linear(),
+        W1,
+        W2,
+        {"both": (POINTS, LABELS), "A": (POINTS[:1], LABELS[:1])},
+        alphas=alphas,
+        batch_size=3,
+    )
     expected = [1.0 if 1 / 3 - 1e-9 <= a <= 2 / 3 + 1e-9 else 0.5 for a in alphas]
     assert curves["both"]["errors"] == pytest.approx(expected)
     assert curves["both"]["error_1"] == curves["both"]["error_2"] == 0.5
@@ -87,9 +91,15 @@ def test_identical_networks_have_no_barrier(bn):
     state = train.init_states(model, tx, keys.init_keys(0, 1, 1), images[:1], seed_axis="map")
     one = jax.tree.map(lambda x: x[0], {"params": state.params, **state.model_state})
     curves = barriers.error_curves(
-        model, one, one, {"all": (images, labels), "few": (images[:7], labels[:7])},
-        bn=bn, bn_images=images, bn_batch_size=8, batch_size=16,
-    )  # fmt: skip
+        model,
+        one,
+        one,
+        {"all": (images, labels), "few": (images[:7], labels[:7])},
+        bn=bn,
+        bn_images=images,
+        bn_batch_size=8,
+        batch_size=16,
+    )
     for curve in curves.values():
         assert curve["barrier"] == 0.0 and curve["max_barrier"] == 0.0
         assert len(set(curve["errors"])) == 1

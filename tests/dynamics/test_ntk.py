@@ -50,8 +50,10 @@ def _stacked(model, images, num_seeds=2):
 def _jacrev_kernels(model, variables, images):
     """(trace [K, n, n], full [K, n*C, n*C]) of K stacked models from their whole Jacobians."""
     apply_fn = lambda v, x: model.apply(v, x, train=False)  # noqa: E731
-    per_seed = [jacrev_ntk(apply_fn, jax.tree.map(lambda v, k=k: v[k], variables), images)
-                for k in range(jax.tree.leaves(variables)[0].shape[0])]  # fmt: skip
+    per_seed = [
+        jacrev_ntk(apply_fn, jax.tree.map(lambda v, k=k: v[k], variables), images)
+        for k in range(jax.tree.leaves(variables)[0].shape[0])
+    ]
     return tuple(np.stack(kernels) for kernels in zip(*per_seed, strict=True))
 
 
@@ -89,9 +91,12 @@ def test_each_site_matches_jacrev_of_its_own_parameters(route):
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(jac))
     for site in sites:
         j = np.concatenate(
-            [np.asarray(flat[(*site.path, leaf)], np.float64).reshape(6, 3, -1)
-             for leaf in site.leaves], axis=2,
-        )  # fmt: skip
+            [
+                np.asarray(flat[(*site.path, leaf)], np.float64).reshape(6, 3, -1)
+                for leaf in site.leaves
+            ],
+            axis=2,
+        )
         want = np.einsum("icp,jcp->ij", j, j)
         args = (site, inputs[site.key], grads[site.key], inputs[site.key], grads[site.key])
         got = ntk.site_gram(*args, route=route)

@@ -50,8 +50,15 @@ def smoke(smoke_figures):
 
 def test_fig2_csv_rows_and_columns(smoke):
     rows = read_rows(os.path.join(smoke["out"], "fig2.csv"))
-    for column in ("offset", "noise_fraction", "strategy", "seed", "status", "test_accuracy",
-                   "num_kept"):  # fmt: skip
+    for column in (
+        "offset",
+        "noise_fraction",
+        "strategy",
+        "seed",
+        "status",
+        "test_accuracy",
+        "num_kept",
+    ):
         assert column in rows[0]
     assert {r["scale"] for r in rows} == {"smoke"}
     # Per noise level: full, random and 3 offsets, 2 seeds each.

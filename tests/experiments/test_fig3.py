@@ -34,10 +34,15 @@ def _restore(config, workdir, model, split, epoch):
     """The K-seed state at `epoch` from the run's kept checkpoints."""
     spe = -(-N // config.train.batch_size)
     spec = loop.TrainSpec(
-        train_cfg=config.train, num_seeds=config.score.num_seeds, seed=config.seed,
-        purpose=keys.Purpose.KERNEL, num_steps=0, schedule_steps=config.train.num_epochs * spe,
-        ckpt_dir=os.path.join(workdir, "train", "ckpt"), augment=False,
-    )  # fmt: skip
+        train_cfg=config.train,
+        num_seeds=config.score.num_seeds,
+        seed=config.seed,
+        purpose=keys.Purpose.KERNEL,
+        num_steps=0,
+        schedule_steps=config.train.num_epochs * spe,
+        ckpt_dir=os.path.join(workdir, "train", "ckpt"),
+        augment=False,
+    )
     return restore_checkpoint(model, split, spec, epoch * spe)
 
 
@@ -92,9 +97,11 @@ def test_velocity_equals_an_independent_computation(smoke):
         got = [
             float(r["velocity"])
             for r in rows
-            if r["noise_fraction"] == "0.1" and r["epoch"] == "1" and r["seed"] == str(seed)
+            if r["noise_fraction"] == "0.1"
+            and r["epoch"] == "1"
+            and r["seed"] == str(seed)
             and r["window_start"] == "224"
-        ]  # fmt: skip
+        ]
         assert got == [pytest.approx(want, rel=1e-3, abs=1e-6)]
 
 
@@ -112,9 +119,10 @@ def test_class_share_of_the_windows(smoke):
         got = [
             float(r["majority_class_share"])
             for r in rows
-            if r["noise_fraction"] == "0.1" and r["epoch"] == "1"
+            if r["noise_fraction"] == "0.1"
+            and r["epoch"] == "1"
             and r["window_start"] == str(start)
-        ]  # fmt: skip
+        ]
         assert got == [pytest.approx(max(counts.values()) / 32)] * 2  # one row per seed
     share = kernel_velocity.majority_class_share(
         np.array([3, 3, 1, 2, 2, 2]), [[0, 1, 2], [3, 4, 5]]
@@ -132,8 +140,9 @@ def test_el2n_file_of_another_length_is_refused(smoke, tmp_path):
 
 
 def test_second_invocation_trains_nothing(smoke):
-    files = sorted(glob.glob(os.path.join(smoke["runs"], "smoke", "fig3_*", "**", "*"),
-                             recursive=True))  # fmt: skip
+    files = sorted(
+        glob.glob(os.path.join(smoke["runs"], "smoke", "fig3_*", "**", "*"), recursive=True)
+    )
     before = {p: os.stat(p).st_mtime_ns for p in files if os.path.isfile(p)}
     csv_text = open(os.path.join(smoke["out"], "fig3.csv")).read()
     fig3.reproduce("smoke", smoke["runs"], smoke["out"])

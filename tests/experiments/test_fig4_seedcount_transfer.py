@@ -87,9 +87,15 @@ def test_fig4_endpoint_errors_match_an_independent_evaluation(smoke):
     total = connectivity.total_steps(config.train, N)
     ckpt = os.path.join(smoke["runs"], "smoke", fig4.ITEM, "children", "step000008", "ckpt")
     spec = loop.TrainSpec(
-        train_cfg=config.train, num_seeds=2, seed=0, purpose=keys.Purpose.CHILD, num_steps=total,
-        schedule_steps=total, ckpt_dir=ckpt, augment=False,
-    )  # fmt: skip
+        train_cfg=config.train,
+        num_seeds=2,
+        seed=0,
+        purpose=keys.Purpose.CHILD,
+        num_steps=total,
+        schedule_steps=total,
+        ckpt_dir=ckpt,
+        augment=False,
+    )
     state = restore_checkpoint(model, split, spec, total)
     assert int(state.step[0]) == int(state.step[1]) == total
     acc, _ = train.evaluate(model, state, test_split, batch_size=100)
@@ -112,12 +118,17 @@ def test_seedcount_prunes_with_the_first_k_seeds(smoke):
         assert kept.tolist() == _hardest(expected, 102), k
     rows = read_rows(os.path.join(smoke["out"], "seedcount.csv"))
     assert {(r["method"], r["num_seeds"]) for r in rows} == {
-        ("k seeds", "1"), ("k seeds", "2"), ("random", ""), ("full", "")
-    }  # fmt: skip
+        ("k seeds", "1"),
+        ("k seeds", "2"),
+        ("random", ""),
+        ("full", ""),
+    }
     assert len(rows) == 4 * 2
     spearman = read_rows(os.path.join(smoke["out"], "seedcount_spearman.csv"))
-    got = {(r["score"], r["comparison"], r["num_seeds"], r["seed"]): float(r["spearman"])
-           for r in spearman}  # fmt: skip
+    got = {
+        (r["score"], r["comparison"], r["num_seeds"], r["seed"]): float(r["spearman"])
+        for r in spearman
+    }
     assert got[("el2n@1", "first_k_vs_all", "2", "-1")] == pytest.approx(1.0)
     independent = stats.spearmanr(scores["per_seed"][0], scores["per_seed"].mean(0)).statistic
     assert got[("el2n@1", "seed_vs_all", "1", "0")] == pytest.approx(independent)
@@ -144,8 +155,11 @@ def test_transfer_prunes_the_target_with_the_source_scores(smoke):
     assert kept.tolist() == _hardest(_score_mean(runs)["mean"], 102)
     rows = read_rows(os.path.join(smoke["out"], "transfer.csv"))
     assert {r["method"] for r in rows} == {
-        "el2n@1 of small_cnn_w4", "el2n@1 of small_cnn_w8 (own)", "random", "full"
-    }  # fmt: skip
+        "el2n@1 of small_cnn_w4",
+        "el2n@1 of small_cnn_w8 (own)",
+        "random",
+        "full",
+    }
     summary = open(os.path.join(smoke["out"], "transfer_summary.md")).read()
     independent = stats.spearmanr(
         _score_mean(runs, run="scores_small_cnn_w4_noise00")["mean"], _score_mean(runs)["mean"]

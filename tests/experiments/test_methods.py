@@ -64,14 +64,22 @@ def test_kept_sets_are_the_selection_of_the_score_files(smoke):
             options["mean_probs"] = _score_file(smoke, "mean_prob")["mean"]
         scores = None if loaded["per_seed"].ndim == 3 else loaded["per_seed"].mean(0)
         for f in SETTINGS.prune_fractions:
-            run_dir = os.path.join(sweeps.workdir(smoke["runs"], scale, {"name": item}), "retrain",
-                                   plan.run_name(score, m.strategy, f))  # fmt: skip
+            run_dir = os.path.join(
+                sweeps.workdir(smoke["runs"], scale, {"name": item}),
+                "retrain",
+                plan.run_name(score, m.strategy, f),
+            )
             with np.load(os.path.join(run_dir, "kept.npz")) as k:
                 kept = k["index"]
             want = pruning.select(
-                m.strategy, scores, prune_fraction=f, labels=labels_split.labels,
-                seed=config.seed, beta=config.prune.ccs_beta, **options,
-            )  # fmt: skip
+                m.strategy,
+                scores,
+                prune_fraction=f,
+                labels=labels_split.labels,
+                seed=config.seed,
+                beta=config.prune.ccs_beta,
+                **options,
+            )
             np.testing.assert_array_equal(kept, want, err_msg=m.name)
             assert len(kept) == pruning.num_to_keep(labels_split.num_examples, f)
             checked += 1

@@ -189,8 +189,11 @@ def test_records_from_before_a_field_was_added_read_as_its_default(tmp_path):
     config = smoke_config()
     new = config_to_dict(config)
     old = config_to_dict(config)
-    at_default = [f for f in ADDED_FIELDS  # fields an earlier version wrote no value of
-                  if new[f.split(".")[0]][f.split(".")[1]] == ADDED_FIELDS[f]]  # fmt: skip
+    at_default = [
+        f
+        for f in ADDED_FIELDS  # fields an earlier version wrote no value of
+        if new[f.split(".")[0]][f.split(".")[1]] == ADDED_FIELDS[f]
+    ]
     assert "data.inputs" in at_default and "model.kwargs" in at_default
     for field in at_default:
         section, name = field.split(".")

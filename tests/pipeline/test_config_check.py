@@ -96,7 +96,7 @@ def test_forgetting_without_score_training_is_refused():
                 "prune.features": "features@2",
             },
             "config.prune.features is 'features@2'",
-        ),  # fmt: skip
+        ),
         ({"prune.strategy": "dual_sampling", "prune.scores": ("el2n@1",)}, "score.dynamics=True"),
         ({"prune.scores": ("entropy@1",)}, "which this config does not compute"),
     ],
@@ -110,12 +110,30 @@ def test_the_new_scores_need_what_they_are_made_from(overrides, words):
 
 
 def test_the_new_score_names_are_computed_by_the_fields_that_make_them():
-    config = smoke_config(**{"score.logit_epochs": (1,), "score.feature_epochs": (2,),
-                             "score.dynamics": True, "score.dynamics_window": 2,
-                             "train.num_epochs": 3, "score.train_epochs": 3})  # fmt: skip
+    config = smoke_config(
+        **{
+            "score.logit_epochs": (1,),
+            "score.feature_epochs": (2,),
+            "score.dynamics": True,
+            "score.dynamics_window": 2,
+            "train.num_epochs": 3,
+            "score.train_epochs": 3,
+        }
+    )
     names = config_check.available_scores(config)
-    for name in ("entropy@1", "least_confidence@1", "margin@1", "loss@1", "features@2",
-                 "moderate@2", "prototype@2", "dyn_unc", "tdds", "dual", "mean_prob"):  # fmt: skip
+    for name in (
+        "entropy@1",
+        "least_confidence@1",
+        "margin@1",
+        "loss@1",
+        "features@2",
+        "moderate@2",
+        "prototype@2",
+        "dyn_unc",
+        "tdds",
+        "dual",
+        "mean_prob",
+    ):
         assert name in names, name
     config.prune.strategy, config.prune.scores = "kcenter", ("features@2",)
     config_check.validate(config)

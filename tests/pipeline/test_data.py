@@ -95,7 +95,8 @@ def test_test_split_is_normalized_with_the_training_statistics():
 
 
 def test_known_dataset_keeps_its_constants():
-    test = data.load_split("fashion_mnist", "test", num_examples=10,
-                           normalization=(np.array([0.9]), np.array([0.1])))  # fmt: skip
+    test = data.load_split(
+        "fashion_mnist", "test", num_examples=10, normalization=(np.array([0.9]), np.array([0.1]))
+    )
     np.testing.assert_allclose(test.mean, [0.2860])
     np.testing.assert_allclose(test.std, [0.3530])

@@ -23,10 +23,16 @@ def _replayed_true_probs(split, spec):
     )
     rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds)
     batches = input_pipeline.train_batches(
-        split.images, split.labels, split.index, mean=split.mean, std=split.std,
-        num_seeds=spec.num_seeds, batch_size=spec.train_cfg.batch_size,
-        seed=keys.data_seed(spec.seed, spec.purpose), num_steps=spec.num_steps,
-    )  # fmt: skip
+        split.images,
+        split.labels,
+        split.index,
+        mean=split.mean,
+        std=split.std,
+        num_seeds=spec.num_seeds,
+        batch_size=spec.train_cfg.batch_size,
+        seed=keys.data_seed(spec.seed, spec.purpose),
+        num_steps=spec.num_steps,
+    )
     seen = [[[] for _ in range(split.num_examples)] for _ in range(spec.num_seeds)]
     for batch in batches:
         state, metrics = step(state, {**batch, "rng": rng})
@@ -52,6 +58,5 @@ def test_loop_tracks_the_dynamics_of_every_presentation(tmp_path):
     want = (stds * (1 - means)).mean(-1)
     np.testing.assert_allclose(dynamics.dual_scores(stats["dynamics"]), want, atol=2e-6)
     # Dyn-Unc: the windows followed by a later epoch (only 0-1 here).
-    np.testing.assert_allclose(dynamics.dyn_unc_scores(stats["dynamics"]), stds[..., 0],
-                               atol=2e-6)  # fmt: skip
+    np.testing.assert_allclose(dynamics.dyn_unc_scores(stats["dynamics"]), stds[..., 0], atol=2e-6)
     assert not np.allclose(want[0], want[1])  # the seeds' dynamics differ

@@ -47,8 +47,13 @@ def test_majority_share_and_fit_sample():
 
 def test_planted_divergence_raises_in_the_score_stage(synthetic_split, tmp_path):
     with pytest.raises(ValueError, match=r"planted: seed 0 diverged \(non-finite loss at step"):
-        train_tiny(synthetic_split, tmp_path / "ckpt", name="planted", on_diverge="raise",
-                   train_cfg=train_cfg(learning_rate=1e30))  # fmt: skip
+        train_tiny(
+            synthetic_split,
+            tmp_path / "ckpt",
+            name="planted",
+            on_diverge="raise",
+            train_cfg=train_cfg(learning_rate=1e30),
+        )
     # Nothing diverged was checkpointed as if it were healthy.
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
 
@@ -70,8 +75,9 @@ def test_healthy_training_records_no_divergence(synthetic_split, tmp_path):
 
 def test_untrained_network_is_flagged_collapsed_and_trained_one_ok(synthetic_split, tmp_path):
     model = models.get_model("small_cnn", 3, width=4)
-    spec = tiny_spec(tmp_path / "ckpt", train_cfg=train_cfg(learning_rate=0.05), num_steps=40,
-                     schedule_steps=40)  # fmt: skip
+    spec = tiny_spec(
+        tmp_path / "ckpt", train_cfg=train_cfg(learning_rate=0.05), num_steps=40, schedule_steps=40
+    )
     state, stats, _ = loop.train_seeds(model, synthetic_split, synthetic_split.index, spec)
     init = loop.initial_states(model, synthetic_split, spec)
     kept = synthetic_split.index
@@ -105,11 +111,18 @@ def test_summaries_leave_collapsed_and_diverged_runs_out():
 
 def test_result_rows_carry_status_and_keep_diverged_accuracy_empty():
     result = {
-        "name": "x", "score": "el2n@1", "strategy": "hardest", "prune_fraction": 0.5,
-        "offset": 0, "num_kept": 10, "label_noise": 0.0, "steps": 4,
-        "status": ["ok", "diverged"], "test_accuracy": [0.8, None],
+        "name": "x",
+        "score": "el2n@1",
+        "strategy": "hardest",
+        "prune_fraction": 0.5,
+        "offset": 0,
+        "num_kept": 10,
+        "label_noise": 0.0,
+        "steps": 4,
+        "status": ["ok", "diverged"],
+        "test_accuracy": [0.8, None],
         "train_accuracy": [0.9, float("nan")],
-    }  # fmt: skip
+    }
     rows = retrain.result_rows([result])
     assert [r["status"] for r in rows] == ["ok", "diverged"]
     assert rows[1]["test_accuracy"] is None

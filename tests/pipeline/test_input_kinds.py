@@ -67,8 +67,11 @@ def tokens(n, seed_=0):
 def load_tokens():
     """The `config.data.function` of the token run: {'train': ..., 'test': ..., 'num_classes'}."""
     (x, y), (tx, ty) = tokens(160, 1), tokens(100, 2)
-    return {"train": {"image": x, "label": y}, "test": {"image": tx, "label": ty},
-            "num_classes": CLASSES}  # fmt: skip
+    return {
+        "train": {"image": x, "label": y},
+        "test": {"image": tx, "label": ty},
+        "num_classes": CLASSES,
+    }
 
 
 def hand_el2n(model, variables, x, y) -> np.ndarray:
@@ -132,9 +135,11 @@ def test_token_scores_of_a_plain_function_gathering_from_its_table_are_exact():
         return jnp.tanh(p["table"][x].mean(1) @ p["w"]) @ p["v"]
 
     k = jax.random.split(jax.random.key(5), 3)
-    params = {"table": jax.random.normal(k[0], (2, VOCAB, 8)),
-              "w": jax.random.normal(k[1], (2, 8, 8)) / 3,
-              "v": jax.random.normal(k[2], (2, 8, CLASSES)) / 3}  # fmt: skip
+    params = {
+        "table": jax.random.normal(k[0], (2, VOCAB, 8)),
+        "w": jax.random.normal(k[1], (2, 8, 8)) / 3,
+        "v": jax.random.normal(k[2], (2, 8, CLASSES)) / 3,
+    }
     x, y = tokens(20)
     x = x.astype(np.int32)
     got = api.grand_scores(apply_fn, params, x, y, batch_size=8, integer_inputs=True)
@@ -183,9 +188,15 @@ def feature_files(tmp_path_factory):
 
 
 def feature_config(paths, **overrides):
-    return smoke_config(**{"data.name": "arrays", "data.arrays.train": paths["train"],
-                           "data.arrays.test": paths["test"], "model.name": "test_mlp",
-                           **overrides})  # fmt: skip
+    return smoke_config(
+        **{
+            "data.name": "arrays",
+            "data.arrays.train": paths["train"],
+            "data.arrays.test": paths["test"],
+            "model.name": "test_mlp",
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -200,9 +211,15 @@ def token_run(registered, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("token_run") / "run")
     # 6 epochs at rate 0.5: at the smoke 2 epochs and 0.1, the width-8 embedding model had not
     # learned (marked 'collapsed'), which the run reports rather than hides.
-    config = smoke_config(**{"data.name": "function", "model.name": "test_text",
-                             "data.function": f"{__name__}:load_tokens",
-                             "train.num_epochs": 6, "train.learning_rate": 0.5})  # fmt: skip
+    config = smoke_config(
+        **{
+            "data.name": "function",
+            "model.name": "test_text",
+            "data.function": f"{__name__}:load_tokens",
+            "train.num_epochs": 6,
+            "train.learning_rate": 0.5,
+        }
+    )
     return config, workdir, run_lib.run(config, workdir)
 
 
@@ -212,8 +229,11 @@ def _scores(workdir, name):
 
 def test_feature_run_standardizes_with_the_training_statistics(feature_run, feature_files):
     config, workdir, results = feature_run
-    assert {r["name"] for r in results["runs"]} == {"full", "el2n-1_hardest_f0.50",
-                                                     "random_subset_f0.50"}  # fmt: skip
+    assert {r["name"] for r in results["runs"]} == {
+        "full",
+        "el2n-1_hardest_f0.50",
+        "random_subset_f0.50",
+    }
     assert all(r["status"] == ["ok"] for r in results["runs"])
     x = features(160, 1)[0][:128].astype(np.float64)  # the first 128 rows (smoke N)
     for name in ("el2n_epoch001", "grand_epoch000", "grand_epoch001"):

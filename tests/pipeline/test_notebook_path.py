@@ -53,8 +53,9 @@ def test_train_seeds_trains_resumes_and_refuses(synthetic_split, tmp_path):
     accuracy, loss = trained.evaluate(synthetic_split)
     assert accuracy.shape == loss.shape == (2,) and np.all(np.isfinite(loss))
     # Seeds differ; only the first 40 examples were presented.
-    a, b = (jax.tree.leaves(jax.tree.map(lambda x, k=k: x[k], trained.state.params))[0]
-            for k in (0, 1))  # fmt: skip
+    a, b = (
+        jax.tree.leaves(jax.tree.map(lambda x, k=k: x[k], trained.state.params))[0] for k in (0, 1)
+    )
     assert not np.allclose(a, b)
     assert np.all(np.asarray(trained.stats["forgetting"]["seen"])[:, 40:] == 0)
     again = dd.train_seeds(NNXNet, synthetic_split, workdir=str(tmp_path), **kw)  # resumes

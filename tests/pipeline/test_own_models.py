@@ -37,10 +37,15 @@ def own_run(request, tmp_path_factory):
 def _spec(config, workdir, split):
     spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
     return loop.TrainSpec(
-        train_cfg=config.train, num_seeds=config.score.num_seeds, seed=config.seed,
-        purpose=keys.Purpose.SCORE, num_steps=spe, schedule_steps=config.train.num_epochs * spe,
-        ckpt_dir=os.path.join(workdir, "scores", "train", "ckpt"), augment=False,
-    ), spe  # fmt: skip
+        train_cfg=config.train,
+        num_seeds=config.score.num_seeds,
+        seed=config.seed,
+        purpose=keys.Purpose.SCORE,
+        num_steps=spe,
+        schedule_steps=config.train.num_epochs * spe,
+        ckpt_dir=os.path.join(workdir, "scores", "train", "ckpt"),
+        augment=False,
+    ), spe
 
 
 def test_a_smoke_run_of_an_own_model_ends_with_every_result(own_run):
@@ -68,12 +73,17 @@ def test_grand_of_an_own_model_is_the_per_example_gradient_norm(own_run):
     saved = artifacts.load_scores(os.path.join(workdir, "scores", "grand_epoch001.npz"))
     for k in range(2):
         model_state = seed(state.model_state, k)
-        want = grad_norm_loop(lambda p, x, s=model_state: model.eval_logits(p, s, x),
-                              seed(state.params, k), images, labels)  # fmt: skip
+        want = grad_norm_loop(
+            lambda p, x, s=model_state: model.eval_logits(p, s, x),
+            seed(state.params, k),
+            images,
+            labels,
+        )
         np.testing.assert_allclose(saved["per_seed"][k], want, rtol=2e-4, atol=1e-6)
     start = loop.initial_states(model, split, spec).params
-    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state.params,
-                                         start))  # fmt: skip
+    moved = jax.tree.leaves(
+        jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state.params, start)
+    )
     assert min(moved) > 0  # it trained
 
 
@@ -100,8 +110,11 @@ def test_a_model_that_does_not_fit_the_data_is_refused_and_the_fixed_config_runs
     config = own_config("linen")
     config.model.kwargs.num_classes = 3
     workdir = str(tmp_path / "w")
-    with pytest.raises(ValueError, match=r"returns \(1, 3\) for one example, but the dataset has "
-                                         "10 classes"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"returns \(1, 3\) for one example, but the dataset has "
+        "10 classes",
+    ):
         run.run(config, workdir)
     assert not os.path.exists(workdir)  # refused before anything is written
     config.model.kwargs = ml_collections.ConfigDict({"features": 3})

@@ -73,8 +73,13 @@ def test_prune_num_score_seeds_averages_the_first_k_seeds(tmp_path):
 
 def test_refused_score_file_of_this_run_says_which_file_to_delete(tmp_path):
     config = smoke_config()
-    path = _save(smoke_config(**{"data.name": "mnist"}), tmp_path, "el2n", 1,
-                 type(split_shape())(**{**vars(split_shape()), "name": "mnist"}))  # fmt: skip
+    path = _save(
+        smoke_config(**{"data.name": "mnist"}),
+        tmp_path,
+        "el2n",
+        1,
+        type(split_shape())(**{**vars(split_shape()), "name": "mnist"}),
+    )
     with pytest.raises(ValueError) as err:
         score_stage.load_checked_scores(config, split_shape(), path)
     message = str(err.value)
@@ -117,14 +122,22 @@ def test_features_prune_with_the_first_k_seeds_as_the_peers_single_run(tmp_path)
         scores = score_stage.pruning_scores(config, split, {"features@1": path})
         np.testing.assert_array_equal(scores["features@1"], want)
         ((_, kept),) = plan.kept_sets(config, split, scores)
-        ref = pruning.select("kcenter", None, prune_fraction=0.5, labels=split.labels,
-                             seed=config.seed, features=want)  # fmt: skip
+        ref = pruning.select(
+            "kcenter",
+            None,
+            prune_fraction=0.5,
+            labels=split.labels,
+            seed=config.seed,
+            features=want,
+        )
         np.testing.assert_array_equal(kept, ref)
     # One seed's features [N, D] select as that seed's slice [1, N, D] does.
-    one = pruning.select("kcenter", None, prune_fraction=0.5, labels=split.labels,
-                         features=feats[0])  # fmt: skip
-    sliced = pruning.select("kcenter", None, prune_fraction=0.5, labels=split.labels,
-                            features=feats[:1])  # fmt: skip
+    one = pruning.select(
+        "kcenter", None, prune_fraction=0.5, labels=split.labels, features=feats[0]
+    )
+    sliced = pruning.select(
+        "kcenter", None, prune_fraction=0.5, labels=split.labels, features=feats[:1]
+    )
     np.testing.assert_array_equal(one, sliced)
     config.prune.num_score_seeds = 3
     with pytest.raises(ValueError, match="holds 2 seeds"):

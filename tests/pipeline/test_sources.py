@@ -28,16 +28,21 @@ def _examples(n, seed):
 def tfds_dir(tmp_path_factory):
     """A prepared TFDS dataset directory of features 'pixels', 'target' and 'serial' (the
     example's generation order) and no supervised_keys, in generation order."""
-    features = tfds.features.FeaturesDict({
-        "pixels": tfds.features.Image(shape=(HW, HW, 1)),
-        "target": tfds.features.ClassLabel(num_classes=3),
-        "serial": np.int64,
-    })  # fmt: skip
+    features = tfds.features.FeaturesDict(
+        {
+            "pixels": tfds.features.Image(shape=(HW, HW, 1)),
+            "target": tfds.features.ClassLabel(num_classes=3),
+            "serial": np.int64,
+        }
+    )
     builder = tfds.dataset_builders.store_as_tfds_dataset(
-        name="tiny_unkeyed", version="1.0.0", features=features,
+        name="tiny_unkeyed",
+        version="1.0.0",
+        features=features,
         split_datasets={"train": _examples(NUM_TRAIN, 0), "test": _examples(NUM_TEST, 1)},
-        data_dir=str(tmp_path_factory.mktemp("tfds")), disable_shuffling=True,
-    )  # fmt: skip
+        data_dir=str(tmp_path_factory.mktemp("tfds")),
+        disable_shuffling=True,
+    )
     assert builder.info.supervised_keys is None
     return str(builder.data_dir)
 
@@ -70,8 +75,12 @@ def test_tfds_directory_run_carries_each_examples_tfds_id(tfds_run, tfds_dir):
         assert [serial_of[i] for i in s["tfds_id"]] == list(range(128))
         p = s["provenance"]
         assert p["dataset"] == tfds_dir and p["inputs"] == "images"
-        assert p["data_source"] == {"kind": "tfds_directory", "path": os.path.abspath(tfds_dir),
-                                    "name": "tiny_unkeyed", "version": "1.0.0"}  # fmt: skip
+        assert p["data_source"] == {
+            "kind": "tfds_directory",
+            "path": os.path.abspath(tfds_dir),
+            "name": "tiny_unkeyed",
+            "version": "1.0.0",
+        }
 
 
 def test_tfds_directory_split_is_the_datasets_own_order(tfds_dir):
@@ -194,8 +203,11 @@ def test_an_npy_file_without_its_labels_is_one_line(image_files, tmp_path):
 
 def test_augment_on_for_feature_vectors_is_one_line(tmp_path):
     for split in ("train", "test"):
-        np.savez(tmp_path / f"{split}.npz", image=np.ones((130, 5), np.float32),
-                 label=np.zeros(130, np.int64))  # fmt: skip
+        np.savez(
+            tmp_path / f"{split}.npz",
+            image=np.ones((130, 5), np.float32),
+            label=np.zeros(130, np.int64),
+        )
     config = array_config(tmp_path, **{"data.augment": "on"})
     _refused(
         config,
@@ -207,8 +219,11 @@ def test_augment_on_for_feature_vectors_is_one_line(tmp_path):
 
 def test_inputs_of_no_kind_are_one_line(tmp_path):
     for split in ("train", "test"):
-        np.savez(tmp_path / f"{split}.npz", image=np.ones((130, 4, 4, 1), np.float32),
-                 label=np.zeros(130, np.int64))  # fmt: skip
+        np.savez(
+            tmp_path / f"{split}.npz",
+            image=np.ones((130, 4, 4, 1), np.float32),
+            label=np.zeros(130, np.int64),
+        )
     _refused(
         array_config(tmp_path), tmp_path, ValueError, r"float32 \(128, 4, 4, 1\), which are not any"
     )

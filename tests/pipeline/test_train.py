@@ -90,9 +90,11 @@ def test_train_step_margin_is_the_train_mode_logit_margin(synthetic_split):
     }
     _, metrics = jax.jit(lambda s, b: train.train_step(model, tx, s, b))(one, batch)
     logits, _ = model.apply(
-        {"params": one.params, **one.model_state}, batch["image"], train=True,
+        {"params": one.params, **one.model_state},
+        batch["image"],
+        train=True,
         mutable=["batch_stats"],
-    )  # fmt: skip
+    )
     logits = np.asarray(logits, np.float64)
     want = [logits[i, y] - np.max(np.delete(logits[i], y)) for i, y in enumerate(batch["label"])]
     np.testing.assert_allclose(metrics["margin"], want, rtol=1e-4, atol=1e-5)
@@ -319,8 +321,7 @@ def test_fast_backward_step_equals_the_plain_jax_grad_step(synthetic_split, name
     images = np.asarray(synthetic_split.normalized_images()[:16])
     images[:, :8] = images.min()  # a constant band: tied maxima in the pooling windows
     state = train.create_train_state(jax.random.key(3), model, tx, images[:1])
-    batch = {"image": images, "label": synthetic_split.labels[:16],
-             "mask": np.ones(16, np.float32)}  # fmt: skip
+    batch = {"image": images, "label": synthetic_split.labels[:16], "mask": np.ones(16, np.float32)}
     states = {}
     for fast in (False, True):
         step = jax.jit(functools.partial(train.train_step, model, tx, fast=fast))
@@ -331,8 +332,9 @@ def test_fast_backward_step_equals_the_plain_jax_grad_step(synthetic_split, name
     # The gradients are XLA's to float32 rounding: after two steps the parameters agree.
     for a, b in zip(jax.tree.leaves(states[False]), jax.tree.leaves(states[True]), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
-    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
-                                         states[True].params, state.params))  # fmt: skip
+    moved = jax.tree.leaves(
+        jax.tree.map(lambda a, b: float(np.abs(a - b).max()), states[True].params, state.params)
+    )
     assert min(moved) > 0  # every parameter trained
 
 

@@ -177,19 +177,29 @@ def test_auto_seed_axis_runs_seeds_one_after_another_on_a_data_axis(monkeypatch)
 
 @pytest.mark.parametrize(
     "mode,k,batch,devices,shape",
-    [("auto", 10, 128, 8, (2, 4)), ("auto", 4, 128, 8, (4, 2)), ("auto", 1, 128, 8, (1, 8)),
-     ("auto", 1, 12, 8, (1, 4)), ("auto", 3, 128, 1, (1, 1)), ("off", 8, 128, 8, (1, 1)),
-     ("2x2", 4, 16, 8, (2, 2))],
-)  # fmt: skip
+    [
+        ("auto", 10, 128, 8, (2, 4)),
+        ("auto", 4, 128, 8, (4, 2)),
+        ("auto", 1, 128, 8, (1, 8)),
+        ("auto", 1, 12, 8, (1, 4)),
+        ("auto", 3, 128, 1, (1, 1)),
+        ("off", 8, 128, 8, (1, 1)),
+        ("2x2", 4, 16, 8, (2, 2)),
+    ],
+)
 def test_mesh_shapes(mode, k, batch, devices, shape):
     assert train_mesh.mesh_shape(mode, k, batch, devices) == shape
 
 
 @pytest.mark.parametrize(
     "mode,message",
-    [("4x4", "needs 16 devices, but JAX sees 8"), ("3x2", "does not divide K=4 seeds over 3"),
-     ("2x3", "batch_size=16 over 3"), ("auto8", "'auto', 'off' or 'SEEDSxDATA'")],
-)  # fmt: skip
+    [
+        ("4x4", "needs 16 devices, but JAX sees 8"),
+        ("3x2", "does not divide K=4 seeds over 3"),
+        ("2x3", "batch_size=16 over 3"),
+        ("auto8", "'auto', 'off' or 'SEEDSxDATA'"),
+    ],
+)
 def test_bad_mesh_is_one_line(mode, message):
     with pytest.raises(ValueError, match=message) as err:
         train_mesh.mesh_shape(mode, 4, 16, 8)

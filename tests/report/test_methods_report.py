@@ -59,13 +59,13 @@ def test_costs_from_recorded_times(tmp_path):
     assert timing == {"epoch_seconds": 10.0, "num_seeds": 4, "seed_epoch_seconds": 2.5}
     assert methods.score_seconds(run) == {"el2n@1": 2.0, "grand@0": 6.0}
     # One full training of one seed: 6 epochs x 2.5 s = 15 s.
-    row = methods.cost_row("el2n", train_epochs=1, compute_seconds=2.0, num_epochs=6,
-                           timing=timing)  # fmt: skip
+    row = methods.cost_row("el2n", train_epochs=1, compute_seconds=2.0, num_epochs=6, timing=timing)
     assert row["full_training_seconds"] == 15.0
     assert row["cost_k_seeds"] == pytest.approx((4 * 1 * 2.5 + 2.0) / 15.0)
     assert row["cost_one_seed"] == pytest.approx((1 * 2.5 + 2.0 / 4) / 15.0)
-    free = methods.cost_row("random", train_epochs=0, compute_seconds=0.0, num_epochs=6,
-                            timing=timing)  # fmt: skip
+    free = methods.cost_row(
+        "random", train_epochs=0, compute_seconds=0.0, num_epochs=6, timing=timing
+    )
     assert free["cost_k_seeds"] == free["cost_one_seed"] == 0.0
 
 

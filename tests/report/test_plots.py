@@ -64,13 +64,24 @@ def _offset_rows():
             for offset in (0, 100, 200, 400):
                 acc = 0.8 - 0.1 * noise + 0.0002 * offset * noise + 0.01 * rng.normal()
                 rows.append(
-                    {'offset': offset, 'noise_fraction': noise, 'test_accuracy': acc,
-                     'strategy': 'offset'}
-                )  # fmt: skip
-            rows.append({'offset': 0, 'noise_fraction': noise, 'test_accuracy': 0.85,
-                         'strategy': 'full'})  # fmt: skip
-            rows.append({'offset': 0, 'noise_fraction': noise, 'test_accuracy': 0.75 + 0.01 * seed,
-                         'strategy': 'random'})  # fmt: skip
+                    {
+                        "offset": offset,
+                        "noise_fraction": noise,
+                        "test_accuracy": acc,
+                        "strategy": "offset",
+                    }
+                )
+            rows.append(
+                {"offset": 0, "noise_fraction": noise, "test_accuracy": 0.85, "strategy": "full"}
+            )
+            rows.append(
+                {
+                    "offset": 0,
+                    "noise_fraction": noise,
+                    "test_accuracy": 0.75 + 0.01 * seed,
+                    "strategy": "random",
+                }
+            )
     return rows
 
 
@@ -115,8 +126,13 @@ def test_plot_pruning_curves(tmp_path):
     for method in ("el2n@20", "grand@0", "grand@20", "forgetting", "random"):
         for fraction in (0.1, 0.3, 0.5):
             for seed in range(2):
-                rows.append({'method': method, 'prune_fraction': fraction,
-                             'test_accuracy': 0.9 - 0.2 * fraction + 0.01 * seed})  # fmt: skip
+                rows.append(
+                    {
+                        "method": method,
+                        "prune_fraction": fraction,
+                        "test_accuracy": 0.9 - 0.2 * fraction + 0.01 * seed,
+                    }
+                )
     rows += [{"method": "full", "prune_fraction": 0.0, "test_accuracy": a} for a in (0.91, 0.92)]
     _assert_written(plots.plot_pruning_curves(rows, tmp_path / "fig1b"), tmp_path, "fig1b")
     with pytest.raises(ValueError, match="row 0 lacks method, prune_fraction"):

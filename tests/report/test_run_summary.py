@@ -16,16 +16,25 @@ from datadiet_jax.report import run_summary, score_export
 from tests.conftest import SMOKE_ARGS, read_rows, run_main
 from tests.references import ROOT
 
-SCORE_FILES = {"el2n@1": "el2n_epoch001", "grand@0": "grand_epoch000", "grand@1": "grand_epoch001",
-               "forgetting": "forgetting_epoch001", "aum": "aum_epoch001"}  # fmt: skip
+SCORE_FILES = {
+    "el2n@1": "el2n_epoch001",
+    "grand@0": "grand_epoch000",
+    "grand@1": "grand_epoch001",
+    "forgetting": "forgetting_epoch001",
+    "aum": "aum_epoch001",
+}
 
 
 @pytest.fixture(scope="module")
 def seeds_run(smoke_run, tmp_path_factory):
     """A finished run with two retraining seeds per run, pruned by the suite's smoke scores."""
     workdir = str(tmp_path_factory.mktemp("report") / "run")
-    proc = run_main(*SMOKE_ARGS, f"--workdir={workdir}", f"--config.score.workdir={smoke_run[0]}",
-                    "--config.retrain.num_seeds=2")  # fmt: skip
+    proc = run_main(
+        *SMOKE_ARGS,
+        f"--workdir={workdir}",
+        f"--config.score.workdir={smoke_run[0]}",
+        "--config.retrain.num_seeds=2",
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     return workdir
 
@@ -48,14 +57,20 @@ def test_table_accuracy_is_mean_and_range_of_results_json_seeds(seeds_run, smoke
         assert acc.shape == (2,) and r["status"] == ["ok", "ok"]
         row = rows[r["name"]]
         assert (row["status"], row["num_kept"], row["num_seeds"], row["num_ok"]) == (
-            "done", r["num_kept"], 2, 2)  # fmt: skip
+            "done",
+            r["num_kept"],
+            2,
+            2,
+        )
         assert row["acc_mean"] == pytest.approx(acc.mean(), abs=1e-12)
         assert (row["acc_min"], row["acc_max"]) == (acc.min(), acc.max())
         assert row["acc_mean"] == pytest.approx(r["mean_test_accuracy"], abs=1e-6)
     report = run_summary.write_report(seeds_run)
     written = {os.path.relpath(p, seeds_run) for p in report["paths"]}
-    assert written == {f"report/{f}" for f in ("summary.csv", "summary.md", "summary.png",
-                                                "summary.pdf", "scores.csv")}  # fmt: skip
+    assert written == {
+        f"report/{f}"
+        for f in ("summary.csv", "summary.md", "summary.png", "summary.pdf", "scores.csv")
+    }
     # Its scores are the smoke run's (config.score.workdir), read from that folder.
     scores = read_rows(os.path.join(seeds_run, "report", "scores.csv"))
     el2n = np.load(os.path.join(smoke_run[0], "scores", "el2n_epoch001.npz"))["mean"]
@@ -79,10 +94,12 @@ def test_partial_run_shows_in_progress_and_not_started(seeds_run, tmp_path):
     artifacts.write_json(os.path.join(workdir, "config.json"), config)
     rows = {r["run"]: r for r in run_summary.summary_rows(workdir)}
     assert {n: r["status"] for n, r in rows.items()} == {
-        "full": "done", "el2n-1_hardest_f0.50": "in progress",
-        "random_subset_f0.50": "not started", "el2n-1_hardest_f0.25": "not started",
+        "full": "done",
+        "el2n-1_hardest_f0.50": "in progress",
+        "random_subset_f0.50": "not started",
+        "el2n-1_hardest_f0.25": "not started",
         "random_subset_f0.25": "not started",
-    }  # fmt: skip
+    }
     kept = np.load(os.path.join(workdir, "retrain", "el2n-1_hardest_f0.50", "kept.npz"))["index"]
     assert rows["el2n-1_hardest_f0.50"]["num_kept"] == kept.size == 64
     assert rows["random_subset_f0.25"]["num_kept"] is None
@@ -99,8 +116,10 @@ def test_diverged_and_collapsed_seeds_are_marked_and_left_out(seeds_run, tmp_pat
         path = os.path.join(workdir, "retrain", name, "result.json")
         result = json.load(open(path))
         # As retrain writes them: a diverged seed's accuracy is empty, a collapsed one's is kept.
-        acc = [None if s == "diverged" else a
-               for a, s in zip(result["test_accuracy"], status, strict=True)]  # fmt: skip
+        acc = [
+            None if s == "diverged" else a
+            for a, s in zip(result["test_accuracy"], status, strict=True)
+        ]
         artifacts.write_json(path, result | {"status": status, "test_accuracy": acc})
         expected[name] = next(a for a, s in zip(acc, status, strict=True) if s == "ok")
     rows = {r["run"]: r for r in run_summary.summary_rows(workdir)}
@@ -139,8 +158,12 @@ def test_scores_csv_with_tfds_ids_and_label_noise(smoke_run, tmp_path):
     noisy_index = np.array([3, 10, 77])
     noisy = labels.copy()
     noisy[noisy_index] = (labels[noisy_index] + 1) % 10
-    artifacts.save_npz(os.path.join(workdir, "label_noise.npz"), noisy_index=noisy_index,
-                       labels=noisy, clean_labels=labels)  # fmt: skip
+    artifacts.save_npz(
+        os.path.join(workdir, "label_noise.npz"),
+        noisy_index=noisy_index,
+        labels=noisy,
+        clean_labels=labels,
+    )
     config = json.load(open(os.path.join(workdir, "config.json")))
     config["data"]["label_noise"]["fraction"] = 0.03
     artifacts.write_json(os.path.join(workdir, "config.json"), config)
@@ -171,8 +194,9 @@ def test_refused_score_file_is_one_line(smoke_run, tmp_path, bad):
         per_seed, index = per_seed[:, :-1], index[:-1]
     artifacts.save_scores(path, per_seed, index, s["provenance"])
     with pytest.raises(ValueError, match="NaN" if bad == "nan" else "has 127 scores") as e:
-        score_export.write_scores_csv(run_summary.read_config(workdir), workdir,
-                                      str(tmp_path / "scores.csv"))  # fmt: skip
+        score_export.write_scores_csv(
+            run_summary.read_config(workdir), workdir, str(tmp_path / "scores.csv")
+        )
     assert "\n" not in str(e.value) and path in str(e.value)
     assert not os.path.exists(tmp_path / "scores.csv")
 
@@ -184,8 +208,11 @@ def _report(*args):
 
 
 def _files(workdir):
-    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
-            for d, _, names in os.walk(workdir) for f in names}  # fmt: skip
+    return {
+        os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+        for d, _, names in os.walk(workdir)
+        for f in names
+    }
 
 
 def test_cli_writes_png_and_logs_the_table_touching_nothing_else(seeds_run, tmp_path):

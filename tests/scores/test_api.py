@@ -205,13 +205,19 @@ def test_bad_streams_raise_one_line_value_errors(tiny):
         ([(images[:4], labels[:4]), (images[4:8], labels[4:7])], "item 1 has 4 images and 3"),
         ([(images[:4], labels[:4].astype(np.float32))], "item 0 has labels float32"),
         ([(images[:4], labels[:4]), (images[4:8, :5], labels[4:8])], r"item 1 has examples of"),
-        ([(images[:8], labels[:8]), (nan[8:], labels[8:])], r"NaN or inf images at stream indi"
-         r"ces \[9\]"),
-        ([(images[:6], np.where(np.arange(6) == 5, 7, labels[:6]))], r"range \[0, 3\) at stream "
-         r"indices \[5\] \(values \[7\]\)"),
+        (
+            [(images[:8], labels[:8]), (nan[8:], labels[8:])],
+            r"NaN or inf images at stream indi"
+            r"ces \[9\]",
+        ),
+        (
+            [(images[:6], np.where(np.arange(6) == 5, 7, labels[:6]))],
+            r"range \[0, 3\) at stream "
+            r"indices \[5\] \(values \[7\]\)",
+        ),
         (iter([]), "no examples"),
         (iter([(images[:0], labels[:0])]), "no examples"),
-    ]  # fmt: skip
+    ]
     for stream, pattern in cases:
         with pytest.raises(ValueError, match=pattern) as err:
             api.el2n_scores(model, variables, stream, batch_size=4)
@@ -247,5 +253,6 @@ def test_grand_time_major_dense_with_batch_equal_to_time_is_exact():
     images, labels = rng.normal(size=(7, 4, 6)).astype(np.float32), rng.integers(0, 3, 7)
     variables = api.init_variables(model, jax.random.key(3), 1, images[:1])
     got = api.grand_scores(model, variables, images, labels, batch_size=4)  # T == B == 4
-    np.testing.assert_allclose(got, linen_grand_loop(model.apply, variables, images, labels),
-                               rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        got, linen_grand_loop(model.apply, variables, images, labels), rtol=1e-4
+    )

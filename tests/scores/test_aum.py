@@ -43,9 +43,12 @@ def test_seeds_are_independent():
 def test_never_presented_examples_raise_instead_of_nan():
     state = aum.init_aum(2, 4)
     state = aum.update_aum(
-        state, np.array([[0, 1], [0, 1]]), np.zeros((2, 2, 3)), np.zeros((2, 2), int),
+        state,
+        np.array([[0, 1], [0, 1]]),
+        np.zeros((2, 2, 3)),
+        np.zeros((2, 2), int),
         np.array([[1, 1], [1, 0]]),
-    )  # fmt: skip
+    )
     with pytest.raises(ValueError, match=r"never presented.*train_epochs >= 1") as err:
         aum.aum_scores(state)
     assert "5 (seed, example) pairs" in str(err.value) and "\n" not in str(err.value)

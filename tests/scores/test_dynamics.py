@@ -148,9 +148,11 @@ def test_long_run_dyn_unc_dual_exact_and_tdds_within_its_truncation_bound():
     assert np.all(np.abs(got - full) <= 1e-3 * 4) and np.any(np.abs(got - full) > 1e-6)
     # ... and with decay 0.99 the dropped weight (< 1e-6) is below float32 noise.
     np.testing.assert_allclose(
-        dynamics.tdds_scores(state, decay=0.99), per_pair(tdds_reference, q, window, 0.99),
-        rtol=1e-4, atol=1e-6,
-    )  # fmt: skip
+        dynamics.tdds_scores(state, decay=0.99),
+        per_pair(tdds_reference, q, window, 0.99),
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_hand_computed_values():
@@ -192,9 +194,12 @@ def test_padding_rows_change_nothing():
     real = dynamics.update_dynamics(state, np.array([[0, 1]]), probs, np.array([[2, 0]]), [[1, 1]])
     # The same presentations with a padding row pointing at example 0 (mask 0, garbage probs).
     padded = dynamics.update_dynamics(
-        state, np.array([[0, 1, 0]]), np.concatenate([probs, np.float32([[[1, 0, 0]]])], 1),
-        np.array([[2, 0, 1]]), [[1, 1, 0]],
-    )  # fmt: skip
+        state,
+        np.array([[0, 1, 0]]),
+        np.concatenate([probs, np.float32([[[1, 0, 0]]])], 1),
+        np.array([[2, 0, 1]]),
+        [[1, 1, 0]],
+    )
     for key in real:
         np.testing.assert_array_equal(np.asarray(padded[key]), np.asarray(real[key]))
 

@@ -39,9 +39,12 @@ def test_small_cnn_features_are_the_classifier_input(small_cnn):
         x = images
         for i in range(2):
             x = jax.lax.conv_general_dilated(
-                x, one["params"][f"Conv_{i}"]["kernel"], (1, 1), "SAME",
+                x,
+                one["params"][f"Conv_{i}"]["kernel"],
+                (1, 1),
+                "SAME",
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            )  # fmt: skip
+            )
             x = nn.relu(_bn(x, one, i))
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1)) @ one["params"]["Dense_0"]["kernel"]

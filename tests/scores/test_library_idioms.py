@@ -53,9 +53,15 @@ def haiku_style(params, x):
 
 SHAPES = {
     "equinox": {"w1": (H, D), "b1": (H,), "w2": (H, H), "w3": (C, H), "b3": (C,)},
-    "haiku": {"ln_scale": (D,), "ln_offset": (D,), "w1": (D, H), "b1": (H,), "w3": (H, C),
-              "b3": (C,)},
-}  # fmt: skip
+    "haiku": {
+        "ln_scale": (D,),
+        "ln_offset": (D,),
+        "w1": (D, H),
+        "b1": (H,),
+        "w3": (H, C),
+        "b3": (C,),
+    },
+}
 MODELS = {"equinox": equinox_style, "haiku": haiku_style}
 
 

@@ -309,9 +309,20 @@ def test_select_dispatch_matches_direct_calls():
 
 def test_registry_names():
     assert set(pruning.STRATEGIES) == {
-        'hardest', 'easiest', 'random', 'offset', 'hardest_balanced', 'easiest_balanced',
-        'random_balanced', 'ccs', 'dual_sampling', 'moderate', 'kcenter', 'herding', 'd2',
-    }  # fmt: skip
+        "hardest",
+        "easiest",
+        "random",
+        "offset",
+        "hardest_balanced",
+        "easiest_balanced",
+        "random_balanced",
+        "ccs",
+        "dual_sampling",
+        "moderate",
+        "kcenter",
+        "herding",
+        "d2",
+    }
 
 
 def test_every_strategy_returns_sorted_unique_int64():

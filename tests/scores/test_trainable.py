@@ -33,12 +33,16 @@ def test_linen_init_and_modes_are_the_modules_own():
     logits, new_state = model.apply(params, state, X, train=True, rng=jax.random.key(2))
     want, updates = module.apply(variables, X, train=True, mutable=["batch_stats"])
     np.testing.assert_array_equal(logits, want)
-    np.testing.assert_array_equal(new_state["batch_stats"]["BatchNorm_0"]["mean"],
-                                  updates["batch_stats"]["BatchNorm_0"]["mean"])  # fmt: skip
-    assert not np.array_equal(new_state["batch_stats"]["BatchNorm_0"]["mean"],
-                              state["batch_stats"]["BatchNorm_0"]["mean"])  # fmt: skip
-    np.testing.assert_array_equal(model.eval_logits(params, state, X),
-                                  module.apply(variables, X, train=False))  # fmt: skip
+    np.testing.assert_array_equal(
+        new_state["batch_stats"]["BatchNorm_0"]["mean"],
+        updates["batch_stats"]["BatchNorm_0"]["mean"],
+    )
+    assert not np.array_equal(
+        new_state["batch_stats"]["BatchNorm_0"]["mean"], state["batch_stats"]["BatchNorm_0"]["mean"]
+    )
+    np.testing.assert_array_equal(
+        model.eval_logits(params, state, X), module.apply(variables, X, train=False)
+    )
 
 
 def test_nnx_dropout_draws_from_the_step_rng_only():
@@ -53,8 +57,9 @@ def test_nnx_dropout_draws_from_the_step_rng_only():
     assert not np.array_equal(a, c)
     # Eval mode: no dropout, the plain linear map of the module built from the same key.
     module = DropNNX(rngs=nnx.Rngs(jax.random.key(0)))
-    np.testing.assert_allclose(model.eval_logits(params, state, X),
-                               module.linear(X.reshape((6, -1))), rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        model.eval_logits(params, state, X), module.linear(X.reshape((6, -1))), rtol=1e-6
+    )
     # Dropout in train mode zeroes about half the inputs: train logits differ from eval's.
     assert not np.allclose(a, model.eval_logits(params, state, X))
 

@@ -72,8 +72,9 @@ def linen_leaf_sq_norms(
         params = flax.traverse_util.unflatten_dict(dict(zip(paths, leaves, strict=True)))
         return apply_fn({**variables, "params": params}, x)
 
-    norms = per_leaf_sq_norms(logits_fn, [flat[p] for p in paths], wanted, images, labels,
-                              variables)  # fmt: skip
+    norms = per_leaf_sq_norms(
+        logits_fn, [flat[p] for p in paths], wanted, images, labels, variables
+    )
     return {("params", *paths[i]): n for i, n in zip(wanted, norms, strict=True)}
 
 

@@ -124,7 +124,11 @@ def guard(
                     "GraNd guard: layer %s disagrees with exact vmap(grad) on the first batch "
                     "(seed %d, example %d: squared norm %.6g vs %.6g); its params use the exact "
                     "fallback for this call.",
-                    key, k, int(positions[i]), f, e,
-                )  # fmt: skip
+                    key,
+                    k,
+                    int(positions[i]),
+                    f,
+                    e,
+                )
                 excluded.add(key)
     return frozenset(excluded)

@@ -354,9 +354,20 @@ def _analyse(closed: jex.ClosedJaxpr, num_params: int, size: int, names: list[st
             continue
         key = "+".join(names[i] for i in leaves)
         out = jaxpr.eqns[n].outvars[0].aval
-        site = JaxprSite(key, kind, n, extra.get("act", 1 - pos), leaves, tuple(out.shape),
-                         out.dtype, bcast, slice_eqns, extra.get("span"),
-                         extra.get("act_axis", 0), extra.get("out_axis", 0))  # fmt: skip
+        site = JaxprSite(
+            key,
+            kind,
+            n,
+            extra.get("act", 1 - pos),
+            leaves,
+            tuple(out.shape),
+            out.dtype,
+            bcast,
+            slice_eqns,
+            extra.get("span"),
+            extra.get("act_axis", 0),
+            extra.get("out_axis", 0),
+        )
         found[key] = (site, (kind, leaves, sig))
     return found
 

@@ -85,8 +85,10 @@ def sites_method(form: str, apply: Callable, variables, images, sharded: bool = 
     method = "jaxpr_sites" if jaxpr < linen else "linen_sites"
     logging.info(
         "GraNd: %s (fallback params: %d by module interception, %d by the jaxpr)",
-        method, linen, jaxpr,
-    )  # fmt: skip
+        method,
+        linen,
+        jaxpr,
+    )
     return method
 
 
@@ -122,6 +124,8 @@ def choose(programs: Mapping[str, Callable], args) -> tuple[str, object]:
     best, seconds, results = faster(programs, args)
     logging.info(
         "GraNd: first batch (compiled, best of %d) %s; using %s for this call.",
-        REPEATS, ", ".join(f"{m} {t:.4g} s" for m, t in seconds.items()), best,
-    )  # fmt: skip
+        REPEATS,
+        ", ".join(f"{m} {t:.4g} s" for m, t in seconds.items()),
+        best,
+    )
     return best, results[best]

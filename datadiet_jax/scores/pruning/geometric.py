@@ -215,8 +215,15 @@ def d2_graph_scores(features, scores, *, k: int, gamma_forward: float) -> tuple:
     return _d2_forward(s, nbr, dist, valid, float(gamma_forward)), nbr, dist, valid
 
 
-def d2_select(features, scores, budget: int, *, k: int = 5, gamma_forward: float = 1.0,
-              gamma_reverse: float = 0.1) -> np.ndarray:  # fmt: skip
+def d2_select(
+    features,
+    scores,
+    budget: int,
+    *,
+    k: int = 5,
+    gamma_forward: float = 1.0,
+    gamma_reverse: float = 0.1,
+) -> np.ndarray:
     """D2 pruning of `features [n, D]` with difficulty `scores [n]` -> `[budget] int64` in pick
     order (see the module docstring; n = 1 keeps its one example)."""
     if len(features) == 1:

@@ -117,9 +117,16 @@ def select(
         features = geometric.combine_features(features, n)
     num_keep = ranking.num_to_keep(n, prune_fraction)
     return STRATEGIES[strategy](
-        scores, num_keep, labels=labels, seed=seed, offset=offset, beta=beta, num_examples=n,
-        features=features, mean_probs=mean_probs,
-    )  # fmt: skip
+        scores,
+        num_keep,
+        labels=labels,
+        seed=seed,
+        offset=offset,
+        beta=beta,
+        num_examples=n,
+        features=features,
+        mean_probs=mean_probs,
+    )
 
 
 def kept_indices(

@@ -88,12 +88,14 @@ def _conv_where(keep):
 
 
 def _grand_rows(model, variables, images, labels) -> dict:
-    from datadiet_jax.scores import adapters, api
+    from datadiet_jax.scores import api, model_form
     from datadiet_jax.scores.pergrad import jaxpr_norms, plan, rules
 
-    adapted, packed = adapters.adapt(model, variables)
+    adapted, packed = model_form.from_pair(model, variables)
     one = jax.tree.map(lambda v: v[0], packed)
-    method = plan.sites_method(adapted.form, adapted.apply, one, images)
+    method = plan.sites_method(
+        isinstance(adapted, model_form.LinenModel), adapted.logits, one, images
+    )
     mask = jnp.ones(labels.shape, jnp.float32)
     variants = {
         "grand": {},

@@ -105,7 +105,7 @@ def run_nnx(method: str, cfg: dict) -> dict:
     import numpy as np
     from flax import nnx
 
-    from datadiet_jax.scores import adapters, api
+    from datadiet_jax.scores import api, model_form
     from datadiet_jax.scores.pergrad import fallback
 
     model = nnx.vmap(lambda k: nnx_small_cnn(k), in_axes=0)(jax.random.split(jax.random.key(0), 1))
@@ -121,11 +121,11 @@ def run_nnx(method: str, cfg: dict) -> dict:
             lambda: api.grand_scores(graphdef, state, images, labels, batch_size=bsz), n
         )
     else:
-        adapted, packed = adapters.adapt(graphdef, state)
+        adapted, packed = model_form.from_pair(graphdef, state)
         one = jax.tree.map(lambda v: v[0], packed)
         step = jax.jit(
             lambda x, y: jnp.sqrt(
-                sum(fallback.pure_leaf_sq_norms(adapted.apply, one, x, y).values())
+                sum(fallback.pure_leaf_sq_norms(adapted.logits, one, x, y).values())
             )
         )
         batches = [(images[i : i + bsz], labels[i : i + bsz]) for i in range(0, n, bsz)]
@@ -185,9 +185,9 @@ class _Case:
         self.one = jax.tree.map(lambda v: v[0], variables)
 
     def apply_fn(self, v, x):
-        from datadiet_jax.scores import adapters
+        from datadiet_jax.scores.model_form import LinenModel
 
-        kwargs = {"train": False} if adapters.takes_train(self.model) else {}
+        kwargs = LinenModel.of(self.model).mode_kwargs(False)
         return self.model.apply(v, x, **kwargs)
 
     def per_batch(self, step):
@@ -275,14 +275,16 @@ def _versus(case: _Case) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from datadiet_jax.scores import adapters, api
+    from datadiet_jax.scores import api, model_form
     from datadiet_jax.scores.pergrad import fallback, plan
 
-    adapted, packed = adapters.adapt(case.model, case.variables)
+    adapted, packed = model_form.from_pair(case.model, case.variables)
     one = jax.tree.map(lambda v: v[0], packed)
     spec = jax.ShapeDtypeStruct((case.batch_size, *case.images.shape[1:]), case.images.dtype)
-    method = plan.sites_method(adapted.form, adapted.apply, one, spec)
-    counts = plan.coverage(method, adapted.apply, one, spec)
+    method = plan.sites_method(
+        isinstance(adapted, model_form.LinenModel), adapted.logits, one, spec
+    )
+    counts = plan.coverage(method, adapted.logits, one, spec)
     placed = jax.device_put(packed)
     ones = jnp.ones((case.batch_size,), jnp.float32)
 
@@ -361,10 +363,12 @@ def _guard(case: _Case) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from datadiet_jax.scores import adapters, api, batches
+    from datadiet_jax.scores import api, batches, model_form
     from datadiet_jax.scores.pergrad import guard
 
-    model, variables = adapters.adapt(case.model, case.variables)  # the form the scores compile
+    model, variables = model_form.from_pair(
+        case.model, case.variables
+    )  # the form the scores compile
     fn = api.batch_program(model, "grand", "unroll")
     host = batches.array_batches(case.images, case.labels.astype(np.int32), case.batch_size)
     placed = [tuple(map(jnp.asarray, batch[:3])) for batch in host]

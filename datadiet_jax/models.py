@@ -2,7 +2,7 @@
 
 `config.model.name` is a registered name (`MODELS`, `register`) or an import path
 `package.module:attribute`; `build` turns it into the train-mode form every stage uses
-(`scores.trainable`), so Linen, NNX and plain-function models meet the pipeline alike.
+(`scores/model_form/`), so Linen, NNX and plain-function models meet the pipeline alike.
 
 Every model is called as `model.apply(variables, images, train=...)` with `images: [B, H, W, C]`
 float32 and returns logits `[B, num_classes]`. BatchNorm keeps running statistics in the
@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from datadiet_jax.scores import trainable as trainable_lib
-from datadiet_jax.scores.trainable import Trainable
+from datadiet_jax.scores import model_form as form_lib
+from datadiet_jax.scores.model_form import ModelForm
 
 _BN = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
@@ -126,7 +126,7 @@ def register(name: str, factory: Callable) -> None:
     Args:
       name: a name without ':' (those are import paths).
       factory: a Linen module class or factory, an NNX module class or factory taking `rngs`,
-        or a plain-function model or its factory (`scores.trainable`). Called with
+        or a plain-function model or its factory (`scores/model_form/`). Called with
         `config.model.kwargs`, and with `num_classes` when it takes that argument.
     Raises:
       ValueError: a name with ':', or one already registered for another factory.
@@ -179,10 +179,23 @@ def resolve(name: str) -> Callable:
     return obj
 
 
+def _signature(factory) -> dict[str, inspect.Parameter]:
+    """The parameters of `factory`: a class's own `__init__` (flax 0.12 reports an NNX class
+    itself as `(*args, **kwargs)`), less what a `functools.partial` binds."""
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    if isinstance(target, type):
+        params = list(inspect.signature(target.__init__).parameters.values())[1:]  # no self
+    else:
+        params = list(inspect.signature(target).parameters.values())
+    if isinstance(factory, functools.partial):
+        params = [p for p in params[len(factory.args) :] if p.name not in factory.keywords]
+    return {p.name: p for p in params}
+
+
 def _parameters(factory) -> dict | None:
     """The keyword arguments `factory` takes ({name: default}), None when it takes any."""
-    try:  # a Linen class's signature is its dataclass fields
-        params = inspect.signature(factory).parameters
+    try:
+        params = _signature(factory)
     except (TypeError, ValueError):
         return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -218,6 +231,11 @@ def check(model_cfg) -> None:
       ValueError: one line naming the field to fix.
     """
     _arguments(model_cfg, resolve(model_cfg.name), 10)
+    if model_cfg.get("train_arg"):
+        try:
+            form_lib.parse_train_arg(model_cfg.train_arg)
+        except ValueError as err:
+            raise ValueError(f"config.model.{err}") from None
 
 
 def width(model_cfg) -> int:
@@ -225,31 +243,38 @@ def width(model_cfg) -> int:
     return _arguments(model_cfg, resolve(model_cfg.name), 10).get("width", 0)
 
 
-def build(model_cfg, num_classes: int) -> Trainable:
-    """The model of `config.model` in the train-mode form (`scores.trainable.Trainable`).
+def build(model_cfg, num_classes: int) -> ModelForm:
+    """The model of `config.model` in the model form (`scores/model_form/`).
 
     The factory (`resolve`) gets `config.model.kwargs`, `width` when set (or `smoke_width` when
     the model takes `width`), and `num_classes` when it takes that argument. An NNX factory
     (one taking `rngs`) is built per seed by the training; a plain-function model object (with
-    `init` and `apply`) is used as it is when no argument is set.
+    `init` and `apply`) is used as it is when no argument is set. A Linen module's mode flag is
+    found by convention, or is `config.model.train_arg` ('name' or 'not name').
 
     Raises:
       ValueError: an unknown model, an argument it does not take, or a factory that returns no
         model of an accepted kind.
     """
     factory = resolve(model_cfg.name)
-    if trainable_lib.is_function_model(factory) or isinstance(factory, nn.Module):
+    train_arg = model_cfg.get("train_arg", "") or None
+    if form_lib.is_function_model(factory) or isinstance(factory, nn.Module):
         kwargs = dict(model_cfg.get("kwargs", {}) or {})
         if kwargs or model_cfg.width:
             raise ValueError(
                 f"config.model.name={model_cfg.name!r} is a built model; it takes no "
                 "config.model.kwargs or width (name its factory instead)."
             )
-        return trainable_lib.trainable(factory)
+        return _form(model_cfg, factory, train_arg)
     kwargs = _arguments(model_cfg, factory, num_classes)
-    if trainable_lib.is_nnx_factory(factory):
-        return trainable_lib.trainable(functools.partial(factory, **kwargs))
+    if form_lib.is_nnx_factory(factory):
+        return _form(model_cfg, functools.partial(factory, **kwargs), train_arg)
+    return _form(model_cfg, factory(**kwargs), train_arg)
+
+
+def _form(model_cfg, model, train_arg) -> ModelForm:
+    """`model_form(model)`, its errors naming `config.model`."""
     try:
-        return trainable_lib.trainable(factory(**kwargs))
+        return form_lib.model_form(model, train_arg=train_arg)
     except ValueError as err:
         raise ValueError(f"config.model.name={model_cfg.name!r}: {err}") from None

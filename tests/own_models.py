@@ -4,6 +4,9 @@
 - `NNXNet`: an NNX module class with BatchNorm and Dropout (state and randomness in training).
 - `FUNCTION_NET` / `function_net`: a plain-function model (`init`, `apply`) with a state array
   (a running mean of its hidden activations, updated in train mode).
+- `TrainNet`, `TrainingNet`, `IsTrainingNet`, `DeterministicNet`, `RunningAverageNet`,
+  `FrozenNet`, `FrozenDropoutNet`: one BatchNorm + Dropout body behind each mode-flag convention
+  (and an unnamed one), for the tests that each trains in train mode or is refused.
 """
 
 from __future__ import annotations
@@ -79,3 +82,83 @@ FUNCTION_NET = FunctionNet()
 def function_net(num_classes: int = 10, hidden: int = 16) -> FunctionNet:
     """A factory of `FunctionNet` (config.model.kwargs: hidden)."""
     return FunctionNet(num_classes=num_classes, hidden=hidden)
+
+
+def _mode_body(x, train: bool, num_classes: int):
+    """Conv(4) + BatchNorm + ReLU + Dropout(0.5) + Dense, in train or eval mode; called inside
+    the `__call__` of the modules below, whose only difference is the name of their mode flag."""
+    x = nn.Conv(4, (3, 3))(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    x = nn.Dropout(0.5, deterministic=not train)(jnp.mean(x, axis=(1, 2)))
+    return nn.Dense(num_classes)(x)
+
+
+class TrainNet(nn.Module):
+    """The mode flag `train` (train mode when true)."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return _mode_body(x, train, self.num_classes)
+
+
+class TrainingNet(nn.Module):
+    """The mode flag `training` (train mode when true)."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, training: bool = False):
+        return _mode_body(x, training, self.num_classes)
+
+
+class IsTrainingNet(nn.Module):
+    """haiku's `is_training`, without a default."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, is_training: bool):
+        return _mode_body(x, is_training, self.num_classes)
+
+
+class DeterministicNet(nn.Module):
+    """Flax's own convention, `deterministic` (train mode when false)."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        return _mode_body(x, not deterministic, self.num_classes)
+
+
+class RunningAverageNet(nn.Module):
+    """`use_running_average` (train mode when false)."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool = True):
+        return _mode_body(x, not use_running_average, self.num_classes)
+
+
+class FrozenNet(nn.Module):
+    """A flag no convention names, `frozen` (train mode when false): needs `train_arg`."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, frozen: bool = True):
+        return _mode_body(x, not frozen, self.num_classes)
+
+
+class FrozenDropoutNet(nn.Module):
+    """Dropout without BatchNorm behind the unnamed flag `frozen`: no state that could move."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, frozen: bool = True):
+        x = nn.Dropout(0.5, deterministic=frozen)(x.reshape((x.shape[0], -1)))
+        return nn.Dense(self.num_classes)(x)

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import pytest
 
 from datadiet_jax import models
+from datadiet_jax.scores import model_form
 from tests import own_models
 
 
@@ -80,14 +81,16 @@ def test_import_paths_and_their_arguments():
 
     kwargs = ml_collections.ConfigDict({"hidden": 5})
     built = models.build(_model_cfg("tests.own_models:function_net", kwargs=kwargs), 4)
-    assert built.form == "function" and built.model.hidden == 5 and built.model.num_classes == 4
+    assert isinstance(built, model_form.FunctionModel)
+    assert built.model.hidden == 5 and built.model.num_classes == 4
     linen = models.build(_model_cfg("tests.own_models:LinenNet", smoke_width=8), 7)
-    assert linen.model == own_models.LinenNet(num_classes=7)  # no width: smoke_width left out
+    assert linen.module == own_models.LinenNet(num_classes=7)  # no width: smoke_width left out
     cnn = models.build(_model_cfg("small_cnn", smoke_width=8), 10)
-    assert cnn.model.width == 8  # a model with a width gets the smoke width
-    assert models.build(_model_cfg("small_cnn", width=16, smoke_width=8), 10).model.width == 16
+    assert cnn.module.width == 8  # a model with a width gets the smoke width
+    assert models.build(_model_cfg("small_cnn", width=16, smoke_width=8), 10).module.width == 16
     nnx_model = models.build(_model_cfg("tests.own_models:NNXNet"), 3)
-    assert nnx_model.form == "nnx" and nnx_model.model.keywords == {"num_classes": 3}
+    assert isinstance(nnx_model, model_form.NNXModel)
+    assert nnx_model.factory.keywords == {"num_classes": 3}
 
 
 @pytest.mark.parametrize(
@@ -120,7 +123,7 @@ def test_register_a_factory(monkeypatch):
     monkeypatch.setattr(models, "MODELS", dict(models.MODELS))
     models.register("linen_net", own_models.LinenNet)
     models.register("linen_net", own_models.LinenNet)  # the same factory again: fine
-    assert models.build(_model_cfg("linen_net"), 5).model == own_models.LinenNet(num_classes=5)
+    assert models.build(_model_cfg("linen_net"), 5).module == own_models.LinenNet(num_classes=5)
     with pytest.raises(ValueError, match="already registered"):
         models.register("linen_net", own_models.NNXNet)
     with pytest.raises(ValueError, match="marks import paths"):

@@ -29,7 +29,7 @@ from absl import logging
 from datadiet_jax.dynamics import barriers
 from datadiet_jax.pipeline import artifacts, input_pipeline, keys, loop
 from datadiet_jax.scores import pruning
-from datadiet_jax.scores.trainable import trainable
+from datadiet_jax.scores.model_form import linen_module
 
 NUM_CHILDREN = 2
 
@@ -208,7 +208,7 @@ def spawning_run(
     Args:
       config: the run's config (train fields, seed).
       workdir: the work directory of this spawning run.
-      model: a Flax Linen module (or its `Trainable`).
+      model: a Flax Linen module (or its `LinenModel`).
       split: training split (the parent and children train on all of it).
       test_split: test split, measured as one more subset ('test').
       scores: [N] scores ranking the training examples (e.g. mean EL2N).
@@ -222,7 +222,7 @@ def spawning_run(
       Rows of `measure`, each with 'spawn_step' and 'spawn_epoch' added, in spawning order.
     """
     barriers.check_alphas(alphas)
-    model = trainable(model).linen_module()
+    model = linen_module(model)
     spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
     steps = spawn_steps(spawn_epochs, spe, total_steps(config.train, split.num_examples))
     images = split.normalized_images()

@@ -27,7 +27,7 @@ from absl import logging
 from datadiet_jax.dynamics import ntk
 from datadiet_jax.pipeline import artifacts, input_pipeline, keys, loop
 from datadiet_jax.scores import api
-from datadiet_jax.scores.trainable import trainable
+from datadiet_jax.scores.model_form import linen_module
 
 
 def window_starts(num_examples: int, window_size: int, num_windows: int) -> np.ndarray:
@@ -132,7 +132,7 @@ def velocity_run(
     Args:
       config: the run's config (train fields, score.num_seeds K, score.batch_size, seed).
       workdir: the work directory of this run.
-      model: a Flax Linen module (or its `Trainable`; the NTK intercepts Linen layers).
+      model: a Flax Linen module (or its `LinenModel`; the NTK intercepts Linen layers).
       split: training split (labels possibly noisy; EL2N uses these labels).
       epochs: epochs t at which velocities are measured (between t and t + 1).
       window_size: n examples per window.
@@ -147,7 +147,7 @@ def velocity_run(
       window in its most frequent label: EL2N ranks by class early in training, and a
       one-class window has its own kernel).
     """
-    model = trainable(model).linen_module()
+    model = linen_module(model)
     ts, needed = measured_epochs(epochs)
     spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
     if needed[-1] > config.train.num_epochs:

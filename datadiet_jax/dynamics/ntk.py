@@ -40,8 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from datadiet_jax.scores import adapters, inputs
+from datadiet_jax.scores import inputs
 from datadiet_jax.scores import seed_axis as seed_axis_lib
+from datadiet_jax.scores.model_form import LinenModel
 from datadiet_jax.scores.pergrad import linen_norms, rules
 from datadiet_jax.scores.pergrad.linen_sites import LinenSite
 
@@ -196,7 +197,7 @@ def _program_cached(model, num_classes, full, seed_axis, same):
 
 
 def _program(model, num_classes: int, full: bool, seed_axis: str, same: bool):
-    kwargs = {"train": False} if adapters.takes_train(model) else {}
+    kwargs = LinenModel.of(model).mode_kwargs(False)
     apply_fn = functools.partial(_eval_apply, model, kwargs)
     pair = functools.partial(_pair_gram, apply_fn, num_classes, full)
     if same:
@@ -247,9 +248,9 @@ def ntk_gram(
     if images.ndim < 2 or len(images) == 0:
         raise ValueError(f"images have shape {images.shape}; pass [n, ...] with n >= 1")
     inputs.check_finite(images)
-    train_arg = adapters.takes_train(model)
+    mode = tuple(LinenModel.of(model).mode_kwargs(False).items())
     num_seeds, num_classes = inputs.check_model(
-        model, variables, images.shape[1:], images.dtype, train_arg
+        model, variables, images.shape[1:], images.dtype, mode
     )
     n = len(images)
     bsz = min(int(batch_size), n)

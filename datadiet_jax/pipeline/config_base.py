@@ -23,6 +23,7 @@ ADDED_FIELDS = {
     "data.function": None,
     "model.kwargs": {},
     "model.smoke_width": 0,
+    "model.train_arg": "",
     "score.logit_epochs": [],
     "score.feature_epochs": [],
     "score.prototypes_per_class": 1,
@@ -109,7 +110,7 @@ def _model() -> ml_collections.ConfigDict:
     d = ml_collections.ConfigDict()
     # A registered model (`models.MODELS`, `models.register`) or an import path
     # `package.module:attribute`: a Flax Linen module class or factory, an NNX module class or
-    # factory taking `rngs`, or a plain-function model (`scores/trainable.py`).
+    # factory taking `rngs`, or a plain-function model (`scores/model_form/`).
     d.name = "resnet18"
     # Keyword arguments of the model's factory (`num_classes` is passed when it takes it). Set
     # them in a config file; a key the model does not take is refused before anything runs.
@@ -119,6 +120,10 @@ def _model() -> ml_collections.ConfigDict:
     # The width `:smoke` runs use where the model takes `width` and `width` is 0 (0: none);
     # models without a `width` argument ignore it.
     d.smoke_width = 0
+    # A Linen model's mode flag when no convention names it: 'name' (train mode when true) or
+    # 'not name' (train mode when false). '' finds it by convention: train, training,
+    # is_training; not deterministic, use_running_average, eval, is_eval.
+    d.train_arg = ""
     return d
 
 

@@ -24,12 +24,20 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import artifacts, health, input_pipeline, keys, train, train_mesh
+from datadiet_jax.pipeline import (
+    artifacts,
+    health,
+    input_pipeline,
+    keys,
+    mode_guard,
+    train,
+    train_mesh,
+)
 from datadiet_jax.pipeline.checkpoints import Checkpoints
 from datadiet_jax.scores import aum, dynamics, forgetting
+from datadiet_jax.scores.model_form import model_form
 from datadiet_jax.scores.progress import Progress
 from datadiet_jax.scores.seed_axis import over_seeds
-from datadiet_jax.scores.trainable import trainable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +105,8 @@ def train_seeds(
     on the way and checkpointed with the state.
 
     Args:
-      model: a Linen module, an NNX factory, a plain-function model or their `Trainable`
-        (`scores.trainable`).
+      model: a Linen module, an NNX factory, a plain-function model or their `ModelForm`
+        (`scores/model_form/`).
       split: `data.Split` (train split, possibly with noisy labels).
       kept: [M] int64 dataset indices to train on, or [K, M]: one kept set per seed (a
         stacked training of several runs of equal-size kept sets).
@@ -119,7 +127,7 @@ def train_seeds(
       `'nonfinite_step'` ([K], see `health`) and, with `spec.dynamics_window`, `'dynamics'`
       (`scores.dynamics` state, arrays [K, N, ...]), last step.
     """
-    run = _Training(trainable(model), split, kept, spec, hooks or {})
+    run = _Training(model_form(model), split, kept, spec, hooks or {})
     state, stats, start = run.restore(init_state)
     if past_hooks:
         run.past_hooks(start, state, stats, init_state)
@@ -228,11 +236,14 @@ class _Training:
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
         step, loss = start, None
         self.epoch_clock = time.perf_counter()
+        before = mode_guard.host_state(state.model_state)
         for batch in batches:
             batch = train_mesh.place_batch(
                 {**batch, "rng": rng}, self.mesh, spec.num_seeds, spec.train_cfg.batch_size
             )
             state, stats, loss = step_fn(state, stats, batch)
+            if step == start:  # the first step of this process: was it a train-mode step?
+                mode_guard.check(self.model, before, state, batch, spec.name)
             step += 1
             progress.update(step, f"(epoch {step / self.spe:.2f})", pending=loss)
             if not self.end_of_step(step, state, stats, loss):
@@ -307,7 +318,7 @@ def init_stats(
 
 def num_outputs(model, split) -> int:
     """C, the width of the model's logits on `split`'s inputs (abstractly, without compiling)."""
-    model, sample = trainable(model), sample_input(split)
+    model, sample = model_form(model), sample_input(split)
     params, state = jax.eval_shape(model.init, jax.random.key(0), sample)
     logits, _ = jax.eval_shape(
         functools.partial(model.apply, train=True, rng=jax.random.key(1)), params, state, sample
@@ -367,7 +378,7 @@ def programs(model, train_cfg, schedule_steps: int, mesh=None):
     program (`train.fast_backward`). With a ('seed', 'data') `mesh` the step takes and returns
     mesh-placed arrays (`train_mesh.sharded_step`); the init stays on one device.
     """
-    model = trainable(model)
+    model = model_form(model)
     fields = tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS if k in train_cfg)
     fast = train.fast_backward(train_cfg.get("fast_backward", "auto"))
     return _programs(model, fields, schedule_steps, train_cfg.seed_axis, fast, mesh)

@@ -4,14 +4,15 @@ The same loop, steps and input pipeline as the command line, as three calls:
 
     split = load_split("fashion_mnist", "train", num_examples=4000)
     trained = train_seeds(MyNNXNet, split, num_seeds=4, num_epochs=1)       # K = 4 seeds
-    grand = grand_scores(*trained.scoring_pair(), split.normalized_images(), split.labels)
+    grand = grand_scores(trained.model, trained.variables, split.normalized_images(), split.labels)
     kept = kept_indices(grand.mean(0), "hardest", keep_fraction=0.5)
     retrained = train_seeds(MyNNXNet, split, kept=kept, num_seeds=2, num_steps=trained.num_steps)
     for batch in pruned_dataset(split, kept, batch_size=128): ...        # or your own loop
 
-`train_seeds` takes any model `scores.trainable` takes (a Flax Linen module, an NNX module class
-or factory, a plain-function model), logs progress with a rate and an ETA, stops with one error
-line on a non-finite loss, and keeps orbax checkpoints in `workdir` when one is given (a rerun
+`train_seeds` takes any model `scores.model_form` takes (a Flax Linen module, an NNX module class
+or factory, a plain-function model; `train_arg` names a Linen mode flag no convention names),
+logs progress with a rate and an ETA, stops with one error line on a non-finite loss or a model
+trained in eval mode, and keeps orbax checkpoints in `workdir` when one is given (a rerun
 resumes there).
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from datadiet_jax.pipeline import data, input_pipeline, keys, loop, train
 from datadiet_jax.pipeline.config_base import base_config
-from datadiet_jax.scores.trainable import Trainable, trainable
+from datadiet_jax.scores.model_form import ModelForm, model_form
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,21 +36,22 @@ class Trained:
     """K trained seeds of one model.
 
     Attributes:
-      model: the model's `Trainable`.
+      model: the model's `ModelForm`.
       state: the stacked `train.TrainState`, every leaf `[K, ...]`.
       stats: the loop's statistics: 'forgetting' and 'aum' states (`[K, N]` arrays, for
         `forgetting_scores` and `aum_scores`) and 'nonfinite_step' `[K]`.
       num_steps: the steps trained.
     """
 
-    model: Trainable
+    model: ModelForm
     state: train.TrainState
     stats: dict
     num_steps: int
 
-    def scoring_pair(self):
-        """The `(model, variables)` pair `el2n_scores` and `grand_scores` take (K seeds)."""
-        return self.model.scoring_pair(self.state.params, self.state.model_state)
+    @property
+    def variables(self) -> dict:
+        """`{'params', 'state'}` of the K seeds, what `el2n_scores(self.model, ...)` takes."""
+        return {"params": self.state.params, "state": self.state.model_state}
 
     def evaluate(self, split, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         """(accuracy [K], mean loss [K]) of each seed on `split` (a `data.Split`), eval mode."""
@@ -69,13 +71,14 @@ def train_seeds(
     augment: bool = False,
     workdir: str | None = None,
     dynamics_window: int = 0,
+    train_arg: str | None = None,
     **train_fields,
 ) -> Trained:
     """Trains K seeds of `model` on `split` (or its `kept` examples) with the pipeline's loop.
 
     Args:
       model: a Flax Linen module, an NNX module class or factory taking `rngs`, a
-        plain-function model, or a `Trainable` (`scores/trainable.py`).
+        plain-function model, or a `ModelForm` (`scores/model_form/`).
       split: a `data.Split` (`load_split`, `split_from_arrays`) or `(inputs, labels)` arrays,
         the training examples.
       num_seeds: K, each with its own init and data order.
@@ -90,6 +93,8 @@ def train_seeds(
         them in a temporary folder removed at the end.
       dynamics_window: > 1 also tracks the dynamics scores over windows of this many epochs
         (`stats['dynamics']`; `scores.dynamics.dyn_unc_scores`, `tdds_scores`, `dual_scores`).
+      train_arg: a Linen model's mode flag when no convention names it: 'name' (train mode
+        when true) or 'not name' (train mode when false).
       **train_fields: fields of `config.train` (batch_size, learning_rate, momentum,
         weight_decay, warmup_epochs, lr_drop_fractions, seed_axis, ...); the schedule spans the
         steps trained.
@@ -119,7 +124,7 @@ def train_seeds(
     cfg.num_epochs = max(1, math.ceil(steps / spe))  # the warm-up's share of the schedule
     if purpose is None:
         purpose = keys.Purpose.SCORE if len(kept) == split.num_examples else keys.Purpose.RETRAIN
-    model = trainable(model)
+    model = model_form(model, train_arg=train_arg)
     with tempfile.TemporaryDirectory() as scratch:
         spec = loop.TrainSpec(
             train_cfg=cfg,

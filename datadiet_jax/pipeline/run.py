@@ -32,7 +32,7 @@ from datadiet_jax.pipeline import (
 )
 from datadiet_jax.pipeline import workdir as workdir_lib
 from datadiet_jax.pipeline.config_base import config_to_dict
-from datadiet_jax.scores import trainable
+from datadiet_jax.scores import model_form
 
 
 def run(config, workdir: str, *, wait: bool = False) -> dict:
@@ -49,7 +49,7 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
     with interrupts.stage("data loading"):  # bad data fail here, before anything is written
         split, test_split = data.load_splits(config.data)
     model = models.build(config.model, split.num_classes)  # a model that does not fit: here too
-    trainable.check_outputs(model, loop.sample_input(split), split.num_classes)
+    model_form.check_outputs(model, loop.sample_input(split), split.num_classes)
     with workdir_lib.hold(workdir, wait=wait), interrupts.stage("setting up"):
         workdir_lib.check_config(workdir, config_to_dict(config))
         plan.check_windows(config, split.num_examples)

@@ -41,7 +41,7 @@ from datadiet_jax.scores import (
     geometry,
     logit_api,
 )
-from datadiet_jax.scores.trainable import trainable
+from datadiet_jax.scores.model_form import model_form
 
 
 def score_path(workdir: str, kind: str, epoch: int) -> str:
@@ -137,7 +137,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
       {score name: score file path}, e.g. {'el2n@20': '.../el2n_epoch020.npz'}.
     """
     needed, train_epochs = config_check.score_epochs(config)
-    model = trainable(model)
+    model = model_form(model)
     wanted = wanted_files(config, workdir)
     at_epochs = {(k, e) for k, e, _ in wanted.values()}
     paths = {name: path for name, (_, _, path) in wanted.items()}
@@ -172,7 +172,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
     def hook_for(epoch):
         def hook(state, stats):
             health.check_score_training(stats["forgetting"], split.labels, epoch)
-            scored, variables = model.scoring_pair(state.params, state.model_state)
+            scored, variables = model, {"params": state.params, "state": state.model_state}
             batch = {"batch_size": config.score.batch_size, "integer_inputs": tokens}
             passes = [(k, functools.partial(logit_api.logit_scores, k)) for k in LOGIT_KINDS]
             for kind, fn in passes + [("grand", api.grand_scores)]:

@@ -25,9 +25,9 @@ from flax import struct
 from datadiet_jax.pipeline import input_pipeline
 from datadiet_jax.scores import aum
 from datadiet_jax.scores.losses import cross_entropy
+from datadiet_jax.scores.model_form import ModelForm, model_form
 from datadiet_jax.scores.pergrad import fast_pools
 from datadiet_jax.scores.seed_axis import over_seeds
-from datadiet_jax.scores.trainable import Trainable, trainable
 
 
 class TrainState(struct.PyTreeNode):
@@ -35,7 +35,7 @@ class TrainState(struct.PyTreeNode):
 
     `params` are the trained arrays, `model_state` the model's other arrays (BatchNorm
     statistics: for a Linen model its non-params collections, e.g. `{'batch_stats': ...}`), as
-    `trainable.Trainable` makes them.
+    the model form (`scores/model_form/`) makes them.
     """
 
     step: jnp.ndarray
@@ -76,16 +76,16 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
     )
 
 
-def create_train_state(key, model: Trainable, tx, sample_input) -> TrainState:
+def create_train_state(key, model: ModelForm, tx, sample_input) -> TrainState:
     """Initializes one seed; vmappable over `key`.
 
     Args:
       key: PRNG key.
-      model: a Linen module, an NNX factory, a plain-function model, or its `Trainable`.
+      model: a Linen module, an NNX factory, a plain-function model, or its `ModelForm`.
       tx: optax optimizer.
       sample_input: [1, ...] array with the input shape and dtype.
     """
-    params, model_state = trainable(model).init(key, sample_input)
+    params, model_state = model_form(model).init(key, sample_input)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -118,11 +118,11 @@ def step_rng(rng_data: jax.Array, step: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.wrap_key_data(rng_data), step)
 
 
-def train_step(model: Trainable, tx, state: TrainState, batch: dict, *, fast: bool = False):
+def train_step(model: ModelForm, tx, state: TrainState, batch: dict, *, fast: bool = False):
     """One SGD step of one seed on a masked batch.
 
     Args:
-      model: the model's `Trainable`.
+      model: the model's `ModelForm`.
       batch: `image [B, ...]`, `label [B]`, `mask [B]` (0 for padding), and optionally `rng`
         (the seed's key data, `keys.dropout_keys`; the step's Dropout key is `step_rng(rng,
         step)`; without it a model that draws random numbers in training fails).
@@ -134,7 +134,7 @@ def train_step(model: Trainable, tx, state: TrainState, batch: dict, *, fast: bo
       float32 (assigned-label logit minus the largest other logit) and `probs [B, C]` float32
       (softmax), per example in train mode, for the forgetting, AUM and dynamics statistics.
     """
-    model, mask = trainable(model), batch["mask"]
+    model, mask = model_form(model), batch["mask"]
     rng = step_rng(batch["rng"], state.step) if "rng" in batch else None
 
     def loss_fn(params):
@@ -163,9 +163,9 @@ def train_step(model: Trainable, tx, state: TrainState, batch: dict, *, fast: bo
     }
 
 
-def eval_step(model: Trainable, params, model_state, batch: dict):
+def eval_step(model: ModelForm, params, model_state, batch: dict):
     """Masked sums of correct predictions and loss for one seed: returns (correct, loss) scalars."""
-    logits = trainable(model).eval_logits(params, model_state, batch["image"])
+    logits = model_form(model).logits(params, model_state, batch["image"])
     mask = batch["mask"]
     correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask)
     return correct, jnp.sum(cross_entropy(logits, batch["label"]) * mask)
@@ -173,7 +173,7 @@ def eval_step(model: Trainable, params, model_state, batch: dict):
 
 def evaluate(model, state: TrainState, split, *, batch_size: int, seed_axis: str = "auto"):
     """Test accuracy and mean loss of each of K stacked seeds: returns two `[K]` numpy arrays."""
-    step = _eval_program(trainable(model), seed_axis)
+    step = _eval_program(model_form(model), seed_axis)
     num_seeds = jax.tree.leaves(state.params)[0].shape[0]
     correct, loss = np.zeros(num_seeds), np.zeros(num_seeds)
     batches = input_pipeline.eval_batches(
@@ -195,6 +195,6 @@ def _eval_program(model, seed_axis: str):
 def init_states(model, tx, keys, sample_input, seed_axis: str = "auto") -> TrainState:
     """K stacked initial states, one per key in `keys [K]` (pure; jit it at the call site).
 
-    model: a `Trainable`, or any model `trainable.trainable` takes."""
-    model = trainable(model)
+    model: a `ModelForm`, or any model `model_form` takes."""
+    model = model_form(model)
     return over_seeds(lambda k: create_train_state(k, model, tx, sample_input), seed_axis)(keys)

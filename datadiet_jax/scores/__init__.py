@@ -11,7 +11,7 @@ module of this package with those blocked), so it runs wherever JAX runs.
   image_fit    which layer refuses images that do not fit a Linen model, in one line
   batch_check  the first-batch refusal of models whose logits depend on the rest of the batch
   batches      fixed-size padded host batches from arrays or streams; the [K, N] result buffer
-  adapters     Linen, NNX and plain functions -> apply(params, state, images) -> logits
+  model_form/  ONE model form for Linen, NNX and plain functions: init and apply
   pergrad/     exact per-example gradient norms (GraNd): rules, sites, guard, fallback
   seed_axis    K seeds inside one jit (vmap / unroll / map) and the CPU/accelerator default
   sharding     the ('seed', 'data') mesh of a scores call
@@ -24,7 +24,6 @@ module of this package with those blocked), so it runs wherever JAX runs.
   values       what a valid score is (finite or +inf)
 """
 
-from datadiet_jax.scores.adapters import stateful
 from datadiet_jax.scores.api import el2n_scores, grand_scores, init_variables
 from datadiet_jax.scores.aum import aum_scores, init_aum, update_aum
 from datadiet_jax.scores.dynamics import (
@@ -39,6 +38,7 @@ from datadiet_jax.scores.forgetting import forgetting_scores, init_forgetting, u
 from datadiet_jax.scores.geometry import moderate_distances, prototype_distances
 from datadiet_jax.scores.logit_api import logit_scores
 from datadiet_jax.scores.losses import cross_entropy, el2n
+from datadiet_jax.scores.model_form import stateful
 from datadiet_jax.scores.pruning import select
 
 __all__ = [

@@ -21,11 +21,12 @@ integer images are refused rather than silently cast, unless `integer_inputs=Tru
 are token ids of a model whose first layer is an embedding (its table's per-example gradient is
 exact by the `vmap(grad)` fallback: no fast rule covers a lookup).
 
-Models of any framework meet the library through `adapters.adapt`, which turns a Flax Linen
-`(module, variables)`, a Flax NNX `nnx.split(module)` or a plain `(apply_fn, params)` into one pure
-form `apply(params, state, images) -> logits`. Linen layers find their fast GraNd rules by module
-interception (`pergrad/linen_sites.py`), other models by their jaxpr (`pergrad/jaxpr_sites.py`);
-both share the rules (`pergrad/rules.py`), the `vmap(grad)` fallback and the guard.
+Models of any framework meet the library through `model_form.from_pair`, which turns a Flax
+Linen `(module, variables)`, a Flax NNX `nnx.split(module)`, a plain `(apply_fn, params)` or a
+trained model form with its `{'params', 'state'}` into one form (`model_form/`). Linen layers
+find their fast GraNd rules by module interception (`pergrad/linen_sites.py`), other models by
+their jaxpr (`pergrad/jaxpr_sites.py`); both share the rules (`pergrad/rules.py`), the
+`vmap(grad)` fallback and the guard.
 
 Usage:
 
@@ -55,22 +56,23 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from datadiet_jax.scores import adapters, batch_check, batches, inputs, uncertainty
+from datadiet_jax.scores import batch_check, batches, inputs, uncertainty
+from datadiet_jax.scores import model_form as model_form_lib
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 from datadiet_jax.scores.pergrad import fallback, guard, jaxpr_norms, linen_norms, plan
 from datadiet_jax.scores.progress import Progress
 
 
-def _linen_apply(adapted: adapters.Adapted):
+def _linen_apply(form: model_form_lib.ModelForm):
     """`(variables {'params', 'state'}, images) -> logits`, the form `linen_norms` expects."""
-    return lambda v, images: adapted.apply(v["params"], v["state"], images)
+    return lambda v, images: form.logits(v["params"], v["state"], images)
 
 
 def init_variables(model: nn.Module, key: jax.Array, num_seeds: int, sample_input) -> Any:
     """Initializes `num_seeds` models stacked on a leading seed axis.
 
     Args:
-      model: a Flax Linen module.
+      model: a Flax Linen module (its mode flag found as `model_form.LinenModel` finds it).
       key: PRNG key; seed k is initialized with `jax.random.split(key, num_seeds)[k]`.
       num_seeds: K >= 1.
       sample_input: [b, ...] example batch fixing the input shape (e.g. `images[:1]`).
@@ -79,7 +81,7 @@ def init_variables(model: nn.Module, key: jax.Array, num_seeds: int, sample_inpu
     """
     if int(num_seeds) < 1:
         raise ValueError(f"num_seeds must be >= 1, got {num_seeds}; pass a positive seed count.")
-    kwargs = {"train": False} if adapters.takes_train(model) else {}
+    kwargs = model_form_lib.LinenModel.of(model).mode_kwargs(False)
     sample = jnp.asarray(sample_input)
     keys = jax.random.split(key, int(num_seeds))
     return jax.jit(lambda ks: jax.lax.map(lambda k: model.init(k, sample, **kwargs), ks))(keys)
@@ -88,23 +90,23 @@ def init_variables(model: nn.Module, key: jax.Array, num_seeds: int, sample_inpu
 def _per_seed_scores(model, kind, method, exclude, variables, images, labels, mask):
     """Scores of one model on one batch. images: [B, ...], labels/mask: [B].
 
-    model: an `adapters.Adapted` model; variables: one seed's `{'params', 'state'}`.
+    model: a `model_form.ModelForm`; variables: one seed's `{'params', 'state'}`.
     method: GraNd's method (`pergrad.plan.METHODS`); exclude: GraNd layers (site keys) the guard
     sent to the exact fallback.
     Returns ([B] float32 scores, {site key: [B]} GraNd per-layer squared norms; {} for EL2N).
     """
     if kind in uncertainty.LOGIT_SCORES:  # one forward pass: EL2N, the loss, the uncertainties
-        logits = model.apply(variables["params"], variables["state"], images)
+        logits = model.logits(variables["params"], variables["state"], images)
         return uncertainty.LOGIT_SCORES[kind](logits, labels), {}
     if method == "linen_sites":
         return linen_norms.norms_and_site_sq_norms(
             _linen_apply(model), variables, images, labels, mask, exclude=exclude
         )
     if method == "vmap_grad":
-        exact = fallback.pure_leaf_sq_norms(model.apply, variables, images, labels)
+        exact = fallback.pure_leaf_sq_norms(model.logits, variables, images, labels)
         return jnp.sqrt(sum(exact.values()) * fallback.example_weights(labels, mask)), {}
     return jaxpr_norms.norms_and_site_sq_norms(
-        model.apply, variables, images, labels, mask, exclude=exclude
+        model.logits, variables, images, labels, mask, exclude=exclude
     )
 
 
@@ -148,18 +150,23 @@ def _cached(build, cached, *args):
         return build(*args)
 
 
-def default_method(model: adapters.Adapted) -> str:
+def default_method(model: model_form_lib.ModelForm) -> str:
     """GraNd's site finder when none was chosen: module interception for Linen, else the jaxpr."""
-    return "linen_sites" if model.uses_linen_sites else "jaxpr_sites"
+    return "linen_sites" if isinstance(model, model_form_lib.LinenModel) else "jaxpr_sites"
 
 
 def batch_program(
-    model: adapters.Adapted, kind: str, seed_axis: str, mesh=None, exclude=frozenset(), method=None
+    model: model_form_lib.ModelForm,
+    kind: str,
+    seed_axis: str,
+    mesh=None,
+    exclude=frozenset(),
+    method=None,
 ):
     """The jitted batch function of a score, cached across calls.
 
     Args:
-      model: an `adapters.Adapted` model; kind: 'el2n' or 'grand'; seed_axis: a resolved mode;
+      model: a `model_form.ModelForm`; kind: 'el2n' or 'grand'; seed_axis: a resolved mode;
       mesh: a ('seed', 'data') mesh or None; exclude: GraNd site keys left to the fallback;
       method: GraNd's method (`pergrad.plan.METHODS`; default `default_method(model)`).
     Returns:
@@ -172,13 +179,13 @@ def batch_program(
 def _build_exact(model, method=None):
     if (method or default_method(model)) == "linen_sites":
         return jax.jit(functools.partial(guard.exact_layer_sq_norms, _linen_apply(model)))
-    return jax.jit(functools.partial(jaxpr_norms.exact_site_sq_norms, model.apply))
+    return jax.jit(functools.partial(jaxpr_norms.exact_site_sq_norms, model.logits))
 
 
 _exact_cached = functools.lru_cache(maxsize=32)(_build_exact)
 
 
-def exact_program(model: adapters.Adapted, method=None):
+def exact_program(model: model_form_lib.ModelForm, method=None):
     """The jitted guard reference of a model (see `guard`) for the sites of `method` (a
     `pergrad.plan.SITES_METHODS` entry, default `default_method(model)`), cached across calls:
     `(variables of one seed, images [m, ...], labels [m]) -> ({site key: [m]}, total [m])`."""
@@ -233,7 +240,8 @@ def _plan(model, seed_axis, mesh, variables, placed, head, put, fetch, total):
     batch's result to reuse (or None). `total`: the number of examples, None for a stream."""
     one = jax.tree.map(lambda v: v[0], variables)
     spec = jax.ShapeDtypeStruct(head[0].shape, head[0].dtype)
-    method = plan.sites_method(model.form, model.apply, one, spec, sharded=mesh is not None)
+    linen = isinstance(model, model_form_lib.LinenModel)
+    method = plan.sites_method(linen, model.logits, one, spec, sharded=mesh is not None)
     exclude, first = _guard(model, method, seed_axis, mesh, variables, placed, head, put, fetch)
     if total is None or total < plan.MIN_BATCHES * len(head[0]):  # a stream, or too short
         return method, exclude, first
@@ -247,14 +255,14 @@ def _plan(model, seed_axis, mesh, variables, placed, head, put, fetch, total):
     return best, exclude, result
 
 
-def _model_check(adapted, variables, packed):
+def _model_check(form, packed):
     """`(example_shape, dtype, num_examples=None) -> (K, num_classes)`, checking the variables
     against the model (and the images' shape against both)."""
-    if adapted.form == "linen":
-        return functools.partial(
-            inputs.check_model, adapted.model, variables, train_arg=adapted.train_arg
-        )
-    return functools.partial(adapters.check_pure, adapted, packed)
+    if isinstance(form, model_form_lib.LinenModel):
+        variables = {**packed["state"], "params": packed["params"]}
+        mode = tuple(form.mode_kwargs(False).items())
+        return functools.partial(inputs.check_model, form.module, variables, mode=mode)
+    return functools.partial(model_form_lib.check_pure, form, packed)
 
 
 def _scores(
@@ -262,8 +270,8 @@ def _scores(
 ) -> np.ndarray:
     """Streams padded batches through the compiled [K, B] function; returns [K, N] float32."""
     seed_axis = seed_axis_lib.resolve(seed_axis)
-    model, given = adapters.adapt(model, variables)  # one pure form for every framework
-    check_model = _model_check(model, variables, given)
+    model, given = model_form_lib.from_pair(model, variables)  # one form for every framework
+    check_model = _model_check(model, given)
     source, num_seeds, total = batches.input_batches(
         check_model, images, labels, batch_size, seed_axis, integer_inputs
     )
@@ -328,14 +336,14 @@ def el2n_scores(
     """EL2N scores `||softmax(f(x)) - onehot(y)||_2` of every example under every seed.
 
     Args:
-      model: a Flax Linen module, applied as `model.apply(variables, images, train=False)` (or
-        without `train` if its `__call__` has no such argument); an NNX graphdef (from
-        `nnx.split`), or an NNX module with `variables=None`, run after `module.eval()`; or a
-        function `apply_fn(params, images)` (`adapters.stateful(fn)` for `fn(params, state,
-        images)`). Must return logits [B, C]. See `adapters.py`.
+      model: a Flax Linen module, applied in eval mode (`train=False`, `deterministic=True`, ...:
+        its mode flag found by convention); an NNX graphdef (from `nnx.split`), or an NNX module
+        with `variables=None`, run after `module.eval()`; a function `apply_fn(params, images)`
+        (`stateful(fn)` for `fn(params, state, images)`); or a model form (`model_form.py`, e.g.
+        `train_seeds(...).model`). Must return logits [B, C].
       variables: K models stacked on a leading axis: Linen variables (see `init_variables`), the
-        NNX state (`nnx.vmap` over a constructor), or the params pytree of `apply_fn`
-        (`{'params': ..., 'state': ...}` for `stateful`).
+        NNX state (`nnx.vmap` over a constructor), the params pytree of `apply_fn`, or
+        `{'params': ..., 'state': ...}` for `stateful` and a model form.
       images: [N, ...] float numpy or jax array, normalized as the model expects (integer
         images are refused); or an iterable of `(images [b, ...], labels [b])`
         batches of any sizes (a generator, a `tf.data` dataset as numpy), read once, in order,

@@ -109,7 +109,7 @@ def _build(model, seed_axis: str, mesh):
         del labels, mask
 
         def per_seed(v):
-            return model.apply(v["params"], v["state"], images)
+            return model.logits(v["params"], v["state"], images)
 
         if jax.tree.leaves(variables)[0].shape[0] == 1:  # as the scores: no loop for one seed
             return per_seed(jax.tree.map(lambda v: v[0], variables))[None]
@@ -146,7 +146,7 @@ def check(kind: str, model, seed_axis: str, mesh, variables, first_batch, put, f
     """Refuses a model whose logits for an example depend on the rest of its batch.
 
     Args:
-      kind: the score ('el2n', 'grand'), for the message; model: an `adapters.Adapted` model;
+      kind: the score ('el2n', 'grand'), for the message; model: a `model_form.ModelForm`;
       seed_axis: a resolved mode; mesh: a ('seed', 'data') mesh or None; variables: the
       stacked variables on the devices; first_batch: `(images [B, ...], labels [B], mask [B],
       count)`; put, fetch: host -> device and device -> host as the call moves batches.

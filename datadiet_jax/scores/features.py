@@ -3,7 +3,7 @@
 The feature of an example is the input of the model's LAST linear layer (the classifier's input:
 the embedding DeepCore's k-center greedy and herding, Moderate-DS and D2 pruning work on), with
 the model in eval mode as for the scores. The layer is found with GraNd's site capture, so any
-model `adapters.adapt` takes works:
+model `model_form.from_pair` takes works:
 
 - Flax Linen: the last `nn.Dense` call (in call order) that GraNd's fast rule covers
   (`pergrad.linen_sites.find_sites`), its input captured by module interception.
@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from datadiet_jax.scores import adapters, api, batch_check, batches
+from datadiet_jax.scores import api, batch_check, batches
+from datadiet_jax.scores import model_form as model_form_lib
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 from datadiet_jax.scores.pergrad import jaxpr_eval, jaxpr_sites, linen_sites
 
@@ -65,7 +66,7 @@ def _linen_features(adapted, path, one, images):
 
 def _jaxpr_layer(adapted, one, spec):
     """(flat jaxpr, its last 'dense' site) of a pure-form model, or (jaxpr, None)."""
-    sites, _, closed = jaxpr_sites.find_sites(adapted.apply, one["params"], one["state"], spec)
+    sites, _, closed = jaxpr_sites.find_sites(adapted.logits, one["params"], one["state"], spec)
     dense = [s for s in sites if s.kind == "dense"]
     return closed, max(dense, key=lambda s: s.eqn) if dense else None
 
@@ -87,7 +88,7 @@ def _jaxpr_features(closed, site, one, images):
 
 def _program(adapted, one, spec, seed_axis):
     """`(stacked variables, images [B, ...]) -> [K, B, D]` float32, jitted."""
-    if adapted.form == "linen":
+    if isinstance(adapted, model_form_lib.LinenModel):
         path = _linen_layer(adapted, one, spec)
         per_seed = path and functools.partial(_linen_features, adapted, path)
     else:
@@ -131,10 +132,10 @@ def penultimate_features(
       ValueError: as `el2n_scores`, or a model whose last linear layer cannot be found.
     """
     seed_axis = seed_axis_lib.resolve(seed_axis)
-    adapted, packed = adapters.adapt(model, variables)
+    adapted, packed = model_form_lib.from_pair(model, variables)
     if labels is None and not batches.is_stream(images):
         labels = np.zeros(np.shape(images)[0], np.int32)  # only the features are computed
-    check_model = api._model_check(adapted, variables, packed)
+    check_model = api._model_check(adapted, packed)
     source, num_seeds, total = batches.input_batches(
         check_model, images, labels, batch_size, seed_axis, integer_inputs
     )

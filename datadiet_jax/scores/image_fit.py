@@ -114,17 +114,18 @@ class Failure:
         return f"{self.name} ({type(self.module).__name__}) fails{where}{own}: {self.error}"
 
 
-def first_failure(model: nn.Module, variables, sample, train_arg: bool):
+def first_failure(model: nn.Module, variables, sample, mode: tuple):
     """Runs `model.apply(variables, sample)` abstractly and finds where it fails.
 
     Args:
       model: a Linen module; variables: one model's variables (no seed axis);
-      sample: `jax.ShapeDtypeStruct` [1, ...] of one example; train_arg: pass `train=False`.
+      sample: `jax.ShapeDtypeStruct` [1, ...] of one example; mode: the eval-mode keyword
+        arguments as `(name, value)` pairs.
     Returns:
       (logits shape, None) if the model runs, else (None, the `Failure` of the innermost call
       that raised; None there too if the error came from outside every module).
     """
-    kwargs = {"train": False} if train_arg else {}
+    kwargs = dict(mode)
     found: list[Failure] = []
 
     def interceptor(next_fun, args, call_kwargs, context):

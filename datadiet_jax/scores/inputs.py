@@ -32,12 +32,12 @@ def check_linen_variables(variables) -> None:
         )
 
 
-def _abstract_model(model, shape, dtype, train_arg: bool):
+def _abstract_model(model, shape, dtype, mode: tuple):
     """(flat `model.init` shapes, logits shape) for one example of `shape`, by abstract tracing.
 
     The logits shape is None when `model.apply` fails on the model's own init (see `_fit`).
     """
-    kwargs = {"train": False} if train_arg else {}
+    kwargs = dict(mode)
     sample = jax.ShapeDtypeStruct(shape, dtype)
     init = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, **kwargs), sample)
     try:
@@ -51,11 +51,11 @@ def _abstract_model(model, shape, dtype, train_arg: bool):
 _abstract_cached = functools.lru_cache(maxsize=32)(_abstract_model)
 
 
-def _abstract(model, shape, dtype, train_arg: bool):
+def _abstract(model, shape, dtype, mode: tuple):
     try:
-        return _abstract_cached(model, shape, np.dtype(dtype), train_arg)
+        return _abstract_cached(model, shape, np.dtype(dtype), mode)
     except TypeError:  # an unhashable module
-        return _abstract_model(model, shape, np.dtype(dtype), train_arg)
+        return _abstract_model(model, shape, np.dtype(dtype), mode)
 
 
 def _flat(variables) -> dict:
@@ -95,7 +95,7 @@ def _images_message(failure: image_fit.Failure, example_shape, num_examples) -> 
     )
 
 
-def _fit(model, variables, want, sample, train_arg, num_examples) -> tuple:
+def _fit(model, variables, want, sample, mode, num_examples) -> tuple:
     """The logits shape of one seed's model on `sample`; or why the images or variables fail.
 
     Reached when the variables carry one seed axis but do not match `model.init` on these images
@@ -105,7 +105,7 @@ def _fit(model, variables, want, sample, train_arg, num_examples) -> tuple:
     fail whatever its variables (e.g. a BatchNorm in training mode updating its statistics).
     """
     one = jax.tree.map(lambda v: jax.ShapeDtypeStruct(np.shape(v)[1:], v.dtype), variables)
-    logits_shape, failure = image_fit.first_failure(model, one, sample, train_arg)
+    logits_shape, failure = image_fit.first_failure(model, one, sample, mode)
     if failure is None:
         return logits_shape
     images = (num_examples, *sample.shape[1:])
@@ -144,14 +144,15 @@ def check_args(batch_size, seed_axis) -> None:
 
 
 def check_model(
-    model, variables, example_shape, dtype, train_arg: bool, num_examples: int | None = None
+    model, variables, example_shape, dtype, mode: tuple, num_examples: int | None = None
 ) -> tuple[int, int]:
     """Checks Linen variables against the model for one example shape; returns (K, classes).
 
     Args:
       model: a Linen module; variables: K stacked `model.init` outputs, every leaf [K, ...].
       example_shape: one example's shape (images [N, *example_shape]); dtype: the images';
-      train_arg: the model is called with `train=False`; num_examples: N, for the messages.
+      mode: the eval-mode keyword arguments as `(name, value)` pairs; num_examples: N, for
+        the messages.
     Raises:
       ValueError: one line: variables without a seed axis, not of this model, or images that do
         not fit the model (naming the layer, what it takes and what the images give it).
@@ -159,7 +160,7 @@ def check_model(
     check_linen_variables(variables)
     sample = jax.ShapeDtypeStruct((1, *example_shape), np.dtype(dtype))
     try:
-        want, logits_shape = _abstract(model, sample.shape, dtype, train_arg)
+        want, logits_shape = _abstract(model, sample.shape, dtype, mode)
     except Exception:  # noqa: BLE001 (init fails on images the model does not take: see _fit)
         want, logits_shape = None, None
     have = _flat(variables)
@@ -177,7 +178,7 @@ def check_model(
             )
     num_seeds = _seed_axis_size(have)
     if want is None or logits_shape is None or _leaf_mismatch(have, want):
-        logits_shape = _fit(model, variables, want, sample, train_arg, num_examples)
+        logits_shape = _fit(model, variables, want, sample, mode, num_examples)
     if len(logits_shape) != 2:
         raise ValueError(f"model must return logits [B, C], got shape {logits_shape}.")
     return num_seeds, logits_shape[1]
@@ -294,7 +295,7 @@ def check_inputs(check_model_fn, images, labels, batch_size, seed_axis, integer_
 
     Args:
       check_model_fn: `(example_shape, dtype, num_examples=N) -> (K, num_classes)`, checking the
-        model and its variables (`check_model` for Linen, `adapters.check_pure` for others).
+        model and its variables (`check_model` for Linen, `model_form.check_pure` for others).
       images, labels, batch_size, seed_axis, integer_inputs: as `scores.el2n_scores`.
     Returns:
       (images [N, ...] float (integer ids with `integer_inputs`), labels [N] int32, K) with

@@ -9,6 +9,7 @@ import pytest
 
 from datadiet_jax import models
 from datadiet_jax.pipeline import artifacts, data, input_pipeline, keys, loop, run
+from datadiet_jax.scores import model_form
 from tests.conftest import restore_checkpoint, smoke_config
 from tests.references import grad_norm_loop, seed
 
@@ -51,7 +52,10 @@ def _spec(config, workdir, split):
 def test_a_smoke_run_of_an_own_model_ends_with_every_result(own_run):
     kind, config, workdir, out = own_run
     model = models.build(config.model, 10)
-    assert model.form == ("nnx" if kind == "nnx" else "function" if kind == "function" else "linen")
+    want = {"nnx": model_form.NNXModel, "function": model_form.FunctionModel}.get(
+        kind, model_form.LinenModel
+    )
+    assert isinstance(model, want)
     assert len(out["runs"]) == 3  # EL2N-pruned, random, full
     for result in out["runs"]:
         assert result["status"] == ["ok"], result  # each learned (above chance, loss fell)
@@ -74,7 +78,7 @@ def test_grand_of_an_own_model_is_the_per_example_gradient_norm(own_run):
     for k in range(2):
         model_state = seed(state.model_state, k)
         want = grad_norm_loop(
-            lambda p, x, s=model_state: model.eval_logits(p, s, x),
+            lambda p, x, s=model_state: model.logits(p, s, x),
             seed(state.params, k),
             images,
             labels,

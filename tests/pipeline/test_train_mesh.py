@@ -65,13 +65,13 @@ _SCRIPT = textwrap.dedent(
 
     def assert_scores_close(a, b, what):
         from datadiet_jax import el2n_scores, grand_scores
-        from datadiet_jax.scores.trainable import trainable
+        from datadiet_jax.scores.model_form import model_form
         from tests.conftest import tiny_model
 
-        model, images = trainable(tiny_model(split)), split.normalized_images()
+        model, images = model_form(tiny_model(split)), split.normalized_images()
         for fn in (el2n_scores, grand_scores):
-            x = fn(*model.scoring_pair(a.params, a.model_state), images, split.labels)
-            y = fn(*model.scoring_pair(b.params, b.model_state), images, split.labels)
+            x = fn(model, {"params": a.params, "state": a.model_state}, images, split.labels)
+            y = fn(model, {"params": b.params, "state": b.model_state}, images, split.labels)
             err = np.max(np.abs(x - y)) / np.max(np.abs(y))
             assert err <= 1e-5, (what, fn.__name__, err)
             print('SCORES', what, fn.__name__, float(err))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from datadiet_jax import models
-from datadiet_jax.scores import adapters, api, batch_check, losses
+from datadiet_jax.scores import api, batch_check, losses, model_form
 
 SCORES = [api.el2n_scores, api.grand_scores]
 
@@ -97,7 +97,7 @@ def test_plain_functions_with_batch_statistics_are_refused():
     }
     images, labels = _data()
     for fn in SCORES:
-        _refused(fn, adapters.stateful(normalized), variables, images, labels, batch_size=4)
+        _refused(fn, model_form.stateful(normalized), variables, images, labels, batch_size=4)
 
 
 def _random_running_stats(variables, key):
@@ -115,7 +115,7 @@ def test_paper_model_in_eval_mode_always_passes():
     for seed in range(4):
         variables = api.init_variables(model, jax.random.key(seed), 2, np.zeros((1, 28, 28, 1)))
         variables = _random_running_stats(variables, jax.random.key(100 + seed))
-        adapted, packed = adapters.adapt(model, variables)
+        adapted, packed = model_form.from_pair(model, variables)
         packed = jax.device_put(packed)
         rng = np.random.default_rng(seed)
         for batch_size in (2, 7, 32):
@@ -205,7 +205,7 @@ def test_logits_program_is_compiled_once():
     for n in (20, 30):  # two calls, three batches each: the check runs once per call
         images, labels = _data(n=n, shape=(28, 28, 1))
         api.el2n_scores(model, variables, images, labels % 10, batch_size=8)
-    adapted, _ = adapters.adapt(model, variables)
+    adapted, _ = model_form.from_pair(model, variables)
     program = batch_check.logits_program(adapted, "unroll", None)
     assert program is batch_check.logits_program(adapted, "unroll", None)
     assert program._cache_size() == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from datadiet_jax.scores import adapters, api
+from datadiet_jax.scores import api, model_form
 from datadiet_jax.scores.pergrad import jaxpr_norms, jaxpr_sites, plan, rules
 from tests.references import function_grand_loop, guard_warnings, linen_grand_loop, seed
 
@@ -94,11 +94,11 @@ def test_linen_transformers_are_exact_and_fully_covered(name):
     got = api.grand_scores(model, variables, x, y, batch_size=4)
     want = linen_grand_loop(lambda v, xx: model.apply(v, xx), variables, x, y)
     np.testing.assert_allclose(got, want, rtol=1e-4)
-    adapted, packed = adapters.adapt(model, variables)
+    adapted, packed = model_form.from_pair(model, variables)
     one = seed(packed, 0)
     spec = jax.ShapeDtypeStruct((4, *x.shape[1:]), x.dtype)
-    assert plan.sites_method("linen", adapted.apply, one, spec) == "jaxpr_sites"
-    counts = plan.coverage("jaxpr_sites", adapted.apply, one, spec)
+    assert plan.sites_method(True, adapted.logits, one, spec) == "jaxpr_sites"
+    counts = plan.coverage("jaxpr_sites", adapted.logits, one, spec)
     assert counts["fallback"] == 0, counts
     assert {"scale", "shift", "dense"} <= set(counts)
     assert ("concat" if name == "vit" else "embed") in counts
@@ -114,14 +114,14 @@ def test_nnx_layernorm_rmsnorm_embed_are_exact():
     x = rng.integers(0, VOCAB, (6, 7)).astype(np.float32)
     y = rng.integers(0, 3, 6)
     got = api.grand_scores(graphdef, state, x, y, batch_size=4)
-    adapted, packed = adapters.adapt(graphdef, state)
+    adapted, packed = model_form.from_pair(graphdef, state)
     assert not jax.tree.leaves(packed["state"])  # params only: one loop serves both seeds
     want = function_grand_loop(
-        lambda p, xx: adapted.apply(p, packed["state"], xx), packed["params"], x, y
+        lambda p, xx: adapted.logits(p, packed["state"], xx), packed["params"], x, y
     )
     np.testing.assert_allclose(got, want, rtol=1e-4)
     sites, rest, _ = jaxpr_sites.find_sites(
-        adapted.apply, seed(packed, 0)["params"], seed(packed, 0)["state"], jnp.asarray(x)
+        adapted.logits, seed(packed, 0)["params"], seed(packed, 0)["state"], jnp.asarray(x)
     )
     kinds = {s.key: s.kind for s in sites}
     assert rest == () and kinds["embed/embedding"] == "embed", kinds

@@ -1,7 +1,7 @@
 """Exact per-example gradient norms of any pure-form JAX model from one backward pass.
 
 The pure-form counterpart of `linen_norms` (which serves Flax Linen by module interception): for
-`apply(params, state, images) -> logits` (see `adapters.py`), `jaxpr_sites.find_sites` finds the
+`apply(params, state, images) -> logits` (see `model_form/`), `jaxpr_sites.find_sites` finds the
 equations of the model's flat jaxpr that a rule covers. The flat jaxpr is then evaluated with a
 zero perturbation added to each site's output and its batch operand captured; ONE backward pass
 of the summed per-example losses w.r.t. the perturbations gives every site's per-example output
@@ -22,9 +22,9 @@ Param leaves no site covers get exact per-example gradients from `vmap(grad)` re
 
 Usage:
 
-    adapted, packed = adapters.adapt(model, variables)   # stacked over K
+    form, packed = model_form.from_pair(model, variables)   # stacked over K
     one = jax.tree.map(lambda v: v[0], packed)
-    norms, per_site = norms_and_site_sq_norms(adapted.apply, one, images, labels)  # [B]
+    norms, per_site = norms_and_site_sq_norms(form.logits, one, images, labels)  # [B]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Where the fast per-example gradient-norm rules apply in any JAX model: sites in its jaxpr.
 
-For models in the pure form `apply(params, state, images) -> logits` (`adapters.py`: Flax NNX,
+For models in the pure form `apply(params, state, images) -> logits` (`model_form/`: Flax NNX,
 plain functions), the model is traced to one flat jaxpr (nested `jit` calls inlined) whose inputs
 are the param leaves, the state leaves and the images. Every value is classified by dataflow:
 batch-dependent (it depends on the images) or batch-free, and by the set of param leaves it depends

@@ -65,16 +65,16 @@ def coverage(method: str, apply: Callable, variables, images, exclude=()) -> dic
     return counts
 
 
-def sites_method(form: str, apply: Callable, variables, images, sharded: bool = False) -> str:
+def sites_method(linen: bool, apply: Callable, variables, images, sharded: bool = False) -> str:
     """The site finder of a model: 'linen_sites' or 'jaxpr_sites' (see the module docstring).
 
     Args:
-      form: the `adapters.Adapted` form ('linen', 'nnx', 'function', 'stateful').
+      linen: whether the model is a Flax Linen module (`model_form.LinenModel`).
       apply, variables, images: as in `coverage`.
       sharded: whether the scores run inside `shard_map` (a mesh), where Linen models keep
         module interception (the flat jaxpr is traced outside the mesh's varying axes).
     """
-    if form != "linen":
+    if not linen:
         return "jaxpr_sites"
     if sharded:
         return "linen_sites"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from datadiet_jax.scores import adapters, api
+from datadiet_jax.scores import api, model_form
 from datadiet_jax.scores.pergrad import jaxpr_norms, jaxpr_sites
 from tests.references import cross_entropy, function_grand_loop, seed, tree_norm
 
@@ -133,10 +133,10 @@ def test_nnx_single_module_is_one_seed():
 
 def test_nnx_fast_path_covers_conv_batchnorm_linear():
     graphdef, state = nnx.split(_nnx_model(1))
-    adapted, packed = adapters.adapt(graphdef, state)
+    adapted, packed = model_form.from_pair(graphdef, state)
     one = jax.tree.map(lambda v: v[0], packed)
     images = jnp.zeros((4, 6, 6, 1))
-    sites, fallback, _ = jaxpr_sites.find_sites(adapted.apply, one["params"], one["state"], images)
+    sites, fallback, _ = jaxpr_sites.find_sites(adapted.logits, one["params"], one["state"], images)
     kinds = {s.key: s.kind for s in sites}
     assert kinds == {
         "conv/kernel": "conv",
@@ -213,7 +213,7 @@ def test_stateful_function_takes_per_seed_state():
     state = {"mean": jnp.asarray([0.5, -0.5]), "std": jnp.asarray([2.0, 0.5])}
     images, labels = _data()
     got = api.grand_scores(
-        adapters.stateful(fn), {"params": params, "state": state}, images, labels, batch_size=4
+        model_form.stateful(fn), {"params": params, "state": state}, images, labels, batch_size=4
     )
     for k in range(2):
         s = jax.tree.map(lambda v, k=k: v[k], state)

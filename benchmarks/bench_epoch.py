@@ -27,7 +27,8 @@ def main(argv):
 
     from configs import fashion_mnist
     from datadiet_jax import models
-    from datadiet_jax.pipeline import data, loop, train
+    from datadiet_jax.pipeline import data
+    from datadiet_jax.training import loop, train
 
     split = data.load_split("fashion_mnist", "train", num_examples=FLAGS.num_examples)
     test = data.load_split(

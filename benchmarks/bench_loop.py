@@ -63,7 +63,7 @@ def _rates(num_steps: int, repeats: int) -> dict:
     import jax
     import numpy as np
 
-    from datadiet_jax.pipeline import input_pipeline, keys, loop
+    from datadiet_jax.training import input_pipeline, keys, loop
 
     num_seeds, batch_size, n = 1, 128, 20_000
     split, cfg, model = _setup(n, num_seeds, batch_size)

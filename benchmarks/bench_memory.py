@@ -133,9 +133,9 @@ def main(argv) -> None:
     del argv
     from configs import fashion_mnist
     from datadiet_jax.models import get_model
-    from datadiet_jax.pipeline import train
     from datadiet_jax.scores import api
     from datadiet_jax.scores.pergrad import fallback
+    from datadiet_jax.training import train
 
     rng = np.random.default_rng(0)
     shape = (28, 28, 1) if FLAGS.model == "small_cnn" else (32, 32, 3)

@@ -42,8 +42,8 @@ def _case(num_seeds: int, mode: str, axis: str) -> dict:
     import numpy as np
 
     from datadiet_jax.models import get_model
-    from datadiet_jax.pipeline import keys, loop, train_mesh
     from datadiet_jax.pipeline.config_base import base_config
+    from datadiet_jax.training import keys, loop, train_mesh
 
     cfg = base_config().train
     cfg.batch_size, cfg.seed_axis, cfg.mesh = FLAGS.batch, axis, mode

@@ -32,7 +32,8 @@ def main(argv):
 
     from configs import fashion_mnist
     from datadiet_jax import models
-    from datadiet_jax.pipeline import data, loop
+    from datadiet_jax.pipeline import data
+    from datadiet_jax.training import loop
 
     split = data.load_split("fashion_mnist", "train", num_examples=5000)
     model = models.get_model("small_cnn", split.num_classes)

@@ -215,7 +215,7 @@ def _train_with(fast: bool):
         import numpy as np
 
         from configs import fashion_mnist
-        from datadiet_jax.pipeline import train
+        from datadiet_jax.training import train
 
         tx = train.make_optimizer(fashion_mnist.get_config().train, 1000)
         state = train.create_train_state(jax.random.key(0), case.model, tx, case.images[:1])

@@ -19,8 +19,8 @@ def _setup(model_name: str, num_seeds: int, batch: int, mesh):
     import numpy as np
 
     from datadiet_jax.models import get_model
-    from datadiet_jax.pipeline import keys, loop, train_mesh
     from datadiet_jax.pipeline.config_base import base_config
+    from datadiet_jax.training import keys, loop, train_mesh
 
     cfg = base_config().train
     cfg.batch_size = batch
@@ -63,7 +63,7 @@ def sharded(model_name: str, batch: int, iters: int) -> dict:
     """K=SEEDS seeds on one device and on the 'auto' mesh of every device."""
     import jax
 
-    from datadiet_jax.pipeline import train_mesh
+    from datadiet_jax.training import train_mesh
 
     mesh = train_mesh.make_mesh("auto", SEEDS, batch, "train_sharded")
     out = {

@@ -22,8 +22,9 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from datadiet_jax.pipeline import interrupts, logs, multihost  # noqa: E402
+from datadiet_jax.pipeline import interrupts, logs  # noqa: E402
 from datadiet_jax.pipeline import run as run_lib  # noqa: E402
+from datadiet_jax.training import multihost
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run (resumed if present).")
@@ -45,7 +46,7 @@ def summary(results: dict, workdir: str) -> str:
     """A few lines for people: test accuracy of every run and where the files are.
 
     The accuracy is the mean over the healthy seeds only; seeds that collapsed or diverged are
-    named and left out (see `datadiet_jax.pipeline.health`).
+    named and left out (see `datadiet_jax.training.health`).
     """
     lines = ["", "Test accuracy (mean over healthy retraining seeds):"]
     for r in results["runs"]:

@@ -33,9 +33,10 @@ from configs.studies.fig3 import FIG3
 from configs.studies.scales import Scale, scale_settings
 from datadiet_jax import models
 from datadiet_jax.dynamics import kernel_velocity
-from datadiet_jax.pipeline import config_check, data, input_pipeline
+from datadiet_jax.pipeline import config_check, data
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.report import dynamics_plots, numbers, summary
+from datadiet_jax.training import input_pipeline
 from experiments import cli, sweeps
 
 CSV_COLUMNS = ("noise_fraction", "epoch", "seed", "window_start", "velocity", "scale")

@@ -34,9 +34,10 @@ from configs.studies.fig4 import FIG4
 from configs.studies.scales import Scale, scale_settings
 from datadiet_jax import models
 from datadiet_jax.dynamics import barriers, connectivity
-from datadiet_jax.pipeline import artifacts, config_check, data, input_pipeline, score_stage
+from datadiet_jax.pipeline import artifacts, config_check, data, score_stage
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.report import dynamics_plots, summary
+from datadiet_jax.training import input_pipeline
 from experiments import cli, sweeps
 
 CSV_COLUMNS = ("spawn_epoch", "spawn_step", "bn", "subset", "alpha", "error", "barrier", "scale")

@@ -31,10 +31,11 @@ from absl import app, logging
 
 from configs.studies.methods import METHODS, METHODS_SCALES, Method
 from configs.studies.scales import Scale, scale_settings
-from datadiet_jax.pipeline import artifacts, plan
+from datadiet_jax.pipeline import plan
 from datadiet_jax.report import methods as report
 from datadiet_jax.report import summary
 from datadiet_jax.scores import pruning
+from datadiet_jax.training import files
 from experiments import cli, sweeps
 
 CSV_COLUMNS = (
@@ -139,7 +140,7 @@ def selection_seconds(scale: Scale, runs_dir: str) -> dict[str, float]:
         path = os.path.join(
             sweeps.workdir(runs_dir, scale, {"name": f"{item}_noise00"}), "selection_seconds.json"
         )
-        recorded = artifacts.read_json(path) if os.path.exists(path) else {}
+        recorded = files.read_json(path) if os.path.exists(path) else {}
         score, strategy = m.score_name(settings.score_epoch), m.strategy
         if strategy == "random":
             score, strategy = "random", "subset"
@@ -191,13 +192,13 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
     rows = collect(scale, items, runs_dir)
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "methods.csv")
-    artifacts.write_csv(csv_path, [r | {"scale": scale.name} for r in rows])
+    files.write_csv(csv_path, [r | {"scale": scale.name} for r in rows])
     families = {m.name: m.family for m in METHODS}
     figure = report.plot_methods(rows, families, os.path.join(out_dir, "methods"))
     table = summary.summary_table(rows, ("method", "prune_fraction", "num_kept"))
     costs = cost_rows(scale, runs_dir, selection_seconds(scale, runs_dir))
     costs_path = os.path.join(out_dir, "methods_costs.csv")
-    artifacts.write_csv(costs_path, costs)
+    files.write_csv(costs_path, costs)
     summary_path = report.write_summary(
         os.path.join(out_dir, "methods_summary.md"),
         f"Pruning methods ({scale.name}): test accuracy against random, and scoring cost",

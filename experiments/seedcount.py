@@ -33,6 +33,7 @@ from configs.studies.scales import Scale, scale_settings
 from configs.studies.seedcount import SEEDCOUNT
 from datadiet_jax.pipeline import artifacts
 from datadiet_jax.report import dynamics_plots, seed_count, summary
+from datadiet_jax.training import files
 from experiments import cli, sweeps
 
 CSV_COLUMNS = ("method", "num_seeds", "score", "prune_fraction", "seed", "test_accuracy", "scale")
@@ -133,7 +134,7 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
     )
     spearman = spearman_rows(scale, runs_dir)
     spearman_path = os.path.join(out_dir, "seedcount_spearman.csv")
-    artifacts.write_csv(spearman_path, [dict(r, scale=scale.name) for r in spearman])
+    files.write_csv(spearman_path, [dict(r, scale=scale.name) for r in spearman])
     figure = dynamics_plots.plot_seed_count(spearman, rows, os.path.join(out_dir, "seedcount"))
     summary_path = summary.write_summary(
         os.path.join(out_dir, "seedcount_summary.md"),

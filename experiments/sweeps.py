@@ -33,6 +33,7 @@ from configs.studies.scales import Scale, get_scale
 from datadiet_jax.pipeline import artifacts, config_check, data, plan, retrain, score_stage
 from datadiet_jax.pipeline import run as run_lib
 from datadiet_jax.pipeline import workdir as workdir_lib
+from datadiet_jax.training import files
 
 
 def noise_tag(noise: float) -> str:
@@ -217,7 +218,7 @@ def _run_item(config, item_dir: str) -> dict:
     read back without loading data. Another figure working in the same folder is waited for."""
     if run_lib.is_current(config, item_dir):
         logging.info("Finished already: %s", item_dir)
-        return artifacts.read_json(os.path.join(item_dir, "results.json"))
+        return files.read_json(os.path.join(item_dir, "results.json"))
     return run_lib.run(config, item_dir, wait=True)
 
 
@@ -261,7 +262,7 @@ def run_and_collect(scale_name, runs_dir: str, out_dir: str, fig: str, sweep_fn,
     rows = collect_fn(scale, items, runs_dir)
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, f"{fig}.csv")
-    artifacts.write_csv(csv_path, rows)
+    files.write_csv(csv_path, rows)
     return scale, items, rows, csv_path
 
 

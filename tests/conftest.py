@@ -45,7 +45,7 @@ def train_cfg(**kw):
 
 def tiny_spec(ckpt_dir, **kw):
     """The `TrainSpec` of `train_tiny`: 2 seeds, 12 steps of 16, unless `kw` says otherwise."""
-    from datadiet_jax.pipeline import loop
+    from datadiet_jax.training import loop
 
     args = dict(
         train_cfg=train_cfg(),
@@ -69,7 +69,7 @@ def tiny_model(split):
 
 def train_tiny(split, ckpt_dir, *, hooks=None, init_state=None, **kw):
     """`loop.train_seeds` of a width-4 small CNN with `tiny_spec(ckpt_dir, **kw)`."""
-    from datadiet_jax.pipeline import loop
+    from datadiet_jax.training import loop
 
     spec = tiny_spec(ckpt_dir, **kw)
     return loop.train_seeds(
@@ -133,7 +133,7 @@ def split_shape(n=128):
 
 def restore_checkpoint(model, split, spec, step):
     """The stacked state a training of `spec` saved at `step` (its checkpoint, read back)."""
-    from datadiet_jax.pipeline import checkpoints, loop
+    from datadiet_jax.training import checkpoints, loop
 
     template = loop.initial_states(model, split, spec)
     ckpts = checkpoints.Checkpoints(spec.ckpt_dir)

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from datadiet_jax.pipeline import artifacts
 from datadiet_jax.pipeline import run as run_lib
+from datadiet_jax.training import files
 from tests.conftest import run_main
 
 
@@ -151,7 +152,7 @@ def test_full_disk_is_one_line_saying_to_free_space_and_rerun(tmp_path, monkeypa
     def write(path, payload):
         raise error
 
-    monkeypatch.setattr(artifacts, "atomic_write_bytes", write)
+    monkeypatch.setattr(files, "atomic_write_bytes", write)
     workdir = str(tmp_path / "w")
     with pytest.raises(SystemExit) as exit_info:
         main.run_or_exit(fashion_mnist.get_config("smoke"), workdir)

@@ -27,9 +27,9 @@ import numpy as np
 from absl import logging
 
 from datadiet_jax.dynamics import barriers
-from datadiet_jax.pipeline import artifacts, input_pipeline, keys, loop
 from datadiet_jax.scores import pruning
 from datadiet_jax.scores.model_form import linen_module
+from datadiet_jax.training import files, input_pipeline, keys, loop
 
 NUM_CHILDREN = 2
 
@@ -74,7 +74,7 @@ def example_subsets(scores, size: int, seed: int) -> dict[str, np.ndarray]:
 def _save_or_check_subsets(path: str, index: Mapping[str, np.ndarray]) -> None:
     """Saves the subsets, or checks that the saved ones (of earlier measurements) are the same."""
     if not os.path.exists(path):
-        artifacts.save_npz(path, **index)
+        files.save_npz(path, **index)
         return
     with np.load(path) as saved:
         same = set(saved.files) == set(index) and all(
@@ -250,12 +250,12 @@ def spawning_run(
                 batch_size=config.train.eval_batch_size,
             )
             measured = [dict(spawn_step=step, spawn_epoch=step / spe) | r for r in measured]
-            artifacts.write_json(path, measured)
+            files.write_json(path, measured)
             mid = [r for r in measured if r["alpha"] == 0.5 and r["bn"] == bn_modes[0]]
             logging.info(
                 "Spawn step %d: barriers %s",
                 step,
                 ", ".join(f"{r['subset']} {r['barrier']:+.4f}" for r in mid),
             )
-        rows += artifacts.read_json(path)
+        rows += files.read_json(path)
     return rows

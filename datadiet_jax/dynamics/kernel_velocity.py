@@ -25,9 +25,9 @@ import numpy as np
 from absl import logging
 
 from datadiet_jax.dynamics import ntk
-from datadiet_jax.pipeline import artifacts, input_pipeline, keys, loop
 from datadiet_jax.scores import api
 from datadiet_jax.scores.model_form import linen_module
+from datadiet_jax.training import files, input_pipeline, keys, loop
 
 
 def window_starts(num_examples: int, window_size: int, num_windows: int) -> np.ndarray:
@@ -90,7 +90,7 @@ def _hook(config, workdir, model, split, images, epoch, ts, starts, window_size,
             )
             mean = per_seed.mean(0)
             windows = rank_windows(mean, starts, window_size)
-            artifacts.save_npz(
+            files.save_npz(
                 _el2n_path(workdir, epoch),
                 per_seed=per_seed,
                 mean=mean,
@@ -107,7 +107,7 @@ def _hook(config, workdir, model, split, images, epoch, ts, starts, window_size,
                 [ntk.ntk_gram(model, variables, images[w], batch_size=ntk_batch) for w in windows],
                 axis=1,
             )  # [K, W, n, n]
-            artifacts.save_npz(path, grams=grams, windows=windows)
+            files.save_npz(path, grams=grams, windows=windows)
             logging.info(
                 "Gram matrices of the %d windows of epoch %d at epoch %d", len(windows), t, epoch
             )

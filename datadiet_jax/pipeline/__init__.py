@@ -5,46 +5,39 @@
   data            splits in the dataset's own order, input kinds, normalization, label noise
   sources         where examples come from: TFDS names and directories, .npz/.npy files, a function
   prepare_data    builds TFDS fashion_mnist from Debian's dataset-fashion-mnist files
-  input_pipeline  tf.data: K-seed training batches from kept indices, padded eval batches
-  keys            where every random number comes from (purposes, streams)
-  train           train state, optimizer and schedule, train and eval steps, evaluation
-  checkpoints     orbax checkpoints of the stacked state and statistics
-  loop            the K-seed training loop (`TrainSpec`, `train_seeds`)
-  health          divergence and collapse
   score_stage     the score stage, score files and their provenance
   plan            the retraining plan (`PlannedRun`) and the kept indices of each run
   retrain         the retraining stage and its results
-  artifacts       atomic writes, score files (checked on load), results
+  stacked         retraining runs of equal-size kept sets as one stacked training
+  notebook        the notebook path: `train_seeds` of one's own model, `pruned_dataset`
+  artifacts       score files (checked on load), results
   fingerprint     what each kept set, retraining and results table was made from
   workdir         the work directory: writable, locked by one process, its config.json
   interrupts      Ctrl-C and SIGTERM: one line naming the stage, exit 130 / 143
   logs            library INFO lines left out of the log
   run             the orchestrator (`run.run(config, workdir)`)
 
-It uses the scores library (`datadiet_jax.scores`); the library never uses it. Its modules are
-imported one by one (`from datadiet_jax.pipeline import loop`), so that reading a score file does
+It uses the K-seed trainer (`datadiet_jax.training`) and the scores library
+(`datadiet_jax.scores`); neither uses it. Its modules are
+imported one by one (`from datadiet_jax.pipeline import run`), so that reading a score file does
 not import orbax or TensorFlow.
 """
 
 __all__ = [
     "artifacts",
-    "checkpoints",
     "config_base",
     "config_check",
     "data",
     "fingerprint",
-    "health",
-    "input_pipeline",
     "interrupts",
-    "keys",
     "logs",
-    "loop",
+    "notebook",
     "plan",
     "prepare_data",
     "retrain",
     "run",
     "score_stage",
     "sources",
-    "train",
+    "stacked",
     "workdir",
 ]

@@ -1,4 +1,5 @@
-"""Files a run writes: atomic writes, score files with index and provenance, results, run folders.
+"""Files a run writes: score files with index and provenance, and results (atomic writes:
+`training/files.py`).
 
 Score files are `.npz` with `per_seed [K, N] float32`, `mean [N] float32`, `index [N] int64`
 (dataset positions), `tfds_id [N] str` (each example's TFDS id, for TFDS sources only) and
@@ -8,59 +9,16 @@ so a stopped run never leaves a half-written file."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import multihost
 from datadiet_jax.pipeline.config_base import ADDED_FIELDS
 from datadiet_jax.scores import values
-
-
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Writes `payload` to `path` atomically (temp file + rename in the same folder); in a
-    job of several processes, process 0 writes and the others wait (`multihost.one_writer`)."""
-    with multihost.one_writer(path) as writes:
-        if writes:
-            _atomic_write(path, payload)
-
-
-def append_line(path: str, line: str) -> None:
-    """Appends `line` and a newline to `path` (process 0 of a multi-process job)."""
-    with multihost.one_writer(path) as writes:
-        if writes:
-            with open(path, "a") as f:
-                f.write(line + "\n")
-
-
-def _atomic_write(path: str, payload: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
+from datadiet_jax.training import files
 
 
 def read_results(workdir: str) -> dict:
@@ -68,29 +26,11 @@ def read_results(workdir: str) -> dict:
     path = os.path.join(workdir, "results.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist; run that work directory first.")
-    out = read_json(path)
+    out = files.read_json(path)
     out["scores"] = {
         k: os.path.normpath(os.path.join(workdir, v)) for k, v in out["scores"].items()
     }
     return out
-
-
-def write_csv(path: str, rows: list[dict]) -> None:
-    """Writes dict rows as CSV (columns: union of keys, in first-seen order)."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def save_npz(path: str, *, compressed: bool = False, **arrays) -> None:
-    buf = io.BytesIO()
-    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def save_scores(
@@ -114,7 +54,7 @@ def save_scores(
     ids = {} if tfds_id is None else {"tfds_id": np.asarray(tfds_id, str)}
     if ids and ids["tfds_id"].shape != (len(index),):
         raise ValueError(f"tfds_id {ids['tfds_id'].shape} does not match index of {len(index)}")
-    save_npz(
+    files.save_npz(
         path,
         per_seed=per_seed,
         mean=per_seed.mean(0),

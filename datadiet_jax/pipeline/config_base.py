@@ -37,7 +37,7 @@ ADDED_FIELDS = {
 def base_config() -> ml_collections.ConfigDict:
     """Returns the paper-scale CIFAR-10 ResNet18 config (a GPU job)."""
     c = ml_collections.ConfigDict()
-    # Run seed: every PRNG key and shuffle derives from it (`pipeline/keys.py`).
+    # Run seed: every PRNG key and shuffle derives from it (`training/keys.py`).
     c.seed = 0
     c.data = _data()
     c.model = _model()

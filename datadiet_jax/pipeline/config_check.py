@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import data, plan, train, train_mesh
+from datadiet_jax.pipeline import data, plan
 from datadiet_jax.scores import pruning, seed_axis
+from datadiet_jax.training import train, train_mesh
 
 _MISSING = object()
 

@@ -21,7 +21,8 @@ import dataclasses
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import input_pipeline, keys, sources
+from datadiet_jax.pipeline import sources
+from datadiet_jax.training import input_pipeline, keys
 
 # Per-channel mean and std of the training split, in [0, 1] pixel units.
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {

@@ -26,9 +26,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from datadiet_jax.pipeline import data, input_pipeline, keys, loop, train
+from datadiet_jax.pipeline import data
 from datadiet_jax.pipeline.config_base import base_config
 from datadiet_jax.scores.model_form import ModelForm, model_form
+from datadiet_jax.training import input_pipeline, keys, loop, train
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,18 +16,8 @@ import shutil
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import (
-    artifacts,
-    fingerprint,
-    health,
-    input_pipeline,
-    interrupts,
-    keys,
-    loop,
-    multihost,
-    stacked,
-    train,
-)
+from datadiet_jax.pipeline import fingerprint, interrupts, stacked
+from datadiet_jax.training import files, health, input_pipeline, keys, loop, multihost, train
 
 
 def retrain_stage(config, workdir: str, model, split, test_split, runs, score_hashes) -> list[dict]:
@@ -54,7 +44,7 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs, score_ha
             "training": fingerprint.training_record(config, kept),
         }
         if prepare_run_dir(run_dir, run.name, kept, made_from):
-            results[i] = artifacts.read_json(os.path.join(run_dir, "result.json"))
+            results[i] = files.read_json(os.path.join(run_dir, "result.json"))
         else:
             pending.append((i, run, kept, run_dir, made_from))
     batches = (
@@ -97,7 +87,7 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs, score_ha
                     config, model, split, test_split, run, kept, init, state, nonfinite
                 )
                 result["made_from"] = made_from
-                artifacts.write_json(os.path.join(run_dir, "result.json"), result)
+                files.write_json(os.path.join(run_dir, "result.json"), result)
                 results[i] = result
             done += len(group)
     return results
@@ -159,8 +149,8 @@ def prepare_run_dir(run_dir: str, name: str, kept: np.ndarray, made_from: dict) 
         )
         _save_kept(kept_path, kept, made_from)
         if os.path.exists(result_path):
-            result = artifacts.read_json(result_path)
-            artifacts.write_json(result_path, result | {"made_from": made_from})
+            result = files.read_json(result_path)
+            files.write_json(result_path, result | {"made_from": made_from})
     if not os.path.exists(kept_path):
         _save_kept(kept_path, kept, made_from)
     return os.path.exists(result_path)
@@ -183,7 +173,7 @@ def read_record(kept_path: str) -> dict | None:
 
 def _save_kept(path: str, kept: np.ndarray, made_from: dict) -> None:
     record = np.asarray(json.dumps(made_from, sort_keys=True))
-    artifacts.save_npz(path, index=np.asarray(kept, np.int64), made_from=record)
+    files.save_npz(path, index=np.asarray(kept, np.int64), made_from=record)
 
 
 def _clear(run_dir: str, name: str, reasons: list[str]) -> None:

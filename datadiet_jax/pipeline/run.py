@@ -25,7 +25,6 @@ from datadiet_jax.pipeline import (
     data,
     fingerprint,
     interrupts,
-    loop,
     plan,
     retrain,
     score_stage,
@@ -33,6 +32,7 @@ from datadiet_jax.pipeline import (
 from datadiet_jax.pipeline import workdir as workdir_lib
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.scores import model_form
+from datadiet_jax.training import files, loop
 
 
 def run(config, workdir: str, *, wait: bool = False) -> dict:
@@ -55,7 +55,7 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
         plan.check_windows(config, split.num_examples)
         noise_path = os.path.join(workdir, "label_noise.npz")
         if not os.path.exists(noise_path):
-            artifacts.save_npz(
+            files.save_npz(
                 noise_path,
                 noisy_index=split.noisy_index,
                 labels=split.labels,
@@ -71,7 +71,7 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
             hashes = fingerprint.score_hashes(score_files, workdir)
             seconds: dict = {}
             runs = plan.kept_sets(config, split, scores, seconds)
-            artifacts.write_json(os.path.join(workdir, "selection_seconds.json"), seconds)
+            files.write_json(os.path.join(workdir, "selection_seconds.json"), seconds)
         results = retrain.retrain_stage(config, workdir, model, split, test_split, runs, hashes)
         with interrupts.stage("writing results"):
             out = {
@@ -79,8 +79,8 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
                 "made_from": {"scores": hashes},
                 "runs": results,
             }
-            artifacts.write_csv(os.path.join(workdir, "results.csv"), retrain.result_rows(results))
-            artifacts.write_json(os.path.join(workdir, "results.json"), out)
+            files.write_csv(os.path.join(workdir, "results.csv"), retrain.result_rows(results))
+            files.write_json(os.path.join(workdir, "results.json"), out)
     return out
 
 
@@ -92,9 +92,9 @@ def is_current(config, workdir: str) -> bool:
     results_path = os.path.join(workdir, "results.json")
     if not (os.path.exists(results_path) and os.path.exists(config_path)):
         return False
-    if artifacts.diff_keys(artifacts.read_json(config_path), config_to_dict(config)):
+    if artifacts.diff_keys(files.read_json(config_path), config_to_dict(config)):
         return False
-    results = artifacts.read_json(results_path)
+    results = files.read_json(results_path)
     if "made_from" not in results:  # written before records existed
         return False
     for entry in results["made_from"]["scores"].values():
@@ -103,6 +103,6 @@ def is_current(config, workdir: str) -> bool:
             return False
     for result in results["runs"]:
         path = os.path.join(workdir, "retrain", result["name"], "result.json")
-        if not os.path.exists(path) or artifacts.read_json(path) != result:
+        if not os.path.exists(path) or files.read_json(path) != result:
             return False
     return True

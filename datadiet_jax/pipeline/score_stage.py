@@ -21,16 +21,7 @@ import time
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import (
-    artifacts,
-    config_check,
-    health,
-    input_pipeline,
-    interrupts,
-    keys,
-    loop,
-    plan,
-)
+from datadiet_jax.pipeline import artifacts, config_check, interrupts, plan
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.scores import (
     api,
@@ -42,6 +33,7 @@ from datadiet_jax.scores import (
     logit_api,
 )
 from datadiet_jax.scores.model_form import model_form
+from datadiet_jax.training import files, health, input_pipeline, keys, loop
 
 
 def score_path(workdir: str, kind: str, epoch: int) -> str:
@@ -97,7 +89,7 @@ def record_seconds(workdir: str, kind: str, epoch: int, seconds: float, per_seed
         "num_seeds": int(shape[0]),
         "num_examples": int(shape[-1]),
     }
-    artifacts.append_line(timings_path(workdir), json.dumps(line))
+    files.append_line(timings_path(workdir), json.dumps(line))
 
 
 def wanted_files(config, workdir: str) -> dict[str, tuple[str, int, str]]:

@@ -19,7 +19,7 @@ import os
 import jax
 import numpy as np
 
-from datadiet_jax.pipeline import input_pipeline, keys, loop
+from datadiet_jax.training import input_pipeline, keys, loop
 
 STACK_MODES = ("auto", "on", "off")
 

@@ -22,7 +22,8 @@ import tempfile
 
 from absl import logging
 
-from datadiet_jax.pipeline import artifacts, multihost
+from datadiet_jax.pipeline import artifacts
+from datadiet_jax.training import files, multihost
 
 # Config sections a rerun may change: the kept sets and retrainings follow their fingerprints.
 PLAN_SECTIONS = ("prune", "retrain")
@@ -145,12 +146,12 @@ def check_config(workdir: str, config_dict: dict) -> list[str]:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         os.makedirs(workdir, exist_ok=True)
-        artifacts.write_json(path, config_dict)
+        files.write_json(path, config_dict)
         return []
     if not set(os.listdir(workdir)) - {"config.json", LOCK_NAME}:
-        artifacts.write_json(path, config_dict)  # a run that stopped before any output
+        files.write_json(path, config_dict)  # a run that stopped before any output
         return []
-    old = artifacts.read_json(path)
+    old = files.read_json(path)
     changed = sorted(artifacts.diff_keys(old, config_dict))
     fixed = [k for k in changed if k.split(".")[0] not in PLAN_SECTIONS and k not in NEUTRAL_FIELDS]
     if fixed:
@@ -164,5 +165,5 @@ def check_config(workdir: str, config_dict: dict) -> list[str]:
             workdir,
             ", ".join(changed[:6]),
         )
-        artifacts.write_json(path, config_dict)
+        files.write_json(path, config_dict)
     return changed

@@ -11,5 +11,5 @@
   run_summary     the summary of one finished or partial run (`python -m datadiet_jax.report`)
   score_export    the per-example scores of a run as one CSV
 
-It uses the pipeline's files (`pipeline.artifacts`, `pipeline.health`) and the library.
+It uses the pipeline's files (`pipeline.artifacts`, `training.health`) and the library.
 """

@@ -6,7 +6,7 @@ Figures are drawn on `matplotlib.figure.Figure` objects with no pyplot state, so
 PDF canvases are used whatever the interactive backend of a notebook is, and nothing leaks between
 calls. Curves show the mean over runs with a 16th-84th percentile band (one standard deviation
 for normally distributed accuracies). Runs whose 'status' is 'collapsed' or 'diverged' (see
-`datadiet_jax.pipeline.health`) are left out of every curve, and the figure says how many.
+`datadiet_jax.training.health`) are left out of every curve, and the figure says how many.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
 
-from datadiet_jax.pipeline import artifacts, health
+from datadiet_jax.training import files, health
 
 FORMATS = ("png", "pdf")
 BASELINE_STYLES = {
@@ -125,7 +125,7 @@ def save_figure(fig: Figure, out_stem) -> list[str]:
         # No creation date in the PDF, so identical results give identical files.
         metadata = {"CreationDate": None} if fmt == "pdf" else None
         fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
-        artifacts.atomic_write_bytes(str(path), buf.getvalue())
+        files.atomic_write_bytes(str(path), buf.getvalue())
     logging.info("Wrote %s", ", ".join(str(p) for p in paths))
     return [str(p) for p in paths]
 

@@ -28,15 +28,16 @@ from absl import logging
 
 from datadiet_jax.pipeline import artifacts, data
 from datadiet_jax.report import numbers, plots
+from datadiet_jax.training import files
 
 GRID_PER_CLASS = 4
 
 
 def _score_run(score_dir: str) -> tuple[ml_collections.ConfigDict, dict[str, dict]]:
     """The config of a saved score run and its score files {name: load_scores output}."""
-    config = ml_collections.ConfigDict(artifacts.read_json(os.path.join(score_dir, "config.json")))
-    files = artifacts.read_results(score_dir)["scores"]
-    return config, {name: artifacts.load_scores(path) for name, path in files.items()}
+    config = ml_collections.ConfigDict(files.read_json(os.path.join(score_dir, "config.json")))
+    paths = artifacts.read_results(score_dir)["scores"]
+    return config, {name: artifacts.load_scores(path) for name, path in paths.items()}
 
 
 def _train_split(config) -> data.Split:
@@ -71,8 +72,8 @@ def class_count_report(train_dirs: Mapping[str, str], num_classes: int, out_stem
             counts.setdefault(name, {})[run] = {"num_kept": int(kept.size), "counts": c.tolist()}
             row = {"item": name, "run": run, "num_kept": int(kept.size)}
             rows.append(row | {f"class_{k}": int(v) for k, v in enumerate(c)})
-    artifacts.write_json(f"{out_stem}.json", counts)
-    artifacts.write_csv(f"{out_stem}.csv", rows)
+    files.write_json(f"{out_stem}.json", counts)
+    files.write_csv(f"{out_stem}.csv", rows)
     return [f"{out_stem}.json", f"{out_stem}.csv"]
 
 
@@ -133,7 +134,7 @@ def score_run_reports(
     norms = numbers.input_norms(split.normalized_images())
     names, matrix = numbers.spearman_matrix(spearman_inputs(scores, seeds_of, norms))
     paths += plots.plot_spearman(names, matrix, f"{stem}spearman_{tag}")
-    artifacts.write_json(
+    files.write_json(
         f"{stem}spearman_{tag}.json", numbers.jsonable({"names": names, "matrix": matrix})
     )
     paths.append(f"{stem}spearman_{tag}.json")
@@ -149,7 +150,7 @@ def score_run_reports(
         )
     if saved["noisy_index"].size:
         detection = noise_detection_report(scores, saved, config.data.label_noise.mode)
-        artifacts.write_json(f"{stem}noise_detection_{tag}.json", numbers.jsonable(detection))
+        files.write_json(f"{stem}noise_detection_{tag}.json", numbers.jsonable(detection))
         paths.append(f"{stem}noise_detection_{tag}.json")
     return paths, split.num_classes
 

@@ -28,8 +28,9 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from datadiet_jax.pipeline import artifacts, health, plan
+from datadiet_jax.pipeline import plan
 from datadiet_jax.report import plots, score_export, summary
+from datadiet_jax.training import files, health
 
 DONE, DIVERGED, COLLAPSED = "done", "diverged", "collapsed"
 IN_PROGRESS, NOT_STARTED = "in progress", "not started"
@@ -60,7 +61,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
             "pass the --workdir given to `python -m datadiet_jax.main`."
         )
     try:
-        return ml_collections.ConfigDict(artifacts.read_json(path))
+        return ml_collections.ConfigDict(files.read_json(path))
     except (OSError, ValueError) as e:
         raise ValueError(f"{path} is unreadable ({type(e).__name__}); rerun that run.") from None
 
@@ -95,7 +96,7 @@ def run_row(workdir: str, run: plan.PlannedRun, num_seeds: int) -> dict:
     }
     result_path = os.path.join(run_dir, "result.json")
     if os.path.isfile(result_path):
-        return row | _result_fields(artifacts.read_json(result_path))
+        return row | _result_fields(files.read_json(result_path))
     if any(os.path.exists(os.path.join(run_dir, f)) for f in _STARTED_FILES):
         row["status"] = IN_PROGRESS
         kept_path = os.path.join(run_dir, "kept.npz")
@@ -197,10 +198,10 @@ def write_report(workdir: str) -> dict:
     rows = summary_rows(workdir)
     out_dir = os.path.join(workdir, "report")
     stem = os.path.join(out_dir, "summary")
-    artifacts.write_csv(f"{stem}.csv", rows)
+    files.write_csv(f"{stem}.csv", rows)
     title = f"Run summary of {os.path.abspath(workdir)}"
     markdown = f"# {title}\n\n{ACCURACY_NOTE}.\n\n{summary.markdown_table(display_rows(rows))}\n"
-    artifacts.atomic_write_bytes(f"{stem}.md", markdown.encode())
+    files.atomic_write_bytes(f"{stem}.md", markdown.encode())
     paths = [f"{stem}.csv", f"{stem}.md"]
     paths += plot_table(rows, f"{title}\n{ACCURACY_NOTE}", stem)
     scores_config = _scores_config(config) if config.score.workdir else None

@@ -148,5 +148,5 @@ def write_scores_csv(config, workdir: str, path: str, scores_config=None) -> str
         return None
     columns = score_columns(files, len(labels["labels"]))
     noisy = bool(config.data.label_noise.fraction)
-    artifacts.write_csv(path, score_rows(columns, labels, noisy))
+    files.write_csv(path, score_rows(columns, labels, noisy))
     return path

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from datadiet_jax.pipeline import artifacts, health
 from datadiet_jax.report import plots
+from datadiet_jax.training import files, health
 
 
 def summary_table(rows: Sequence[Mapping], keys: Sequence[str]) -> list[dict]:
@@ -59,7 +59,7 @@ def write_outputs(out_dir: str, name: str, rows: list[dict], plot, title: str, s
     """
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, f"{name}.csv")
-    artifacts.write_csv(csv_path, rows)
+    files.write_csv(csv_path, rows)
     figure = plot(rows, os.path.join(out_dir, name))
     summary = write_summary(os.path.join(out_dir, f"{name}_summary.md"), title, sections)
     return {"figure": figure, "csv": [csv_path], "summary": [summary]}
@@ -70,5 +70,5 @@ def write_summary(path: str, title: str, sections: Sequence[tuple[str, list[dict
     parts = [f"# {title}", ""]
     for heading, table in sections:
         parts += [f"## {heading}", "", markdown_table(table) if table else "(no runs)", ""]
-    artifacts.atomic_write_bytes(path, "\n".join(parts).encode())
+    files.atomic_write_bytes(path, "\n".join(parts).encode())
     return path

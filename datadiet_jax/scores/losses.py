@@ -1,6 +1,6 @@
 """Per-example functions of logits and labels: the cross-entropy loss and EL2N.
 
-One definition each, shared by training (`pipeline.train`), the scores, GraNd's gradients and the
+One definition each, shared by training (`training.train`), the scores, GraNd's gradients and the
 benchmarks, so every number of the project is of the same loss.
 """
 

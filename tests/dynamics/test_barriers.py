@@ -7,8 +7,8 @@ import pytest
 
 from datadiet_jax import models
 from datadiet_jax.dynamics import barriers
-from datadiet_jax.pipeline import keys, train
 from datadiet_jax.pipeline.config_base import base_config
+from datadiet_jax.training import keys, train
 
 
 class Linear(nn.Module):

@@ -12,14 +12,15 @@ from configs.studies import fig3 as studies_fig3
 from configs.studies.scales import get_scale
 from datadiet_jax import models
 from datadiet_jax.dynamics import kernel_velocity
-from datadiet_jax.pipeline import data, keys, loop
+from datadiet_jax.pipeline import data
+from datadiet_jax.training import keys, loop
 from experiments import fig3
 from tests.conftest import figure_dirs, read_rows, restore_checkpoint
 from tests.references import jacrev_ntk
 
 SMOKE = get_scale("smoke")
 N = 256
-MODEL = models.build(SMOKE.base_config().model, 10).linen_module()
+MODEL = models.build(SMOKE.base_config().model, 10).module
 
 
 @pytest.fixture(scope="module")

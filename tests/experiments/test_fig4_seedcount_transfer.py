@@ -18,7 +18,8 @@ from configs.studies.fig4 import FIG4
 from configs.studies.scales import get_scale
 from datadiet_jax import models
 from datadiet_jax.dynamics import connectivity
-from datadiet_jax.pipeline import artifacts, data, keys, loop, train
+from datadiet_jax.pipeline import artifacts, data
+from datadiet_jax.training import files, keys, loop, train
 from experiments import fig4, seedcount, sweeps, transfer
 from tests.conftest import read_rows, restore_checkpoint, snapshot
 
@@ -198,7 +199,7 @@ def test_changed_scores_are_refused_by_a_measured_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     index = {"highest": np.arange(3), "lowest": np.arange(3, 6), "random": np.arange(6, 9)}
-    artifacts.save_npz(str(run / "subsets.npz"), **index)
+    files.save_npz(str(run / "subsets.npz"), **index)
     connectivity._save_or_check_subsets(str(run / "subsets.npz"), index)  # same: accepted
     index["highest"] = np.arange(1, 4)
     with pytest.raises(ValueError, match="the scores changed"):

@@ -11,9 +11,10 @@ import shutil
 import numpy as np
 import pytest
 
-from datadiet_jax.pipeline import artifacts, fingerprint, loop, retrain
+from datadiet_jax.pipeline import artifacts, fingerprint, retrain
 from datadiet_jax.pipeline import run as run_lib
 from datadiet_jax.scores import pruning
+from datadiet_jax.training import files, loop
 
 EL2N_RUN = "el2n-1_hardest_f0.50"
 
@@ -152,7 +153,7 @@ def test_moved_workdir_is_still_current_and_its_paths_resolve(finished, tmp_path
 def test_run_folder_without_record_is_retrained(finished, tmp_path, trainings, caplog):
     workdir = _copy(finished, tmp_path)
     kept_path = os.path.join(workdir, "retrain", EL2N_RUN, "kept.npz")
-    artifacts.save_npz(kept_path, index=_kept(workdir))  # as written before records existed
+    files.save_npz(kept_path, index=_kept(workdir))  # as written before records existed
     run_lib.run(smoke_config(), workdir)
     assert trainings == [EL2N_RUN]
     assert any("no record" in r.getMessage() for r in caplog.records)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import artifacts, data, input_pipeline, keys, loop, run
+from datadiet_jax.pipeline import artifacts, data, run
 from datadiet_jax.scores import model_form
+from datadiet_jax.training import input_pipeline, keys, loop
 from tests.conftest import restore_checkpoint, smoke_config
 from tests.references import grad_norm_loop, seed
 

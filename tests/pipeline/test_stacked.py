@@ -6,7 +6,8 @@ import os
 import jax
 import numpy as np
 
-from datadiet_jax.pipeline import loop, stacked
+from datadiet_jax.pipeline import stacked
+from datadiet_jax.training import loop
 from tests.conftest import SMOKE_ARGS, run_main, smoke_config, tiny_model, tiny_spec
 from tests.references import make_split
 

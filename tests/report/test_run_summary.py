@@ -13,6 +13,7 @@ import pytest
 
 from datadiet_jax.pipeline import artifacts
 from datadiet_jax.report import run_summary, score_export
+from datadiet_jax.training import files
 from tests.conftest import SMOKE_ARGS, read_rows, run_main
 from tests.references import ROOT
 
@@ -91,7 +92,7 @@ def test_partial_run_shows_in_progress_and_not_started(seeds_run, tmp_path):
     # A plan grown by a fraction (prune.* may change between reruns): its runs have not started.
     config = json.load(open(os.path.join(workdir, "config.json")))
     config["prune"]["fractions"] = [0.5, 0.25]
-    artifacts.write_json(os.path.join(workdir, "config.json"), config)
+    files.write_json(os.path.join(workdir, "config.json"), config)
     rows = {r["run"]: r for r in run_summary.summary_rows(workdir)}
     assert {n: r["status"] for n, r in rows.items()} == {
         "full": "done",
@@ -120,7 +121,7 @@ def test_diverged_and_collapsed_seeds_are_marked_and_left_out(seeds_run, tmp_pat
             None if s == "diverged" else a
             for a, s in zip(result["test_accuracy"], status, strict=True)
         ]
-        artifacts.write_json(path, result | {"status": status, "test_accuracy": acc})
+        files.write_json(path, result | {"status": status, "test_accuracy": acc})
         expected[name] = next(a for a, s in zip(acc, status, strict=True) if s == "ok")
     rows = {r["run"]: r for r in run_summary.summary_rows(workdir)}
     assert rows["full"]["status"] == "diverged" and rows["full"]["num_ok"] == 1
@@ -158,7 +159,7 @@ def test_scores_csv_with_tfds_ids_and_label_noise(smoke_run, tmp_path):
     noisy_index = np.array([3, 10, 77])
     noisy = labels.copy()
     noisy[noisy_index] = (labels[noisy_index] + 1) % 10
-    artifacts.save_npz(
+    files.save_npz(
         os.path.join(workdir, "label_noise.npz"),
         noisy_index=noisy_index,
         labels=noisy,
@@ -166,7 +167,7 @@ def test_scores_csv_with_tfds_ids_and_label_noise(smoke_run, tmp_path):
     )
     config = json.load(open(os.path.join(workdir, "config.json")))
     config["data"]["label_noise"]["fraction"] = 0.03
-    artifacts.write_json(os.path.join(workdir, "config.json"), config)
+    files.write_json(os.path.join(workdir, "config.json"), config)
     run_summary.write_report(workdir)
     rows = read_rows(os.path.join(workdir, "report", "scores.csv"))
     assert list(rows[0])[:5] == ["index", "tfds_id", "label", "clean_label", "noisy"]
@@ -175,7 +176,7 @@ def test_scores_csv_with_tfds_ids_and_label_noise(smoke_run, tmp_path):
     assert [int(r["clean_label"]) for r in rows] == labels.tolist()
     assert [i for i, r in enumerate(rows) if r["noisy"] == "1"] == noisy_index.tolist()
     # Score files that disagree on the examples' ids are refused, nothing written.
-    artifacts.save_npz(path, **{**arrays, "tfds_id": ids[::-1]})
+    files.save_npz(path, **{**arrays, "tfds_id": ids[::-1]})
     os.remove(os.path.join(workdir, "report", "scores.csv"))
     with pytest.raises(ValueError, match="hold different tfds_id arrays"):
         run_summary.write_report(workdir)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from datadiet_jax.pipeline import keys
+from datadiet_jax.training import keys
 
 
 def _tf():

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from datadiet_jax.pipeline import data, input_pipeline
+from datadiet_jax.pipeline import data
+from datadiet_jax.training import input_pipeline
 
 
 def _batches(split, kept, **kw):

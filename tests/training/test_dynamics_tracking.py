@@ -5,9 +5,9 @@ import functools
 import jax
 import numpy as np
 
-from datadiet_jax.pipeline import input_pipeline, keys, loop, train
 from datadiet_jax.scores import dynamics
 from datadiet_jax.scores.seed_axis import over_seeds
+from datadiet_jax.training import input_pipeline, keys, loop, train
 from tests.conftest import tiny_model, tiny_spec, train_tiny
 from tests.references import make_split
 

@@ -165,7 +165,7 @@ def step_seed_axis(mode: str, mesh: Mesh | None) -> str:
     partitioner does not split those over 'data' and all-gathers every activation instead, so
     each device would compute its seeds on the whole batch (ResNet18, K=10 on 2x4: 85
     all-gathers and 3.7 GB of temporaries per device, against none and 0.7 GB with 'map';
-    `tests/pipeline/test_train_mesh.py`). Seeds one after another keep the data split. An
+    `tests/training/test_train_mesh.py`). Seeds one after another keep the data split. An
     explicit 'vmap' is kept, with a warning.
     """
     if mesh is None or mesh.shape["data"] == 1 or seed_axis.resolve(mode) != "vmap":

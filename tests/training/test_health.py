@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import health, loop, retrain
+from datadiet_jax.pipeline import retrain
 from datadiet_jax.report import summary
+from datadiet_jax.training import health, loop
 from tests.conftest import tiny_spec, train_cfg, train_tiny
 
 

@@ -14,8 +14,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from datadiet_jax.pipeline import multihost
-from datadiet_jax.pipeline.train import TrainState
+from datadiet_jax.training import multihost
+from datadiet_jax.training.train import TrainState
 
 
 class CheckpointMismatch(ValueError):

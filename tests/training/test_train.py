@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import checkpoints, keys, train
 from datadiet_jax.scores import aum, seed_axis
+from datadiet_jax.training import checkpoints, keys, train
 from tests.conftest import train_cfg, train_tiny
 
 

@@ -24,20 +24,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import (
-    artifacts,
-    health,
-    input_pipeline,
-    keys,
-    mode_guard,
-    train,
-    train_mesh,
-)
-from datadiet_jax.pipeline.checkpoints import Checkpoints
 from datadiet_jax.scores import aum, dynamics, forgetting
 from datadiet_jax.scores.model_form import model_form
 from datadiet_jax.scores.progress import Progress
 from datadiet_jax.scores.seed_axis import over_seeds
+from datadiet_jax.training import files, health, input_pipeline, keys, mode_guard, train, train_mesh
+from datadiet_jax.training.checkpoints import Checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,4 +409,4 @@ def _k_step(model, tx, seed_axis, fast, state, stats, batch):
 
 
 def _append_jsonl(path: str, record: dict) -> None:
-    artifacts.append_line(path, json.dumps(record))
+    files.append_line(path, json.dumps(record))

@@ -22,12 +22,12 @@ import numpy as np
 import optax
 from flax import struct
 
-from datadiet_jax.pipeline import input_pipeline
 from datadiet_jax.scores import aum
 from datadiet_jax.scores.losses import cross_entropy
 from datadiet_jax.scores.model_form import ModelForm, model_form
 from datadiet_jax.scores.pergrad import fast_pools
 from datadiet_jax.scores.seed_axis import over_seeds
+from datadiet_jax.training import input_pipeline
 
 
 class TrainState(struct.PyTreeNode):

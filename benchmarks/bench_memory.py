@@ -88,12 +88,13 @@ def _conv_where(keep):
 
 
 def _grand_rows(model, variables, images, labels) -> dict:
-    from datadiet_jax.scores import api, model_form
-    from datadiet_jax.scores.pergrad import jaxpr_norms, plan, rules
+    from datadiet_jax.scores import model_form, programs
+    from datadiet_jax.scores.pergrad import jaxpr_norms, rules
+    from datadiet_jax.scores.pergrad import method as method_lib
 
     adapted, packed = model_form.from_pair(model, variables)
     one = jax.tree.map(lambda v: v[0], packed)
-    method = plan.sites_method(
+    method = method_lib.sites_method(
         isinstance(adapted, model_form.LinenModel), adapted.logits, one, images
     )
     mask = jnp.ones(labels.shape, jnp.float32)
@@ -118,13 +119,13 @@ def _grand_rows(model, variables, images, labels) -> dict:
         try:
             for (mod, attr), fn in patches.items():
                 setattr(mod, attr, fn)
-            api.clear_programs()
-            program = api.batch_program(adapted, "grand", "unroll", method=method)
+            programs.clear_programs()
+            program = programs.batch_program(adapted, "grand", "unroll", method=method)
             rows[name] = compiled_mb(program, packed, images, labels, mask)
         finally:
             for (mod, attr), fn in saved.items():
                 setattr(mod, attr, fn)
-            api.clear_programs()
+            programs.clear_programs()
     rows["grand"]["method"] = method
     return rows
 

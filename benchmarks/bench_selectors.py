@@ -4,7 +4,7 @@
 
 Synthetic features: N examples (60,000) of width D (128) in 10 classes, each class a mixture of 4
 Gaussian clusters (centres N(0, 3^2), unit noise), random [N] scores. Each strategy of
-`pruning.select` ('moderate', 'kcenter', 'herding', 'd2') runs at prune fractions 0.3, 0.5 and
+`pruning.kept_indices` ('moderate', 'kcenter', 'herding', 'd2') runs at prune fractions 0.3, 0.5 and
 0.7 with the labels (per-class quotas); the first call of a strategy includes its compilation and
 is reported apart ('first_s'), then the best of `repeats` timed calls ('best_s').
 
@@ -43,7 +43,7 @@ def main(argv):
     del argv
     import jax
 
-    from datadiet_jax.scores.pruning import select
+    from datadiet_jax.scores.pruning import kept_indices
 
     n = 6000 if FLAGS.quick else 60000
     repeats = 1 if FLAGS.quick else FLAGS.repeats
@@ -55,7 +55,9 @@ def main(argv):
             times = []
             for _ in range(repeats + (first is None)):
                 start = time.perf_counter()
-                kept = select(name, scores, prune_fraction=fraction, labels=labels, features=feats)
+                kept = kept_indices(
+                    scores, name, prune_fraction=fraction, labels=labels, features=feats
+                )
                 times.append(time.perf_counter() - start)
             if first is None:
                 first, times = times[0], times[1:]

@@ -275,25 +275,26 @@ def _versus(case: _Case) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from datadiet_jax.scores import api, model_form
-    from datadiet_jax.scores.pergrad import fallback, plan
+    from datadiet_jax.scores import model_form, programs
+    from datadiet_jax.scores.pergrad import fallback
+    from datadiet_jax.scores.pergrad import method as method_lib
 
     adapted, packed = model_form.from_pair(case.model, case.variables)
     one = jax.tree.map(lambda v: v[0], packed)
     spec = jax.ShapeDtypeStruct((case.batch_size, *case.images.shape[1:]), case.images.dtype)
-    method = plan.sites_method(
+    method = method_lib.sites_method(
         isinstance(adapted, model_form.LinenModel), adapted.logits, one, spec
     )
-    counts = plan.coverage(method, adapted.logits, one, spec)
+    counts = method_lib.coverage(method, adapted.logits, one, spec)
     placed = jax.device_put(packed)
     ones = jnp.ones((case.batch_size,), jnp.float32)
 
     def program(m):
-        fn = api.batch_program(adapted, "grand", "unroll", method=m)
+        fn = programs.batch_program(adapted, "grand", "unroll", method=m)
         return case.per_batch(lambda x, y: fn(placed, x, y.astype(jnp.int32), ones)[0])
 
     step = jax.jit(lambda x, y: jnp.sqrt(fallback.linen_sq_norms(case.apply_fn, case.one, x, y)))
-    # grand_scores runs the faster of its two programs (pergrad/plan.py), both timed here.
+    # grand_scores runs the faster of its two programs (pergrad/method.py), both timed here.
     runs = {
         "sites": program(method),
         "plan_vmap_grad": program("vmap_grad"),
@@ -363,13 +364,13 @@ def _guard(case: _Case) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from datadiet_jax.scores import api, batches, model_form
+    from datadiet_jax.scores import batches, model_form, programs
     from datadiet_jax.scores.pergrad import guard
 
     model, variables = model_form.from_pair(
         case.model, case.variables
     )  # the form the scores compile
-    fn = api.batch_program(model, "grand", "unroll")
+    fn = programs.batch_program(model, "grand", "unroll")
     host = batches.array_batches(case.images, case.labels.astype(np.int32), case.batch_size)
     placed = [tuple(map(jnp.asarray, batch[:3])) for batch in host]
     start = time.perf_counter()
@@ -380,10 +381,10 @@ def _guard(case: _Case) -> dict:
     one = [jax.tree.map(lambda v: v[0], variables)]
     x, y = placed[0][0][:m], placed[0][1][:m]
     times = []
-    api.clear_programs()  # the guard's reference compiles in the first (cold) run
+    programs.clear_programs()  # the guard's reference compiles in the first (cold) run
     for _ in range(2):  # cold, then warm
         start = time.perf_counter()
-        guard.guard(api.exact_program(model), fast, one, x, y)
+        guard.guard(programs.exact_program(model), fast, one, x, y)
         times.append(time.perf_counter() - start)
     rate = _timed(lambda: [fn(variables, *b) for b in placed], case.n)
     full_n = case.cfg["full_n"]

@@ -11,36 +11,45 @@ exact and for K stacked initializations at once:
 Training one's own model (Linen, NNX or plain functions) on K seeds, and the pruned tf.data
 pipeline, are `train_seeds` and `pruned_dataset` (`pipeline/notebook.py`).
 
-The package has four rooms (see docs/architecture.md): `scores` (the library: no TensorFlow, TFDS
-or ml_collections), `pipeline` (config, data, training, the score stage, pruning plan,
-retraining), `report` (numbers and figures from saved results) and `dynamics` (NTK, kernel
-velocity, error barriers); `models` holds the paper's models and `main` the entry point.
+The package has five rooms (see docs/architecture.md): `scores` (the library: no TensorFlow,
+TFDS or ml_collections; one model form for Linen, NNX and plain functions), `training` (the K-seed
+trainer), `pipeline` (config, data, the score stage, pruning plan, retraining), `report` (numbers
+and figures from saved results) and `dynamics` (NTK, kernel velocity, error barriers); `models`
+holds the paper's models and `main` the entry point. This face lists what `datadiet_jax.scores`
+lists, and the notebook path: `get_model`, `load_split`, `split_from_arrays`, `train_seeds`,
+`pruned_dataset`.
 """
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "el2n_scores": "datadiet_jax.scores.api",
-    "grand_scores": "datadiet_jax.scores.api",
-    "init_variables": "datadiet_jax.scores.api",
-    "init_forgetting": "datadiet_jax.scores.forgetting",
-    "update_forgetting": "datadiet_jax.scores.forgetting",
-    "forgetting_scores": "datadiet_jax.scores.forgetting",
-    "init_aum": "datadiet_jax.scores.aum",
-    "update_aum": "datadiet_jax.scores.aum",
-    "aum_scores": "datadiet_jax.scores.aum",
-    "logit_scores": "datadiet_jax.scores.logit_api",
-    "penultimate_features": "datadiet_jax.scores.features",
-    "dyn_unc_scores": "datadiet_jax.scores.dynamics",
-    "tdds_scores": "datadiet_jax.scores.dynamics",
-    "dual_scores": "datadiet_jax.scores.dynamics",
-    "moderate_distances": "datadiet_jax.scores.geometry",
-    "prototype_distances": "datadiet_jax.scores.geometry",
+    "FunctionModel": "datadiet_jax.scores",
+    "LinenModel": "datadiet_jax.scores",
+    "NNXModel": "datadiet_jax.scores",
+    "STRATEGIES": "datadiet_jax.scores",
+    "aum_scores": "datadiet_jax.scores",
+    "cross_entropy": "datadiet_jax.scores",
+    "dual_scores": "datadiet_jax.scores",
+    "dyn_unc_scores": "datadiet_jax.scores",
+    "el2n": "datadiet_jax.scores",
+    "el2n_scores": "datadiet_jax.scores",
+    "forgetting_scores": "datadiet_jax.scores",
+    "grand_scores": "datadiet_jax.scores",
+    "init_aum": "datadiet_jax.scores",
+    "init_dynamics": "datadiet_jax.scores",
+    "init_forgetting": "datadiet_jax.scores",
+    "init_variables": "datadiet_jax.scores",
+    "kept_indices": "datadiet_jax.scores",
+    "logit_scores": "datadiet_jax.scores",
+    "moderate_distances": "datadiet_jax.scores",
+    "penultimate_features": "datadiet_jax.scores",
+    "prototype_distances": "datadiet_jax.scores",
+    "stateful": "datadiet_jax.scores",
+    "tdds_scores": "datadiet_jax.scores",
+    "update_aum": "datadiet_jax.scores",
+    "update_dynamics": "datadiet_jax.scores",
+    "update_forgetting": "datadiet_jax.scores",
     "get_model": "datadiet_jax.models",
-    "kept_indices": "datadiet_jax.scores.pruning",
-    "STRATEGIES": "datadiet_jax.scores.pruning",
-    "model_form": "datadiet_jax.scores.model_form",
-    "stateful": "datadiet_jax.scores.model_form",
     "load_split": "datadiet_jax.pipeline.data",
     "split_from_arrays": "datadiet_jax.pipeline.data",
     "train_seeds": "datadiet_jax.pipeline.notebook",

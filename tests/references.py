@@ -204,13 +204,13 @@ def guard_warnings(call, caplog):
     (a test that plants a faulty rule must not reuse or leave programs built with it)."""
     import logging
 
-    from datadiet_jax.scores import api
+    from datadiet_jax.scores import programs
 
-    api.clear_programs()
+    programs.clear_programs()
     try:
         with caplog.at_level(logging.WARNING):
             result = call()
     finally:
-        api.clear_programs()
+        programs.clear_programs()
     messages = (r.getMessage() for r in caplog.records)
     return result, " ".join(m for m in messages if "GraNd guard" in m)

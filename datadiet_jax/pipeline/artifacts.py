@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 
 from datadiet_jax.pipeline.config_base import ADDED_FIELDS
-from datadiet_jax.scores import values
+from datadiet_jax.scores import inputs
 from datadiet_jax.training import files
 
 
@@ -130,7 +130,7 @@ def load_scores(
             f"Score file {path} is corrupt: {shape[1] if len(shape) > 1 else shape} scores for "
             f"{n} indices (per_seed {shape}); {fix}."
         )
-    bad_mask = values.invalid(out["per_seed"])
+    bad_mask = inputs.invalid_scores(out["per_seed"])
     if provenance.get("score") not in _INF_KINDS:
         bad_mask |= np.isposinf(out["per_seed"])
     if bad_mask.any():

@@ -93,7 +93,7 @@ def train_seeds(
       workdir: where checkpoints and `metrics.jsonl` go, so that a rerun resumes; None keeps
         them in a temporary folder removed at the end.
       dynamics_window: > 1 also tracks the dynamics scores over windows of this many epochs
-        (`stats['dynamics']`; `scores.dynamics.dyn_unc_scores`, `tdds_scores`, `dual_scores`).
+        (`stats['dynamics']`; `scores.trajectory.dyn_unc_scores`, `tdds_scores`, `dual_scores`).
       train_arg: a Linen model's mode flag when no convention names it: 'name' (train mode
         when true) or 'not name' (train mode when false).
       **train_fields: fields of `config.train` (batch_size, learning_rate, momentum,

@@ -127,9 +127,9 @@ def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray
     if run.strategy == "full":
         return split.index.copy()
     if run.strategy == "random":
-        return pruning.select(
-            "random",
+        return pruning.kept_indices(
             None,
+            "random",
             prune_fraction=run.prune_fraction,
             seed=config.seed,
             num_examples=split.num_examples,
@@ -142,9 +142,9 @@ def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray
             score = None
     if run.strategy == "dual_sampling":
         options["mean_probs"] = scores["mean_prob"]
-    return pruning.select(
-        run.strategy,
+    return pruning.kept_indices(
         score,
+        run.strategy,
         prune_fraction=run.prune_fraction,
         labels=split.labels,
         seed=config.seed,

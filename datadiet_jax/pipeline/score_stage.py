@@ -26,11 +26,10 @@ from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.scores import (
     api,
     aum,
-    dynamics,
-    features,
     forgetting,
     geometry,
-    logit_api,
+    penultimate,
+    trajectory,
 )
 from datadiet_jax.scores.model_form import model_form
 from datadiet_jax.training import files, health, input_pipeline, keys, loop
@@ -166,7 +165,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
             health.check_score_training(stats["forgetting"], split.labels, epoch)
             scored, variables = model, {"params": state.params, "state": state.model_state}
             batch = {"batch_size": config.score.batch_size, "integer_inputs": tokens}
-            passes = [(k, functools.partial(logit_api.logit_scores, k)) for k in LOGIT_KINDS]
+            passes = [(k, functools.partial(api.logit_scores, k)) for k in LOGIT_KINDS]
             for kind, fn in passes + [("grand", api.grand_scores)]:
                 if todo(kind, epoch):
                     per_seed = timed(
@@ -177,7 +176,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
                 feats = timed(
                     "features",
                     epoch,
-                    features.penultimate_features,
+                    penultimate.penultimate_features,
                     scored,
                     variables,
                     images,
@@ -215,12 +214,12 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
 
 # Scores of one eval-mode forward pass, EL2N's included (`scores.uncertainty`).
 LOGIT_KINDS = ("el2n", *config_check.LOGIT_KINDS)
-# The dynamics scores of the score training's statistics (`scores.dynamics`).
+# The dynamics scores of the score training's statistics (`scores.trajectory`).
 DYNAMICS_SCORES = {
-    "dyn_unc": dynamics.dyn_unc_scores,
-    "tdds": dynamics.tdds_scores,
-    "dual": dynamics.dual_scores,
-    "mean_prob": dynamics.mean_true_probs,
+    "dyn_unc": trajectory.dyn_unc_scores,
+    "tdds": trajectory.tdds_scores,
+    "dual": trajectory.dual_scores,
+    "mean_prob": trajectory.mean_true_probs,
 }
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from scipy import stats
 
-from datadiet_jax.scores import values
+from datadiet_jax.scores import inputs
 
 DEFAULT_NOISE_FRACTIONS = (0.01, 0.05, 0.1, 0.2)
 
@@ -23,7 +23,7 @@ def _scores_1d(scores, name: str = "scores") -> np.ndarray:
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"{name} have shape {arr.shape}, expected [N]; average seeds first")
-    if values.invalid(arr).any():
+    if inputs.invalid_scores(arr).any():
         raise ValueError(f"{name} contain NaN/-inf values; recompute them before reporting")
     return arr
 

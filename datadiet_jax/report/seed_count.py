@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from datadiet_jax.report import numbers
-from datadiet_jax.scores import values
+from datadiet_jax.scores import inputs
 
 
 def spearman(a, b) -> float:
@@ -46,7 +46,7 @@ def _per_seed(per_seed) -> np.ndarray:
             f"per-seed scores have shape {arr.shape}; pass the [K, N] matrix of a score file "
             "(N >= 2)"
         )
-    if values.invalid(arr).any():  # +inf (never-learned forgetting) is valid
+    if inputs.invalid_scores(arr).any():  # +inf (never-learned forgetting) is valid
         raise ValueError("per-seed scores contain NaN/-inf values; recompute them")
     return arr
 

@@ -3,11 +3,13 @@
 Needs JAX, Flax, NumPy and absl only: no TensorFlow, TFDS or ml_collections (a test walks every
 module of this package with those blocked), so it runs wherever JAX runs.
 
-  api          el2n_scores, grand_scores, init_variables: the public calls
+  api          el2n_scores, grand_scores, logit_scores, init_variables: the public calls
+  programs     the compiled batch programs of the scores, cached
+  grand_setup  GraNd's method for one call: site finder, the guard, the faster program
   losses       cross_entropy and el2n of logits: the one definition of each
   uncertainty  scores of one forward pass (EL2N, loss, entropy, least confidence, margin)
-  logit_api    logit_scores(kind, ...): any of them for K stacked models, streamed
-  inputs       checks of a call's arguments (arrays and stream items alike)
+  inputs       checks of a call's arguments (arrays and stream items alike); what a valid
+               score is (finite or +inf)
   image_fit    which layer refuses images that do not fit a Linen model, in one line
   batch_check  the first-batch refusal of models whose logits depend on the rest of the batch
   batches      fixed-size padded host batches from arrays or streams; the [K, N] result buffer
@@ -15,33 +17,35 @@ module of this package with those blocked), so it runs wherever JAX runs.
   pergrad/     exact per-example gradient norms (GraNd): rules, sites, guard, fallback
   seed_axis    K seeds inside one jit (vmap / unroll / map) and the CPU/accelerator default
   sharding     the ('seed', 'data') mesh of a scores call
-  progress     the progress logger of long loops (scoring here, training in the pipeline)
+  progress     the progress logger of long loops (scoring here, training in `training/`)
   aum, forgetting   training-dynamics scores: a pure state and update for any training loop
-  dynamics     windowed training-dynamics scores (Dyn-Unc, DUAL, TDDS): one state and update
-  features     penultimate_features: the last linear layer's input, [K, N, D]
+  trajectory   windowed training-dynamics scores (Dyn-Unc, DUAL, TDDS): one state and update
+  penultimate  penultimate_features: the last linear layer's input, [K, N, D]
   geometry     scores from features: Moderate-DS distances, prototypicality
   pruning/     selection strategies: [N] scores (and features) -> kept indices
-  values       what a valid score is (finite or +inf)
 """
 
-from datadiet_jax.scores.api import el2n_scores, grand_scores, init_variables
+from datadiet_jax.scores.api import el2n_scores, grand_scores, init_variables, logit_scores
 from datadiet_jax.scores.aum import aum_scores, init_aum, update_aum
-from datadiet_jax.scores.dynamics import (
+from datadiet_jax.scores.forgetting import forgetting_scores, init_forgetting, update_forgetting
+from datadiet_jax.scores.geometry import moderate_distances, prototype_distances
+from datadiet_jax.scores.losses import cross_entropy, el2n
+from datadiet_jax.scores.model_form import FunctionModel, LinenModel, NNXModel, stateful
+from datadiet_jax.scores.penultimate import penultimate_features
+from datadiet_jax.scores.pruning import STRATEGIES, kept_indices
+from datadiet_jax.scores.trajectory import (
     dual_scores,
     dyn_unc_scores,
     init_dynamics,
     tdds_scores,
     update_dynamics,
 )
-from datadiet_jax.scores.features import penultimate_features
-from datadiet_jax.scores.forgetting import forgetting_scores, init_forgetting, update_forgetting
-from datadiet_jax.scores.geometry import moderate_distances, prototype_distances
-from datadiet_jax.scores.logit_api import logit_scores
-from datadiet_jax.scores.losses import cross_entropy, el2n
-from datadiet_jax.scores.model_form import stateful
-from datadiet_jax.scores.pruning import select
 
 __all__ = [
+    "FunctionModel",
+    "LinenModel",
+    "NNXModel",
+    "STRATEGIES",
     "aum_scores",
     "cross_entropy",
     "dual_scores",
@@ -54,11 +58,11 @@ __all__ = [
     "init_dynamics",
     "init_forgetting",
     "init_variables",
+    "kept_indices",
     "logit_scores",
     "moderate_distances",
     "penultimate_features",
     "prototype_distances",
-    "select",
     "stateful",
     "tdds_scores",
     "update_aum",

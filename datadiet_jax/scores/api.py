@@ -44,28 +44,20 @@ Usage:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
-import time
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
-from datadiet_jax.scores import batch_check, batches, inputs, uncertainty
+from datadiet_jax.scores import batch_check, batches, grand_setup, inputs, programs, uncertainty
 from datadiet_jax.scores import model_form as model_form_lib
 from datadiet_jax.scores import seed_axis as seed_axis_lib
-from datadiet_jax.scores.pergrad import fallback, guard, jaxpr_norms, linen_norms, plan
 from datadiet_jax.scores.progress import Progress
-
-
-def _linen_apply(form: model_form_lib.ModelForm):
-    """`(variables {'params', 'state'}, images) -> logits`, the form `linen_norms` expects."""
-    return lambda v, images: form.logits(v["params"], v["state"], images)
+from datadiet_jax.scores.sharding import Placement
 
 
 def init_variables(model: nn.Module, key: jax.Array, num_seeds: int, sample_input) -> Any:
@@ -87,175 +79,7 @@ def init_variables(model: nn.Module, key: jax.Array, num_seeds: int, sample_inpu
     return jax.jit(lambda ks: jax.lax.map(lambda k: model.init(k, sample, **kwargs), ks))(keys)
 
 
-def _per_seed_scores(model, kind, method, exclude, variables, images, labels, mask):
-    """Scores of one model on one batch. images: [B, ...], labels/mask: [B].
-
-    model: a `model_form.ModelForm`; variables: one seed's `{'params', 'state'}`.
-    method: GraNd's method (`pergrad.plan.METHODS`); exclude: GraNd layers (site keys) the guard
-    sent to the exact fallback.
-    Returns ([B] float32 scores, {site key: [B]} GraNd per-layer squared norms; {} for EL2N).
-    """
-    if kind in uncertainty.LOGIT_SCORES:  # one forward pass: EL2N, the loss, the uncertainties
-        logits = model.logits(variables["params"], variables["state"], images)
-        return uncertainty.LOGIT_SCORES[kind](logits, labels), {}
-    if method == "linen_sites":
-        return linen_norms.norms_and_site_sq_norms(
-            _linen_apply(model), variables, images, labels, mask, exclude=exclude
-        )
-    if method == "vmap_grad":
-        exact = fallback.pure_leaf_sq_norms(model.logits, variables, images, labels)
-        return jnp.sqrt(sum(exact.values()) * fallback.example_weights(labels, mask)), {}
-    return jaxpr_norms.norms_and_site_sq_norms(
-        model.logits, variables, images, labels, mask, exclude=exclude
-    )
-
-
-def _batch_scores(model, kind, method, seed_axis, exclude, variables, images, labels, mask):
-    """Scores of K stacked models on one batch -> ([K, B] float32, {site key: [K, B]}).
-
-    seed_axis (see `seed_axis.resolve`): 'unroll' runs the seeds one after another inside the
-    jit (the CPU default; a `lax.map` loop ran ResNet18 about 2x slower than separate calls);
-    'vmap' batches the seeds (the GPU/TPU default); 'map' loops with `lax.map`.
-    """
-    per_seed = functools.partial(_per_seed_scores, model, kind, method, exclude)
-    if jax.tree.leaves(variables)[0].shape[0] == 1:  # one seed: no loop or batching needed
-        one = jax.tree.map(lambda v: v[0], variables)
-        return jax.tree.map(lambda a: a[None], per_seed(one, images, labels, mask))
-    return seed_axis_lib.over_seeds(lambda v: per_seed(v, images, labels, mask), seed_axis)(
-        variables
-    )
-
-
-def _build(model, kind, seed_axis, mesh, exclude=frozenset(), method=None):
-    method = method or default_method(model)
-
-    def local(variables, images, labels, mask):
-        args = (variables, images, labels, mask)
-        return _batch_scores(model, kind, method, seed_axis, exclude, *args)
-
-    if mesh is None:
-        return jax.jit(local)
-    from datadiet_jax.scores import sharding
-
-    return sharding.shard_scores_fn(local, mesh)
-
-
-_build_cached = functools.lru_cache(maxsize=32)(_build)
-
-
-def _cached(build, cached, *args):
-    try:
-        return cached(*args)
-    except TypeError:  # an unhashable module: build it for this call only
-        return build(*args)
-
-
-def default_method(model: model_form_lib.ModelForm) -> str:
-    """GraNd's site finder when none was chosen: module interception for Linen, else the jaxpr."""
-    return "linen_sites" if isinstance(model, model_form_lib.LinenModel) else "jaxpr_sites"
-
-
-def batch_program(
-    model: model_form_lib.ModelForm,
-    kind: str,
-    seed_axis: str,
-    mesh=None,
-    exclude=frozenset(),
-    method=None,
-):
-    """The jitted batch function of a score, cached across calls.
-
-    Args:
-      model: a `model_form.ModelForm`; kind: 'el2n' or 'grand'; seed_axis: a resolved mode;
-      mesh: a ('seed', 'data') mesh or None; exclude: GraNd site keys left to the fallback;
-      method: GraNd's method (`pergrad.plan.METHODS`; default `default_method(model)`).
-    Returns:
-      `(variables [K, ...], images [B, ...], labels [B], mask [B]) -> ([K, B] float32 scores,
-      {site key: [K, B]} GraNd per-site squared norms; {} for EL2N)`.
-    """
-    return _cached(_build, _build_cached, model, kind, seed_axis, mesh, exclude, method)
-
-
-def _build_exact(model, method=None):
-    if (method or default_method(model)) == "linen_sites":
-        return jax.jit(functools.partial(guard.exact_layer_sq_norms, _linen_apply(model)))
-    return jax.jit(functools.partial(jaxpr_norms.exact_site_sq_norms, model.logits))
-
-
-_exact_cached = functools.lru_cache(maxsize=32)(_build_exact)
-
-
-def exact_program(model: model_form_lib.ModelForm, method=None):
-    """The jitted guard reference of a model (see `guard`) for the sites of `method` (a
-    `pergrad.plan.SITES_METHODS` entry, default `default_method(model)`), cached across calls:
-    `(variables of one seed, images [m, ...], labels [m]) -> ({site key: [m]}, total [m])`."""
-    return _cached(_build_exact, _exact_cached, model, method)
-
-
-def clear_programs() -> None:
-    """Forgets every cached compiled program (e.g. after a rule was changed for a test)."""
-    _build_cached.cache_clear()
-    _exact_cached.cache_clear()
-    batch_check.clear_programs()
-
-
-def _guard(model, method, seed_axis, mesh, variables, placed, first_batch, put, fetch):
-    """Checks GraNd's layer rules on the first batch of every seed (see `pergrad/guard.py`).
-
-    Args: the call's arguments; `method` the site finder (`pergrad.plan.SITES_METHODS`);
-      `variables` as given (host), `placed` on the devices; `first_batch` the call's first
-      padded batch `(images, labels, mask, count)`.
-    Returns:
-      (site keys to leave to the exact fallback, the first batch's result to reuse or None).
-    """
-    start = time.perf_counter()
-    x, y, mask, count = first_batch
-    on_cpu = jax.default_backend() == "cpu"  # XLA:CPU float32 dots are float32 at any precision
-    with contextlib.nullcontext() if on_cpu else jax.default_matmul_precision("highest"):
-        program = batch_program(model, "grand", seed_axis, mesh, method=method)
-        result = program(placed, put(x), put(y), put(mask))
-        idx = guard.checked_examples(fetch(result[0]), count)
-        fast = {key: fetch(v)[:, idx] for key, v in result[1].items()}
-    if not fast:  # no layer has a fast rule: nothing to check
-        return frozenset(), result if on_cpu else None
-    exact_fn = exact_program(model, method)
-    num_seeds = len(next(iter(fast.values())))
-    per_seed = (jax.tree.map(lambda v, k=k: v[k], variables) for k in range(num_seeds))
-    exclude = guard.guard(
-        exact_fn, fast, per_seed, jnp.asarray(x[idx]), jnp.asarray(y[idx]), positions=idx
-    )
-    logging.info(
-        "grand guard: %d layers x %d seeds checked on %d examples in %.1f s; %d to the fallback",
-        len(fast),
-        num_seeds,
-        len(idx),
-        time.perf_counter() - start,
-        len(exclude),
-    )
-    return exclude, result if on_cpu and not exclude else None
-
-
-def _plan(model, seed_axis, mesh, variables, placed, head, put, fetch, total):
-    """GraNd's method for this call (`pergrad/plan.py`), its guard's exclusions, and the first
-    batch's result to reuse (or None). `total`: the number of examples, None for a stream."""
-    one = jax.tree.map(lambda v: v[0], variables)
-    spec = jax.ShapeDtypeStruct(head[0].shape, head[0].dtype)
-    linen = isinstance(model, model_form_lib.LinenModel)
-    method = plan.sites_method(linen, model.logits, one, spec, sharded=mesh is not None)
-    exclude, first = _guard(model, method, seed_axis, mesh, variables, placed, head, put, fetch)
-    if total is None or total < plan.MIN_BATCHES * len(head[0]):  # a stream, or too short
-        return method, exclude, first
-    programs = {
-        m: batch_program(
-            model, "grand", seed_axis, mesh, exclude if m == method else frozenset(), m
-        )
-        for m in (method, "vmap_grad")
-    }
-    best, result = plan.choose(programs, (placed, *map(put, head[:3])))
-    return best, exclude, result
-
-
-def _model_check(form, packed):
+def model_check(form, packed):
     """`(example_shape, dtype, num_examples=None) -> (K, num_classes)`, checking the variables
     against the model (and the images' shape against both)."""
     if isinstance(form, model_form_lib.LinenModel):
@@ -265,36 +89,27 @@ def _model_check(form, packed):
     return functools.partial(model_form_lib.check_pure, form, packed)
 
 
-def _scores(
-    kind, model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs
-) -> np.ndarray:
-    """Streams padded batches through the compiled [K, B] function; returns [K, N] float32."""
-    seed_axis = seed_axis_lib.resolve(seed_axis)
-    model, given = model_form_lib.from_pair(model, variables)  # one form for every framework
-    check_model = _model_check(model, given)
-    source, num_seeds, total = batches.input_batches(
-        check_model, images, labels, batch_size, seed_axis, integer_inputs
-    )
-    variables = given
-    if mesh is None:
-        variables = jax.device_put(variables)
-        put, fetch = jnp.asarray, np.asarray
-    else:
-        from datadiet_jax.scores import sharding
+def _scores(kind, model, variables, images, labels, options: dict) -> np.ndarray:
+    """Streams padded batches through the compiled [K, B] function; returns [K, N] float32.
 
-        sharding.check_mesh(mesh, num_seeds, batch_size)
-        variables = sharding.put_variables(variables, mesh)
-        put = functools.partial(sharding.put_batch, mesh=mesh)
-        fetch = sharding.fetch
+    options: the call's `batch_size`, `mesh`, `seed_axis` and `integer_inputs`.
+    """
+    seed_axis = seed_axis_lib.resolve(options["seed_axis"])
+    batch_size, place = options["batch_size"], Placement(options["mesh"])
+    model, given = model_form_lib.from_pair(model, variables)  # one form for every framework
+    source, num_seeds, total = batches.input_batches(
+        model_check(model, given), images, labels, batch_size, seed_axis, options["integer_inputs"]
+    )
+    placed = place.put_variables(given, num_seeds, batch_size)
     source = iter(source)
     head = next(source)  # every input has at least one example (checked)
-    batch_check.check(kind, model, seed_axis, mesh, variables, head, put, fetch)
+    batch_check.check(kind, model, seed_axis, place, placed, head)
     exclude, first, method = frozenset(), None, None
     if kind == "grand":
-        method, exclude, first = _plan(
-            model, seed_axis, mesh, given, variables, head, put, fetch, total
+        method, exclude, first = grand_setup.choose_method(
+            model, seed_axis, place, given, placed, head, total
         )
-    fn = batch_program(model, kind, seed_axis, mesh, exclude, method)
+    fn = programs.batch_program(model, kind, seed_axis, place.mesh, exclude, method)
     out = batches.ResultBuffer(num_seeds, total)
     progress = Progress(kind, total, unit="example")
     seeds_note = f"x {num_seeds} seeds"
@@ -302,14 +117,14 @@ def _scores(
     for i, (x, y, mask, count) in enumerate(itertools.chain([head], source)):
         if i == 0 and first is not None:  # the guard's run of the first batch
             result = first[0]
-        else:
-            result = fn(variables, put(x), put(y), put(mask))[0]  # dispatched asynchronously
+        else:  # dispatched asynchronously
+            result = fn(placed, place.put(x), place.put(y), place.put(mask))[0]
         if pending is not None:
-            out.append(fetch(pending[1])[:, : pending[0]])
+            out.append(place.fetch(pending[1])[:, : pending[0]])
         pending = (count, result)
         done += count
         progress.update(done, seeds_note, pending=result)
-    out.append(fetch(pending[1])[:, : pending[0]])
+    out.append(place.fetch(pending[1])[:, : pending[0]])
     progress.finish(done, seeds_note)
     out = out.result()
     seeds, idx = np.nonzero(~np.isfinite(out))
@@ -365,8 +180,9 @@ def el2n_scores(
         item (named by its position), or a model whose logits for an example depend on the rest
         of its batch (checked on the first batch; see `batch_check`).
     """
+    options = {"batch_size": batch_size, "mesh": mesh, "seed_axis": seed_axis}
     return _scores(
-        "el2n", model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs
+        "el2n", model, variables, images, labels, options | {"integer_inputs": integer_inputs}
     )
 
 
@@ -399,6 +215,42 @@ def grand_scores(
     Raises:
       ValueError: as `el2n_scores`.
     """
+    options = {"batch_size": batch_size, "mesh": mesh, "seed_axis": seed_axis}
     return _scores(
-        "grand", model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs
+        "grand", model, variables, images, labels, options | {"integer_inputs": integer_inputs}
+    )
+
+
+def logit_scores(
+    kind: str,
+    model: Any,
+    variables,
+    images,
+    labels=None,
+    *,
+    batch_size: int = 256,
+    mesh: jax.sharding.Mesh | None = None,
+    seed_axis: str | None = None,
+    integer_inputs: bool = False,
+) -> np.ndarray:
+    """One score of the logits of every example under every seed, in eval mode.
+
+    Args:
+      kind: a name of `uncertainty.LOGIT_SCORES`: 'entropy', 'least_confidence', 'margin'
+        (DeepCore's uncertainty family, label-free), 'loss' (cross-entropy with the label) or
+        'el2n'. Higher = harder for each.
+      model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs: as in
+        `el2n_scores` (labels are checked and passed even where the score ignores them).
+    Returns:
+      scores: [K, N] float32, in example order.
+    Raises:
+      ValueError: an unknown `kind` (naming the valid ones), and as `el2n_scores`.
+    """
+    if kind not in uncertainty.LOGIT_SCORES:
+        raise ValueError(
+            f"unknown logit score {kind!r}; valid names: {', '.join(uncertainty.LOGIT_SCORES)}"
+        )
+    options = {"batch_size": batch_size, "mesh": mesh, "seed_axis": seed_axis}
+    return _scores(
+        kind, model, variables, images, labels, options | {"integer_inputs": integer_inputs}
     )

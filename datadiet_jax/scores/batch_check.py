@@ -142,14 +142,14 @@ def clear_programs() -> None:
     _build_cached.cache_clear()
 
 
-def check(kind: str, model, seed_axis: str, mesh, variables, first_batch, put, fetch) -> None:
+def check(kind: str, model, seed_axis: str, place, variables, first_batch) -> None:
     """Refuses a model whose logits for an example depend on the rest of its batch.
 
     Args:
       kind: the score ('el2n', 'grand'), for the message; model: a `model_form.ModelForm`;
-      seed_axis: a resolved mode; mesh: a ('seed', 'data') mesh or None; variables: the
+      seed_axis: a resolved mode; place: the call's `sharding.Placement`; variables: the
       stacked variables on the devices; first_batch: `(images [B, ...], labels [B], mask [B],
-      count)`; put, fetch: host -> device and device -> host as the call moves batches.
+      count)`.
     Raises:
       ValueError: one line naming the likely cause (batch statistics) and the fix.
     """
@@ -157,7 +157,7 @@ def check(kind: str, model, seed_axis: str, mesh, variables, first_batch, put, f
     if len(images) < 2:  # one example alone in its batch depends on no other example
         return
     start = time.perf_counter()
-    fn = logits_program(model, seed_axis, mesh)
+    fn, put, fetch = logits_program(model, seed_axis, place.mesh), place.put, place.fetch
     altered, kept, moved = altered_batch(images, count)
     before = fetch(fn(variables, put(images), put(labels), put(mask)))[:, kept]
     after = fetch(fn(variables, put(altered), put(labels), put(mask)))[:, moved]

@@ -23,6 +23,18 @@ from datadiet_jax.scores import image_fit
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 
 
+def invalid_scores(values) -> np.ndarray:
+    """Bool mask, same shape as `values`, of the scores that are NaN or -inf.
+
+    A valid score is a finite number, or +inf (the forgetting score of an example never
+    learned: it ranks above every finite score, also after averaging over seeds); higher means
+    harder. NaN and -inf mean a failed computation. Every consumer of scores (pruning, the
+    reports, the score files) checks them with this mask.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    return ~(np.isfinite(arr) | np.isposinf(arr))
+
+
 def check_linen_variables(variables) -> None:
     """Refuses Linen variables that are not a dict with a 'params' collection."""
     if not isinstance(variables, dict | flax.core.FrozenDict) or "params" not in variables:

@@ -23,9 +23,11 @@ K must be a multiple of the 'seed' axis size and `batch_size` of the 'data' axis
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -96,3 +98,30 @@ def fetch(x: jax.Array) -> np.ndarray:
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a scores call's arrays live: the default device (`mesh` None) or a ('seed',
+    'data') mesh; how batches go there (`put`) and results come back (`fetch`)."""
+
+    mesh: Mesh | None = None
+
+    def put(self, x) -> jax.Array:
+        """A host batch `[B, ...]` on the devices (split over 'data' on a mesh)."""
+        return jnp.asarray(x) if self.mesh is None else put_batch(x, self.mesh)
+
+    def fetch(self, x) -> np.ndarray:
+        """A device result as one host array."""
+        return np.asarray(x) if self.mesh is None else fetch(x)
+
+    def put_variables(self, variables, num_seeds: int, batch_size: int):
+        """The stacked variables `[K, ...]` on the devices (seeds over 'seed' on a mesh).
+
+        Raises:
+          ValueError: a mesh that does not fit `num_seeds` and `batch_size` (`check_mesh`).
+        """
+        if self.mesh is None:
+            return jax.device_put(variables)
+        check_mesh(self.mesh, num_seeds, batch_size)
+        return put_variables(variables, self.mesh)

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax.scores import aum, dynamics, forgetting
+from datadiet_jax.scores import aum, forgetting, trajectory
 from datadiet_jax.scores.model_form import model_form
 from datadiet_jax.scores.progress import Progress
 from datadiet_jax.scores.seed_axis import over_seeds
@@ -55,7 +55,7 @@ class TrainSpec:
         one error line naming `name` and the seed, and go on with the other seeds; the seed's
         first non-finite step stays in `stats['nonfinite_step']` for the caller to report. Every
         seed diverged stops the training.
-      dynamics_window: > 0 also tracks the training-dynamics scores (`scores.dynamics`: Dyn-Unc,
+      dynamics_window: > 0 also tracks the training-dynamics scores (`scores.trajectory`: Dyn-Unc,
         TDDS, DUAL) over windows of this many epochs; 0 (the default) does not.
       streams: the seed index each of the K seeds stands for (its init, Dropout and data
         streams, `keys.seed_indices`); () is 0..K-1. A stacked training of S runs of R seeds
@@ -117,7 +117,7 @@ def train_seeds(
       (state, stats, step): stacked `TrainState` [K, ...], stats
       `{'forgetting': forgetting state, 'aum': AUM state}` (arrays [K, N]),
       `'nonfinite_step'` ([K], see `health`) and, with `spec.dynamics_window`, `'dynamics'`
-      (`scores.dynamics` state, arrays [K, N, ...]), last step.
+      (`scores.trajectory` state, arrays [K, N, ...]), last step.
     """
     run = _Training(model_form(model), split, kept, spec, hooks or {})
     state, stats, start = run.restore(init_state)
@@ -295,14 +295,14 @@ def init_stats(
 ) -> dict:
     """Empty training statistics of K seeds over N examples (also a checkpoint's template):
     {'forgetting': [K, N] arrays, 'aum': [K, N] arrays, 'nonfinite_step': [K]} and, when
-    `dynamics_window` > 0, 'dynamics' (`scores.dynamics.init_dynamics`, arrays [K, N, ...])."""
+    `dynamics_window` > 0, 'dynamics' (`scores.trajectory.init_dynamics`, arrays [K, N, ...])."""
     stats = {
         "forgetting": forgetting.init_forgetting(num_seeds, num_examples),
         "aum": aum.init_aum(num_seeds, num_examples),
         "nonfinite_step": health.init_nonfinite(num_seeds),
     }
     if dynamics_window:
-        stats["dynamics"] = dynamics.init_dynamics(
+        stats["dynamics"] = trajectory.init_dynamics(
             num_seeds, num_examples, num_classes, window=dynamics_window
         )
     return stats
@@ -402,7 +402,7 @@ def _k_step(model, tx, seed_axis, fast, state, stats, batch):
         ),
     }
     if "dynamics" in old:  # the pytree's structure is static: decided when the step is traced
-        stats["dynamics"] = dynamics.update_dynamics(
+        stats["dynamics"] = trajectory.update_dynamics(
             old["dynamics"], index, metrics["probs"], batch["label"], mask
         )
     return state, stats, metrics["loss"]

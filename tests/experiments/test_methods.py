@@ -71,9 +71,9 @@ def test_kept_sets_are_the_selection_of_the_score_files(smoke):
             )
             with np.load(os.path.join(run_dir, "kept.npz")) as k:
                 kept = k["index"]
-            want = pruning.select(
-                m.strategy,
+            want = pruning.kept_indices(
                 scores,
+                m.strategy,
                 prune_fraction=f,
                 labels=labels_split.labels,
                 seed=config.seed,

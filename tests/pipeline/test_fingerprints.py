@@ -98,7 +98,7 @@ def test_reversed_scores_retrain_the_pruned_run_only(finished, tmp_path, trainin
 def test_changed_selection_setting_follows(finished, tmp_path, trainings):
     workdir = _copy(finished, tmp_path)
     scores = artifacts.load_scores(os.path.join(workdir, "scores", "el2n_epoch001.npz"))
-    seed0 = pruning.select("hardest", scores["per_seed"][0], prune_fraction=0.5)
+    seed0 = pruning.kept_indices(scores["per_seed"][0], "hardest", prune_fraction=0.5)
     assert not np.array_equal(seed0, _kept(workdir))  # the case changes the kept set
     run_lib.run(smoke_config(**{"prune.num_score_seeds": 1}), workdir)
     assert trainings == [EL2N_RUN]

@@ -17,7 +17,7 @@ def test_kept_indices_says_kept_or_pruned_outright():
     labels = np.array([0, 0, 1, 1, 1])
     np.testing.assert_array_equal(
         dd.kept_indices(scores, "hardest_balanced", keep_fraction=0.4, labels=labels),
-        pruning.select("hardest_balanced", scores, prune_fraction=0.6, labels=labels),
+        pruning.kept_indices(scores, "hardest_balanced", prune_fraction=0.6, labels=labels),
     )
     with pytest.raises(ValueError, match="exactly one"):
         dd.kept_indices(scores, keep_fraction=0.5, prune_fraction=0.5)

@@ -122,9 +122,9 @@ def test_features_prune_with_the_first_k_seeds_as_the_peers_single_run(tmp_path)
         scores = score_stage.pruning_scores(config, split, {"features@1": path})
         np.testing.assert_array_equal(scores["features@1"], want)
         ((_, kept),) = plan.kept_sets(config, split, scores)
-        ref = pruning.select(
-            "kcenter",
+        ref = pruning.kept_indices(
             None,
+            "kcenter",
             prune_fraction=0.5,
             labels=split.labels,
             seed=config.seed,
@@ -132,11 +132,11 @@ def test_features_prune_with_the_first_k_seeds_as_the_peers_single_run(tmp_path)
         )
         np.testing.assert_array_equal(kept, ref)
     # One seed's features [N, D] select as that seed's slice [1, N, D] does.
-    one = pruning.select(
-        "kcenter", None, prune_fraction=0.5, labels=split.labels, features=feats[0]
+    one = pruning.kept_indices(
+        None, "kcenter", prune_fraction=0.5, labels=split.labels, features=feats[0]
     )
-    sliced = pruning.select(
-        "kcenter", None, prune_fraction=0.5, labels=split.labels, features=feats[:1]
+    sliced = pruning.kept_indices(
+        None, "kcenter", prune_fraction=0.5, labels=split.labels, features=feats[:1]
     )
     np.testing.assert_array_equal(one, sliced)
     config.prune.num_score_seeds = 3

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from datadiet_jax.scores import api
+from datadiet_jax.scores import api, programs
 from tests.references import TinyCNN, linen_grand_loop
 
 
@@ -106,7 +106,7 @@ def test_no_retrace_across_batches_or_calls(tiny, monkeypatch):
         return original(*args)
 
     monkeypatch.setattr(api, "_batch_scores", counting)
-    api.clear_programs()
+    programs.clear_programs()
     api.grand_scores(model, variables, images, labels, batch_size=8)  # 5 batches
     api.grand_scores(model, variables, images[:20], labels[:20], batch_size=8)
     api.el2n_scores(model, variables, images, labels, batch_size=8)

@@ -59,5 +59,5 @@ def test_hardest_by_aum_keeps_the_lowest_margin_examples():
     margin = np.array([[2.0, -3.0, 0.5, -1.0, 4.0, 1.0]], np.float32)
     state = aum.accumulate_margins(state, np.arange(6)[None], margin, np.ones((1, 6)))
     score = aum.aum_scores(state).mean(axis=0)
-    kept = pruning.select("hardest", score, prune_fraction=0.5, seed=0)
+    kept = pruning.kept_indices(score, "hardest", prune_fraction=0.5, seed=0)
     np.testing.assert_array_equal(np.sort(kept), [1, 2, 3])  # margins -3, -1, 0.5

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from datadiet_jax import models
-from datadiet_jax.scores import api, batch_check, losses, model_form
+from datadiet_jax.scores import api, batch_check, losses, model_form, programs
 
 SCORES = [api.el2n_scores, api.grand_scores]
 
@@ -201,7 +201,7 @@ def test_changed_by_hand():
 def test_logits_program_is_compiled_once():
     model = models.get_model("small_cnn", 10, width=4)
     variables = api.init_variables(model, jax.random.key(0), 2, np.zeros((1, 28, 28, 1)))
-    api.clear_programs()
+    programs.clear_programs()
     for n in (20, 30):  # two calls, three batches each: the check runs once per call
         images, labels = _data(n=n, shape=(28, 28, 1))
         api.el2n_scores(model, variables, images, labels % 10, batch_size=8)

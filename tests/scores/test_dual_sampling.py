@@ -58,14 +58,14 @@ def test_weights_multiply_the_score():
 
 
 def test_select_registry_entry():
-    kept = pruning.select(
-        "dual_sampling", SCORES, prune_fraction=0.9, seed=5, mean_probs=MEAN.astype(np.float32)
+    kept = pruning.kept_indices(
+        SCORES, "dual_sampling", prune_fraction=0.9, seed=5, mean_probs=MEAN.astype(np.float32)
     )
     np.testing.assert_array_equal(
         kept, dual_sampling.dual_sample(SCORES, 400, mean_probs=MEAN, seed=5)
     )
     with pytest.raises(ValueError, match="needs mean_probs"):
-        pruning.select("dual_sampling", SCORES, prune_fraction=0.9)
+        pruning.kept_indices(SCORES, "dual_sampling", prune_fraction=0.9)
 
 
 def test_invalid_inputs_are_refused():

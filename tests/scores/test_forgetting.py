@@ -64,12 +64,12 @@ def test_never_learned_by_one_seed_ranks_above_every_learned_example_after_the_m
     np.testing.assert_allclose(mean, [1 / 3, 19, 1, np.inf, np.inf])
     # Ranking: the infinite ones first, tied by index (3 before 4), then 19, 1, 1/3.
     np.testing.assert_array_equal(pruning.hardest_first(mean), [3, 4, 1, 2, 0])
-    np.testing.assert_array_equal(pruning.select("hardest", mean, prune_fraction=0.6), [3, 4])
-    np.testing.assert_array_equal(pruning.select("easiest", mean, prune_fraction=0.6), [0, 2])
+    np.testing.assert_array_equal(pruning.kept_indices(mean, "hardest", prune_fraction=0.6), [3, 4])
+    np.testing.assert_array_equal(pruning.kept_indices(mean, "easiest", prune_fraction=0.6), [0, 2])
     np.testing.assert_array_equal(
-        pruning.select("offset", mean, prune_fraction=0.6, offset=1), [1, 4]
+        pruning.kept_indices(mean, "offset", prune_fraction=0.6, offset=1), [1, 4]
     )
-    kept = pruning.select("ccs", mean, prune_fraction=0.4, beta=0.0, seed=0)
+    kept = pruning.kept_indices(mean, "ccs", prune_fraction=0.4, beta=0.0, seed=0)
     assert len(kept) == 3 and len(set(kept)) == 3
     # Reports: no NaN and no crash; the infinite scores rank highest.
     assert numbers.roc_auc(mean, np.array([0, 0, 0, 1, 1], bool)) == 1.0

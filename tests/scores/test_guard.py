@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from datadiet_jax.scores import api
+from datadiet_jax.scores import api, programs
 from datadiet_jax.scores.pergrad import guard, linen_norms, rules
 from tests import references
 from tests.references import TinyCNN
@@ -22,9 +22,9 @@ def _loop_scores(model, variables, images, labels):
 @pytest.fixture
 def fresh_caches():
     """Compiled programs cached with a patched rule must not outlive the test."""
-    api.clear_programs()
+    programs.clear_programs()
     yield
-    api.clear_programs()
+    programs.clear_programs()
 
 
 def _data(n=11):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from datadiet_jax.scores import api, model_form
+from datadiet_jax.scores import api, model_form, programs
 from datadiet_jax.scores.pergrad import jaxpr_norms, jaxpr_sites
 from tests.references import cross_entropy, function_grand_loop, seed, tree_norm
 
@@ -227,7 +227,7 @@ def test_stateful_function_takes_per_seed_state():
 
 
 def test_planted_rule_fault_is_caught_by_the_guard(monkeypatch, caplog):
-    api.clear_programs()
+    programs.clear_programs()
     dense = jaxpr_norms._dense_sq_norm
     monkeypatch.setattr(jaxpr_norms, "_dense_sq_norm", lambda *a: 2.0 * dense(*a))
     model = _nnx_model(2)
@@ -236,7 +236,7 @@ def test_planted_rule_fault_is_caught_by_the_guard(monkeypatch, caplog):
         with caplog.at_level(logging.WARNING):
             got = api.grand_scores(*nnx.split(model), images, labels, batch_size=8)
     finally:
-        api.clear_programs()
+        programs.clear_programs()
     warned = " ".join(r.getMessage() for r in caplog.records if "GraNd guard" in r.getMessage())
     assert "layer head/kernel " in warned and "conv/kernel" not in warned, warned
     np.testing.assert_allclose(got, _nnx_loop(model, images, labels)[0], rtol=1e-4)

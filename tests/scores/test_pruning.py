@@ -156,7 +156,7 @@ def test_hardest_balanced_hand_case():
     # Global hardest 4 would all be class 1; balanced keeps 2 per class.
     _assert_kept(pruning.class_balanced(pruning.keep_hardest, scores, labels, 4), [1, 2, 5, 7])
     _assert_kept(pruning.class_balanced(pruning.keep_easiest, scores, labels, 4), [0, 3, 4, 6])
-    kept = pruning.select("hardest_balanced", scores, prune_fraction=0.5, labels=labels)
+    kept = pruning.kept_indices(scores, "hardest_balanced", prune_fraction=0.5, labels=labels)
     _assert_kept(kept, [1, 2, 5, 7])
 
 
@@ -165,7 +165,7 @@ def test_balanced_strategies_respect_quotas(strategy):
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 4, size=97)
     scores = rng.normal(size=97)
-    kept = pruning.select(strategy, scores, prune_fraction=0.6, labels=labels, seed=1)
+    kept = pruning.kept_indices(scores, strategy, prune_fraction=0.6, labels=labels, seed=1)
     assert kept.shape == (pruning.num_to_keep(97, 0.6),)
     assert len(np.unique(kept)) == kept.shape[0]
     counts = np.bincount(labels[kept], minlength=4)
@@ -182,9 +182,9 @@ def test_balanced_strategies_respect_quotas(strategy):
 
 def test_random_balanced_deterministic_and_classes_independent():
     labels = np.repeat(np.arange(2), 50)
-    a = pruning.select("random_balanced", None, prune_fraction=0.8, labels=labels, seed=7)
-    b = pruning.select("random_balanced", None, prune_fraction=0.8, labels=labels, seed=7)
-    c = pruning.select("random_balanced", None, prune_fraction=0.8, labels=labels, seed=8)
+    a = pruning.kept_indices(None, "random_balanced", prune_fraction=0.8, labels=labels, seed=7)
+    b = pruning.kept_indices(None, "random_balanced", prune_fraction=0.8, labels=labels, seed=7)
+    c = pruning.kept_indices(None, "random_balanced", prune_fraction=0.8, labels=labels, seed=8)
     _assert_kept(a, b)
     assert not np.array_equal(a, c)
     # Within-class positions differ between the classes (the seed is folded with the label).
@@ -193,11 +193,15 @@ def test_random_balanced_deterministic_and_classes_independent():
 
 def test_balanced_needs_labels():
     with pytest.raises(ValueError, match="needs labels"):
-        pruning.select("hardest_balanced", SCORES, prune_fraction=0.4)
+        pruning.kept_indices(SCORES, "hardest_balanced", prune_fraction=0.4)
     with pytest.raises(ValueError, match="integer class labels"):
-        pruning.select("hardest_balanced", SCORES, prune_fraction=0.4, labels=np.zeros(4, int))
+        pruning.kept_indices(
+            SCORES, "hardest_balanced", prune_fraction=0.4, labels=np.zeros(4, int)
+        )
     with pytest.raises(ValueError, match="must be >= 0"):
-        pruning.select("easiest_balanced", SCORES, prune_fraction=0.4, labels=-np.ones(5, int))
+        pruning.kept_indices(
+            SCORES, "easiest_balanced", prune_fraction=0.4, labels=-np.ones(5, int)
+        )
 
 
 # CCS --------------------------------------------------------------------------------------------
@@ -257,7 +261,7 @@ def test_ccs_deterministic_and_seed_dependent():
     assert not np.array_equal(a, pruning.ccs(scores, 50, beta=0.2, seed=1))
     hardest_40 = pruning.keep_hardest(scores, 40)
     assert np.intersect1d(a, hardest_40).size == 0
-    _assert_kept(a, pruning.select("ccs", scores, prune_fraction=0.75, beta=0.2, seed=0))
+    _assert_kept(a, pruning.kept_indices(scores, "ccs", prune_fraction=0.75, beta=0.2, seed=0))
 
 
 def test_ccs_constant_scores_and_full_budget():
@@ -287,22 +291,24 @@ def test_select_dispatch_matches_direct_calls():
     scores = np.random.default_rng(6).normal(size=20)
     k = pruning.num_to_keep(20, 0.25)
     _assert_kept(
-        pruning.select("hardest", scores, prune_fraction=0.25), pruning.keep_hardest(scores, k)
+        pruning.kept_indices(scores, "hardest", prune_fraction=0.25),
+        pruning.keep_hardest(scores, k),
     )
     _assert_kept(
-        pruning.select("easiest", scores, prune_fraction=0.25), pruning.keep_easiest(scores, k)
+        pruning.kept_indices(scores, "easiest", prune_fraction=0.25),
+        pruning.keep_easiest(scores, k),
     )
     _assert_kept(
-        pruning.select("offset", scores, prune_fraction=0.25, offset=3),
+        pruning.kept_indices(scores, "offset", prune_fraction=0.25, offset=3),
         pruning.offset_window(scores, 3, k),
     )
     _assert_kept(
-        pruning.select("random", None, prune_fraction=0.25, seed=2, num_examples=20),
+        pruning.kept_indices(None, "random", prune_fraction=0.25, seed=2, num_examples=20),
         pruning.random_subset(20, k, 2),
     )
     # 'random' ignores the scores.
     _assert_kept(
-        pruning.select("random", scores, prune_fraction=0.25, seed=2),
+        pruning.kept_indices(scores, "random", prune_fraction=0.25, seed=2),
         pruning.random_subset(20, k, 2),
     )
 
@@ -332,9 +338,9 @@ def test_every_strategy_returns_sorted_unique_int64():
     scores, mean_probs = np.abs(scores), rng.uniform(size=60)
     features = rng.normal(size=(2, 60, 4))
     for name in pruning.STRATEGIES:
-        kept = pruning.select(
-            name,
+        kept = pruning.kept_indices(
             scores,
+            name,
             prune_fraction=0.5,
             labels=labels,
             seed=0,
@@ -348,17 +354,17 @@ def test_every_strategy_returns_sorted_unique_int64():
 
 def test_select_errors():
     with pytest.raises(ValueError, match="unknown pruning strategy 'hardst'; valid names: ccs, "):
-        pruning.select("hardst", SCORES, prune_fraction=0.5)
+        pruning.kept_indices(SCORES, "hardst", prune_fraction=0.5)
     with pytest.raises(ValueError, match="needs scores"):
-        pruning.select("hardest", None, prune_fraction=0.5, num_examples=5)
+        pruning.kept_indices(None, "hardest", prune_fraction=0.5, num_examples=5)
     with pytest.raises(ValueError, match="to know N"):
-        pruning.select("random", None, prune_fraction=0.5)
+        pruning.kept_indices(None, "random", prune_fraction=0.5)
     with pytest.raises(ValueError, match="num_examples is 6"):
-        pruning.select("random", SCORES, prune_fraction=0.5, num_examples=6)
+        pruning.kept_indices(SCORES, "random", prune_fraction=0.5, num_examples=6)
     with pytest.raises(ValueError, match=r"outside \[0, 1\)"):
-        pruning.select("hardest", SCORES, prune_fraction=1.2)
+        pruning.kept_indices(SCORES, "hardest", prune_fraction=1.2)
     with pytest.raises(ValueError, match=r"window \[4, 7\) exceeds"):
-        pruning.select("offset", SCORES, prune_fraction=0.4, offset=4)
+        pruning.kept_indices(SCORES, "offset", prune_fraction=0.4, offset=4)
 
 
 def test_validate_scores():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from datadiet_jax.scores.pruning import class_quotas, geometric, select
+from datadiet_jax.scores.pruning import class_quotas, geometric, kept_indices
 
 
 def _points(n=40, d=3, seed=0):
@@ -51,7 +51,7 @@ def _d2_loop(x, s, budget, k, gamma_f, gamma_r):
 
 def test_moderate_keeps_the_ranks_around_the_median():
     # Ranks of [5, 1, 4, 2, 3, 0]: idx 5, 1, 3, 4, 2, 0; M = 2 from rank (6 - 2) // 2 = 2.
-    kept = select("moderate", [5.0, 1.0, 4.0, 2.0, 3.0, 0.0], prune_fraction=0.6)
+    kept = kept_indices([5.0, 1.0, 4.0, 2.0, 3.0, 0.0], "moderate", prune_fraction=0.6)
     np.testing.assert_array_equal(kept, [3, 4])
     np.testing.assert_array_equal(geometric.moderate_window(np.arange(10.0)[::-1], 3), [4, 5, 6])
 
@@ -111,18 +111,18 @@ def test_strategies_select_per_class_with_quotas():
     scores = np.random.default_rng(6).random(60)
     quotas = class_quotas(labels, 30)
     for name in ("kcenter", "herding", "d2"):
-        kept = select(name, scores, prune_fraction=0.5, labels=labels, features=x, seed=3)
+        kept = kept_indices(scores, name, prune_fraction=0.5, labels=labels, features=x, seed=3)
         assert len(kept) == 30 and (np.diff(kept) > 0).all()
         for c, q in quotas.items():
             assert np.sum(labels[kept] == c) == q
-    kept = select("kcenter", None, prune_fraction=0.5, labels=labels, features=x, seed=3)
+    kept = kept_indices(None, "kcenter", prune_fraction=0.5, labels=labels, features=x, seed=3)
     want = []
     for c, q in quotas.items():
         members = np.flatnonzero(labels == c)
         first = int(np.random.default_rng([3, c]).integers(len(members)))
         want += list(members[_k_center_loop(x[members], q, first)])
     np.testing.assert_array_equal(kept, np.sort(want))
-    kept = select("herding", None, prune_fraction=0.5, labels=labels, features=x)
+    kept = kept_indices(None, "herding", prune_fraction=0.5, labels=labels, features=x)
     want = [
         m[_herding_loop(x[m], quotas[c])] for c in quotas for m in [np.flatnonzero(labels == c)]
     ]
@@ -133,7 +133,7 @@ def test_d2_beta_drops_each_class_hardest_first():
     x = _points(20, seed=7)
     labels = np.repeat([0, 1], 10)
     scores = np.arange(20.0)  # the hardest of each class: 9 and 19
-    kept = select("d2", scores, prune_fraction=0.5, labels=labels, features=x, beta=0.1)
+    kept = kept_indices(scores, "d2", prune_fraction=0.5, labels=labels, features=x, beta=0.1)
     assert 9 not in kept and 19 not in kept and len(kept) == 10
 
 
@@ -142,8 +142,8 @@ def test_seed_features_concatenate_and_first_seed_is_single_run():
     labels = np.random.default_rng(10).integers(0, 2, 30)
     scores = np.random.default_rng(11).random(30)
     for name in ("kcenter", "herding", "d2"):
-        run = lambda f, name=name: select(  # noqa: E731
-            name, scores, prune_fraction=0.4, labels=labels, features=f, seed=1
+        run = lambda f, name=name: kept_indices(  # noqa: E731
+            scores, name, prune_fraction=0.4, labels=labels, features=f, seed=1
         )
         np.testing.assert_array_equal(run(feats[:1]), run(feats[0]))
         joined = np.concatenate([feats[0], feats[1]], axis=1) / np.sqrt(2)
@@ -157,12 +157,12 @@ def test_seed_features_concatenate_and_first_seed_is_single_run():
 def test_selector_errors():
     x = _points(10)
     with pytest.raises(ValueError, match="'kcenter' needs features; pass features="):
-        select("kcenter", None, prune_fraction=0.5, num_examples=10)
+        kept_indices(None, "kcenter", prune_fraction=0.5, num_examples=10)
     with pytest.raises(ValueError, match=r"features have shape \(9, 3\)"):
-        select("herding", None, prune_fraction=0.5, labels=np.zeros(10, int), features=x[:9])
+        kept_indices(None, "herding", prune_fraction=0.5, labels=np.zeros(10, int), features=x[:9])
     with pytest.raises(ValueError, match="features contain NaN"):
-        select("kcenter", None, prune_fraction=0.5, features=np.full((10, 2), np.nan))
+        kept_indices(None, "kcenter", prune_fraction=0.5, features=np.full((10, 2), np.nan))
     with pytest.raises(ValueError, match="needs scores"):
-        select("d2", None, prune_fraction=0.5, features=x)
+        kept_indices(None, "d2", prune_fraction=0.5, features=x)
     with pytest.raises(ValueError, match="'d2' needs finite"):
-        select("d2", np.full(10, np.inf), prune_fraction=0.5, features=x)
+        kept_indices(np.full(10, np.inf), "d2", prune_fraction=0.5, features=x)

@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 
 from datadiet_jax.scores import api, model_form
-from datadiet_jax.scores.pergrad import jaxpr_norms, jaxpr_sites, plan, rules
+from datadiet_jax.scores.pergrad import jaxpr_norms, jaxpr_sites, rules
+from datadiet_jax.scores.pergrad import method as method_lib
 from tests.references import function_grand_loop, guard_warnings, linen_grand_loop, seed
 
 DIM, VOCAB = 8, 6
@@ -97,8 +98,8 @@ def test_linen_transformers_are_exact_and_fully_covered(name):
     adapted, packed = model_form.from_pair(model, variables)
     one = seed(packed, 0)
     spec = jax.ShapeDtypeStruct((4, *x.shape[1:]), x.dtype)
-    assert plan.sites_method(True, adapted.logits, one, spec) == "jaxpr_sites"
-    counts = plan.coverage("jaxpr_sites", adapted.logits, one, spec)
+    assert method_lib.sites_method(True, adapted.logits, one, spec) == "jaxpr_sites"
+    counts = method_lib.coverage("jaxpr_sites", adapted.logits, one, spec)
     assert counts["fallback"] == 0, counts
     assert {"scale", "shift", "dense"} <= set(counts)
     assert ("concat" if name == "vit" else "embed") in counts
@@ -166,14 +167,14 @@ def test_a_call_of_several_batches_runs_the_faster_exact_program(monkeypatch, ca
     params = {"w": rng.normal(size=(2, 6, 6)), "head": rng.normal(size=(2, 6, 3))}
     params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params)
     x, y = rng.normal(size=(9, 6)).astype(np.float32), rng.integers(0, 3, 9)
-    faster = plan.faster
+    faster = method_lib.faster
 
-    def rigged(programs, args, repeats=plan.REPEATS):
+    def rigged(programs, args, repeats=method_lib.REPEATS):
         _, seconds, results = faster(programs, args, repeats=1)
         return winner, seconds, results
 
-    monkeypatch.setattr(plan, "faster", rigged)
-    monkeypatch.setattr(plan, "MIN_BATCHES", 2)
+    monkeypatch.setattr(method_lib, "faster", rigged)
+    monkeypatch.setattr(method_lib, "MIN_BATCHES", 2)
     with caplog.at_level(logging.INFO):
         got = api.grand_scores(tied, params, x, y, batch_size=4)
     logged = " ".join(r.getMessage() for r in caplog.records)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from datadiet_jax.scores import api, uncertainty
-from datadiet_jax.scores.logit_api import logit_scores
+from datadiet_jax.scores.api import logit_scores
 from tests.references import TinyCNN
 
 

@@ -5,7 +5,7 @@ import functools
 import jax
 import numpy as np
 
-from datadiet_jax.scores import dynamics
+from datadiet_jax.scores import trajectory
 from datadiet_jax.scores.seed_axis import over_seeds
 from datadiet_jax.training import input_pipeline, keys, loop, train
 from tests.conftest import tiny_model, tiny_spec, train_tiny
@@ -51,12 +51,14 @@ def test_loop_tracks_the_dynamics_of_every_presentation(tmp_path):
     _, stats, _ = train_tiny(split, tmp_path / "ckpt", **kw)
     p = _replayed_true_probs(split, tiny_spec(tmp_path / "unused", **kw))
     assert p.shape == (2, 40, 3)  # every example presented once per epoch, per seed
-    np.testing.assert_allclose(dynamics.mean_true_probs(stats["dynamics"]), p.mean(-1), atol=2e-6)
+    np.testing.assert_allclose(trajectory.mean_true_probs(stats["dynamics"]), p.mean(-1), atol=2e-6)
     # DUAL: mean over windows (t, t+1) of std (ddof 1) * (1 - window mean); windows 0-1 and 1-2.
     stds = np.abs(np.diff(p, axis=-1)) / np.sqrt(2)
     means = (p[..., 1:] + p[..., :-1]) / 2
     want = (stds * (1 - means)).mean(-1)
-    np.testing.assert_allclose(dynamics.dual_scores(stats["dynamics"]), want, atol=2e-6)
+    np.testing.assert_allclose(trajectory.dual_scores(stats["dynamics"]), want, atol=2e-6)
     # Dyn-Unc: the windows followed by a later epoch (only 0-1 here).
-    np.testing.assert_allclose(dynamics.dyn_unc_scores(stats["dynamics"]), stds[..., 0], atol=2e-6)
+    np.testing.assert_allclose(
+        trajectory.dyn_unc_scores(stats["dynamics"]), stds[..., 0], atol=2e-6
+    )
     assert not np.allclose(want[0], want[1])  # the seeds' dynamics differ

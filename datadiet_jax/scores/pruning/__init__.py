@@ -4,11 +4,12 @@
   stratified   per-class quotas, class-balanced strategies, CCS (coverage-centric coresets)
   dual_sampling  DUAL's Beta sampling over mean predictions, for high pruning ratios
   geometric    feature-geometry selectors: Moderate-DS, k-center greedy, herding, D2 pruning
-  strategies   the registry `STRATEGIES`, `select(strategy, scores, prune_fraction=...)` and
+  strategies   the registry `STRATEGIES` and
                `kept_indices(scores, strategy, keep_fraction= or prune_fraction=)`
 
 `prune_fraction` is the share of the examples REMOVED; the kept indices are positions in the
-dataset's own order, sorted. Scores are higher = harder, finite or +inf (`scores.values`).
+dataset's own order, sorted. Scores are higher = harder, finite or +inf
+(`scores.inputs.invalid_scores`).
 """
 
 from datadiet_jax.scores.pruning.dual_sampling import dual_sample
@@ -27,7 +28,6 @@ from datadiet_jax.scores.pruning.strategies import (
     FEATURE_STRATEGIES,
     STRATEGIES,
     kept_indices,
-    select,
 )
 from datadiet_jax.scores.pruning.stratified import (
     ccs,
@@ -54,7 +54,6 @@ __all__ = [
     "num_to_keep",
     "offset_window",
     "random_subset",
-    "select",
     "stratum_allocation",
     "validate_scores",
 ]

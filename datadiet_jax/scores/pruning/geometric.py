@@ -1,10 +1,10 @@
 """Feature-geometry selectors: Moderate-DS, k-center greedy, herding and D2 pruning.
 
-Strategies of `pruning.select` (`'moderate'`, `'kcenter'`, `'herding'`, `'d2'`); the last three
-work on penultimate features (`scores.features.penultimate_features`). Features are `[N, D]`, or
-`[K, N, D]` per seed: the K seeds are concatenated along D after scaling each by `1/sqrt(K)`, so
-a squared distance is the MEAN over seeds of the per-seed squared distances (`features[:1]` is the
-single-run behaviour, identical to passing `features[0]`).
+Strategies of `pruning.kept_indices` (`'moderate'`, `'kcenter'`, `'herding'`, `'d2'`); the last
+three work on penultimate features (`scores.penultimate.penultimate_features`). Features are
+`[N, D]`, or `[K, N, D]` per seed: the K seeds are concatenated along D after scaling each by
+`1/sqrt(K)`, so a squared distance is the MEAN over seeds of the per-seed squared distances
+(`features[:1]` is the single-run behaviour, identical to passing `features[0]`).
 
 - 'moderate' (Xia et al., ICLR 2023; authors' code tmllab/Moderate-DS `get_prune_idx`): sort the
   scores (Moderate-DS distances, `geometry.moderate_distances`) and keep the contiguous window of
@@ -27,7 +27,7 @@ single-run behaviour, identical to passing `features[0]`).
   weight `exp(-d)` of the code (gamma_forward=1). The code's `max(s_j, 1e-7)` floor is not
   applied (scores are used as given; they must be finite). The hardest `beta` share of each class
   (by score) is dropped first, as the code's `--mis-ratio` (0.4 in that command; `beta` defaults
-  to 0 in `select`).
+  to 0 in `kept_indices`).
 
 'kcenter', 'herding' and 'd2' select within each class with the quotas of
 `stratified.class_quotas` (DeepCore's `balance=True` rounds each class's share separately; the
@@ -284,6 +284,6 @@ def _require(features, strategy: str, num_examples: int) -> np.ndarray:
     if features is None:
         raise ValueError(
             f"strategy {strategy!r} needs features; pass features=[N, D] or [K, N, D] "
-            "(scores.features.penultimate_features)."
+            "(scores.penultimate.penultimate_features)."
         )
     return combine_features(features, num_examples)

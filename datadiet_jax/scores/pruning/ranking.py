@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datadiet_jax.scores import values
+from datadiet_jax.scores import inputs
 
 
 def validate_scores(scores, num_examples: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def validate_scores(scores, num_examples: int) -> np.ndarray:
             f"scores have {arr.shape[0]} entries but the dataset has {num_examples} examples; "
             "use the scores file computed on this dataset split"
         )
-    bad = values.invalid(arr)
+    bad = inputs.invalid_scores(arr)
     if bad.any():
         raise ValueError(
             f"scores contain {int(bad.sum())} NaN/-inf values (first at index "

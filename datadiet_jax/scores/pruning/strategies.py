@@ -1,6 +1,6 @@
-"""The strategy registry and `select`: a named strategy from scores to kept indices.
+"""The strategy registry and `kept_indices`: a named strategy from scores to kept indices.
 
-`select('hardest', scores, prune_fraction=0.3)` keeps the 70% highest-scoring examples;
+`kept_indices(scores, 'hardest', prune_fraction=0.3)` keeps the 70% highest-scoring examples;
 `prune_fraction` is always the share REMOVED. Kept indices come back sorted, as `[M] int64`
 positions in the dataset's own order.
 """
@@ -48,11 +48,11 @@ STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
 }
 
 _SCORE_FREE = ("random", "random_balanced", "kcenter", "herding")
-# Strategies that select on penultimate features (`select(features=...)`).
+# Strategies that select on penultimate features (`kept_indices(..., features=...)`).
 FEATURE_STRATEGIES = ("kcenter", "herding", "d2")
 
 
-def select(
+def _select(
     strategy: str,
     scores,
     *,
@@ -154,7 +154,7 @@ def kept_indices(
       keep_fraction: share of the examples kept, in (0, 1].
       prune_fraction: share removed, in [0, 1).
       **options: `labels`, `seed`, `offset`, `beta`, `num_examples`, `features`, `mean_probs`,
-        as in `select`.
+        as in `_select`.
 
     Returns:
       `[M] int64` sorted positions in the dataset's own order.
@@ -168,4 +168,4 @@ def kept_indices(
         if not 0.0 < keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction {keep_fraction} is outside (0, 1]; use e.g. 0.5.")
         prune_fraction = 1.0 - keep_fraction
-    return select(strategy, scores, prune_fraction=prune_fraction, **options)
+    return _select(strategy, scores, prune_fraction=prune_fraction, **options)

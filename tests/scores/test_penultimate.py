@@ -9,7 +9,7 @@ from flax import nnx
 
 from datadiet_jax import models
 from datadiet_jax.scores import api
-from datadiet_jax.scores.features import penultimate_features
+from datadiet_jax.scores.penultimate import penultimate_features
 
 
 def _images(n=37, shape=(28, 28, 1), seed=0):

@@ -33,10 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from datadiet_jax.scores import api, batch_check, batches
+from datadiet_jax.scores import api, batch_check, batches, programs
 from datadiet_jax.scores import model_form as model_form_lib
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 from datadiet_jax.scores.pergrad import jaxpr_eval, jaxpr_sites, linen_sites
+from datadiet_jax.scores.sharding import Placement
 
 
 def _flat(x: jax.Array) -> jax.Array:
@@ -45,7 +46,7 @@ def _flat(x: jax.Array) -> jax.Array:
 
 def _linen_layer(adapted, one, spec):
     """The path of the last Dense call of a Linen model that a fast rule covers, or None."""
-    sites, _ = linen_sites.find_sites(api._linen_apply(adapted), one, spec)
+    sites, _ = linen_sites.find_sites(programs.linen_apply(adapted), one, spec)
     dense = [s for s in sites if s.kind == "dense"]
     return dense[-1].path if dense else None
 
@@ -60,7 +61,7 @@ def _linen_features(adapted, path, one, images):
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(interceptor):
-        api._linen_apply(adapted)(one, images)
+        programs.linen_apply(adapted)(one, images)
     return _flat(captured["x"])
 
 
@@ -135,14 +136,14 @@ def penultimate_features(
     adapted, packed = model_form_lib.from_pair(model, variables)
     if labels is None and not batches.is_stream(images):
         labels = np.zeros(np.shape(images)[0], np.int32)  # only the features are computed
-    check_model = api._model_check(adapted, packed)
+    check_model = api.model_check(adapted, packed)
     source, num_seeds, total = batches.input_batches(
         check_model, images, labels, batch_size, seed_axis, integer_inputs
     )
     placed = jax.device_put(packed)
     source = iter(source)
     head = next(source)  # every input has at least one example (checked)
-    batch_check.check("features", adapted, seed_axis, None, placed, head, jnp.asarray, np.asarray)
+    batch_check.check("features", adapted, seed_axis, Placement(), placed, head)
     one = jax.tree.map(lambda v: v[0], packed)
     spec = jax.ShapeDtypeStruct(head[0].shape, head[0].dtype)
     fn = _program(adapted, one, spec, seed_axis)

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from datadiet_jax.scores import dynamics
+from datadiet_jax.scores import trajectory
 
 # True-label probability trajectories, [K=2][N=4][epoch], written by hand.
 TRUE_PROBS = np.array(
@@ -41,11 +41,11 @@ def full_probs(true_probs):
     return out
 
 
-def run(trajectories, num_epochs, window, *, batch_size=3, update=dynamics.update_dynamics):
+def run(trajectories, num_epochs, window, *, batch_size=3, update=trajectory.update_dynamics):
     """Feeds `num_epochs` epochs: per seed and epoch a fresh permutation, batches of `batch_size`
     whose last one is padded (padding rows point at real examples and carry garbage)."""
     k, n, _, c = trajectories.shape
-    state = dynamics.init_dynamics(k, n, c, window=window)
+    state = trajectory.init_dynamics(k, n, c, window=window)
     rng = np.random.default_rng(7)
     steps = -(-n // batch_size)
     for epoch in range(num_epochs):
@@ -107,20 +107,20 @@ def per_pair(fn, array, *args):
 def test_scores_match_the_references_under_jit(num_epochs):
     window = 3
     q = full_probs(TRUE_PROBS)
-    state = run(q, num_epochs, window, update=jax.jit(dynamics.update_dynamics))
+    state = run(q, num_epochs, window, update=jax.jit(trajectory.update_dynamics))
     p = TRUE_PROBS[:, :, :num_epochs]
     np.testing.assert_array_equal(state["count"], np.full((2, 4), num_epochs))
     np.testing.assert_allclose(
-        dynamics.dyn_unc_scores(state), per_pair(dyn_unc_reference, p, window), rtol=1e-5
+        trajectory.dyn_unc_scores(state), per_pair(dyn_unc_reference, p, window), rtol=1e-5
     )
     np.testing.assert_allclose(
-        dynamics.dual_scores(state), per_pair(dual_reference, p, window), rtol=1e-5, atol=1e-7
+        trajectory.dual_scores(state), per_pair(dual_reference, p, window), rtol=1e-5, atol=1e-7
     )
-    np.testing.assert_allclose(dynamics.mean_true_probs(state), p.mean(-1), rtol=1e-6)
+    np.testing.assert_allclose(trajectory.mean_true_probs(state), p.mean(-1), rtol=1e-6)
     # T <= 2J-1: every window is still in the state, so TDDS is exact for any decay.
     for decay in (0.9, 0.5):
         np.testing.assert_allclose(
-            dynamics.tdds_scores(state, decay=decay),
+            trajectory.tdds_scores(state, decay=decay),
             per_pair(tdds_reference, q[:, :, :num_epochs], window, decay),
             rtol=1e-4,
             atol=1e-6,
@@ -132,13 +132,13 @@ def test_long_run_dyn_unc_dual_exact_and_tdds_within_its_truncation_bound():
     q = full_probs(TRUE_PROBS)
     state = run(q, num_epochs, window, batch_size=2)
     np.testing.assert_allclose(
-        dynamics.dyn_unc_scores(state), per_pair(dyn_unc_reference, TRUE_PROBS, window), rtol=1e-5
+        trajectory.dyn_unc_scores(state), per_pair(dyn_unc_reference, TRUE_PROBS, window), rtol=1e-5
     )
     np.testing.assert_allclose(
-        dynamics.dual_scores(state), per_pair(dual_reference, TRUE_PROBS, window), rtol=1e-5
+        trajectory.dual_scores(state), per_pair(dual_reference, TRUE_PROBS, window), rtol=1e-5
     )
     # 6 windows (k = 0..5); the state keeps the last J = 3: the code's sum from k = 3 on.
-    got = dynamics.tdds_scores(state)
+    got = trajectory.tdds_scores(state)
     np.testing.assert_allclose(
         got, per_pair(tdds_reference, q, window, 0.9, 3), rtol=1e-4, atol=1e-6
     )
@@ -148,7 +148,7 @@ def test_long_run_dyn_unc_dual_exact_and_tdds_within_its_truncation_bound():
     assert np.all(np.abs(got - full) <= 1e-3 * 4) and np.any(np.abs(got - full) > 1e-6)
     # ... and with decay 0.99 the dropped weight (< 1e-6) is below float32 noise.
     np.testing.assert_allclose(
-        dynamics.tdds_scores(state, decay=0.99),
+        trajectory.tdds_scores(state, decay=0.99),
         per_pair(tdds_reference, q, window, 0.99),
         rtol=1e-4,
         atol=1e-6,
@@ -161,39 +161,41 @@ def test_hand_computed_values():
     # DUAL: [0.2, 0.4, 0.6] -> 0.2 * (1 - 0.4) = 0.12; [0.4, 0.6, 0.9] -> std 0.2516611 *
     #   (1 - 0.6333333) = 0.0922758; mean 0.1061379.
     p = np.array([0.2, 0.4, 0.6, 0.9])
-    state = dynamics.init_dynamics(1, 1, 2, window=3)
+    state = trajectory.init_dynamics(1, 1, 2, window=3)
     for x in p:
-        state = dynamics.update_dynamics(
+        state = trajectory.update_dynamics(
             state, np.array([[0]]), np.float32([[[x, 1 - x]]]), np.array([[0]]), np.ones((1, 1))
         )
-    np.testing.assert_allclose(dynamics.dyn_unc_scores(state), [[0.2]], rtol=1e-5)
-    np.testing.assert_allclose(dynamics.dual_scores(state), [[0.1061379]], rtol=1e-5)
+    np.testing.assert_allclose(trajectory.dyn_unc_scores(state), [[0.2]], rtol=1e-5)
+    np.testing.assert_allclose(trajectory.dual_scores(state), [[0.1061379]], rtol=1e-5)
 
     # TDDS, J = 3, softmax [0.5, 0.5] -> [0.8, 0.2] -> [0.8, 0.2]:
     # d1 = 0.8 ln(0.8/0.5) + 0.2 |ln(0.2/0.5)| = 0.5592610, d2 = 0; the window's deviations are
     # +-0.2796305, norm 0.3954573; one window: S = 0.9 * 0.3954573 = 0.3559116.
-    state = dynamics.init_dynamics(1, 1, 2, window=3)
+    state = trajectory.init_dynamics(1, 1, 2, window=3)
     for q in ([0.5, 0.5], [0.8, 0.2], [0.8, 0.2]):
-        state = dynamics.update_dynamics(
+        state = trajectory.update_dynamics(
             state, np.array([[0]]), np.float32([[q]]), np.array([[0]]), np.ones((1, 1))
         )
-    np.testing.assert_allclose(dynamics.tdds_scores(state), [[0.3559116]], rtol=1e-5)
+    np.testing.assert_allclose(trajectory.tdds_scores(state), [[0.3559116]], rtol=1e-5)
 
 
 def test_jit_matches_eager_update():
     q = full_probs(TRUE_PROBS)
     eager = run(q, 5, 3)
-    jitted = run(q, 5, 3, update=jax.jit(dynamics.update_dynamics))
+    jitted = run(q, 5, 3, update=jax.jit(trajectory.update_dynamics))
     for key in eager:
         np.testing.assert_allclose(np.asarray(jitted[key]), np.asarray(eager[key]), atol=1e-6)
 
 
 def test_padding_rows_change_nothing():
-    state = dynamics.init_dynamics(1, 2, 3, window=3)
+    state = trajectory.init_dynamics(1, 2, 3, window=3)
     probs = np.float32([[[0.2, 0.3, 0.5], [0.9, 0.05, 0.05]]])
-    real = dynamics.update_dynamics(state, np.array([[0, 1]]), probs, np.array([[2, 0]]), [[1, 1]])
+    real = trajectory.update_dynamics(
+        state, np.array([[0, 1]]), probs, np.array([[2, 0]]), [[1, 1]]
+    )
     # The same presentations with a padding row pointing at example 0 (mask 0, garbage probs).
-    padded = dynamics.update_dynamics(
+    padded = trajectory.update_dynamics(
         state,
         np.array([[0, 1, 0]]),
         np.concatenate([probs, np.float32([[[1, 0, 0]]])], 1),
@@ -211,12 +213,12 @@ def test_too_few_presentations_raise_one_line_errors():
     with pytest.raises(
         ValueError, match=r"Dyn-Unc is undefined for 8 \(seed, example\) pairs"
     ) as e:
-        dynamics.dyn_unc_scores(state)
+        trajectory.dyn_unc_scores(state)
     msg = str(e.value)
     assert "train_epochs >= 4" in msg and "dynamics_window" in msg and "\n" not in msg
-    dynamics.dual_scores(state), dynamics.tdds_scores(state)  # J epochs are enough for these
+    trajectory.dual_scores(state), trajectory.tdds_scores(state)  # J epochs are enough for these
     short = run(full_probs(TRUE_PROBS), window - 1, window)
-    for fn, name in ((dynamics.dual_scores, "DUAL"), (dynamics.tdds_scores, "TDDS")):
+    for fn, name in ((trajectory.dual_scores, "DUAL"), (trajectory.tdds_scores, "TDDS")):
         with pytest.raises(ValueError, match=rf"{name} is undefined for 8 .*train_epochs >= 3"):
             fn(short)
 
@@ -225,12 +227,12 @@ def test_one_unpresented_example_is_counted():
     state = run(full_probs(TRUE_PROBS), 4, 3)
     state = dict(state, count=state["count"].at[1, 2].set(2))
     with pytest.raises(ValueError, match=r"DUAL is undefined for 1 \(seed, example\) pairs"):
-        dynamics.dual_scores(state)
+        trajectory.dual_scores(state)
 
 
 def test_bad_hyperparameters_are_refused():
     with pytest.raises(ValueError, match="at least 2 epochs"):
-        dynamics.init_dynamics(1, 2, 3, window=1)
+        trajectory.init_dynamics(1, 2, 3, window=1)
     state = run(full_probs(TRUE_PROBS), 3, 3)
     with pytest.raises(ValueError, match=r"decay is 0.0"):
-        dynamics.tdds_scores(state, decay=0.0)
+        trajectory.tdds_scores(state, decay=0.0)

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_epoch [--num_examples=6000]
 
 Trains the small CNN for one epoch on the first `num_examples` Fashion-MNIST training images
-(after `make data`), K=2 seeds, batch 128, no augmentation, through `loop.train_seeds`, once with
+(after `make data`), K=2 seeds, batch 128, no augmentation, through `loop.fit`, once with
 `train.fast_backward='off'` and once 'on' (the CPU default), and logs each wall time
 (compilation included), the test accuracy of each seed on 2,000 test images, and how far the
 parameters moved apart (largest difference relative to each leaf's largest entry).
@@ -51,7 +51,7 @@ def main(argv):
             augment=False,
         )
         start = time.perf_counter()
-        state, _, _ = loop.train_seeds(model, split, split.index, spec, hooks=None, init_state=None)
+        state, _, _ = loop.fit(model, split, split.index, spec, hooks=None, init_state=None)
         seconds = time.perf_counter() - start
         accuracy, _ = train.evaluate(model, state, test, batch_size=500)
         params[mode] = jax.tree.leaves(state.params)

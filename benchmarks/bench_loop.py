@@ -9,7 +9,7 @@ timed runs after a warm-up (compilation) run:
 - 'bare': the jitted K-seed step alone (the loop's own compiled program, forgetting and the
   non-finite check included) on one batch already on the device;
 - 'pipeline': the tf.data batches alone (no training), what the loop's input costs;
-- 'loop': `loop.train_seeds` end to end: tf.data input, steps, progress logging, metrics,
+- 'loop': `loop.fit` end to end: tf.data input, steps, progress logging, metrics,
   the non-finite checks and a checkpoint at the end.
 
 Writes OUT/bench_loop.json and OUT/bench_loop.md; the ratio loop/bare is the loop's efficiency.
@@ -105,7 +105,7 @@ def _rates(num_steps: int, repeats: int) -> dict:
                 augment=False,
                 name="bench loop",
             )
-            loop.train_seeds(model, split, split.index, spec)
+            loop.fit(model, split, split.index, spec)
 
     out = {}
     for name, fn in (("bare", bare), ("pipeline", pipeline), ("loop", full_loop)):

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_stacked [--runs=3] [--num_kept=2500] [--steps=100] [--out=bench]
 
 The small CNN on Fashion-MNIST (after `make data`; the first 5,000 training images), each run
-on its own random kept set of `num_kept` images, batch 128, through `loop.train_seeds`: every
+on its own random kept set of `num_kept` images, batch 128, through `loop.fit`: every
 mode runs twice and the second (compiled, cached) pass is timed. Writes OUT/stacked.json with
 examples/s of each mode and the largest parameter difference between them.
 """
@@ -60,11 +60,11 @@ def main(argv):
         )
 
     def separate():
-        return [loop.train_seeds(model, split, k, spec(r))[0] for k in kept]
+        return [loop.fit(model, split, k, spec(r))[0] for k in kept]
 
     def together():
         stacked_kept = np.repeat(np.stack(kept), r, axis=0)
-        state = loop.train_seeds(
+        state = loop.fit(
             model, split, stacked_kept, spec(r * len(kept), tuple(range(r)) * len(kept))
         )[0]
         return [

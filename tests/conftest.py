@@ -68,13 +68,11 @@ def tiny_model(split):
 
 
 def train_tiny(split, ckpt_dir, *, hooks=None, init_state=None, **kw):
-    """`loop.train_seeds` of a width-4 small CNN with `tiny_spec(ckpt_dir, **kw)`."""
+    """`loop.fit` of a width-4 small CNN with `tiny_spec(ckpt_dir, **kw)`."""
     from datadiet_jax.training import loop
 
     spec = tiny_spec(ckpt_dir, **kw)
-    return loop.train_seeds(
-        tiny_model(split), split, split.index, spec, hooks=hooks, init_state=init_state
-    )
+    return loop.fit(tiny_model(split), split, split.index, spec, hooks=hooks, init_state=init_state)
 
 
 def read_rows(path):

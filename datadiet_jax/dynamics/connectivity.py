@@ -2,7 +2,7 @@
 
 The protocol of Frankle et al. (ICML 2020), as Paul et al. apply it to subsets ranked by EL2N
 (Figure 4): train a parent network and stop it at a spawning step t*; from its weights train two
-children to the end T, each with its own data order (one K=2 training, `loop.train_seeds` with
+children to the end T, each with its own data order (one K=2 training, `loop.fit` with
 `init_state`); measure the error barrier between the children (`barriers.error_curves`) on each
 set of examples.
 
@@ -114,7 +114,7 @@ def train_parent(config, workdir: str, model, split, step: int, augment: bool):
         max_steps=step,
         on_diverge="raise",
     )
-    state, _, reached = loop.train_seeds(model, split, split.index, spec)
+    state, _, reached = loop.fit(model, split, split.index, spec)
     if reached != step:
         raise ValueError(
             f"the parent in {workdir} is at step {reached}, past the spawning step {step}; spawn "
@@ -143,7 +143,7 @@ def train_children(config, workdir: str, model, split, parent, step: int, augmen
         name=f"children of step {step}",
         on_diverge="raise",
     )
-    state, _, _ = loop.train_seeds(model, split, split.index, spec, init_state=twins)
+    state, _, _ = loop.fit(model, split, split.index, spec, init_state=twins)
     return state
 
 

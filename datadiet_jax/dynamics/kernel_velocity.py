@@ -7,7 +7,7 @@ logits) is computed under each seed at epoch t and at epoch t + 1; the velocity 
 under seed k is the cosine distance of the two matrices (`ntk.kernel_distance`, Fort et al.,
 NeurIPS 2020), per epoch of training.
 
-One K-seed training (`loop.train_seeds`) runs to the last t + 1; epoch hooks compute the EL2N at
+One K-seed training (`loop.fit`) runs to the last t + 1; epoch hooks compute the EL2N at
 each t and the Gram matrices at each t and t + 1, so no state is stored beyond the loop's
 checkpoints (the measured epochs are kept). Layout under the work directory:
   train/ckpt/, train/metrics.jsonl     the K-seed training
@@ -174,7 +174,7 @@ def velocity_run(
         keep_epochs=tuple(needed),
         on_diverge="raise",
     )
-    loop.train_seeds(model, split, split.index, spec, hooks=hooks)
+    loop.fit(model, split, split.index, spec, hooks=hooks)
     return velocity_rows(workdir, ts, split.labels)
 
 

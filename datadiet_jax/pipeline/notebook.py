@@ -140,7 +140,7 @@ def train_seeds(
             on_diverge="raise",
             dynamics_window=dynamics_window,
         )
-        state, stats, step = loop.train_seeds(model, split, kept, spec)
+        state, stats, step = loop.fit(model, split, kept, spec)
     return Trained(model, state, stats, step)
 
 

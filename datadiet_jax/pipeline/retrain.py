@@ -108,7 +108,7 @@ def _train_one(config, model, split, item) -> tuple:
         augment=input_pipeline.augments(config.data, split.images.shape),
         name=run.name,
     )
-    state, stats, _ = loop.train_seeds(model, split, kept, spec)
+    state, stats, _ = loop.fit(model, split, kept, spec)
     return loop.initial_states(model, split, spec), state, stats["nonfinite_step"]
 
 

@@ -193,7 +193,7 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
     missing = {
         e for name, (_, e, path) in wanted.items() if "@" in name and not os.path.exists(path)
     }
-    _, stats, _ = loop.train_seeds(
+    _, stats, _ = loop.fit(
         model,
         split,
         split.index,

@@ -59,7 +59,7 @@ def train_group(config, workdir: str, model, split, members: list) -> list[tuple
 
     Returns:
       [(init_state, state, nonfinite_step)] per member: its R seeds' stacked initial and final
-      `TrainState`s and their non-finite steps, as `loop.train_seeds` of its own run gives them.
+      `TrainState`s and their non-finite steps, as `loop.fit` of its own run gives them.
     """
     r = config.retrain.num_seeds
     num_kept = len(members[0][1])
@@ -78,7 +78,7 @@ def train_group(config, workdir: str, model, split, members: list) -> list[tuple
         streams=tuple(range(r)) * len(members),
     )
     kept = np.repeat(np.stack([np.asarray(k, np.int64) for _, k, _ in members]), r, axis=0)
-    state, stats, _ = loop.train_seeds(model, split, kept, spec)
+    state, stats, _ = loop.fit(model, split, kept, spec)
     init = loop.initial_states(model, split, spec)
 
     def member(tree, s):

@@ -1,7 +1,7 @@
 """The K-seed trainer: K initializations trained as one stacked pytree, resumable, on a mesh.
 
   train           train state, optimizer and schedule, train and eval steps, evaluation
-  loop            the K-seed training loop (`TrainSpec`, `train_seeds`): checkpoints, metrics,
+  loop            the K-seed training loop (`TrainSpec`, `fit`): checkpoints, metrics,
                   epoch hooks, forgetting/AUM/dynamics statistics tracked in the step
   mode_guard      the first step's check that the model trained in train mode
   health          divergence (a non-finite loss, tracked in the step) and collapse
@@ -20,7 +20,7 @@ Usage:
 
     spec = loop.TrainSpec(train_cfg=config.train, num_seeds=4, seed=0, purpose=keys.Purpose.SCORE,
                           num_steps=1000, schedule_steps=1000, ckpt_dir="run/ckpt")
-    state, stats, step = loop.train_seeds(model, split, kept, spec)   # every leaf [K, ...]
+    state, stats, step = loop.fit(model, split, kept, spec)   # every leaf [K, ...]
 """
 
 __all__ = [

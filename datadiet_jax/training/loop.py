@@ -1,7 +1,7 @@
 """The K-seed training loop: resumable from orbax checkpoints, with epoch hooks for scoring.
 
 One loop serves every training of the project (the score stage, each retraining, the dynamics
-studies). What a training is lives in a `TrainSpec`; `train_seeds` restores the latest
+studies). What a training is lives in a `TrainSpec`; `fit` restores the latest
 checkpoint, runs the jitted K-seed step over the tf.data batches and, at each epoch end, checks
 the losses, appends a metrics line, saves a checkpoint when due and calls the epoch's hook.
 With several devices the stacked state lives on a ('seed', 'data') mesh (`train_mesh`,
@@ -81,7 +81,7 @@ class TrainSpec:
         return input_pipeline.steps_per_epoch(num_kept, self.train_cfg.batch_size)
 
 
-def train_seeds(
+def fit(
     model,
     split,
     kept: np.ndarray,
@@ -132,7 +132,7 @@ def train_seeds(
 
 
 class _Training:
-    """One call of `train_seeds`: its checkpoints, hooks and the bookkeeping after each step."""
+    """One call of `fit`: its checkpoints, hooks and the bookkeeping after each step."""
 
     def __init__(self, model, split, kept, spec: TrainSpec, hooks: dict):
         self.model, self.split, self.kept, self.spec = model, split, kept, spec
@@ -319,7 +319,7 @@ def num_outputs(model, split) -> int:
 
 
 def initial_states(model, split, spec: TrainSpec) -> train.TrainState:
-    """The K stacked initial states `train_seeds` starts a fresh `spec` from."""
+    """The K stacked initial states `fit` starts a fresh `spec` from."""
     init_fn, _ = programs(model, spec.train_cfg, spec.schedule_steps)
     inits = keys.init_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
     return init_fn(inits, sample_input(split))

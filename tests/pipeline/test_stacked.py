@@ -26,11 +26,11 @@ def test_stacked_members_equal_their_own_trainings(tmp_path):
     kept = [np.sort(rng.choice(48, 20, replace=False)) for _ in range(2)]
     model = tiny_model(split)
     own = [
-        loop.train_seeds(model, split, k, tiny_spec(tmp_path / f"own{i}", num_steps=6))
+        loop.fit(model, split, k, tiny_spec(tmp_path / f"own{i}", num_steps=6))
         for i, k in enumerate(kept)
     ]
     spec = tiny_spec(tmp_path / "stacked", num_seeds=4, num_steps=6, streams=(0, 1, 0, 1))
-    state, stats, _ = loop.train_seeds(model, split, np.repeat(np.stack(kept), 2, axis=0), spec)
+    state, stats, _ = loop.fit(model, split, np.repeat(np.stack(kept), 2, axis=0), spec)
     for s, (own_state, own_stats, _) in enumerate(own):
         member = jax.tree.map(lambda x, s=s: x[2 * s : 2 * s + 2], state)
         _close(member.params, own_state.params)

@@ -79,7 +79,7 @@ def test_untrained_network_is_flagged_collapsed_and_trained_one_ok(synthetic_spl
     spec = tiny_spec(
         tmp_path / "ckpt", train_cfg=train_cfg(learning_rate=0.05), num_steps=40, schedule_steps=40
     )
-    state, stats, _ = loop.train_seeds(model, synthetic_split, synthetic_split.index, spec)
+    state, stats, _ = loop.fit(model, synthetic_split, synthetic_split.index, spec)
     init = loop.initial_states(model, synthetic_split, spec)
     kept = synthetic_split.index
     eval_args = dict(batch_size=32, seed_axis="auto")

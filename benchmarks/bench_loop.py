@@ -63,21 +63,18 @@ def _rates(num_steps: int, repeats: int) -> dict:
     import jax
     import numpy as np
 
-    from datadiet_jax.training import input_pipeline, keys, loop
+    from datadiet_jax.training import input_pipeline, k_step, keys, loop
 
     num_seeds, batch_size, n = 1, 128, 20_000
     split, cfg, model = _setup(n, num_seeds, batch_size)
     per_step = num_seeds * batch_size
     schedule = 10 * num_steps
-    init_fn, step_fn = loop.programs(model, cfg, schedule)
+    init_fn, step_fn = k_step.programs(model, cfg, schedule)
     state = init_fn(keys.init_keys(0, 0, num_seeds), np.zeros((1, 28, 28, 1), np.float32))
-    stats = loop.init_stats(num_seeds, n)
-    batch_args = dict(mean=split.mean, std=split.std, num_seeds=num_seeds, batch_size=batch_size)
-    batch = next(
-        input_pipeline.train_batches(
-            split.images, split.labels, split.index, seed=0, num_steps=1, **batch_args
-        )
-    )
+    stats = k_step.init_stats(num_seeds, n)
+    batch_args = dict(num_seeds=num_seeds, batch_size=batch_size)
+    stream = input_pipeline.BatchStream(seed=0, num_steps=1, **batch_args)
+    batch = next(input_pipeline.train_batches(split, split.index, stream))
     batch = jax.device_put(batch)
 
     def bare():
@@ -87,9 +84,8 @@ def _rates(num_steps: int, repeats: int) -> dict:
         jax.block_until_ready(loss)
 
     def pipeline():
-        for b in input_pipeline.train_batches(
-            split.images, split.labels, split.index, seed=1, num_steps=num_steps, **batch_args
-        ):
+        stream = input_pipeline.BatchStream(seed=1, num_steps=num_steps, **batch_args)
+        for b in input_pipeline.train_batches(split, split.index, stream):
             del b
 
     def full_loop():

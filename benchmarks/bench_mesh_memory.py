@@ -8,7 +8,7 @@ ResNet18 on 32x32x3 inputs, batch 128 per seed, SGD with momentum, the statistic
 examples. Each case (K seeds on a mesh shape) is compiled for every `--seed_axis` mode: 'vmap'
 (what 'auto' gives on an accelerator on one device or a mesh without a 'data' axis) and 'map'
 (what 'auto' gives there on a mesh with one: `train_mesh.step_seed_axis`). It records the
-per-device argument, output, temporary and aliased bytes of the step of `loop.programs`;
+per-device argument, output, temporary and aliased bytes of the step of `k_step.programs`;
 `per_device_mb` is argument + output + temporary - aliased (the state and statistics are
 donated), and `activation_all_gathers` counts the 4-d float all-gathers of the compiled step
 (whole activations gathered across 'data'). Writes OUT/mesh_memory.json and a table,
@@ -43,18 +43,18 @@ def _case(num_seeds: int, mode: str, axis: str) -> dict:
 
     from datadiet_jax.models import get_model
     from datadiet_jax.pipeline.config_base import base_config
-    from datadiet_jax.training import keys, loop, train_mesh
+    from datadiet_jax.training import k_step, keys, train_mesh
 
     cfg = base_config().train
     cfg.batch_size, cfg.seed_axis, cfg.mesh = FLAGS.batch, axis, mode
     model = get_model(FLAGS.model, 10)
     mesh = train_mesh.make_mesh(mode, num_seeds, FLAGS.batch, "mesh_memory")
-    init_fn, step_fn = loop.programs(model, cfg, 1000, mesh)
+    init_fn, step_fn = k_step.programs(model, cfg, 1000, mesh)
     shape = (32, 32, 3)
     state = jax.eval_shape(
         init_fn, keys.init_keys(0, 1, num_seeds), np.zeros((1, *shape), np.float32)
     )
-    stats = jax.eval_shape(lambda: loop.init_stats(num_seeds, FLAGS.num_examples))
+    stats = jax.eval_shape(lambda: k_step.init_stats(num_seeds, FLAGS.num_examples))
     b = FLAGS.batch
     batch = {
         "image": jax.ShapeDtypeStruct((num_seeds, b, *shape), np.float32),

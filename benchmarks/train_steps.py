@@ -1,4 +1,4 @@
-"""The K-seed training step of `loop.programs` on one device, on a mesh of every device, and
+"""The K-seed training step of `k_step.programs` on one device, on a mesh of every device, and
 stacked (S runs of R seeds as one K = S*R step against S steps of R seeds): `device_check`'s
 `train_sharded` and `train_stacked`.
 
@@ -20,17 +20,17 @@ def _setup(model_name: str, num_seeds: int, batch: int, mesh):
 
     from datadiet_jax.models import get_model
     from datadiet_jax.pipeline.config_base import base_config
-    from datadiet_jax.training import keys, loop, train_mesh
+    from datadiet_jax.training import k_step, keys, train_mesh
 
     cfg = base_config().train
     cfg.batch_size = batch
     cfg.seed_axis = "auto"
     model = get_model(model_name, 10)
     shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
-    init_fn, step_fn = loop.programs(model, cfg, 1000, mesh)
+    init_fn, step_fn = k_step.programs(model, cfg, 1000, mesh)
     state = init_fn(keys.init_keys(0, 1, num_seeds), np.zeros((1, *shape), np.float32))
     n = 4 * batch
-    stats = loop.init_stats(num_seeds, n)
+    stats = k_step.init_stats(num_seeds, n)
     rng = np.random.default_rng(0)
     host = {
         "image": rng.normal(size=(num_seeds, batch, *shape)).astype(np.float32),

@@ -59,6 +59,10 @@ class Trained:
         return train.evaluate(self.model, self.state, split, batch_size=batch_size)
 
 
+# The run options of `train_seeds` and `pruned_dataset` beside the fields of `config.train`.
+RUN_OPTIONS = {"seed": 0, "purpose": None, "augment": False, "dynamics_window": 0}
+
+
 def train_seeds(
     model,
     split,
@@ -67,13 +71,9 @@ def train_seeds(
     kept=None,
     num_epochs: float | None = None,
     num_steps: int | None = None,
-    seed: int = 0,
-    purpose: int | None = None,
-    augment: bool = False,
     workdir: str | None = None,
-    dynamics_window: int = 0,
     train_arg: str | None = None,
-    **train_fields,
+    **options,
 ) -> Trained:
     """Trains K seeds of `model` on `split` (or its `kept` examples) with the pipeline's loop.
 
@@ -86,35 +86,27 @@ def train_seeds(
       kept: `[M]` dataset indices to train on (`kept_indices`); None trains on all of `split`.
       num_epochs: epochs of the kept examples (default 1), or
       num_steps: steps (e.g. a pruned run trained as long as a full one); not both.
-      seed: the run seed; inits and data orders derive from (seed, purpose, seed index).
-      purpose: separates independent trainings of one seed (`keys.Purpose`); default SCORE
-        without `kept`, RETRAIN with it, as the pipeline does.
-      augment: random crop and flip (32x32 images).
       workdir: where checkpoints and `metrics.jsonl` go, so that a rerun resumes; None keeps
         them in a temporary folder removed at the end.
-      dynamics_window: > 1 also tracks the dynamics scores over windows of this many epochs
-        (`stats['dynamics']`; `scores.trajectory.dyn_unc_scores`, `tdds_scores`, `dual_scores`).
       train_arg: a Linen model's mode flag when no convention names it: 'name' (train mode
         when true) or 'not name' (train mode when false).
-      **train_fields: fields of `config.train` (batch_size, learning_rate, momentum,
-        weight_decay, warmup_epochs, lr_drop_fractions, seed_axis, ...); the schedule spans the
-        steps trained.
+      **options: the run's `seed` (default 0: inits and data orders derive from (seed,
+        purpose, seed index)); `purpose` (`keys.Purpose`, separating independent trainings of
+        one seed; default SCORE without `kept`, RETRAIN with it, as the pipeline does);
+        `augment` (random crop and flip of 32x32 images; default False); `dynamics_window`
+        (> 1 also tracks the dynamics scores over windows of this many epochs:
+        `stats['dynamics']`, `scores.trajectory`); and fields of `config.train` (batch_size,
+        learning_rate, momentum, weight_decay, warmup_epochs, lr_drop_fractions, seed_axis,
+        ...); the schedule spans the steps trained.
 
     Returns:
       `Trained`, with the stacked state after `num_steps`.
     Raises:
-      ValueError: an unknown train field, both or neither length given badly, or a seed whose
-        loss became non-finite (one line naming it).
+      ValueError: an unknown option, both or neither length given badly, a seed whose loss
+        became non-finite, or a model trained in eval mode (one line each).
     """
     split = as_split(split)
-    cfg = base_config().train
-    unknown = sorted(set(train_fields) - set(cfg))
-    if unknown:
-        raise ValueError(
-            f"train_seeds got {unknown[0]!r}, not a field of config.train; use one of "
-            f"{sorted(cfg)}."
-        )
-    cfg.update(train_fields)
+    run, cfg = _options("train_seeds", options, base_config().train)
     kept = np.arange(split.num_examples, dtype=np.int64) if kept is None else np.asarray(kept)
     spe = input_pipeline.steps_per_epoch(len(kept), cfg.batch_size)
     if num_steps is not None and num_epochs is not None:
@@ -123,6 +115,7 @@ def train_seeds(
     if steps < 1:
         raise ValueError(f"train_seeds would train {steps} steps; give at least one.")
     cfg.num_epochs = max(1, math.ceil(steps / spe))  # the warm-up's share of the schedule
+    purpose = run["purpose"]
     if purpose is None:
         purpose = keys.Purpose.SCORE if len(kept) == split.num_examples else keys.Purpose.RETRAIN
     model = model_form(model, train_arg=train_arg)
@@ -130,18 +123,37 @@ def train_seeds(
         spec = loop.TrainSpec(
             train_cfg=cfg,
             num_seeds=num_seeds,
-            seed=seed,
+            seed=run["seed"],
             purpose=int(purpose),
             num_steps=steps,
             schedule_steps=steps,
             ckpt_dir=os.path.join(workdir or scratch, "ckpt"),
-            augment=augment,
+            augment=run["augment"],
             name="train_seeds",
             on_diverge="raise",
-            dynamics_window=dynamics_window,
+            dynamics_window=run["dynamics_window"],
         )
         state, stats, step = loop.fit(model, split, kept, spec)
     return Trained(model, state, stats, step)
+
+
+def _options(caller: str, options: dict, train_cfg=None) -> tuple[dict, object]:
+    """(run options with their defaults, `config.train` updated with the other options).
+
+    Raises:
+      ValueError: an option that is neither a run option nor a field of `train_cfg`.
+    """
+    fields = set(train_cfg) if train_cfg is not None else set()
+    unknown = sorted(set(options) - set(RUN_OPTIONS) - fields)
+    if unknown:
+        raise ValueError(
+            f"{caller} got {unknown[0]!r}, which is no option of it; use one of "
+            f"{sorted(RUN_OPTIONS) + sorted(fields)}."
+        )
+    run = {k: options.get(k, v) for k, v in RUN_OPTIONS.items()}
+    if train_cfg is not None:
+        train_cfg.update({k: v for k, v in options.items() if k in fields})
+    return run, train_cfg
 
 
 def pruned_dataset(
@@ -152,9 +164,7 @@ def pruned_dataset(
     num_epochs: float = 1,
     num_steps: int | None = None,
     num_seeds: int | None = None,
-    seed: int = 0,
-    purpose: int = keys.Purpose.RETRAIN,
-    augment: bool = False,
+    **options,
 ) -> Iterator[dict]:
     """The retraining input pipeline of the command line (tf.data) over `split[kept]`.
 
@@ -165,12 +175,15 @@ def pruned_dataset(
       num_epochs: epochs of the kept examples, or `num_steps` batches.
       num_seeds: K independently shuffled (and augmented) streams stacked on a leading axis;
         None: one stream, without that axis.
-      seed, purpose: where the shuffles derive from (as in `train_seeds`).
-      augment: random crop and flip (32x32 images).
+      **options: `seed` (default 0) and `purpose` (default `keys.Purpose.RETRAIN`), where the
+        shuffles derive from (as in `train_seeds`); `augment` (random crop and flip of 32x32
+        images; default False).
 
     Yields:
       Dicts with `image [(K,) B, ...] float32` (normalized), `label [(K,) B] int32`, `index
       [(K,) B] int64` (positions in the dataset) and `mask [(K,) B] float32`.
+    Raises:
+      ValueError: kept indices outside the split, or an unknown option.
     """
     split, kept = as_split(split), np.asarray(kept, np.int64)
     if kept.ndim != 1 or (kept.size and (kept.min() < 0 or kept.max() >= split.num_examples)):
@@ -178,20 +191,17 @@ def pruned_dataset(
             f"kept must be [M] indices in [0, {split.num_examples}) of this split; got shape "
             f"{kept.shape}; pass kept_indices(...) of scores of this split."
         )
+    run, _ = _options("pruned_dataset", options)
+    purpose = keys.Purpose.RETRAIN if run["purpose"] is None else run["purpose"]
     spe = input_pipeline.steps_per_epoch(len(kept), batch_size)
-    steps = num_steps if num_steps is not None else math.ceil(num_epochs * spe)
-    batches = input_pipeline.train_batches(
-        split.images,
-        split.labels,
-        kept,
-        mean=split.mean,
-        std=split.std,
+    stream = input_pipeline.BatchStream(
         num_seeds=num_seeds or 1,
         batch_size=batch_size,
-        seed=keys.data_seed(seed, int(purpose)),
-        num_steps=steps,
-        augment=augment,
+        seed=keys.data_seed(run["seed"], int(purpose)),
+        num_steps=num_steps if num_steps is not None else math.ceil(num_epochs * spe),
+        augment=run["augment"],
     )
+    batches = input_pipeline.train_batches(split, kept, stream)
     if num_seeds is not None:
         return batches
     return ({k: v[0] for k, v in batch.items()} for batch in batches)

@@ -1,6 +1,7 @@
 """The K-seed trainer: K initializations trained as one stacked pytree, resumable, on a mesh.
 
   train           train state, optimizer and schedule, train and eval steps, evaluation
+  k_step          the jitted K-seed step and the per-example statistics updated in it
   loop            the K-seed training loop (`TrainSpec`, `fit`): checkpoints, metrics,
                   epoch hooks, forgetting/AUM/dynamics statistics tracked in the step
   mode_guard      the first step's check that the model trained in train mode
@@ -28,6 +29,7 @@ __all__ = [
     "files",
     "health",
     "input_pipeline",
+    "k_step",
     "keys",
     "loop",
     "mode_guard",

@@ -14,6 +14,7 @@ Batches are dicts of numpy arrays: `image [K, B, H, W, C] float32`, `label [K, B
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -85,31 +86,11 @@ def augment_crop_flip(tf, images, seed, columns: slice | None = None, width: int
     return tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
 
 
-def train_batches(
-    images: np.ndarray,
-    labels: np.ndarray,
-    kept: np.ndarray,
-    *,
-    mean,
-    std,
-    num_seeds: int,
-    batch_size: int,
-    seed: int,
-    num_steps: int,
-    start_step: int = 0,
-    augment: bool = False,
-    streams=(),
-    block: tuple[slice, slice] | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Yields K-seed training batches for steps `start_step, ..., num_steps - 1`.
+@dataclasses.dataclass(frozen=True)
+class BatchStream:
+    """Which K-seed training batches `train_batches` makes.
 
-    Args:
-      images: [N, H, W, C] uint8, the whole split in dataset order (or features [N, D] float32,
-        token ids [N, T] int32: `data.Split.images`).
-      labels: [N] int labels (possibly noisy).
-      kept: [M] int64 dataset indices to train on, or [K, M]: each seed its own kept set (of
-        one size: a stacked training of several runs).
-      mean, std: [C] normalization constants.
+    Attributes:
       num_seeds: K; seed k shuffles with its own stream.
       batch_size: B.
       seed: run seed from which every shuffle and augmentation seed derives.
@@ -122,11 +103,37 @@ def train_batches(
       block: (seeds, columns) slices: make only this block `[k, b]` of every `[K, B]` batch
         (the part one process's devices hold, `train_mesh.local_block`), with the very values
         those positions have in the whole batch; None makes the whole batch.
+    """
+
+    num_seeds: int
+    batch_size: int
+    seed: int
+    num_steps: int
+    start_step: int = 0
+    augment: bool = False
+    streams: tuple = ()
+    block: tuple[slice, slice] | None = None
+
+
+def train_batches(split, kept: np.ndarray, stream: BatchStream) -> Iterator[dict[str, np.ndarray]]:
+    """Yields K-seed training batches for steps `stream.start_step, ..., stream.num_steps - 1`.
+
+    Args:
+      split: the examples (a `data.Split`): `images` [N, H, W, C] uint8, the whole split in
+        dataset order (or features [N, D] float32, token ids [N, T] int32), `labels` [N] int
+        (possibly noisy), `mean` and `std` [C] normalization constants.
+      kept: [M] int64 dataset indices to train on, or [K, M]: each seed its own kept set (of
+        one size: a stacked training of several runs).
+      stream: which batches (`BatchStream`).
 
     Yields:
       Dicts with `image [K, B, H, W, C] float32`, `label [K, B] int32`, `index [K, B] int64`,
-      `mask [K, B] float32` (`[k, b, ...]` with `block`).
+      `mask [K, B] float32` (`[k, b, ...]` with `stream.block`).
     """
+    images, labels, mean, std = split.images, split.labels, split.mean, split.std
+    num_seeds, batch_size, seed = stream.num_seeds, stream.batch_size, stream.seed
+    num_steps, start_step, augment = stream.num_steps, stream.start_step, stream.augment
+    streams, block = stream.streams, stream.block
     tf = _tf()
     kept = np.asarray(kept, np.int64)
     if kept.size == 0:

@@ -20,15 +20,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
-from datadiet_jax.scores import aum, forgetting, trajectory
 from datadiet_jax.scores.model_form import model_form
 from datadiet_jax.scores.progress import Progress
-from datadiet_jax.scores.seed_axis import over_seeds
-from datadiet_jax.training import files, health, input_pipeline, keys, mode_guard, train, train_mesh
+from datadiet_jax.training import files, input_pipeline, k_step, keys, mode_guard, train, train_mesh
 from datadiet_jax.training.checkpoints import Checkpoints
 
 
@@ -181,7 +178,7 @@ class _Training:
         """The statistics at step 0 (`init_stats`)."""
         spec, split = self.spec, self.split
         width = num_outputs(self.model, split) if spec.dynamics_window else 0
-        return init_stats(
+        return k_step.init_stats(
             spec.num_seeds,
             split.num_examples,
             num_classes=width,
@@ -207,13 +204,8 @@ class _Training:
     def steps(self, state, stats, start: int):
         """Trains from `start` to the stop step; returns (state, stats, last step)."""
         spec, split = self.spec, self.split
-        _, step_fn = programs(self.model, spec.train_cfg, spec.schedule_steps, self.mesh)
-        batches = input_pipeline.train_batches(
-            split.images,
-            split.labels,
-            self.kept,
-            mean=split.mean,
-            std=split.std,
+        _, step_fn = k_step.programs(self.model, spec.train_cfg, spec.schedule_steps, self.mesh)
+        stream = input_pipeline.BatchStream(
             num_seeds=spec.num_seeds,
             batch_size=spec.train_cfg.batch_size,
             seed=keys.data_seed(spec.seed, spec.purpose),
@@ -223,6 +215,7 @@ class _Training:
             streams=spec.streams,
             block=train_mesh.local_block(self.mesh, spec.num_seeds, spec.train_cfg.batch_size),
         )
+        batches = input_pipeline.train_batches(split, self.kept, stream)
         per_step = spec.num_seeds * spec.train_cfg.batch_size
         rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
@@ -290,24 +283,6 @@ def _check_finite(stats, reported: set, spec: TrainSpec, spe: int) -> set:
     return reported | set(new)
 
 
-def init_stats(
-    num_seeds: int, num_examples: int, *, num_classes: int = 0, dynamics_window: int = 0
-) -> dict:
-    """Empty training statistics of K seeds over N examples (also a checkpoint's template):
-    {'forgetting': [K, N] arrays, 'aum': [K, N] arrays, 'nonfinite_step': [K]} and, when
-    `dynamics_window` > 0, 'dynamics' (`scores.trajectory.init_dynamics`, arrays [K, N, ...])."""
-    stats = {
-        "forgetting": forgetting.init_forgetting(num_seeds, num_examples),
-        "aum": aum.init_aum(num_seeds, num_examples),
-        "nonfinite_step": health.init_nonfinite(num_seeds),
-    }
-    if dynamics_window:
-        stats["dynamics"] = trajectory.init_dynamics(
-            num_seeds, num_examples, num_classes, window=dynamics_window
-        )
-    return stats
-
-
 def num_outputs(model, split) -> int:
     """C, the width of the model's logits on `split`'s inputs (abstractly, without compiling)."""
     model, sample = model_form(model), sample_input(split)
@@ -320,7 +295,7 @@ def num_outputs(model, split) -> int:
 
 def initial_states(model, split, spec: TrainSpec) -> train.TrainState:
     """The K stacked initial states `fit` starts a fresh `spec` from."""
-    init_fn, _ = programs(model, spec.train_cfg, spec.schedule_steps)
+    init_fn, _ = k_step.programs(model, spec.train_cfg, spec.schedule_steps)
     inits = keys.init_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
     return init_fn(inits, sample_input(split))
 
@@ -347,65 +322,6 @@ def _copy_init_state(init_state, num_seeds: int, num_steps: int):
             "all seeds from the same step of the schedule."
         )
     return jax.tree.map(lambda x: jnp.array(x, copy=True), init_state), int(steps[0])
-
-
-_OPTIMIZER_FIELDS = (
-    "learning_rate",
-    "lr_drop_fractions",
-    "lr_drop_factor",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "warmup_epochs",
-    "num_epochs",
-)
-
-
-def programs(model, train_cfg, schedule_steps: int, mesh=None):
-    """The jitted K-seed init `(keys [K], sample) -> state` and step `(state, stats, batch) ->
-    (state, stats, loss [K])`, shared by every training with the same model, optimizer,
-    schedule and mesh (the score training and all retrainings of a run), so each compiles once.
-
-    The step donates its state and statistics; `train_cfg.fast_backward` chooses its gradient
-    program (`train.fast_backward`). With a ('seed', 'data') `mesh` the step takes and returns
-    mesh-placed arrays (`train_mesh.sharded_step`); the init stays on one device.
-    """
-    model = model_form(model)
-    fields = tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS if k in train_cfg)
-    fast = train.fast_backward(train_cfg.get("fast_backward", "auto"))
-    return _programs(model, fields, schedule_steps, train_cfg.seed_axis, fast, mesh)
-
-
-@functools.lru_cache(maxsize=8)
-def _programs(
-    model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str, fast: bool, mesh
-):
-    tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
-    init = functools.partial(train.init_states, model, tx, seed_axis=seed_axis)
-    body = functools.partial(_k_step, model, tx, train_mesh.step_seed_axis(seed_axis, mesh), fast)
-    if mesh is None:
-        return jax.jit(init), jax.jit(body, donate_argnums=(0, 1))
-    return jax.jit(init), train_mesh.sharded_step(body, mesh)
-
-
-def _k_step(model, tx, seed_axis, fast, state, stats, batch):
-    step = over_seeds(functools.partial(train.train_step, model, tx, fast=fast), seed_axis)
-    state, metrics = step(state, batch)
-    index, mask, old = batch["index"], batch["mask"], stats
-    stats = {
-        "forgetting": forgetting.update_forgetting(
-            stats["forgetting"], index, metrics["correct"], mask
-        ),
-        "aum": aum.accumulate_margins(stats["aum"], index, metrics["margin"], mask),
-        "nonfinite_step": health.update_nonfinite(
-            stats["nonfinite_step"], metrics["loss"], state.step
-        ),
-    }
-    if "dynamics" in old:  # the pytree's structure is static: decided when the step is traced
-        stats["dynamics"] = trajectory.update_dynamics(
-            old["dynamics"], index, metrics["probs"], batch["label"], mask
-        )
-    return state, stats, metrics["loss"]
 
 
 def _append_jsonl(path: str, record: dict) -> None:

@@ -22,17 +22,13 @@ def _replayed_true_probs(split, spec):
         over_seeds(functools.partial(train.train_step, model, tx), spec.train_cfg.seed_axis)
     )
     rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds)
-    batches = input_pipeline.train_batches(
-        split.images,
-        split.labels,
-        split.index,
-        mean=split.mean,
-        std=split.std,
+    stream = input_pipeline.BatchStream(
         num_seeds=spec.num_seeds,
         batch_size=spec.train_cfg.batch_size,
         seed=keys.data_seed(spec.seed, spec.purpose),
         num_steps=spec.num_steps,
     )
+    batches = input_pipeline.train_batches(split, split.index, stream)
     seen = [[[] for _ in range(split.num_examples)] for _ in range(spec.num_seeds)]
     for batch in batches:
         state, metrics = step(state, {**batch, "rng": rng})

@@ -6,9 +6,9 @@ from datadiet_jax.training import input_pipeline
 
 
 def _batches(split, kept, **kw):
-    args = dict(mean=split.mean, std=split.std, num_seeds=2, batch_size=4, seed=0)
+    args = dict(num_seeds=2, batch_size=4, seed=0)
     args.update(kw)
-    return list(input_pipeline.train_batches(split.images, split.labels, kept, **args))
+    return list(input_pipeline.train_batches(split, kept, input_pipeline.BatchStream(**args)))
 
 
 def test_pruned_pipeline_yields_each_kept_index_once_per_epoch(synthetic_split):

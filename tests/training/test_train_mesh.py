@@ -124,9 +124,9 @@ _SCRIPT = textwrap.dedent(
     gathers = {}
     for mode in ('vmap', 'map'):
         cfg = train_cfg(seed_axis=mode)
-        init_fn, step_fn = loop.programs(tiny_model(split), cfg, 10, mesh)
+        init_fn, step_fn = k_step.programs(tiny_model(split), cfg, 10, mesh)
         state = jax.eval_shape(init_fn, keys.init_keys(0, 1, 4), np.zeros((1, 28, 28, 1)))
-        stats = jax.eval_shape(lambda: loop.init_stats(4, 64))
+        stats = jax.eval_shape(lambda: k_step.init_stats(4, 64))
         S = jax.ShapeDtypeStruct
         batch = {'image': S((4, 16, 28, 28, 1), np.float32), 'label': S((4, 16), np.int32),
                  'index': S((4, 16), np.int64), 'mask': S((4, 16), np.float32),

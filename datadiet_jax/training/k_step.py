@@ -1,0 +1,99 @@
+"""The jitted K-seed step: the K seeds' train steps as one program, and the per-example
+statistics (forgetting, AUM, non-finite steps, the trajectory scores) updated inside it.
+
+Usage:
+
+    init_fn, step_fn = k_step.programs(model, config.train, schedule_steps)
+    state = init_fn(keys.init_keys(seed, purpose, K), sample)        # every leaf [K, ...]
+    stats = k_step.init_stats(K, N)
+    state, stats, loss = step_fn(state, stats, batch)                 # loss [K]
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+
+from datadiet_jax.scores import aum, forgetting, trajectory
+from datadiet_jax.scores.model_form import model_form
+from datadiet_jax.scores.seed_axis import over_seeds
+from datadiet_jax.training import health, train, train_mesh
+
+
+def init_stats(
+    num_seeds: int, num_examples: int, *, num_classes: int = 0, dynamics_window: int = 0
+) -> dict:
+    """Empty training statistics of K seeds over N examples (also a checkpoint's template):
+    {'forgetting': [K, N] arrays, 'aum': [K, N] arrays, 'nonfinite_step': [K]} and, when
+    `dynamics_window` > 0, 'dynamics' (`scores.trajectory.init_dynamics`, arrays [K, N, ...])."""
+    stats = {
+        "forgetting": forgetting.init_forgetting(num_seeds, num_examples),
+        "aum": aum.init_aum(num_seeds, num_examples),
+        "nonfinite_step": health.init_nonfinite(num_seeds),
+    }
+    if dynamics_window:
+        stats["dynamics"] = trajectory.init_dynamics(
+            num_seeds, num_examples, num_classes, window=dynamics_window
+        )
+    return stats
+
+
+_OPTIMIZER_FIELDS = (
+    "learning_rate",
+    "lr_drop_fractions",
+    "lr_drop_factor",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "warmup_epochs",
+    "num_epochs",
+)
+
+
+def programs(model, train_cfg, schedule_steps: int, mesh=None):
+    """The jitted K-seed init `(keys [K], sample) -> state` and step `(state, stats, batch) ->
+    (state, stats, loss [K])`, shared by every training with the same model, optimizer,
+    schedule and mesh (the score training and all retrainings of a run), so each compiles once.
+
+    The step donates its state and statistics; `train_cfg.fast_backward` chooses its gradient
+    program (`train.fast_backward`). With a ('seed', 'data') `mesh` the step takes and returns
+    mesh-placed arrays (`train_mesh.sharded_step`); the init stays on one device.
+    """
+    model = model_form(model)
+    fields = tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS if k in train_cfg)
+    fast = train.fast_backward(train_cfg.get("fast_backward", "auto"))
+    return _programs(model, fields, schedule_steps, train_cfg.seed_axis, fast, mesh)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(
+    model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str, fast: bool, mesh
+):
+    tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
+    init = functools.partial(train.init_states, model, tx, seed_axis=seed_axis)
+    body = functools.partial(_k_step, model, tx, train_mesh.step_seed_axis(seed_axis, mesh), fast)
+    if mesh is None:
+        return jax.jit(init), jax.jit(body, donate_argnums=(0, 1))
+    return jax.jit(init), train_mesh.sharded_step(body, mesh)
+
+
+def _k_step(model, tx, seed_axis, fast, state, stats, batch):
+    step = over_seeds(functools.partial(train.train_step, model, tx, fast=fast), seed_axis)
+    state, metrics = step(state, batch)
+    index, mask, old = batch["index"], batch["mask"], stats
+    stats = {
+        "forgetting": forgetting.update_forgetting(
+            stats["forgetting"], index, metrics["correct"], mask
+        ),
+        "aum": aum.accumulate_margins(stats["aum"], index, metrics["margin"], mask),
+        "nonfinite_step": health.update_nonfinite(
+            stats["nonfinite_step"], metrics["loss"], state.step
+        ),
+    }
+    if "dynamics" in old:  # the pytree's structure is static: decided when the step is traced
+        stats["dynamics"] = trajectory.update_dynamics(
+            old["dynamics"], index, metrics["probs"], batch["label"], mask
+        )
+    return state, stats, metrics["loss"]

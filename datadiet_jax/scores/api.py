@@ -89,7 +89,7 @@ def model_check(form, packed):
     return functools.partial(model_form_lib.check_pure, form, packed)
 
 
-def _scores(kind, model, variables, images, labels, options: dict) -> np.ndarray:
+def _scores(kind, model, variables, inputs, labels, options: dict) -> np.ndarray:
     """Streams padded batches through the compiled [K, B] function; returns [K, N] float32.
 
     options: the call's `batch_size`, `mesh`, `seed_axis` and `integer_inputs`.
@@ -98,7 +98,7 @@ def _scores(kind, model, variables, images, labels, options: dict) -> np.ndarray
     batch_size, place = options["batch_size"], Placement(options["mesh"])
     model, given = model_form_lib.from_pair(model, variables)  # one form for every framework
     source, num_seeds, total = batches.input_batches(
-        model_check(model, given), images, labels, batch_size, seed_axis, options["integer_inputs"]
+        model_check(model, given), inputs, labels, batch_size, seed_axis, options["integer_inputs"]
     )
     placed = place.put_variables(given, num_seeds, batch_size)
     source = iter(source)
@@ -140,7 +140,7 @@ def _scores(kind, model, variables, images, labels, options: dict) -> np.ndarray
 def el2n_scores(
     model: Any,
     variables,
-    images,
+    inputs,
     labels=None,
     *,
     batch_size: int = 256,
@@ -153,43 +153,43 @@ def el2n_scores(
     Args:
       model: a Flax Linen module, applied in eval mode (`train=False`, `deterministic=True`, ...:
         its mode flag found by convention); an NNX graphdef (from `nnx.split`), or an NNX module
-        with `variables=None`, run after `module.eval()`; a function `apply_fn(params, images)`
-        (`stateful(fn)` for `fn(params, state, images)`); or a model form (`model_form.py`, e.g.
+        with `variables=None`, run after `module.eval()`; a function `apply_fn(params, x)`
+        (`stateful(fn)` for `fn(params, state, x)`); or a model form (`model_form/`, e.g.
         `train_seeds(...).model`). Must return logits [B, C].
       variables: K models stacked on a leading axis: Linen variables (see `init_variables`), the
         NNX state (`nnx.vmap` over a constructor), the params pytree of `apply_fn`, or
         `{'params': ..., 'state': ...}` for `stateful` and a model form.
-      images: [N, ...] float numpy or jax array, normalized as the model expects (integer
-        images are refused); or an iterable of `(images [b, ...], labels [b])`
-        batches of any sizes (a generator, a `tf.data` dataset as numpy), read once, in order,
-        and re-chunked into `batch_size` batches; host memory then does not grow with N beyond
-        the result.
-      labels: [N] int in [0, C) for an images array; omitted (None) for an iterable.
+      inputs: [N, ...] float numpy or jax array (images [N, H, W, C], features [N, D]),
+        normalized as the model expects (integer inputs are refused); or an iterable of
+        `(inputs [b, ...], labels [b])` batches of any sizes (a generator, a `tf.data` dataset
+        as numpy), read once, in order, and re-chunked into `batch_size` batches; host memory
+        then does not grow with N beyond the result.
+      labels: [N] int in [0, C) for an inputs array; omitted (None) for an iterable.
       batch_size: examples per compiled step (the last batch is padded and masked).
       mesh: optional `jax.sharding.Mesh` with axes ('seed', 'data') to shard seeds and data.
       seed_axis: 'unroll' (seeds one after another inside the jit, default on CPU), 'vmap'
         (default on GPU/TPU) or 'map' (`lax.map` over seeds).
-      integer_inputs: images are integer token ids [N, T] (>= 0), passed to the model as they
-        are, for a model whose first layer is an embedding (`nn.Embed`); float inputs are then
-        refused.
+      integer_inputs: the inputs are integer token ids [N, T] (>= 0), passed to the model as
+        they are, for a model whose first layer is an embedding (`nn.Embed`); float inputs are
+        then refused.
     Returns:
       scores: [K, N] float32, in example order (iteration order for a stream, N learned from it).
     Raises:
-      ValueError: bad labels, lengths, variables without a seed axis, images that do not fit
+      ValueError: bad labels, lengths, variables without a seed axis, inputs that do not fit
         the model (naming the layer that refuses them), NaN inputs/scores, a malformed stream
         item (named by its position), or a model whose logits for an example depend on the rest
         of its batch (checked on the first batch; see `batch_check`).
     """
     options = {"batch_size": batch_size, "mesh": mesh, "seed_axis": seed_axis}
     return _scores(
-        "el2n", model, variables, images, labels, options | {"integer_inputs": integer_inputs}
+        "el2n", model, variables, inputs, labels, options | {"integer_inputs": integer_inputs}
     )
 
 
 def grand_scores(
     model: Any,
     variables,
-    images,
+    inputs,
     labels=None,
     *,
     batch_size: int = 128,
@@ -208,7 +208,7 @@ def grand_scores(
     layer that disagrees uses `vmap(grad)` for the rest of the call (an absl warning names it).
 
     Args:
-      model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs: as in
+      model, variables, inputs, labels, batch_size, mesh, seed_axis, integer_inputs: as in
         `el2n_scores` (an embedding table's per-example gradient is exact, by `vmap(grad)`).
     Returns:
       scores: [K, N] float32, in example order.
@@ -217,7 +217,7 @@ def grand_scores(
     """
     options = {"batch_size": batch_size, "mesh": mesh, "seed_axis": seed_axis}
     return _scores(
-        "grand", model, variables, images, labels, options | {"integer_inputs": integer_inputs}
+        "grand", model, variables, inputs, labels, options | {"integer_inputs": integer_inputs}
     )
 
 
@@ -225,7 +225,7 @@ def logit_scores(
     kind: str,
     model: Any,
     variables,
-    images,
+    inputs,
     labels=None,
     *,
     batch_size: int = 256,
@@ -239,7 +239,7 @@ def logit_scores(
       kind: a name of `uncertainty.LOGIT_SCORES`: 'entropy', 'least_confidence', 'margin'
         (DeepCore's uncertainty family, label-free), 'loss' (cross-entropy with the label) or
         'el2n'. Higher = harder for each.
-      model, variables, images, labels, batch_size, mesh, seed_axis, integer_inputs: as in
+      model, variables, inputs, labels, batch_size, mesh, seed_axis, integer_inputs: as in
         `el2n_scores` (labels are checked and passed even where the score ignores them).
     Returns:
       scores: [K, N] float32, in example order.
@@ -252,5 +252,5 @@ def logit_scores(
         )
     options = {"batch_size": batch_size, "mesh": mesh, "seed_axis": seed_axis}
     return _scores(
-        kind, model, variables, images, labels, options | {"integer_inputs": integer_inputs}
+        kind, model, variables, inputs, labels, options | {"integer_inputs": integer_inputs}
     )

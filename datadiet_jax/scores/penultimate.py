@@ -107,7 +107,7 @@ def _program(adapted, one, spec, seed_axis):
 def penultimate_features(
     model: Any,
     variables,
-    images,
+    inputs,
     labels=None,
     *,
     batch_size: int = 256,
@@ -119,13 +119,13 @@ def penultimate_features(
     Args:
       model, variables: as in `api.el2n_scores` (a Linen module and its stacked variables, an NNX
         graphdef and stacked state, or `apply_fn` and stacked params), K seeds stacked.
-      images: [N, ...] array (normalized as the model expects), or an iterable of
-        `(images [b, ...], labels [b])` batches as in `el2n_scores`.
-      labels: [N] int labels of an images array, only checked (the features do not use them);
+      inputs: [N, ...] array (normalized as the model expects), or an iterable of
+        `(inputs [b, ...], labels [b])` batches as in `el2n_scores`.
+      labels: [N] int labels of an inputs array, only checked (the features do not use them);
         None is allowed for an array too. Omitted for an iterable.
       batch_size: examples per compiled step (the last batch is padded and masked).
       seed_axis: 'unroll', 'vmap' or 'map', as in `el2n_scores`.
-      integer_inputs: the images are integer token ids (see `el2n_scores`).
+      integer_inputs: the inputs are integer token ids (see `el2n_scores`).
     Returns:
       features: [K, N, D] float32, in example order; D is the last linear layer's input width
         (its per-example input flattened).
@@ -134,11 +134,11 @@ def penultimate_features(
     """
     seed_axis = seed_axis_lib.resolve(seed_axis)
     adapted, packed = model_form_lib.from_pair(model, variables)
-    if labels is None and not batches.is_stream(images):
-        labels = np.zeros(np.shape(images)[0], np.int32)  # only the features are computed
+    if labels is None and not batches.is_stream(inputs):
+        labels = np.zeros(np.shape(inputs)[0], np.int32)  # only the features are computed
     check_model = api.model_check(adapted, packed)
     source, num_seeds, total = batches.input_batches(
-        check_model, images, labels, batch_size, seed_axis, integer_inputs
+        check_model, inputs, labels, batch_size, seed_axis, integer_inputs
     )
     placed = jax.device_put(packed)
     source = iter(source)

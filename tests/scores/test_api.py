@@ -99,13 +99,13 @@ def test_no_retrace_across_batches_or_calls(tiny, monkeypatch):
     model, variables = tiny
     images, labels = _data()
     traces = []
-    original = api._batch_scores
+    original = programs._batch_scores
 
-    def counting(*args):
-        traces.append(args[1])
-        return original(*args)
+    def counting(per_seed, *args):
+        traces.append(per_seed.args[1])  # the score kind bound into the per-seed function
+        return original(per_seed, *args)
 
-    monkeypatch.setattr(api, "_batch_scores", counting)
+    monkeypatch.setattr(programs, "_batch_scores", counting)
     programs.clear_programs()
     api.grand_scores(model, variables, images, labels, batch_size=8)  # 5 batches
     api.grand_scores(model, variables, images[:20], labels[:20], batch_size=8)

@@ -76,9 +76,9 @@ def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
 
 def spearman_rows(scale: Scale, runs_dir: str) -> list[dict]:
     """Seed-count correlations of every score file of the clean score run."""
-    files = sweeps.load_results(scale, sweeps.score_item(0.0), runs_dir)["scores"]
+    paths = sweeps.load_results(scale, sweeps.score_item(0.0), runs_dir)["scores"]
     rows = []
-    for name, path in files.items():
+    for name, path in paths.items():
         per_seed = artifacts.load_scores(path)["per_seed"]
         rows += [dict(score=name) | r for r in seed_count.seed_count_correlations(per_seed)]
     return rows

@@ -222,5 +222,5 @@ def _scores_config(config) -> ml_collections.ConfigDict:
 
 def describe(report: dict) -> str:
     """A few lines for people: the table and where the files are."""
-    files = "\n".join(f"  {p}" for p in report["paths"])
-    return f"\n{table_text(report['rows'])}\nWrote:\n{files}"
+    written = "\n".join(f"  {p}" for p in report["paths"])
+    return f"\n{table_text(report['rows'])}\nWrote:\n{written}"

@@ -142,11 +142,11 @@ def write_scores_csv(config, workdir: str, path: str, scores_config=None) -> str
     """
     labels = read_labels(workdir)
     source = config.score.workdir or workdir
-    files = score_files(scores_config or config, source)
-    if labels is None or not files:
+    paths = score_files(scores_config or config, source)
+    if labels is None or not paths:
         logging.info("No per-example scores in %s yet; %s not written.", source, path)
         return None
-    columns = score_columns(files, len(labels["labels"]))
+    columns = score_columns(paths, len(labels["labels"]))
     noisy = bool(config.data.label_noise.fraction)
     files.write_csv(path, score_rows(columns, labels, noisy))
     return path

@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from datadiet_jax.pipeline import artifacts, workdir
+from datadiet_jax.pipeline import artifacts
+from datadiet_jax.training import files, workdir
 from datadiet_jax.pipeline.config_base import config_to_dict
 
 PROV = {"dataset": "fashion_mnist", "split": "train", "num_examples": 4, "label_noise": None}
@@ -44,7 +45,7 @@ def test_score_file_with_nan_or_wrong_length_is_refused(tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         artifacts.load_scores(path)
     bad = str(tmp_path / "short.npz")
-    artifacts.save_npz(
+    files.save_npz(
         bad,
         per_seed=np.ones((1, 3)),
         mean=np.ones(3),
@@ -86,7 +87,7 @@ def test_workdir_with_another_config_is_refused_and_kept(tmp_path):
 
 def test_csv_columns(tmp_path):
     path = str(tmp_path / "r.csv")
-    artifacts.write_csv(path, [{"a": 1, "b": 2}, {"a": 3, "c": 4}])
+    files.write_csv(path, [{"a": 1, "b": 2}, {"a": 3, "c": 4}])
     assert open(path).read().splitlines() == ["a,b,c", "1,2,", "3,,4"]
 
 

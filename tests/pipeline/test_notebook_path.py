@@ -61,7 +61,10 @@ def test_train_seeds_trains_resumes_and_refuses(synthetic_split, tmp_path):
     again = dd.train_seeds(NNXNet, synthetic_split, workdir=str(tmp_path), **kw)  # resumes
     for x, y in zip(jax.tree.leaves(trained.state), jax.tree.leaves(again.state), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    with pytest.raises(ValueError, match="'learning_rte', not a field of config.train"):
+    with pytest.raises(
+        ValueError,
+        match="got 'learning_rte', which is no option of it; use one of .*'learning_rate'",
+    ):
         dd.train_seeds(NNXNet, synthetic_split, learning_rte=0.1)
     with pytest.raises(ValueError, match="train_seeds: seed 0 diverged"):
         dd.train_seeds(NNXNet, synthetic_split, num_seeds=1, num_steps=3, learning_rate=1e30)

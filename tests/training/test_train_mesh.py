@@ -117,7 +117,7 @@ _SCRIPT = textwrap.dedent(
     # step_seed_axis runs them one after another); 'map' keeps every activation split.
     import re
 
-    from datadiet_jax.training import keys, loop, train_mesh
+    from datadiet_jax.training import k_step, keys, loop, train_mesh
     from tests.conftest import tiny_model
 
     mesh = train_mesh.make_mesh('2x4', 4, 16, 'compiled')

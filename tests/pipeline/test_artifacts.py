@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from datadiet_jax.pipeline import artifacts
-from datadiet_jax.training import files, workdir
 from datadiet_jax.pipeline.config_base import config_to_dict
+from datadiet_jax.training import files, workdir
 
 PROV = {"dataset": "fashion_mnist", "split": "train", "num_examples": 4, "label_noise": None}
 RUN = {**PROV, "model": "small_cnn", "seed": 0, "num_seeds": 1}

@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from datadiet_jax.pipeline import artifacts, score_stage
+from datadiet_jax.training import files
 
 
 def score_files(config, workdir: str) -> dict[str, str]:

@@ -19,7 +19,9 @@
   workdir         the work directory: writable, locked by one process, its config.json
   interrupts      Ctrl-C and SIGTERM: one line naming the stage, exit 130 / 143
   logs            library INFO lines left out of the log
-  run             the orchestrator (`run.run(config, workdir)`)
+  specs           what each stage is (`ScoreSpec`, `PruneSpec`, `RetrainSpec`), built once by
+                  `config_check.validate`
+  run             the orchestrator (`run.run(config, workdir)`): the only stage that sees the config
 
 It uses the scores library (`datadiet_jax.scores`); the library never uses it. Its modules are
 imported one by one (`from datadiet_jax.pipeline import loop`), so that reading a score file does
@@ -44,6 +46,7 @@ __all__ = [
     "retrain",
     "run",
     "score_stage",
+    "specs",
     "sources",
     "train",
     "workdir",

@@ -109,7 +109,7 @@ def strategy_inputs(spec: PruneSpec, strategy: str) -> list[str]:
     return names + (["mean_prob"] if strategy == "dual_sampling" else [])
 
 
-def kept_indices(
+def select_run(
     spec: PruneSpec, run: PlannedRun, split, scores: Mapping[str, np.ndarray]
 ) -> np.ndarray:
     """The sorted `[M] int64` dataset indices `run` trains on.
@@ -160,7 +160,7 @@ def kept_sets(
     out = []
     for run in spec.runs:
         start = time.perf_counter()
-        out.append((run, kept_indices(spec, run, split, scores)))
+        out.append((run, select_run(spec, run, split, scores)))
         if seconds is not None:
             seconds[run.name] = round(time.perf_counter() - start, 4)
     return out

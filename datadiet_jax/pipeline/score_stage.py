@@ -137,65 +137,13 @@ def score_stage(spec: ScoreSpec, workdir: str, model, split) -> dict[str, str]:
     train_epochs = spec.train_epochs
     model = trainable(model)
     wanted = wanted_files(spec, workdir)
-    at_epochs = {(k, e) for k, e, _ in wanted.values()}
     paths = {name: path for name, (_, _, path) in wanted.items()}
     if all(os.path.exists(p) for p in paths.values()):
         logging.info("Scores already in %s", os.path.join(workdir, "scores"))
         return paths
     health.warn_if_small("The score training", split.num_examples, spec.train_cfg.batch_size)
+    files = _ScoreFiles(spec, workdir, split, {(k, e) for k, e, _ in wanted.values()})
     images = split.model_inputs()
-    tokens = split.kind == "tokens"  # an embedding first layer takes the integer ids
-
-    def write(kind, epoch, per_seed):
-        path = score_path(workdir, kind, epoch)
-        artifacts.save_scores(
-            path,
-            per_seed,
-            split.index,
-            provenance(spec, split, kind, epoch),
-            tfds_id=split.tfds_id,
-        )
-        logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))
-
-    def todo(kind, epoch):
-        return (kind, epoch) in at_epochs and not os.path.exists(score_path(workdir, kind, epoch))
-
-    def timed(kind, epoch, fn, *args, **kwargs):
-        start = time.perf_counter()
-        with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
-            per_seed = fn(*args, **kwargs)
-        record_seconds(workdir, kind, epoch, time.perf_counter() - start, per_seed)
-        return per_seed
-
-    def hook_for(epoch):
-        def hook(state, stats):
-            health.check_score_training(stats["forgetting"], split.labels, epoch)
-            scored, variables = model.scoring_pair(state.params, state.model_state)
-            batch = {"batch_size": spec.batch_size, "integer_inputs": tokens}
-            passes = [(k, functools.partial(logit_api.logit_scores, k)) for k in LOGIT_KINDS]
-            for kind, fn in passes + [("grand", api.grand_scores)]:
-                if todo(kind, epoch):
-                    per_seed = timed(
-                        kind, epoch, fn, scored, variables, images, split.labels, **batch
-                    )
-                    write(kind, epoch, per_seed)
-            if any(todo(kind, epoch) for kind in config_check.FEATURE_KINDS):
-                feats = timed(
-                    "features",
-                    epoch,
-                    features.penultimate_features,
-                    scored,
-                    variables,
-                    images,
-                    split.labels,
-                    **batch,
-                )
-                write("features", epoch, feats)
-                for kind, fn in feature_scores(spec).items():
-                    write(kind, epoch, timed(kind, epoch, fn, feats, split.labels))
-
-        return hook
-
     missing = {
         e for name, (_, e, path) in wanted.items() if "@" in name and not os.path.exists(path)
     }
@@ -205,17 +153,72 @@ def score_stage(spec: ScoreSpec, workdir: str, model, split) -> dict[str, str]:
         split.index,
         training_spec(spec, workdir, split),
         past_hooks=True,
-        hooks={e: hook_for(e) for e in sorted(missing)},
+        hooks={e: _epoch_hook(files, model, images, e) for e in sorted(missing)},
     )
     if spec.forgetting:
-        write("forgetting", train_epochs, forgetting.forgetting_scores(stats["forgetting"]))
+        files.write("forgetting", train_epochs, forgetting.forgetting_scores(stats["forgetting"]))
     if spec.aum:
         # Stored negated (higher = lower margin = harder), like every other score.
-        write("aum", train_epochs, aum.aum_scores(stats["aum"]))
+        files.write("aum", train_epochs, aum.aum_scores(stats["aum"]))
     if spec.dynamics:
         for kind, fn in DYNAMICS_SCORES.items():
-            write(kind, train_epochs, timed(kind, train_epochs, fn, stats["dynamics"]))
+            per_seed = files.timed(kind, train_epochs, fn, stats["dynamics"])
+            files.write(kind, train_epochs, per_seed)
     return paths
+
+
+class _ScoreFiles:
+    """The score files of one score stage: which are due, computing one (timed), writing it."""
+
+    def __init__(self, spec: ScoreSpec, workdir: str, split, at_epochs: set):
+        self.spec, self.workdir, self.split, self.at_epochs = spec, workdir, split, at_epochs
+
+    def write(self, kind: str, epoch: int, per_seed) -> None:
+        path = score_path(self.workdir, kind, epoch)
+        artifacts.save_scores(
+            path,
+            per_seed,
+            self.split.index,
+            provenance(self.spec, self.split, kind, epoch),
+            tfds_id=self.split.tfds_id,
+        )
+        logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))
+
+    def todo(self, kind: str, epoch: int) -> bool:
+        path = score_path(self.workdir, kind, epoch)
+        return (kind, epoch) in self.at_epochs and not os.path.exists(path)
+
+    def timed(self, kind: str, epoch: int, fn, *args, **kwargs):
+        start = time.perf_counter()
+        with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
+            per_seed = fn(*args, **kwargs)
+        record_seconds(self.workdir, kind, epoch, time.perf_counter() - start, per_seed)
+        return per_seed
+
+
+def _epoch_hook(files: _ScoreFiles, model, images, epoch: int):
+    """The loop's hook at `epoch`: the logit scores, GraNd and the features with their scores
+    that are due then, each computed in passes over `images`, the un-augmented training set."""
+    split = files.split
+    tokens = split.kind == "tokens"  # an embedding first layer takes the integer ids
+
+    def hook(state, stats):
+        health.check_score_training(stats["forgetting"], split.labels, epoch)
+        scored, variables = model.scoring_pair(state.params, state.model_state)
+        batch = {"batch_size": files.spec.batch_size, "integer_inputs": tokens}
+        passes = [(k, functools.partial(logit_api.logit_scores, k)) for k in LOGIT_KINDS]
+        inputs = (scored, variables, images, split.labels)
+        for kind, fn in passes + [("grand", api.grand_scores)]:
+            if files.todo(kind, epoch):
+                files.write(kind, epoch, files.timed(kind, epoch, fn, *inputs, **batch))
+        if any(files.todo(kind, epoch) for kind in config_check.FEATURE_KINDS):
+            penultimate = features.penultimate_features
+            feats = files.timed("features", epoch, penultimate, *inputs, **batch)
+            files.write("features", epoch, feats)
+            for kind, fn in feature_scores(files.spec).items():
+                files.write(kind, epoch, files.timed(kind, epoch, fn, feats, split.labels))
+
+    return hook
 
 
 # Scores of one eval-mode forward pass, EL2N's included (`scores.uncertainty`).

@@ -22,9 +22,8 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from datadiet_jax.pipeline import interrupts, logs  # noqa: E402
-from datadiet_jax.pipeline import run as run_lib  # noqa: E402
-from datadiet_jax.training import multihost
+from datadiet_jax.pipeline import interrupts, logs, run  # noqa: E402
+from datadiet_jax.training import multihost  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run (resumed if present).")
@@ -90,7 +89,7 @@ def main(argv):
 def run_or_exit(config, workdir: str) -> dict:
     """`run.run`, with bad input and a full disk turned into one `error:` line on stderr."""
     try:
-        return run_lib.run(config, workdir)
+        return run.run(config, workdir)
     except Exception as e:
         if _disk_full(e):
             sys.exit(

@@ -85,7 +85,8 @@ def measure(scale: Scale, runs_dir: str) -> list[dict]:
         split, test_split = data.load_splits(config.data)
         kind, _, epoch = settings.score.partition("@")
         path = score_stage.score_path(config.score.workdir, kind, int(epoch))
-        scores = artifacts.load_scores(path, score_stage.score_expectation(config, split))["mean"]
+        expect = score_stage.score_expectation(config_check.score_spec(config), split)
+        scores = artifacts.load_scores(path, expect)["mean"]
         model = models.build(config.model, split.num_classes)
         augment = input_pipeline.augments(config.data, split.images.shape)
         return connectivity.spawning_run(

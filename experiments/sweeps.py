@@ -30,8 +30,7 @@ import numpy as np
 from absl import logging
 
 from configs.studies.scales import Scale, get_scale
-from datadiet_jax.pipeline import artifacts, config_check, data, plan, retrain, score_stage
-from datadiet_jax.pipeline import run as run_lib
+from datadiet_jax.pipeline import artifacts, config_check, data, plan, retrain, run, score_stage
 from datadiet_jax.pipeline import workdir as workdir_lib
 from datadiet_jax.training import files
 
@@ -149,8 +148,8 @@ def check_sweep(scale: Scale, items: Sequence[Mapping], runs_dir: str) -> None:
     for it in items:
         config = make_config(scale, it, runs_dir)
         try:
-            config_check.validate(config)
-            plan.check_windows(config, num_train_examples(config))
+            specs = config_check.validate(config)
+            plan.check_windows(specs.prune, num_train_examples(config))
         except ValueError as e:
             raise ValueError(f"Sweep item {it['name']}: {e}") from None
 
@@ -166,7 +165,9 @@ def check_score_files(scale: Scale, items: Sequence[Mapping], runs_dir: str) -> 
         if it["kind"] != "train":
             continue
         config = make_config(scale, it, runs_dir)
-        score_stage.external_scores(config, _shape_only(config, num_train_examples(config)))
+        specs = config_check.validate(config)
+        split = _shape_only(config, num_train_examples(config))
+        score_stage.external_scores(specs.score, specs.prune, split)
 
 
 def enable_compilation_cache(runs_dir: str) -> None:
@@ -216,10 +217,10 @@ def run_sweep(scale: Scale, items: Sequence[Mapping], runs_dir: str) -> dict[str
 def _run_item(config, item_dir: str) -> dict:
     """`run.run`, except that a finished run whose inputs are unchanged (`run.is_current`) is
     read back without loading data. Another figure working in the same folder is waited for."""
-    if run_lib.is_current(config, item_dir):
+    if run.is_current(config, item_dir):
         logging.info("Finished already: %s", item_dir)
         return files.read_json(os.path.join(item_dir, "results.json"))
-    return run_lib.run(config, item_dir, wait=True)
+    return run.run(config, item_dir, wait=True)
 
 
 @contextlib.contextmanager

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from datadiet_jax.pipeline import artifacts
-from datadiet_jax.pipeline import run as run_lib
+from datadiet_jax.pipeline import artifacts, run
 from datadiet_jax.training import files
 from tests.conftest import run_main
 
@@ -126,7 +125,7 @@ def test_retrain_budget_epochs_trains_pruned_runs_for_fewer_steps(fashion_run, t
     config = fashion_mnist.get_config("smoke")
     config.score.workdir = score_dir
     config.retrain.budget = "epochs"
-    results = run_lib.run(config, str(tmp_path / "w"))
+    results = run.run(config, str(tmp_path / "w"))
     runs = {r["name"]: r for r in results["runs"]}
     # 2 epochs: 4 batches of 32 for the 128 examples of the full run, 2 for the 64 kept.
     assert runs["full"]["steps"] == 2 * 4
@@ -191,7 +190,7 @@ def test_cifar10_smoke_under_mock_data(tmp_path):
     config.data.download = True  # mocked: nothing is fetched
     config.data.label_noise.fraction = 0.1
     with tfds.testing.mock_data(num_examples=300):
-        results = run_lib.run(config, str(tmp_path))
+        results = run.run(config, str(tmp_path))
     runs = {r["name"] for r in results["runs"]}
     assert runs == {"full", "el2n-1_hardest_f0.50", "random_subset_f0.50"}
     s = artifacts.load_scores(os.path.join(tmp_path, results["scores"]["grand@0"]))

@@ -15,7 +15,9 @@
   workdir         the work directory: writable, locked by one process, its config.json
   interrupts      Ctrl-C and SIGTERM: one line naming the stage, exit 130 / 143
   logs            library INFO lines left out of the log
-  run             the orchestrator (`run.run(config, workdir)`)
+  specs           what each stage is (`ScoreSpec`, `PruneSpec`, `RetrainSpec`), built once by
+                  `config_check.validate`
+  run             the orchestrator (`run.run(config, workdir)`): the only stage that sees the config
 
 It uses the K-seed trainer (`datadiet_jax.training`) and the scores library
 (`datadiet_jax.scores`); neither uses it. Its modules are
@@ -37,6 +39,7 @@ __all__ = [
     "retrain",
     "run",
     "score_stage",
+    "specs",
     "sources",
     "stacked",
     "workdir",

@@ -5,7 +5,8 @@ for an int); `validate` checks the rest here, before any data is read or anythin
 a bad override such as `--config.train.batch_size=0` fails at once with one line: ranges
 (`check_values`), names (model, strategy, scores), the score epochs against the training
 (`score_epochs`) and the retraining plan (its run names; `plan.check_windows` checks the offset
-windows once N is known).
+windows once N is known). It returns the stages' specs (`specs.Specs`), built once here: validation
+and the orchestrator are the only code that sees the whole config.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import math
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import data, plan
+from datadiet_jax.pipeline import data, fingerprint, plan, specs, workdir
+from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.scores import pruning, seed_axis
 from datadiet_jax.training import train, train_mesh
 
@@ -230,8 +232,28 @@ FEATURE_KINDS = ("features", "moderate", "prototype")
 DYNAMICS_KINDS = ("dyn_unc", "tdds", "dual", "mean_prob")
 
 
-def validate(config) -> None:
-    """Checks a config before anything is written; raises ValueError naming the field to fix."""
+def features_name(config) -> str:
+    """The features file of the feature strategies: `config.prune.features`, else the only
+    feature epoch's ('features@E'); raises ValueError naming the fix when there is none."""
+    name = config.prune.get("features", "")
+    if name:
+        return name
+    epochs = tuple(config.score.get("feature_epochs", ()))
+    if len(epochs) != 1:
+        raise ValueError(
+            f"prune.strategy {config.prune.strategy!r} selects on features, but "
+            f"config.score.feature_epochs is {epochs}; set --config.prune.features=features@E "
+            "with E one of the feature epochs (or set one feature epoch)."
+        )
+    return f"features@{epochs[0]}"
+
+
+def validate(config) -> specs.Specs:
+    """Checks a config before anything is written; raises ValueError naming the field to fix.
+
+    Returns:
+      The stages' specs (`score_spec`, `prune_spec`, `retrain_spec`).
+    """
     models.check(config.model)
     for f in config.prune.fractions:
         pruning.num_to_keep(100, f)
@@ -243,9 +265,9 @@ def validate(config) -> None:
         )
     valid = available_scores(config)
     strategy = config.prune.strategy
-    if strategy in pruning.FEATURE_STRATEGIES and plan.features_name(config) not in valid:
+    if strategy in pruning.FEATURE_STRATEGIES and features_name(config) not in valid:
         raise ValueError(
-            f"config.prune.features is {plan.features_name(config)!r}, which this config does "
+            f"config.prune.features is {features_name(config)!r}, which this config does "
             "not compute; add its epoch to config.score.feature_epochs."
         )
     if strategy == "dual_sampling" and "mean_prob" not in valid:
@@ -271,5 +293,73 @@ def validate(config) -> None:
     if config.data.augment not in ("auto", "on", "off"):
         raise ValueError("config.data.augment must be 'auto', 'on' or 'off'.")
     check_source(config.data)
-    score_epochs(config)
-    plan.check_unique(plan.planned_runs(config))
+    return specs.Specs(score_spec(config), prune_spec(config), retrain_spec(config))
+
+
+def score_spec(config) -> specs.ScoreSpec:
+    """The score stage of `config` (raises ValueError when its epochs do not fit the training)."""
+    epochs, train_epochs = score_epochs(config)
+    noise = config.data.label_noise
+    dynamics = bool(config.score.get("dynamics", False))
+    return specs.ScoreSpec(
+        seed=config.seed,
+        num_seeds=config.score.num_seeds,
+        batch_size=config.score.batch_size,
+        epochs=tuple(epochs),
+        train_epochs=train_epochs,
+        names=tuple(available_scores(config)),
+        forgetting=bool(config.score.forgetting),
+        aum=bool(config.score.aum),
+        dynamics=dynamics,
+        dynamics_window=config.score.dynamics_window if dynamics else 0,
+        prototypes_per_class=config.score.prototypes_per_class,
+        source_workdir=config.score.workdir,
+        allow_transfer=config.score.allow_transfer,
+        model=config.model.name,
+        label_noise=config_to_dict(noise) if noise.fraction else None,
+        train_cfg=config.train,
+        data_cfg=config.data,
+        record=config_to_dict(config),
+    )
+
+
+def prune_spec(config) -> specs.PruneSpec:
+    """The retraining plan of `config` (raises ValueError when two runs would share a name)."""
+    runs = plan.planned_runs(config.prune)
+    plan.check_unique(runs)
+    strategy = config.prune.strategy
+    return specs.PruneSpec(
+        seed=config.seed,
+        strategy=strategy,
+        runs=tuple(runs),
+        scores=tuple(config.prune.scores),
+        fractions=tuple(config.prune.fractions),
+        offsets=tuple(config.prune.offsets),
+        features=features_name(config) if strategy in pruning.FEATURE_STRATEGIES else "",
+        num_score_seeds=config.prune.num_score_seeds,
+        ccs_beta=config.prune.ccs_beta,
+    )
+
+
+def retrain_spec(config) -> specs.RetrainSpec:
+    """The retrainings of `config`."""
+    return specs.RetrainSpec(
+        seed=config.seed,
+        num_seeds=config.retrain.num_seeds,
+        budget=config.retrain.budget,
+        stack=config.retrain.get("stack", "auto"),
+        train_cfg=config.train,
+        data_cfg=config.data,
+        label_noise=config.data.label_noise.fraction,
+        settings=training_settings(config),
+    )
+
+
+def training_settings(config) -> dict:
+    """The config sections that decide a retraining besides its kept set
+    (`fingerprint.TRAINING_SECTIONS`), as plain dicts without `workdir.NEUTRAL_FIELDS`."""
+    sections = {k: config_to_dict(config[k]) for k in fingerprint.TRAINING_SECTIONS}
+    for field in workdir.NEUTRAL_FIELDS:  # where the data lies, how the same gradients are made
+        section, name = field.split(".")
+        sections[section].pop(name, None)
+    return sections

@@ -15,19 +15,24 @@ Hashes are SHA-256 hex digests: of a file's bytes, or of an array's dtype, shape
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from datadiet_jax.pipeline import artifacts, plan, workdir
-from datadiet_jax.pipeline.config_base import config_to_dict
+from datadiet_jax.pipeline import artifacts, plan
+
+if TYPE_CHECKING:
+    from datadiet_jax.pipeline.specs import PruneSpec, RetrainSpec
 
 # The config sections that decide a retraining, besides its kept set.
 TRAINING_SECTIONS = ("data", "model", "train", "retrain")
-# The `config.prune` fields that decide a kept set, besides its score, strategy and fraction.
+# The `config.prune` (and `specs.PruneSpec`) fields that decide a kept set, besides its score,
+# strategy and fraction.
 SELECTION_FIELDS = ("num_score_seeds", "ccs_beta")
 
 
@@ -56,41 +61,38 @@ def score_hashes(score_files: Mapping[str, str], workdir: str) -> dict[str, dict
     }
 
 
-def kept_record(config, run, scores: Mapping[str, dict], num_examples: int) -> dict:
+def kept_record(spec: PruneSpec, run, scores: Mapping[str, dict], num_examples: int) -> dict:
     """What the kept set of `run` (a `plan.PlannedRun`) is selected from.
 
     Args:
-      config: the run's config.
+      spec: the plan's selection settings.
       run: the planned run.
       scores: `score_hashes` of the run's score files (only `run.score`'s entry is recorded).
       num_examples: N of the training split.
     """
-    names = [run.score, *plan.strategy_inputs(config, run.strategy)]
+    names = [run.score, *plan.strategy_inputs(spec, run.strategy)]
     used = {name: scores[name] for name in names if name in scores}
     selection = {
         "score": run.score,
         "strategy": run.strategy,
         "prune_fraction": run.prune_fraction,
         "offset": run.offset,
-        "seed": config.seed,
+        "seed": spec.seed,
         "num_examples": num_examples,
     }
     if run.score not in (None, "random"):
-        selection |= {k: config.prune[k] for k in SELECTION_FIELDS}
+        selection |= {k: getattr(spec, k) for k in SELECTION_FIELDS}
     return {"scores": used, "selection": selection}
 
 
-def training_record(config, kept: np.ndarray) -> dict:
-    """What a retraining is made from: its kept indices' hash and the training settings."""
-    sections = {k: config_to_dict(config[k]) for k in TRAINING_SECTIONS}
-    for field in workdir.NEUTRAL_FIELDS:  # where the data lies, how the same gradients are made
-        section, name = field.split(".")
-        sections[section].pop(name, None)
+def training_record(spec: RetrainSpec, kept: np.ndarray) -> dict:
+    """What a retraining is made from: its kept indices' hash and the training settings
+    (`spec.settings`)."""
     return {
         "kept_sha256": array_sha256(np.asarray(kept, np.int64)),
         "num_kept": len(kept),
-        "seed": config.seed,
-        **sections,
+        "seed": spec.seed,
+        **copy.deepcopy(spec.settings),
     }
 
 

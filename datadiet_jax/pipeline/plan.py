@@ -1,7 +1,8 @@
 """The retraining plan: every run a config asks for, enumerated once, and the examples each keeps.
 
-`planned_runs(config)` lists the runs from the config alone (so `config_check.validate` checks the
-same plan that `kept_sets` later fills with kept indices from the scores), in plan order: the
+`planned_runs(config.prune)` lists the runs from the config alone (so `config_check.validate` checks
+the plan it puts in `specs.PruneSpec.runs`, which `kept_sets` later fills with kept indices from the
+scores), in plan order: the
 full-data baseline, then per pruned fraction each score (and each offset of the 'offset'
 strategy) followed by the random baseline of that fraction.
 
@@ -18,10 +19,14 @@ import dataclasses
 import re
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from datadiet_jax.scores import pruning
+
+if TYPE_CHECKING:
+    from datadiet_jax.pipeline.specs import PruneSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +62,22 @@ def run_name(score: str, strategy: str, fraction: float, offset: int = 0) -> str
     return f"{name}_o{offset}" if strategy == "offset" else name
 
 
-def planned_runs(config) -> list[PlannedRun]:
-    """Every retraining run of a config, in plan order (no data needed)."""
-    runs = [PlannedRun("full", None, "full", 0.0)] if config.prune.full_baseline else []
-    strategy = config.prune.strategy
-    offsets = config.prune.offsets if strategy == "offset" else (0,)
-    for f in config.prune.fractions:
-        for score in config.prune.scores:
+def planned_runs(prune_cfg) -> list[PlannedRun]:
+    """Every retraining run of a config, in plan order (no data needed).
+
+    Args:
+      prune_cfg: `config.prune` (full_baseline, strategy, offsets, fractions, scores,
+        random_baseline).
+    """
+    runs = [PlannedRun("full", None, "full", 0.0)] if prune_cfg.full_baseline else []
+    strategy = prune_cfg.strategy
+    offsets = prune_cfg.offsets if strategy == "offset" else (0,)
+    for f in prune_cfg.fractions:
+        for score in prune_cfg.scores:
             for offset in offsets:
                 name = run_name(score, strategy, f, offset)
                 runs.append(PlannedRun(name, score, strategy, f, offset))
-        if config.prune.random_baseline:
+        if prune_cfg.random_baseline:
             runs.append(PlannedRun(run_name("random", "subset", f), "random", "random", f))
     return runs
 
@@ -83,43 +93,29 @@ def check_unique(runs: Sequence[PlannedRun]) -> None:
         )
 
 
-def check_windows(config, num_examples: int) -> None:
+def check_windows(spec: PruneSpec, num_examples: int) -> None:
     """Refuses offsets and fractions that leave an empty or out-of-range window, before training."""
-    if config.prune.strategy == "offset":
-        for f in config.prune.fractions:
+    if spec.strategy == "offset":
+        for f in spec.fractions:
             num_keep = pruning.num_to_keep(num_examples, f)
-            for offset in config.prune.offsets:
+            for offset in spec.offsets:
                 pruning.check_window(num_examples, offset, num_keep)
 
 
-def features_name(config) -> str:
-    """The features file of the feature strategies: `config.prune.features`, else the only
-    feature epoch's ('features@E'); raises ValueError naming the fix when there is none."""
-    name = config.prune.get("features", "")
-    if name:
-        return name
-    epochs = tuple(config.score.get("feature_epochs", ()))
-    if len(epochs) != 1:
-        raise ValueError(
-            f"prune.strategy {config.prune.strategy!r} selects on features, but "
-            f"config.score.feature_epochs is {epochs}; set --config.prune.features=features@E "
-            "with E one of the feature epochs (or set one feature epoch)."
-        )
-    return f"features@{epochs[0]}"
-
-
-def strategy_inputs(config, strategy: str) -> list[str]:
+def strategy_inputs(spec: PruneSpec, strategy: str) -> list[str]:
     """The files a strategy reads besides its score: the features of the feature selectors
-    (`features_name`), the mean prediction of 'dual_sampling' ('mean_prob')."""
-    names = [features_name(config)] if strategy in pruning.FEATURE_STRATEGIES else []
+    (`spec.features`), the mean prediction of 'dual_sampling' ('mean_prob')."""
+    names = [spec.features] if strategy in pruning.FEATURE_STRATEGIES else []
     return names + (["mean_prob"] if strategy == "dual_sampling" else [])
 
 
-def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+def select_run(
+    spec: PruneSpec, run: PlannedRun, split, scores: Mapping[str, np.ndarray]
+) -> np.ndarray:
     """The sorted `[M] int64` dataset indices `run` trains on.
 
     Args:
-      config: the run's config (seed, CCS beta).
+      spec: the plan's selection settings (seed, features, CCS beta).
       run: a planned run.
       split: the training `data.Split` (labels for the class-balanced strategies, N).
       scores: {score name: [N] scores that prune} for every score of the plan.
@@ -131,13 +127,13 @@ def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray
             None,
             "random",
             prune_fraction=run.prune_fraction,
-            seed=config.seed,
+            seed=spec.seed,
             num_examples=split.num_examples,
         )
     options = {}
     score = scores[run.score]
     if run.strategy in pruning.FEATURE_STRATEGIES:
-        options["features"] = scores[features_name(config)]
+        options["features"] = scores[spec.features]
         if np.ndim(score) == 3:  # 'features@E' as the run's score: the features alone
             score = None
     if run.strategy == "dual_sampling":
@@ -147,24 +143,24 @@ def kept_indices(config, run: PlannedRun, split, scores: Mapping[str, np.ndarray
         run.strategy,
         prune_fraction=run.prune_fraction,
         labels=split.labels,
-        seed=config.seed,
+        seed=spec.seed,
         offset=run.offset,
-        beta=config.prune.ccs_beta,
+        beta=spec.ccs_beta,
         **options,
     )
 
 
-def kept_sets(config, split, scores: Mapping[str, np.ndarray], seconds: dict | None = None):
+def kept_sets(
+    spec: PruneSpec, split, scores: Mapping[str, np.ndarray], seconds: dict | None = None
+) -> list[tuple[PlannedRun, np.ndarray]]:
     """The plan with its kept indices: [(PlannedRun, kept [M] int64)] in plan order.
 
     `seconds`, when given, receives {run name: wall seconds of its selection}.
     """
-    runs = planned_runs(config)
-    check_unique(runs)
     out = []
-    for run in runs:
+    for run in spec.runs:
         start = time.perf_counter()
-        out.append((run, kept_indices(config, run, split, scores)))
+        out.append((run, select_run(spec, run, split, scores)))
         if seconds is not None:
             seconds[run.name] = round(time.perf_counter() - start, 4)
     return out

@@ -17,39 +17,38 @@ import numpy as np
 from absl import logging
 
 from datadiet_jax.pipeline import fingerprint, interrupts, stacked
-from datadiet_jax.training import files, health, input_pipeline, keys, loop, multihost, train
+from datadiet_jax.pipeline.specs import RetrainSpec
+from datadiet_jax.training import files, health, loop, multihost, train
 
 
-def retrain_stage(config, workdir: str, model, split, test_split, runs, score_hashes) -> list[dict]:
+def retrain_stage(spec: RetrainSpec, workdir: str, model, split, test_split, runs) -> list[dict]:
     """Trains R fresh seeds on each kept subset and evaluates them; returns one result per run.
 
-    Runs of equal-size kept sets train as one stacked training when `config.retrain.stack`
-    says so (`stacked`), each ending as its own run would. Each result records, per seed, the
+    Runs of equal-size kept sets train as one stacked training when `spec.stack` says so
+    (`stacked`), each ending as its own run would. Each result records, per seed, the
     test accuracy and loss, how well the seed fits its kept
     examples at the end and at initialization, and its status (`health`): 'ok', 'collapsed' or
     'diverged'. `mean_test_accuracy` averages the 'ok' seeds only; `num_left_out` counts the rest.
 
     Args:
-      config, workdir, model: the run's config, work directory and model.
+      spec: the retrainings (R seeds, budget, stacking, training settings).
+      workdir, model: the run's work directory and model.
       split, test_split: the training split (labels as trained on) and the test split.
-      runs: the plan, `[(plan.PlannedRun, kept [M] int64)]`.
-      score_hashes: `fingerprint.score_hashes` of the score files the kept sets come from.
+      runs: the plan, `[(plan.PlannedRun, kept [M] int64, kept record)]`; the kept record is
+        `fingerprint.kept_record` of the run (what its kept set is selected from).
     """
     results: list = [None] * len(runs)
     pending = []
-    for i, (run, kept) in enumerate(runs):
+    for i, (run, kept, kept_from) in enumerate(runs):
         run_dir = os.path.join(workdir, "retrain", run.name)
-        made_from = {
-            "kept": fingerprint.kept_record(config, run, score_hashes, split.num_examples),
-            "training": fingerprint.training_record(config, kept),
-        }
+        made_from = {"kept": kept_from, "training": fingerprint.training_record(spec, kept)}
         if prepare_run_dir(run_dir, run.name, kept, made_from):
             results[i] = files.read_json(os.path.join(run_dir, "result.json"))
         else:
             pending.append((i, run, kept, run_dir, made_from))
     batches = (
-        stacked.groups(config, split.num_examples, pending)
-        if stacked.enabled(config)
+        stacked.groups(spec, split.num_examples, pending)
+        if stacked.enabled(spec)
         else [[item] for item in pending]
     )
     done = len(runs) - len(pending)
@@ -57,35 +56,15 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs, score_ha
         names = ", ".join(item[1].name for item in group)
         with interrupts.stage(f"retraining {names}"):
             for _, run, kept, _, _ in group:
-                health.warn_if_small(run.name, len(kept), config.train.batch_size)
+                health.warn_if_small(run.name, len(kept), spec.train_cfg.batch_size)
+            _log_start(group, done, len(runs))
             if len(group) == 1:
-                logging.info(
-                    "Retraining %d/%d: %s on %d examples",
-                    done + 1,
-                    len(runs),
-                    names,
-                    len(group[0][2]),
-                )
-            else:
-                logging.info(
-                    "Retraining %d-%d/%d (stacked): %s on %d examples each",
-                    done + 1,
-                    done + len(group),
-                    len(runs),
-                    names,
-                    len(group[0][2]),
-                )
-            if len(group) == 1:
-                trained = [_train_one(config, model, split, group[0])]
+                trained = [_train_one(spec, model, split, group[0])]
             else:
                 members = [(run, kept, made_from) for _, run, kept, _, made_from in group]
-                trained = stacked.train_group(config, workdir, model, split, members)
-            for (i, run, kept, run_dir, made_from), (init, state, nonfinite) in zip(
-                group, trained, strict=True
-            ):
-                result = run_result(
-                    config, model, split, test_split, run, kept, init, state, nonfinite
-                )
+                trained = stacked.train_group(spec, workdir, model, split, members)
+            for (i, run, kept, run_dir, made_from), one in zip(group, trained, strict=True):
+                result = run_result(spec, model, (split, test_split), run, kept, one)
                 result["made_from"] = made_from
                 files.write_json(os.path.join(run_dir, "result.json"), result)
                 results[i] = result
@@ -93,35 +72,58 @@ def retrain_stage(config, workdir: str, model, split, test_split, runs, score_ha
     return results
 
 
-def _train_one(config, model, split, item) -> tuple:
+def _log_start(group: list, done: int, num_runs: int) -> None:
+    """One line saying which runs of the plan train now."""
+    names = ", ".join(item[1].name for item in group)
+    if len(group) == 1:
+        logging.info(
+            "Retraining %d/%d: %s on %d examples",
+            done + 1,
+            num_runs,
+            names,
+            len(group[0][2]),
+        )
+    else:
+        logging.info(
+            "Retraining %d-%d/%d (stacked): %s on %d examples each",
+            done + 1,
+            done + len(group),
+            num_runs,
+            names,
+            len(group[0][2]),
+        )
+
+
+def _train_one(spec: RetrainSpec, model, split, item) -> tuple:
     """(init state, final state, non-finite steps) of one pending run trained on its own."""
     _, run, kept, run_dir, _ = item
-    steps = stacked.retrain_steps(config, split.num_examples, len(kept))
-    spec = loop.TrainSpec(
-        train_cfg=config.train,
-        num_seeds=config.retrain.num_seeds,
-        seed=config.seed,
-        purpose=keys.Purpose.RETRAIN,
-        num_steps=steps,
-        schedule_steps=steps,
-        ckpt_dir=os.path.join(run_dir, "ckpt"),
-        augment=input_pipeline.augments(config.data, split.images.shape),
-        name=run.name,
-    )
-    state, stats, _ = loop.fit(model, split, kept, spec)
-    return loop.initial_states(model, split, spec), state, stats["nonfinite_step"]
+    train_spec = stacked.train_spec(spec, split, len(kept), os.path.join(run_dir, "ckpt"), run.name)
+    state, stats, _ = loop.fit(model, split, kept, train_spec)
+    return loop.initial_states(model, split, train_spec), state, stats["nonfinite_step"]
 
 
-def run_result(config, model, split, test_split, run, kept, init, state, nonfinite) -> dict:
-    """The result of one run's R trained seeds: test metrics, the fit check and the health."""
-    eval_args = dict(batch_size=config.train.eval_batch_size, seed_axis=config.train.seed_axis)
+def run_result(spec: RetrainSpec, model, splits: tuple, run, kept, trained: tuple) -> dict:
+    """The result of one run's R trained seeds: test metrics, the fit check and the health.
+
+    Args:
+      spec: the retrainings.
+      model: the model.
+      splits: (training split, test split).
+      run: the `plan.PlannedRun`.
+      kept: its [M] kept indices.
+      trained: (init state, final state, non-finite steps) of its R seeds.
+    """
+    split, test_split = splits
+    init, state, nonfinite = trained
+    train_cfg = spec.train_cfg
+    eval_args = dict(batch_size=train_cfg.eval_batch_size, seed_axis=train_cfg.seed_axis)
     acc, loss = train.evaluate(model, state, test_split, **eval_args)
     fit = fit_check(model, init, state, split, kept, **eval_args)
     result = dataclasses.asdict(run)
-    steps = stacked.retrain_steps(config, split.num_examples, len(kept))
+    steps = stacked.retrain_steps(spec, split.num_examples, len(kept))
     result.update(num_kept=len(kept), steps=steps)
     result.update(_health_fields(run.name, acc, loss, fit, nonfinite))
-    result["label_noise"] = config.data.label_noise.fraction
+    result["label_noise"] = spec.label_noise
     return result
 
 

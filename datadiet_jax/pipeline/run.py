@@ -38,13 +38,16 @@ from datadiet_jax.training import files, loop
 def run(config, workdir: str, *, wait: bool = False) -> dict:
     """Runs (or resumes) every stage; returns the results dict also written to results.json.
 
+    The config is validated once into the stages' specs (`config_check.validate`); the stages
+    see those, never the whole config.
+
     Args:
       config: the run's config.
       workdir: its work directory.
       wait: wait for another process working in `workdir` to finish (the figure sweeps) instead
         of refusing at once.
     """
-    config_check.validate(config)
+    specs = config_check.validate(config)
     workdir_lib.check_writable(workdir)
     with interrupts.stage("data loading"):  # bad data fail here, before anything is written
         split, test_split = data.load_splits(config.data)
@@ -52,7 +55,7 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
     model_form.check_outputs(model, loop.sample_input(split), split.num_classes)
     with workdir_lib.hold(workdir, wait=wait), interrupts.stage("setting up"):
         workdir_lib.check_config(workdir, config_to_dict(config))
-        plan.check_windows(config, split.num_examples)
+        plan.check_windows(specs.prune, split.num_examples)
         noise_path = os.path.join(workdir, "label_noise.npz")
         if not os.path.exists(noise_path):
             files.save_npz(
@@ -61,18 +64,21 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
                 labels=split.labels,
                 clean_labels=split.clean_labels,
             )
-        if config.score.workdir:
-            score_files = score_stage.external_scores(config, split)
+        if specs.score.source_workdir:
+            score_files = score_stage.external_scores(specs.score, specs.prune, split)
         else:
             with interrupts.stage("score training"):
-                score_files = score_stage.score_stage(config, workdir, model, split)
+                score_files = score_stage.score_stage(specs.score, workdir, model, split)
         with interrupts.stage("pruning"):
-            scores = score_stage.pruning_scores(config, split, score_files)
+            scores = score_stage.pruning_scores(specs.score, specs.prune, split, score_files)
             hashes = fingerprint.score_hashes(score_files, workdir)
             seconds: dict = {}
-            runs = plan.kept_sets(config, split, scores, seconds)
+            runs = [
+                (run, kept, fingerprint.kept_record(specs.prune, run, hashes, split.num_examples))
+                for run, kept in plan.kept_sets(specs.prune, split, scores, seconds)
+            ]
             files.write_json(os.path.join(workdir, "selection_seconds.json"), seconds)
-        results = retrain.retrain_stage(config, workdir, model, split, test_split, runs, hashes)
+        results = retrain.retrain_stage(specs.retrain, workdir, model, split, test_split, runs)
         with interrupts.stage("writing results"):
             out = {
                 "scores": {name: entry["file"] for name, entry in hashes.items()},

@@ -7,7 +7,8 @@ features with their scores are computed by epoch hooks of the K-seed loop; forge
 the dynamics scores are the loop's statistics at the end. A
 finished stage (every file there) is skipped; an interrupted one resumes, and a deleted score
 file of an earlier epoch is recomputed from that epoch's kept checkpoint. Scores of another run
-(`config.score.workdir`) are checked against this run's data instead (`external_scores`).
+(`config.score.workdir`) are checked against this run's data instead (`external_scores`). What
+the stage computes is a `specs.ScoreSpec`; which files pruning reads, a `specs.PruneSpec`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from datadiet_jax.pipeline import artifacts, config_check, interrupts, plan
-from datadiet_jax.pipeline.config_base import config_to_dict
+from datadiet_jax.pipeline.specs import PruneSpec, ScoreSpec
 from datadiet_jax.scores import (
     api,
     aum,
@@ -40,35 +41,34 @@ def score_path(workdir: str, kind: str, epoch: int) -> str:
     return os.path.join(workdir, "scores", f"{kind}_epoch{epoch:03d}.npz")
 
 
-def run_fields(config, split) -> dict:
+def run_fields(spec: ScoreSpec, split) -> dict:
     """What identifies the scores of a run: data, label noise, seeds, model."""
-    noise = config.data.label_noise
     return {
         "dataset": split.name,
         "split": split.split,
         "num_examples": split.num_examples,
-        "label_noise": config_to_dict(noise) if noise.fraction else None,
+        "label_noise": spec.label_noise,
         # What was read (array files' hashes, a TFDS directory; None: TFDS by name) and the
         # input kind; a split described by its shape alone has the defaults (`MATCH_DEFAULTS`).
         "data_source": getattr(split, "source", None),
         "inputs": getattr(split, "kind", "images"),
-        "seed": config.seed,
-        "num_seeds": config.score.num_seeds,
-        "model": config.model.name,
+        "seed": spec.seed,
+        "num_seeds": spec.num_seeds,
+        "model": spec.model,
     }
 
 
-def provenance(config, split, kind: str, epoch: int) -> dict:
+def provenance(spec: ScoreSpec, split, kind: str, epoch: int) -> dict:
     """What a score file was made from: `run_fields`, the normalization, the score and epoch,
-    the config."""
+    the config (`spec.record`)."""
     normalization = {"mean": np.asarray(split.mean).tolist(), "std": np.asarray(split.std).tolist()}
     if getattr(split, "kind", "images") == "tokens":
         normalization = None  # token ids are passed as they are
-    return run_fields(config, split) | {
+    return run_fields(spec, split) | {
         "epoch": epoch,
         "normalization": normalization,
         "score": kind,
-        "config": config_to_dict(config),
+        "config": spec.record,
     }
 
 
@@ -91,105 +91,50 @@ def record_seconds(workdir: str, kind: str, epoch: int, seconds: float, per_seed
     files.append_line(timings_path(workdir), json.dumps(line))
 
 
-def wanted_files(config, workdir: str) -> dict[str, tuple[str, int, str]]:
-    """{score name: (kind, epoch, path)} of every score file the config computes."""
-    _, train_epochs = config_check.score_epochs(config)
+def wanted_files(spec: ScoreSpec, workdir: str) -> dict[str, tuple[str, int, str]]:
+    """{score name: (kind, epoch, path)} of every score file the stage computes."""
     wanted = {}
-    for name in config_check.available_scores(config):
+    for name in spec.names:
         kind, _, epoch = name.partition("@")
-        wanted[name] = (kind, int(epoch) if epoch else train_epochs)
+        wanted[name] = (kind, int(epoch) if epoch else spec.train_epochs)
     return {name: (k, e, score_path(workdir, k, e)) for name, (k, e) in wanted.items()}
 
 
-def score_spec(config, workdir: str, split) -> loop.TrainSpec:
-    """The K-seed score training of `config` in `workdir` (`scores/train/ckpt`)."""
-    needed, train_epochs = config_check.score_epochs(config)
-    spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
+def training_spec(spec: ScoreSpec, workdir: str, split) -> loop.TrainSpec:
+    """The K-seed score training of `spec` in `workdir` (`scores/train/ckpt`)."""
+    spe = input_pipeline.steps_per_epoch(split.num_examples, spec.train_cfg.batch_size)
     return loop.TrainSpec(
-        train_cfg=config.train,
-        num_seeds=config.score.num_seeds,
-        seed=config.seed,
+        train_cfg=spec.train_cfg,
+        num_seeds=spec.num_seeds,
+        seed=spec.seed,
         purpose=keys.Purpose.SCORE,
-        num_steps=train_epochs * spe,
-        schedule_steps=config.train.num_epochs * spe,
+        num_steps=spec.train_epochs * spe,
+        schedule_steps=spec.train_cfg.num_epochs * spe,
         ckpt_dir=os.path.join(workdir, "scores", "train", "ckpt"),
-        augment=input_pipeline.augments(config.data, split.images.shape),
+        augment=input_pipeline.augments(spec.data_cfg, split.images.shape),
         name="score training",
-        keep_epochs=tuple(needed),
+        keep_epochs=spec.epochs,
         on_diverge="raise",
-        dynamics_window=config.score.dynamics_window if config.score.dynamics else 0,
+        dynamics_window=spec.dynamics_window,
     )
 
 
-def score_stage(config, workdir: str, model, split) -> dict[str, str]:
+def score_stage(spec: ScoreSpec, workdir: str, model, split) -> dict[str, str]:
     """Trains K seeds up to the last score epoch, writing score files on the way.
 
     Returns:
       {score name: score file path}, e.g. {'el2n@20': '.../el2n_epoch020.npz'}.
     """
-    needed, train_epochs = config_check.score_epochs(config)
+    train_epochs = spec.train_epochs
     model = model_form(model)
-    wanted = wanted_files(config, workdir)
-    at_epochs = {(k, e) for k, e, _ in wanted.values()}
+    wanted = wanted_files(spec, workdir)
     paths = {name: path for name, (_, _, path) in wanted.items()}
     if all(os.path.exists(p) for p in paths.values()):
         logging.info("Scores already in %s", os.path.join(workdir, "scores"))
         return paths
-    health.warn_if_small("The score training", split.num_examples, config.train.batch_size)
+    health.warn_if_small("The score training", split.num_examples, spec.train_cfg.batch_size)
+    files = _ScoreFiles(spec, workdir, split, {(k, e) for k, e, _ in wanted.values()})
     images = split.model_inputs()
-    tokens = split.kind == "tokens"  # an embedding first layer takes the integer ids
-
-    def write(kind, epoch, per_seed):
-        path = score_path(workdir, kind, epoch)
-        artifacts.save_scores(
-            path,
-            per_seed,
-            split.index,
-            provenance(config, split, kind, epoch),
-            tfds_id=split.tfds_id,
-        )
-        logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))
-
-    def todo(kind, epoch):
-        return (kind, epoch) in at_epochs and not os.path.exists(score_path(workdir, kind, epoch))
-
-    def timed(kind, epoch, fn, *args, **kwargs):
-        start = time.perf_counter()
-        with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
-            per_seed = fn(*args, **kwargs)
-        record_seconds(workdir, kind, epoch, time.perf_counter() - start, per_seed)
-        return per_seed
-
-    def hook_for(epoch):
-        def hook(state, stats):
-            health.check_score_training(stats["forgetting"], split.labels, epoch)
-            scored, variables = model, {"params": state.params, "state": state.model_state}
-            batch = {"batch_size": config.score.batch_size, "integer_inputs": tokens}
-            passes = [(k, functools.partial(api.logit_scores, k)) for k in LOGIT_KINDS]
-            for kind, fn in passes + [("grand", api.grand_scores)]:
-                if todo(kind, epoch):
-                    per_seed = timed(
-                        kind, epoch, fn, scored, variables, images, split.labels, **batch
-                    )
-                    write(kind, epoch, per_seed)
-            if any(todo(kind, epoch) for kind in config_check.FEATURE_KINDS):
-                feats = timed(
-                    "features",
-                    epoch,
-                    penultimate.penultimate_features,
-                    scored,
-                    variables,
-                    images,
-                    split.labels,
-                    **batch,
-                )
-                write("features", epoch, feats)
-                for kind, fn in feature_scores(config).items():
-                    write(kind, epoch, timed(kind, epoch, fn, feats, split.labels))
-
-        return hook
-
-    spec = score_spec(config, workdir, split)
     missing = {
         e for name, (_, e, path) in wanted.items() if "@" in name and not os.path.exists(path)
     }
@@ -197,19 +142,74 @@ def score_stage(config, workdir: str, model, split) -> dict[str, str]:
         model,
         split,
         split.index,
-        spec,
+        training_spec(spec, workdir, split),
         past_hooks=True,
-        hooks={e: hook_for(e) for e in sorted(missing)},
+        hooks={e: _epoch_hook(files, model, images, e) for e in sorted(missing)},
     )
-    if config.score.forgetting:
-        write("forgetting", train_epochs, forgetting.forgetting_scores(stats["forgetting"]))
-    if config.score.aum:
+    if spec.forgetting:
+        files.write("forgetting", train_epochs, forgetting.forgetting_scores(stats["forgetting"]))
+    if spec.aum:
         # Stored negated (higher = lower margin = harder), like every other score.
-        write("aum", train_epochs, aum.aum_scores(stats["aum"]))
-    if config.score.dynamics:
+        files.write("aum", train_epochs, aum.aum_scores(stats["aum"]))
+    if spec.dynamics:
         for kind, fn in DYNAMICS_SCORES.items():
-            write(kind, train_epochs, timed(kind, train_epochs, fn, stats["dynamics"]))
+            per_seed = files.timed(kind, train_epochs, fn, stats["dynamics"])
+            files.write(kind, train_epochs, per_seed)
     return paths
+
+
+class _ScoreFiles:
+    """The score files of one score stage: which are due, computing one (timed), writing it."""
+
+    def __init__(self, spec: ScoreSpec, workdir: str, split, at_epochs: set):
+        self.spec, self.workdir, self.split, self.at_epochs = spec, workdir, split, at_epochs
+
+    def write(self, kind: str, epoch: int, per_seed) -> None:
+        path = score_path(self.workdir, kind, epoch)
+        artifacts.save_scores(
+            path,
+            per_seed,
+            self.split.index,
+            provenance(self.spec, self.split, kind, epoch),
+            tfds_id=self.split.tfds_id,
+        )
+        logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))
+
+    def todo(self, kind: str, epoch: int) -> bool:
+        path = score_path(self.workdir, kind, epoch)
+        return (kind, epoch) in self.at_epochs and not os.path.exists(path)
+
+    def timed(self, kind: str, epoch: int, fn, *args, **kwargs):
+        start = time.perf_counter()
+        with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
+            per_seed = fn(*args, **kwargs)
+        record_seconds(self.workdir, kind, epoch, time.perf_counter() - start, per_seed)
+        return per_seed
+
+
+def _epoch_hook(out: _ScoreFiles, model, images, epoch: int):
+    """The loop's hook at `epoch`: the logit scores, GraNd and the features with their scores
+    that are due then, each computed in passes over `images`, the un-augmented training set."""
+    split = out.split
+    tokens = split.kind == "tokens"  # an embedding first layer takes the integer ids
+
+    def hook(state, stats):
+        health.check_score_training(stats["forgetting"], split.labels, epoch)
+        variables = {"params": state.params, "state": state.model_state}
+        batch = {"batch_size": out.spec.batch_size, "integer_inputs": tokens}
+        passes = [(k, functools.partial(api.logit_scores, k)) for k in LOGIT_KINDS]
+        inputs = (model, variables, images, split.labels)
+        for kind, fn in passes + [("grand", api.grand_scores)]:
+            if out.todo(kind, epoch):
+                out.write(kind, epoch, out.timed(kind, epoch, fn, *inputs, **batch))
+        if any(out.todo(kind, epoch) for kind in config_check.FEATURE_KINDS):
+            fn = penultimate.penultimate_features
+            feats = out.timed("features", epoch, fn, *inputs, **batch)
+            out.write("features", epoch, feats)
+            for kind, fn in feature_scores(out.spec).items():
+                out.write(kind, epoch, out.timed(kind, epoch, fn, feats, split.labels))
+
+    return hook
 
 
 # Scores of one eval-mode forward pass, EL2N's included (`scores.uncertainty`).
@@ -223,28 +223,29 @@ DYNAMICS_SCORES = {
 }
 
 
-def feature_scores(config) -> dict:
+def feature_scores(spec: ScoreSpec) -> dict:
     """{kind: fn(features [K, N, D], labels [N]) -> [K, N]} of the feature scores."""
     return {
         "moderate": geometry.moderate_distances,
         "prototype": functools.partial(
             geometry.prototype_distances,
-            num_prototypes=config.score.prototypes_per_class,
-            seed=config.seed,
+            num_prototypes=spec.prototypes_per_class,
+            seed=spec.seed,
         ),
     }
 
 
-def external_scores(config, split) -> dict[str, str]:
-    """The score files of the run in `config.score.workdir`, checked against this run's data."""
+def external_scores(spec: ScoreSpec, prune: PruneSpec, split) -> dict[str, str]:
+    """The score files pruning reads (`pruning_names`) from the run in `spec.source_workdir`,
+    checked against this run's data."""
     files = {}
-    for name in pruning_names(config):
+    for name in pruning_names(prune):
         kind, _, epoch = name.partition("@")
         if epoch:
-            files[name] = score_path(config.score.workdir, kind, int(epoch))
+            files[name] = score_path(spec.source_workdir, kind, int(epoch))
         else:  # Forgetting and AUM: the end of that run's score training.
-            files[name] = _latest_score_file(config.score.workdir, kind)
-        load_checked_scores(config, split, files[name])
+            files[name] = _latest_score_file(spec.source_workdir, kind)
+        load_checked_scores(spec, split, files[name])
     return files
 
 
@@ -260,31 +261,31 @@ def _latest_score_file(workdir: str, kind: str) -> str:
     return score_path(workdir, kind, max(epochs, default=0))
 
 
-def score_expectation(config, split) -> dict:
+def score_expectation(spec: ScoreSpec, split) -> dict:
     """Provenance fields a score file must match to prune this run's data (`MATCH_FIELDS`), and
     those it may differ in only with `config.score.allow_transfer` (`TRANSFER_FIELDS`)."""
     fields = artifacts.MATCH_FIELDS + artifacts.TRANSFER_FIELDS
-    return {k: v for k, v in run_fields(config, split).items() if k in fields}
+    return {k: v for k, v in run_fields(spec, split).items() if k in fields}
 
 
-def refusal_fix(config) -> str:
+def refusal_fix(spec: ScoreSpec) -> str:
     """What to do about a refused score file of this run: which file to delete, and which run
     recomputes it (this one, or the one in `config.score.workdir`)."""
-    if config.score.workdir:
+    if spec.source_workdir:
         return (
-            f"it comes from config.score.workdir={config.score.workdir}: delete it and rerun "
+            f"it comes from config.score.workdir={spec.source_workdir}: delete it and rerun "
             "that run to recompute it, or point config.score.workdir at a run of this data"
         )
     return "delete it and rerun the same command: the score stage recomputes it"
 
 
-def load_checked_scores(config, split, path: str) -> dict:
+def load_checked_scores(spec: ScoreSpec, split, path: str) -> dict:
     """`artifacts.load_scores` of `path`, checked against this run's data, model and seed."""
     return artifacts.load_scores(
         path,
-        score_expectation(config, split),
-        allow_transfer=config.score.allow_transfer,
-        fix=refusal_fix(config),
+        score_expectation(spec, split),
+        allow_transfer=spec.allow_transfer,
+        fix=refusal_fix(spec),
     )
 
 
@@ -301,24 +302,26 @@ def seed_mean(scores: dict, num_seeds: int, path: str):
     return scores["per_seed"][:num_seeds].mean(0)
 
 
-def pruning_names(config) -> list[str]:
-    """The score files pruning reads: `config.prune.scores`, the features file for a strategy
-    that selects on features (`plan.features_name`) and, for 'dual_sampling', 'mean_prob'."""
-    names = [*config.prune.scores, *plan.strategy_inputs(config, config.prune.strategy)]
+def pruning_names(prune: PruneSpec) -> list[str]:
+    """The score files pruning reads: `prune.scores`, the features file for a strategy that
+    selects on features (`prune.features`) and, for 'dual_sampling', 'mean_prob'."""
+    names = [*prune.scores, *plan.strategy_inputs(prune, prune.strategy)]
     return list(dict.fromkeys(names))
 
 
-def pruning_scores(config, split, score_files: dict[str, str]) -> dict[str, np.ndarray]:
+def pruning_scores(
+    spec: ScoreSpec, prune: PruneSpec, split, score_files: dict[str, str]
+) -> dict[str, np.ndarray]:
     """{score name: what prunes} for every file of `pruning_names`: `[N]`, the mean of the first
-    `config.prune.num_score_seeds` seeds (0: all) of each checked score file; `[k, N, D]`, the
-    first k seeds of a features file ('features@E'; their distances add up over seeds)."""
+    `prune.num_score_seeds` seeds (0: all) of each checked score file; `[k, N, D]`, the first k
+    seeds of a features file ('features@E'; their distances add up over seeds)."""
     out = {}
-    for name in pruning_names(config):
-        loaded = load_checked_scores(config, split, score_files[name])
+    for name in pruning_names(prune):
+        loaded = load_checked_scores(spec, split, score_files[name])
         if loaded["per_seed"].ndim == 3:
-            seed_mean(loaded, config.prune.num_score_seeds, score_files[name])  # checks k
-            k = config.prune.num_score_seeds or loaded["per_seed"].shape[0]
+            seed_mean(loaded, prune.num_score_seeds, score_files[name])  # checks k
+            k = prune.num_score_seeds or loaded["per_seed"].shape[0]
             out[name] = loaded["per_seed"][:k]
         else:
-            out[name] = seed_mean(loaded, config.prune.num_score_seeds, score_files[name])
+            out[name] = seed_mean(loaded, prune.num_score_seeds, score_files[name])
     return out

@@ -1,5 +1,5 @@
 """Many retraining runs as one stacked training: the runs of equal-size kept sets and equal
-steps trained together on the seed axis (`config.retrain.stack`).
+steps trained together on the seed axis (`specs.RetrainSpec.stack`, `config.retrain.stack`).
 
 Member s of a group of S runs holds seeds s*R .. s*R + R - 1 of one K = S*R training. Each
 seed keeps the init, Dropout keys and data order of the seed it stands for in its own run
@@ -15,36 +15,58 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
 
 from datadiet_jax.training import input_pipeline, keys, loop
 
+if TYPE_CHECKING:
+    from datadiet_jax.pipeline.specs import RetrainSpec
+
 STACK_MODES = ("auto", "on", "off")
 
 
-def enabled(config) -> bool:
-    """Whether retraining stacks: `config.retrain.stack` 'on', or 'auto' on an accelerator."""
-    mode = config.retrain.get("stack", "auto")
-    if mode == "auto":
+def enabled(spec: RetrainSpec) -> bool:
+    """Whether retraining stacks: `spec.stack` 'on', or 'auto' on an accelerator."""
+    if spec.stack == "auto":
         return jax.default_backend() != "cpu"
-    return mode == "on"
+    return spec.stack == "on"
 
 
-def retrain_steps(config, num_examples: int, num_kept: int) -> int:
-    """The steps of one retraining (`config.retrain.budget`: the full data's or the kept's)."""
-    basis = num_examples if config.retrain.budget == "steps" else num_kept
-    return config.train.num_epochs * input_pipeline.steps_per_epoch(basis, config.train.batch_size)
+def retrain_steps(spec: RetrainSpec, num_examples: int, num_kept: int) -> int:
+    """The steps of one retraining (`spec.budget`: the full data's or the kept's)."""
+    basis = num_examples if spec.budget == "steps" else num_kept
+    steps_per_epoch = input_pipeline.steps_per_epoch(basis, spec.train_cfg.batch_size)
+    return spec.train_cfg.num_epochs * steps_per_epoch
 
 
-def groups(config, num_examples: int, pending: list) -> list[list]:
+def train_spec(spec: RetrainSpec, split, num_kept: int, ckpt_dir: str, name: str, copies: int = 1):
+    """The `loop.TrainSpec` of a retraining on `num_kept` examples of `split`: R seeds, or
+    `copies` runs' R seeds stacked (seed s*R + r stands for seed r of its run)."""
+    steps = retrain_steps(spec, split.num_examples, num_kept)
+    return loop.TrainSpec(
+        train_cfg=spec.train_cfg,
+        num_seeds=spec.num_seeds * copies,
+        seed=spec.seed,
+        purpose=keys.Purpose.RETRAIN,
+        num_steps=steps,
+        schedule_steps=steps,
+        ckpt_dir=ckpt_dir,
+        augment=input_pipeline.augments(spec.data_cfg, split.images.shape),
+        name=name,
+        streams=tuple(range(spec.num_seeds)) * copies if copies > 1 else (),
+    )
+
+
+def groups(spec: RetrainSpec, num_examples: int, pending: list) -> list[list]:
     """`pending` items `(position, run, kept, ...)` grouped by (kept size, steps), in plan
     order; each group trains as one stacked training (a group of one as its own run)."""
     by_shape: dict[tuple, list] = {}
     for item in pending:
         m = len(item[2])
-        by_shape.setdefault((m, retrain_steps(config, num_examples, m)), []).append(item)
+        by_shape.setdefault((m, retrain_steps(spec, num_examples, m)), []).append(item)
     return list(by_shape.values())
 
 
@@ -54,32 +76,21 @@ def group_dir(workdir: str, records: list[dict]) -> str:
     return os.path.join(workdir, "retrain", "_stacked", digest.hexdigest()[:16])
 
 
-def train_group(config, workdir: str, model, split, members: list) -> list[tuple]:
+def train_group(spec: RetrainSpec, workdir: str, model, split, members: list) -> list[tuple]:
     """Trains the S `members` `(run, kept [M], made_from)` as one K = S*R training.
 
     Returns:
       [(init_state, state, nonfinite_step)] per member: its R seeds' stacked initial and final
       `TrainState`s and their non-finite steps, as `loop.fit` of its own run gives them.
     """
-    r = config.retrain.num_seeds
-    num_kept = len(members[0][1])
-    steps = retrain_steps(config, split.num_examples, num_kept)
+    r = spec.num_seeds
     names = [run.name for run, _, _ in members]
-    spec = loop.TrainSpec(
-        train_cfg=config.train,
-        num_seeds=r * len(members),
-        seed=config.seed,
-        purpose=keys.Purpose.RETRAIN,
-        num_steps=steps,
-        schedule_steps=steps,
-        ckpt_dir=os.path.join(group_dir(workdir, [m[2] for m in members]), "ckpt"),
-        augment=input_pipeline.augments(config.data, split.images.shape),
-        name=f"stacked retraining of {len(members)} runs ({names[0]}, ...)",
-        streams=tuple(range(r)) * len(members),
-    )
+    ckpt_dir = os.path.join(group_dir(workdir, [m[2] for m in members]), "ckpt")
+    name = f"stacked retraining of {len(members)} runs ({names[0]}, ...)"
+    train = train_spec(spec, split, len(members[0][1]), ckpt_dir, name, copies=len(members))
     kept = np.repeat(np.stack([np.asarray(k, np.int64) for _, k, _ in members]), r, axis=0)
-    state, stats, _ = loop.fit(model, split, kept, spec)
-    init = loop.initial_states(model, split, spec)
+    state, stats, _ = loop.fit(model, split, kept, train)
+    init = loop.initial_states(model, split, train)
 
     def member(tree, s):
         return jax.tree.map(lambda x: x[s * r : (s + 1) * r], tree)

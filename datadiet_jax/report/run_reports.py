@@ -40,8 +40,8 @@ def _score_run(score_dir: str) -> tuple[ml_collections.ConfigDict, dict[str, dic
     return config, {name: artifacts.load_scores(path) for name, path in paths.items()}
 
 
-def _train_split(config) -> data.Split:
-    d = config.data
+def _train_split(d) -> data.Split:
+    """The training split that `d` (`config.data`) names, without downloading."""
     return data.load_split(
         d.name,
         "train",
@@ -116,7 +116,7 @@ def score_run_reports(
       (the written paths, the number of classes of the dataset).
     """
     config, scores = _score_run(score_dir)
-    split = split or _train_split(config)
+    split = split or _train_split(config.data)
     saved = np.load(os.path.join(score_dir, "label_noise.npz"))
     labels, clean = saved["labels"], saved["clean_labels"]
     for name, s in scores.items():
@@ -211,7 +211,7 @@ def write_reports(
         config, _ = _score_run(score_dir)
         key = (config.data.name, config.data.data_dir, config.data.num_train_examples)
         if key not in splits:  # noise levels share the images: read them once
-            splits[key] = _train_split(config)
+            splits[key] = _train_split(config.data)
         written, num_classes = score_run_reports(
             fig, tag, score_dir, grid_scores, reports_dir, splits[key]
         )

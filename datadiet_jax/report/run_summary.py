@@ -1,8 +1,9 @@
 """The summary of a finished or partial run, read back from its work directory alone.
 
-Every run of the plan (`plan.planned_runs` of `WORKDIR/config.json`, so runs not yet started are
-listed too) gets one row: its status, how many examples it keeps, and the test accuracy of its
-healthy retraining seeds as the mean and the range (min-max) over those seeds. Statuses:
+Every run of the plan (`plan.planned_runs` of the `prune` section of `WORKDIR/config.json`, so runs
+not yet started are listed too) gets one row: its status, how many examples it keeps, and the test
+accuracy of its healthy retraining seeds as the mean and the range (min-max) over those seeds.
+Statuses:
 
   done         result.json written, every seed 'ok'
   diverged     result.json written, at least one seed diverged (its accuracy is left out)
@@ -130,7 +131,7 @@ def _result_fields(result: dict) -> dict:
 def summary_rows(workdir: str) -> list[dict]:
     """One `run_row` per planned run of the run in `workdir`, in plan order."""
     config = read_config(workdir)
-    runs = plan.planned_runs(config)
+    runs = plan.planned_runs(config.prune)
     return [run_row(workdir, run, config.retrain.num_seeds) for run in runs]
 
 

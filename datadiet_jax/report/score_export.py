@@ -22,18 +22,20 @@ import os
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import artifacts, score_stage
+from datadiet_jax.pipeline import artifacts, config_check, score_stage
+from datadiet_jax.pipeline.specs import ScoreSpec
 from datadiet_jax.training import files
 
 
-def score_files(config, workdir: str) -> dict[str, str]:
+def score_files(spec: ScoreSpec, workdir: str) -> dict[str, str]:
     """{score name: path} of the score files of the run in `workdir` that exist, in config order.
 
     Args:
-      config: the config of the run that computed the scores.
+      spec: the score stage of the run that computed the scores (`config_check.score_spec` of
+        its config).
       workdir: its work directory.
     """
-    wanted = score_stage.wanted_files(config, workdir)
+    wanted = score_stage.wanted_files(spec, workdir)
     return {name: path for name, (_, _, path) in wanted.items() if os.path.isfile(path)}
 
 
@@ -143,7 +145,7 @@ def write_scores_csv(config, workdir: str, path: str, scores_config=None) -> str
     """
     labels = read_labels(workdir)
     source = config.score.workdir or workdir
-    paths = score_files(scores_config or config, source)
+    paths = score_files(config_check.score_spec(scores_config or config), source)
     if labels is None or not paths:
         logging.info("No per-example scores in %s yet; %s not written.", source, path)
         return None

@@ -1,4 +1,4 @@
-"""Scores from penultimate features (`features.penultimate_features`): per seed, higher = harder.
+"""Scores from penultimate features (`penultimate.penultimate_features`): per seed, higher = harder.
 
 - `moderate_distances`: Moderate-DS (Xia et al., "Moderate Coreset: A Universal Method of Data
   Selection for Real-world Data-efficient Deep Learning", ICLR 2023). The Euclidean distance of
@@ -6,7 +6,7 @@
   class's features, as in the authors' code (tmllab/Moderate-DS `get_median`); the paper's text
   speaks of the class centre and does not say median or mean. The selection rule (keep the
   examples whose distance is near the median distance) is the 'moderate' strategy of
-  `pruning.select`.
+  `pruning.kept_indices`.
 - `prototype_distances`: prototypicality (Sorscher et al., "Beyond neural scaling laws: beating
   power law scaling via data pruning", NeurIPS 2022). The paper clusters SELF-SUPERVISED (SwAV)
   embeddings with k-means and scores an example by the cosine distance to its nearest centroid

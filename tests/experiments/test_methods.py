@@ -1,5 +1,5 @@
 """The cross-method benchmark at smoke scale: every method has its rows, each kept set is what
-`pruning.select` makes of the score run's files, and every method has its scoring cost."""
+`pruning.kept_indices` makes of the score run's files, and every method has its scoring cost."""
 
 import json
 import os

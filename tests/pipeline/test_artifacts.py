@@ -4,9 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from datadiet_jax.pipeline import artifacts
+from datadiet_jax.pipeline import artifacts, config_check, workdir
 from datadiet_jax.pipeline.config_base import config_to_dict
-from datadiet_jax.training import files, workdir
+from datadiet_jax.training import files
 
 PROV = {"dataset": "fashion_mnist", "split": "train", "num_examples": 4, "label_noise": None}
 RUN = {**PROV, "model": "small_cnn", "seed": 0, "num_seeds": 1}
@@ -203,13 +203,15 @@ def test_records_from_before_a_field_was_added_read_as_its_default(tmp_path):
     (tmp_path / "label_noise.npz").write_bytes(b"output")  # the folder holds a run
     assert workdir.check_config(str(tmp_path), new) == []  # the same run: it resumes
     kept = np.arange(5)
-    record = fingerprint.training_record(config, kept)
+    record = fingerprint.training_record(config_check.retrain_spec(config), kept)
     for field in at_default:
         section, name = field.split(".")
         record.get(section, {}).pop(name, None)
-    assert fingerprint.changes(record, fingerprint.training_record(config, kept)) == []
+    spec = config_check.retrain_spec(config)
+    assert fingerprint.changes(record, fingerprint.training_record(spec, kept)) == []
     # A value other than the default is another run.
     config.data.inputs = "features"
-    assert fingerprint.changes(record, fingerprint.training_record(config, kept)) == ["data.inputs"]
+    spec = config_check.retrain_spec(config)
+    assert fingerprint.changes(record, fingerprint.training_record(spec, kept)) == ["data.inputs"]
     with pytest.raises(ValueError, match="different config.*data.inputs"):
         workdir.check_config(str(tmp_path), config_to_dict(config))

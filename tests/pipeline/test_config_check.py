@@ -1,12 +1,13 @@
 """Config values are checked before anything is written: one line naming the field and the fix."""
 
+import dataclasses
 import math
 import os
 
 import pytest
 
-from datadiet_jax.pipeline import config_check
-from datadiet_jax.pipeline import run as run_lib
+from datadiet_jax.pipeline import config_check, run
+from datadiet_jax.pipeline.config_base import config_to_dict
 from tests.conftest import smoke_config
 
 # One case per class of field: (override, value, words the error must hold).
@@ -58,7 +59,7 @@ def test_bad_numeric_fields_are_refused_before_anything_is_written(
 ):
     config = smoke_config(**{field: value})
     with pytest.raises(ValueError) as err:
-        run_lib.run(config, str(tmp_path / "w"))
+        run.run(config, str(tmp_path / "w"))
     message = str(err.value)
     assert f"config.{field}" in message and requirement in message, message
     assert "\n" not in message
@@ -137,3 +138,25 @@ def test_the_new_score_names_are_computed_by_the_fields_that_make_them():
         assert name in names, name
     config.prune.strategy, config.prune.scores = "kcenter", ("features@2",)
     config_check.validate(config)
+
+
+def test_validate_builds_the_stage_specs_once():
+    config = smoke_config(**{"prune.fractions": (0.5, 0.25), "score.train_epochs": -1})
+    specs = config_check.validate(config)
+    score, prune, retrain = specs.score, specs.prune, specs.retrain
+    assert score.epochs == tuple(config_check.score_epochs(config)[0])
+    assert score.train_epochs == max(score.epochs)  # -1: up to the last score epoch
+    assert score.names == tuple(config_check.available_scores(config))
+    assert (score.seed, score.num_seeds, score.model) == (
+        config.seed,
+        config.score.num_seeds,
+        config.model.name,
+    )
+    assert score.record == config_to_dict(config) and score.label_noise is None
+    assert [r.prune_fraction for r in prune.runs if r.score == "el2n@1"] == [0.5, 0.25]
+    assert prune.features == "" and prune.fractions == (0.5, 0.25)
+    assert (retrain.num_seeds, retrain.budget) == (config.retrain.num_seeds, "steps")
+    assert "stack" not in retrain.settings["retrain"]  # a neutral field: not in the record
+    assert retrain.settings["train"]["learning_rate"] == config.train.learning_rate
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        score.seed = 1

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import artifacts, data, score_stage
-from datadiet_jax.pipeline import run as run_lib
+from datadiet_jax.pipeline import artifacts, config_check, data, run, score_stage
 from datadiet_jax.scores import api
 from tests.conftest import smoke_config
 from tests.references import function_grand_loop, linen_grand_loop, seed
@@ -203,7 +202,7 @@ def feature_config(paths, **overrides):
 def feature_run(registered, feature_files, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("feature_run") / "run")
     config = feature_config(feature_files)
-    return config, workdir, run_lib.run(config, workdir)
+    return config, workdir, run.run(config, workdir)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +219,7 @@ def token_run(registered, tmp_path_factory):
             "train.learning_rate": 0.5,
         }
     )
-    return config, workdir, run_lib.run(config, workdir)
+    return config, workdir, run.run(config, workdir)
 
 
 def _scores(workdir, name):
@@ -262,10 +261,11 @@ def test_scores_of_other_array_data_are_refused(feature_run):
     config, workdir, _ = feature_run
     train, _ = data.load_splits(config.data)
     path = os.path.join(workdir, "scores", "el2n_epoch001.npz")
-    score_stage.load_checked_scores(config, train, path)  # the same data: accepted
+    spec = config_check.score_spec(config)
+    score_stage.load_checked_scores(spec, train, path)  # the same data: accepted
     other = {"kind": "arrays", "files": {next(iter(train.source["files"])): "0" * 64}}
     with pytest.raises(ValueError, match="data_source="):
-        score_stage.load_checked_scores(config, dataclasses.replace(train, source=other), path)
+        score_stage.load_checked_scores(spec, dataclasses.replace(train, source=other), path)
 
 
 def test_token_run_passes_token_ids_as_they_are(token_run):

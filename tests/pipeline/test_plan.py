@@ -5,8 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from datadiet_jax.pipeline import config_check, plan
-from datadiet_jax.pipeline import run as run_lib
+from datadiet_jax.pipeline import config_check, plan, run
 from tests.conftest import smoke_config
 from tests.references import make_split
 
@@ -24,7 +23,7 @@ def test_fraction_tags_are_unique_and_keep_two_decimals_when_exact():
 
 def test_plan_names_of_close_fractions_differ_and_repeats_are_refused(tmp_path):
     config = smoke_config(**{"prune.fractions": (0.3, 0.304)})
-    names = [run.name for run in plan.planned_runs(config)]
+    names = [planned.name for planned in plan.planned_runs(config.prune)]
     assert names == [
         "full",
         "el2n-1_hardest_f0.30",
@@ -38,16 +37,18 @@ def test_plan_names_of_close_fractions_differ_and_repeats_are_refused(tmp_path):
         config_check.validate(config)
     config = smoke_config(**{"prune.strategy": "offset", "prune.offsets": (0, 3, 3)})
     with pytest.raises(ValueError, match="share the names.*_o3"):
-        run_lib.run(config, str(tmp_path / "w"))
+        run.run(config, str(tmp_path / "w"))
     assert not os.path.exists(tmp_path / "w")
 
 
 def test_kept_sets_follow_the_planned_runs():
     config = smoke_config(**{"prune.fractions": (0.5, 0.75)})
     split = make_split(n=8)
-    runs = plan.kept_sets(config, split, {"el2n@1": np.arange(8.0)})
-    assert [run for run, _ in runs] == plan.planned_runs(config)
-    kept = {run.name: k for run, k in runs}
+    spec = config_check.validate(config).prune
+    assert list(spec.runs) == plan.planned_runs(config.prune)
+    runs = plan.kept_sets(spec, split, {"el2n@1": np.arange(8.0)})
+    assert [planned for planned, _ in runs] == plan.planned_runs(config.prune)
+    kept = {planned.name: k for planned, k in runs}
     assert kept["full"].tolist() == list(range(8))
     assert kept["el2n-1_hardest_f0.50"].tolist() == [4, 5, 6, 7]  # the 4 highest scores
     assert kept["el2n-1_hardest_f0.75"].tolist() == [6, 7]

@@ -9,9 +9,21 @@ from tests.conftest import smoke_config, split_shape
 from tests.references import make_split
 
 
+def _external(config, split):
+    """`score_stage.external_scores` of `config`'s specs."""
+    spec, prune = config_check.score_spec(config), config_check.prune_spec(config)
+    return score_stage.external_scores(spec, prune, split)
+
+
+def _pruning_scores(config, split, files):
+    """`score_stage.pruning_scores` of `config`'s specs."""
+    spec, prune = config_check.score_spec(config), config_check.prune_spec(config)
+    return score_stage.pruning_scores(spec, prune, split, files)
+
+
 def _save(config, workdir, kind, epoch, split):
     path = score_stage.score_path(str(workdir), kind, epoch)
-    prov = score_stage.provenance(config, split, kind, epoch)
+    prov = score_stage.provenance(config_check.score_spec(config), split, kind, epoch)
     artifacts.save_scores(
         path, np.ones((2, split.num_examples)), np.arange(split.num_examples), prov
     )
@@ -27,10 +39,10 @@ def test_forgetting_lookup_stays_inside_the_score_workdir(tmp_path):
     own = _save(config, tmp_path / "n10000", "forgetting", 2, split)
     _save(config, tmp_path / "n1_seed7_0", "forgetting", 200, split)
     _save(config, tmp_path / "n10000x", "forgetting", 300, split)
-    assert score_stage.external_scores(config, split) == {"forgetting": own}
+    assert _external(config, split) == {"forgetting": own}
     # The highest epoch of the folder's own files wins.
     later = _save(config, tmp_path / "n10000", "forgetting", 1000, split)
-    assert score_stage.external_scores(config, split) == {"forgetting": later}
+    assert _external(config, split) == {"forgetting": later}
 
 
 @pytest.mark.parametrize("field,value", [("seed", 7), ("model.name", "resnet18")])
@@ -39,10 +51,10 @@ def test_scores_of_another_seed_or_model_need_allow_transfer(tmp_path, field, va
     _save(smoke_config(**{field: value}), tmp_path / "scores_run", "el2n", 1, split)
     config = smoke_config(**{"score.workdir": str(tmp_path / "scores_run")})
     with pytest.raises(ValueError, match=r"allow_transfer=True") as err:
-        score_stage.external_scores(config, split)
+        _external(config, split)
     assert field.split(".")[0] in str(err.value)
     config.score.allow_transfer = True
-    assert set(score_stage.external_scores(config, split)) == {"el2n@1"}
+    assert set(_external(config, split)) == {"el2n@1"}
 
 
 def test_prune_num_score_seeds_averages_the_first_k_seeds(tmp_path):
@@ -56,16 +68,16 @@ def test_prune_num_score_seeds_averages_the_first_k_seeds(tmp_path):
     # constant 4.5, and ties go to the lower index: 0..3.
     per_seed = np.stack([np.arange(8, 0, -1), np.arange(1, 9), np.arange(1, 9)]).astype(np.float32)
     path = str(tmp_path / "el2n_epoch001.npz")
-    expect = score_stage.score_expectation(config, split)
+    expect = score_stage.score_expectation(config_check.score_spec(config), split)
     artifacts.save_scores(path, per_seed, split.index, dict(expect))
     for k, kept in ((0, [4, 5, 6, 7]), (3, [4, 5, 6, 7]), (1, [0, 1, 2, 3]), (2, [0, 1, 2, 3])):
         config.prune.num_score_seeds = k
-        scores = score_stage.pruning_scores(config, split, {"el2n@1": path})
-        ((_, got),) = plan.kept_sets(config, split, scores)
+        scores = _pruning_scores(config, split, {"el2n@1": path})
+        ((_, got),) = plan.kept_sets(config_check.prune_spec(config), split, scores)
         assert got.tolist() == kept, k
     config.prune.num_score_seeds = 4
     with pytest.raises(ValueError, match="holds 3 seeds"):
-        score_stage.pruning_scores(config, split, {"el2n@1": path})
+        _pruning_scores(config, split, {"el2n@1": path})
     config.prune.num_score_seeds = -1
     with pytest.raises(ValueError, match="must be >= 0"):
         config_check.validate(config)
@@ -81,7 +93,7 @@ def test_refused_score_file_of_this_run_says_which_file_to_delete(tmp_path):
         type(split_shape())(**{**vars(split_shape()), "name": "mnist"}),
     )
     with pytest.raises(ValueError) as err:
-        score_stage.load_checked_scores(config, split_shape(), path)
+        score_stage.load_checked_scores(config_check.score_spec(config), split_shape(), path)
     message = str(err.value)
     assert path in message and "dataset='mnist'" in message
     assert "belongs to a run of mnist:train (N=128), model small_cnn, seed 0" in message
@@ -92,13 +104,13 @@ def test_refused_score_file_of_another_run_names_that_run(tmp_path):
     source = tmp_path / "source"
     split = split_shape()
     path = score_stage.score_path(str(source), "el2n", 1)
-    prov = score_stage.provenance(smoke_config(), split, "el2n", 1)
+    prov = score_stage.provenance(config_check.score_spec(smoke_config()), split, "el2n", 1)
     per_seed = np.ones((2, split.num_examples))
     per_seed[1, 3] = np.nan
     artifacts.save_scores(path, per_seed, np.arange(split.num_examples), prov)
     config = smoke_config(**{"score.workdir": str(source)})
     with pytest.raises(ValueError) as err:
-        score_stage.external_scores(config, split)
+        _external(config, split)
     message = str(err.value)
     assert "NaN" in message and "examples [3]" in message
     assert f"it comes from config.score.workdir={source}: delete it and rerun that run" in message
@@ -115,13 +127,13 @@ def test_features_prune_with_the_first_k_seeds_as_the_peers_single_run(tmp_path)
     config.prune.full_baseline = config.prune.random_baseline = False
     feats = np.random.default_rng(0).normal(size=(2, 12, 3)).astype(np.float32)
     path = str(tmp_path / "features_epoch001.npz")
-    expect = score_stage.score_expectation(config, split)
+    expect = score_stage.score_expectation(config_check.score_spec(config), split)
     artifacts.save_scores(path, feats, split.index, dict(expect))
     for k, want in ((0, feats), (1, feats[:1]), (2, feats)):
         config.prune.num_score_seeds = k
-        scores = score_stage.pruning_scores(config, split, {"features@1": path})
+        scores = _pruning_scores(config, split, {"features@1": path})
         np.testing.assert_array_equal(scores["features@1"], want)
-        ((_, kept),) = plan.kept_sets(config, split, scores)
+        ((_, kept),) = plan.kept_sets(config_check.prune_spec(config), split, scores)
         ref = pruning.kept_indices(
             None,
             "kcenter",
@@ -141,4 +153,33 @@ def test_features_prune_with_the_first_k_seeds_as_the_peers_single_run(tmp_path)
     np.testing.assert_array_equal(one, sliced)
     config.prune.num_score_seeds = 3
     with pytest.raises(ValueError, match="holds 2 seeds"):
-        score_stage.pruning_scores(config, split, {"features@1": path})
+        _pruning_scores(config, split, {"features@1": path})
+
+
+@pytest.mark.parametrize("overrides", [{}, {"data.label_noise.fraction": 0.1, "seed": 4}])
+def test_provenance_from_the_score_spec_is_what_the_whole_config_gave(overrides):
+    """Score files record the same provenance as before specs (so old files stay accepted)."""
+    from datadiet_jax.pipeline.config_base import config_to_dict
+
+    config, split = smoke_config(**overrides), split_shape()
+    noise = config.data.label_noise
+    old = {
+        "dataset": split.name,
+        "split": split.split,
+        "num_examples": split.num_examples,
+        "label_noise": config_to_dict(noise) if noise.fraction else None,
+        "data_source": getattr(split, "source", None),
+        "inputs": getattr(split, "kind", "images"),
+        "seed": config.seed,
+        "num_seeds": config.score.num_seeds,
+        "model": config.model.name,
+        "epoch": 1,
+        "normalization": {
+            "mean": np.asarray(split.mean).tolist(),
+            "std": np.asarray(split.std).tolist(),
+        },
+        "score": "el2n",
+        "config": config_to_dict(config),
+    }
+    spec = config_check.validate(config).score
+    assert list(score_stage.provenance(spec, split, "el2n", 1).items()) == list(old.items())

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from datadiet_jax.pipeline import artifacts, config_check, data, sources
-from datadiet_jax.pipeline import run as run_lib
+from datadiet_jax.pipeline import artifacts, config_check, data, run, sources
 from tests.conftest import smoke_config
 
 NUM_TRAIN, NUM_TEST, HW = 160, 100, 16
@@ -55,7 +54,7 @@ def tfds_config(path, **overrides):
 @pytest.fixture(scope="module")
 def tfds_run(tfds_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("tfds_run") / "run")
-    return workdir, run_lib.run(tfds_config(tfds_dir), workdir)
+    return workdir, run.run(tfds_config(tfds_dir), workdir)
 
 
 def test_tfds_directory_run_carries_each_examples_tfds_id(tfds_run, tfds_dir):
@@ -96,13 +95,13 @@ def test_tfds_without_supervised_keys_names_the_fields_and_features(tfds_dir, tm
     config = smoke_config(**{"data.name": tfds_dir})
     workdir = str(tmp_path / "run")
     with pytest.raises(ValueError) as e:
-        run_lib.run(config, workdir)
+        run.run(config, workdir)
     assert "set --config.data.image_key and --config.data.label_key" in str(e.value)
     assert "['pixels', 'serial', 'target']" in str(e.value) and "\n" not in str(e.value)
     assert not os.path.exists(workdir)
     config = tfds_config(tfds_dir, **{"data.label_key": "label"})
     with pytest.raises(ValueError, match=r"data.label_key='label' is not a feature.*'target'\]"):
-        run_lib.run(config, workdir)
+        run.run(config, workdir)
     assert not os.path.exists(workdir)
 
 
@@ -168,7 +167,7 @@ def _refused(config, tmp_path, error, match):
     """run.run refuses `config` with one line matching `match`, writing nothing."""
     workdir = str(tmp_path / "refused")
     with pytest.raises(error, match=match) as e:
-        run_lib.run(config, workdir)
+        run.run(config, workdir)
     assert "\n" not in str(e.value)
     assert not os.path.exists(workdir)
 

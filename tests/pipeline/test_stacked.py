@@ -6,7 +6,7 @@ import os
 import jax
 import numpy as np
 
-from datadiet_jax.pipeline import stacked
+from datadiet_jax.pipeline import config_check, stacked
 from datadiet_jax.training import loop
 from tests.conftest import SMOKE_ARGS, run_main, smoke_config, tiny_model, tiny_spec
 from tests.references import make_split
@@ -63,6 +63,5 @@ def test_pipeline_results_with_and_without_stacking_agree(smoke_run, tmp_path):
         off = results["off"][name]
         np.testing.assert_allclose(on["test_loss"], off["test_loss"], rtol=1e-4, atol=1e-5)
         assert on["status"] == off["status"] and on["num_kept"] == off["num_kept"]
-    assert stacked.enabled(smoke_config(**{"retrain.stack": "auto"})) == (
-        jax.default_backend() != "cpu"
-    )
+    spec = config_check.retrain_spec(smoke_config(**{"retrain.stack": "auto"}))
+    assert stacked.enabled(spec) == (jax.default_backend() != "cpu")

@@ -155,12 +155,12 @@ def test_score_summary_shows_the_finite_mean_and_counts_inf():
 
 
 def test_five_example_run_warns_once_per_small_training_and_never_logs_nan(tmp_path, caplog):
-    from datadiet_jax.pipeline import run as run_lib
+    from datadiet_jax.pipeline import run
     from tests.conftest import smoke_config
 
     config = smoke_config(**{"data.num_train_examples": 5, "score.forgetting": True})
     with caplog.at_level("INFO"):
-        results = run_lib.run(config, str(tmp_path / "w"))
+        results = run.run(config, str(tmp_path / "w"))
     messages = [r.getMessage() for r in caplog.records]
     small = [m for m in messages if "fewer than one batch" in m]
     # The score training, and each of the three retrainings (5, 2 and 2 examples).

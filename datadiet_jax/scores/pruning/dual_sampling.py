@@ -3,7 +3,7 @@
 Follows `beta_sampling` in the official code (github.com/behaapyy/dual-pruning,
 `exp_cifar/data_subset.py`, flags `--sample beta --c_d 4`), which weights every example by a Beta
 density evaluated at its MEAN PREDICTION (the mean assigned-label probability over the first T
-training epochs, `dynamics.mean_true_probs`), not at its score rank, times its DUAL score:
+training epochs, `trajectory.mean_true_probs`), not at its score rank, times its DUAL score:
 
   anchor = mean prediction averaged over the 10 highest-scoring examples
   b = 15 * (1 - anchor) * (1 - r ** c_d),  a = 16 - b    (r = the pruned share)
@@ -67,7 +67,7 @@ def dual_sample(
       scores: `[N]` float DUAL scores, finite and >= 0 (the mean over seeds of `dual_scores`).
       num_keep: number kept, in [1, N].
       mean_probs: `[N]` float in [0, 1], the mean assigned-label probability over the same first T
-        epochs (the mean over seeds of `dynamics.mean_true_probs`).
+        epochs (the mean over seeds of `trajectory.mean_true_probs`).
       prune_fraction: r, the share removed; defaults to 1 - num_keep / N.
       seed: int (or sequence of ints) for `np.random.default_rng`.
       c_d: the exponent of r in the Beta parameters (the code's `--c_d`, default 4).
@@ -84,13 +84,13 @@ def dual_sample(
     if mean_probs is None:
         raise ValueError(
             "strategy 'dual_sampling' needs mean_probs, the [N] mean assigned-label probability "
-            "over the DUAL scoring epochs (dynamics.mean_true_probs(state).mean(0))."
+            "over the DUAL scoring epochs (trajectory.mean_true_probs(state).mean(0))."
         )
     mean = np.asarray(mean_probs, np.float64)
     if mean.shape != (n,) or not np.all((mean >= 0.0) & (mean <= 1.0)):
         raise ValueError(
             f"mean_probs must be [N={n}] probabilities in [0, 1], got shape {mean.shape}; pass "
-            "dynamics.mean_true_probs(state).mean(0)."
+            "trajectory.mean_true_probs(state).mean(0)."
         )
     if not np.all(np.isfinite(scores) & (scores >= 0.0)):
         raise ValueError(

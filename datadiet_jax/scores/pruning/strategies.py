@@ -81,7 +81,7 @@ def _select(
       features: `[N, D]` or per-seed `[K, N, D]` penultimate features, needed by 'kcenter',
         'herding' and 'd2' (seeds combine as in `geometric.combine_features`).
       mean_probs: `[N]` mean assigned-label probabilities; needed by 'dual_sampling' (DUAL's Beta
-        sampling evaluates its density there; `dynamics.mean_true_probs(state).mean(0)`).
+        sampling evaluates its density there; `trajectory.mean_true_probs(state).mean(0)`).
 
     Returns:
       `[ranking.num_to_keep(N, prune_fraction)] int64` sorted kept indices.

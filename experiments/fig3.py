@@ -55,6 +55,25 @@ def velocity_config(scale: Scale, noise: float, runs_dir: str):
     )
 
 
+def velocity_spec(settings, config, augment: bool) -> kernel_velocity.VelocitySpec:
+    """The kernel-velocity settings of one noise level, from `FIG3` and its training config.
+
+    Args:
+      settings: the scale's `Fig3Scale`.
+      config: the noise level's config (`velocity_config`).
+      augment: random crop and flip in training (`input_pipeline.augments`).
+    """
+    return kernel_velocity.VelocitySpec(
+        epochs=tuple(settings.epochs),
+        window_size=settings.window_size,
+        num_windows=settings.num_windows,
+        num_seeds=config.score.num_seeds,
+        score_batch_size=config.score.batch_size,
+        ntk_batch_size=settings.ntk_batch_size,
+        augment=augment,
+    )
+
+
 def check(scale: Scale, runs_dir: str) -> None:
     """Refuses bad Figure 3 settings before anything trains."""
     settings = FIG3[scale.name]
@@ -82,17 +101,8 @@ def measure(scale: Scale, noise: float, runs_dir: str) -> list[dict]:
         split, _ = data.load_splits(config.data)
         model = models.build(config.model, split.num_classes)
         augment = input_pipeline.augments(config.data, split.images.shape)
-        rows = kernel_velocity.velocity_run(
-            config,
-            workdir,
-            model,
-            split,
-            epochs=settings.epochs,
-            window_size=settings.window_size,
-            num_windows=settings.num_windows,
-            ntk_batch_size=settings.ntk_batch_size,
-            augment=augment,
-        )
+        spec = velocity_spec(settings, config, augment)
+        rows = kernel_velocity.velocity_run(config.train, config.seed, workdir, model, split, spec)
         return [dict(noise_fraction=float(noise)) | r for r in rows]
 
 

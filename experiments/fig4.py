@@ -57,6 +57,21 @@ def spawning_config(scale: Scale, runs_dir: str):
     return sweeps.make_config(scale, sweeps.item(ITEM, "train", 0.0, settings.overrides), runs_dir)
 
 
+def spawning_spec(settings, augment: bool) -> connectivity.SpawningSpec:
+    """The spawning settings of Figure 4, from the scale's `Fig4Scale`.
+
+    Args:
+      settings: the scale's `Fig4Scale`.
+      augment: random crop and flip in training (`input_pipeline.augments`).
+    """
+    return connectivity.SpawningSpec(
+        spawn_epochs=tuple(settings.spawn_epochs),
+        subset_size=settings.subset_size,
+        alphas=tuple(settings.alphas),
+        augment=augment,
+    )
+
+
 def check(scale: Scale, runs_dir: str) -> None:
     """Refuses bad Figure 4 settings before anything trains."""
     settings = FIG4[scale.name]
@@ -89,17 +104,9 @@ def measure(scale: Scale, runs_dir: str) -> list[dict]:
         scores = artifacts.load_scores(path, expect)["mean"]
         model = models.build(config.model, split.num_classes)
         augment = input_pipeline.augments(config.data, split.images.shape)
+        spec = spawning_spec(settings, augment)
         return connectivity.spawning_run(
-            config,
-            workdir,
-            model,
-            split,
-            test_split,
-            scores,
-            spawn_epochs=settings.spawn_epochs,
-            subset_size=settings.subset_size,
-            alphas=settings.alphas,
-            augment=augment,
+            config.train, config.seed, workdir, model, split, test_split, scores, spec
         )
 
 

@@ -10,5 +10,9 @@
                    trained on from its weights with their own data orders, and their barriers
                    on subsets (Figure 4)
 
+Each study takes its settings as one frozen spec (`kernel_velocity.VelocitySpec`,
+`connectivity.SpawningSpec`; the BatchNorm rule of a barrier is `barriers.BatchNormRule`) and the
+trainer's settings as `config.train` and the run seed; only the figure scripts see the whole config.
+
 Their figures are `report.dynamics_plots`; the seed-count analysis is `report.seed_count`.
 """

@@ -22,11 +22,13 @@ statistics used at each point of the path are a choice:
     measure the size of the error.
 
 Variables are Flax variable dicts {'params': ..., 'batch_stats': ...} of one network (no seed
-axis); `batch_stats` may be absent or empty (no BatchNorm), and then the two modes agree.
+axis); `batch_stats` may be absent or empty (no BatchNorm), and then the two modes agree. A
+`BatchNormRule` holds the mode and, for 'recompute', the training images and batch size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 
@@ -35,6 +37,28 @@ import jax.numpy as jnp
 import numpy as np
 
 BN_MODES = ("recompute", "interpolate")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BatchNormRule:
+    """How the BatchNorm statistics of each point of the path are set (see the module docstring).
+
+    Attributes:
+      mode: 'recompute' (statistics recomputed from `images`) or 'interpolate' (mixed like the
+        weights).
+      images: [M, ...] float32 normalized training inputs, in the order to batch them; needed by
+        'recompute' when the model has BatchNorm, unused by 'interpolate'.
+      batch_size: B of the recomputation (the training batch size); the last M mod B images are
+        left out.
+    """
+
+    mode: str = "recompute"
+    images: np.ndarray | None = None
+    batch_size: int = 128
+
+    def __post_init__(self):
+        if self.mode not in BN_MODES:
+            raise ValueError(f"unknown BatchNorm mode {self.mode!r}; use one of {BN_MODES}")
 
 
 def interpolate(tree1, tree2, alpha: float):
@@ -142,29 +166,27 @@ def subset_error(model, variables, images, labels, batch_size: int) -> float:
     return wrong / m
 
 
-def path_variables(model, v1, v2, alpha: float, bn: str, bn_images=None, bn_batch_size=128):
+def path_variables(model, v1, v2, alpha: float, bn: BatchNormRule):
     """The variables of w(alpha) = (1 - alpha) w1 + alpha w2, BatchNorm statistics by `bn`.
 
     Args:
       model: Flax module.
       v1, v2: variables of the two networks.
       alpha: position on the line; 0 is w1, 1 is w2.
-      bn: 'recompute' (statistics from `bn_images`) or 'interpolate' (see the module docstring).
-      bn_images: [M, ...] float32 training inputs; needed by 'recompute' when there is BatchNorm.
-      bn_batch_size: batch size of the recomputation.
+      bn: the rule of the statistics (`BatchNormRule`).
 
     Returns:
       {'params': ..., 'batch_stats': ...}.
     """
-    if bn not in BN_MODES:
-        raise ValueError(f"unknown BatchNorm mode {bn!r}; use one of {BN_MODES}")
+    if not isinstance(bn, BatchNormRule):
+        raise TypeError(f"bn is a {type(bn).__name__}; pass a BatchNormRule (e.g. of {BN_MODES})")
     params = interpolate(v1["params"], v2["params"], alpha)
     stats1, stats2 = v1.get("batch_stats", {}), v2.get("batch_stats", {})
-    if bn == "interpolate" or not jax.tree.leaves(stats1):
+    if bn.mode == "interpolate" or not jax.tree.leaves(stats1):
         return {"params": params, "batch_stats": interpolate(stats1, stats2, alpha)}
-    if bn_images is None:
-        raise ValueError("bn='recompute' needs bn_images (training inputs); pass them")
-    stats = recompute_batch_stats(model, params, stats1, bn_images, bn_batch_size)
+    if bn.images is None:
+        raise ValueError("BatchNormRule('recompute') needs images (training inputs); pass them")
+    stats = recompute_batch_stats(model, params, stats1, bn.images, bn.batch_size)
     return {"params": params, "batch_stats": stats}
 
 
@@ -213,9 +235,7 @@ def error_curves(
     subsets: Mapping[str, tuple[np.ndarray, np.ndarray]],
     *,
     alphas: Sequence[float] = (0.0, 0.5, 1.0),
-    bn: str = "recompute",
-    bn_images=None,
-    bn_batch_size: int = 128,
+    bn: BatchNormRule = BatchNormRule(),
     batch_size: int = 500,
 ) -> dict[str, dict]:
     """Errors along the line between two networks on several subsets, and their barriers.
@@ -226,9 +246,9 @@ def error_curves(
       subsets: {name: (images [M, ...] float32 normalized, labels [M] int)}.
       alphas: positions; must contain 0, 0.5 and 1. The statistics of each point are computed
         once and shared by all subsets.
-      bn: 'recompute' or 'interpolate'.
-      bn_images: [M, ...] training inputs for 'recompute'.
-      bn_batch_size: batch size of the BatchNorm recomputation (the training batch size).
+      bn: the rule of the BatchNorm statistics at each point (mode, and for 'recompute' the
+        training images and batch size); the default recomputes and needs images when the
+        model has BatchNorm.
       batch_size: evaluation batch size.
 
     Returns:
@@ -239,7 +259,7 @@ def error_curves(
         raise ValueError("no subsets given; pass {name: (images, labels)}")
     errors = {name: [] for name in subsets}
     for a in alphas:
-        variables = path_variables(model, v1, v2, a, bn, bn_images, bn_batch_size)
+        variables = path_variables(model, v1, v2, a, bn)
         for name, (images, labels) in subsets.items():
             errors[name].append(subset_error(model, variables, images, labels, batch_size))
     return {

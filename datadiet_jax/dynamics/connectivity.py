@@ -15,12 +15,17 @@ Layout under the work directory of one spawning run:
   parent/ckpt/, parent/metrics.jsonl          the parent (one seed), stopped at each t* in turn
   children/stepNNNNNN/ckpt/, metrics.jsonl    the two children of spawning step NNNNNN
   barriers/stepNNNNNN.json                    the measurements of that step (written last)
+
+The study's settings are one `SpawningSpec`; the trainer's are `config.train` (`train_cfg`) and
+the run seed, so no function here sees the whole config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -32,6 +37,25 @@ from datadiet_jax.scores.model_form import linen_module
 from datadiet_jax.training import files, input_pipeline, keys, loop
 
 NUM_CHILDREN = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SpawningSpec:
+    """The settings of one spawning study (Figure 4).
+
+    Attributes:
+      spawn_epochs: spawning times t* in epochs (fractions allowed; floored to steps).
+      subset_size: examples in each of the highest, lowest and random training subsets.
+      alphas: interpolation grid, with 0, 0.5 and 1.
+      bn_modes: BatchNorm modes measured (`barriers.BN_MODES`; the first is the reported one).
+      augment: random crop and flip when the parent and children train.
+    """
+
+    spawn_epochs: tuple[float, ...]
+    subset_size: int
+    alphas: tuple[float, ...]
+    bn_modes: tuple[str, ...] = barriers.BN_MODES
+    augment: bool = False
 
 
 def total_steps(train_cfg, num_examples: int) -> int:
@@ -91,20 +115,29 @@ def _one(state, k: int) -> dict:
     return jax.tree.map(lambda x: x[k], {"params": state.params, **state.model_state})
 
 
-def train_parent(config, workdir: str, model, split, step: int, augment: bool):
+def train_parent(train_cfg: Any, seed: int, workdir: str, model, split, step: int, augment: bool):
     """The parent (one seed, all of `split`) at `step`, trained or resumed from its checkpoints.
 
     Spawning steps must be visited in increasing order: the parent's latest checkpoint is where
     it stopped last.
 
+    Args:
+      train_cfg: `config.train` (num_epochs, batch_size, optimizer fields).
+      seed: the run seed.
+      workdir: the work directory of the spawning run.
+      model: a Linen model (`linen_module`).
+      split: training split (all of it is trained on).
+      step: the spawning step t* to stop at.
+      augment: random crop and flip.
+
     Returns:
       `TrainState` [1, ...] at `step`.
     """
-    num_steps = total_steps(config.train, split.num_examples)
+    num_steps = total_steps(train_cfg, split.num_examples)
     spec = loop.TrainSpec(
-        train_cfg=config.train,
+        train_cfg=train_cfg,
         num_seeds=1,
-        seed=config.seed,
+        seed=seed,
         purpose=keys.Purpose.PARENT,
         num_steps=num_steps,
         schedule_steps=num_steps,
@@ -123,18 +156,25 @@ def train_parent(config, workdir: str, model, split, step: int, augment: bool):
     return state
 
 
-def train_children(config, workdir: str, model, split, parent, step: int, augment: bool):
+def train_children(
+    train_cfg: Any, seed: int, workdir: str, model, split, parent, step: int, augment: bool
+):
     """Two children from the parent's state at `step`, trained to T with their own data orders.
+
+    Args:
+      train_cfg, seed, workdir, model, split, augment: as in `train_parent`.
+      parent: `TrainState` [1, ...] of the parent at `step`.
+      step: the spawning step t*.
 
     Returns:
       `TrainState` [2, ...] at T.
     """
-    num_steps = total_steps(config.train, split.num_examples)
+    num_steps = total_steps(train_cfg, split.num_examples)
     twins = jax.tree.map(lambda x: np.repeat(np.asarray(x), NUM_CHILDREN, axis=0), parent)
     spec = loop.TrainSpec(
-        train_cfg=config.train,
+        train_cfg=train_cfg,
         num_seeds=NUM_CHILDREN,
-        seed=config.seed,
+        seed=seed,
         purpose=keys.Purpose.CHILD,
         num_steps=num_steps,
         schedule_steps=num_steps,
@@ -151,14 +191,20 @@ def measure(
     model,
     children,
     subsets: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    bn_images: np.ndarray,
     *,
     alphas: Sequence[float],
-    bn_modes: Sequence[str],
-    bn_batch_size: int,
+    bn_rules: Sequence[barriers.BatchNormRule],
     batch_size: int,
 ) -> list[dict]:
-    """Error curves between the two children on every subset, for each BatchNorm mode.
+    """Error curves between the two children on every subset, for each BatchNorm rule.
+
+    Args:
+      model: a Linen model.
+      children: `TrainState` [2, ...] of the two children.
+      subsets: {name: (images [M, ...] float32 normalized, labels [M] int)}.
+      alphas: interpolation grid, with 0, 0.5 and 1.
+      bn_rules: the BatchNorm rules measured, one curve set each (rows name them by mode).
+      batch_size: evaluation batch size.
 
     Returns:
       One row per (bn mode, subset, alpha): 'bn', 'subset', 'subset_size', 'alpha', 'error', and
@@ -166,92 +212,91 @@ def measure(
     """
     v1, v2 = _one(children, 0), _one(children, 1)
     rows = []
-    for bn in bn_modes:
+    for bn in bn_rules:
         curves = barriers.error_curves(
-            model,
-            v1,
-            v2,
-            subsets,
-            alphas=alphas,
-            bn=bn,
-            bn_images=bn_images,
-            bn_batch_size=bn_batch_size,
-            batch_size=batch_size,
+            model, v1, v2, subsets, alphas=alphas, bn=bn, batch_size=batch_size
         )
         for name, c in curves.items():
             summary = {k: c[k] for k in ("error_1", "error_2", "barrier", "max_barrier")}
             summary["argmax_alpha"] = c["argmax_alpha"]
             for a, e in zip(c["alphas"], c["errors"], strict=True):
-                row = dict(bn=bn, subset=name, subset_size=len(subsets[name][1]), alpha=a, error=e)
+                row = dict(
+                    bn=bn.mode, subset=name, subset_size=len(subsets[name][1]), alpha=a, error=e
+                )
                 rows.append(row | summary)
     return rows
 
 
+def _subsets(split, test_split, scores, size: int, seed: int):
+    """The measured sets and the BatchNorm images of a spawning run.
+
+    Returns:
+      (index {name: [size] int64} of the training subsets, subsets {name: (images, labels)}
+      with 'test' added, bn_images [N, ...] float32: the training images in one fixed shuffled
+      order, from which BatchNorm statistics are recomputed).
+    """
+    images = split.normalized_images()
+    index = example_subsets(scores, size, seed)
+    subsets = {name: (images[i], split.labels[i]) for name, i in index.items()}
+    subsets["test"] = (test_split.normalized_images(), test_split.labels)
+    order = np.random.default_rng([seed, keys.FIG4_BN_ORDER]).permutation(len(images))
+    return index, subsets, images[order]
+
+
 def spawning_run(
-    config,
+    train_cfg: Any,
+    seed: int,
     workdir: str,
     model,
     split,
     test_split,
     scores,
-    *,
-    spawn_epochs: Sequence[float],
-    subset_size: int,
-    alphas: Sequence[float],
-    bn_modes: Sequence[str] = barriers.BN_MODES,
-    augment: bool = False,
+    spec: SpawningSpec,
 ) -> list[dict]:
     """Barriers between children spawned at each step, on the highest-, lowest- and random-score
     subsets of the training split and on the test split. Resumable: a spawning step whose
     measurements are saved is skipped.
 
     Args:
-      config: the run's config (train fields, seed).
+      train_cfg: `config.train` (num_epochs, batch_size, eval_batch_size, optimizer fields);
+        `batch_size` is also the batch size of the BatchNorm recomputation.
+      seed: the run seed (training keys, the random subset, the BatchNorm image order).
       workdir: the work directory of this spawning run.
       model: a Flax Linen module (or its `LinenModel`).
       split: training split (the parent and children train on all of it).
       test_split: test split, measured as one more subset ('test').
       scores: [N] scores ranking the training examples (e.g. mean EL2N).
-      spawn_epochs: spawning times t* in epochs (fractions allowed; floored to steps).
-      subset_size: examples per training subset.
-      alphas: interpolation grid, with 0, 0.5 and 1.
-      bn_modes: BatchNorm modes measured ('recompute' first is the reported one).
-      augment: random crop and flip in training.
+      spec: the study's settings (`SpawningSpec`).
 
     Returns:
       Rows of `measure`, each with 'spawn_step' and 'spawn_epoch' added, in spawning order.
     """
-    barriers.check_alphas(alphas)
+    barriers.check_alphas(spec.alphas)
     model = linen_module(model)
-    spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
-    steps = spawn_steps(spawn_epochs, spe, total_steps(config.train, split.num_examples))
-    images = split.normalized_images()
-    index = example_subsets(scores, subset_size, config.seed)
-    subsets = {name: (images[i], split.labels[i]) for name, i in index.items()}
-    subsets["test"] = (test_split.normalized_images(), test_split.labels)
-    # BatchNorm statistics from the training images in one fixed shuffled order.
-    order = np.random.default_rng([config.seed, keys.FIG4_BN_ORDER]).permutation(len(images))
-    bn_images = images[order]
+    spe = input_pipeline.steps_per_epoch(split.num_examples, train_cfg.batch_size)
+    steps = spawn_steps(spec.spawn_epochs, spe, total_steps(train_cfg, split.num_examples))
+    index, subsets, bn_images = _subsets(split, test_split, scores, spec.subset_size, seed)
+    bn_rules = [barriers.BatchNormRule(m, bn_images, train_cfg.batch_size) for m in spec.bn_modes]
     _save_or_check_subsets(os.path.join(workdir, "subsets.npz"), index)
     rows = []
     for step in steps:
         path = os.path.join(workdir, "barriers", f"step{step:06d}.json")
         if not os.path.exists(path):
-            parent = train_parent(config, workdir, model, split, step, augment)
-            children = train_children(config, workdir, model, split, parent, step, augment)
+            parent = train_parent(train_cfg, seed, workdir, model, split, step, spec.augment)
+            children = train_children(
+                train_cfg, seed, workdir, model, split, parent, step, spec.augment
+            )
             measured = measure(
                 model,
                 children,
                 subsets,
-                bn_images,
-                alphas=alphas,
-                bn_modes=bn_modes,
-                bn_batch_size=config.train.batch_size,
-                batch_size=config.train.eval_batch_size,
+                alphas=spec.alphas,
+                bn_rules=bn_rules,
+                batch_size=train_cfg.eval_batch_size,
             )
             measured = [dict(spawn_step=step, spawn_epoch=step / spe) | r for r in measured]
             files.write_json(path, measured)
-            mid = [r for r in measured if r["alpha"] == 0.5 and r["bn"] == bn_modes[0]]
+            mid = [r for r in measured if r["alpha"] == 0.5 and r["bn"] == spec.bn_modes[0]]
             logging.info(
                 "Spawn step %d: barriers %s",
                 step,

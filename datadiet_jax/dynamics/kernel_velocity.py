@@ -14,12 +14,17 @@ checkpoints (the measured epochs are kept). Layout under the work directory:
   el2n/epochNNN.npz                    EL2N [K, N] at t, the window starts and windows [W, n]
   grams/tNNN_atMMM.npz                 Gram matrices [K, W, n, n] of the windows of t at epoch MMM
 Every file is written once, so a stopped run resumes where it stopped.
+
+The study's settings are one `VelocitySpec`; the trainer's are `config.train` (`train_cfg`) and
+the run seed, so no function here sees the whole config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from absl import logging
@@ -28,6 +33,29 @@ from datadiet_jax.dynamics import ntk
 from datadiet_jax.scores import api
 from datadiet_jax.scores.model_form import linen_module
 from datadiet_jax.training import files, input_pipeline, keys, loop
+
+
+@dataclasses.dataclass(frozen=True)
+class VelocitySpec:
+    """The settings of one kernel-velocity study (Figure 3).
+
+    Attributes:
+      epochs: epochs t at which velocities are measured (between t and t + 1).
+      window_size: n examples per window.
+      num_windows: W windows, their start ranks spread evenly over [0, N - n].
+      num_seeds: K seeds trained at once (`config.score.num_seeds`).
+      score_batch_size: examples per batch of the EL2N scoring (`config.score.batch_size`).
+      ntk_batch_size: examples per NTK block (memory).
+      augment: random crop and flip in training.
+    """
+
+    epochs: tuple[int, ...]
+    window_size: int
+    num_windows: int
+    num_seeds: int
+    score_batch_size: int
+    ntk_batch_size: int = 100
+    augment: bool = False
 
 
 def window_starts(num_examples: int, window_size: int, num_windows: int) -> np.ndarray:
@@ -80,16 +108,19 @@ def _variables(state) -> dict:
     return {"params": state.params, **state.model_state}
 
 
-def _hook(config, workdir, model, split, images, epoch, ts, starts, window_size, ntk_batch):
+def _hook(spec: VelocitySpec, workdir: str, model, labels, images, starts, epoch: int):
+    """The epoch hook of `velocity_run` at `epoch`: EL2N and windows at t, Gram matrices."""
+    ts, _ = measured_epochs(spec.epochs)
+
     def hook(state, stats):
         del stats
         variables = _variables(state)
         if epoch in ts and not os.path.exists(_el2n_path(workdir, epoch)):
             per_seed = api.el2n_scores(
-                model, variables, images, split.labels, batch_size=config.score.batch_size
+                model, variables, images, labels, batch_size=spec.score_batch_size
             )
             mean = per_seed.mean(0)
-            windows = rank_windows(mean, starts, window_size)
+            windows = rank_windows(mean, starts, spec.window_size)
             files.save_npz(
                 _el2n_path(workdir, epoch),
                 per_seed=per_seed,
@@ -104,7 +135,10 @@ def _hook(config, workdir, model, split, images, epoch, ts, starts, window_size,
             with np.load(_el2n_path(workdir, t)) as f:
                 windows = f["windows"]
             grams = np.stack(
-                [ntk.ntk_gram(model, variables, images[w], batch_size=ntk_batch) for w in windows],
+                [
+                    ntk.ntk_gram(model, variables, images[w], batch_size=spec.ntk_batch_size)
+                    for w in windows
+                ],
                 axis=1,
             )  # [K, W, n, n]
             files.save_npz(path, grams=grams, windows=windows)
@@ -116,29 +150,17 @@ def _hook(config, workdir, model, split, images, epoch, ts, starts, window_size,
 
 
 def velocity_run(
-    config,
-    workdir: str,
-    model,
-    split,
-    *,
-    epochs: Sequence[int],
-    window_size: int,
-    num_windows: int,
-    ntk_batch_size: int = 100,
-    augment: bool = False,
+    train_cfg: Any, seed: int, workdir: str, model, split, spec: VelocitySpec
 ) -> list[dict]:
     """Trains (or resumes) K seeds and measures the kernel velocity of EL2N-ranked windows.
 
     Args:
-      config: the run's config (train fields, score.num_seeds K, score.batch_size, seed).
+      train_cfg: `config.train` (num_epochs, batch_size, optimizer fields).
+      seed: the run seed.
       workdir: the work directory of this run.
       model: a Flax Linen module (or its `LinenModel`; the NTK intercepts Linen layers).
       split: training split (labels possibly noisy; EL2N uses these labels).
-      epochs: epochs t at which velocities are measured (between t and t + 1).
-      window_size: n examples per window.
-      num_windows: W windows, their start ranks spread evenly over [0, N - n].
-      ntk_batch_size: examples per NTK block (memory).
-      augment: random crop and flip in training.
+      spec: the study's settings (`VelocitySpec`).
 
     Returns:
       One row per (epoch t, seed, window): 'epoch', 'seed', 'window_start', 'window_size',
@@ -148,33 +170,30 @@ def velocity_run(
       one-class window has its own kernel).
     """
     model = linen_module(model)
-    ts, needed = measured_epochs(epochs)
-    spe = input_pipeline.steps_per_epoch(split.num_examples, config.train.batch_size)
-    if needed[-1] > config.train.num_epochs:
+    ts, needed = measured_epochs(spec.epochs)
+    spe = input_pipeline.steps_per_epoch(split.num_examples, train_cfg.batch_size)
+    if needed[-1] > train_cfg.num_epochs:
         raise ValueError(
             f"kernel velocity at epoch {ts[-1]} needs epoch {needed[-1]}, past the "
-            f"{config.train.num_epochs} training epochs; raise train.num_epochs or lower the epochs"
+            f"{train_cfg.num_epochs} training epochs; raise train.num_epochs or lower the epochs"
         )
-    starts = window_starts(split.num_examples, window_size, num_windows)
+    starts = window_starts(split.num_examples, spec.window_size, spec.num_windows)
     images = split.normalized_images()
-    hooks = {
-        e: _hook(config, workdir, model, split, images, e, ts, starts, window_size, ntk_batch_size)
-        for e in needed
-    }
-    spec = loop.TrainSpec(
-        train_cfg=config.train,
-        num_seeds=config.score.num_seeds,
-        seed=config.seed,
+    hooks = {e: _hook(spec, workdir, model, split.labels, images, starts, e) for e in needed}
+    train_spec = loop.TrainSpec(
+        train_cfg=train_cfg,
+        num_seeds=spec.num_seeds,
+        seed=seed,
         purpose=keys.Purpose.KERNEL,
         num_steps=needed[-1] * spe,
-        schedule_steps=config.train.num_epochs * spe,
+        schedule_steps=train_cfg.num_epochs * spe,
         ckpt_dir=os.path.join(workdir, "train", "ckpt"),
-        augment=augment,
+        augment=spec.augment,
         name="kernel velocity training",
         keep_epochs=tuple(needed),
         on_diverge="raise",
     )
-    loop.fit(model, split, split.index, spec, hooks=hooks)
+    loop.fit(model, split, split.index, train_spec, hooks=hooks)
     return velocity_rows(workdir, ts, split.labels)
 
 

@@ -95,9 +95,7 @@ def test_identical_networks_have_no_barrier(bn):
         one,
         one,
         {"all": (images, labels), "few": (images[:7], labels[:7])},
-        bn=bn,
-        bn_images=images,
-        bn_batch_size=8,
+        bn=barriers.BatchNormRule(bn, images, 8),
         batch_size=16,
     )
     for curve in curves.values():
@@ -147,8 +145,12 @@ def test_interpolated_statistics_are_wrong_at_the_midpoint_and_recomputed_ones_r
         stats = barriers.recompute_batch_stats(model, v["params"], v["batch_stats"], X, 4)
         ends.append(_bn_vars(w, stats))
     m, v = _hand_stats(1.0)
-    recomputed = barriers.path_variables(model, *ends, 0.5, "recompute", X, 4)["batch_stats"]
-    interpolated = barriers.path_variables(model, *ends, 0.5, "interpolate")["batch_stats"]
+    recomputed = barriers.path_variables(
+        model, *ends, 0.5, barriers.BatchNormRule("recompute", X, 4)
+    )["batch_stats"]
+    interpolated = barriers.path_variables(
+        model, *ends, 0.5, barriers.BatchNormRule("interpolate")
+    )["batch_stats"]
     assert float(recomputed["BatchNorm_0"]["mean"][0]) == pytest.approx(2 * m, rel=1e-5)
     assert float(recomputed["BatchNorm_0"]["var"][0]) == pytest.approx(4 * v, rel=1e-5)
     assert float(interpolated["BatchNorm_0"]["mean"][0]) == pytest.approx(2 * m, rel=1e-5)
@@ -156,7 +158,8 @@ def test_interpolated_statistics_are_wrong_at_the_midpoint_and_recomputed_ones_r
     # So the midpoint's normalized outputs have about 4/5 of the variance they should have.
     total = float(np.var(2.0 * X[:8, 0]))  # over all 8 examples: close to 4 v
     for bn, var in (("interpolate", 5 * v), ("recompute", 4 * v)):
-        out = model.apply(barriers.path_variables(model, *ends, 0.5, bn, X, 4), X[:8])
+        variables = barriers.path_variables(model, *ends, 0.5, barriers.BatchNormRule(bn, X, 4))
+        out = model.apply(variables, X[:8])
         assert float(np.var(out)) == pytest.approx(total / (var + 1e-5), rel=1e-4)
 
 
@@ -164,9 +167,11 @@ def test_bad_alphas_and_modes_are_refused():
     with pytest.raises(ValueError, match="contain 0, 0.5 and 1"):
         barriers.error_curves(Linear(), W1, W2, {"s": (POINTS, LABELS)}, alphas=(0.0, 1.0))
     with pytest.raises(ValueError, match="unknown BatchNorm mode"):
-        barriers.path_variables(Linear(), W1, W2, 0.5, "average")
+        barriers.BatchNormRule("average")
+    with pytest.raises(TypeError, match="pass a BatchNormRule"):
+        barriers.path_variables(Linear(), W1, W2, 0.5, "recompute")
     v = _bn_vars(1.0)
-    with pytest.raises(ValueError, match="needs bn_images"):
-        barriers.path_variables(DenseBN(), v, v, 0.5, "recompute")
+    with pytest.raises(ValueError, match="needs images"):
+        barriers.path_variables(DenseBN(), v, v, 0.5, barriers.BatchNormRule("recompute"))
     with pytest.raises(ValueError, match="no full batch"):
         barriers.recompute_batch_stats(DenseBN(), v["params"], v["batch_stats"], X[:3], 4)

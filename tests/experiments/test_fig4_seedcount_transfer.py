@@ -235,7 +235,7 @@ def test_a_parent_past_the_spawning_step_is_refused(smoke):
     split, _ = data.load_splits(config.data)
     model = models.build(config.model, 10)
     workdir = os.path.join(smoke["runs"], "smoke", fig4.ITEM)
-    state = connectivity.train_parent(config, workdir, model, split, 8, augment=False)
+    state = connectivity.train_parent(config.train, config.seed, workdir, model, split, 8, False)
     assert int(state.step[0]) == 8
     with pytest.raises(ValueError, match="past the spawning step 4"):
-        connectivity.train_parent(config, workdir, model, split, 4, augment=False)
+        connectivity.train_parent(config.train, config.seed, workdir, model, split, 4, False)

@@ -54,6 +54,10 @@ def exit_on_interrupt():
     is written atomically; the rerun resumes from the last checkpoint).
     """
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Python raises KeyboardInterrupt on SIGINT only when it started with SIGINT's default
+    # disposition; a process started from one that ignores SIGINT (a test runner's worker, a
+    # background job of a script) would ignore Ctrl-C and run on.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     except KeyboardInterrupt as e:
@@ -69,3 +73,4 @@ def exit_on_interrupt():
         os._exit(128 + signum)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

@@ -140,15 +140,18 @@ def train_seeds(
 def _options(caller: str, options: dict, train_cfg=None) -> tuple[dict, object]:
     """(run options with their defaults, `config.train` updated with the other options).
 
+    Without `train_cfg` (`pruned_dataset`, which trains nothing) `dynamics_window` is no option.
+
     Raises:
       ValueError: an option that is neither a run option nor a field of `train_cfg`.
     """
     fields = set(train_cfg) if train_cfg is not None else set()
-    unknown = sorted(set(options) - set(RUN_OPTIONS) - fields)
+    allowed = set(RUN_OPTIONS) - (set() if train_cfg is not None else {"dynamics_window"})
+    unknown = sorted(set(options) - allowed - fields)
     if unknown:
         raise ValueError(
             f"{caller} got {unknown[0]!r}, which is no option of it; use one of "
-            f"{sorted(RUN_OPTIONS) + sorted(fields)}."
+            f"{sorted(allowed) + sorted(fields)}."
         )
     run = {k: options.get(k, v) for k, v in RUN_OPTIONS.items()}
     if train_cfg is not None:

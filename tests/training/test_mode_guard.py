@@ -3,8 +3,6 @@ a flag no convention names is refused in one line until `train_arg` names it."""
 
 import glob
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 from datadiet_jax.pipeline import data, notebook
 from datadiet_jax.scores import model_form
 from tests import own_models
-from tests.conftest import SMOKE_ARGS
+from tests.conftest import SMOKE_ARGS, run_main
 
 # name -> the keyword arguments that mean train mode, written out by hand.
 CONVENTIONS = {
@@ -120,18 +118,50 @@ def test_flag_errors_are_one_line():
         model_form.model_form(Required())
 
 
-def _main(workdir, *overrides):
-    cmd = [sys.executable, "-m", "datadiet_jax.main", *SMOKE_ARGS, f"--workdir={workdir}"]
-    cmd += ["--config.model.name=tests.own_models:FrozenNet", *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+# Only the score stage's training: one score epoch, no retraining.
+_TRAIN_ONLY = (
+    "--config.score.grand_epochs=()",
+    "--config.prune.fractions=()",
+    "--config.prune.full_baseline=False",
+)
+
+
+def _main(workdir, model_name, *overrides):
+    return run_main(
+        *SMOKE_ARGS, f"--workdir={workdir}", f"--config.model.name={model_name}", *overrides
+    )
+
+
+def _cli_checkpoint_state(workdir):
+    (ckpt,) = glob.glob(str(workdir / "scores" / "train" / "ckpt"))
+    return _checkpoint_model_state(ckpt)
+
+
+@pytest.mark.parametrize("name", sorted(CONVENTIONS))
+def test_each_convention_trains_in_train_mode_from_the_command_line(name, tmp_path):
+    done = _main(tmp_path, f"tests.own_models:{name}", *_TRAIN_ONLY)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_statistics_moved(_cli_checkpoint_state(tmp_path))
+
+
+def test_nnx_and_function_models_move_their_state_from_the_command_line(tmp_path):
+    done = _main(tmp_path / "nnx", "tests.own_models:NNXNet", *_TRAIN_ONLY)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = _cli_checkpoint_state(tmp_path / "nnx")
+    for k in range(2):
+        assert not np.allclose(saved["bn"]["mean"][k], 0.0)
+    done = _main(tmp_path / "fn", "tests.own_models:function_net", *_TRAIN_ONLY)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.all(np.abs(_cli_checkpoint_state(tmp_path / "fn")["mean"]) > 0)
 
 
 def test_the_command_line_refuses_then_trains_with_train_arg(tmp_path):
-    refused = _main(tmp_path / "a")
+    refused = _main(tmp_path / "a", "tests.own_models:FrozenNet")
     assert refused.returncode != 0
     last = refused.stderr.strip().splitlines()[-1]
     assert "did not change" in last and "config.model.train_arg" in last
-    done = _main(tmp_path / "b", "--config.model.train_arg=not frozen")
+    done = _main(
+        tmp_path / "b", "tests.own_models:FrozenNet", "--config.model.train_arg=not frozen"
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    (ckpt,) = glob.glob(str(tmp_path / "b" / "scores" / "train" / "ckpt"))
-    _assert_statistics_moved(_checkpoint_model_state(ckpt))
+    _assert_statistics_moved(_cli_checkpoint_state(tmp_path / "b"))

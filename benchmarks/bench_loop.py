@@ -43,7 +43,7 @@ def _setup(num_examples: int, num_seeds: int, batch_size: int):
     split = data.Split(
         name="synthetic",
         split="train",
-        images=rng.integers(0, 256, (num_examples, 28, 28, 1), dtype=np.uint8),
+        inputs=rng.integers(0, 256, (num_examples, 28, 28, 1), dtype=np.uint8),
         labels=rng.integers(0, 10, num_examples).astype(np.int32),
         index=np.arange(num_examples, dtype=np.int64),
         num_classes=10,

@@ -100,7 +100,7 @@ def measure(scale: Scale, noise: float, runs_dir: str) -> list[dict]:
     with sweeps.study_workdir(workdir, saved):
         split, _ = data.load_splits(config.data)
         model = models.build(config.model, split.num_classes)
-        augment = input_pipeline.augments(config.data, split.images.shape)
+        augment = input_pipeline.augments(config.data, split.inputs.shape)
         spec = velocity_spec(settings, config, augment)
         rows = kernel_velocity.velocity_run(config.train, config.seed, workdir, model, split, spec)
         return [dict(noise_fraction=float(noise)) | r for r in rows]

@@ -103,7 +103,7 @@ def measure(scale: Scale, runs_dir: str) -> list[dict]:
         expect = score_stage.score_expectation(config_check.score_spec(config), split)
         scores = artifacts.load_scores(path, expect)["mean"]
         model = models.build(config.model, split.num_classes)
-        augment = input_pipeline.augments(config.data, split.images.shape)
+        augment = input_pipeline.augments(config.data, split.inputs.shape)
         spec = spawning_spec(settings, augment)
         return connectivity.spawning_run(
             config.train, config.seed, workdir, model, split, test_split, scores, spec

@@ -188,7 +188,7 @@ def make_split(n=64, num_classes=3, hw=28, channels=1, seed=0):
     return data.Split(
         name="synthetic",
         split="train",
-        images=images,
+        inputs=images,
         labels=labels,
         index=np.arange(n, dtype=np.int64),
         num_classes=num_classes,

@@ -235,10 +235,10 @@ def _subsets(split, test_split, scores, size: int, seed: int):
       with 'test' added, bn_images [N, ...] float32: the training images in one fixed shuffled
       order, from which BatchNorm statistics are recomputed).
     """
-    images = split.normalized_images()
+    images = split.model_inputs()
     index = example_subsets(scores, size, seed)
     subsets = {name: (images[i], split.labels[i]) for name, i in index.items()}
-    subsets["test"] = (test_split.normalized_images(), test_split.labels)
+    subsets["test"] = (test_split.model_inputs(), test_split.labels)
     order = np.random.default_rng([seed, keys.FIG4_BN_ORDER]).permutation(len(images))
     return index, subsets, images[order]
 

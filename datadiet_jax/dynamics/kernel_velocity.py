@@ -178,7 +178,7 @@ def velocity_run(
             f"{train_cfg.num_epochs} training epochs; raise train.num_epochs or lower the epochs"
         )
     starts = window_starts(split.num_examples, spec.window_size, spec.num_windows)
-    images = split.normalized_images()
+    images = split.model_inputs()
     hooks = {e: _hook(spec, workdir, model, split.labels, images, starts, e) for e in needed}
     train_spec = loop.TrainSpec(
         train_cfg=train_cfg,

@@ -42,7 +42,7 @@ class Split:
     """One split in memory, in the dataset's own order.
 
     Attributes:
-      images: the inputs: [N, H, W, C] uint8 images, [N, D] float32 features or [N, T] int32
+      inputs: [N, H, W, C] uint8 images, [N, D] float32 features or [N, T] int32
         token ids (`kind`).
       labels: [N] int32 (possibly noisy; see `clean_labels`).
       index: [N] int64, the position of each example in the split.
@@ -58,7 +58,7 @@ class Split:
 
     name: str
     split: str
-    images: np.ndarray
+    inputs: np.ndarray
     labels: np.ndarray
     index: np.ndarray
     num_classes: int
@@ -76,15 +76,11 @@ class Split:
     @property
     def kind(self) -> str:
         """'images' (uint8), 'features' (float) or 'tokens' (integer ids)."""
-        return kind_of(self.images.dtype)
+        return kind_of(self.inputs.dtype)
 
     def model_inputs(self) -> np.ndarray:
         """The model's inputs `[N, ...]`: normalized float32 images or features, int32 tokens."""
-        return prepare(self.images, self.mean, self.std)
-
-    def normalized_images(self) -> np.ndarray:
-        """Returns `[N, H, W, C] float32` images, normalized per channel (`model_inputs`)."""
-        return self.model_inputs()
+        return prepare(self.inputs, self.mean, self.std)
 
 
 def kind_of(dtype) -> str:
@@ -207,7 +203,7 @@ def to_split(
     return Split(
         name=name,
         split=split,
-        images=inputs,
+        inputs=inputs,
         labels=raw.labels,
         index=np.arange(len(raw.labels), dtype=np.int64),
         num_classes=int(num_classes or raw.num_classes),
@@ -346,10 +342,10 @@ def load_splits(data_cfg) -> tuple[Split, Split]:
         num_classes=num_classes,
         normalization=(train.mean, train.std),
     )
-    if (test.images.dtype, test.images.shape[1:]) != (train.images.dtype, train.images.shape[1:]):
+    if (test.inputs.dtype, test.inputs.shape[1:]) != (train.inputs.dtype, train.inputs.shape[1:]):
         raise ValueError(
-            f"{data_cfg.name}: the test inputs are {test.images.dtype} {test.images.shape[1:]} per "
-            f"example, the training inputs {train.images.dtype} {train.images.shape[1:]}; give "
+            f"{data_cfg.name}: the test inputs are {test.inputs.dtype} {test.inputs.shape[1:]} per "
+            f"example, the training inputs {train.inputs.dtype} {train.inputs.shape[1:]}; give "
             "both splits the same shape and dtype."
         )
     for s in (train, test):
@@ -360,6 +356,6 @@ def load_splits(data_cfg) -> tuple[Split, Split]:
                 f"at rows {bad.tolist()}; set config.data.num_classes to more classes or fix "
                 "the labels."
             )
-    input_pipeline.augments(data_cfg, train.images.shape)
+    input_pipeline.augments(data_cfg, train.inputs.shape)
     noise = data_cfg.label_noise
     return with_label_noise(train, noise.fraction, noise.mode, noise.seed), test

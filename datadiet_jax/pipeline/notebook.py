@@ -4,7 +4,7 @@ The same loop, steps and input pipeline as the command line, as three calls:
 
     split = load_split("fashion_mnist", "train", num_examples=4000)
     trained = train_seeds(MyNNXNet, split, num_seeds=4, num_epochs=1)       # K = 4 seeds
-    grand = grand_scores(trained.model, trained.variables, split.normalized_images(), split.labels)
+    grand = grand_scores(trained.model, trained.variables, split.model_inputs(), split.labels)
     kept = kept_indices(grand.mean(0), "hardest", keep_fraction=0.5)
     retrained = train_seeds(MyNNXNet, split, kept=kept, num_seeds=2, num_steps=trained.num_steps)
     for batch in pruned_dataset(split, kept, batch_size=128): ...        # or your own loop

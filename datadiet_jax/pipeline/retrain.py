@@ -226,7 +226,7 @@ def fit_check(model, init_state, final_state, split, kept, *, batch_size: int, s
     idx = health.fit_sample(kept)
     sub = dataclasses.replace(
         split,
-        images=split.images[idx],
+        inputs=split.inputs[idx],
         labels=split.labels[idx],
         index=split.index[idx],
         clean_labels=split.clean_labels[idx],

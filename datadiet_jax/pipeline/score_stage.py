@@ -111,7 +111,7 @@ def training_spec(spec: ScoreSpec, workdir: str, split) -> loop.TrainSpec:
         num_steps=spec.train_epochs * spe,
         schedule_steps=spec.train_cfg.num_epochs * spe,
         ckpt_dir=os.path.join(workdir, "scores", "train", "ckpt"),
-        augment=input_pipeline.augments(spec.data_cfg, split.images.shape),
+        augment=input_pipeline.augments(spec.data_cfg, split.inputs.shape),
         name="score training",
         keep_epochs=spec.epochs,
         on_diverge="raise",

@@ -54,7 +54,7 @@ def train_spec(spec: RetrainSpec, split, num_kept: int, ckpt_dir: str, name: str
         num_steps=steps,
         schedule_steps=steps,
         ckpt_dir=ckpt_dir,
-        augment=input_pipeline.augments(spec.data_cfg, split.images.shape),
+        augment=input_pipeline.augments(spec.data_cfg, split.inputs.shape),
         name=name,
         streams=tuple(range(spec.num_seeds)) * copies if copies > 1 else (),
     )

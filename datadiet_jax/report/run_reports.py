@@ -131,7 +131,7 @@ def score_run_reports(
     hists = numbers.score_histograms(means)
     paths += plots.plot_score_histograms(hists, f"{stem}score_histograms_{tag}")
     seeds_of = next((g for g in grid_scores if g in scores), next(iter(scores)))
-    norms = numbers.input_norms(split.normalized_images())
+    norms = numbers.input_norms(split.model_inputs())
     names, matrix = numbers.spearman_matrix(spearman_inputs(scores, seeds_of, norms))
     paths += plots.plot_spearman(names, matrix, f"{stem}spearman_{tag}")
     files.write_json(
@@ -146,7 +146,7 @@ def score_run_reports(
         )
         slug = name.replace("@", "")
         paths += plots.plot_image_grid(
-            split.images, clean, extremes, f"{stem}extremes_{slug}_{tag}"
+            split.inputs, clean, extremes, f"{stem}extremes_{slug}_{tag}"
         )
     if saved["noisy_index"].size:
         detection = noise_detection_report(scores, saved, config.data.label_noise.mode)

@@ -130,7 +130,7 @@ def train_batches(split, kept: np.ndarray, stream: BatchStream) -> Iterator[dict
       Dicts with `image [K, B, H, W, C] float32`, `label [K, B] int32`, `index [K, B] int64`,
       `mask [K, B] float32` (`[k, b, ...]` with `stream.block`).
     """
-    images, labels, mean, std = split.images, split.labels, split.mean, split.std
+    images, labels, mean, std = split.inputs, split.labels, split.mean, split.std
     num_seeds, batch_size, seed = stream.num_seeds, stream.batch_size, stream.seed
     num_steps, start_step, augment = stream.num_steps, stream.start_step, stream.augment
     streams, block = stream.streams, stream.block

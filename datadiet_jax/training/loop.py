@@ -304,7 +304,7 @@ def sample_input(split) -> np.ndarray:
     """One zero input `[1, ...]` of the shape and dtype the model gets from `split` (int32 for
     token ids, an embedding's input; float32 otherwise)."""
     dtype = np.int32 if split.kind == "tokens" else np.float32
-    return np.zeros((1, *split.images.shape[1:]), dtype)
+    return np.zeros((1, *split.inputs.shape[1:]), dtype)
 
 
 def _copy_init_state(init_state, num_seeds: int, num_steps: int):

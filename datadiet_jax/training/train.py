@@ -177,7 +177,7 @@ def evaluate(model, state: TrainState, split, *, batch_size: int, seed_axis: str
     num_seeds = jax.tree.leaves(state.params)[0].shape[0]
     correct, loss = np.zeros(num_seeds), np.zeros(num_seeds)
     batches = input_pipeline.eval_batches(
-        split.images, split.labels, mean=split.mean, std=split.std, batch_size=batch_size
+        split.inputs, split.labels, mean=split.mean, std=split.std, batch_size=batch_size
     )
     for batch in batches:
         stacked = jax.tree.map(lambda x: np.broadcast_to(x, (num_seeds, *x.shape)), batch)

@@ -89,7 +89,7 @@ def test_velocity_equals_an_independent_computation(smoke):
     run = os.path.join(smoke["runs"], "smoke", "fig3_noise10")
     with np.load(os.path.join(run, "el2n", "epoch001.npz")) as f:
         window = f["windows"][-1]
-    images = split.normalized_images()[window]
+    images = split.model_inputs()[window]
     rows = read_rows(os.path.join(smoke["out"], "fig3.csv"))
     states = [_restore(config, run, MODEL, split, e) for e in (1, 2)]
     for seed in (0, 1):

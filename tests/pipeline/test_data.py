@@ -11,9 +11,9 @@ def test_fashion_mnist_loads_in_tfds_order():
     split = data.load_split("fashion_mnist", "train", num_examples=500)
     reference = tfds.load("fashion_mnist", split="train", download=False, batch_size=-1)
     np.testing.assert_array_equal(split.labels, reference["label"][:500])
-    np.testing.assert_array_equal(split.images, reference["image"][:500])
+    np.testing.assert_array_equal(split.inputs, reference["image"][:500])
     np.testing.assert_array_equal(split.index, np.arange(500))
-    assert split.images.dtype == np.uint8 and split.images.shape == (500, 28, 28, 1)
+    assert split.inputs.dtype == np.uint8 and split.inputs.shape == (500, 28, 28, 1)
     assert split.num_classes == 10
 
 
@@ -85,12 +85,12 @@ def test_test_split_is_normalized_with_the_training_statistics():
     with tfds.testing.mock_data(num_examples=40):  # kmnist has no constants in NORMALIZATION
         train, test = data.load_splits(config.data)
     assert "kmnist" not in data.NORMALIZATION
-    by_hand = train.images.reshape(-1, 1).astype(np.float64) / 255.0
+    by_hand = train.inputs.reshape(-1, 1).astype(np.float64) / 255.0
     np.testing.assert_allclose(train.mean, by_hand.mean(0), rtol=1e-6)
     np.testing.assert_allclose(train.std, by_hand.std(0), rtol=1e-6)
     np.testing.assert_array_equal(test.mean, train.mean)
     np.testing.assert_array_equal(test.std, train.std)
-    own = test.images.reshape(-1, 1).astype(np.float64).mean(0) / 255.0
+    own = test.inputs.reshape(-1, 1).astype(np.float64).mean(0) / 255.0
     assert abs(own[0] - train.mean[0]) > 1e-4  # the test split's own mean is another number
 
 

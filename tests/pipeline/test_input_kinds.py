@@ -277,5 +277,5 @@ def test_token_run_passes_token_ids_as_they_are(token_run):
     assert p["data_source"]["kind"] == "function"
     assert p["data_source"]["function"] == f"{__name__}:load_tokens"
     train, _ = data.load_splits(config.data)
-    assert train.images.dtype == np.int32 and train.num_classes == CLASSES
+    assert train.inputs.dtype == np.int32 and train.num_classes == CLASSES
     np.testing.assert_array_equal(train.model_inputs(), tokens(160, 1)[0][:128])

@@ -35,7 +35,7 @@ def test_pruned_dataset_visits_each_kept_example_once_an_epoch(synthetic_split):
         seen = np.concatenate([b["index"][b["mask"] > 0] for b in epoch])
         np.testing.assert_array_equal(np.sort(seen), np.sort(kept))
     b = batches[0]
-    want = synthetic_split.normalized_images()[b["index"]]
+    want = synthetic_split.model_inputs()[b["index"]]
     np.testing.assert_allclose(b["image"], want, rtol=1e-6)
     np.testing.assert_array_equal(b["label"], synthetic_split.labels[b["index"]])
     stacked = next(iter(dd.pruned_dataset(synthetic_split, kept, batch_size=4, num_seeds=3)))
@@ -71,7 +71,7 @@ def test_train_seeds_trains_resumes_and_refuses(synthetic_split, tmp_path):
 
 
 def test_arrays_go_through_the_same_pipeline(synthetic_split):
-    images, labels = synthetic_split.images, synthetic_split.labels
+    images, labels = synthetic_split.inputs, synthetic_split.labels
     split = dd.split_from_arrays(images, labels)
     assert split.num_classes == int(labels.max()) + 1 and split.kind == "images"
     x = images.reshape(-1, 1).astype(np.float64) / 255.0  # per-channel statistics by hand

@@ -74,7 +74,7 @@ def test_grand_of_an_own_model_is_the_per_example_gradient_norm(own_run):
     model = models.build(config.model, split.num_classes)
     spec, spe = _spec(config, workdir, split)
     state = restore_checkpoint(model, split, spec, spe)
-    images, labels = split.normalized_images(), split.labels
+    images, labels = split.model_inputs(), split.labels
     saved = artifacts.load_scores(os.path.join(workdir, "scores", "grand_epoch001.npz"))
     for k in range(2):
         model_state = seed(state.model_state, k)

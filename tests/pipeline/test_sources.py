@@ -85,7 +85,7 @@ def test_tfds_directory_run_carries_each_examples_tfds_id(tfds_run, tfds_dir):
 def test_tfds_directory_split_is_the_datasets_own_order(tfds_dir):
     train, test = data.load_splits(tfds_config(tfds_dir).data)
     want = _examples(NUM_TRAIN, 0)[:128]
-    np.testing.assert_array_equal(train.images, np.stack([e["pixels"] for _, e in want]))
+    np.testing.assert_array_equal(train.inputs, np.stack([e["pixels"] for _, e in want]))
     np.testing.assert_array_equal(train.labels, [e["target"] for _, e in want])
     assert train.num_classes == 3 and len(test.labels) == 100
     np.testing.assert_array_equal(test.mean, train.mean)  # the training split's statistics
@@ -144,7 +144,7 @@ def test_array_files_keep_their_row_order(image_files, npy):
     folder, arrays = image_files
     train, test = data.load_splits(array_config(folder, npy).data)
     x, y = arrays["train"]
-    np.testing.assert_array_equal(train.images, x[:128, :, :, None])  # a channel axis added
+    np.testing.assert_array_equal(train.inputs, x[:128, :, :, None])  # a channel axis added
     np.testing.assert_array_equal(train.labels, y[:128])
     np.testing.assert_array_equal(train.index, np.arange(128))
     # Classes: the largest label of both splits + 1; normalization: the training split's.

@@ -28,7 +28,7 @@ def test_pruned_pipeline_yields_each_kept_index_once_per_epoch(synthetic_split):
     assert b["image"].shape == (2, 4, 28, 28, 1) and b["image"].dtype == np.float32
     np.testing.assert_array_equal(b["label"], synthetic_split.labels[b["index"]])
     expected = data.normalize(
-        synthetic_split.images[b["index"]], synthetic_split.mean, synthetic_split.std
+        synthetic_split.inputs[b["index"]], synthetic_split.mean, synthetic_split.std
     )
     np.testing.assert_allclose(b["image"], expected, rtol=1e-6)
     np.testing.assert_array_equal(batches[spe - 1]["mask"], [[1, 1, 1, 0]] * 2)
@@ -73,7 +73,7 @@ def test_augmentation_crops_and_flips_each_image_within_the_allowed_set():
     for b in batches:
         for k in range(2):
             for j in range(4):
-                x = data.normalize(split.images[b["index"][k, j]], split.mean, split.std)
+                x = data.normalize(split.inputs[b["index"][k, j]], split.mean, split.std)
                 padded = np.pad(x, [(4, 4), (4, 4), (0, 0)], mode="reflect")
                 candidates = {
                     (r, c, flip): padded[r : r + 32, c : c + 32][:, :: -1 if flip else 1]
@@ -99,7 +99,7 @@ def test_augmentation_off_returns_the_normalized_image():
 
     split = make_split(n=8, hw=32, channels=3)
     for b in _batches(split, np.arange(8), num_steps=2, augment=False):
-        expected = data.normalize(split.images[b["index"]], split.mean, split.std)
+        expected = data.normalize(split.inputs[b["index"]], split.mean, split.std)
         np.testing.assert_allclose(b["image"], expected, rtol=1e-6)
 
 
@@ -121,7 +121,7 @@ def test_kept_set_smaller_than_a_batch_trains_with_masked_padding(synthetic_spli
 def test_eval_batches_pad_and_mask(synthetic_split):
     batches = list(
         input_pipeline.eval_batches(
-            synthetic_split.images,
+            synthetic_split.inputs,
             synthetic_split.labels,
             mean=synthetic_split.mean,
             std=synthetic_split.std,

@@ -78,7 +78,7 @@ def test_dropout_without_state_is_checked_by_its_logits(split, tmp_path):
     with pytest.raises(ValueError, match="has Dropout, but its train-mode and eval-mode logits"):
         _train(own_models.FrozenDropoutNet(), split, tmp_path / "a")
     trained = _train(own_models.FrozenDropoutNet(), split, tmp_path / "b", train_arg="not frozen")
-    x = split.normalized_images()[:8]
+    x = split.model_inputs()[:8]
     one = jax.tree.map(lambda v: v[0], trained.variables)
     train, _ = trained.model.apply(
         one["params"], one["state"], x, train=True, rng=jax.random.key(3)

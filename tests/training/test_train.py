@@ -35,9 +35,9 @@ def test_learning_rate_schedule_drops_at_30_60_80_percent():
 def test_loss_falls_on_a_tiny_problem(synthetic_split, tmp_path):
     model = models.get_model("small_cnn", 3, width=4)
     tx = train.make_optimizer(train_cfg(learning_rate=0.05), 100)
-    state = train.init_states(model, tx, keys.init_keys(0, 1, 1), synthetic_split.images[:1] * 0.0)
+    state = train.init_states(model, tx, keys.init_keys(0, 1, 1), synthetic_split.inputs[:1] * 0.0)
     batch = {
-        "image": synthetic_split.normalized_images()[None, :32],
+        "image": synthetic_split.model_inputs()[None, :32],
         "label": synthetic_split.labels[None, :32],
         "mask": np.ones((1, 32), np.float32),
     }
@@ -81,10 +81,10 @@ def test_resumed_run_equals_uninterrupted(synthetic_split, tmp_path):
 def test_train_step_margin_is_the_train_mode_logit_margin(synthetic_split):
     model = models.get_model("small_cnn", 3, width=4)
     tx = train.make_optimizer(train_cfg(), 10)
-    state = train.init_states(model, tx, keys.init_keys(0, 1, 1), synthetic_split.images[:1] * 0.0)
+    state = train.init_states(model, tx, keys.init_keys(0, 1, 1), synthetic_split.inputs[:1] * 0.0)
     one = jax.tree.map(lambda x: x[0], state)
     batch = {
-        "image": synthetic_split.normalized_images()[:8],
+        "image": synthetic_split.model_inputs()[:8],
         "label": synthetic_split.labels[:8],
         "mask": np.ones(8, np.float32),
     }
@@ -118,14 +118,14 @@ def test_unroll_map_and_vmap_over_seeds_agree(synthetic_split, tmp_path):
 def test_evaluate_counts_correct_predictions(synthetic_split):
     model = models.get_model("small_cnn", 3, width=4)
     tx = train.make_optimizer(train_cfg(), 10)
-    state = train.init_states(model, tx, keys.init_keys(0, 1, 2), synthetic_split.images[:1] * 0.0)
+    state = train.init_states(model, tx, keys.init_keys(0, 1, 2), synthetic_split.inputs[:1] * 0.0)
     acc, _ = train.evaluate(model, state, synthetic_split, batch_size=24)
     for k in range(2):
         params = jax.tree.map(lambda x, k=k: x[k], state.params)
         stats = jax.tree.map(lambda x, k=k: x[k], state.model_state)
         logits = model.apply(
             {"params": params, **stats},
-            synthetic_split.normalized_images(),
+            synthetic_split.model_inputs(),
             train=False,
         )
         expected = np.mean(np.argmax(logits, -1) == synthetic_split.labels)
@@ -318,7 +318,7 @@ class _Pools(nn.Module):
 def test_fast_backward_step_equals_the_plain_jax_grad_step(synthetic_split, name):
     model = models.get_model("small_cnn", 3, width=4) if name == "small_cnn" else _Pools()
     tx = train.make_optimizer(train_cfg(), 10)
-    images = np.asarray(synthetic_split.normalized_images()[:16])
+    images = np.asarray(synthetic_split.model_inputs()[:16])
     images[:, :8] = images.min()  # a constant band: tied maxima in the pooling windows
     state = train.create_train_state(jax.random.key(3), model, tx, images[:1])
     batch = {"image": images, "label": synthetic_split.labels[:16], "mask": np.ones(16, np.float32)}

@@ -68,7 +68,7 @@ _SCRIPT = textwrap.dedent(
         from datadiet_jax.scores.model_form import model_form
         from tests.conftest import tiny_model
 
-        model, images = model_form(tiny_model(split)), split.normalized_images()
+        model, images = model_form(tiny_model(split)), split.model_inputs()
         for fn in (el2n_scores, grand_scores):
             x = fn(model, {"params": a.params, "state": a.model_state}, images, split.labels)
             y = fn(model, {"params": b.params, "state": b.model_state}, images, split.labels)

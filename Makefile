@@ -59,9 +59,8 @@ bench: data
 	$(PY) -m benchmarks.bench_stacked --out=bench
 	$(PY) -m benchmarks.bench_memory --model=resnet18 --batch=32 > bench/memory.jsonl
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m benchmarks.bench_mesh_memory --out=bench
-	# The measured tables the docs include (docs/performance.md) are the files written here.
-	cp bench/bench.md docs/bench_cpu.md
-	cp bench/bench_loop.md bench/bench_loop.json docs/
+	# The measured tables of the docs are the files written here (benchmarks/doc_tables.py).
+	$(PY) -m benchmarks.doc_tables --bench=bench
 
 reproduce-fig2: data
 	$(PY) -m experiments.fig2 --scale=$(SCALE)

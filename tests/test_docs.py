@@ -13,6 +13,9 @@ Fast: it imports the two faces (lazy) and reads files; nothing is compiled.
   (`scores/`), under `datadiet_jax/`. So `scores/pergrad/rules.py` is documented by a line
   `rules.py` indented under `pergrad/`, under `scores/`. A line may list several names
   (`aum.py, forgetting.py`).
+- Every table that `make bench` writes (`docs/bench/*.md`, `benchmarks/doc_tables.TABLES`) is
+  shown in some docs page between its markers, each marked block equals its file, and no row of
+  those tables appears in a page outside a marked block (pasted by hand).
 - README.md is at most 260 lines, and every relative link of README.md and docs/*.md points to a
   file or folder that exists, and to a heading of that page when it names one (`page.md#anchor`).
 """
@@ -23,6 +26,8 @@ import os
 import re
 
 import pytest
+
+from benchmarks import doc_tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "datadiet_jax")
@@ -132,3 +137,30 @@ def test_relative_links_point_to_existing_files(page):
         elif anchor and resolved.endswith(".md") and anchor not in _anchors(resolved):
             broken.append(target + " (no such heading)")
     assert not broken, f"{os.path.relpath(page, ROOT)}: broken links {broken}"
+
+
+def _bench_tables():
+    return {name: doc_tables.table_text("bench/" + name) for name in doc_tables.TABLES}
+
+
+def test_measured_tables_are_the_files_make_bench_writes():
+    tables = _bench_tables()
+    shown = set()
+    for page in _doc_pages():
+        with open(page, encoding="utf-8") as f:
+            text = f.read()
+        for rel, block in doc_tables.blocks(text):
+            assert block == doc_tables.table_text(rel), (
+                f"{os.path.relpath(page, ROOT)}: the block of {rel} is not that file; "
+                "run python -m benchmarks.doc_tables --bench="
+            )
+            shown.add(rel[len("bench/") :])
+        outside = doc_tables.BLOCK.sub("", text).splitlines()
+        for name, table in tables.items():
+            lines = table.splitlines() + [""]
+            rows = [  # the body rows (a header, above its |---| line, may recur)
+                r for r, below in zip(lines, lines[1:]) if r.startswith("| ") and "---" not in below
+            ]
+            pasted = [r for r in rows if r in outside]
+            assert not pasted, f"{os.path.relpath(page, ROOT)} pastes rows of {name}: {pasted[:2]}"
+    assert shown == set(tables), f"docs/bench tables shown in no page: {set(tables) - shown}"

@@ -1,18 +1,18 @@
 """The scores library: per-example data-pruning scores for K stacked seeds, in JAX alone.
 
-Needs JAX, Flax, NumPy and absl only: no TensorFlow, TFDS or ml_collections (a test walks every
-module of this package with those blocked), so it runs wherever JAX runs.
+Needs JAX, Flax, NumPy and absl only (no TensorFlow, TFDS or ml_collections; a test imports every
+module with those blocked), so it runs wherever JAX runs. Scores are `[K, N] float32`, higher =
+harder; `pruning/` turns their mean over seeds into kept indices.
 
   api          el2n_scores, grand_scores, logit_scores, init_variables: the public calls
   programs     the compiled batch programs of the scores, cached
   grand_setup  GraNd's method for one call: site finder, the guard, the faster program
   losses       cross_entropy and el2n of logits: the one definition of each
   uncertainty  scores of one forward pass (EL2N, loss, entropy, least confidence, margin)
-  inputs       checks of a call's arguments (arrays and stream items alike); what a valid
-               score is (finite or +inf)
+  inputs       checks of a call's arguments and stream items; what a valid score is
   image_fit    which layer refuses images that do not fit a Linen model, in one line
   batch_check  the first-batch refusal of models whose logits depend on the rest of the batch
-  batches      fixed-size padded host batches from arrays or streams; the [K, N] result buffer
+  batches      fixed-size padded host batches from arrays or streams; the result buffer
   model_form/  ONE model form for Linen, NNX and plain functions: init and apply
   pergrad/     exact per-example gradient norms (GraNd): rules, sites, guard, fallback
   seed_axis    K seeds inside one jit (vmap / unroll / map) and the CPU/accelerator default
@@ -23,6 +23,13 @@ module of this package with those blocked), so it runs wherever JAX runs.
   penultimate  penultimate_features: the last linear layer's input, [K, N, D]
   geometry     scores from features: Moderate-DS distances, prototypicality
   pruning/     selection strategies: [N] scores (and features) -> kept indices
+
+Usage:
+
+    from datadiet_jax import scores
+    variables = scores.init_variables(model, jax.random.key(0), 4, sample_input=images[:1])
+    grand = scores.grand_scores(model, variables, images, labels)  # [4, N] float32
+    keep = scores.kept_indices(grand.mean(0), "hardest", prune_fraction=0.3)  # [M] int64
 """
 
 from datadiet_jax.scores.api import el2n_scores, grand_scores, init_variables, logit_scores

@@ -1,32 +1,19 @@
-"""Per-example data-pruning scores (EL2N and GraNd) for K stacked initializations at once.
+"""Per-example data-pruning scores (EL2N, GraNd, logit scores) for K stacked seeds at once.
 
-EL2N of an example is `||softmax(logits) - onehot(label)||_2`; GraNd is the L2 norm of the gradient
-of its cross-entropy loss with respect to ALL trainable parameters ('params'; BatchNorm statistics
-and other collections are constants). Both use the model in eval mode (`train=False`, BatchNorm with
-running statistics), as the authors did. At initialization eval-mode BatchNorm is the identity, and
-GraNd there mostly tracks the input norm (an independent reproduction found it no better than
-random): average several seeds and prefer scores from a few epochs into training. A model whose
-logits for one example depend on the rest of its batch (batch statistics) is refused on the
-first batch (`batch_check.py`); images that do not fit the model are refused naming the layer
-that refuses them (`image_fit.py`).
+EL2N of an example is `||softmax(logits) - onehot(label)||_2`; GraNd is the L2 norm of the
+gradient of its cross-entropy loss with respect to ALL trainable parameters ('params'; BatchNorm
+statistics and other collections are constants). Both use the model in eval mode (`train=False`,
+BatchNorm with running statistics), as the authors did. At initialization GraNd mostly tracks the
+input norm: average several seeds and prefer scores from a few epochs into training.
 
-The K models are one pytree with a leading seed axis. Data are streamed from host memory in
-fixed-size padded batches with a mask (`batches.py`), so shapes never change, nothing
-recompiles, and device memory does not depend on N; the input is arrays or a stream of batches,
-checked alike (`inputs.py`). GraNd is exact and computed from one batched backward pass per batch
-(see `pergrad/`), not by materializing per-example gradients; on the first batch, a guard checks
-every fast layer rule against `vmap(grad)` for each seed and sends a layer that disagrees to the
-exact fallback (`pergrad/guard.py`). Images must be float (normalized as the model expects);
-integer images are refused rather than silently cast, unless `integer_inputs=True` says that they
-are token ids of a model whose first layer is an embedding (its table's per-example gradient is
-exact by the `vmap(grad)` fallback: no fast rule covers a lookup).
-
-Models of any framework meet the library through `model_form.from_pair`, which turns a Flax
-Linen `(module, variables)`, a Flax NNX `nnx.split(module)`, a plain `(apply_fn, params)` or a
-trained model form with its `{'params', 'state'}` into one form (`model_form/`). Linen layers
-find their fast GraNd rules by module interception (`pergrad/linen_sites.py`), other models by
-their jaxpr (`pergrad/jaxpr_sites.py`); both share the rules (`pergrad/rules.py`), the
-`vmap(grad)` fallback and the guard.
+The K models are one pytree with a leading seed axis. Data stream from host memory in fixed-size
+padded batches with a mask (`batches.py`), so nothing recompiles and device memory does not
+depend on N. GraNd is exact: one batched backward pass per batch with per-layer rules, the rest
+by `vmap(grad)` (`pergrad/`), each rule checked against `vmap(grad)` on the first batch. Models
+of any framework meet here through `model_form.from_pair` (Linen, NNX, plain functions). Refused
+with a one-line ValueError: integer images (unless `integer_inputs=True` says they are token
+ids), images that do not fit the model (`image_fit.py`), and models whose logits for one example
+depend on the rest of its batch (`batch_check.py`).
 
 Usage:
 
@@ -34,12 +21,10 @@ Usage:
     variables = init_variables(model, jax.random.key(0), num_seeds=4, sample_input=images[:1])
     el2n = el2n_scores(model, variables, images, labels)    # [4, N] float32
     grand = grand_scores(model, variables, images, labels)  # [4, N] float32
-    keep = np.argsort(-grand.mean(axis=0))[: len(images) // 2]
-    # Or streamed, without holding the dataset: any iterable of (images, labels) batches.
+    # Streamed, without holding the dataset: any iterable of (images, labels) batches.
     el2n = el2n_scores(model, variables, ((x, y) for x, y in batches))  # [4, N]
-    # Flax NNX (K seeds from nnx.vmap over a constructor) and plain functions:
-    grand = grand_scores(*nnx.split(nnx_model), images, labels)       # [K, N]
-    grand = grand_scores(apply_fn, stacked_params, images, labels)    # apply_fn(params, x)
+    grand = grand_scores(*nnx.split(nnx_model), images, labels)     # NNX: [K, N]
+    grand = grand_scores(apply_fn, stacked_params, images, labels)  # apply_fn(params, x)
 """
 
 from __future__ import annotations

@@ -1,17 +1,20 @@
 """Area under the margin (AUM; Pleiss et al., NeurIPS 2020), as a pure update for any training loop.
 
 The margin of one presentation of an example is the logit of its assigned label minus the largest
-other logit (in train mode, as the network sees the example during training). An example's AUM is
-its margin averaged over all its presentations. A low (negative) AUM marks an example the network
-keeps assigning to another class: mislabeled or hard.
-
-Sign: the pipeline keeps the HIGHEST scores as the hardest (`pruning`, `reports`), so the score
-that `aum_scores` returns, and that the pipeline writes to `aum_epochNNN.npz`, is the NEGATED AUM:
-higher = lower margin = harder. `area_under_margin` returns the AUM itself.
+other logit (train mode, as the network sees the example during training); its AUM is the margin
+averaged over all its presentations. A low (negative) AUM marks a mislabeled or hard example.
+The pipeline keeps the HIGHEST scores as the hardest, so `aum_scores` (and `aum_epochNNN.npz`) is
+the NEGATED AUM: higher = lower margin = harder. `area_under_margin` returns the AUM itself.
 
 State (K seeds, N examples), a dict of arrays:
   margin_sum: [K, N] float32, sum of the margins of every presentation so far.
   count:      [K, N] int32, presentations so far.
+
+Usage:
+
+    state = init_aum(num_seeds=K, num_examples=N)
+    state = update_aum(state, index, logits, labels, mask)  # [K, B], [K, B, C], [K, B], [K, B]
+    scores = aum_scores(state)  # [K, N] float32, the negated AUM
 """
 
 from __future__ import annotations

@@ -1,44 +1,22 @@
 """The first-batch check that each example's logits depend on that example alone.
 
-Per-example scores are meaningless when a model's output for one example depends on the rest of
-its batch: a BatchNorm (or any layer) normalizing with the batch's own statistics, as in
-training mode (a Linen `BatchNorm(use_running_average=False)`, haiku's `BatchNorm` with
-`test_local_stats=True`, an equinox `BatchNorm` not in inference mode). Its EL2N then differed
-from a one-example-at-a-time reference by up to 2e-2, and would change with the batch size.
+Per-example scores mean nothing when a model's output for one example depends on the rest of its
+batch (a BatchNorm normalizing with the batch's own statistics, as in training mode). So every
+score call runs its first batch a second time with the batch changed around half of its real
+examples (`altered_batch`): they move to every other row from the end, and every other row
+becomes an affine copy `2 x + 1` of an example (token ids: other ids), which moves the batch's
+mean and variance (a permutation alone would not), also within each device's shard of a mesh.
+Each kept example's logits must stay within `max_c |l' - l| <= ATOL + RTOL * max_c |l|` per seed
+(`changed`). Both runs are one compiled program (`logits_program`, cached per model) on batches
+of one shape, over the seeds as the scores run them, so a batch-independent model differs at
+most by the rounding of kernels whose summation order depends on a row's position, which RTOL
+leaves room for. With batch size 1 nothing is checked; later batches are not checked (the model
+and its mode are the same for every batch).
 
-So every score call runs the model once more on its first batch with the batch changed around
-some of its examples (`altered_batch`): half of its real examples are kept and moved to every
-other row from the end, and every other row is replaced by an affine copy `2 x + 1` of an
-example, which moves the batch's mean and variance (a permutation alone would not: batch
-statistics are the same for any order of the same examples). As the kept examples alternate
-with the copies, every contiguous slice of two or more rows holding one of them holds a copy
-too, so the examples that share a device's shard of the batch under a mesh change as well.
-Each kept example's logits must stay the same within
+Usage:
 
-    max_c |l' - l| <= ATOL + RTOL * max_c |l|                      (per seed and example)
-
-Both runs are calls of one compiled program on batches of the same shape, over the K seeds as
-the scores run them (the same `seed_axis` mode, the same mesh), so for a batch-independent model
-the kept logits can differ only by the rounding of kernels whose summation order depends on a
-row's position in the batch. On XLA:CPU they were bit-identical (difference 0) for small_cnn
-(widths 4 and 32, random running statistics), TinyCNN and an MLP at batch sizes 2, 7 and 128,
-and ResNet18 at 2 and 32, with full and partial first batches, K = 1 and 3 (every seed-axis
-mode; ResNet18 unrolled only) and inputs of scales 1 to 100: 15,444 checked (seed, example)
-pairs. Accelerators (not measured) may tile a matmul or convolution differently at different
-rows; float32 accumulation rounding is then about 1e-7 of the summed magnitudes, and RTOL = 1e-3
-(as the GraNd guard's) leaves a factor of about 1e4 for such differences to grow through a deep
-model before a false alarm. Batch statistics move the kept logits far more: a layer subtracting
-the batch mean, a BatchNorm with batch statistics after the first convolution, and one after
-the hidden Dense layer changed the most-moved example's logits by at least 0.20, 0.36 and 0.34
-of max |l| in every measured batch (sizes 2, 7 and 128, also 3 and 256 for the last; input
-scales 1 and 10, also 0.1 for the last; K = 1 and 3), 200x above RTOL. ATOL = 1e-5 covers logits
-near zero.
-
-The cost: one forward-only program, compiled once per model (cached like the score programs),
-run twice on one batch. With batch_size 1 a batch holds one example, which cannot depend on
-others, and nothing is checked; a first batch with fewer real examples than rows is checked
-(its padding rows are part of the batch a batch-statistics layer sees). Later batches, the last
-partial one included, are not checked: the model and its mode are the same for every batch.
+    batch_check.check("el2n", form, "unroll", sharding.Placement(), placed, first_batch)
+    # first_batch: (images [B, ...], labels [B], mask [B], count); ValueError if logits move
 """
 
 from __future__ import annotations

@@ -1,20 +1,22 @@
 """Host-side input of the scores: fixed-size padded batches from arrays or from a stream.
 
-Scores run one compiled `[K, B]` function per batch. Whatever the input, it reaches that function
-as batches of exactly `batch_size` examples with a mask (the last one padded with zeros), so the
-compiled shape never changes and nothing recompiles.
+Whatever the input, it reaches the compiled `[K, B]` function as batches of exactly `batch_size`
+examples with a mask (the last one padded with zeros), so nothing recompiles. Arrays
+(`images [N, ...]`, `labels [N]`) are sliced (`array_batches`); a stream, any iterable of
+`(images [b, ...], labels [b])` batches of any sizes (or dicts with 'image' and 'label' keys), is
+re-chunked in order (`stream_batches`) holding about two input batches, so host memory does not
+grow with N. Every item is checked as the arrays of a call are (`inputs`), named by its stream
+position. `ResultBuffer` collects the `[K, b]` (or `[K, b, D]`) results, N known or not.
 
-Two inputs:
-  arrays: `images [N, ...]`, `labels [N]`, sliced into batches (`array_batches`).
-  a stream: any iterable of `(images [b, ...], labels [b])` batches of any sizes (a generator, a
-    `tf.data` dataset as numpy, a list of pairs; dicts with 'image' and 'label' keys also work).
-    `stream_batches` re-chunks it into `batch_size` batches in iteration order, validating every
-    item, and never holds more than about two input batches, so host memory does not grow with N.
+Usage:
 
-Every item is checked as the arrays of a call are (`inputs.check_pairs`, `check_finite`,
-`check_label_range`, naming the item and the stream positions). `ResultBuffer` collects the
-`[K, b]` (or `[K, b, D]`) results of a stream whose N is unknown in large blocks.
-`input_batches` is the one entry of the score calls: either input, validated, as padded batches.
+    source, num_seeds, total = batches.input_batches(
+        check_model, images, labels, batch_size=256, seed_axis="unroll", integer_inputs=False
+    )  # total: N, or None for a stream
+    out = batches.ResultBuffer(num_seeds, total)
+    for x, y, mask, count in source:  # [B, ...], [B], [B] float32, real examples
+        out.append(score_fn(x, y, mask)[:, :count])  # [K, count]
+    scores = out.result()  # [K, N] float32
 """
 
 from __future__ import annotations

@@ -2,19 +2,21 @@
 
 A forgetting event is an example that was classified correctly at one presentation during training
 and incorrectly at its next one. Examples never classified correctly get an infinite score (as in
-Toneva et al.'s code), so they rank above every learned one.
-
-Over K seeds the score file's `mean [N]` is the plain mean, so an example that any one seed never
-learned has mean +inf and ranks above every example that all seeds learned, however often those were
-forgotten. Pruning orders by descending score with ties broken by the lower index
-(`pruning.hardest_first`), so the infinite scores come first in index order. Reports rank them
-highest (Spearman, ROC AUC) and count them beside the histogram of the finite scores.
+Toneva et al.'s code), so they rank above every learned one; over K seeds the mean of an example
+that any one seed never learned is +inf too. Pruning breaks ties by the lower index
+(`pruning.hardest_first`).
 
 State (K seeds, N examples), a dict of arrays:
   previous: [K, N] bool, correct at the last presentation.
   count:    [K, N] int32, forgetting events so far.
   learned:  [K, N] bool, ever classified correctly.
   seen:     [K, N] int32, presentations so far.
+
+Usage:
+
+    stats = init_forgetting(num_seeds=K, num_examples=N)
+    stats = update_forgetting(stats, index, logits.argmax(-1) == labels, mask)  # each [K, B]
+    scores = forgetting_scores(stats)  # [K, N] float32, +inf where never learned
 """
 
 from __future__ import annotations

@@ -1,26 +1,25 @@
 """Scores from penultimate features (`penultimate.penultimate_features`): per seed, higher = harder.
 
-- `moderate_distances`: Moderate-DS (Xia et al., "Moderate Coreset: A Universal Method of Data
-  Selection for Real-world Data-efficient Deep Learning", ICLR 2023). The Euclidean distance of
-  an example's feature to its class's centre. The centre is the PER-DIMENSION MEDIAN of the
-  class's features, as in the authors' code (tmllab/Moderate-DS `get_median`); the paper's text
-  speaks of the class centre and does not say median or mean. The selection rule (keep the
-  examples whose distance is near the median distance) is the 'moderate' strategy of
-  `pruning.kept_indices`.
-- `prototype_distances`: prototypicality (Sorscher et al., "Beyond neural scaling laws: beating
-  power law scaling via data pruning", NeurIPS 2022). The paper clusters SELF-SUPERVISED (SwAV)
-  embeddings with k-means and scores an example by the cosine distance to its nearest centroid
-  (the prototype); easy = prototypical. Here the features are the supervised model's own
-  penultimate features and k-means runs WITHIN EACH CLASS (the paper's "supervised prototypes"
-  variant with `num_prototypes=1`: the distance to the class centroid). Choices the paper leaves
-  open, made here: features are L2-normalized and the k-means is spherical (assignment by
-  cosine similarity, centroids renormalized means), so the distance is exactly the paper's
-  cosine distance `1 - cos(x, c)`; k-means++ initialization (seeded by `[seed, class]`), a fixed
-  number of Lloyd iterations, an emptied cluster keeps its previous centroid; a class with fewer
-  examples than `num_prototypes` uses one prototype per example.
+- `moderate_distances`: Moderate-DS (Xia et al., ICLR 2023). The Euclidean distance of an
+  example's feature to its class's centre, the PER-DIMENSION MEDIAN of the class's features as in
+  the authors' code (tmllab/Moderate-DS `get_median`; the paper does not say median or mean). Its
+  selection rule is the 'moderate' strategy of `pruning.kept_indices`.
+- `prototype_distances`: prototypicality (Sorscher et al., NeurIPS 2022), the cosine distance
+  `1 - cos(x, c)` to the nearest prototype c of the example's class. The paper clusters
+  self-supervised embeddings; here k-means runs WITHIN EACH CLASS on the model's own
+  L2-normalized penultimate features (its "supervised prototypes"; `num_prototypes=1` is the
+  class centroid). The k-means is spherical, seeded by k-means++ from `[seed, k, class]`, with a
+  fixed number of Lloyd iterations; an emptied cluster keeps its centroid, and a class with fewer
+  examples than `num_prototypes` has one prototype per example.
 
-Both take `features [K, N, D]` (K seeds) and return `[K, N] float32`, each seed scored on its own
-features; average over seeds (axis 0) for one score per example.
+Both take `features [K, N, D]` and `labels [N]` and return `[K, N] float32`, each seed scored on
+its own features; average over seeds (axis 0) for one score per example.
+
+Usage:
+
+    feats = penultimate_features(model, variables, images)  # [K, N, D]
+    moderate = geometry.moderate_distances(feats, labels)  # [K, N] float32
+    proto = geometry.prototype_distances(feats, labels, num_prototypes=1, seed=0)  # [K, N]
 """
 
 from __future__ import annotations

@@ -1,10 +1,15 @@
-"""GraNd's method for one call: the site finder, the guard of its layer rules on the first
-batch, and the faster of the fast program and `vmap(grad)` (`pergrad/method.py`).
+"""GraNd's method for one call: the site finder, the first-batch guard and the faster program.
 
-Usage (inside `api.grand_scores`):
+`choose_method` picks the site finder (`pergrad/method.py`), checks its layer rules on the first
+batch of every seed (`check_rules`, `pergrad/guard.py`), and on an array of enough batches times
+the sites' program against `vmap(grad)` on that batch and keeps the faster (both are exact). The
+first batch's result is returned for reuse where it can be.
 
-    method, exclude, first = grand_setup.choose_method(form, seed_axis, place, variables,
-                                                       placed, head, total)
+Usage:
+
+    method, exclude, first = grand_setup.choose_method(
+        form, seed_axis, place, variables, placed, head, total
+    )  # head: the first padded batch; total: N, or None for a stream
 """
 
 from __future__ import annotations

@@ -2,13 +2,18 @@
 
 Linen variables carry the input shape they were initialized on (a Dense kernel's input features,
 a Conv kernel's input channels), so images of another shape make `model.apply` fail inside the
-first layer that meets them, usually with an error about a parameter's shape that reads as if
-the variables were wrong. `first_failure` runs the model abstractly on one example with the
-variables of one seed, intercepting every module call (`flax.linen.intercept_methods`), and
-records the innermost call that raises: the layer, its input shape and its parameters' shapes.
-`Failure.blames_images` tells a layer whose parameters fit the model but not its input (the images
-do not fit) from one whose parameters do not fit the layer itself (the variables are wrong), and
-`Failure.detail` says it in words ("Dense_0 takes 784 input features, the images give it 1024").
+first layer that meets them, usually with an error that reads as if the variables were wrong.
+`first_failure` runs the model abstractly on one example with one seed's variables, intercepting
+every module call, and records the innermost call that raises (`Failure`: the layer, its input
+shape and its parameters' shapes). `Failure.blames_images` tells images that do not fit from
+variables that are wrong, and `Failure.detail` says it in one clause.
+
+Usage:
+
+    sample = jax.ShapeDtypeStruct((1, *images.shape[1:]), images.dtype)
+    shape, failure = image_fit.first_failure(model, one_seed_vars, sample, (("train", False),))
+    if failure is not None and failure.blames_images():
+        print(failure.detail(images.shape))  # "Dense_0 takes 784 input features, the images ..."
 """
 
 from __future__ import annotations

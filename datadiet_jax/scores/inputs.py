@@ -1,13 +1,20 @@
 """Validation of the arguments of the score functions: one-line ValueErrors naming the fix.
 
-One set of checks serves every input: the arrays of a call and each item of a stream (`batches`)
-go through `check_examples`, which checks labels (1-D integer, in range), lengths, images
-(floating, finite: integer images must be converted and normalized by the caller, never silently
-cast; with `integer_inputs`, integer token ids >= 0 instead, for a model whose first layer is an
-embedding); `check_args` checks the batch size and the seed-axis option; `check_model` checks that
-Linen variables are K stacked `model.init` outputs (shapes from an abstract `model.init`, cached
-per model and input shape) and, when they are not, tells variables that are wrong from images
-that do not fit the model (`image_fit` finds the layer that refuses them).
+One set of checks serves the arrays of a call and each item of a stream (`batches`): `check_pairs`
+(1-D integer labels, equal lengths, float images: integer images must be converted and normalized
+by the caller, never silently cast, unless `integer_inputs` says they are token ids >= 0 for a
+model whose first layer is an embedding), `check_finite` and `check_label_range`. `check_args`
+checks the batch size and the seed-axis option. `check_model` checks that Linen variables are K
+stacked `model.init` outputs (shapes from an abstract `model.init`, cached) and tells variables
+that are wrong from images that do not fit the model (`image_fit`). `invalid_scores` says what a
+valid score is: finite, or +inf.
+
+Usage:
+
+    images, labels, num_seeds = inputs.check_inputs(
+        check_model_fn, images, labels, batch_size=256, seed_axis="unroll"
+    )  # check_model_fn: (example_shape, dtype, num_examples=) -> (K, num_classes)
+    bad = inputs.invalid_scores(scores)  # bool, same shape: NaN or -inf
 """
 
 from __future__ import annotations

@@ -2,6 +2,12 @@
 
 One definition each, shared by training (`training.train`), the scores, GraNd's gradients and the
 benchmarks, so every number of the project is of the same loss.
+
+Usage:
+
+    from datadiet_jax.scores import losses
+    loss = losses.cross_entropy(logits, labels)  # [B, C], [B] int -> [B] float32
+    el2n = losses.el2n(logits, labels)  # [B] float32
 """
 
 from __future__ import annotations

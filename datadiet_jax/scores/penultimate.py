@@ -1,25 +1,20 @@
 """Penultimate features: the input of a model's last linear layer, for K stacked seeds at once.
 
-The feature of an example is the input of the model's LAST linear layer (the classifier's input:
-the embedding DeepCore's k-center greedy and herding, Moderate-DS and D2 pruning work on), with
-the model in eval mode as for the scores. The layer is found with GraNd's site capture, so any
-model `model_form.from_pair` takes works:
-
-- Flax Linen: the last `nn.Dense` call (in call order) that GraNd's fast rule covers
-  (`pergrad.linen_sites.find_sites`), its input captured by module interception.
-- NNX models and plain functions: the last 'dense' site of the flat jaxpr (a `dot_general` of a
-  param leaf, `pergrad.jaxpr_sites.find_sites`), its batch operand captured while the flat jaxpr
-  is evaluated, with the batch axis moved first.
-
-An input with more than one axis per example (tokens [B, T, F]) is flattened to [B, T * F]. A
-model whose last matrix product has no fast-rule site (a weight used twice, a custom
-`dot_general`) is refused. Batches stream as in `api` (`batches.input_batches`, padded to
-`batch_size`), and a model whose outputs for an example depend on the rest of its batch is refused
-on the first batch (`batch_check`).
+The feature of an example is the classifier's input (the embedding DeepCore's k-center greedy
+and herding, Moderate-DS and D2 pruning work on), in eval mode as for the scores. The layer is
+found with GraNd's site capture, so any model `model_form.from_pair` takes works: for Linen the
+last `nn.Dense` call that GraNd's fast rule covers (`pergrad.linen_sites`), its input captured by
+module interception; for NNX models and functions the last 'dense' site of the flat jaxpr
+(`pergrad.jaxpr_sites`), batch axis first. A layer input with more than one axis per example
+(tokens [B, T, F]) is flattened to [B, T * F]. A model whose last matrix product has no fast-rule
+site (a weight used twice, a custom `dot_general`) is refused. Batches stream as in `api`, and a
+model whose outputs depend on the rest of its batch is refused on the first batch
+(`batch_check`).
 
 Usage:
 
     feats = penultimate_features(model, variables, images)   # [K, N, D] float32
+    feats = penultimate_features(model, variables, ((x, y) for x, y in batches))  # streamed
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The compiled batch programs of the scores, cached per model form, kind, seed axis and mesh.
 
 A program maps `(variables [K, ...], images [B, ...], labels [B], mask [B])` to
-`([K, B] float32 scores, {site key: [K, B]} GraNd per-site squared norms)`. The K seeds run
-inside the jit (`seed_axis.over_seeds`); GraNd's per-seed work is the method's
-(`pergrad/method.py`): module interception for Linen, the jaxpr for the others, or `vmap(grad)`.
+`([K, B] float32 scores, {site key: [K, B]} GraNd per-site squared norms)`; the kind is 'grand'
+or a logit score of `uncertainty.LOGIT_SCORES` ('el2n', 'loss', ...). The K seeds run inside the
+jit (`seed_axis.over_seeds`); GraNd's per-seed work is the method's (`pergrad/method.py`):
+module interception for Linen, the jaxpr for the others, or `vmap(grad)`.
 
 Usage:
 

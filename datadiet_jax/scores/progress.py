@@ -1,13 +1,17 @@
 """Progress of long work (training steps, scored examples): count, rate and ETA through absl.
 
 One logger for every long loop of the project: the scores log examples done, the K-seed training
-loop logs steps (and the examples they process).
+loop logs steps (and the examples they process). The first unit of a loop usually includes the
+jit compilation of its step, so the rate and the ETA count from the end of the first unit: the
+first `update` waits for its `pending` work and records the time and the count, and later lines
+divide the units done since by the seconds since. `finish` reports the total seconds, the first
+unit included.
 
-The first unit of a loop usually includes the jit compilation of its step, which can take far
-longer than the rest of the loop (a first line of `ETA 3333s` for a stage of 18 s). So the rate
-and the ETA of the progress lines count from the end of the first unit: the first `update` waits
-for its `pending` work and records the time and the count, and later lines divide the units done
-since by the seconds since. `finish` reports the total seconds, the first unit included.
+Usage:
+
+    progress = Progress("grand", total=N, unit="example")
+    progress.update(done, "x 4 seeds", pending=result)  # a line at most every `every_s` seconds
+    progress.finish(done, "x 4 seeds")
 """
 
 from __future__ import annotations

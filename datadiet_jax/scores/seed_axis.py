@@ -3,6 +3,11 @@
 Every K-seed program of the project (scores, NTK, training steps, evaluation) lifts a function of
 one seed with `over_seeds`, and every caller resolves its `seed_axis` option with `resolve`, so
 the CPU/accelerator default is decided here and nowhere else.
+
+Usage:
+
+    mode = seed_axis.resolve(None)  # 'unroll' on CPU, 'vmap' on accelerators
+    logits = seed_axis.over_seeds(lambda v: model.apply(v, x), mode)(variables)  # [K, B, C]
 """
 
 from __future__ import annotations

@@ -5,20 +5,17 @@ own seeds on its own examples, so the result equals the single-device one. The b
 under `shard_map` with a per-shard `lax.map` over the local seeds (jit with sharded stacked seeds
 fails in JAX's convolution batching rule). Inside, every differentiated value is marked as varying
 over both axes (see `pergrad.fallback.vary_like`); a replicated value would make the backward
-pass psum per-example gradients across data shards.
+pass psum per-example gradients across data shards. On several hosts, every process runs the same
+call with the same full `images`/`labels` (each transfers only the slices its own devices hold)
+and receives the full [K, N] result. K must be a multiple of the 'seed' axis size and
+`batch_size` of the 'data' axis size.
 
 Usage (one host, or several after `jax.distributed.initialize()`):
 
-    import jax
     from jax.sharding import Mesh
-    # jax.distributed.initialize()  # on each host of a multi-host job, before anything else
     devices = np.array(jax.devices()).reshape(2, -1)  # [seed, data]
     mesh = Mesh(devices, ('seed', 'data'))
     scores = grand_scores(model, variables, images, labels, batch_size=128, mesh=mesh)
-
-On several hosts, every process runs the same call with the same full `images`/`labels` (each
-process only transfers the slices its own devices hold) and receives the full [K, N] result.
-K must be a multiple of the 'seed' axis size and `batch_size` of the 'data' axis size.
 """
 
 from __future__ import annotations

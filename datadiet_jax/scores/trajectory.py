@@ -1,28 +1,23 @@
 """Windowed training-dynamics scores (Dyn-Unc, DUAL, TDDS) as one pure update for any training loop.
 
 All three scores look at an example's predictions over sliding windows of `window` (J)
-consecutive epochs. The state tracks each (seed, example) pair by its presentation count: in a loop
-that presents every example once per epoch, the t-th presentation of an example is its epoch t, so
-ring buffers indexed by the count hold the last J epochs and no epoch-end hook is needed.
-Probabilities are the train-mode softmax of each presentation, as the network sees the example
-during training (all three official codes record the training forward pass). p_t below is the
-probability of the assigned label at presentation t = 0..T-1, T the number of presentations seen.
+consecutive epochs. The state tracks each (seed, example) pair by its presentation count: in a
+loop that presents every example once per epoch, presentation t is epoch t, so ring buffers
+indexed by the count hold the last J epochs and no epoch-end hook is needed. p_t is the
+train-mode softmax probability of the assigned label at presentation t (all three official codes
+record the training forward pass).
 
-  dyn_unc_scores  Dyn-Unc (He et al., "Large-scale Dataset Pruning with Dynamic Uncertainty",
-                  CVPRW 2024; code github.com/BAAI-DCAI/Dataset-Pruning `ImageNet/get_coreset.py`).
-  dual_scores     DUAL (Cho et al., "Lightweight Dataset Pruning without Full Training via Example
-                  Difficulty and Prediction Uncertainty", ICML 2025; code github.com/behaapyy/
-                  dual-pruning `exp_cifar/importance_evaluation.py`).
-  tdds_scores     TDDS (Zhang et al., "Spanning Training Progress: Temporal Dual-Depth Scoring for
-                  Enhanced Dataset Pruning", CVPR 2024; code github.com/zhangxin-xd/
+  dyn_unc_scores  Dyn-Unc (He et al., CVPRW 2024; code github.com/BAAI-DCAI/Dataset-Pruning
+                  `ImageNet/get_coreset.py`).
+  dual_scores     DUAL (Cho et al., ICML 2025; code github.com/behaapyy/dual-pruning
+                  `exp_cifar/importance_evaluation.py`).
+  tdds_scores     TDDS (Zhang et al., CVPR 2024; code github.com/zhangxin-xd/
                   Dataset-Pruning-TDDS `importance_evaluation.py`).
-  mean_true_probs the mean of p_t over all presentations: the prediction mean that DUAL's Beta
-                  sampling (`pruning.dual_sampling`) evaluates its density at.
+  mean_true_probs the mean of p_t, where DUAL's Beta sampling (`pruning.dual_sampling`) looks.
 
-Every score is higher = harder = kept first by 'hardest' pruning, as in each paper (no negation).
-Standard deviations use ddof=1 (torch's default `std`, which all three codes call). The official
-codes of Dyn-Unc and DUAL multiply the std by 10; that constant changes neither the ranking nor
-DUAL's sampling weights and is left out.
+Every score is higher = harder, as in each paper. Standard deviations use ddof=1 (torch's `std`,
+as all three codes); the codes' factor 10 on Dyn-Unc's and DUAL's std changes no ranking and no
+sampling weight, and is left out.
 
 State (K seeds, N examples, C classes, J = window), a dict of arrays (J is read from the shapes):
   count:      [K, N] int32, presentations so far.
@@ -36,6 +31,12 @@ State (K seeds, N examples, C classes, J = window), a dict of arrays (J is read 
               (t-1) mod (J-1)).
   tdds_window:[K, N, J] float32, TDDS: ring of the last J window values (window w = t-J+1 in slot
               w mod J).
+
+Usage:
+
+    state = init_dynamics(K, N, C, window=10)
+    state = update_dynamics(state, index, probs, labels, mask)  # [K, B], [K, B, C], [K, B], [K, B]
+    dyn_unc, dual, tdds = dyn_unc_scores(state), dual_scores(state), tdds_scores(state)  # [K, N]
 """
 
 from __future__ import annotations

@@ -2,18 +2,21 @@
 
 Each is a function `(logits [B, C], labels [B]) -> [B] float32`, higher = harder, computed in
 eval mode at a score epoch like EL2N (`logit_scores`). The uncertainty scores follow DeepCore's
-"Uncertainty" selection (Guo et al., "DeepCore: A Comprehensive Library for Coreset Selection in
-Deep Learning", DEXA 2022; after Coleman et al., "Selection via Proxy", ICLR 2020), which ranks by
+"Uncertainty" selection (Guo et al., DEXA 2022; after Coleman et al., ICLR 2020), which ranks by
 the softmax alone, without the label:
 
   entropy           -sum_c p_c log p_c        (DeepCore keeps the highest entropy)
   least_confidence  1 - max_c p_c             (DeepCore keeps the lowest max p)
   margin            1 - (p_(1) - p_(2))       (DeepCore keeps the lowest top-two gap)
 
-DeepCore's scores are the negative entropy, the max probability and the top-two gap, and it keeps
-their LOWEST values; the forms above are the same orders, flipped so that 'hardest' keeps the same
-examples DeepCore does. `loss` is the cross-entropy with the label (the training loss, as
-"small-loss" pruning ranks by), the same function the training minimizes (`losses`).
+DeepCore keeps the LOWEST negative entropy, max probability and top-two gap; the forms above are
+the same orders, flipped so that 'hardest' keeps the examples DeepCore does. `loss` is the
+cross-entropy with the label (as "small-loss" pruning ranks by), the training's own (`losses`).
+
+Usage:
+
+    ent = uncertainty.entropy(logits)  # [B, C] -> [B] float32
+    score = uncertainty.LOGIT_SCORES["margin"](logits, labels)  # [B] float32
 """
 
 from __future__ import annotations

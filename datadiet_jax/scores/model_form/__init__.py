@@ -7,18 +7,15 @@
 `params` are the trained leaves (GraNd differentiates all of them), `state` every other array
 (BatchNorm statistics, buffers); both are plain pytrees, so optax and orbax see ordinary dicts.
 `rng` is the PRNG key of a train-mode step's randomness (Dropout); eval mode takes none. The scores
-library, the trainer, checkpoints and the notebook path all take this one form, from three small
-classes:
+library, the trainer, checkpoints and the notebook path all take this one form:
 
-- `LinenModel`: a Flax Linen module. Its mode flag is found by the conventions real code uses:
-  `train`, `training`, `is_training` mean train mode when true; `deterministic`,
-  `use_running_average`, `eval`, `is_eval` mean train mode when false. `train_arg` names any other
-  flag: `'frozen'` (train mode when true) or `'not frozen'` (train mode when false).
-- `NNXModel`: a Flax NNX module class or factory taking `rngs` (each seed a fresh construction),
-  or the graphdef of `nnx.split` (scores of modules built elsewhere). `module.train()` and
-  `module.eval()` switch its mode.
-- `FunctionModel`: any object with `init` and `apply` of the form above, a `stateful(fn)` with
-  `fn(params, state, x) -> logits`, or a function `apply_fn(params, x) -> logits`.
+  base            the protocol `ModelForm`
+  linen_model     `LinenModel`: a Linen module; its mode flag found by convention (`train`,
+                  `deterministic`, ...) or named by `train_arg` ('frozen', 'not frozen')
+  nnx_model       `NNXModel`: an NNX class or factory taking `rngs` (built per seed), or the
+                  graphdef of `nnx.split`; `module.train()` and `module.eval()` switch its mode
+  function_model  `FunctionModel`: `init`/`apply` objects, `stateful(fn)`, `apply_fn(params, x)`
+  checks          abstract checks of a form's outputs and of stacked variables
 
 A model trained in the wrong mode is caught after its first training step
 (`training/mode_guard.py`): a mode flag no convention names cannot pass silently.

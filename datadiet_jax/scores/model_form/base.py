@@ -1,4 +1,15 @@
-"""The protocol every model form follows: `init`, `apply`, and eval-mode `logits`."""
+"""The protocol every model form follows: `init`, `apply`, and eval-mode `logits`.
+
+`ModelForm` is the base of `LinenModel`, `NNXModel` and `FunctionModel`; its `logits` is
+`apply(..., train=False)`'s first output, and `mode_layers` / `mode_hint` serve the trainer's
+mode guard. `hash_key` keys caches by a model, or by its id when it is unhashable.
+
+Usage:
+
+    params, state = form.init(jax.random.key(0), images[:1])
+    logits, state = form.apply(params, state, images, train=True, rng=jax.random.key(1))
+    logits = form.logits(params, state, images)  # [B, C], eval mode
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,14 @@
 """Abstract checks of a model form (no compilation): its outputs, and stacked variables.
 
+`check_outputs` checks that a form initializes on one example and returns `[1, C]` logits in
+train and eval mode; `check_pure` that a non-Linen model's stacked `{'params', 'state'}` share
+one leading seed axis (`num_seeds`), hold float params and fit the images. Each failure is a
+one-line ValueError carrying the model's own error.
+
 Usage:
 
-    check_outputs(form, sample [1, ...], num_classes)       # before a training
-    num_seeds, num_classes = check_pure(form, packed, example_shape, dtype)   # before scores
+    check_outputs(form, images[:1], num_classes=10)  # before a training
+    num_seeds, num_classes = check_pure(form, packed, images.shape[1:], images.dtype)  # scores
 """
 
 from __future__ import annotations

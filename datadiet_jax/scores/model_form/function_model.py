@@ -1,5 +1,17 @@
-"""Models of plain functions in the model form: an `init`/`apply` object, `stateful(fn)` with
-`fn(params, state, x) -> logits`, or `apply_fn(params, x) -> logits`."""
+"""Models of plain functions in the model form: `init`/`apply` objects and bare functions.
+
+Three kinds: an object with `init(key, sample)` and `apply(params, state, x, *, train, rng)`
+(`FunctionModel`), `stateful(fn)` for an eval-mode `fn(params, state, x) -> logits` whose
+variables are `{'params', 'state'}`, and `apply_fn(params, x) -> logits` (`ParamsOnly`, no
+state). The last two have no `init`: pass their params. Forms are equal (and hash alike) when
+their models are, so compiled programs are shared.
+
+Usage:
+
+    form = FunctionModel(my_model)              # my_model.init(...), my_model.apply(...)
+    form = FunctionModel(stateful(fn))          # fn(params, state, x) -> logits [B, C]
+    form = FunctionModel(ParamsOnly(apply_fn))  # apply_fn(params, x) -> logits [B, C]
+"""
 
 from __future__ import annotations
 

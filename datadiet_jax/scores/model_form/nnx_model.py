@@ -1,4 +1,17 @@
-"""Flax NNX modules in the model form: built per seed from a factory, or a split graphdef."""
+"""Flax NNX modules in the model form: built per seed from a factory, or a split graphdef.
+
+`params` are the `nnx.Param` variables and `state` the others; train mode calls
+`module.train()`, eval mode `module.eval()`. PRNG keys the module holds (Dropout's) are stored as
+key data and, in train mode, replaced by `fold_in(rng, i)`, so a step's randomness comes from its
+`rng` alone. A graphdef of `nnx.split` scores modules built elsewhere but cannot build fresh
+seeds (`init`).
+
+Usage:
+
+    form = NNXModel.of(functools.partial(MyNNXNet, width=32))  # a factory taking rngs
+    params, state = form.init(jax.random.key(0), images[:1])
+    logits = form.logits(params, state, images)  # [B, C], after module.eval()
+"""
 
 from __future__ import annotations
 

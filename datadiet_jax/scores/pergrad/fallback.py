@@ -4,7 +4,12 @@ Every parameter that no fast rule covers gets its per-example gradient from `jax
 the per-example cross-entropy, restricted to those parameters (the Linen path by parameter path,
 the pure-form path by leaf index: both through `per_leaf_sq_norms`). It is also the guard's
 reference. `example_weights` (the mask of a padded batch) and `vary_like` (differentiated values
-inside `shard_map`) serve both paths.
+inside `shard_map`, so no psum adds up different examples' gradients) serve both paths.
+
+Usage:
+
+    sq = fallback.linen_sq_norms(apply_fn, variables, images, labels, only=paths)  # [B] float32
+    per_leaf = fallback.pure_leaf_sq_norms(form.logits, one, images, labels)  # {leaf: [B]}
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
 """Non-overlapping max-pools with a fast, equivalent gradient, for GraNd and the training step.
 
-XLA's CPU select-and-scatter (the transpose of `reduce_window_max`) is several times slower than
-the whole forward pass of a small CNN. `with_fast_pools(fn)` traces `fn` and evaluates its jaxpr
-with every non-overlapping max-pool replaced by a reshape-and-max whose custom gradient goes to the
-first maximum of each window, exactly as `jax.grad` of `reduce_window_max` does.
+`with_fast_pools(fn)` traces `fn` and evaluates its jaxpr with every non-overlapping max-pool
+(a `reduce_window_max` whose strides equal its window, unpadded, undilated, tiling its input)
+replaced by a reshape-and-max whose custom gradient goes to the first maximum of each window,
+exactly as `jax.grad` of `reduce_window_max` does, without XLA's CPU select-and-scatter. A
+function without max-pools runs as it is.
+
+Usage:
+
+    grads = jax.grad(fast_pools.with_fast_pools(loss_fn))(params)  # loss_fn(params) -> scalar
 """
 
 from __future__ import annotations

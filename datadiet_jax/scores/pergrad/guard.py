@@ -1,32 +1,23 @@
 """First-batch guard: every fast rule checked against exact `vmap(grad)` in each GraNd call.
 
-`linen_sites` and `jaxpr_sites` admit a layer to a fast rule by its type, configuration, call
-count, batch axis and parameter uses; what they cannot see (a layer whose rows are examples in
-another order, a faulty rule) would give a plausible wrong number (a model that mixes examples
-in eval mode is refused before, by `batch_check`). So every
-`grand_scores` call checks, for every seed, each site's per-example squared norm by its rule on
-the first batch (the per-site output of the call's own compiled program, so the check sees the
-program that computes the scores) against `vmap(grad)` restricted to that site's parameters on the
-batch's `NUM_EXAMPLES` valid examples of largest GraNd (`checked_examples`,
-`exact_layer_sq_norms`). `disagreeing_layers` flags a
-site where, for some example,
+The site finders admit a layer to a fast rule by what they can see (type, configuration, call
+count, batch axis, parameter uses); what they cannot (a layer whose rows are examples in another
+order, a faulty rule) would give a plausible wrong number. So every `grand_scores` call checks,
+for every seed, each site's squared norm by its rule (from the call's own compiled program)
+against `vmap(grad)` restricted to that site's parameters, on the first batch's `NUM_EXAMPLES`
+valid examples of largest GraNd (`checked_examples`). `disagreeing_layers` flags a site where,
+for some example, `|fast - exact| > RTOL * exact + FLOOR * total`, `total` the example's squared
+norm over all parameters: RTOL sits far above the rules' float32 rounding and far below any
+structural error, and FLOOR ignores layers with a negligible share of the norm. A non-finite fast
+value with a finite exact one disagrees. The reference runs at `Precision.HIGHEST` (off CPU the
+checked batch too), so TF32 matmuls cannot trip the guard. A flagged layer goes to the exact
+fallback for the rest of the call, for all seeds, with an absl warning naming it.
 
-    |fast - exact| > RTOL * exact + FLOOR * total,
+Usage:
 
-with `total` the example's squared gradient norm over all parameters. RTOL = 1e-3 is far above
-float32 rounding of the rules (about 1e-6) and far below any structural error (a wrong axis or a
-missed use changes a layer's norm by percents); the FLOOR term ignores layers whose share of the
-squared norm is under 1e-6, where rounding dominates and the score cannot move by more than
-5e-7 relative. A non-finite fast value with a finite exact one is a disagreement; a non-finite
-exact value is left to the NaN check of the scores. The reference runs at `Precision.HIGHEST`,
-and off CPU so does the checked first batch, so TF32 matmuls on GPUs cannot trip the guard (XLA
-computes float32 dots in float32 on CPU whatever the precision setting).
-
-A flagged layer goes to the exact fallback (`exclude=` of `linen_norms.per_example_grad_norms`) for
-the rest of the call, for all seeds (the union over seeds), with an absl warning naming it, and the
-per-batch program is rebuilt without its rule (still one jitted program per batch). The guard's
-own cost is one small `vmap(grad)` program, compiled once per model; `benchmarks/bench_scores.py`
-measures it.
+    idx = guard.checked_examples(first_grand, count)  # [K, B] -> [m] int64, ascending
+    excluded = guard.guard(exact_fn, fast, per_seed_variables, images[idx], labels[idx],
+                           positions=idx)  # frozenset of site keys for the fallback
 """
 
 from __future__ import annotations

@@ -2,7 +2,13 @@
 
 Used to re-trace a model's program with some equations replaced (`fast_pools`: non-overlapping
 max-pools by a cheaper-to-differentiate block max) or just flattened (`jaxpr_sites`: one flat
-jaxpr whose parameter uses can be followed).
+jaxpr whose parameter uses can be followed). An `Override`, `(eqn, invals) -> outputs or None`,
+may compute an equation's outputs itself.
+
+Usage:
+
+    closed = jax.make_jaxpr(fn)(x)
+    outs = jaxpr_eval.eval_inlined(closed.jaxpr, closed.consts, [x], override=None)  # a list
 """
 
 from __future__ import annotations

@@ -1,24 +1,15 @@
 """Exact per-example gradient norms of any pure-form JAX model from one backward pass.
 
-The pure-form counterpart of `linen_norms` (which serves Flax Linen by module interception): for
-`apply(params, state, images) -> logits` (see `model_form/`), `jaxpr_sites.find_sites` finds the
-equations of the model's flat jaxpr that a rule covers. The flat jaxpr is then evaluated with a
-zero perturbation added to each site's output and its batch operand captured; ONE backward pass
-of the summed per-example losses w.r.t. the perturbations gives every site's per-example output
-gradient `g_i`, and the rules of `rules` give each site's per-example squared norm:
-
-- 'dense' and 'conv': `rules.matmul_sq_norm` / `conv_sq_norm` of the captured input and `g`,
-  after moving the batch, contraction and feature axes where the rules expect them (a param on
-  the left of a `dot_general`, equinox's `W @ x` under vmap, puts its free axes first).
-- 'embed' (a row lookup in a param table): `rules.embed_sq_norm` of the captured ids and `g`.
-- 'scale' / 'shift' (`a * q` / `a + q`, `q` broadcast along the batch): the per-example cotangent
-  `g_i * a_i` / `g_i` is pulled back to the param leaves through `q`'s own batch-free function
-  (a broadcast and, e.g., `scale * rsqrt(var + eps)`), one small vector-Jacobian product per
-  example; 'concat' likewise, with the operand's slice of `g_i`.
-
-Param leaves no site covers get exact per-example gradients from `vmap(grad)` restricted to them
-(`fallback.pure_leaf_sq_norms`). `exact_site_sq_norms` is the first-batch guard's reference
-(`guard`).
+The pure-form counterpart of `linen_norms`: for `apply(params, state, images) -> logits` (see
+`model_form/`), `jaxpr_sites.find_sites` finds the equations of the model's flat jaxpr that a
+rule covers. The flat jaxpr is then evaluated with a zero perturbation added to each site's output
+and its batch operand captured; ONE backward pass of the summed per-example losses w.r.t. the
+perturbations gives every site's per-example output gradient `g_i`. 'dense', 'conv' and 'embed'
+sites then use the `rules` on the captured operand (its batch, contraction and feature axes moved
+where the rules expect them); 'scale', 'shift' and 'concat' pull `g_i * a_i` (or `g_i`, or its
+slice) back to the param leaves through the broadcast value's own batch-free function, one small
+vector-Jacobian product per example. Param leaves no site covers get exact per-example gradients
+from `vmap(grad)` (`fallback.pure_leaf_sq_norms`); `exact_site_sq_norms` is the guard's reference.
 
 Usage:
 

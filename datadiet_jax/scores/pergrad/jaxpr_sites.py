@@ -1,45 +1,28 @@
 """Where the fast per-example gradient-norm rules apply in any JAX model: sites in its jaxpr.
 
 For models in the pure form `apply(params, state, images) -> logits` (`model_form/`: Flax NNX,
-plain functions), the model is traced to one flat jaxpr (nested `jit` calls inlined) whose inputs
-are the param leaves, the state leaves and the images. Every value is classified by dataflow:
-batch-dependent (it depends on the images) or batch-free, and by the set of param leaves it depends
-on. A param leaf's *use* is a batch-free value depending on it that enters a batch-dependent
-equation (or is an output). A use is a site when a rule of `rules` covers it:
+plain functions), the model is traced to one flat jaxpr (nested `jit` calls inlined) and every
+value is classified by dataflow: batch-dependent or batch-free, and by the param leaves it
+depends on. A param leaf's use (a batch-free value of it entering a batch-dependent equation) is
+a site when a rule of `rules` covers it (`JaxprSite.kind`):
 
-- 'dense': `dot_general(a, w)` or `dot_general(w, a)` with `w` a param leaf through
-  reshape/transpose/convert/copy only (each preserves the gradient's norm), no dot batch
-  dimensions, and a batch axis of `a` that is not contracted (its leading axis, else its one
-  free axis of the batch's size): nnx.Linear, `x @ W`, einsums of that shape, and equinox's
-  `W @ x` under `jax.vmap` (the param on the left: the output `[O, ..., B, ...]` has the batch
-  after the weight's free axes, and inside one vmapped model `a` may carry it on a later axis:
-  `JaxprSite.act_axis`, `out_axis`).
-- 'conv': `conv_general_dilated(a, w)` with `w` as above, `a`'s and the output's batch dimension
-  leading, no dilation, one feature and batch group: nnx.Conv, `lax.conv_general_dilated` in
-  any layout (NHWC, NCHW, ...).
-- 'scale' / 'shift': `a * q` / `a + q` with `q` batch-free and broadcast along the batch (a
-  leading axis of 1, a scalar, or a `broadcast_in_dim`/`tile` whose batch axis is new or of size
-  1, also when the broadcast's shape is the batch's: haiku's `jnp.broadcast_to(b, out.shape)`,
-  which at batch size 1 is a leading axis of 1 made by a broadcast), `a` of the output's shape
-  or broadcast to it (size-1 axes): biases, learned position embeddings and BatchNorm-style
-  scales; a LayerNorm/RMSNorm scale multiplies the per-example `rsqrt(var + eps)` [B, T, 1]
-  before the centred input, so `a` is that statistic (haiku's LayerNorm too). `q` may be
-  any batch-free function of params and state (e.g. `scale * rsqrt(var + eps)` in
-  nnx.BatchNorm); its per-example gradients come from the small vector-Jacobian product of that
-  function (`jaxpr_norms`).
-- 'concat': a batch-free value broadcast along the batch (as above) and concatenated with
-  batch-dependent values along a non-batch axis (a class token): its part of the output
-  gradient, pulled back the same way.
-- 'embed': `gather` of whole rows of a [V, D] param table by batch-dependent integer ids
-  [B, ..., 1] (nn.Embed, nnx.Embed, `table[ids]`): `rules.embed_sq_norm`.
+- 'dense': `dot_general` of a batch operand and a param (through reshape, transpose or convert
+  only), the batch axis not contracted: nnx.Linear, `x @ W`, equinox's `W @ x` under vmap.
+- 'conv': `conv_general_dilated` of a param, undilated, one group, the batch leading, any layout.
+- 'scale' / 'shift': `a * q` / `a + q` with `q` batch-free and broadcast along the batch: biases,
+  position embeddings, BatchNorm scales, LayerNorm and RMSNorm scales.
+- 'concat': a broadcast batch-free value concatenated along a non-batch axis (a class token).
+- 'embed': a `gather` of whole rows of a [V, D] param table by integer ids (nn.Embed,
+  `table[ids]`).
 
-A use is kept only if every param leaf it covers has no other use (no weight tying), the site's
-activation `a` and output have the batch as leading axis, and all of this holds in two traces at
-different batch sizes (B and 1, or B and 2 when B = 1), so an axis that merely has the batch's
-size is rejected. Every param leaf not covered goes to the exact `vmap(grad)` fallback: leaves
-used twice, inside opaque calls (`custom_jvp`, `scan`, `remat`), by other equations, or by a
-site whose operands do not follow the batch. What dataflow cannot see (rows mixed across
-examples, a faulty rule) is caught by the first-batch guard (`guard`).
+A use is kept only if its leaves have no other use (no weight tying), its operand and output
+follow the batch, and all of this holds in two traces at different batch sizes. Every other leaf
+goes to the exact `vmap(grad)` fallback; what dataflow cannot see is caught by `guard`.
+
+Usage:
+
+    sites, fallback_leaves, closed = jaxpr_sites.find_sites(form.logits, params, state, images)
+    # sites: JaxprSite's (key, kind, eqn, leaves, ...); fallback_leaves: param leaf indices
 """
 
 from __future__ import annotations

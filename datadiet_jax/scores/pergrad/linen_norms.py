@@ -1,40 +1,23 @@
-"""Exact per-example gradient norms from one batched backward pass.
+"""Exact per-example gradient norms of a Flax Linen model from one batched backward pass.
 
-The GraNd score of an example is the L2 norm of the gradient of its cross-entropy loss with respect
-to all trainable parameters. `jax.vmap(jax.grad(...))` materializes every per-example gradient and
-runs convolutions one example at a time; this module instead runs ONE backward pass of the summed
-per-example losses with respect to zero perturbations added to the output of every site (a Dense,
-Conv or BatchNorm call that a rule covers, found by `linen_sites.find_sites`), captured with
-`flax.linen.intercept_methods`. Each perturbation's gradient is the per-example gradient `g_i` of
-that layer's output (the loss is a sum, and in eval mode no layer mixes examples); with the
-captured layer input `a_i` it gives the layer's per-example squared norm (`rules`).
-
-Exact, or refused:
-- `linen_sites` accepts a call as a site only if its rule applies to the module's configuration,
-  the module is called once, its leading axis follows the batch size, and its parameters are used
-  nowhere else (weight tying); BatchNorm rules reduce over the module's own feature axes.
-- Every parameter no site covers gets exact per-example gradients from `vmap(grad)` restricted to
-  those parameters (the fallback, `fallback.py`), so tied kernels, layers without a rule and
-  lifted transforms are exact too, only slower.
-- `guard` checks each site against `vmap(grad)` on a few examples of the first batch of every
-  `grand_scores` call and moves a disagreeing layer to the fallback (`exclude=`).
-- A BatchNorm with batch statistics mixes examples: a one-line ValueError asks for `train=False`.
-
-Reusable capture (e.g. for an empirical NTK, vmapped over logit classes):
-
-    cap = capture(apply_fn, variables, images, lambda logits: logits[:, c])
-    cap.sites      # linen_sites.LinenSite's: key, kind ('dense'|'conv'|'batchnorm'), conv config
-    cap.inputs     # {site.key: a [B, ...]}: the layer input (BatchNorm: x_hat, normalized)
-    cap.out_grads  # {site.key: g [B, ...]}: d output_fn(logits)_i / d layer output_i
-    cap.fallback   # ('params', ...) paths no site covers: use vmap(grad)/jacrev for those
-
-`Capture` is a pytree whose array leaves are `inputs` and `out_grads` (sites and fallback are
-static), so `jax.vmap(lambda c: capture(...), ...)(classes)` stacks them over classes.
+Instead of materializing every per-example gradient with `jax.vmap(jax.grad(...))`, ONE backward
+pass of the summed per-example losses runs w.r.t. zero perturbations added to the output of
+every site (a Dense, Conv or BatchNorm call a rule covers, `linen_sites.find_sites`), captured
+with `flax.linen.intercept_methods`. Each perturbation's gradient is the per-example gradient
+`g_i` of that layer's output; with the captured layer input `a_i` it gives the layer's
+per-example squared norm (`rules`). Parameters no site covers (tied kernels, layers without a
+rule, lifted transforms) get exact per-example gradients from `vmap(grad)` (`fallback`), and
+`guard` checks each site on the first batch of every `grand_scores` call. A BatchNorm with batch
+statistics mixes examples: a one-line ValueError asks for `train=False`. `capture` is reusable
+(e.g. an empirical NTK, vmapped over classes): `Capture` is a pytree of per-site `inputs` and
+`out_grads`, with static `sites` and `fallback` paths.
 
 Usage:
 
     apply_fn = lambda v, x: model.apply(v, x, train=False)
     norms = per_example_grad_norms(apply_fn, variables, images, labels)  # [B] float32
+    cap = capture(apply_fn, variables, images, lambda logits: logits[:, c])
+    cap.inputs[key], cap.out_grads[key]  # a [B, ...] (BatchNorm: x_hat), g [B, ...]
 """
 
 from __future__ import annotations

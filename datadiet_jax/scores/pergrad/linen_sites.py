@@ -5,33 +5,24 @@ covers. A call is a site only if all of these hold; every parameter of a call th
 them is left to the exact `vmap(grad)` fallback:
 
 1. The module and its configuration have a rule (`classify`): plain `nn.Dense`; `nn.Conv` of
-   rank <= 3 without dilation, groups, mask or circular/reflect/causal padding; `nn.BatchNorm` with
-   running statistics whose feature axes (`module.axis`, any of them) exclude the batch axis.
-2. The module is called exactly once, at the top level of the traced function (not inside a
-   lifted transform such as `nn.scan` or `nn.remat`, whose values cannot be captured from outside).
-   Modules sharing one scope (`nn.share_scope`) count as one module.
-3. Its leading axis is the batch. The model is traced abstractly at two batch sizes (B and 1, or B
-   and 2 when B = 1); the call's input and output must have leading dimension equal to the batch
-   size in both traces. An axis that merely has the batch's size (a time-major `[T, B, F]` input
-   with T == B, a parameter-derived `[Q, F]` array with Q == B) keeps its size when the batch
-   changes and is rejected.
-4. Each covered parameter reaches the logits only through this call (no weight tying). The first
-   trace is a jaxpr whose inputs are the parameters, with every candidate call's output `out`
-   passed through a marker `_cut_here(out, x)` (an identity under `jax.jit`; `x` is the call's
-   input). A forward dependence walk over the jaxpr, in which a marker's output depends only on
-   `x` (not on the layer's own parameters) and every other equation's outputs depend on all of its
-   inputs (recursing into nested jits), gives the parameters the logits depend on other than
-   through their own layer's call: a kernel reused as `h @ enc.variables['params']['kernel'].T`
-   is one, whether or not `h @ kernel.T` then feeds another layer. Plain Dense, Conv and
-   BatchNorm calls read nothing but `x` and their own variables, so the walk can only over-report
-   a dependence (sending a parameter to the exact fallback), never miss one. A tied parameter
-   leaves its site's rule (the site keeps its other parameters) and goes to the fallback, whose
-   `vmap(grad)` counts every use.
+   rank <= 3 without dilation, groups, mask or circular/reflect/causal padding; `nn.BatchNorm`
+   with running statistics whose feature axes exclude the batch axis (batch statistics raise).
+2. The module is called exactly once, at the top level (not inside a lifted transform such as
+   `nn.scan` or `nn.remat`); modules sharing one scope count as one module.
+3. Its input's and output's leading axis is the batch in abstract traces at two batch sizes (B
+   and 1, or B and 2), so an axis that merely has the batch's size is rejected.
+4. Each covered parameter reaches the logits only through this call (no weight tying): a forward
+   dependence walk over the jaxpr, with each candidate call's output cut from its own
+   parameters (`_cut_here`), can over-report a use (sending a parameter to the fallback), never
+   miss one.
 
-The checks use only shapes and the jaxpr (no values), so they cost two abstract traces per
-compilation. Whatever they cannot see (a layer whose rows are per-example but permuted, a model
-that mixes examples in eval mode, a faulty rule) is caught by the first-batch guard in
-`guard`.
+The checks use shapes and the jaxpr only (no values); what they cannot see is caught by `guard`.
+
+Usage:
+
+    apply_fn = lambda v, x: model.apply(v, x, train=False)
+    sites, fallback = linen_sites.find_sites(apply_fn, one_seed_vars, images)
+    # sites: LinenSite's (key 'Dense_0', kind, leaves, ...); fallback: ('params', ...) paths
 """
 
 from __future__ import annotations

@@ -1,26 +1,30 @@
 """Which exact method computes a model's GraNd: fast-rule sites, or plain `vmap(grad)`.
 
-Three methods give the same exact numbers at different costs:
+Three methods (`METHODS`) give the same exact numbers at different costs:
 
 - 'linen_sites': the rules at Linen module calls (`linen_sites`, module interception), every
   other param by `vmap(grad)` restricted to it;
 - 'jaxpr_sites': the rules at equations of the model's flat jaxpr (`jaxpr_sites`), which also see
-  params used outside modules with a rule (a LayerNorm scale, a position embedding added to the
-  activations, a class token concatenated to them, an embedding lookup), the rest by `vmap(grad)`;
+  params used outside modules with a rule (a LayerNorm scale, a position embedding, a class
+  token, an embedding lookup), the rest by `vmap(grad)`;
 - 'vmap_grad': `vmap(grad)` of every param.
 
 `sites_method` picks the site finder: Linen models use 'linen_sites' unless the jaxpr leaves fewer
-params to the fallback; other models have only 'jaxpr_sites'. The sites are not always the faster
-way: a plan with fallback params still runs a per-example backward pass down to the deepest of
-them, on top of the batched one; and a Dense layer over T positions costs its rule as much as
-`vmap(grad)` pays for its per-example gradient (`T * I * O`, or `T^2 * (I + O)` by the Gram
-identity), so a transformer gains little even when fully covered, while convolutions, which
-`vmap(grad)` runs one example at a time on CPU, gain most. So a call on an array of at least
-`MIN_BATCHES` batches times both compiled programs on its first batch (`faster`) and keeps the
-faster one (both exact; the guard still checks the rules of the plan with sites), logging the
-choice once; a shorter call keeps the sites, where the timing could cost more than it saves, and
-so does a stream (its length is unknown, and it stays bit-identical to the same examples given as
-an array).
+params to the fallback; other models have only 'jaxpr_sites'. The sites are not always faster:
+fallback params still need a per-example backward pass down to the deepest of them, and a Dense
+layer over T positions costs its rule as much as `vmap(grad)` pays (`T * I * O`, or
+`T^2 * (I + O)` by the Gram identity), while convolutions, which `vmap(grad)` runs one example
+at a time on CPU, gain most. So a call on an array of at least `MIN_BATCHES` batches times both
+compiled programs on its first batch (`choose`) and keeps the faster, logging the choice once; a
+shorter call or a stream keeps the sites (a stream's scores stay bit-identical to the same
+examples given as an array).
+
+Usage:
+
+    from datadiet_jax.scores.pergrad import method as method_lib
+    method = method_lib.sites_method(linen, form.logits, one, images)  # one seed's variables
+    counts = method_lib.coverage(method, form.logits, one, images)  # {kind: n, 'fallback': n}
+    best, first_result = method_lib.choose({method: fn, "vmap_grad": vmap_fn}, args)
 """
 
 from __future__ import annotations

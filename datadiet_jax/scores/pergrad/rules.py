@@ -14,9 +14,17 @@ contractions through `jaxpr_norms`) with captured per-example input `a_i` and ou
 - BatchNorm with running statistics, `a_i` the normalized input `x_hat_i`: the scale gradient is
   `g_i * x_hat_i` and the bias gradient `g_i`, each summed over every axis that is neither the
   batch axis nor a feature axis (`module.axis`).
+- Embedding (`embed_sq_norm`, jaxpr sites): row v of the table gradient sums `g_i[t]` over the
+  positions with id v, by a segment sum (no `[B, V, D]` tensor).
 
 All contractions run at `Precision.HIGHEST`: GPUs otherwise use TF32 for float32 matmuls, and the
 Gram identity multiplies two such results. `RULES` maps a site kind to its rule.
+
+Usage:
+
+    sq = rules.matmul_sq_norm(a, g)  # a [B, T, I], g [B, T, O] -> [B]
+    sq = rules.conv_sq_norm(x, g, ksize, strides, padding)  # x [B, *S, C], g [B, *S', O] -> [B]
+    sq = rules.site_sq_norm(site, a, g)  # a LinenSite's covered params -> [B] float32
 """
 
 from __future__ import annotations

@@ -1,15 +1,21 @@
 """Selection strategies: functions from `[N]` scores (and features) to the sorted indices kept.
 
-  ranking      validation of scores, kept counts, hardest / easiest / random / offset windows
-  stratified   per-class quotas, class-balanced strategies, CCS (coverage-centric coresets)
+  ranking        validation of scores, kept counts, hardest / easiest / random / offset windows
+  stratified     per-class quotas, class-balanced strategies, CCS (coverage-centric coresets)
   dual_sampling  DUAL's Beta sampling over mean predictions, for high pruning ratios
-  geometric    feature-geometry selectors: Moderate-DS, k-center greedy, herding, D2 pruning
-  strategies   the registry `STRATEGIES` and
-               `kept_indices(scores, strategy, keep_fraction= or prune_fraction=)`
+  geometric      feature-geometry selectors: Moderate-DS, k-center greedy, herding, D2 pruning
+  strategies     the registry `STRATEGIES` and `kept_indices`
 
 `prune_fraction` is the share of the examples REMOVED; the kept indices are positions in the
 dataset's own order, sorted. Scores are higher = harder, finite or +inf
 (`scores.inputs.invalid_scores`).
+
+Usage:
+
+    from datadiet_jax.scores import pruning
+    keep = pruning.kept_indices(grand.mean(0), "hardest", prune_fraction=0.3)  # [M] int64
+    keep = pruning.kept_indices(None, "kcenter", keep_fraction=0.5, features=feats,
+                                labels=labels)  # feats [K, N, D]
 """
 
 from datadiet_jax.scores.pruning.dual_sampling import dual_sample

@@ -9,10 +9,14 @@ training epochs, `trajectory.mean_true_probs`), not at its score rank, times its
   b = 15 * (1 - anchor) * (1 - r ** c_d),  a = 16 - b    (r = the pruned share)
   weight_i = Beta(mean_i; a, b) * score_i
 
-and draws the kept examples without replacement with probabilities proportional to the weights
-(`np.random.choice(..., p=weight / weight.sum(), replace=False)`). As r grows, b shrinks and the
-density's mode (a-1)/(a+b-2) moves toward easier examples (high mean prediction); at r -> 0 the mode
-sits at the anchor's difficulty.
+and draws the kept examples without replacement with probabilities proportional to the weights.
+As r grows, b shrinks and the density's mode (a-1)/(a+b-2) moves toward easier examples (high
+mean prediction); at r -> 0 the mode sits at the anchor's difficulty.
+
+Usage:
+
+    keep = dual_sample(scores, num_keep, mean_probs=mean_probs, prune_fraction=0.9, seed=0)
+    a, b = beta_parameters(scores, mean_probs, prune_fraction=0.9)  # a + b = 16
 """
 
 from __future__ import annotations

@@ -1,39 +1,30 @@
 """Feature-geometry selectors: Moderate-DS, k-center greedy, herding and D2 pruning.
 
 Strategies of `pruning.kept_indices` (`'moderate'`, `'kcenter'`, `'herding'`, `'d2'`); the last
-three work on penultimate features (`scores.penultimate.penultimate_features`). Features are
-`[N, D]`, or `[K, N, D]` per seed: the K seeds are concatenated along D after scaling each by
-`1/sqrt(K)`, so a squared distance is the MEAN over seeds of the per-seed squared distances
-(`features[:1]` is the single-run behaviour, identical to passing `features[0]`).
+three work on penultimate features `[N, D]`, or `[K, N, D]` per seed, concatenated along D after
+scaling each by `1/sqrt(K)`, so a squared distance is the MEAN over seeds (`combine_features`).
 
-- 'moderate' (Xia et al., ICLR 2023; authors' code tmllab/Moderate-DS `get_prune_idx`): sort the
-  scores (Moderate-DS distances, `geometry.moderate_distances`) and keep the contiguous window of
-  ranks centred on the median rank, over the whole dataset (not per class, as the code).
-  The code keeps ranks [round(N(1-r)/2), round(N(1+r)/2)) for keep fraction r, whose length can
-  miss M = num_keep by one; here exactly M, from rank floor((N - M) / 2), ties by index.
-- 'kcenter': k-center greedy (Sener & Savarese, ICLR 2018), as DeepCore's `k_center_greedy`: a
-  random first centre, then repeatedly the example farthest (Euclidean) from its nearest centre.
-- 'herding' (Welling, ICML 2009; Chen et al., UAI 2010): greedily the example that brings the mean
-  of the chosen features closest to the class mean, `argmin_x ||(t+1) mu - sum_chosen - x||`.
-  DeepCore's `herding.py` takes the argMAX of that distance (every version of the file); this is
-  the argmin of the herding papers and of iCaRL.
-- 'd2' (Maharana, Yadav & Bansal, "D2 Pruning", ICLR 2024; authors' code adymaharana/d2pruning
-  `GraphDensitySampler`, graph_mode='sum', graph_sampling_mode='weighted'): a k-nearest-neighbour
-  graph of the features (Euclidean), made undirected as in the code (j is a neighbour of i when
-  either is among the other's k nearest). Forward message passing once:
-  `x_i = s_i + sum_{j in N(i)} exp(-gamma_forward * d_ij) * s_j`. Then greedily the largest
-  `x_p`, and reverse message passing to its neighbours: `x_j -= exp(-gamma_reverse * d_pj) * x_p`.
-  Defaults are the authors' CIFAR-10 command (README): k=5, gamma_reverse=0.1, and the forward
-  weight `exp(-d)` of the code (gamma_forward=1). The code's `max(s_j, 1e-7)` floor is not
-  applied (scores are used as given; they must be finite). The hardest `beta` share of each class
-  (by score) is dropped first, as the code's `--mis-ratio` (0.4 in that command; `beta` defaults
-  to 0 in `kept_indices`).
+- 'moderate' (Xia et al., ICLR 2023): exactly M ranks of the Moderate-DS distances over the whole
+  dataset, centred on the median rank: from rank floor((N - M) / 2), ties by index (the authors'
+  `get_prune_idx` can miss M by one).
+- 'kcenter' (Sener & Savarese, ICLR 2018; DeepCore's `k_center_greedy`): a random first centre,
+  then repeatedly the example farthest (Euclidean) from its nearest centre.
+- 'herding' (Welling, ICML 2009): greedily the example that brings the chosen features' mean
+  closest to the class mean (the papers' argmin; DeepCore's `herding.py` takes the argmax).
+- 'd2' (Maharana et al., ICLR 2024; adymaharana/d2pruning `GraphDensitySampler`): forward message
+  passing on an undirected k-NN graph, `x_i = s_i + sum_j exp(-gamma_forward * d_ij) * s_j`, then
+  greedily the largest `x_p` with reverse passing `x_j -= exp(-gamma_reverse * d_pj) * x_p`;
+  defaults of the authors' CIFAR-10 command (k=5, gamma_reverse=0.1, gamma_forward=1), without
+  the code's `max(s_j, 1e-7)` floor, the hardest `beta` share of each class dropped first.
 
-'kcenter', 'herding' and 'd2' select within each class with the quotas of
-`stratified.class_quotas` (DeepCore's `balance=True` rounds each class's share separately; the
-quotas here sum to exactly M), or over the whole dataset without labels. The greedy loops are
-jitted `lax.fori_loop`s over each class, padded to a bucketed size to limit recompilation; ties
-go to the lower index.
+The last three select within each class with the exact quotas of `stratified.class_quotas` (or
+over the whole dataset without labels), in jitted `lax.fori_loop`s; ties go to the lower index.
+
+Usage:
+
+    keep = kept_indices(None, "kcenter", keep_fraction=0.5, features=feats, labels=labels)
+    picks = geometric.k_center_greedy(x, budget=100, first=0)  # x [n, D] -> [100] int64
+    picks = geometric.d2_select(x, scores, budget=100)  # scores [n] -> [100] int64, pick order
 """
 
 from __future__ import annotations

@@ -7,6 +7,13 @@ the score seeds); a higher score means a harder, more important example. +inf is
 broken by index with stable sorts (among equal scores the lower index comes first), so every
 result is deterministic, and randomness comes only from an explicit `seed` through
 `np.random.default_rng`.
+
+Usage:
+
+    order = hardest_first(scores)  # [N] int64, hardest first
+    keep = keep_hardest(scores, num_to_keep(len(scores), prune_fraction=0.3))  # [M] int64
+    keep = offset_window(scores, offset=100, num_keep=500)  # skips the 100 hardest
+    keep = random_subset(len(scores), 500, seed=0)
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
 """The strategy registry and `kept_indices`: a named strategy from scores to kept indices.
 
 `kept_indices(scores, 'hardest', prune_fraction=0.3)` keeps the 70% highest-scoring examples;
-`prune_fraction` is always the share REMOVED. Kept indices come back sorted, as `[M] int64`
-positions in the dataset's own order.
+`prune_fraction` is always the share REMOVED (or give `keep_fraction`, exactly one of them).
+Kept indices come back sorted, as `[M] int64` positions in the dataset's own order. `STRATEGIES`
+maps each name to its function; `FEATURE_STRATEGIES` need `features=`.
+
+Usage:
+
+    keep = kept_indices(scores, "hardest", prune_fraction=0.3)  # [M] int64
+    keep = kept_indices(scores, "hardest_balanced", keep_fraction=0.5, labels=labels)
+    keep = kept_indices(scores, "ccs", prune_fraction=0.5, beta=0.1, seed=0)
 """
 
 from __future__ import annotations

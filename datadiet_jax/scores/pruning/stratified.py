@@ -1,7 +1,14 @@
 """Stratified selection: per-class quotas, class-balanced strategies and CCS (coverage-centric).
 
 Like every strategy, these return sorted `[M] int64` dataset positions; randomness comes only from
-an explicit `seed`.
+an explicit `seed`. Class quotas are proportional to class size by largest-remainder rounding and
+sum to exactly the budget.
+
+Usage:
+
+    quotas = class_quotas(labels, num_keep=500)  # {label: quota}, summing to 500
+    keep = class_balanced(keep_hardest, scores, labels, 500)  # [500] int64
+    keep = ccs(scores, 500, beta=0.1, seed=0)  # [500] int64
 """
 
 from __future__ import annotations

@@ -1,23 +1,25 @@
 """datadiet_jax: find the important examples of a training set early in training.
 
 EL2N and GraNd scores (Paul, Ganguli & Dziugaite, "Deep Learning on a Data Diet", NeurIPS 2021),
-exact and for K stacked initializations at once:
+exact and for K stacked initializations at once. This face lists what `datadiet_jax.scores`
+lists, and the notebook path: `get_model`, `load_split`, `split_from_arrays`, `train_seeds`,
+`pruned_dataset`; names are imported lazily, so TensorFlow is never imported for scores.
 
-    from datadiet_jax import grand_scores, el2n_scores, init_variables
+  scores    the library: scores, model form (Linen, NNX, plain functions), pruning; no TensorFlow
+  training  the K-seed trainer
+  pipeline  config, data, the score stage, pruning plan, retraining
+  report    numbers and figures from saved results
+  dynamics  NTK, kernel velocity, error barriers
+  models    the paper's models; `main` is the command line (see docs/architecture.md)
+
+Usage:
+
+    from datadiet_jax import grand_scores, init_variables, kept_indices, load_split, train_seeds
     variables = init_variables(model, jax.random.key(0), num_seeds=4, sample_input=images[:1])
     scores = grand_scores(model, variables, images, labels)   # [K, N] float32
     kept = kept_indices(scores.mean(0), "hardest", keep_fraction=0.5)
-
-Training one's own model (Linen, NNX or plain functions) on K seeds, and the pruned tf.data
-pipeline, are `train_seeds` and `pruned_dataset` (`pipeline/notebook.py`).
-
-The package has five rooms (see docs/architecture.md): `scores` (the library: no TensorFlow,
-TFDS or ml_collections; one model form for Linen, NNX and plain functions), `training` (the K-seed
-trainer), `pipeline` (config, data, the score stage, pruning plan, retraining), `report` (numbers
-and figures from saved results) and `dynamics` (NTK, kernel velocity, error barriers); `models`
-holds the paper's models and `main` the entry point. This face lists what `datadiet_jax.scores`
-lists, and the notebook path: `get_model`, `load_split`, `split_from_arrays`, `train_seeds`,
-`pruned_dataset`.
+    split = load_split("fashion_mnist", "train", num_examples=4000)
+    trained = train_seeds(model, split, kept=kept, num_seeds=2, num_epochs=1)
 """
 
 __version__ = "0.1.0"

@@ -1,13 +1,20 @@
-"""Entry point: `python -m datadiet_jax.main --config=configs/fashion_mnist.py --workdir=DIR`.
+"""Command line of the pipeline: runs (or resumes) one config in one work directory.
 
 Every setting is a config field, overridden with `--config.x.y=value`; `WORKDIR/config.json`
 records the run completely. Running the same command again resumes the run; Ctrl-C or SIGTERM
 stops it with one line naming the stage (exit 130 or 143), and one process works in a work
-directory at a time.
+directory at a time. Bad input, a full disk or a diverged training ends with one `error:` line.
 
 On several hosts every process runs the same command with `--distributed` (JAX detects Slurm,
 Cloud TPU, Kubernetes or Open MPI) or with `--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I`; the trainings then shard over the devices of all of them (`multihost`).
+
+Usage:
+
+    python -m datadiet_jax.main --config=configs/fashion_mnist.py --workdir=runs/fashion_mnist
+    python -m datadiet_jax.main --config=configs/fashion_mnist.py:smoke --workdir=/tmp/smoke
+    python -m datadiet_jax.main --config=configs/cifar10.py --workdir=DIR --config.seed=1
+    python -m datadiet_jax.main --config=configs/cifar10.py --workdir=DIR --distributed
 """
 
 from __future__ import annotations

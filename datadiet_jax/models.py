@@ -7,6 +7,13 @@
 Every model is called as `model.apply(variables, images, train=...)` with `images: [B, H, W, C]`
 float32 and returns logits `[B, num_classes]`. BatchNorm keeps running statistics in the
 `batch_stats` collection; `train=False` uses them (the mode scores are computed in).
+
+Usage:
+
+    from datadiet_jax import models
+    model = models.get_model("resnet18", num_classes=10)     # a Linen module
+    models.register("my_cnn", MyCNN)                         # then config.model.name='my_cnn'
+    form = models.build(config.model, num_classes=10)        # the model form the stages use
 """
 
 from __future__ import annotations

@@ -2,28 +2,27 @@
 
 For networks w1 and w2 and a set of examples S, let E_S(a) be the error on S of the network
 w(a) = (1 - a) w1 + a w2. The error barrier (Frankle et al., "Linear Mode Connectivity and the
-Lottery Ticket Hypothesis", ICML 2020) is
+Lottery Ticket Hypothesis", ICML 2020) is `barrier_S = E_S(1/2) - (E_S(0) + E_S(1)) / 2`; on a
+finer grid of a, `max_a E_S(a) - (E_S(0) + E_S(1)) / 2` checks that the midpoint is where the
+maximum lies. Errors are fractions of S in [0, 1].
 
-    barrier_S = E_S(1/2) - (E_S(0) + E_S(1)) / 2
-
-at the midpoint; on a finer grid of a, `max_a E_S(a) - (E_S(0) + E_S(1)) / 2` checks that the
-midpoint is where the maximum lies. Errors are fractions of S in [0, 1].
-
-BatchNorm. The running statistics of w1 and w2 do not describe the activations of w(a), so the
-statistics used at each point of the path are a choice:
-  'recompute' (the default, and the correct choice): every point of the path, the endpoints
-    included, gets running statistics recomputed from training images: train-mode forward passes
-    over full batches, each BatchNorm mean and variance set to the average over batches of the
-    per-batch mean and (biased) variance, as `torch.optim.swa_utils.update_bn` does. The barrier
-    then compares the endpoints and the midpoint under the same rule.
-  'interpolate': the statistics are interpolated like the weights. A known pitfall: the variance
-    of the activations of w(a) is not the mix of the endpoints' variances (see the tests), so the
-    midpoint is evaluated with wrong statistics and the barrier comes out too high. Kept to
-    measure the size of the error.
-
+BatchNorm: the running statistics of w1 and w2 do not describe the activations of w(a), so the
+statistics at each point of the path are a choice (`BatchNormRule`):
+  'recompute' (the default, and the correct choice): every point, the endpoints included, gets
+    statistics recomputed from training images (train-mode passes over full batches, averaged
+    per-batch mean and biased variance, as `torch.optim.swa_utils.update_bn` does).
+  'interpolate': the statistics are interpolated like the weights. The variance of the
+    activations of w(a) is not the mix of the endpoints' variances, so the barrier comes out
+    too high; kept to measure the size of that error.
 Variables are Flax variable dicts {'params': ..., 'batch_stats': ...} of one network (no seed
-axis); `batch_stats` may be absent or empty (no BatchNorm), and then the two modes agree. A
-`BatchNormRule` holds the mode and, for 'recompute', the training images and batch size.
+axis); without `batch_stats` the two modes agree.
+
+Usage:
+
+    from datadiet_jax.dynamics import barriers
+    bn = barriers.BatchNormRule("recompute", images=train_images, batch_size=128)
+    curves = barriers.error_curves(model, v1, v2, {"test": (images, labels)}, bn=bn)
+    curves["test"]["barrier"]             # E(1/2) - (E(0) + E(1)) / 2
 """
 
 from __future__ import annotations

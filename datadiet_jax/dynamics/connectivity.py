@@ -4,20 +4,22 @@ The protocol of Frankle et al. (ICML 2020), as Paul et al. apply it to subsets r
 (Figure 4): train a parent network and stop it at a spawning step t*; from its weights train two
 children to the end T, each with its own data order (one K=2 training, `loop.fit` with
 `init_state`); measure the error barrier between the children (`barriers.error_curves`) on each
-set of examples.
-
-The children inherit the parent's whole training state: weights, BatchNorm statistics, momentum
-and the position in the learning-rate schedule (the schedule spans T steps for parent and
-children alike). So a child whose data order matched the parent's would reproduce the parent's
-own continued run; only the SGD noise of the data order separates the two children.
+set of examples. The children inherit the parent's whole training state (weights, BatchNorm
+statistics, momentum, the position in the learning-rate schedule), so only the SGD noise of the
+data order separates them.
 
 Layout under the work directory of one spawning run:
   parent/ckpt/, parent/metrics.jsonl          the parent (one seed), stopped at each t* in turn
   children/stepNNNNNN/ckpt/, metrics.jsonl    the two children of spawning step NNNNNN
   barriers/stepNNNNNN.json                    the measurements of that step (written last)
 
-The study's settings are one `SpawningSpec`; the trainer's are `config.train` (`train_cfg`) and
-the run seed, so no function here sees the whole config.
+Usage:
+
+    from datadiet_jax.dynamics import connectivity
+    spec = connectivity.SpawningSpec(spawn_epochs=(0, 0.5, 1), subset_size=1000,
+                                     alphas=(0.0, 0.25, 0.5, 0.75, 1.0))
+    rows = connectivity.spawning_run(config.train, 0, workdir, model, split, test_split,
+                                     el2n.mean(0), spec)   # one row per step, subset, alpha
 """
 
 from __future__ import annotations

@@ -5,18 +5,20 @@ seeds, ascending: rank 0 is the lowest score). For windows of `window_size` exam
 in that order, the empirical NTK Gram matrix of the window (`ntk.ntk_gram`, the trace over
 logits) is computed under each seed at epoch t and at epoch t + 1; the velocity of the window
 under seed k is the cosine distance of the two matrices (`ntk.kernel_distance`, Fort et al.,
-NeurIPS 2020), per epoch of training.
-
-One K-seed training (`loop.fit`) runs to the last t + 1; epoch hooks compute the EL2N at
-each t and the Gram matrices at each t and t + 1, so no state is stored beyond the loop's
-checkpoints (the measured epochs are kept). Layout under the work directory:
+NeurIPS 2020), per epoch of training. One K-seed training (`loop.fit`) runs to the last t + 1,
+its epoch hooks computing the EL2N and the Gram matrices. Every file is written once, so a
+stopped run resumes where it stopped:
   train/ckpt/, train/metrics.jsonl     the K-seed training
   el2n/epochNNN.npz                    EL2N [K, N] at t, the window starts and windows [W, n]
   grams/tNNN_atMMM.npz                 Gram matrices [K, W, n, n] of the windows of t at epoch MMM
-Every file is written once, so a stopped run resumes where it stopped.
 
-The study's settings are one `VelocitySpec`; the trainer's are `config.train` (`train_cfg`) and
-the run seed, so no function here sees the whole config.
+Usage:
+
+    from datadiet_jax.dynamics import kernel_velocity
+    spec = kernel_velocity.VelocitySpec(epochs=(0, 1), window_size=100, num_windows=10,
+                                        num_seeds=4, score_batch_size=500)
+    rows = kernel_velocity.velocity_run(config.train, 0, workdir, model, split, spec)
+    # one row per (epoch, seed, window): 'velocity', 'el2n_rank_fraction', ...
 """
 
 from __future__ import annotations

@@ -2,33 +2,25 @@
 
 For a network f(x; w) with logits f_c, the empirical NTK of examples i, j is
 `Theta_ij^{cd} = J_i^c . J_j^d`, with `J_i^c = d f_c(x_i) / d w` over all trainable parameters
-('params'; BatchNorm statistics are constants) and the model in eval mode (running
-statistics), as the scores are computed.
+('params'; BatchNorm statistics are constants) and the model in eval mode, as the scores are
+computed. `ntk_gram` returns by default the trace over the logits, `K_ij = sum_c J_i^c . J_j^c`
+([n, n], the usual Gram matrix of a multi-output network, which Figure 3 uses); `full=True`
+returns every pair of logits ([n*C, n*C], row `i * C + c`), to check that choice. The kernel
+velocity (Fort et al., NeurIPS 2020) is `kernel_distance(K1, K2) = 1 - <K1, K2>_F /
+(||K1||_F ||K2||_F)`, between the Gram matrices of one set of examples at two times.
 
-Which kernel. `ntk_gram` returns by default the trace over the logits,
-`K_ij = sum_c J_i^c . J_j^c` ([n, n]); `full=True` returns every pair of logits ([n*C, n*C],
-example-major: row `i * C + c`), C^2 times larger. The kernel velocity of Paul et al. (Figure 3)
-and of Fort et al. (NeurIPS 2020) is the cosine distance between the Gram matrices of one set of
-examples at two times; the text of Paul et al. speaks of "the NTK Gram matrix" of 100 examples
-without spelling out how the C logits enter, and the trace is the usual [n, n] Gram matrix of a
-multi-output network. Figure 3 uses the trace; the full kernel is here to check that choice.
+Nothing builds the per-example Jacobian of the whole network: per layer site (Dense, Conv,
+BatchNorm; `linen_sites`) the kernel is contracted from the site's inputs and output gradients
+(`linen_norms.capture`, one backward pass per logit), from per-example kernel gradients or by the
+Gram identity, whichever needs fewer operations. Parameters no site covers get their exact
+Jacobian from `vmap(jacrev)`. All contractions run at `Precision.HIGHEST`.
 
-How. Nothing builds the per-example Jacobian of the whole network. `linen_norms.capture`,
-vmapped over the C logits, gives every site's (Dense, Conv, BatchNorm call; see `linen_sites`)
-input `a_i` and the gradient `g_i^c` of logit c of example i with respect to the site's output,
-in one backward pass per logit. Per site, with `P_i` the layer input (Conv: the im2col patches,
-never built: sums over kernel offsets of shifted inputs as in `rules`) and `G_i^c` the
-output gradients over positions t:
-- kernel: `J_i^c . J_j^d = <P_i^T G_i^c, P_j^T G_j^d>_F`, computed either from the per-example
-  kernel gradients or by the Gram identity `sum_{t,s} (P_i P_j^T)_ts (G_i^c G_j^d^T)_ts`,
-  whichever needs fewer operations;
-- bias: `(sum_t G_i^c) . (sum_t G_j^d)`;
-- BatchNorm scale and bias: the per-feature sums of `g * x_hat` and of `g`, dotted.
-Every parameter no site covers (tied weights, layers without a rule) gets its exact per-example
-Jacobian from `vmap(jacrev)` restricted to those parameters. All contractions run at
-`Precision.HIGHEST`.
+Usage:
 
-Velocity: `kernel_distance(K1, K2) = 1 - <K1, K2>_F / (||K1||_F ||K2||_F)`.
+    from datadiet_jax.dynamics import ntk
+    gram_t = ntk.ntk_gram(model, variables_t, images[:100])     # [K, 100, 100] float32
+    gram_t1 = ntk.ntk_gram(model, variables_t1, images[:100])
+    velocity = ntk.kernel_distance(gram_t, gram_t1)              # [K] float64, in [0, 2]
 """
 
 from __future__ import annotations

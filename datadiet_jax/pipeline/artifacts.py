@@ -1,11 +1,20 @@
-"""Files a run writes: score files with index and provenance, and results (atomic writes:
-`training/files.py`).
+"""Files a run writes: score files with index and provenance (checked on load), and results.
 
 Score files are `.npz` with `per_seed [K, N] float32`, `mean [N] float32`, `index [N] int64`
 (dataset positions), `tfds_id [N] str` (each example's TFDS id, for TFDS sources only) and
 `provenance` (a JSON string: dataset, split, N, label noise, data source, input kind, seeds, epoch,
-model, config). Every write goes to a temporary file in the same folder and is renamed into place,
-so a stopped run never leaves a half-written file."""
+model, config). `load_scores` refuses, in one line, a file that is unreadable, holds NaN, has the
+wrong length or belongs to other data (or, unless transfer is allowed, another model or seed).
+Every write is atomic (`training/files.py`), so a stopped run never leaves a half-written file.
+
+Usage:
+
+    from datadiet_jax.pipeline import artifacts
+    artifacts.save_scores(path, per_seed, index, provenance)      # per_seed [K, N], index [N]
+    scores = artifacts.load_scores(path, {"dataset": "fashion_mnist", "num_examples": N})
+    scores["mean"], scores["provenance"]                           # [N] float32, dict
+    results = artifacts.read_results(workdir)                      # WORKDIR/results.json
+"""
 
 from __future__ import annotations
 

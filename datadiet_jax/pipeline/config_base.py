@@ -1,7 +1,16 @@
 """The base config every `configs/*.py` file starts from: the paper's CIFAR-10 protocol.
 
 Every field is documented once, here, on the line above it. One name per concept across configs,
-code and metric keys. `config_check.validate` checks the values before anything runs.
+code and metric keys. `config_check.validate` checks the values before anything runs; `smoke`
+shrinks a config to a seconds-long CPU run with the same stages.
+
+Usage:
+
+    from datadiet_jax.pipeline.config_base import base_config, config_to_dict, smoke
+    config = base_config()                  # CIFAR-10, ResNet18, 200 epochs
+    config.data.name = "fashion_mnist"
+    config = smoke(config)
+    record = config_to_dict(config)         # what WORKDIR/config.json holds
 """
 
 from __future__ import annotations

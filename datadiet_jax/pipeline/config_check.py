@@ -1,12 +1,18 @@
 """Every check of a config before anything runs: one `ValueError` naming the field and the fix.
 
 Types are checked by `ml_collections` when a flag is parsed (a locked config refuses a string
-for an int); `validate` checks the rest here, before any data is read or anything is written, so
-a bad override such as `--config.train.batch_size=0` fails at once with one line: ranges
+for an int); `validate` checks the rest, before any data is read or anything is written, so a bad
+override such as `--config.train.batch_size=0` fails at once with one line: ranges
 (`check_values`), names (model, strategy, scores), the score epochs against the training
-(`score_epochs`) and the retraining plan (its run names; `plan.check_windows` checks the offset
-windows once N is known). It returns the stages' specs (`specs.Specs`), built once here: validation
-and the orchestrator are the only code that sees the whole config.
+(`score_epochs`) and the retraining plan (`plan.check_windows` checks the offset windows once N
+is known). It returns the stages' specs (`specs.Specs`), built once here: validation and the
+orchestrator are the only code that sees the whole config.
+
+Usage:
+
+    from datadiet_jax.pipeline import config_check
+    specs = config_check.validate(config)       # ValueError: one line naming the field
+    specs.score, specs.prune, specs.retrain     # what each stage is
 """
 
 from __future__ import annotations

@@ -1,17 +1,24 @@
 """Datasets in memory: the split's own order, input kinds, normalization, label noise.
 
-Decision: the example index is the position in the split as its source serves it (TFDS's order,
-an array's rows; no re-sorting), so every score file maps back to the right example. A
-`num_train_examples` limit keeps the first N examples of that order, so indices stay the
-dataset's own. Where the examples come from is `sources.py`.
-
-Inputs are of one of three kinds, told apart by dtype once loaded (`Split.kind`):
+The example index is the position in the split as its source serves it (TFDS's order, an
+array's rows; no re-sorting), so every score file maps back to the right example; a
+`num_train_examples` limit keeps the first N examples of that order. Where the examples come
+from is `sources.py`. Inputs are of one of three kinds, told apart by dtype (`Split.kind`):
   'images'    [N, H, W, C] uint8, normalized per channel: `(x / 255 - mean) / std` with the
               dataset's constants (`NORMALIZATION`), else the training split's statistics.
   'features'  [N, D] float32, standardized per feature with the training split's mean and std
               (a constant feature, std 0, is only centered).
-  'tokens'    [N, T] int32 token ids, passed to the model as they are (an embedding first layer).
+  'tokens'    [N, T] int32 token ids, passed to the model as they are.
 The constants are recorded in every score file's provenance.
+
+Usage:
+
+    from datadiet_jax.pipeline import data
+    split = data.load_split("fashion_mnist", "train", num_examples=2000)
+    images = split.model_inputs()                  # [N, 28, 28, 1] float32, normalized
+    noisy = data.with_label_noise(split, 0.1, "permute", seed=0)
+    own = data.split_from_arrays(features, labels)     # [N, D] float32, [N] int
+    train_split, test_split = data.load_splits(config.data)
 """
 
 from __future__ import annotations

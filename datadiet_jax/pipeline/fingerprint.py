@@ -1,5 +1,4 @@
-"""What each stage output was made from, so that a rerun redoes exactly the stages whose inputs
-changed.
+"""What each stage output was made from, so a rerun redoes exactly the stages whose inputs changed.
 
 - A kept set (`retrain/<run>/kept.npz`) records the content hash of every score file it was
   selected from and the selection settings (`kept_record`).
@@ -11,6 +10,13 @@ changed.
   that a finished run can be recognised without loading data (`run.is_current`).
 
 Hashes are SHA-256 hex digests: of a file's bytes, or of an array's dtype, shape and bytes.
+
+Usage:
+
+    from datadiet_jax.pipeline import fingerprint
+    hashes = fingerprint.score_hashes({"el2n@1": path}, workdir)   # {name: {'file', 'sha256'}}
+    record = fingerprint.training_record(specs.retrain, kept)      # kept [M] int64
+    fingerprint.changes(old_record, record)     # e.g. ['kept_sha256']; [] when unchanged
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 line, "interrupted during <stage>; rerun the same command to resume", exiting 130 (SIGINT) or
 143 (SIGTERM). Every output is written atomically and every training resumes from its last
 checkpoint, so the rerun ends with the same files as an uninterrupted run.
+
+Usage:
+
+    from datadiet_jax.pipeline import interrupts
+    with interrupts.exit_on_interrupt():            # once, in the entry point
+        with interrupts.stage("score training"):
+            train()
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
-"""Quiet library logs: the INFO chatter of TFDS, TensorFlow, JAX and orbax stays out of a run's
-log ("Load dataset info ...", "Constructing tf.data.Dataset ...", "Unable to initialize backend
-'tpu'", checkpoint internals); their warnings and errors still show. `--verbosity=1` (absl's
-flag) brings everything back.
+"""Keeps the INFO lines of TFDS, TensorFlow, JAX, orbax and Flax out of a run's log.
+
+Lines such as "Load dataset info ...", "Constructing tf.data.Dataset ...", "Unable to initialize
+backend 'tpu'" and checkpoint internals are left out; these libraries' warnings and errors still
+show. `--verbosity=1` (absl's flag) brings everything back.
+
+Usage:
+
+    from datadiet_jax.pipeline import logs
+    logs.quiet_library_logs()      # once, at start-up: a filter on absl's handler
 """
 
 from __future__ import annotations

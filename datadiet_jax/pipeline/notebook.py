@@ -1,19 +1,20 @@
 """The notebook path: K-seed training of one's own model and the pruned tf.data pipeline.
 
-The same loop, steps and input pipeline as the command line, as three calls:
+The same loop, steps and input pipeline as the command line, as plain calls. `train_seeds` takes
+any model `scores.model_form` takes (a Flax Linen module, an NNX module class or factory, a
+plain-function model; `train_arg` names a Linen mode flag no convention names), logs progress,
+stops with one error line on a non-finite loss or a model trained in eval mode, and keeps orbax
+checkpoints in `workdir` when one is given (a rerun resumes there).
 
+Usage:
+
+    from datadiet_jax import grand_scores, kept_indices, load_split, pruned_dataset, train_seeds
     split = load_split("fashion_mnist", "train", num_examples=4000)
     trained = train_seeds(MyNNXNet, split, num_seeds=4, num_epochs=1)       # K = 4 seeds
     grand = grand_scores(trained.model, trained.variables, split.model_inputs(), split.labels)
     kept = kept_indices(grand.mean(0), "hardest", keep_fraction=0.5)
     retrained = train_seeds(MyNNXNet, split, kept=kept, num_seeds=2, num_steps=trained.num_steps)
     for batch in pruned_dataset(split, kept, batch_size=128): ...        # or your own loop
-
-`train_seeds` takes any model `scores.model_form` takes (a Flax Linen module, an NNX module class
-or factory, a plain-function model; `train_arg` names a Linen mode flag no convention names),
-logs progress with a rate and an ETA, stops with one error line on a non-finite loss or a model
-trained in eval mode, and keeps orbax checkpoints in `workdir` when one is given (a rerun
-resumes there).
 """
 
 from __future__ import annotations

@@ -1,16 +1,20 @@
 """The retraining plan: every run a config asks for, enumerated once, and the examples each keeps.
 
-`planned_runs(config.prune)` lists the runs from the config alone (so `config_check.validate` checks
-the plan it puts in `specs.PruneSpec.runs`, which `kept_sets` later fills with kept indices from the
-scores), in plan order: the
-full-data baseline, then per pruned fraction each score (and each offset of the 'offset'
-strategy) followed by the random baseline of that fraction.
-
+`planned_runs(config.prune)` lists the runs from the config alone, in plan order: the full-data
+baseline, then per pruned fraction each score (and each offset of the 'offset' strategy)
+followed by the random baseline of that fraction; `kept_sets` later gives each its kept indices.
 Run names are also their folders under `WORKDIR/retrain/`:
 `<score>_<strategy>_f<fraction>[_o<offset>]` (`el2n-1_hardest_f0.50`, `el2n-1_offset_f0.60_o25`),
 `random_subset_f<fraction>` and `full`. The fraction has two decimals when they are exact and its
 shortest exact repr otherwise (`f0.304`), so distinct fractions never share a folder; a plan
 whose runs would share one is refused.
+
+Usage:
+
+    from datadiet_jax.pipeline import plan
+    runs = plan.planned_runs(config.prune)       # [PlannedRun('full', None, 'full', 0.0), ...]
+    for run, kept in plan.kept_sets(specs.prune, split, {"el2n@1": el2n.mean(0)}):
+        print(run.name, len(kept))               # kept: [M] int64 dataset indices
 """
 
 from __future__ import annotations

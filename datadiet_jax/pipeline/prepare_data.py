@@ -1,12 +1,15 @@
 """Builds the real TFDS `fashion_mnist` dataset from Debian's `dataset-fashion-mnist` files.
 
-Usage: `python -m datadiet_jax.pipeline.prepare_data [--data_dir=DIR]` (`make data` runs it).
-
 Debian ships the original IDX files, but they are recompressed, so TFDS's checksum check rejects
 them as a download or `manual_dir`. Instead the registered `fashion_mnist` builder is run with its
 split generators pointed at the local files: its own `_generate_examples` parses them, and the
 result is the ordinary TFDS dataset (same name, version, features and example order), loadable with
-`tfds.load("fashion_mnist")` with no network.
+`tfds.load("fashion_mnist")` with no network. `make data` runs it.
+
+Usage:
+
+    python -m datadiet_jax.pipeline.prepare_data
+    python -m datadiet_jax.pipeline.prepare_data --data_dir=DIR --source_dir=IDX_FOLDER
 """
 
 from __future__ import annotations

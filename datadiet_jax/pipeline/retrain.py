@@ -3,7 +3,16 @@
 Each run of the plan (`plan.kept_sets`) lands in `WORKDIR/retrain/<run>/`: `kept.npz` (the kept
 indices and what they and the training are made from, `fingerprint`), `ckpt/`, `metrics.jsonl` and
 `result.json`. A finished run whose record matches is skipped; one whose kept indices or training
-settings changed is trained again from scratch, with one line saying why.
+settings changed is trained again from scratch, with one line saying why. Runs of equal-size kept
+sets may train as one stacked training (`stacked`).
+
+Usage:
+
+    from datadiet_jax.pipeline import retrain
+    runs = [(run, kept, fingerprint.kept_record(specs.prune, run, hashes, split.num_examples))
+            for run, kept in plan.kept_sets(specs.prune, split, scores)]
+    results = retrain.retrain_stage(specs.retrain, workdir, model, split, test_split, runs)
+    rows = retrain.result_rows(results)          # one CSV row per (run, seed)
 """
 
 from __future__ import annotations

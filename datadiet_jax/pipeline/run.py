@@ -12,6 +12,14 @@ after it. One process works in a work directory at a time (`workdir.hold`).
   WORKDIR/retrain/<run>/              kept.npz (with its record), ckpt/, metrics.jsonl, result.json
   WORKDIR/results.json, results.csv   every retraining run (CSV: one row per seed); the paths in
                                       results.json are relative to the work directory
+
+Usage:
+
+    from configs import fashion_mnist
+    from datadiet_jax.pipeline import run
+    config = fashion_mnist.get_config("smoke")
+    results = run.run(config, "runs/smoke")      # also written to runs/smoke/results.json
+    run.is_current(config, "runs/smoke")         # True: finished, inputs unchanged
 """
 
 from __future__ import annotations

@@ -3,12 +3,17 @@
 Writes `WORKDIR/scores/<score>_epochNNN.npz` (per-seed [K, N] scores, mean, index, provenance;
 `features_epochNNN.npz` holds [K, N, D] penultimate features instead) and trains in
 `WORKDIR/scores/train/` (checkpoints, metrics.jsonl). EL2N, GraNd, the logit scores and the
-features with their scores are computed by epoch hooks of the K-seed loop; forgetting, AUM and
-the dynamics scores are the loop's statistics at the end. A
-finished stage (every file there) is skipped; an interrupted one resumes, and a deleted score
-file of an earlier epoch is recomputed from that epoch's kept checkpoint. Scores of another run
-(`config.score.workdir`) are checked against this run's data instead (`external_scores`). What
-the stage computes is a `specs.ScoreSpec`; which files pruning reads, a `specs.PruneSpec`.
+features are computed by epoch hooks of the K-seed loop; forgetting, AUM and the dynamics scores
+are the loop's statistics at the end. A finished stage is skipped; an interrupted one resumes,
+and a deleted score file of an earlier epoch is recomputed from that epoch's kept checkpoint.
+Scores of another run (`config.score.workdir`) are checked against this run's data instead
+(`external_scores`).
+
+Usage:
+
+    from datadiet_jax.pipeline import score_stage
+    files = score_stage.score_stage(specs.score, workdir, model, split)  # {'el2n@1': path, ...}
+    scores = score_stage.pruning_scores(specs.score, specs.prune, split, files)  # {name: [N]}
 """
 
 from __future__ import annotations

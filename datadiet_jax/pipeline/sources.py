@@ -1,17 +1,20 @@
-"""Where the data come from: TFDS (a name or a prepared dataset directory), array files (`.npz`,
-`.npy`) or a function; each gives a split's inputs and labels in its own row order.
+"""Where the data come from: TFDS, array files (`.npz`, `.npy`) or a function, in row order.
 
 `config.data.name` chooses the source: 'arrays' reads the files of `config.data.arrays`,
 'function' calls `config.data.function`, anything else is a TFDS dataset name (e.g. 'cifar10')
-or the path of a prepared TFDS dataset directory (the folder holding `dataset_info.json`, loaded
-with `tfds.builder_from_directory`). Arrays and function outputs hold the inputs under
-`config.data.image_key` ('image' unless set) and the labels under `config.data.label_key`
-('label'); for TFDS these fields choose the features (default: the dataset's supervised_keys).
+or the path of a prepared TFDS dataset directory (the folder holding `dataset_info.json`). Arrays
+and function outputs hold the inputs under `config.data.image_key` ('image' unless set) and the
+labels under `config.data.label_key` ('label'); for TFDS these fields choose the features
+(default: the dataset's supervised_keys). Every source keeps its own order and reports what it
+read for the provenance of score files (`Raw.record`): the directory of a TFDS directory, the
+SHA-256 of array files, the import path and content hash of a function's arrays. TFDS examples
+also carry their TFDS id (`tfds_id`, e.g. 'mnist-train.tfrecord-00000-of-00001__7').
 
-Every source keeps its own order (TFDS: the split as TFDS serves it; arrays: the rows), and
-reports what it read for the provenance of score files (`Raw.record`): the directory of a TFDS
-directory, the SHA-256 of array files, the import path and content hash of a function's arrays.
-TFDS examples also carry their TFDS id (`tfds_id`, e.g. 'mnist-train.tfrecord-00000-of-00001__7').
+Usage:
+
+    from datadiet_jax.pipeline import sources
+    raw = sources.read_tfds("mnist", "train", num_examples=1000)   # inputs [N, 28, 28, 1] uint8
+    raw_train, raw_test = sources.read_splits(config.data)         # `Raw`s, in their own order
 """
 
 from __future__ import annotations

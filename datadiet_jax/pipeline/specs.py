@@ -9,6 +9,13 @@ take these frozen specs instead, beside `loop.TrainSpec` (one K-seed training):
 
 Config subtrees (`config.train`, `config.data`) are kept where they are genuinely the input
 (`loop.TrainSpec.train_cfg`, `input_pipeline.augments`). Every field is documented once, here.
+
+Usage:
+
+    from datadiet_jax.pipeline import config_check
+    specs = config_check.validate(config)      # a specs.Specs
+    specs.score.names                          # e.g. ('el2n@20', 'grand@0', 'forgetting')
+    specs.prune.runs, specs.retrain.num_seeds  # the planned runs; R seeds per run
 """
 
 from __future__ import annotations

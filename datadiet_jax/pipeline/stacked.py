@@ -1,13 +1,21 @@
-"""Many retraining runs as one stacked training: the runs of equal-size kept sets and equal
-steps trained together on the seed axis (`specs.RetrainSpec.stack`, `config.retrain.stack`).
+"""Retraining runs of equal-size kept sets and equal steps trained as one stacked K-seed training.
 
-Member s of a group of S runs holds seeds s*R .. s*R + R - 1 of one K = S*R training. Each
-seed keeps the init, Dropout keys and data order of the seed it stands for in its own run
-(`TrainSpec.streams`: 0..R-1 once per member) and trains on its member's kept set (`kept [K, M]`),
-so every member ends as its own run would, within float32 rounding: the per-seed computation is
-the same, only batched with more seeds. The group's checkpoints live in
-`WORKDIR/retrain/_stacked/<group>/` (named by the members' records, so an interrupted group
-resumes when the same runs are pending); each member's result lands in its own run folder.
+`config.retrain.stack` ('auto': on accelerators) turns it on. Member s of a group of S runs holds
+seeds s*R .. s*R + R - 1 of one K = S*R training. Each seed keeps the init, Dropout keys and data
+order of the seed it stands for in its own run (`TrainSpec.streams`: 0..R-1 once per member) and
+trains on its member's kept set (`kept [K, M]`), so every member ends as its own run would,
+within float32 rounding. The group's checkpoints live in `WORKDIR/retrain/_stacked/<group>/`
+(named by the members' records, so an interrupted group resumes when the same runs are pending);
+each member's result lands in its own run folder.
+
+Usage:
+
+    from datadiet_jax.pipeline import stacked
+    if stacked.enabled(spec):                                  # spec: a specs.RetrainSpec
+        for group in stacked.groups(spec, split.num_examples, pending):
+            members = [(run, kept, made_from) for _, run, kept, _, made_from in group]
+            trained = stacked.train_group(spec, workdir, model, split, members)
+            # one (init_state, state, nonfinite_step) per member, as its own run ends
 """
 
 from __future__ import annotations

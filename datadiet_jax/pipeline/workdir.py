@@ -8,8 +8,14 @@
 - `check_config` records the run's config in `WORKDIR/config.json`, or checks it against the one
   there: the fields that make the score stage (data, model, training, scores, seed) must match;
   the retraining plan (`prune`, `retrain`) and where the dataset lies (`data.data_dir`,
-  `data.download`) may change, and the stages after the scores follow their fingerprints
-  (`fingerprint`).
+  `data.download`) may change, and the stages after the scores follow their fingerprints.
+
+Usage:
+
+    from datadiet_jax.pipeline import workdir
+    workdir.check_writable("runs/fm")
+    with workdir.hold("runs/fm"):                # WorkdirBusy: another process holds it
+        changed = workdir.check_config("runs/fm", config_to_dict(config))
 """
 
 from __future__ import annotations

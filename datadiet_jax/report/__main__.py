@@ -1,10 +1,15 @@
-"""Results without code: `python -m datadiet_jax.report --workdir=DIR`.
+"""Results without code: the summary table and per-example scores of one run's work directory.
 
 Logs the summary table of the run in DIR (finished or partial: every planned run with its
 status, kept count and test accuracy) and writes DIR/report/ (`run_summary.write_report`): the
 table as CSV, Markdown, PNG and PDF, and the per-example scores as CSV. Nothing is trained and no
 dataset is read; a folder that is not a run's work directory or a refused score file exits with
 one `error:` line.
+
+Usage:
+
+    python -m datadiet_jax.main --config=configs/fashion_mnist.py --workdir=runs/fashion_mnist
+    python -m datadiet_jax.report --workdir=runs/fashion_mnist    # finished or partial
 """
 
 from __future__ import annotations

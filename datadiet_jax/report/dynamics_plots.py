@@ -1,4 +1,15 @@
-"""Figures of the training-dynamics studies (Figures 3 and 4, seed count), from saved rows only."""
+"""Figures of the training-dynamics studies (Figures 3 and 4, seed count), from saved rows only.
+
+Each function takes rows and an output path stem, writes `<stem>.png` and `<stem>.pdf`
+(`plots.save_figure`) and returns the written paths.
+
+Usage:
+
+    from datadiet_jax.report import dynamics_plots
+    dynamics_plots.plot_kernel_velocity(rows, "out/fig3")   # 'noise_fraction', 'epoch', ...
+    dynamics_plots.plot_barriers(rows, "out/fig4", bn="recompute")   # connectivity's rows
+    dynamics_plots.plot_seed_count(spearman_rows, accuracy_rows, "out/seedcount")
+"""
 
 from __future__ import annotations
 

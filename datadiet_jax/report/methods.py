@@ -3,6 +3,13 @@
 Every function reads rows or files a finished sweep left (`experiments/methods.py`); nothing
 trains. A method "beats random by more than the spread" at a fraction when the 16th percentile
 of its healthy retraining seeds lies above the 84th percentile of the random subsets'.
+
+Usage:
+
+    from datadiet_jax.report import methods, summary
+    table = summary.summary_table(rows, ("method", "prune_fraction"))   # rows: one per seed
+    compared = methods.against_random(table)       # adds 'vs_random' and 'verdict'
+    methods.plot_methods(rows, {"el2n@1": "scores", "herding": "geometry"}, "out/methods")
 """
 
 from __future__ import annotations

@@ -4,6 +4,13 @@ Everything is pure numpy/scipy on saved arrays. Scores may hold +inf (the forget
 example never learned): it ranks above every finite score, and histograms count it apart. Outputs
 are numpy arrays or plain Python values; `jsonable` turns any of them into values `json.dumps`
 accepts.
+
+Usage:
+
+    from datadiet_jax.report import numbers
+    found = numbers.noise_detection(el2n.mean(0), noisy_mask)   # 'auc', 'precision_at_k', ...
+    names, rho = numbers.spearman_matrix({"el2n": el2n.mean(0), "grand": grand.mean(0)})
+    text = json.dumps(numbers.jsonable(found))
 """
 
 from __future__ import annotations

@@ -7,6 +7,13 @@ PDF canvases are used whatever the interactive backend of a notebook is, and not
 calls. Curves show the mean over runs with a 16th-84th percentile band (one standard deviation
 for normally distributed accuracies). Runs whose 'status' is 'collapsed' or 'diverged' (see
 `datadiet_jax.training.health`) are left out of every curve, and the figure says how many.
+
+Usage:
+
+    from datadiet_jax.report import plots
+    rows = [{"method": "el2n@1", "prune_fraction": 0.3, "test_accuracy": 0.9}, ...]
+    paths = plots.plot_pruning_curves(rows, "out/fig1")     # out/fig1.png, out/fig1.pdf
+    mean, p16, p84 = plots.summarize([0.90, 0.91, 0.89])
 """
 
 from __future__ import annotations

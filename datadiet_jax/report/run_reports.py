@@ -1,8 +1,8 @@
 """Reports of saved runs, next to a figure: score histograms, correlations, image grids, counts.
 
-Built from saved runs only (score files, kept indices, results).
-
-For a figure FIG, under OUT/reports/:
+Built from saved runs only (score files, kept indices, results); the dataset images are read
+again (for the grids and the input norm), and nothing is trained. For a figure FIG, under
+OUT/reports/:
   FIG_class_counts.{json,csv}            examples per class in every kept subset (training labels)
   FIG_score_histograms_noiseNN.{png,pdf} histogram of every score (mean over seeds)
   FIG_spearman_noiseNN.{png,pdf,json}    rank correlations across seeds, epochs, methods and the
@@ -13,7 +13,11 @@ For a figure FIG, under OUT/reports/:
                                          AUC of every score as a detector of the corrupted labels
 (`summary.py` writes OUT/FIG_summary.md, the table of the plotted numbers.)
 
-The dataset images are read again (for the grids and the input norm); nothing is trained.
+Usage:
+
+    from datadiet_jax.report import run_reports
+    score_dirs = {"noise10": "runs/fig2/scores_noise10"}    # {noise tag: score run}
+    paths = run_reports.write_reports("fig2", score_dirs, train_dirs, ["el2n@1"], "out")
 """
 
 from __future__ import annotations

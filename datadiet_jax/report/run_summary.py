@@ -11,14 +11,16 @@ Statuses:
   in progress  the run's folder holds kept.npz, checkpoints or metrics, but no result.json yet
   not started  nothing in its folder
 
-`write_report` writes, under WORKDIR/report/ only (nothing else in the work directory is touched):
+`write_report` writes only under WORKDIR/report/: `summary.csv` (numeric columns acc_mean,
+acc_min, acc_max), `summary.md`, `summary.{png,pdf}` (the same table) and `scores.csv` (the
+per-example scores, `score_export`). Nothing is trained and no dataset is read.
 
-  summary.csv           one row per planned run, numeric columns (acc_mean, acc_min, acc_max)
-  summary.md            the same table in Markdown
-  summary.{png,pdf}     the same table as a figure
-  scores.csv            the per-example scores (`score_export`)
+Usage:
 
-Nothing is trained and no dataset is read.
+    from datadiet_jax.report import run_summary
+    report = run_summary.write_report("runs/fashion_mnist")   # {'rows': ..., 'paths': ...}
+    print(run_summary.describe(report))
+    rows = run_summary.summary_rows("runs/fashion_mnist")     # one dict per planned run
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ Columns:
 
 Rows keep the order of the score files (the dataset's own, never re-sorted). Every score file
 passes `artifacts.load_scores`' checks first (readable, no NaN, as many scores as labels).
+
+Usage:
+
+    from datadiet_jax.report import run_summary, score_export
+    config = run_summary.read_config("runs/fashion_mnist")
+    score_export.write_scores_csv(config, "runs/fashion_mnist", "out/scores.csv")
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """How many seeds a score needs: rank agreement of few-seed means with the K-seed mean.
 
 Scores are averaged over K independently trained seeds; one seed alone ranks the examples
-differently (Paul et al. report a Spearman correlation of about 0.75 between one run and the mean
-of 10 on CIFAR-10). Pure numpy on a saved `[K, N]` score matrix:
+differently. Pure numpy on a saved `[K, N]` score matrix:
 
   seed_vs_all       each seed against the mean of all K (the seed is part of that mean)
   seed_vs_rest      each seed against the mean of the other K - 1 (disjoint seeds)
@@ -12,6 +11,12 @@ of 10 on CIFAR-10). Pure numpy on a saved `[K, N]` score matrix:
 Correlations are Spearman's: Pearson correlations of average ranks (ties share a rank). Scores may
 hold +inf (the forgetting score of an example a seed never learned); it ranks above every finite
 score, and a mean over seeds that includes it is +inf.
+
+Usage:
+
+    from datadiet_jax.report import seed_count
+    rows = seed_count.seed_count_correlations(el2n)     # el2n [K, N]; 'comparison', 'spearman'
+    rho = seed_count.spearman(el2n[0], el2n.mean(0))    # one seed against the K-seed mean
 """
 
 from __future__ import annotations

@@ -1,4 +1,15 @@
-"""Tables of the plotted numbers: per-group summaries over healthy runs, Markdown, output files."""
+"""Tables of the plotted numbers: per-group summaries over healthy runs, Markdown, output files.
+
+Collapsed and diverged runs are left out of every mean and counted in 'left_out'
+(`training.health`).
+
+Usage:
+
+    from datadiet_jax.report import plots, summary
+    table = summary.summary_table(rows, ("method", "prune_fraction"))   # mean, p16, p84, runs
+    summary.write_outputs("out", "fig1", rows, plots.plot_pruning_curves, "Figure 1",
+                          [("Test accuracy", table)])   # out/fig1.csv, .png, .pdf, _summary.md
+"""
 
 from __future__ import annotations
 

@@ -19,8 +19,9 @@ Its modules are imported one by one (`from datadiet_jax.training import loop`).
 
 Usage:
 
+    from datadiet_jax.training import keys, loop
     spec = loop.TrainSpec(train_cfg=config.train, num_seeds=4, seed=0, purpose=keys.Purpose.SCORE,
-                          num_steps=1000, schedule_steps=1000, ckpt_dir="run/ckpt")
+                          num_steps=1000, schedule_steps=1000, ckpt_dir="run/ckpt", augment=False)
     state, stats, step = loop.fit(model, split, kept, spec)   # every leaf [K, ...]
 """
 

@@ -1,8 +1,17 @@
 """Orbax checkpoints of the stacked K-seed training state and its statistics.
 
 A save-restore round trip gives the same state and statistics, so a resumed training ends as an
-uninterrupted one does. An unreadable checkpoint (cut short by a crash or a full disk) is skipped
-and moved aside; a readable one of another version is refused, never moved.
+uninterrupted one does. The latest two steps are kept, and every step in `keep_steps`. An
+unreadable checkpoint (cut short by a crash or a full disk) is skipped and moved aside; a readable
+one of another version is refused, never moved.
+
+Usage:
+
+    from datadiet_jax.training.checkpoints import Checkpoints
+    ckpts = Checkpoints("run/ckpt", keep_steps=[100, 200])
+    ckpts.save(step, state, stats)                            # state [K, ...], stats [K, N]
+    step, state, stats = ckpts.restore_latest(state, stats)   # templates; step 0: none saved
+    ckpts.close()
 """
 
 from __future__ import annotations

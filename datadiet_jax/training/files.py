@@ -6,6 +6,7 @@ others wait (`multihost.one_writer`).
 
 Usage:
 
+    from datadiet_jax.training import files
     files.write_json(path, {"accuracy": 0.9})
     files.append_line(metrics_path, json.dumps(record))      # one JSON line per record
     files.save_npz(path, features=x, index=idx)

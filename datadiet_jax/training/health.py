@@ -1,20 +1,24 @@
 """Training health: divergence (a non-finite loss) and collapse (no fit of its own data).
 
-A diverged or collapsed training must never be reported as a plain accuracy. Two checks:
+A diverged or collapsed training must never be reported as a plain accuracy. Divergence is caught
+inside the jitted K-seed step: `update_nonfinite` records, per seed, the first step whose loss is
+not finite (`nonfinite_step [K] int32`, -1 while healthy); the loop reads it at every epoch end
+and before every checkpoint, so no checkpoint of a diverged seed is taken for healthy. Collapse
+is judged after training: a network that fits its own kept examples (eval mode, no
+augmentation) no better than at initialization has collapsed, whatever its test accuracy. Its
+training accuracy must beat both the initial accuracy and the share of the most common kept
+label by `margin`, and its training loss must fall below the initial loss. A low *test* accuracy
+alone is not a collapse: a hard or noisy subset may be fitted well and still generalize badly.
+Statuses are 'ok', 'collapsed' and 'diverged'; summaries and figures average only 'ok' runs and
+say how many they left out.
 
-- Divergence, inside the jitted K-seed step: `update_nonfinite` records, per seed, the first step
-  whose loss is not finite (`nonfinite_step [K] int32`, -1 while healthy). The loop reads it at
-  every epoch end and before every checkpoint, so a diverged seed is reported with its step and no
-  checkpoint of it is ever taken for healthy.
-- Collapse, after training: a network that fits its own kept examples no better than it did at
-  initialization (eval mode, no augmentation) has collapsed, whatever its test accuracy. Training
-  accuracy must beat both the initial accuracy and the share of the most common kept label (a
-  network that predicts one class reaches that share without learning anything) by `margin`, and
-  the training loss must fall below the initial loss. A low *test* accuracy alone is not a
-  collapse: a hard or noisy subset may be fitted well and still generalize badly.
+Usage:
 
-Statuses: 'ok', 'collapsed', 'diverged'. Summaries and figures average only 'ok' runs and say how
-many they left out.
+    from datadiet_jax.training import health
+    nonfinite = health.update_nonfinite(health.init_nonfinite(K), loss, step)    # [K] int32
+    majority = health.majority_share(labels[kept])
+    status = health.statuses(init_fit, final_fit, nonfinite, majority)   # fits: accuracy, loss
+    ok_rows, num_left_out = health.healthy(rows)
 """
 
 from __future__ import annotations

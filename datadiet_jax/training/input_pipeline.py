@@ -10,6 +10,15 @@ Batches are dicts of numpy arrays: `image [K, B, H, W, C] float32`, `label [K, B
 `index [K, B] int64` (dataset positions) and `mask [K, B] float32`. Inputs that are not images
 (`data.Split.kind`) take the same path: `image` is then `[K, B, D] float32` features or
 `[K, B, T] int32` token ids, prepared as `data.prepare` does (by the inputs' dtype).
+
+Usage:
+
+    from datadiet_jax.training import input_pipeline
+    stream = input_pipeline.BatchStream(num_seeds=4, batch_size=128, seed=0, num_steps=1000)
+    for batch in input_pipeline.train_batches(split, kept, stream):   # kept [M] or [K, M]
+        state, stats, loss = step_fn(state, stats, batch)
+    batches = input_pipeline.eval_batches(split.inputs, split.labels, mean=split.mean,
+                                          std=split.std, batch_size=500)   # [B, ...], padded
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
-"""The jitted K-seed step: the K seeds' train steps as one program, and the per-example
-statistics (forgetting, AUM, non-finite steps, the trajectory scores) updated inside it.
+"""The jitted K-seed step: the K seeds' train steps and per-example statistics as one program.
+
+The statistics updated inside the step are forgetting, AUM, the first non-finite step of each
+seed and, when asked, the trajectory scores (`init_stats`). `programs` is shared by every training
+with the same model, optimizer, schedule and mesh (the score training and all retrainings of a
+run), so each compiles once; the step donates its state and statistics.
 
 Usage:
 
+    from datadiet_jax.training import k_step, keys
     init_fn, step_fn = k_step.programs(model, config.train, schedule_steps)
     state = init_fn(keys.init_keys(seed, purpose, K), sample)        # every leaf [K, ...]
     stats = k_step.init_stats(K, N)

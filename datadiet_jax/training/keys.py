@@ -13,6 +13,13 @@ initializations and K data orders never coincide with another training's:
   random subsets         numpy default_rng(seed) (the random baseline; CCS and the balanced
                          strategies per class); Figure 4's random subset [seed, FIG4_SUBSET]
                          and its BatchNorm image order [seed, FIG4_BN_ORDER]
+
+Usage:
+
+    from datadiet_jax.training import keys
+    init = keys.init_keys(0, keys.Purpose.SCORE, num_seeds=4)     # [4] key array
+    dropout = keys.dropout_keys(0, keys.Purpose.SCORE, 4)         # [4, 2] uint32 key data
+    tf_seed = keys.data_seed(0, keys.Purpose.RETRAIN)             # seed of the data orders
 """
 
 from __future__ import annotations

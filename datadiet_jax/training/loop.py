@@ -6,6 +6,14 @@ checkpoint, runs the jitted K-seed step over the tf.data batches and, at each ep
 the losses, appends a metrics line, saves a checkpoint when due and calls the epoch's hook.
 With several devices the stacked state lives on a ('seed', 'data') mesh (`train_mesh`,
 `config.train.mesh`); hooks and the caller get it back on the default device.
+
+Usage:
+
+    from datadiet_jax.training import keys, loop
+    spec = loop.TrainSpec(config.train, num_seeds=4, seed=0, purpose=keys.Purpose.SCORE,
+                          num_steps=1000, schedule_steps=1000, ckpt_dir="run/ckpt", augment=False)
+    hooks = {1: lambda state, stats: save_scores(state)}      # at the end of epoch 1
+    state, stats, step = loop.fit(model, split, split.index, spec, hooks=hooks)
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ boolean arguments and `config.model.train_arg`.
 
 Usage:
 
+    from datadiet_jax.training import mode_guard
     before = mode_guard.host_state(state.model_state)    # before the first step
     state, stats, loss = step_fn(state, stats, batch)
     mode_guard.check(model, before, state, batch, name="scores")

@@ -1,5 +1,4 @@
-"""One run over several processes (hosts) of a `jax.distributed` job: start-up, who writes
-the work directory, and the barriers that keep every process seeing the same files.
+"""One run over several processes (hosts) of a `jax.distributed` job: start-up and who writes.
 
 Every process runs the whole pipeline with the same config and work directory (on a file
 system all of them see). The sharded trainings are one SPMD program over the global mesh; the
@@ -7,8 +6,15 @@ work around them (scores of the gathered state, pruning, evaluation) is computed
 process alike. Files are written by process 0 only, between two barriers
 (`one_writer`): no process can see a file appear between two of its own checks, so every
 process takes the same branch at every "is it already there?" and the runs stay in step.
-
 With one process every function here is a no-op.
+
+Usage:
+
+    from datadiet_jax.training import multihost
+    multihost.initialize()                    # first; or (coordinator_address, num_processes, id)
+    with multihost.one_writer(path) as writes:
+        if writes:                            # process 0, between two barriers
+            write(path)
 """
 
 from __future__ import annotations

@@ -2,14 +2,21 @@
 
 The K seeds are one stacked pytree with a leading seed axis. Steps are pure functions of one seed;
 `seed_axis.over_seeds` lifts them to K seeds inside one jit: `vmap` on accelerators, and on CPU
-the K seeds one after another, unrolled (vmapping convolutions over seeds is several times slower
-there). The loop that runs them is `loop.py`; its checkpoints are `checkpoints.py`.
+the K seeds one after another, unrolled. The loop that runs them is `loop.py`; its checkpoints are
+`checkpoints.py`.
 
-The backward pass: on CPU the step differentiates the loss with every non-overlapping max-pool
-replaced by `fast_pools` (the same gradient, to the first maximum of each window), because XLA's
-CPU gradient of `reduce_window_max` costs more than the whole forward pass (small CNN: 100 of
-190 ms a batch); see `fast_backward`. XLA's own convolution gradients are kept: the offset-sum
-and shifted-gradient forms measured slower on CPU (`benchmarks/bench_backward.py`).
+On CPU the step differentiates the loss with every non-overlapping max-pool replaced by
+`fast_pools` (the same gradient, to the first maximum of each window) instead of XLA's CPU
+gradient of `reduce_window_max`; see `fast_backward`. XLA's own convolution gradients are kept
+(`benchmarks/bench_backward.py` compares the alternatives; docs/performance.md).
+
+Usage:
+
+    from datadiet_jax.training import keys, train
+    tx = train.make_optimizer(config.train, total_steps=1000)
+    init = keys.init_keys(0, keys.Purpose.SCORE, 4)
+    state = train.init_states(model, tx, init, images[:1])              # every leaf [4, ...]
+    acc, loss = train.evaluate(model, state, test_split, batch_size=500)   # [4] each
 """
 
 from __future__ import annotations

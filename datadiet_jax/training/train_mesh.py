@@ -1,28 +1,28 @@
-"""Training on a ('seed', 'data') device mesh: its shape, the placement of the stacked state and
-batches, and the sharded K-seed step.
+"""Training on a ('seed', 'data') device mesh: its shape, placement, and the sharded K-seed step.
 
 Seeds go across devices first: the stacked state `[K, ...]` and the statistics `[K, N]` are split
-over the 'seed' axis. When there are more devices than seeds, each seed's batch `[B]` is split
-over the 'data' axis too (data parallel within a seed).
+over the 'seed' axis; when there are more devices than seeds, each seed's batch `[B]` is split
+over 'data' too (data parallel within a seed). The step runs under `shard_map` with only 'seed'
+manual: each device group lifts the one-seed step over its own K / seeds seeds
+(`seed_axis.over_seeds`; one after another where vmapping would lose the data split,
+`step_seed_axis`), and JAX's SPMD partitioner inserts the reductions across the data shards, so
+BatchNorm statistics, gradients and the forgetting and AUM statistics are those of the whole
+per-seed batch. The result equals the single-device one up to float rounding. (A plain jit of the
+stacked step, with the seeds unrolled, would have every device compute all K seeds.)
 
-The step runs under `shard_map` with only the 'seed' axis manual: every device group lifts the
-one-seed step over its own k = K / seeds seeds with `seed_axis.over_seeds` (unrolled on CPU,
-vmapped on accelerators, as on one device, but one after another where vmapping would lose the
-data split: `step_seed_axis`), while the 'data' axis is left to JAX's SPMD
-partitioner. The partitioner inserts the reductions across the data shards, so BatchNorm in train
-mode normalizes with the statistics of the whole per-seed batch, the gradients are those of the
-whole batch, and the forgetting and AUM statistics are scattered by index into each seed's row.
-The result equals the single-device one up to float rounding (sums in another order). A plain
-jit of the stacked step gives it too, but with the seeds unrolled (the CPU default) every device
-then computes all K seeds (8 seeds on 8 devices: 8 times the convolutions on each device).
+With several processes (`multihost`) the mesh spans every device of every process, in process
+order; each process's input pipeline makes only its block of the `[K, B]` batch (`local_block`),
+and `place_batch` assembles the global arrays. `config.train.mesh` chooses the shape: 'off' (the
+single-device program), 'auto' (`auto_shape`) or 'SEEDSxDATA' such as '2x4'.
 
-In a job of several processes (`multihost`) the mesh spans every device of every process, in
-process order, so each process holds one block of the `[K, B]` batch (`local_block`): its input
-pipeline makes only that block, and `place_batch` assembles the global arrays from the blocks.
-Orbax saves and restores the sharded state from all processes together.
+Usage:
 
-`train.mesh` chooses the shape: 'off' (one device, exactly the single-device program), 'auto'
-(`auto_shape`) or 'SEEDSxDATA' such as '2x4'. A shape of one device is the single-device program.
+    from datadiet_jax.training import k_step, train_mesh
+    mesh = train_mesh.make_mesh(config.train.mesh, num_seeds=K, batch_size=B)  # None: one device
+    init_fn, step_fn = k_step.programs(model, config.train, schedule_steps, mesh)
+    state, stats = train_mesh.place(state, mesh), train_mesh.place(stats, mesh)
+    state, stats, loss = step_fn(state, stats, train_mesh.place_batch(batch, mesh, K, B))
+    state = train_mesh.gather(state, mesh)                     # back on the default device
 """
 
 from __future__ import annotations

@@ -159,7 +159,9 @@ def test_measured_tables_are_the_files_make_bench_writes():
         for name, table in tables.items():
             lines = table.splitlines() + [""]
             rows = [  # the body rows (a header, above its |---| line, may recur)
-                r for r, below in zip(lines, lines[1:]) if r.startswith("| ") and "---" not in below
+                r
+                for r, below in zip(lines, lines[1:], strict=False)
+                if r.startswith("| ") and "---" not in below
             ]
             pasted = [r for r in rows if r in outside]
             assert not pasted, f"{os.path.relpath(page, ROOT)} pastes rows of {name}: {pasted[:2]}"

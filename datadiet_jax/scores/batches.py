@@ -214,7 +214,7 @@ class ResultBuffer:
 def input_batches(check_model, images, labels, batch_size, seed_axis, integer_inputs):
     """Validated fixed-size padded host batches from arrays or from a stream.
 
-    check_model: `(example_shape, dtype, num_examples=) -> (K, num_classes)` (`api._model_check`).
+    check_model: `(example_shape, dtype, num_examples=) -> (K, num_classes)` (`api.model_check`).
     Returns:
       (batches yielding `(images [B, ...], labels [B], mask [B], count)`, K, N or None for a
       stream, whose length is learned as it is read).

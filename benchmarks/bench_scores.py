@@ -26,7 +26,7 @@ Writes OUT/bench.json and OUT/bench.md and logs the table.
 The methods themselves are `benchmarks/score_methods.py`.
 
 NNX: 'nnx_small_cnn' is the small CNN written with Flax NNX (nnx.Conv, nnx.BatchNorm,
-nnx.Linear; `score_methods.nnx_small_cnn`), scored through the jaxpr-based GraNd path
+nnx.Linear; `score_cases.nnx_small_cnn`), scored through the jaxpr-based GraNd path
 (`scores/pergrad/jaxpr_sites.py`); only
 'grand' and 'vmap_grad' run for it (`NNX_METHODS`), on the small CNN's settings.
 
@@ -46,7 +46,7 @@ import time
 
 from absl import app, flags, logging
 
-from benchmarks import score_methods
+from benchmarks import score_cases, score_methods
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench", "Output folder for bench.json and bench.md.")
@@ -176,12 +176,12 @@ def main(argv):
     if FLAGS.child:
         model_name, method = FLAGS.child.split(":")
         if method.startswith("stream"):
-            result = score_methods.run_stream(int(method[len("stream") :]))
+            result = score_cases.run_stream(int(method[len("stream") :]))
             print("RESULT " + json.dumps(result), flush=True)
             return
         if model_name == "nnx_small_cnn":
             cfg = (QUICK if FLAGS.quick else SETTINGS)["small_cnn"]
-            print("RESULT " + json.dumps(score_methods.run_nnx(method, cfg)), flush=True)
+            print("RESULT " + json.dumps(score_cases.run_nnx(method, cfg)), flush=True)
             return
         cfg = (QUICK if FLAGS.quick else SETTINGS)[model_name]
         print("RESULT " + json.dumps(score_methods.run_method(model_name, method, cfg)), flush=True)

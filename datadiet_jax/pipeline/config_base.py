@@ -27,6 +27,8 @@ ADDED_FIELDS = {
     "data.image_key": None,
     "data.label_key": None,
     "data.inputs": "auto",
+    "data.mean": [],
+    "data.std": [],
     "data.num_classes": 0,
     "data.arrays": {"train": None, "train_labels": None, "test": None, "test_labels": None},
     "data.function": None,
@@ -74,13 +76,19 @@ def _data() -> ml_collections.ConfigDict:
     d.image_key = config_dict.placeholder(str)
     # The labels' TFDS feature (or .npz / split-dict key); None: supervised_keys, 'label'.
     d.label_key = config_dict.placeholder(str)
-    # What the inputs are: 'auto' (by dtype and shape: uint8 [N, H, W(, C)] images, float
-    # [N, D] feature vectors, integer [N, T] token ids), 'images', 'features' or 'tokens'.
-    # Images are normalized per channel (the dataset's constants, else the training split's
-    # statistics), features standardized per feature with the training split's mean and std,
+    # What the inputs are: 'auto' (by dtype and shape: [N, H, W(, C)] images, uint8 or float,
+    # float [N, D] feature vectors, integer [N, T] token ids), 'images', 'features' or 'tokens'
+    # (`pipeline/input_kinds.py`). uint8 images are normalized per channel (the dataset's
+    # constants, else the training split's statistics), float images and features standardized
+    # with the training split's mean and std (already standardized images come out unchanged),
     # token ids passed as int32 (the score functions get integer_inputs=True); all recorded in
     # the score files' provenance.
     d.inputs = "auto"
+    # Your own normalization instead: the mean and std per channel (images; [0, 1] units for
+    # uint8) or per feature, or one value for all, e.g. --config.data.mean='(0.5,)'
+    # --config.data.std='(0.25,)'; mean 0 and std 1 keep float inputs as given. (): none.
+    d.mean = ()
+    d.std = ()
     # Number of classes; 0: the source's (a TFDS ClassLabel, a function's 'num_classes'), else
     # the largest label of the train and test splits + 1.
     d.num_classes = 0

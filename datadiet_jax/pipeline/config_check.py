@@ -153,6 +153,11 @@ def check_source(data_cfg) -> None:
     inputs = data_cfg.get("inputs", "auto")
     if inputs not in ("auto", *data.INPUT_KINDS):
         raise _fail("data.inputs", inputs, f"'auto' or one of {data.INPUT_KINDS}")
+    if bool(data_cfg.get("mean", ())) != bool(data_cfg.get("std", ())):
+        raise ValueError(
+            "config.data.mean and config.data.std are set together (your own normalization) or "
+            "not at all; set both, e.g. --config.data.mean='(0.5,)' --config.data.std='(0.25,)'."
+        )
     arrays = data_cfg.get("arrays") or {}
     if data_cfg.name == "arrays":
         for split in ("train", "test"):

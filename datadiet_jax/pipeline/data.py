@@ -1,15 +1,12 @@
-"""Datasets in memory: the split's own order, input kinds, normalization, label noise.
+"""Datasets in memory: the split's own order, input kinds, normalization, label checks, noise.
 
 The example index is the position in the split as its source serves it (TFDS's order, an
 array's rows; no re-sorting), so every score file maps back to the right example; a
 `num_train_examples` limit keeps the first N examples of that order. Where the examples come
-from is `sources.py`. Inputs are of one of three kinds, told apart by dtype (`Split.kind`):
-  'images'    [N, H, W, C] uint8, normalized per channel: `(x / 255 - mean) / std` with the
-              dataset's constants (`NORMALIZATION`), else the training split's statistics.
-  'features'  [N, D] float32, standardized per feature with the training split's mean and std
-              (a constant feature, std 0, is only centered).
-  'tokens'    [N, T] int32 token ids, passed to the model as they are.
-The constants are recorded in every score file's provenance.
+from is `sources.py`; how inputs are read and normalized (uint8 or float images [N, H, W, C],
+float features [N, D], token ids [N, T]) is `input_kinds.py`; the label rules (no empty class
+in an inferred range, no test label unseen in training) are `labels.py`. The normalization
+constants are recorded in every score file's provenance.
 
 Usage:
 
@@ -17,7 +14,8 @@ Usage:
     split = data.load_split("fashion_mnist", "train", num_examples=2000)
     images = split.model_inputs()                  # [N, 28, 28, 1] float32, normalized
     noisy = data.with_label_noise(split, 0.1, "permute", seed=0)
-    own = data.split_from_arrays(features, labels)     # [N, D] float32, [N] int
+    own = data.split_from_arrays(images, labels)       # [N, H, W, C] uint8 or float, [N] int
+    own_test = data.split_from_arrays(test_images, test_labels, split="test", train=own)
     train_split, test_split = data.load_splits(config.data)
 """
 
@@ -26,22 +24,31 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from absl import logging
 
-from datadiet_jax.pipeline import sources
+from datadiet_jax.pipeline import input_kinds, sources
+from datadiet_jax.pipeline import labels as label_rules
+from datadiet_jax.pipeline.input_kinds import (  # noqa: F401  (also this module's names)
+    INPUT_KINDS,
+    NORMALIZATION,
+    as_inputs,
+    kind_of,
+    normalize,
+    prepare,
+)
 from datadiet_jax.training import input_pipeline, keys
 
-# Per-channel mean and std of the training split, in [0, 1] pixel units.
-NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "mnist": ((0.1307,), (0.3081,)),
-}
 NOISE_MODES = ("replace", "permute")
-# `config.data.inputs`: 'auto' tells the kind by dtype and shape (`as_inputs`).
-INPUT_KINDS = ("images", "features", "tokens")
-_DTYPES = {"images": np.uint8, "features": np.float32, "tokens": np.int32}
+# The settings that messages name: on the command line, and in a notebook (`split_from_arrays`).
+CLI_SETTINGS = {
+    "inputs": "config.data.inputs",
+    "normalization": "config.data.mean and config.data.std",
+    "num_classes": "config.data.num_classes",
+}
+NOTEBOOK_SETTINGS = {
+    "inputs": "split_from_arrays(kind=...)",
+    "normalization": "split_from_arrays(normalization=...)",
+    "num_classes": "split_from_arrays(num_classes=...)",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +56,8 @@ class Split:
     """One split in memory, in the dataset's own order.
 
     Attributes:
-      inputs: [N, H, W, C] uint8 images, [N, D] float32 features or [N, T] int32
-        token ids (`kind`).
+      inputs: [N, H, W, C] uint8 or float32 images, [N, D] float32 features or [N, T] int32
+        token ids (`kind`, `input_kinds.kind_of`).
       labels: [N] int32 (possibly noisy; see `clean_labels`).
       index: [N] int64, the position of each example in the split.
       num_classes: number of classes.
@@ -82,104 +89,17 @@ class Split:
 
     @property
     def kind(self) -> str:
-        """'images' (uint8), 'features' (float) or 'tokens' (integer ids)."""
-        return kind_of(self.inputs.dtype)
+        """'images' ([N, H, W, C]), 'features' ([N, D] float) or 'tokens' ([N, T] int)."""
+        return kind_of(self.inputs)
 
     def model_inputs(self) -> np.ndarray:
         """The model's inputs `[N, ...]`: normalized float32 images or features, int32 tokens."""
         return prepare(self.inputs, self.mean, self.std)
 
 
-def kind_of(dtype) -> str:
-    """The input kind of a loaded split's dtype: uint8 images, float features, integer tokens."""
-    if dtype == np.uint8:
-        return "images"
-    return "features" if np.issubdtype(dtype, np.floating) else "tokens"
-
-
-def normalize(images: np.ndarray, mean, std) -> np.ndarray:
-    """Maps uint8 `[..., C]` images to float32 `(x / 255 - mean) / std`."""
-    x = np.asarray(images, np.float32) / 255.0
-    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-
-
-def prepare(inputs: np.ndarray, mean, std) -> np.ndarray:
-    """Model inputs of any kind (by dtype): uint8 images `normalize`d, float features
-    `(x - mean) / std`, integer token ids as int32."""
-    kind = kind_of(inputs.dtype)
-    if kind == "images":
-        return normalize(inputs, mean, std)
-    if kind == "tokens":
-        return np.asarray(inputs, np.int32)
-    x = np.asarray(inputs, np.float32)
-    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-
-
 def get_builder(name: str, data_dir: str | None, download: bool = False):
     """The TFDS builder of a name or dataset directory, failing fast (`sources.get_builder`)."""
     return sources.get_builder(name, data_dir, download)
-
-
-def as_inputs(inputs: np.ndarray, kind: str, where: str) -> np.ndarray:
-    """Checks a source's inputs and returns them in their kind's dtype (`_DTYPES`).
-
-    Args:
-      inputs: [N, ...] as the source gives them.
-      kind: 'auto' (uint8 [N, H, W] or [N, H, W, C]: images; float [N, D]: features; integer
-        [N, T]: tokens) or one of `INPUT_KINDS` (`config.data.inputs`).
-      where: the source, for the messages.
-    Raises:
-      ValueError: one line naming the shape and dtype and what is accepted.
-    """
-    inputs = np.asarray(inputs)
-    dtype, ndim = inputs.dtype, inputs.ndim
-    integer = np.issubdtype(dtype, np.integer)
-    if kind == "auto":
-        if dtype == np.uint8 and ndim in (3, 4):
-            kind = "images"
-        elif ndim == 2 and (integer or np.issubdtype(dtype, np.floating)):
-            kind = "tokens" if integer else "features"
-    ok = {
-        "images": dtype == np.uint8 and ndim in (3, 4),
-        "features": ndim == 2 and (integer or np.issubdtype(dtype, np.floating)),
-        "tokens": ndim == 2 and integer,
-    }
-    if not ok.get(kind, False):
-        raise ValueError(
-            f"{where} has inputs {dtype} {inputs.shape}, which are not "
-            f"{'any input kind' if kind == 'auto' else kind}; give uint8 images [N, H, W, C] "
-            "(0-255), float feature vectors [N, D] or integer token ids [N, T] (and set "
-            "config.data.inputs to match, or 'auto')."
-        )
-    if kind == "images" and ndim == 3:
-        inputs = inputs[..., None]
-    if kind == "features" and not np.isfinite(inputs).all():
-        bad = np.flatnonzero(~np.isfinite(inputs).all(axis=1))[:10].tolist()
-        raise ValueError(f"{where} has NaN or inf features at rows {bad}; clean those rows.")
-    if kind == "tokens" and inputs.size and (inputs.min() < 0 or inputs.max() > 2**31 - 1):
-        raise ValueError(f"{where} has token ids outside [0, 2**31); token ids index a table.")
-    return inputs.astype(_DTYPES[kind], copy=False)
-
-
-def _statistics(inputs: np.ndarray, name: str, split: str):
-    """Mean and std of a split's own inputs: per channel (images), per feature (features)."""
-    kind = kind_of(inputs.dtype)
-    if kind == "tokens":
-        return np.zeros((0,), np.float32), np.zeros((0,), np.float32)
-    if kind == "images":
-        x = inputs.reshape(-1, inputs.shape[-1]).astype(np.float64) / 255.0
-        mean, std = x.mean(0), x.std(0)
-    else:
-        x = inputs.astype(np.float64)
-        mean, std = x.mean(0), x.std(0)
-        constant = std == 0
-        if constant.any():
-            logging.info(
-                "%s:%s has %d constant features: centered only", name, split, int(constant.sum())
-            )
-            std = np.where(constant, 1.0, std)
-    logging.info("Normalization of %s from its %s split: mean=%s std=%s", name, split, mean, std)
-    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def to_split(
@@ -190,23 +110,27 @@ def to_split(
     kind: str = "auto",
     normalization: tuple | None = None,
     num_classes: int = 0,
+    settings: dict | None = None,
+    own: bool = False,
 ) -> Split:
-    """A `Split` of a source's `Raw` split: inputs in their kind's dtype, normalization constants.
+    """A `Split` of a source's `Raw` split: inputs as their kind holds them, their normalization.
 
     Args:
       raw: what the source read; name: the dataset's name (provenance); split: e.g. 'train'.
       kind: `config.data.inputs` ('auto' or one of `INPUT_KINDS`).
       normalization: (mean, std) to normalize with (the test split takes the training split's);
-        None: the dataset's constants (`NORMALIZATION`), else the statistics of this split.
+        None: the dataset's constants (uint8 images), else the statistics of this split
+        (`input_kinds.normalization`).
       num_classes: the number of classes; 0: the source's.
+      settings: the names messages give (`CLI_SETTINGS`, the default, or `NOTEBOOK_SETTINGS`).
+      own: `normalization` is the user's own (`config.data.mean`/`std`): it replaces a
+        dataset's constants too.
     """
-    inputs = as_inputs(raw.inputs, kind, f"{name}:{split}")
-    if kind_of(inputs.dtype) == "images" and name in NORMALIZATION:
-        mean, std = (np.asarray(v, np.float32) for v in NORMALIZATION[name])
-    elif normalization is not None:
-        mean, std = (np.asarray(v, np.float32) for v in normalization)
-    else:
-        mean, std = _statistics(inputs, name, split)
+    settings = settings or CLI_SETTINGS
+    inputs = as_inputs(raw.inputs, kind, f"{name}:{split}", settings["inputs"])
+    mean, std = input_kinds.normalization(
+        inputs, name, split, normalization, settings["normalization"], own
+    )
     return Split(
         name=name,
         split=split,
@@ -261,23 +185,57 @@ def split_from_arrays(
     split: str = "train",
     num_classes: int = 0,
     normalization: tuple | None = None,
+    kind: str = "auto",
+    train: Split | None = None,
 ) -> Split:
     """A `Split` of in-memory arrays, in their own row order, as the pipeline builds one.
 
     Args:
-      inputs: `[N, H, W, C]` uint8 images, `[N, D]` float features or `[N, T]` integer token
-        ids (the dtype says which, as for `config.data.inputs='auto'`).
+      inputs: `[N, H, W, C]` (or `[N, H, W]`) images, uint8 pixels or float values of any scale
+        (already normalized ones included), `[N, D]` float features or `[N, T]` integer token
+        ids (`input_kinds`).
       labels: `[N]` integer class labels >= 0.
       name, split: what provenance calls them.
-      num_classes: 0 takes the largest label + 1.
-      normalization: (mean, std) to use (a test split takes its training split's); None: the
+      num_classes: 0 takes the largest label + 1, refusing classes below it without an
+        example (`labels.py`); given, it allows empty classes.
+      normalization: (mean, std) per channel or feature (or scalars) to use; None: the
         statistics of these inputs (images per channel, features per feature; none for tokens).
+      kind: 'auto' (by shape and dtype), 'images', 'features' or 'tokens'.
+      train: the training split of a test split: its normalization, number of classes and kind
+        are taken, and a test label that never occurs in it is refused (below a given number
+        of classes, logged with its rows).
+    Raises:
+      ValueError: one line for inputs of no kind, labels that break the rules of `labels.py`,
+        or test inputs shaped unlike `train`'s.
     """
-    where = f"{name}:{split}"
+    where, setting = f"{name}:{split}", NOTEBOOK_SETTINGS["num_classes"]
     labels = sources.checked_labels(np.asarray(inputs), labels, where)
-    num_classes = num_classes or (int(labels.max()) + 1 if labels.size else 0)
+    if train is not None:
+        normalization = (train.mean, train.std) if normalization is None else normalization
+        num_classes = num_classes or train.num_classes
+        kind = train.kind if kind == "auto" else kind
+    else:
+        num_classes = label_rules.num_classes_of(labels, num_classes, where, setting)
     raw = sources.Raw(np.asarray(inputs), labels, num_classes, None, None)
-    return to_split(raw, name, split, normalization=normalization)
+    out = to_split(
+        raw, name, split, kind=kind, normalization=normalization, settings=NOTEBOOK_SETTINGS
+    )
+    if train is None:
+        label_rules.check_labels(labels, num_classes, where, setting)
+    else:
+        _same_inputs(train, out, name)
+        label_rules.check_test_labels(labels, train.labels, num_classes, where, setting)
+    return out
+
+
+def _same_inputs(train: Split, test: Split, name: str) -> None:
+    """Refuses test inputs of another dtype or shape per example than the training inputs."""
+    if (test.inputs.dtype, test.inputs.shape[1:]) != (train.inputs.dtype, train.inputs.shape[1:]):
+        raise ValueError(
+            f"{name}: the test inputs are {test.inputs.dtype} {test.inputs.shape[1:]} per "
+            f"example, the training inputs {train.inputs.dtype} {train.inputs.shape[1:]}; give "
+            "both splits the same shape and dtype."
+        )
 
 
 def label_noise(
@@ -326,43 +284,32 @@ def with_label_noise(split: Split, fraction: float, mode: str, seed: int) -> Spl
 def load_splits(data_cfg) -> tuple[Split, Split]:
     """The train split (with the config's label noise) and the test split of `config.data`.
 
-    Both are normalized alike: with the dataset's constants, else with the training split's
-    statistics. The number of classes is `config.data.num_classes`, else the source's, else the
-    largest label of both splits + 1.
+    Both are normalized alike: with `config.data.mean` and `std` when set, else the dataset's
+    constants, else the training split's statistics (`input_kinds`). The number of classes is
+    `config.data.num_classes`, else the source's, else the largest training label + 1, with
+    the label rules of `labels.py`.
 
     Raises:
       ValueError: one line for inputs of no kind, splits of different shapes, labels out of
-        range, or augmentation asked of inputs that are not images.
+        range or unseen in training, empty classes of an inferred number of classes, or
+        augmentation asked of inputs that are not images.
     """
     kind = data_cfg.get("inputs", "auto")
     raw_train, raw_test = sources.read_splits(data_cfg)
-    num_classes = data_cfg.get("num_classes", 0) or raw_train.num_classes
-    if not num_classes:
-        num_classes = int(max(raw_train.labels.max(initial=0), raw_test.labels.max(initial=0))) + 1
-        logging.info("%s: %d classes (the largest label + 1)", data_cfg.name, num_classes)
-    train = to_split(raw_train, data_cfg.name, "train", kind=kind, num_classes=num_classes)
-    test = to_split(
-        raw_test,
-        data_cfg.name,
-        "test",
-        kind=kind,
-        num_classes=num_classes,
-        normalization=(train.mean, train.std),
+    declared = data_cfg.get("num_classes", 0) or raw_train.num_classes
+    setting = CLI_SETTINGS["num_classes"]
+    where = f"{data_cfg.name}:train"
+    num_classes = label_rules.num_classes_of(raw_train.labels, declared, where, setting)
+    given = tuple(data_cfg.get(k, ()) or () for k in ("mean", "std"))
+    own = any(given)
+    kw = dict(kind=kind, num_classes=num_classes, own=own)
+    train = to_split(raw_train, data_cfg.name, "train", normalization=given if own else None, **kw)
+    test = to_split(raw_test, data_cfg.name, "test", normalization=(train.mean, train.std), **kw)
+    _same_inputs(train, test, data_cfg.name)
+    label_rules.check_labels(train.labels, num_classes, where, setting)
+    label_rules.check_test_labels(
+        test.labels, train.labels, num_classes, f"{data_cfg.name}:test", setting
     )
-    if (test.inputs.dtype, test.inputs.shape[1:]) != (train.inputs.dtype, train.inputs.shape[1:]):
-        raise ValueError(
-            f"{data_cfg.name}: the test inputs are {test.inputs.dtype} {test.inputs.shape[1:]} per "
-            f"example, the training inputs {train.inputs.dtype} {train.inputs.shape[1:]}; give "
-            "both splits the same shape and dtype."
-        )
-    for s in (train, test):
-        bad = np.flatnonzero(s.labels >= num_classes)[:10]
-        if bad.size:
-            raise ValueError(
-                f"{data_cfg.name}:{s.split} has labels >= {num_classes} (the number of classes) "
-                f"at rows {bad.tolist()}; set config.data.num_classes to more classes or fix "
-                "the labels."
-            )
     input_pipeline.augments(data_cfg, train.inputs.shape)
     noise = data_cfg.label_noise
     return with_label_noise(train, noise.fraction, noise.mode, noise.seed), test

@@ -103,12 +103,15 @@ def train_seeds(
     Returns:
       `Trained`, with the stacked state after `num_steps`.
     Raises:
-      ValueError: an unknown option, both or neither length given badly, a seed whose loss
-        became non-finite, or a model trained in eval mode (one line each).
+      ValueError: kept indices that are not [M] integers in [0, N), an unknown option, both or
+        neither length given badly, a seed whose loss became non-finite, or a model trained
+        in eval mode (one line each).
     """
     split = as_split(split)
     run, cfg = _options("train_seeds", options, base_config().train)
-    kept = np.arange(split.num_examples, dtype=np.int64) if kept is None else np.asarray(kept)
+    kept = (
+        np.arange(split.num_examples, dtype=np.int64) if kept is None else checked_kept(kept, split)
+    )
     spe = input_pipeline.steps_per_epoch(len(kept), cfg.batch_size)
     if num_steps is not None and num_epochs is not None:
         raise ValueError("give train_seeds num_epochs or num_steps, not both.")
@@ -189,12 +192,8 @@ def pruned_dataset(
     Raises:
       ValueError: kept indices outside the split, or an unknown option.
     """
-    split, kept = as_split(split), np.asarray(kept, np.int64)
-    if kept.ndim != 1 or (kept.size and (kept.min() < 0 or kept.max() >= split.num_examples)):
-        raise ValueError(
-            f"kept must be [M] indices in [0, {split.num_examples}) of this split; got shape "
-            f"{kept.shape}; pass kept_indices(...) of scores of this split."
-        )
+    split = as_split(split)
+    kept = checked_kept(kept, split)
     run, _ = _options("pruned_dataset", options)
     purpose = keys.Purpose.RETRAIN if run["purpose"] is None else run["purpose"]
     spe = input_pipeline.steps_per_epoch(len(kept), batch_size)
@@ -209,6 +208,29 @@ def pruned_dataset(
     if num_seeds is not None:
         return batches
     return ({k: v[0] for k, v in batch.items()} for batch in batches)
+
+
+def checked_kept(kept, split: data.Split) -> np.ndarray:
+    """`kept` as `[M] int64` after checking that they are integer indices of `split`.
+
+    Raises:
+      ValueError: not 1-D integers (a boolean mask among them), or indices outside [0, N);
+        one line naming the first ones.
+    """
+    kept = np.asarray(kept)
+    n = split.num_examples
+    if kept.ndim != 1 or not (np.issubdtype(kept.dtype, np.integer) or kept.size == 0):
+        raise ValueError(
+            f"kept must be [M] integer indices in [0, {n}) of this split; got {kept.dtype} "
+            f"{kept.shape} (a boolean mask m: np.flatnonzero(m)); pass kept_indices(...)."
+        )
+    bad = kept[(kept < 0) | (kept >= n)]
+    if bad.size:
+        raise ValueError(
+            f"kept must be [M] indices in [0, {n}) of this split; {bad.size} are not, e.g. "
+            f"{bad[:5].tolist()}; pass kept_indices(...) of scores of this split."
+        )
+    return kept.astype(np.int64)
 
 
 def as_split(split) -> data.Split:

@@ -7,9 +7,10 @@ epoch visits each kept example exactly once and shapes never change (a kept set 
 works, even one smaller than a batch).
 
 Batches are dicts of numpy arrays: `image [K, B, H, W, C] float32`, `label [K, B] int32`,
-`index [K, B] int64` (dataset positions) and `mask [K, B] float32`. Inputs that are not images
-(`data.Split.kind`) take the same path: `image` is then `[K, B, D] float32` features or
-`[K, B, T] int32` token ids, prepared as `data.prepare` does (by the inputs' dtype).
+`index [K, B] int64` (dataset positions) and `mask [K, B] float32`. Images are uint8 pixels or
+float values (`pipeline/input_kinds.py`); both are augmented after they are normalized. Inputs
+that are not images (`data.Split.kind`) take the same path: `image` is then `[K, B, D] float32`
+features or `[K, B, T] int32` token ids, prepared as `input_kinds.prepare` does (by dtype).
 
 Usage:
 
@@ -128,9 +129,9 @@ def train_batches(split, kept: np.ndarray, stream: BatchStream) -> Iterator[dict
     """Yields K-seed training batches for steps `stream.start_step, ..., stream.num_steps - 1`.
 
     Args:
-      split: the examples (a `data.Split`): `images` [N, H, W, C] uint8, the whole split in
-        dataset order (or features [N, D] float32, token ids [N, T] int32), `labels` [N] int
-        (possibly noisy), `mean` and `std` [C] normalization constants.
+      split: the examples (a `data.Split`): `images` [N, H, W, C] uint8 or float32, the whole
+        split in dataset order (or features [N, D] float32, token ids [N, T] int32), `labels`
+        [N] int (possibly noisy), `mean` and `std` [C] normalization constants.
       kept: [M] int64 dataset indices to train on, or [K, M]: each seed its own kept set (of
         one size: a stacked training of several runs).
       stream: which batches (`BatchStream`).
@@ -216,8 +217,9 @@ def _epoch_orders(
 
 
 def _prepare(tf, inputs, mean, std):
-    """Model inputs in the graph, as `data.prepare`: uint8 images -> float32
-    `(x / 255 - mean) / std`, float features -> `(x - mean) / std`, integer ids -> int32."""
+    """Model inputs in the graph, as `input_kinds.prepare`: uint8 images -> float32
+    `(x / 255 - mean) / std`, float images and features -> `(x - mean) / std`, integer ids ->
+    int32."""
     if inputs.dtype == tf.uint8:
         return (tf.cast(inputs, tf.float32) / 255.0 - mean) / std
     if inputs.dtype.is_floating:

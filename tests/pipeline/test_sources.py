@@ -147,8 +147,8 @@ def test_array_files_keep_their_row_order(image_files, npy):
     np.testing.assert_array_equal(train.inputs, x[:128, :, :, None])  # a channel axis added
     np.testing.assert_array_equal(train.labels, y[:128])
     np.testing.assert_array_equal(train.index, np.arange(128))
-    # Classes: the largest label of both splits + 1; normalization: the training split's.
-    assert train.num_classes == max(y.max(), arrays["test"][1].max()) + 1
+    # Classes: the largest training label + 1; normalization: the training split's.
+    assert train.num_classes == y[:128].max() + 1
     np.testing.assert_allclose(train.mean, [x[:128].mean() / 255], rtol=1e-5)
     assert train.kind == "images" and train.tfds_id is None
     names = {os.path.basename(f) for f in train.source["files"]}
@@ -220,11 +220,14 @@ def test_inputs_of_no_kind_are_one_line(tmp_path):
     for split in ("train", "test"):
         np.savez(
             tmp_path / f"{split}.npz",
-            image=np.ones((130, 4, 4, 1), np.float32),
+            image=np.ones((130, 4, 4, 1, 2), np.float32),  # 5-D: no kind
             label=np.zeros(130, np.int64),
         )
     _refused(
-        array_config(tmp_path), tmp_path, ValueError, r"float32 \(128, 4, 4, 1\), which are not any"
+        array_config(tmp_path),
+        tmp_path,
+        ValueError,
+        r"float32 \(128, 4, 4, 1, 2\), which are not any",
     )
     config = array_config(tmp_path, **{"data.inputs": "tokens"})
     _refused(config, tmp_path, ValueError, "which are not tokens")

@@ -29,7 +29,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from datadiet_jax.pipeline import interrupts, logs, run  # noqa: E402
+from datadiet_jax.pipeline import interrupts, logs, overrides, run  # noqa: E402
 from datadiet_jax.training import multihost  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -130,6 +130,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         text = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
         if len(text) > 1 and text[0] == text[-1] == "'":
             text = text[1:-1]
+        unknown = overrides.unknown_key(argv)
+        if unknown:
+            sys.exit(f"error: {unknown}")
         given = " ".join(a for a in argv[1:] if a.startswith("--config.")) or " ".join(argv[1:])
         sys.exit(f"error: bad flag or config override ({given}): {text}")
 

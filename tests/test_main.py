@@ -167,7 +167,7 @@ def test_typo_in_override_fails_loudly(tmp_path):
         "--config.train.batch_sise=8",
     )
     line = _error_line(proc)
-    assert "batch_sise" in line and 'Did you mean "batch_size"' in line
+    assert "batch_sise" in line and "did you mean config.train.batch_size" in line
     assert not os.path.exists(tmp_path / "w")
 
 

@@ -64,12 +64,22 @@ def _sizes(data_cfg):
     return zip(SPLITS, (data_cfg.num_train_examples, data_cfg.num_test_examples), strict=True)
 
 
-def _first(inputs, labels, num_examples: int, where: str):
+def _setting(split: str) -> str:
+    """The config field that limits a split's examples."""
+    return f"config.data.num_{split}_examples"
+
+
+def _too_many(setting: str, num_examples: int, available: int, where: str) -> ValueError:
+    return ValueError(
+        f"{setting}={num_examples} exceeds the {available} examples of {where}; set it to at "
+        f"most {available}, or 0 to keep them all."
+    )
+
+
+def _first(inputs, labels, num_examples: int, where: str, setting: str = "num_examples"):
     """The first `num_examples` rows (0 keeps all); refuses more than there are."""
     if num_examples and num_examples > len(labels):
-        raise ValueError(
-            f"num_examples={num_examples} exceeds the {len(labels)} examples of {where}."
-        )
+        raise _too_many(setting, num_examples, len(labels), where)
     return (inputs[:num_examples], labels[:num_examples]) if num_examples else (inputs, labels)
 
 
@@ -210,6 +220,7 @@ def read_tfds(
     num_examples=0,
     image_key=None,
     label_key=None,
+    setting="num_examples",
 ) -> Raw:
     """Reads one TFDS split in TFDS's order, with each example's TFDS id.
 
@@ -218,6 +229,7 @@ def read_tfds(
       split: e.g. 'train'; data_dir, download: as `get_builder`.
       num_examples: read only the first N examples (0 reads all).
       image_key, label_key: the features to read (None: the dataset's supervised_keys).
+      setting: what a message about `num_examples` names.
     Returns:
       A `Raw` with `inputs [N, ...]` as TFDS decodes them, `labels [N] int32`, `tfds_id [N]`.
     """
@@ -231,9 +243,7 @@ def read_tfds(
     if num_examples:  # Read only the first examples (TFDS slicing keeps the split's order).
         available = builder.info.splits[split].num_examples if split in builder.info.splits else 0
         if available and num_examples > available:
-            raise ValueError(
-                f"num_examples={num_examples} exceeds the {available} examples of {name}:{split}."
-            )
+            raise _too_many(setting, num_examples, available, f"{name}:{split}")
     try:
         ds = builder.as_dataset(
             split=f"{split}[:{num_examples}]" if num_examples else split,
@@ -248,7 +258,7 @@ def read_tfds(
         labels.append(batch[label_key])
         ids.append(batch["tfds_id"])
     inputs, labels, ids = np.concatenate(inputs), np.concatenate(labels), np.concatenate(ids)
-    inputs, labels = _first(inputs, labels, num_examples, f"{name}:{split}")
+    inputs, labels = _first(inputs, labels, num_examples, f"{name}:{split}", setting)
     feature = builder.info.features[label_key]
     record = None
     if directory:
@@ -270,7 +280,10 @@ def read_tfds(
 def _tfds_splits(data_cfg) -> list[Raw]:
     keys = {field: _key(data_cfg, field) for field in DEFAULT_KEYS}
     kw = dict(data_dir=data_cfg.data_dir, download=data_cfg.download, **keys)
-    return [read_tfds(data_cfg.name, s, num_examples=n, **kw) for s, n in _sizes(data_cfg)]
+    return [
+        read_tfds(data_cfg.name, s, num_examples=n, setting=_setting(s), **kw)
+        for s, n in _sizes(data_cfg)
+    ]
 
 
 # --- Arrays ----------------------------------------------------------------------------------
@@ -321,7 +334,8 @@ def _array_splits(data_cfg) -> list[Raw]:
         labels = checked_labels(
             inputs, labels, f"config.data.{labels_field} ({labels_path or path})"
         )
-        inputs, labels = _first(inputs, labels, n, f"config.data.arrays.{split}")
+        where = f"config.data.arrays.{split}"
+        inputs, labels = _first(inputs, labels, n, where, _setting(split))
         record = {"kind": "arrays", "files": {p: fingerprint.file_sha256(p) for p in files}}
         out.append(Raw(inputs, labels, 0, None, record))
     return out
@@ -367,7 +381,7 @@ def _function_splits(data_cfg) -> list[Raw]:
             "inputs": fingerprint.array_sha256(inputs),
             "labels": fingerprint.array_sha256(labels),
         }
-        inputs, labels = _first(inputs, labels, n, f"{path} ({split})")
+        inputs, labels = _first(inputs, labels, n, f"{path} ({split})", _setting(split))
         record = {"kind": "function", "function": path, "sha256": sha}
         raws.append(Raw(inputs, labels, int(num_classes), None, record))
     return raws

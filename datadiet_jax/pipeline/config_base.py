@@ -86,11 +86,13 @@ def _data() -> ml_collections.ConfigDict:
     d.inputs = "auto"
     # Your own normalization instead: the mean and std per channel (images; [0, 1] units for
     # uint8) or per feature, or one value for all, e.g. --config.data.mean='(0.5,)'
-    # --config.data.std='(0.25,)'; mean 0 and std 1 keep float inputs as given. (): none.
+    # --config.data.std='(0.25,)'; mean 0 and std 1 keep float inputs as given. (): the
+    # dataset's constants or the training split's statistics.
     d.mean = ()
     d.std = ()
     # Number of classes; 0: the source's (a TFDS ClassLabel, a function's 'num_classes'), else
-    # the largest label of the train and test splits + 1.
+    # the largest training label + 1, refusing classes below it that have no training example
+    # and test labels beyond it (`pipeline/labels.py`); set it when empty classes are meant.
     d.num_classes = 0
     d.arrays = ml_collections.ConfigDict()
     # With name='arrays': the training split, an .npz file holding the inputs under image_key

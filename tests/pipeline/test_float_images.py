@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import datadiet_jax as dd
-from datadiet_jax.pipeline import artifacts, data
+from datadiet_jax.pipeline import artifacts, config_check, data
 from tests.conftest import run_main
 
 
@@ -146,3 +146,39 @@ def test_own_normalization_from_the_config(tmp_path):
     train, test = data.load_splits(config.data)
     np.testing.assert_allclose(train.model_inputs(), (x - 0.5) / 0.25, rtol=1e-6)
     np.testing.assert_array_equal(test.std, [0.25])
+
+
+def test_own_normalization_needs_both_mean_and_std():
+    from tests.conftest import smoke_config
+
+    config = smoke_config()
+    config.data.mean = (0.5,)
+    with pytest.raises(ValueError, match=r"config.data.mean and config.data.std are set together"):
+        config_check.check_source(config.data)
+    config.data.std = (0.0,)
+    config_check.check_source(config.data)  # both set: the values are checked with the data
+    x, y = float_images(channels=1)
+    with pytest.raises(ValueError, match=r"normalization=\.\.\.\) needs finite means and stds > 0"):
+        dd.split_from_arrays(x, y, normalization=(0.5, 0.0))
+    with pytest.raises(ValueError, match=r"has a mean of 2 values, but the inputs have 1 channels"):
+        dd.split_from_arrays(x, y, normalization=((0.5, 0.5), 1.0))
+
+
+def load_float_images():
+    """A `config.data.function`: float images in [0, 1], as many datasets hold them."""
+    (x, y), (tx, ty) = float_images(30, seed=0), float_images(12, seed=1)
+    return {"train": {"image": x / 10, "label": y}, "test": {"image": tx / 10, "label": ty}}
+
+
+def test_float_images_from_a_function():
+    from tests.conftest import smoke_config
+
+    sizes = {"data.num_train_examples": 0, "data.num_test_examples": 0}
+    function = f"{__name__}:load_float_images"
+    config = smoke_config(**{"data.name": "function", "data.function": function, **sizes})
+    train, test = data.load_splits(config.data)
+    x = float_images(30)[0].astype(np.float64) / 10
+    mean, std = x.mean((0, 1, 2)), x.std((0, 1, 2))
+    assert train.kind == test.kind == "images" and train.num_classes == 3
+    np.testing.assert_allclose(train.model_inputs(), standardized(x, mean, std), atol=1e-5)
+    np.testing.assert_array_equal(test.mean, train.mean)

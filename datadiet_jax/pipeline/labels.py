@@ -29,8 +29,10 @@ from absl import logging
 
 def _listed(values: np.ndarray, limit: int = 10) -> str:
     """`[a, b, ...]` of the first `limit` values, with how many there are in all."""
-    head = [int(v) for v in values[:limit]]
-    return f"{head}" if len(values) <= limit else f"{head[:-1] + ['...']} ({len(values)} in all)"
+    if len(values) <= limit:
+        return str([int(v) for v in values])
+    head = ", ".join(str(int(v)) for v in values[: limit - 1])
+    return f"[{head}, ...] ({len(values)} in all)"
 
 
 def num_classes_of(train_labels: np.ndarray, declared: int, where: str, setting: str) -> int:

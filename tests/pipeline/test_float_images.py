@@ -182,3 +182,17 @@ def test_float_images_from_a_function():
     assert train.kind == test.kind == "images" and train.num_classes == 3
     np.testing.assert_allclose(train.model_inputs(), standardized(x, mean, std), atol=1e-5)
     np.testing.assert_array_equal(test.mean, train.mean)
+
+
+def test_train_seeds_takes_float_image_arrays():
+    from datadiet_jax import models
+
+    x, y = float_images(32, channels=1)
+    model = models.get_model("small_cnn", 3, width=4)
+    trained = dd.train_seeds(model, (x, y), num_seeds=2, num_steps=2, batch_size=16)
+    train = dd.split_from_arrays(x, y)
+    test = dd.split_from_arrays(*float_images(16, channels=1, seed=1), split="test", train=train)
+    accuracy, loss = trained.evaluate(test, batch_size=8)
+    assert accuracy.shape == (2,) and np.isfinite(loss).all()
+    el2n = dd.el2n_scores(trained.model, trained.variables, train.model_inputs(), train.labels)
+    assert el2n.shape == (2, 32) and np.isfinite(el2n).all()

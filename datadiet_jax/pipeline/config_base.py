@@ -132,7 +132,8 @@ def _model() -> ml_collections.ConfigDict:
     # factory taking `rngs`, or a plain-function model (`scores/model_form/`).
     d.name = "resnet18"
     # Keyword arguments of the model's factory (`num_classes` is passed when it takes it). Set
-    # them in a config file; a key the model does not take is refused before anything runs.
+    # them in a config file or as a dict, --config.model.kwargs='{"hidden": 32}' (replacing the
+    # file's); a key the model does not take is refused before anything runs.
     d.kwargs = ml_collections.ConfigDict()
     # The model's base width, for models that take `width`; 0 keeps the model's default.
     d.width = 0

@@ -42,6 +42,38 @@ ADDED_FIELDS = {
     "retrain.stack": "auto",
 }
 
+# What a rerun in the same work directory may change, decided field by field over this config
+# (`workdir.check_config`; the table in docs/pipeline.md). Sections that a rerun may change
+# because the stages after the scores follow their fingerprints: the kept sets (`prune`) and
+# the retrainings (`retrain`); a retraining redoes itself when its own settings changed.
+PLAN_SECTIONS = ("prune", "retrain")
+# Fields that change no result, only where the data lies or how and in which pieces the same
+# values are computed. A rerun may change them, and no record (config check, fingerprints, run
+# identity) holds them, so changing one redoes nothing:
+NEUTRAL_FIELDS = (
+    # Where the dataset lies, and whether TFDS may download it (the data's content is the
+    # source's, recorded in score files as `data_source`).
+    "data.data_dir",
+    "data.download",
+    # Which program computes the same gradients (a max-pool's fast backward pass).
+    "train.fast_backward",
+    # On which devices, and how the K seeds share one program (vmap, unroll, map): the same
+    # per-seed maths; results equal up to float rounding.
+    "train.mesh",
+    "train.seed_axis",
+    # How many examples one evaluation or scoring pass holds: evaluation sums masked batches
+    # (accuracy counts are exact, losses equal up to float rounding), and every score is per
+    # example. These are the fix for an out-of-memory error in those passes.
+    "train.eval_batch_size",
+    "score.batch_size",
+    # How often checkpoints are saved: a resumed training ends as an uninterrupted one does.
+    "train.checkpoint_every_epochs",
+    # Whether runs of equal-size kept sets train as one stacked training (each as on its own).
+    "retrain.stack",
+)
+# Every other field decides what a run computes (data, model, training, scores, seed), and a
+# rerun that changes one is refused: it is a new run, in a new work directory.
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Returns the paper-scale CIFAR-10 ResNet18 config (a GPU job)."""

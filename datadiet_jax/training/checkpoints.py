@@ -17,6 +17,7 @@ Usage:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 
 import jax
@@ -29,6 +30,28 @@ from datadiet_jax.training.train import TrainState
 
 class CheckpointMismatch(ValueError):
     """A readable checkpoint whose structure differs from what this version trains."""
+
+
+class CheckpointUnreadable(ValueError):
+    """A checkpoint that cannot be read (cut short, damaged): one line naming it."""
+
+
+def _quiet_closed_loops() -> None:
+    """Drops the 'Event loop is closed' errors that TensorStore's callbacks raise, during a
+    failed save or restore (a full disk, a damaged file), on the event loop orbax closed (each
+    printed a traceback through `sys.unraisablehook`); every other unraisable error goes to the
+    hook installed before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loops", False):
+        return
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loops = True
+    sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -48,6 +71,7 @@ class Checkpoints:
             ]
         )
         self._directory = os.path.abspath(directory)
+        _quiet_closed_loops()  # the thread noise of a failed save or restore
         self._manager = ocp.CheckpointManager(
             self._directory,
             options=ocp.CheckpointManagerOptions(
@@ -61,18 +85,27 @@ class Checkpoints:
         self._manager.wait_until_finished()
 
     def restore(self, step: int, state: TrainState, stats: dict):
-        """Restores (state, stats) at `step`, shaped like the given templates."""
+        """Restores (state, stats) at `step`, shaped like the given templates.
+
+        Raises:
+          CheckpointMismatch: the checkpoint is readable but of another version.
+          CheckpointUnreadable: it cannot be read; one line naming it and what to do.
+        """
         item = {"state": state, "stats": stats}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
         try:
             out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except ValueError as err:
-            if "Structure mismatch" not in str(err):
-                raise
-            raise CheckpointMismatch(
-                f"checkpoint step {step} in {self._manager.directory} holds other training "
-                "statistics than this version tracks (e.g. written before AUM was tracked); "
-                "resume it with the version that wrote it, or start in a new work directory."
+        except Exception as err:  # noqa: BLE001 (orbax and TensorStore raise many types)
+            if isinstance(err, ValueError) and "Structure mismatch" in str(err):
+                raise CheckpointMismatch(
+                    f"checkpoint step {step} in {self._manager.directory} holds other training "
+                    "statistics than this version tracks (e.g. written before AUM was tracked); "
+                    "resume it with the version that wrote it, or start in a new work directory."
+                ) from None
+            raise CheckpointUnreadable(
+                f"Checkpoint {os.path.join(self._directory, str(step))} is unreadable "
+                f"({type(err).__name__}: {' '.join(str(err).split())[:200]}); delete "
+                f"{self._directory} and rerun the same command to train again from the start."
             ) from None
         return out["state"], out["stats"]
 
@@ -93,14 +126,10 @@ class Checkpoints:
         for i, step in enumerate(steps):
             try:
                 restored = self.restore(step, state, stats)
-            except CheckpointMismatch:
-                raise  # readable, but of another version: moving it aside would lose it
-            except Exception as e:  # noqa: BLE001 (orbax and TensorStore raise many types)
+            except CheckpointUnreadable as e:
                 logging.warning(
-                    "Checkpoint %s is unreadable (%s: %s)%s",
-                    os.path.join(self._directory, str(step)),
-                    type(e).__name__,
-                    " ".join(str(e).split())[:200],
+                    "%s%s",
+                    str(e).partition(";")[0],
                     "; trying an older one." if i + 1 < len(steps) else ".",
                 )
                 continue

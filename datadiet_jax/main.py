@@ -3,7 +3,8 @@
 Every setting is a config field, overridden with `--config.x.y=value`; `WORKDIR/config.json`
 records the run completely. Running the same command again resumes the run; Ctrl-C or SIGTERM
 stops it with one line naming the stage (exit 130 or 143), and one process works in a work
-directory at a time. Bad input, a full disk or a diverged training ends with one `error:` line.
+directory at a time. Bad input, a damaged file, a full disk, a model failing in the middle of a
+stage or a diverged training ends with one `error:` line.
 
 On several hosts every process runs the same command with `--distributed` (JAX detects Slurm,
 Cloud TPU, Kubernetes or Open MPI) or with `--coordinator_address=HOST:PORT --num_processes=N

@@ -187,7 +187,7 @@ def _train() -> ml_collections.ConfigDict:
     d.nesterov = True
     d.weight_decay = 5e-4
     # How the K seeds share one jitted step: 'auto' (vmap on accelerators, unroll on CPU),
-    # 'vmap', 'unroll' or 'map' (`scores/seed_axis.py`).
+    # 'vmap', 'unroll' or 'map' (`scores/seed_axis.py`). A rerun may change it.
     d.seed_axis = "auto"
     # The backward pass: 'auto' (on CPU, max-pools get a fast gradient, the same values;
     # `train.fast_backward`), 'on' or 'off'. Not part of a run's identity.
@@ -197,9 +197,11 @@ def _train() -> ml_collections.ConfigDict:
     # 4x2, K=1 -> 1x8), 'off' (one device) or 'SEEDSxDATA', e.g. '2x4' (`train_mesh`). Results
     # equal one device's up to float rounding; not part of a run's identity.
     d.mesh = "auto"
-    # Epochs between checkpoints (the score epochs and the end are always saved).
+    # Epochs between checkpoints (the score epochs and the end are always saved). A rerun may
+    # change it.
     d.checkpoint_every_epochs = 10
-    # Examples per evaluation batch (test accuracy, the fit check of every retraining).
+    # Examples per evaluation batch (test accuracy, the fit check of every retraining). A rerun
+    # may change it (`NEUTRAL_FIELDS`), e.g. to fit memory.
     d.eval_batch_size = 500
     return d
 
@@ -235,7 +237,7 @@ def _score() -> ml_collections.ConfigDict:
     d.dynamics_window = 10
     # Epochs the score stage trains; -1 trains up to the last score epoch.
     d.train_epochs = -1
-    # Examples per scoring batch.
+    # Examples per scoring batch. A rerun may change it (`NEUTRAL_FIELDS`), e.g. to fit memory.
     d.batch_size = 256
     # Prune with the score files of another run (its work directory) instead of computing them.
     # They must be of the same dataset, split, N and label noise, and of the same model, seed

@@ -5,8 +5,7 @@ indices and what they and the training are made from, `fingerprint`), `ckpt/`, `
 `result.json`. A finished run whose record matches is skipped; one whose kept indices or training
 settings changed is trained again from scratch, with one line saying why. A damaged `kept.npz` or
 `result.json` is refused with one line naming it: deleting it redoes that run only (`KEPT_FIX`,
-`RESULT_FIX`). Runs of equal-size kept
-sets may train as one stacked training (`stacked`).
+`RESULT_FIX`). Runs of equal-size kept sets may train as one stacked training (`stacked`).
 
 Usage:
 

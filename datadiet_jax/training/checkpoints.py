@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterable
 
 import jax
@@ -39,11 +40,13 @@ class CheckpointUnreadable(ValueError):
 def _quiet_closed_loops() -> None:
     """Drops the 'Event loop is closed' errors that TensorStore's callbacks raise, during a
     failed save or restore (a full disk, a damaged file), on the event loop orbax closed (each
-    printed a traceback through `sys.unraisablehook`); every other unraisable error goes to the
-    hook installed before."""
+    printed a traceback through `sys.unraisablehook`) and the warnings of its coroutines that
+    never ran; every other unraisable error goes to the hook installed before."""
     previous = sys.unraisablehook
     if getattr(previous, "drops_closed_loops", False):
         return
+    # The coroutines of the failed operation that never ran warn when collected, at exit.
+    warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
 
     def hook(unraisable):
         error = unraisable.exc_value
@@ -102,11 +105,16 @@ class Checkpoints:
                     "statistics than this version tracks (e.g. written before AUM was tracked); "
                     "resume it with the version that wrote it, or start in a new work directory."
                 ) from None
-            raise CheckpointUnreadable(
+            what = (
                 f"Checkpoint {os.path.join(self._directory, str(step))} is unreadable "
-                f"({type(err).__name__}: {' '.join(str(err).split())[:200]}); delete "
-                f"{self._directory} and rerun the same command to train again from the start."
-            ) from None
+                f"({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+            )
+            unreadable = CheckpointUnreadable(
+                f"{what}; delete {self._directory} and rerun the same command to train again "
+                "from the start."
+            )
+            unreadable.what = what
+            raise unreadable from None
         return out["state"], out["stats"]
 
     def restore_latest(self, state: TrainState, stats: dict):
@@ -129,7 +137,7 @@ class Checkpoints:
             except CheckpointUnreadable as e:
                 logging.warning(
                     "%s%s",
-                    str(e).partition(";")[0],
+                    e.what,
                     "; trying an older one." if i + 1 < len(steps) else ".",
                 )
                 continue

@@ -116,3 +116,21 @@ def test_unreadable_checkpoints_give_one_line_and_deleting_them_retrains_that_ru
     shutil.rmtree(ckpt)
     run.run(smoke_config(), workdir)
     assert _accuracies(workdir) == _accuracies(smoke_run[0])
+
+
+def test_damaged_logs_read_by_the_report_name_themselves(smoke_run, tmp_path):
+    from datadiet_jax.report import methods
+
+    workdir = _copy(smoke_run, tmp_path)
+    assert methods.training_seconds(workdir)["num_seeds"] == 2
+    for name, read in (
+        ("train/metrics.jsonl", methods.training_seconds),
+        ("timings.jsonl", methods.score_seconds),
+    ):
+        path = os.path.join(workdir, "scores", name)
+        _cut_short(path)
+        with pytest.raises(ValueError) as refused:
+            read(workdir)
+        message = str(refused.value)
+        assert message.startswith(f"{path} is damaged (line ") and "\n" not in message
+        assert "delete it and rerun that run's command" in message

@@ -72,7 +72,9 @@ NEUTRAL_FIELDS = (
     "retrain.stack",
 )
 # Every other field decides what a run computes (data, model, training, scores, seed), and a
-# rerun that changes one is refused: it is a new run, in a new work directory.
+# rerun that changes one is refused: it is a new run, in a new work directory. That includes
+# score.workdir and score.allow_transfer (which scores prune), data.num_test_examples (the test
+# set), and train.num_epochs and score.train_epochs (the schedule, the score training).
 
 
 def base_config() -> ml_collections.ConfigDict:

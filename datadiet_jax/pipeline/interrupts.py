@@ -31,6 +31,8 @@ from absl import logging
 
 # The attribute an error leaving a `stage` carries: the innermost stage's name.
 _STAGE_ATTR = "datadiet_stage"
+# What the message of an error raised in a host callback holds: the callback's traceback.
+_WRAPPED = "Traceback (most recent call last)"
 # This package's folder: errors raised here are the run's own one-line checks.
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +101,7 @@ def error_line(error: Exception, workdir: str) -> str | None:
             "space and run the same command again: it resumes where it stopped."
         )
     checked = isinstance(error, ValueError | FileNotFoundError)
-    if checked and _raised_here(error):
+    if checked and _raised_here(error) and _WRAPPED not in str(error):
         return str(error)
     where = stage_of(error)
     if where is not None:
@@ -112,7 +114,7 @@ def own_message(error: BaseException, typed: bool = True) -> str:
     a host callback of a jitted program (`jax.pure_callback`, `jax.debug.callback`), which JAX
     wraps with the callback's traceback, gives the callback's own exception line."""
     text = str(error).strip()
-    if "Traceback (most recent call last)" in text:
+    if _WRAPPED in text:
         return text.splitlines()[-1].strip()
     text = " ".join(text.split()) or "(no message)"
     return f"{type(error).__name__}: {text}" if typed else text

@@ -19,6 +19,7 @@ import sys
 import flax.linen as nn
 import jax
 import numpy as np
+import pytest
 
 from datadiet_jax.pipeline import interrupts, run
 from tests.conftest import SMOKE_ARGS
@@ -49,6 +50,10 @@ def _count_training_call(total):
     _CALLS.append(total)
     if len(_CALLS) == 5:
         raise ValueError(BROKEN)
+
+
+def _raise_broken(x):
+    raise ValueError(BROKEN)
 
 
 def _python(code, *args):
@@ -88,20 +93,28 @@ def test_error_line_words_each_kind_of_error(tmp_path):
         "INTERNAL: CpuCallback error: Traceback (most recent call last):\n"
         "  File \"model.py\", line 3, in cb\nKeyError: 'pixels'"
     )
-    try:
+    with pytest.raises(RuntimeError) as raised:
         with interrupts.stage("retraining full"):
             raise with_stage
-    except RuntimeError as e:
-        assert interrupts.error_line(e, workdir) == "retraining full stopped: KeyError: 'pixels'"
-    try:
+    assert interrupts.error_line(raised.value, workdir) == (
+        "retraining full stopped: KeyError: 'pixels'"
+    )
+    with pytest.raises(TypeError) as raised:  # the innermost stage is named
         with interrupts.stage("pruning"), interrupts.stage("scoring (el2n at epoch 1)"):
             raise TypeError("apply() got an unexpected keyword\nargument 'train'")
-    except TypeError as e:
-        assert interrupts.error_line(e, workdir) == (
-            "scoring (el2n at epoch 1) stopped: TypeError: apply() got an unexpected keyword "
-            "argument 'train'"
-        )
+    assert interrupts.error_line(raised.value, workdir) == (
+        "scoring (el2n at epoch 1) stopped: TypeError: apply() got an unexpected keyword "
+        "argument 'train'"
+    )
     assert interrupts.error_line(RuntimeError("a bug"), workdir) is None  # its traceback shows
+    out = jax.ShapeDtypeStruct((), np.float32)
+    failing = jax.jit(lambda x: jax.pure_callback(_raise_broken, out, x))
+    with pytest.raises(Exception) as raised:  # JAX wraps it in its own runtime error
+        with interrupts.stage("scoring (grand at epoch 0)"):
+            failing(np.float32(1.0))
+    assert interrupts.error_line(raised.value, workdir) == (
+        f"scoring (grand at epoch 0) stopped: ValueError: {BROKEN}"
+    )
     full = ValueError(f"RESOURCE_EXHAUSTED: write failed: {os.strerror(errno.ENOSPC)}")
     assert interrupts.error_line(full, workdir).startswith("the disk is full (no space left")
 

@@ -134,3 +134,30 @@ def test_damaged_logs_read_by_the_report_name_themselves(smoke_run, tmp_path):
         message = str(refused.value)
         assert message.startswith(f"{path} is damaged (line ") and "\n" not in message
         assert "delete it and rerun that run's command" in message
+
+
+def test_unreadable_score_training_checkpoint_is_one_line_and_deleting_it_redoes_the_scores(
+    smoke_run,
+    tmp_path,
+    trainings,  # noqa: F811
+):
+    workdir = _copy(smoke_run, tmp_path)
+    score_file = os.path.join(workdir, "scores", "el2n_epoch001.npz")
+    os.remove(score_file)  # recomputed from the score training's checkpoint of epoch 1
+    ckpt = os.path.join(workdir, "scores", "train", "ckpt")
+    for chunk in glob.glob(os.path.join(ckpt, "*", "default", "d", "*")):
+        _cut_short(chunk)
+    with pytest.raises(ValueError) as refused:
+        run.run(smoke_config(), workdir)
+    message = str(refused.value)
+    assert message.startswith(f"No readable checkpoint in {ckpt} (steps [")
+    assert "delete that directory" in message and "\n" not in message
+    shutil.rmtree(ckpt)
+    run.run(smoke_config(), workdir)
+    assert trainings == ["score training"]  # the score stage only: the retrainings stand
+    with (
+        open(score_file, "rb") as new,
+        open(score_file.replace(workdir, smoke_run[0]), "rb") as old,
+    ):
+        assert new.read() == old.read()
+    assert _accuracies(workdir) == _accuracies(smoke_run[0])

@@ -3,7 +3,8 @@
 Every setting is a config field, overridden with `--config.x.y=value`; `WORKDIR/config.json`
 records the run completely. Running the same command again resumes the run; Ctrl-C or SIGTERM
 stops it with one line naming the stage (exit 130 or 143), and one process works in a work
-directory at a time. Bad input, a full disk or a diverged training ends with one `error:` line.
+directory at a time. Bad input, a damaged file, a full disk, a model failing in the middle of a
+stage or a diverged training ends with one `error:` line.
 
 On several hosts every process runs the same command with `--distributed` (JAX detects Slurm,
 Cloud TPU, Kubernetes or Open MPI) or with `--coordinator_address=HOST:PORT --num_processes=N
@@ -19,7 +20,6 @@ Usage:
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 
@@ -94,32 +94,16 @@ def main(argv):
 
 
 def run_or_exit(config, workdir: str) -> dict:
-    """`run.run`, with bad input and a full disk turned into one `error:` line on stderr."""
+    """`run.run`, with bad input, a full disk and a model failing in a stage turned into one
+    `error:` line on stderr (`interrupts.error_line`; `--verbosity=1` also logs the traceback)."""
     try:
         return run.run(config, workdir)
     except Exception as e:
-        if _disk_full(e):
-            sys.exit(
-                f"error: the disk is full (no space left to write in {os.path.abspath(workdir)}); "
-                "free some space and run the same command again: it resumes where it stopped."
-            )
-        if isinstance(e, ValueError | FileNotFoundError):
-            sys.exit(f"error: {e}")
-        raise
-
-
-def _disk_full(e: BaseException | None) -> bool:
-    """Whether `e` or an exception it was raised from is a full disk or an exhausted quota
-    (orbax and TensorStore wrap the OSError, or keep only its text)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(s in str(e) for s in (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+        line = interrupts.error_line(e, workdir)
+        if line is None:
+            raise
+        logging.debug("The error in full:", exc_info=e)
+        sys.exit(f"error: {line}")
 
 
 def parse_flags(argv: list[str]) -> list[str]:

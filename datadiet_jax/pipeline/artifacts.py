@@ -29,13 +29,21 @@ from datadiet_jax.pipeline.config_base import ADDED_FIELDS
 from datadiet_jax.scores import inputs
 from datadiet_jax.training import files
 
+# What to do about a damaged results.json: the last step of the run writes it again.
+RESULTS_FIX = (
+    "delete it and rerun the same command: the results are gathered again from the runs' "
+    "result.json files"
+)
+# What reading a damaged .npz raises.
+LOAD_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError)
+
 
 def read_results(workdir: str) -> dict:
     """`WORKDIR/results.json`, with its score paths joined to `workdir`."""
     path = os.path.join(workdir, "results.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist; run that work directory first.")
-    out = files.read_json(path)
+    out = files.read_json(path, fix=RESULTS_FIX)
     out["scores"] = {
         k: os.path.normpath(os.path.join(workdir, v)) for k, v in out["scores"].items()
     }
@@ -86,9 +94,6 @@ TRANSFER_FIELDS = ("model", "seed", "num_seeds")
 # Score kinds whose files may hold +inf: forgetting gives +inf to never-learned examples.
 _INF_KINDS = ("forgetting",)
 
-_LOAD_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError)
-
-
 # What to do about a refused score file, unless the caller knows better (`load_scores(fix=...)`).
 DEFAULT_FIX = (
     "delete it and rerun the run that wrote it (its score stage recomputes it), or point "
@@ -129,7 +134,7 @@ def load_scores(
                 if k in f.files or k != "tfds_id"
             }
             provenance = json.loads(str(f["provenance"]))
-    except _LOAD_ERRORS as e:
+    except LOAD_ERRORS as e:
         raise ValueError(f"Score file {path} is unreadable ({type(e).__name__}); {fix}.") from None
     out["provenance"] = provenance
     n = len(out["index"])

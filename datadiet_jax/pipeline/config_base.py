@@ -44,6 +44,40 @@ ADDED_FIELDS = {
     "retrain.stack": "auto",
 }
 
+# What a rerun in the same work directory may change, decided field by field over this config
+# (`workdir.check_config`; the table in docs/pipeline.md). Sections that a rerun may change
+# because the stages after the scores follow their fingerprints: the kept sets (`prune`) and
+# the retrainings (`retrain`); a retraining redoes itself when its own settings changed.
+PLAN_SECTIONS = ("prune", "retrain")
+# Fields that change no result, only where the data lies or how and in which pieces the same
+# values are computed. A rerun may change them, and no record (config check, fingerprints, run
+# identity) holds them, so changing one redoes nothing:
+NEUTRAL_FIELDS = (
+    # Where the dataset lies, and whether TFDS may download it (the data's content is the
+    # source's, recorded in score files as `data_source`).
+    "data.data_dir",
+    "data.download",
+    # Which program computes the same gradients (a max-pool's fast backward pass).
+    "train.fast_backward",
+    # On which devices, and how the K seeds share one program (vmap, unroll, map): the same
+    # per-seed maths; results equal up to float rounding.
+    "train.mesh",
+    "train.seed_axis",
+    # How many examples one evaluation or scoring pass holds: evaluation sums masked batches
+    # (accuracy counts are exact, losses equal up to float rounding), and every score is per
+    # example. These are the fix for an out-of-memory error in those passes.
+    "train.eval_batch_size",
+    "score.batch_size",
+    # How often checkpoints are saved: a resumed training ends as an uninterrupted one does.
+    "train.checkpoint_every_epochs",
+    # Whether runs of equal-size kept sets train as one stacked training (each as on its own).
+    "retrain.stack",
+)
+# Every other field decides what a run computes (data, model, training, scores, seed), and a
+# rerun that changes one is refused: it is a new run, in a new work directory. That includes
+# score.workdir and score.allow_transfer (which scores prune), data.num_test_examples (the test
+# set), and train.num_epochs and score.train_epochs (the schedule, the score training).
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Returns the paper-scale CIFAR-10 ResNet18 config (a GPU job)."""
@@ -166,7 +200,7 @@ def _train() -> ml_collections.ConfigDict:
     d.nesterov = True
     d.weight_decay = 5e-4
     # How the K seeds share one jitted step: 'auto' (vmap on accelerators, unroll on CPU),
-    # 'vmap', 'unroll' or 'map' (`scores/seed_axis.py`).
+    # 'vmap', 'unroll' or 'map' (`scores/seed_axis.py`). A rerun may change it.
     d.seed_axis = "auto"
     # The backward pass: 'auto' (on CPU, max-pools get a fast gradient, the same values;
     # `train.fast_backward`), 'on' or 'off'. Not part of a run's identity.
@@ -176,9 +210,11 @@ def _train() -> ml_collections.ConfigDict:
     # 4x2, K=1 -> 1x8), 'off' (one device) or 'SEEDSxDATA', e.g. '2x4' (`train_mesh`). Results
     # equal one device's up to float rounding; not part of a run's identity.
     d.mesh = "auto"
-    # Epochs between checkpoints (the score epochs and the end are always saved).
+    # Epochs between checkpoints (the score epochs and the end are always saved). A rerun may
+    # change it.
     d.checkpoint_every_epochs = 10
-    # Examples per evaluation batch (test accuracy, the fit check of every retraining).
+    # Examples per evaluation batch (test accuracy, the fit check of every retraining). A rerun
+    # may change it (`NEUTRAL_FIELDS`), e.g. to fit memory.
     d.eval_batch_size = 500
     return d
 
@@ -214,7 +250,7 @@ def _score() -> ml_collections.ConfigDict:
     d.dynamics_window = 10
     # Epochs the score stage trains; -1 trains up to the last score epoch.
     d.train_epochs = -1
-    # Examples per scoring batch.
+    # Examples per scoring batch. A rerun may change it (`NEUTRAL_FIELDS`), e.g. to fit memory.
     d.batch_size = 256
     # Prune with the score files of another run (its work directory) instead of computing them.
     # They must be of the same dataset, split, N and label noise, and of the same model, seed

@@ -370,7 +370,8 @@ def training_settings(config) -> dict:
     """The config sections that decide a retraining besides its kept set
     (`fingerprint.TRAINING_SECTIONS`), as plain dicts without `workdir.NEUTRAL_FIELDS`."""
     sections = {k: config_to_dict(config[k]) for k in fingerprint.TRAINING_SECTIONS}
-    for field in workdir.NEUTRAL_FIELDS:  # where the data lies, how the same gradients are made
+    for field in workdir.NEUTRAL_FIELDS:  # fields that change no result
         section, name = field.split(".")
-        sections[section].pop(name, None)
+        if section in sections:
+            sections[section].pop(name, None)
     return sections

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from datadiet_jax.pipeline import artifacts, plan
+from datadiet_jax.pipeline.config_base import NEUTRAL_FIELDS
 
 if TYPE_CHECKING:
     from datadiet_jax.pipeline.specs import PruneSpec, RetrainSpec
@@ -104,10 +105,14 @@ def training_record(spec: RetrainSpec, kept: np.ndarray) -> dict:
 
 def changes(old: Mapping | None, new: Mapping) -> list[str]:
     """The dotted keys whose values differ ('kept_sha256', 'retrain.num_seeds',
-    'scores.el2n@1.sha256'); ['(no record)'] when there is no old record."""
+    'scores.el2n@1.sha256'), less `config_base.NEUTRAL_FIELDS`; ['(no record)'] when there is
+    no old record."""
     if old is None:
         return ["(no record)"]
-    return sorted(artifacts.diff_keys(_plain(old), _plain(new)))
+    # A record written while a field that changes no result was still recorded (e.g.
+    # train.eval_batch_size) still stands.
+    differ = artifacts.diff_keys(_plain(old), _plain(new))
+    return sorted(k for k in differ if k not in NEUTRAL_FIELDS)
 
 
 def _plain(obj):

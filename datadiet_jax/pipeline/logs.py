@@ -2,7 +2,9 @@
 
 Lines such as "Load dataset info ...", "Constructing tf.data.Dataset ...", "Unable to initialize
 backend 'tpu'" and checkpoint internals are left out; these libraries' warnings and errors still
-show. `--verbosity=1` (absl's flag) brings everything back.
+show, except the tracebacks that repeat an error the run ends with in one line anyway (orbax's
+writing threads on a full disk, JAX on an exception in a host callback). `--verbosity=1`
+(absl's flag) brings everything back.
 
 Usage:
 
@@ -15,6 +17,8 @@ from __future__ import annotations
 import logging as std_logging
 
 from absl import logging
+
+from datadiet_jax.pipeline import interrupts
 
 # Path parts of the libraries whose INFO lines are left out.
 QUIET_LIBRARIES = (
@@ -30,9 +34,23 @@ QUIET_LIBRARIES = (
 
 class _QuietLibraries(std_logging.Filter):
     def filter(self, record):
-        if record.levelno >= std_logging.WARNING or logging.get_verbosity() >= logging.DEBUG:
+        if logging.get_verbosity() >= logging.DEBUG:
             return True
-        return not any(part in record.pathname for part in QUIET_LIBRARIES)
+        library = any(part in record.pathname for part in QUIET_LIBRARIES)
+        if record.levelno >= std_logging.WARNING:
+            return not (library and _reported_by_the_run(record))
+        return not library
+
+
+def _reported_by_the_run(record) -> bool:
+    """Whether a library's error record repeats, with its traceback, an error that reaches the
+    run's own one line: a full disk met by orbax's writing threads, or an exception raised in
+    a host callback of a jitted program (JAX logs it, then raises it in the main thread)."""
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None:
+        return False
+    callback = str(record.msg).startswith("jax.") and "callback failed" in str(record.msg)
+    return callback or interrupts.disk_full(error)
 
 
 def quiet_library_logs() -> None:

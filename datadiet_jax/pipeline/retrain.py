@@ -3,8 +3,9 @@
 Each run of the plan (`plan.kept_sets`) lands in `WORKDIR/retrain/<run>/`: `kept.npz` (the kept
 indices and what they and the training are made from, `fingerprint`), `ckpt/`, `metrics.jsonl` and
 `result.json`. A finished run whose record matches is skipped; one whose kept indices or training
-settings changed is trained again from scratch, with one line saying why. Runs of equal-size kept
-sets may train as one stacked training (`stacked`).
+settings changed is trained again from scratch, with one line saying why. A damaged `kept.npz` or
+`result.json` is refused with one line naming it: deleting it redoes that run only (`KEPT_FIX`,
+`RESULT_FIX`). Runs of equal-size kept sets may train as one stacked training (`stacked`).
 
 Usage:
 
@@ -25,9 +26,17 @@ import shutil
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import fingerprint, interrupts, stacked
+from datadiet_jax.pipeline import artifacts, fingerprint, interrupts, stacked
 from datadiet_jax.pipeline.specs import RetrainSpec
 from datadiet_jax.training import files, health, loop, multihost, train
+
+# What to do about a damaged file of a retraining: what deleting it redoes.
+KEPT_FIX = (
+    "delete it and rerun the same command: this run is selected and trained again from scratch"
+)
+RESULT_FIX = (
+    "delete it and rerun the same command: this run is evaluated again from its last checkpoint"
+)
 
 
 def retrain_stage(spec: RetrainSpec, workdir: str, model, split, test_split, runs) -> list[dict]:
@@ -52,7 +61,7 @@ def retrain_stage(spec: RetrainSpec, workdir: str, model, split, test_split, run
         run_dir = os.path.join(workdir, "retrain", run.name)
         made_from = {"kept": kept_from, "training": fingerprint.training_record(spec, kept)}
         if prepare_run_dir(run_dir, run.name, kept, made_from):
-            results[i] = files.read_json(os.path.join(run_dir, "result.json"))
+            results[i] = files.read_json(os.path.join(run_dir, "result.json"), fix=RESULT_FIX)
         else:
             pending.append((i, run, kept, run_dir, made_from))
     batches = (
@@ -160,7 +169,7 @@ def prepare_run_dir(run_dir: str, name: str, kept: np.ndarray, made_from: dict) 
         )
         _save_kept(kept_path, kept, made_from)
         if os.path.exists(result_path):
-            result = files.read_json(result_path)
+            result = files.read_json(result_path, fix=RESULT_FIX)
             files.write_json(result_path, result | {"made_from": made_from})
     if not os.path.exists(kept_path):
         _save_kept(kept_path, kept, made_from)
@@ -169,12 +178,21 @@ def prepare_run_dir(run_dir: str, name: str, kept: np.ndarray, made_from: dict) 
 
 def read_kept(kept_path: str) -> tuple[np.ndarray | None, dict | None]:
     """The kept indices `[M]` of a `kept.npz` and its `made_from` record (None for what is
-    missing)."""
+    missing).
+
+    Raises:
+      ValueError: one line naming a damaged file, and `KEPT_FIX`.
+    """
     if not os.path.exists(kept_path):
         return None, None
-    with np.load(kept_path, allow_pickle=False) as f:
-        record = json.loads(str(f["made_from"])) if "made_from" in f else None
-        return np.asarray(f["index"]), record
+    try:
+        with np.load(kept_path, allow_pickle=False) as f:
+            record = json.loads(str(f["made_from"])) if "made_from" in f else None
+            return np.asarray(f["index"]), record
+    except artifacts.LOAD_ERRORS as e:
+        raise ValueError(
+            f"Kept set {kept_path} is unreadable ({type(e).__name__}); {KEPT_FIX}."
+        ) from None
 
 
 def read_record(kept_path: str) -> dict | None:

@@ -38,7 +38,7 @@ from datadiet_jax.pipeline import (
     score_stage,
 )
 from datadiet_jax.pipeline import workdir as workdir_lib
-from datadiet_jax.pipeline.config_base import config_to_dict
+from datadiet_jax.pipeline.config_base import NEUTRAL_FIELDS, config_to_dict
 from datadiet_jax.scores import model_form
 from datadiet_jax.training import files, loop
 
@@ -100,15 +100,17 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
 
 def is_current(config, workdir: str) -> bool:
     """Whether `workdir` holds the finished run of `config` whose inputs are unchanged: the same
-    config, its results written last, every score file and retraining result as recorded there.
-    Reads only small files and hashes the score files (no data, no JAX)."""
+    config (`config_base.NEUTRAL_FIELDS` may differ), its results written last, every score file
+    and retraining result as recorded there. Reads only small files and hashes the score files
+    (no data, no JAX)."""
     config_path = os.path.join(workdir, "config.json")
     results_path = os.path.join(workdir, "results.json")
     if not (os.path.exists(results_path) and os.path.exists(config_path)):
         return False
-    if artifacts.diff_keys(files.read_json(config_path), config_to_dict(config)):
+    recorded = files.read_json(config_path, fix=workdir_lib.CONFIG_FIX)
+    if artifacts.diff_keys(recorded, config_to_dict(config)) - set(NEUTRAL_FIELDS):
         return False
-    results = files.read_json(results_path)
+    results = files.read_json(results_path, fix=artifacts.RESULTS_FIX)
     if "made_from" not in results:  # written before records existed
         return False
     for entry in results["made_from"]["scores"].values():
@@ -117,6 +119,6 @@ def is_current(config, workdir: str) -> bool:
             return False
     for result in results["runs"]:
         path = os.path.join(workdir, "retrain", result["name"], "result.json")
-        if not os.path.exists(path) or files.read_json(path) != result:
+        if not os.path.exists(path) or files.read_json(path, fix=retrain.RESULT_FIX) != result:
             return False
     return True

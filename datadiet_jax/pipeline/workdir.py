@@ -7,8 +7,9 @@
   PID, or (figure sweeps, `wait=True`) waits for it.
 - `check_config` records the run's config in `WORKDIR/config.json`, or checks it against the one
   there: the fields that make the score stage (data, model, training, scores, seed) must match;
-  the retraining plan (`prune`, `retrain`) and where the dataset lies (`data.data_dir`,
-  `data.download`) may change, and the stages after the scores follow their fingerprints.
+  the retraining plan (`prune`, `retrain`) and the fields that change no result
+  (`config_base.NEUTRAL_FIELDS`: where the dataset lies, the devices, the evaluation and scoring
+  batch sizes, ...) may change, and the stages after the scores follow their fingerprints.
 
 Usage:
 
@@ -28,22 +29,18 @@ import tempfile
 
 from absl import logging
 
-from datadiet_jax.pipeline import artifacts
+from datadiet_jax.pipeline import artifacts, config_base
 from datadiet_jax.training import files, multihost
 
-# Config sections a rerun may change: the kept sets and retrainings follow their fingerprints.
-PLAN_SECTIONS = ("prune", "retrain")
-# Fields a rerun may change that do not change what is computed: where the dataset lies, and
-# which program computes the same gradients, and on which devices. Training records leave them
-# out too.
-NEUTRAL_FIELDS = (
-    "data.data_dir",
-    "data.download",
-    "train.fast_backward",
-    "train.mesh",
-    "retrain.stack",
-)
+# What a rerun may change, decided field by field in `config_base` (the table in
+# docs/pipeline.md): the plan's sections, and the fields that change no result.
+PLAN_SECTIONS = config_base.PLAN_SECTIONS
+NEUTRAL_FIELDS = config_base.NEUTRAL_FIELDS
 LOCK_NAME = ".lock"
+# What to do about a damaged config.json.
+CONFIG_FIX = (
+    "delete it and rerun the same command with the config that made this run (it is recorded again)"
+)
 
 
 def check_writable(workdir: str, what: str = "Work directory", fix: str = "pass another --workdir"):
@@ -157,7 +154,7 @@ def check_config(workdir: str, config_dict: dict) -> list[str]:
     if not set(os.listdir(workdir)) - {"config.json", LOCK_NAME}:
         files.write_json(path, config_dict)  # a run that stopped before any output
         return []
-    old = files.read_json(path)
+    old = files.read_json(path, fix=CONFIG_FIX)
     changed = sorted(artifacts.diff_keys(old, config_dict))
     fixed = [k for k in changed if k.split(".")[0] not in PLAN_SECTIONS and k not in NEUTRAL_FIELDS]
     if fixed:

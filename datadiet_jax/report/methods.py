@@ -14,7 +14,6 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 
@@ -22,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from datadiet_jax.report import plots, summary
+from datadiet_jax.training import files
 
 
 def against_random(table: Sequence[Mapping]) -> list[dict]:
@@ -53,11 +53,17 @@ def against_random(table: Sequence[Mapping]) -> list[dict]:
     return out
 
 
+# What to do about a damaged log of a run (its epoch metrics, its score timings).
+LOG_FIX = (
+    "delete it and rerun that run's command; its records come back for what the rerun computes "
+    "again (delete the run's checkpoints or score files to redo those)"
+)
+
+
 def _jsonl(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a run's JSON-lines log ([] when missing; a damaged one: one ValueError
+    line naming it)."""
+    return files.read_jsonl(path, fix=LOG_FIX)
 
 
 def training_seconds(score_dir: str) -> dict:

@@ -17,6 +17,8 @@ Usage:
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Iterable
 
 import jax
@@ -29,6 +31,30 @@ from datadiet_jax.training.train import TrainState
 
 class CheckpointMismatch(ValueError):
     """A readable checkpoint whose structure differs from what this version trains."""
+
+
+class CheckpointUnreadable(ValueError):
+    """A checkpoint that cannot be read (cut short, damaged): one line naming it."""
+
+
+def _quiet_closed_loops() -> None:
+    """Drops the 'Event loop is closed' errors that TensorStore's callbacks raise, during a
+    failed save or restore (a full disk, a damaged file), on the event loop orbax closed (each
+    printed a traceback through `sys.unraisablehook`) and the warnings of its coroutines that
+    never ran; every other unraisable error goes to the hook installed before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loops", False):
+        return
+    # The coroutines of the failed operation that never ran warn when collected, at exit.
+    warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loops = True
+    sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -48,6 +74,7 @@ class Checkpoints:
             ]
         )
         self._directory = os.path.abspath(directory)
+        _quiet_closed_loops()  # the thread noise of a failed save or restore
         self._manager = ocp.CheckpointManager(
             self._directory,
             options=ocp.CheckpointManagerOptions(
@@ -61,19 +88,33 @@ class Checkpoints:
         self._manager.wait_until_finished()
 
     def restore(self, step: int, state: TrainState, stats: dict):
-        """Restores (state, stats) at `step`, shaped like the given templates."""
+        """Restores (state, stats) at `step`, shaped like the given templates.
+
+        Raises:
+          CheckpointMismatch: the checkpoint is readable but of another version.
+          CheckpointUnreadable: it cannot be read; one line naming it and what to do.
+        """
         item = {"state": state, "stats": stats}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
         try:
             out = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except ValueError as err:
-            if "Structure mismatch" not in str(err):
-                raise
-            raise CheckpointMismatch(
-                f"checkpoint step {step} in {self._manager.directory} holds other training "
-                "statistics than this version tracks (e.g. written before AUM was tracked); "
-                "resume it with the version that wrote it, or start in a new work directory."
-            ) from None
+        except Exception as err:  # noqa: BLE001 (orbax and TensorStore raise many types)
+            if isinstance(err, ValueError) and "Structure mismatch" in str(err):
+                raise CheckpointMismatch(
+                    f"checkpoint step {step} in {self._manager.directory} holds other training "
+                    "statistics than this version tracks (e.g. written before AUM was tracked); "
+                    "resume it with the version that wrote it, or start in a new work directory."
+                ) from None
+            what = (
+                f"Checkpoint {os.path.join(self._directory, str(step))} is unreadable "
+                f"({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+            )
+            unreadable = CheckpointUnreadable(
+                f"{what}; delete {self._directory} and rerun the same command to train again "
+                "from the start."
+            )
+            unreadable.what = what
+            raise unreadable from None
         return out["state"], out["stats"]
 
     def restore_latest(self, state: TrainState, stats: dict):
@@ -93,14 +134,10 @@ class Checkpoints:
         for i, step in enumerate(steps):
             try:
                 restored = self.restore(step, state, stats)
-            except CheckpointMismatch:
-                raise  # readable, but of another version: moving it aside would lose it
-            except Exception as e:  # noqa: BLE001 (orbax and TensorStore raise many types)
+            except CheckpointUnreadable as e:
                 logging.warning(
-                    "Checkpoint %s is unreadable (%s: %s)%s",
-                    os.path.join(self._directory, str(step)),
-                    type(e).__name__,
-                    " ".join(str(e).split())[:200],
+                    "%s%s",
+                    e.what,
                     "; trying an older one." if i + 1 < len(steps) else ".",
                 )
                 continue

@@ -1,8 +1,10 @@
 """Files the trainer and the stages write: atomic, and from process 0 of a multi-process job.
 
 Every write goes to a temporary file in the same folder and is renamed into place, so a stopped
-run never leaves a half-written file; in a job of several processes, process 0 writes and the
-others wait (`multihost.one_writer`).
+run never leaves a half-written file (appended logs, `append_line`, excepted); in a job of several
+processes, process 0 writes and the others wait (`multihost.one_writer`). A file damaged later
+(a disk fault, a copy cut short, a log line cut by a crash) is refused on reading with one line
+naming it and what to do.
 
 Usage:
 
@@ -10,6 +12,7 @@ Usage:
     files.write_json(path, {"accuracy": 0.9})
     files.append_line(metrics_path, json.dumps(record))      # one JSON line per record
     files.save_npz(path, features=x, index=idx)
+    files.read_json(path)      # a damaged file: ValueError naming it and what to do
 """
 
 from __future__ import annotations
@@ -60,9 +63,48 @@ def write_json(path: str, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
+# What to do about a damaged file, unless its reader knows better.
+DEFAULT_FIX = "delete it and rerun the same command: the stage that wrote it is redone"
+
+
+def read_json(path: str, fix: str = DEFAULT_FIX):
+    """The JSON value in `path`.
+
+    Raises:
+      ValueError: one line naming the file, when it is damaged (cut short, not JSON), and `fix`.
+    """
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({_json_error(e)}); {fix}.") from None
+
+
+def read_jsonl(path: str, fix: str = DEFAULT_FIX) -> list:
+    """The records of a file of one JSON value per line (blank lines skipped; [] when missing).
+
+    Raises:
+      ValueError: one line naming the file and its first damaged line, and `fix`.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    out = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line.decode()))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                where = f"line {number}: {_json_error(e)}"
+                raise ValueError(f"{path} is damaged ({where}); {fix}.") from None
+    return out
+
+
+def _json_error(e: ValueError) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+    return "not UTF-8 text"
 
 
 def write_csv(path: str, rows: list[dict]) -> None:

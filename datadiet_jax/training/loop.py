@@ -170,6 +170,7 @@ class _Training:
     def restore(self, init_state):
         """(state, stats, first step): the latest checkpoint, else the initial state."""
         spec, first = self.spec, 0
+        files.read_jsonl(self.metrics_path, fix=metrics_fix(spec.ckpt_dir))  # refused if damaged
         if init_state is None:
             state = initial_states(self.model, self.split, spec)
         else:
@@ -330,6 +331,14 @@ def _copy_init_state(init_state, num_seeds: int, num_steps: int):
             "all seeds from the same step of the schedule."
         )
     return jax.tree.map(lambda x: jnp.array(x, copy=True), init_state), int(steps[0])
+
+
+def metrics_fix(ckpt_dir: str) -> str:
+    """What to do about a damaged `metrics.jsonl` beside `ckpt_dir`."""
+    return (
+        "delete it and rerun the same command: the training goes on from its last checkpoint and "
+        f"logs the epochs after it (delete {ckpt_dir} too to train and log every epoch again)"
+    )
 
 
 def _append_jsonl(path: str, record: dict) -> None:

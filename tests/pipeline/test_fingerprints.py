@@ -179,7 +179,8 @@ def _old_training_record(config, kept):
     sections = {k: config_to_dict(config[k]) for k in ("data", "model", "train", "retrain")}
     for field in workdir_lib.NEUTRAL_FIELDS:
         section, name = field.split(".")
-        sections[section].pop(name, None)
+        if section in sections:
+            sections[section].pop(name, None)
     return {
         "kept_sha256": fingerprint.array_sha256(np.asarray(kept, np.int64)),
         "num_kept": len(kept),

@@ -42,6 +42,7 @@ NEUTRAL_FIELDS = (
     "train.fast_backward",
     "train.mesh",
     "retrain.stack",
+    "track.writers",
 )
 LOCK_NAME = ".lock"
 

@@ -2,7 +2,8 @@
 
 Lines such as "Load dataset info ...", "Constructing tf.data.Dataset ...", "Unable to initialize
 backend 'tpu'" and checkpoint internals are left out; these libraries' warnings and errors still
-show. `--verbosity=1` (absl's flag) brings everything back.
+show. `--verbosity=1` (absl's flag) brings everything back. The filter is the one notebooks get
+(`scores/notebook_logs.py`).
 
 Usage:
 
@@ -12,31 +13,13 @@ Usage:
 
 from __future__ import annotations
 
-import logging as std_logging
-
 from absl import logging
 
-# Path parts of the libraries whose INFO lines are left out.
-QUIET_LIBRARIES = (
-    "/tensorflow_datasets/",
-    "/tensorflow/",
-    "/orbax/",
-    "/jax/",
-    "/jaxlib/",
-    "/etils/",
-    "/flax/",
-)
+from datadiet_jax.scores.notebook_logs import QUIET_LIBRARIES, add_quiet_filter
 
-
-class _QuietLibraries(std_logging.Filter):
-    def filter(self, record):
-        if record.levelno >= std_logging.WARNING or logging.get_verbosity() >= logging.DEBUG:
-            return True
-        return not any(part in record.pathname for part in QUIET_LIBRARIES)
+__all__ = ["QUIET_LIBRARIES", "quiet_library_logs"]
 
 
 def quiet_library_logs() -> None:
     """Adds the filter to absl's handler (once)."""
-    handler = logging.get_absl_handler()
-    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
-        handler.addFilter(_QuietLibraries())
+    add_quiet_filter(logging.get_absl_handler())

@@ -42,6 +42,7 @@ ADDED_FIELDS = {
     "score.dynamics_window": 10,
     "prune.features": "",
     "retrain.stack": "auto",
+    "track": {"writers": ["tensorboard", "jsonl"]},
 }
 
 # What a rerun in the same work directory may change, decided field by field over this config
@@ -72,6 +73,8 @@ NEUTRAL_FIELDS = (
     "train.checkpoint_every_epochs",
     # Whether runs of equal-size kept sets train as one stacked training (each as on its own).
     "retrain.stack",
+    # Where the run's scalars and histograms are written besides its own files.
+    "track.writers",
 )
 # Every other field decides what a run computes (data, model, training, scores, seed), and a
 # rerun that changes one is refused: it is a new run, in a new work directory. That includes
@@ -90,6 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.score = _score()
     c.prune = _prune()
     c.retrain = _retrain()
+    c.track = _track()
     return c
 
 
@@ -300,6 +304,18 @@ def _retrain() -> ml_collections.ConfigDict:
     # (each member with its own kept set, init and data order, as in its own run): 'on', 'off',
     # or 'auto' (on with an accelerator; off on CPU, where it measured no faster).
     d.stack = "auto"
+    return d
+
+
+def _track() -> ml_collections.ConfigDict:
+    """Where a run's training and score records go besides its own files (`training.tracking`)."""
+    d = ml_collections.ConfigDict()
+    # Writers of every training's per-epoch scalars (each seed's loss and accuracy, the learning
+    # rate, examples/s) and each score's histograms, under WORKDIR/tracking/: 'tensorboard'
+    # (event files, `tensorboard --logdir WORKDIR/tracking/tensorboard`) and 'jsonl'
+    # (records.jsonl, one JSON line per record); () tracks nothing. Changes no other output, so
+    # a resumed run may change it.
+    d.writers = ("tensorboard", "jsonl")
     return d
 
 

@@ -4,7 +4,8 @@ Lines such as "Load dataset info ...", "Constructing tf.data.Dataset ...", "Unab
 backend 'tpu'" and checkpoint internals are left out; these libraries' warnings and errors still
 show, except the tracebacks that repeat an error the run ends with in one line anyway (orbax's
 writing threads on a full disk, JAX on an exception in a host callback). `--verbosity=1`
-(absl's flag) brings everything back.
+(absl's flag) brings everything back. Notebooks get the same library filter
+(`scores/notebook_logs.py`).
 
 Usage:
 
@@ -19,17 +20,7 @@ import logging as std_logging
 from absl import logging
 
 from datadiet_jax.pipeline import interrupts
-
-# Path parts of the libraries whose INFO lines are left out.
-QUIET_LIBRARIES = (
-    "/tensorflow_datasets/",
-    "/tensorflow/",
-    "/orbax/",
-    "/jax/",
-    "/jaxlib/",
-    "/etils/",
-    "/flax/",
-)
+from datadiet_jax.scores.notebook_logs import QUIET_LIBRARIES
 
 
 class _QuietLibraries(std_logging.Filter):

@@ -2,7 +2,8 @@
 
 The same loop, steps and input pipeline as the command line, as plain calls. `train_seeds` takes
 any model `scores.model_form` takes (a Flax Linen module, an NNX module class or factory, a
-plain-function model; `train_arg` names a Linen mode flag no convention names), logs progress,
+plain-function model; `train_arg` names a Linen mode flag no convention names), logs progress
+(rate and ETA, shown in a notebook without absl settings: `scores/notebook_logs.py`),
 stops with one error line on a non-finite loss or a model trained in eval mode, and keeps orbax
 checkpoints in `workdir` when one is given (a rerun resumes there).
 
@@ -29,7 +30,9 @@ import numpy as np
 
 from datadiet_jax.pipeline import data
 from datadiet_jax.pipeline.config_base import base_config
+from datadiet_jax.scores import notebook_logs
 from datadiet_jax.scores.model_form import ModelForm, model_form
+from datadiet_jax.scores.progress import Progress
 from datadiet_jax.training import input_pipeline, keys, loop, train
 
 
@@ -107,6 +110,7 @@ def train_seeds(
         neither length given badly, a seed whose loss became non-finite, or a model trained
         in eval mode (one line each).
     """
+    notebook_logs.show_progress()  # outside app.run: progress lines, no library INFO lines
     split = as_split(split)
     run, cfg = _options("train_seeds", options, base_config().train)
     kept = (
@@ -205,9 +209,22 @@ def pruned_dataset(
         augment=run["augment"],
     )
     batches = input_pipeline.train_batches(split, kept, stream)
-    if num_seeds is not None:
-        return batches
-    return ({k: v[0] for k, v in batch.items()} for batch in batches)
+    if num_seeds is None:
+        batches = ({k: v[0] for k, v in batch.items()} for batch in batches)
+    progress = Progress(
+        "pruned_dataset", stream.num_steps, examples_per_unit=stream.num_seeds * batch_size
+    )
+    return _counted(batches, progress)
+
+
+def _counted(batches: Iterator[dict], progress: Progress) -> Iterator[dict]:
+    """`batches`, with a progress line (batches taken, rate, ETA) as the caller's loop goes."""
+    done = 0
+    for batch in batches:
+        yield batch
+        done += 1
+        progress.update(done, "batches")
+    progress.finish(done, "batches")
 
 
 def checked_kept(kept, split: data.Split) -> np.ndarray:

@@ -10,6 +10,7 @@ after it. One process works in a work directory at a time (`workdir.hold`).
   WORKDIR/scores/<score>_epochNNN.npz per-seed [K, N] scores, mean, index, provenance
   WORKDIR/scores/train/               the K-seed score training: ckpt/, metrics.jsonl
   WORKDIR/retrain/<run>/              kept.npz (with its record), ckpt/, metrics.jsonl, result.json
+  WORKDIR/tracking/                   TensorBoard event files, records.jsonl (`config.track`)
   WORKDIR/results.json, results.csv   every retraining run (CSV: one row per seed); the paths in
                                       results.json are relative to the work directory
 
@@ -40,7 +41,7 @@ from datadiet_jax.pipeline import (
 from datadiet_jax.pipeline import workdir as workdir_lib
 from datadiet_jax.pipeline.config_base import NEUTRAL_FIELDS, config_to_dict
 from datadiet_jax.scores import model_form
-from datadiet_jax.training import files, loop
+from datadiet_jax.training import files, loop, tracking
 
 
 def run(config, workdir: str, *, wait: bool = False) -> dict:
@@ -61,7 +62,8 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
         split, test_split = data.load_splits(config.data)
     model = models.build(config.model, split.num_classes)  # a model that does not fit: here too
     model_form.check_outputs(model, loop.sample_input(split), split.num_classes)
-    with workdir_lib.hold(workdir, wait=wait), interrupts.stage("setting up"):
+    track = tracking.session(os.path.join(workdir, "tracking"), config_check.track_writers(config))
+    with workdir_lib.hold(workdir, wait=wait), interrupts.stage("setting up"), track:
         workdir_lib.check_config(workdir, config_to_dict(config))
         plan.check_windows(specs.prune, split.num_examples)
         noise_path = os.path.join(workdir, "label_noise.npz")

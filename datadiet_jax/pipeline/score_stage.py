@@ -38,7 +38,7 @@ from datadiet_jax.scores import (
     trajectory,
 )
 from datadiet_jax.scores.model_form import model_form
-from datadiet_jax.training import files, health, input_pipeline, keys, loop
+from datadiet_jax.training import files, health, input_pipeline, keys, loop, tracking
 
 
 def score_path(workdir: str, kind: str, epoch: int) -> str:
@@ -179,6 +179,7 @@ class _ScoreFiles:
             tfds_id=self.split.tfds_id,
         )
         logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))
+        track_scores(self.workdir, kind, epoch, per_seed)
 
     def todo(self, kind: str, epoch: int) -> bool:
         path = score_path(self.workdir, kind, epoch)
@@ -188,8 +189,26 @@ class _ScoreFiles:
         start = time.perf_counter()
         with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
             per_seed = fn(*args, **kwargs)
-        record_seconds(self.workdir, kind, epoch, time.perf_counter() - start, per_seed)
+        seconds = time.perf_counter() - start
+        record_seconds(self.workdir, kind, epoch, seconds, per_seed)
+        examples = np.prod(np.shape(per_seed)[:2])  # K * N
+        tracker = tracking.current()
+        run = tracker.run_name(os.path.join(self.workdir, "scores"))
+        tracker.scalars(run, epoch, {f"examples_per_second/{kind}": examples / max(seconds, 1e-9)})
         return per_seed
+
+
+def track_scores(workdir: str, kind: str, epoch: int, per_seed) -> None:
+    """The histograms of a score file's `per_seed` [K, N] scores, each seed's and their mean's,
+    to the open tracker at step `epoch` (features, [K, N, D], are not histogrammed)."""
+    tracker = tracking.current()
+    if np.ndim(per_seed) != 2 or not tracker.active:
+        return
+    run = tracker.run_name(os.path.join(workdir, "scores"))
+    per_seed = np.asarray(per_seed)
+    for k, row in enumerate(per_seed):
+        tracker.histogram(run, epoch, f"{kind}/seed{k}", row)
+    tracker.histogram(run, epoch, f"{kind}/mean", per_seed.mean(0))
 
 
 def _epoch_hook(out: _ScoreFiles, model, images, epoch: int):

@@ -12,8 +12,11 @@ Statuses:
   not started  nothing in its folder
 
 `write_report` writes only under WORKDIR/report/: `summary.csv` (numeric columns acc_mean,
-acc_min, acc_max), `summary.md`, `summary.{png,pdf}` (the same table) and `scores.csv` (the
-per-example scores, `score_export`). Nothing is trained and no dataset is read.
+acc_min, acc_max), `summary.md`, `summary.{png,pdf}` (the same table, titled with the run's
+name), `scores.csv` (the per-example scores, `score_export`) and the run's figures
+(`run_figures`: score histograms, class balance, accuracy against the pruned fraction, Spearman
+correlations); with `export='parquet'` also `scores.parquet` and `kept/<run>.parquet`
+(`parquet_export`). Nothing is trained and no dataset is read.
 
 Usage:
 
@@ -32,7 +35,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from datadiet_jax.pipeline import plan
-from datadiet_jax.report import plots, score_export, summary
+from datadiet_jax.report import parquet_export, plots, run_figures, score_export, summary
 from datadiet_jax.training import files, health
 
 DONE, DIVERGED, COLLAPSED = "done", "diverged", "collapsed"
@@ -186,9 +189,10 @@ def plot_table(rows: list[dict], title: str, out_stem: str) -> list[str]:
     return plots.save_figure(fig, out_stem)
 
 
-def write_report(workdir: str) -> dict:
-    """Writes the summary table (CSV, Markdown, PNG and PDF) and the per-example scores CSV of
-    the run in `workdir` into `WORKDIR/report/`.
+def write_report(workdir: str, export: str = "") -> dict:
+    """Writes the summary table (CSV, Markdown, PNG and PDF), the per-example scores CSV and the
+    figures of the run in `workdir` into `WORKDIR/report/`; with `export='parquet'` also the
+    per-example scores and the kept sets as Parquet (`parquet_export`).
 
     Returns:
       {'rows': the `summary_rows`, 'paths': every written path}.
@@ -197,12 +201,14 @@ def write_report(workdir: str) -> dict:
       ValueError: one line when `workdir` is not a run or a score file is refused
         (`artifacts.load_scores`).
     """
+    if export not in ("", "parquet"):
+        raise ValueError(f"export is {export!r}; pass --export=parquet, or leave it out.")
     config = read_config(workdir)
     rows = summary_rows(workdir)
     out_dir = os.path.join(workdir, "report")
     stem = os.path.join(out_dir, "summary")
     files.write_csv(f"{stem}.csv", rows)
-    title = f"Run summary of {os.path.abspath(workdir)}"
+    title = f"Run summary of {run_figures.run_title(workdir)}"
     markdown = f"# {title}\n\n{ACCURACY_NOTE}.\n\n{summary.markdown_table(display_rows(rows))}\n"
     files.atomic_write_bytes(f"{stem}.md", markdown.encode())
     paths = [f"{stem}.csv", f"{stem}.md"]
@@ -212,6 +218,9 @@ def write_report(workdir: str) -> dict:
     scores_path = score_export.write_scores_csv(config, workdir, scores_csv, scores_config)
     if scores_path:
         paths.append(scores_path)
+    paths += run_figures.write_run_figures(config, workdir, rows, scores_config)
+    if export == "parquet":
+        paths += parquet_export.write_parquet(config, workdir, scores_config)
     return {"rows": rows, "paths": paths}
 
 

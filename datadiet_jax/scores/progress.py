@@ -1,11 +1,11 @@
 """Progress of long work (training steps, scored examples): count, rate and ETA through absl.
 
-One logger for every long loop of the project: the scores log examples done, the K-seed training
-loop logs steps (and the examples they process). The first unit of a loop usually includes the
-jit compilation of its step, so the rate and the ETA count from the end of the first unit: the
-first `update` waits for its `pending` work and records the time and the count, and later lines
-divide the units done since by the seconds since. `finish` reports the total seconds, the first
-unit included.
+One logger for every long loop of the project, shown in notebooks too (`notebook_logs`): the
+scores log examples done, the K-seed training loop logs steps (and the examples they process).
+The first unit of a loop usually includes the jit compilation of its step, so the rate and the
+ETA count from the end of the first unit: the first `update` waits for its `pending` work and
+records the time and the count, and later lines divide the units done since by the seconds
+since. `finish` reports the total seconds, the first unit included.
 
 Usage:
 
@@ -21,6 +21,11 @@ import time
 import jax
 from absl import logging
 
+from datadiet_jax.scores import notebook_logs
+
+# Least seconds between two progress lines (`Progress(every_s=...)`).
+EVERY_S = 10.0
+
 
 class Progress:
     """Logs `done/total`, the rate and the ETA at most every `every_s` seconds, then the total.
@@ -34,7 +39,7 @@ class Progress:
       start: units already done before this loop (a resumed training); the rate counts the rest.
       unit: what is counted ('step', 'example').
       examples_per_unit: examples one unit processes (the rate is in examples/s).
-      every_s: least seconds between two lines.
+      every_s: least seconds between two lines (None: `EVERY_S`).
     """
 
     def __init__(
@@ -45,10 +50,12 @@ class Progress:
         start: int = 0,
         unit: str = "step",
         examples_per_unit: int = 1,
-        every_s: float = 10.0,
+        every_s: float | None = None,
     ):
+        notebook_logs.show_progress()  # outside app.run: progress lines show, library INFO not
         self.name, self.total, self.start, self.unit = name, total, start, unit
-        self.examples_per_unit, self.every_s = examples_per_unit, every_s
+        self.examples_per_unit = examples_per_unit
+        self.every_s = EVERY_S if every_s is None else every_s
         self.t0 = self.last = time.perf_counter()
         # (time, units done) at the end of the first update: where the rate and ETA count from.
         self.mark: tuple[float, int] | None = None

@@ -33,7 +33,16 @@ from absl import logging
 
 from datadiet_jax.scores.model_form import model_form
 from datadiet_jax.scores.progress import Progress
-from datadiet_jax.training import files, input_pipeline, k_step, keys, mode_guard, train, train_mesh
+from datadiet_jax.training import (
+    files,
+    input_pipeline,
+    k_step,
+    keys,
+    mode_guard,
+    tracking,
+    train,
+    train_mesh,
+)
 from datadiet_jax.training.checkpoints import Checkpoints
 
 
@@ -229,7 +238,7 @@ class _Training:
         rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
         step, loss = start, None
-        self.epoch_clock = time.perf_counter()
+        self.epoch_clock, self.epoch_step = time.perf_counter(), start
         before = mode_guard.host_state(state.model_state)
         for batch in batches:
             batch = train_mesh.place_batch(
@@ -260,20 +269,43 @@ class _Training:
             }
             # Wall seconds of the epoch's training steps in this process (the first epoch after
             # a start or resume includes compilation; hooks and epoch-end saves are not counted).
-            record["seconds"] = round(time.perf_counter() - self.epoch_clock, 3)
+            seconds = time.perf_counter() - self.epoch_clock
+            record["seconds"] = round(seconds, 3)
             _append_jsonl(self.metrics_path, record)
+            self.track(record, stats, seconds)
         if must_save:
             self.ckpts.save(step, state, stats)
         if step in self.hook_steps:
             self.hook_steps[step](state, stats)
         if at_epoch_end:
-            self.epoch_clock = time.perf_counter()
+            self.epoch_clock, self.epoch_step = time.perf_counter(), step
         if len(self.reported) == self.spec.num_seeds:
             logging.error(
                 "%s: every seed diverged; training stopped at step %d.", self.spec.name, step
             )
             return False
         return True
+
+    def track(self, record: dict, stats, seconds: float) -> None:
+        """The epoch's scalars to the open tracker (`tracking.current`): each seed's last loss
+        and epoch accuracy (the share of its kept examples classified correctly when last
+        seen, from the forgetting statistics), the learning rate of the last step, and the
+        examples per second of the epoch's `seconds` (compilation included after a start)."""
+        tracker = tracking.current()
+        if not tracker.active:
+            return
+        step, spec = record["step"], self.spec
+        correct = train_mesh.to_host(stats["forgetting"]["previous"])
+        kept = np.broadcast_to(np.asarray(self.kept), (spec.num_seeds, np.shape(self.kept)[-1]))
+        accuracy = np.take_along_axis(correct, kept, axis=1).mean(axis=1)
+        rate = train.learning_rate_fn(spec.train_cfg, spec.schedule_steps)(step - 1)
+        examples = (step - self.epoch_step) * spec.num_seeds * spec.train_cfg.batch_size
+        values = {"learning_rate": float(rate)}
+        values["examples_per_second"] = examples / max(seconds, 1e-9)
+        for k in range(spec.num_seeds):
+            values[f"loss/seed{k}"] = record["loss"][k]
+            values[f"accuracy/seed{k}"] = accuracy[k]
+        tracker.scalars(tracker.run_name(os.path.dirname(self.metrics_path)), step, values)
 
 
 def _check_finite(stats, reported: set, spec: TrainSpec, spe: int) -> set:

@@ -68,10 +68,12 @@ def test_table_accuracy_is_mean_and_range_of_results_json_seeds(seeds_run, smoke
         assert row["acc_mean"] == pytest.approx(r["mean_test_accuracy"], abs=1e-6)
     report = run_summary.write_report(seeds_run)
     written = {os.path.relpath(p, seeds_run) for p in report["paths"]}
-    assert written == {
+    tables = {
         f"report/{f}"
         for f in ("summary.csv", "summary.md", "summary.png", "summary.pdf", "scores.csv")
     }
+    assert tables <= written  # and the run's figures (tests/report/test_run_figures.py)
+    assert all(p.startswith("report/") and p.endswith((".png", ".pdf")) for p in written - tables)
     # Its scores are the smoke run's (config.score.workdir), read from that folder.
     scores = read_rows(os.path.join(seeds_run, "report", "scores.csv"))
     el2n = np.load(os.path.join(smoke_run[0], "scores", "el2n_epoch001.npz"))["mean"]

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from datadiet_jax.pipeline import artifacts, data, run
+from datadiet_jax.pipeline.config_base import config_to_dict
 from tests.conftest import ROOT, run_main, smoke_config
 
 NUM_TRAIN, NUM_TEST, HW = 160, 100, 16
@@ -168,3 +169,37 @@ def test_a_folder_or_files_of_one_split_need_the_test_split(hf_dir, tmp_path):
     config = hf_config(str(tmp_path / "one"))
     _refused(config, tmp_path, ValueError, "holds one split .* set --config.data.hf.test to")
     _refused(hf_config(str(tmp_path)), tmp_path, FileNotFoundError, "save_to_disk did not write")
+
+
+def test_token_ids_from_dataset_folders_and_ragged_rows(tmp_path):
+    rng = np.random.default_rng(5)
+    ids, y = rng.integers(0, 50, (30, 7)), rng.integers(0, 2, 30)
+    features = datasets.Features(
+        {"ids": datasets.Sequence(datasets.Value("int32")), "label": datasets.Value("int64")}
+    )
+    for split, rows in (("train", slice(0, 20)), ("test", slice(20, 30))):
+        part = {"ids": ids[rows].tolist(), "label": y[rows]}
+        datasets.Dataset.from_dict(part, features=features).save_to_disk(str(tmp_path / split))
+    sizes = {"data.num_train_examples": 0, "data.num_test_examples": 0}
+    config = smoke_config(
+        **{"data.name": "hf", "data.hf.train": str(tmp_path / "train"), **sizes},
+        **{"data.hf.test": str(tmp_path / "test"), "data.image_key": "ids"},
+    )
+    train, test = data.load_splits(config.data)
+    assert train.kind == "tokens" and train.inputs.dtype == np.int32
+    np.testing.assert_array_equal(train.inputs, ids[:20])
+    np.testing.assert_array_equal(test.inputs, ids[20:])
+    np.testing.assert_array_equal(test.labels, y[20:])
+    ragged = {"ids": [[1, 2, 3], [4, 5]] * 10, "label": [0, 1] * 10}
+    datasets.Dataset.from_dict(ragged, features=features).save_to_disk(str(tmp_path / "ragged"))
+    config.data.hf.train = str(tmp_path / "ragged")
+    _refused(config, tmp_path, ValueError, "holds rows of different shapes; pad its rows")
+
+
+def test_a_work_directory_from_before_data_hf_resumes_as_the_same_run():
+    new = config_to_dict(smoke_config())
+    old = json.loads(json.dumps(new))
+    del old["data"]["hf"]  # config.json of a run written before the field existed
+    assert artifacts.diff_keys(old, new) == set()
+    old["data"]["hf"] = dict(new["data"]["hf"], train="/elsewhere")
+    assert artifacts.diff_keys(old, new) == {"data.hf.train"}

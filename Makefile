@@ -9,16 +9,27 @@ SCALE ?= cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install data run test lint format bench reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-fig4 \
+.PHONY: install constraints data run test lint format bench reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-fig4 \
 	reproduce-transfer reproduce-seedcount reproduce-methods clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# Every extra, at the exact versions of constraints.txt (setup.cfg holds the compatible ranges).
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[pipeline,hf,dev]'
 	touch $@
 
 install: $(VENV)/.installed
+
+# After a range in setup.cfg changes: reinstall within the ranges, then record the versions.
+constraints:
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[pipeline,hf,dev]'
+	echo "# The exact versions \`make install\` installs (\`make constraints\` writes this file)." > constraints.txt
+	$(PY) -m pip freeze --all --exclude-editable >> constraints.txt
+	touch $(VENV)/.installed
 
 # The Fashion-MNIST files come from Debian's dataset-fashion-mnist package when apt is usable;
 # without them TFDS downloads the dataset on first use.

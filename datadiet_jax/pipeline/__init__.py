@@ -4,6 +4,7 @@
   config_check    every check of a config before anything runs (`validate`)
   data            splits in the dataset's own order, input kinds, normalization, label noise
   sources         where examples come from: TFDS, .npz/.npy files, a function
+  hf_source       Hugging Face datasets (save_to_disk folders), parquet and arrow files
   prepare_data    builds TFDS fashion_mnist from Debian's dataset-fashion-mnist files
   score_stage     the score stage, score files and their provenance
   plan            the retraining plan (`PlannedRun`) and the kept indices of each run
@@ -37,6 +38,7 @@ __all__ = [
     "config_check",
     "data",
     "fingerprint",
+    "hf_source",
     "interrupts",
     "logs",
     "notebook",

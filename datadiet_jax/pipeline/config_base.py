@@ -32,6 +32,7 @@ ADDED_FIELDS = {
     "data.num_classes": 0,
     "data.arrays": {"train": None, "train_labels": None, "test": None, "test_labels": None},
     "data.function": None,
+    "data.hf": {"train": None, "test": None, "train_split": "train", "test_split": "test"},
     "model.kwargs": {},
     "model.smoke_width": 0,
     "model.train_arg": "",
@@ -103,7 +104,8 @@ def _data() -> ml_collections.ConfigDict:
     # Where the examples come from (`pipeline/sources.py`): a TFDS dataset name ('cifar10',
     # 'mnist:3.0.1'), the path of a prepared TFDS dataset directory (the folder holding
     # dataset_info.json, e.g. '~/tensorflow_datasets/my_data/1.0.0'), 'arrays' (the files of
-    # data.arrays) or 'function' (the arrays data.function returns).
+    # data.arrays), 'function' (the arrays data.function returns) or 'hf' (Hugging Face / Arrow
+    # data: data.hf).
     d.name = "cifar10"
     # TFDS data directory; None is TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
     d.data_dir = config_dict.placeholder(str)
@@ -146,6 +148,18 @@ def _data() -> ml_collections.ConfigDict:
     # {'train': {'image': inputs [N, ...], 'label': labels [N] int}, 'test': {...}} and
     # optionally 'num_classes': int (the keys are image_key and label_key when set).
     d.function = config_dict.placeholder(str)
+    d.hf = ml_collections.ConfigDict()
+    # With name='hf' (`pipeline/hf_source.py`): a Hugging Face DatasetDict saved with
+    # save_to_disk (its splits hf.train_split and hf.test_split), a Dataset saved with
+    # save_to_disk, or .parquet / .arrow files (a path or a glob, read in sorted order). The
+    # input column is image_key ('image': an Image feature, numbers or token ids per row), the
+    # label column label_key ('label'); rows are examples, in the dataset's own order.
+    d.hf.train = config_dict.placeholder(str)
+    # The test split's own Dataset folder or files; None: hf.test_split of the hf.train folder.
+    d.hf.test = config_dict.placeholder(str)
+    # The splits of a DatasetDict folder used for training and testing.
+    d.hf.train_split = "train"
+    d.hf.test_split = "test"
     # Keep the first N training / test examples of the split's own order (0 keeps all).
     d.num_train_examples = 0
     d.num_test_examples = 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from datadiet_jax import models
-from datadiet_jax.pipeline import data, fingerprint, plan, specs, workdir
+from datadiet_jax.pipeline import data, fingerprint, hf_source, plan, specs, workdir
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.scores import pruning, seed_axis
 from datadiet_jax.training import train, train_mesh
@@ -182,6 +182,7 @@ def check_source(data_cfg) -> None:
             f"config.data.function is set but config.data.name is {data_cfg.name!r}; set "
             "--config.data.name=function to call it, or clear config.data.function."
         )
+    hf_source.check_fields(data_cfg)
 
 
 # The score config fields that name epochs of the score training.

@@ -1,7 +1,8 @@
 """Where the data come from: TFDS, array files (`.npz`, `.npy`) or a function, in row order.
 
 `config.data.name` chooses the source: 'arrays' reads the files of `config.data.arrays`,
-'function' calls `config.data.function`, anything else is a TFDS dataset name (e.g. 'cifar10')
+'function' calls `config.data.function`, 'hf' reads Hugging Face / Arrow data
+(`config.data.hf`, `hf_source.py`), anything else is a TFDS dataset name (e.g. 'cifar10')
 or the path of a prepared TFDS dataset directory (the folder holding `dataset_info.json`). Arrays
 and function outputs hold the inputs under `config.data.image_key` ('image' unless set) and the
 labels under `config.data.label_key` ('label'); for TFDS these fields choose the features
@@ -387,8 +388,14 @@ def _function_splits(data_cfg) -> list[Raw]:
     return raws
 
 
+def _hf_splits(data_cfg) -> list[Raw]:
+    from datadiet_jax.pipeline import hf_source  # imports datasets and pyarrow: only when used
+
+    return hf_source.read_splits(data_cfg)
+
+
 # name -> reader of the train and test splits; any other name is TFDS.
-SOURCES = {"arrays": _array_splits, "function": _function_splits}
+SOURCES = {"arrays": _array_splits, "function": _function_splits, "hf": _hf_splits}
 
 
 def read_splits(data_cfg) -> list[Raw]:

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datadiet_jax.pipeline import artifacts, data, run
+from datadiet_jax.pipeline import artifacts, data
 from datadiet_jax.pipeline.config_base import config_to_dict
 from tests.conftest import ROOT, run_main, smoke_config
+from tests.pipeline.test_sources import refused
 
 NUM_TRAIN, NUM_TEST, HW = 160, 100, 16
 FEATURES = datasets.Features(
@@ -138,15 +139,6 @@ def test_parquet_and_arrow_images_are_decoded_in_row_order(tmp_path):
     np.testing.assert_allclose(tr.mean, [x.mean() / 255], rtol=1e-5)
 
 
-def _refused(config, tmp_path, error, match):
-    """run.run refuses `config` with one line matching `match`, writing nothing."""
-    workdir = str(tmp_path / "refused")
-    with pytest.raises(error, match=match) as e:
-        run.run(config, workdir)
-    assert "\n" not in str(e.value)
-    assert not os.path.exists(workdir)
-
-
 @pytest.mark.parametrize(
     "overrides, error, match",
     [
@@ -161,14 +153,14 @@ def _refused(config, tmp_path, error, match):
     ],
 )
 def test_bad_input_is_one_line_naming_the_setting(hf_dir, tmp_path, overrides, error, match):
-    _refused(hf_config(hf_dir[0], **overrides), tmp_path, error, match)
+    refused(hf_config(hf_dir[0], **overrides), tmp_path, error, match)
 
 
 def test_a_folder_or_files_of_one_split_need_the_test_split(hf_dir, tmp_path):
     datasets.load_from_disk(hf_dir[0])["train"].save_to_disk(str(tmp_path / "one"))
     config = hf_config(str(tmp_path / "one"))
-    _refused(config, tmp_path, ValueError, "holds one split .* set --config.data.hf.test to")
-    _refused(hf_config(str(tmp_path)), tmp_path, FileNotFoundError, "save_to_disk did not write")
+    refused(config, tmp_path, ValueError, "holds one split .* set --config.data.hf.test to")
+    refused(hf_config(str(tmp_path)), tmp_path, FileNotFoundError, "save_to_disk did not write")
 
 
 def test_token_ids_from_dataset_folders_and_ragged_rows(tmp_path):
@@ -193,7 +185,7 @@ def test_token_ids_from_dataset_folders_and_ragged_rows(tmp_path):
     ragged = {"ids": [[1, 2, 3], [4, 5]] * 10, "label": [0, 1] * 10}
     datasets.Dataset.from_dict(ragged, features=features).save_to_disk(str(tmp_path / "ragged"))
     config.data.hf.train = str(tmp_path / "ragged")
-    _refused(config, tmp_path, ValueError, "holds rows of different shapes; pad its rows")
+    refused(config, tmp_path, ValueError, "holds rows of different shapes; pad its rows")
 
 
 def test_a_work_directory_from_before_data_hf_resumes_as_the_same_run():

@@ -163,7 +163,7 @@ def test_a_changed_array_file_changes_the_record(image_files):
     assert data.load_splits(array_config(folder).data)[0].source != before
 
 
-def _refused(config, tmp_path, error, match):
+def refused(config, tmp_path, error, match):
     """run.run refuses `config` with one line matching `match`, writing nothing."""
     workdir = str(tmp_path / "refused")
     with pytest.raises(error, match=match) as e:
@@ -175,14 +175,14 @@ def _refused(config, tmp_path, error, match):
 def test_missing_array_file_is_one_line(image_files, tmp_path):
     folder, _ = image_files
     config = array_config(folder, **{"data.arrays.test": str(folder / "absent.npz")})
-    _refused(config, tmp_path, FileNotFoundError, r"config.data.arrays.test=.*absent.npz' does not")
+    refused(config, tmp_path, FileNotFoundError, r"config.data.arrays.test=.*absent.npz' does not")
 
 
 def test_labels_of_the_wrong_length_are_one_line(image_files, tmp_path):
     folder, arrays = image_files
     np.save(folder / "train_y.npy", arrays["train"][1][:-3])
     config = array_config(folder, npy=True)
-    _refused(config, tmp_path, ValueError, "has 140 inputs but 137 labels; give one label per")
+    refused(config, tmp_path, ValueError, "has 140 inputs but 137 labels; give one label per")
 
 
 def test_an_unknown_key_lists_the_keys_of_the_file(image_files, tmp_path):
@@ -191,13 +191,13 @@ def test_an_unknown_key_lists_the_keys_of_the_file(image_files, tmp_path):
     match = (
         r"no array 'pixels' \(it holds \['image', 'label', 'other'\]\); set --config.data.image_key"
     )
-    _refused(config, tmp_path, ValueError, match)
+    refused(config, tmp_path, ValueError, match)
 
 
 def test_an_npy_file_without_its_labels_is_one_line(image_files, tmp_path):
     folder, _ = image_files
     config = array_config(folder, npy=True, **{"data.arrays.test_labels": None})
-    _refused(config, tmp_path, ValueError, "set --config.data.arrays.test_labels")
+    refused(config, tmp_path, ValueError, "set --config.data.arrays.test_labels")
 
 
 def test_augment_on_for_feature_vectors_is_one_line(tmp_path):
@@ -208,7 +208,7 @@ def test_augment_on_for_feature_vectors_is_one_line(tmp_path):
             label=np.zeros(130, np.int64),
         )
     config = array_config(tmp_path, **{"data.augment": "on"})
-    _refused(
+    refused(
         config,
         tmp_path,
         ValueError,
@@ -223,20 +223,20 @@ def test_inputs_of_no_kind_are_one_line(tmp_path):
             image=np.ones((130, 4, 4, 1, 2), np.float32),  # 5-D: no kind
             label=np.zeros(130, np.int64),
         )
-    _refused(
+    refused(
         array_config(tmp_path),
         tmp_path,
         ValueError,
         r"float32 \(128, 4, 4, 1, 2\), which are not any",
     )
     config = array_config(tmp_path, **{"data.inputs": "tokens"})
-    _refused(config, tmp_path, ValueError, "which are not tokens")
+    refused(config, tmp_path, ValueError, "which are not tokens")
 
 
 def test_labels_beyond_num_classes_are_one_line(image_files, tmp_path):
     folder, _ = image_files
     config = array_config(folder, **{"data.num_classes": 2})
-    _refused(config, tmp_path, ValueError, r"has labels >= 2 \(the number of classes\) at rows")
+    refused(config, tmp_path, ValueError, r"has labels >= 2 \(the number of classes\) at rows")
 
 
 @pytest.mark.parametrize(
@@ -256,4 +256,4 @@ def test_source_fields_are_checked_with_the_config(overrides, match):
 
 def test_a_function_that_cannot_be_imported_is_one_line(tmp_path):
     config = smoke_config(**{"data.name": "function", "data.function": "tests.nowhere:load"})
-    _refused(config, tmp_path, ValueError, r"config.data.function='tests.nowhere:load' cannot be")
+    refused(config, tmp_path, ValueError, r"config.data.function='tests.nowhere:load' cannot be")

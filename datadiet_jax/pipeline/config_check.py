@@ -23,7 +23,7 @@ from datadiet_jax import models
 from datadiet_jax.pipeline import data, fingerprint, hf_source, plan, specs, workdir
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.scores import pruning, seed_axis
-from datadiet_jax.training import train, train_mesh
+from datadiet_jax.training import tracking, train, train_mesh
 
 _MISSING = object()
 
@@ -305,7 +305,13 @@ def validate(config) -> specs.Specs:
     if config.data.augment not in ("auto", "on", "off"):
         raise ValueError("config.data.augment must be 'auto', 'on' or 'off'.")
     check_source(config.data)
+    tracking.check_writers(track_writers(config))
     return specs.Specs(score_spec(config), prune_spec(config), retrain_spec(config))
+
+
+def track_writers(config) -> tuple[str, ...]:
+    """`config.track.writers` (a config without `track`: the default writers)."""
+    return tuple(config.get("track", {}).get("writers", ("tensorboard", "jsonl")))
 
 
 def score_spec(config) -> specs.ScoreSpec:
@@ -331,7 +337,8 @@ def score_spec(config) -> specs.ScoreSpec:
         label_noise=config_to_dict(noise) if noise.fraction else None,
         train_cfg=config.train,
         data_cfg=config.data,
-        record=config_to_dict(config),
+        # Without config.track, which changes no score: a score file is the same either way.
+        record={k: v for k, v in config_to_dict(config).items() if k != "track"},
     )
 
 

@@ -182,6 +182,20 @@ def test_a_file_without_source_fields_is_one_of_tfds_images(tmp_path):
         artifacts.load_scores(path, {**PROV, "data_source": {"kind": "arrays", "files": {}}})
 
 
+def _at(tree, dotted):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _pop(tree, dotted):
+    """Removes a dotted field where it is present (a training record holds some sections)."""
+    *parents, name = dotted.split(".")
+    for part in parents:
+        tree = tree.get(part, {})
+    tree.pop(name, None)
+
+
 def test_records_from_before_a_field_was_added_read_as_its_default(tmp_path):
     from datadiet_jax.pipeline import fingerprint
     from datadiet_jax.pipeline.config_base import ADDED_FIELDS
@@ -193,20 +207,18 @@ def test_records_from_before_a_field_was_added_read_as_its_default(tmp_path):
     at_default = [
         f
         for f in ADDED_FIELDS  # fields an earlier version wrote no value of
-        if new[f.split(".")[0]][f.split(".")[1]] == ADDED_FIELDS[f]
+        if _at(new, f) == ADDED_FIELDS[f]
     ]
-    assert "data.inputs" in at_default and "model.kwargs" in at_default
+    assert {"data.inputs", "model.kwargs", "track"} <= set(at_default)
     for field in at_default:
-        section, name = field.split(".")
-        old[section].pop(name)
+        _pop(old, field)
     workdir.check_config(str(tmp_path), old)
     (tmp_path / "label_noise.npz").write_bytes(b"output")  # the folder holds a run
     assert workdir.check_config(str(tmp_path), new) == []  # the same run: it resumes
     kept = np.arange(5)
     record = fingerprint.training_record(config_check.retrain_spec(config), kept)
     for field in at_default:
-        section, name = field.split(".")
-        record.get(section, {}).pop(name, None)
+        _pop(record, field)
     spec = config_check.retrain_spec(config)
     assert fingerprint.changes(record, fingerprint.training_record(spec, kept)) == []
     # A value other than the default is another run.

@@ -184,6 +184,7 @@ def run_outputs(workdir):
     return out
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Groups the tests for `pytest -n N --dist loadgroup` (`make test`): the users of a
     session-wide run (`smoke_run`, `smoke_figures`) in one group each, every other module in its
@@ -198,3 +199,14 @@ def pytest_collection_modifyitems(config, items):
             else item.module.__name__
         )
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_node_collection_finished(node, ids):
+    """Stops a `--dist loadgroup` run whose test ids came back without their groups: every
+    shared run would then be made once per worker, the suite taking minutes longer."""
+    if node.config.getvalue("dist") == "loadgroup" and ids and not any("@" in i for i in ids):
+        pytest.exit(
+            "pytest-xdist's --dist loadgroup put no group in the test ids (a pytest version "
+            "that drops them); install the versions of constraints.txt (make install).",
+            returncode=3,
+        )

@@ -21,8 +21,9 @@ program's peak (XLA's buffer assignment, before allocator fragmentation). Rows:
   channels (ResNet18's 8x8 and 4x4 stages) or on the others only, `_g_only` elsewhere;
 - 'vmap_grad': per-example gradients of every param by `vmap(grad)`, then norms.
 
-The first-batch guard and the plan's timing are separate programs run once per call (4 examples),
-so they are not part of the batch program's peak. Writes one JSON line per row to stdout.
+The first-batch guard (4 examples) is a separate program, run once per model and shapes in a
+process, and the method race runs the batch programs themselves, so neither adds to the batch
+program's peak. Writes one JSON line per row to stdout.
 """
 
 from __future__ import annotations

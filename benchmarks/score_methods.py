@@ -150,8 +150,8 @@ def _vmap_grad(case: _Case) -> dict:
 
 def _versus(case: _Case) -> dict:
     """GraNd against a jitted `vmap(grad)` in this one process, per batch: the compiled batch
-    program `grand_scores` runs for the model (the method its plan picks; its per-call costs,
-    planning and the first-batch guard, are left out) and `vmap(grad)` of every param, both
+    program `grand_scores` runs for the model (the method its plan picks; its fixed costs, the
+    method race and the first-batch guard, are left out) and `vmap(grad)` of every param, both
     warmed up (compilation left out), then `VERSUS_REPEATS` timed passes over all batches of each,
     interleaved, the best of each counted; with the share of params on fast rules."""
     import jax

@@ -32,6 +32,7 @@ from datadiet_jax.pipeline.specs import PruneSpec, ScoreSpec
 from datadiet_jax.scores import (
     api,
     aum,
+    decisions,
     forgetting,
     geometry,
     penultimate,
@@ -82,9 +83,15 @@ def timings_path(workdir: str) -> str:
     return os.path.join(workdir, "scores", "timings.jsonl")
 
 
-def record_seconds(workdir: str, kind: str, epoch: int, seconds: float, per_seed) -> None:
+def record_seconds(
+    workdir: str, kind: str, epoch: int, seconds: float, per_seed, setup_seconds=None
+) -> None:
     """Appends `{'score', 'epoch', 'seconds', 'num_seeds', 'num_examples'}` of one score
-    computation (all K seeds, wall time, compilation included) to `timings_path`."""
+    computation (all K seeds, wall time, compilation included) to `timings_path`, and
+    `'setup_seconds'` when given: the part of `seconds` spent on fixed costs (the batch check,
+    GraNd's guard and method race; `scores.decisions`), paid by the first computation of a
+    process that needs them; `seconds - setup_seconds` is the scoring work. Readers of older
+    files find no `setup_seconds`."""
     shape = np.shape(per_seed)
     line = {
         "score": kind,
@@ -93,6 +100,8 @@ def record_seconds(workdir: str, kind: str, epoch: int, seconds: float, per_seed
         "num_seeds": int(shape[0]),
         "num_examples": int(shape[-1]),
     }
+    if setup_seconds is not None:
+        line["setup_seconds"] = round(float(setup_seconds), 3)
     files.append_line(timings_path(workdir), json.dumps(line))
 
 
@@ -186,11 +195,12 @@ class _ScoreFiles:
         return (kind, epoch) in self.at_epochs and not os.path.exists(path)
 
     def timed(self, kind: str, epoch: int, fn, *args, **kwargs):
-        start = time.perf_counter()
+        start, setup = time.perf_counter(), decisions.stats()["setup_seconds"]
         with interrupts.stage(f"scoring ({kind} at epoch {epoch})"):
             per_seed = fn(*args, **kwargs)
         seconds = time.perf_counter() - start
-        record_seconds(self.workdir, kind, epoch, seconds, per_seed)
+        setup = max(0.0, decisions.stats()["setup_seconds"] - setup)  # the calls' fixed costs
+        record_seconds(self.workdir, kind, epoch, seconds, per_seed, setup)
         examples = np.prod(np.shape(per_seed)[:2])  # K * N
         tracker = tracking.current()
         run = tracker.run_name(os.path.join(self.workdir, "scores"))

@@ -7,6 +7,7 @@ harder; `pruning/` turns their mean over seeds into kept indices.
   api          el2n_scores, grand_scores, logit_scores, init_variables: the public calls
   programs     the compiled batch programs of the scores, cached
   grand_setup  GraNd's method for one call: site finder, the guard, the faster program
+  decisions    the fixed costs' decisions (batch check, guard, method), made once per process
   losses       cross_entropy and el2n of logits: the one definition of each
   uncertainty  scores of one forward pass (EL2N, loss, entropy, least confidence, margin)
   inputs       checks of a call's arguments and stream items; what a valid score is

@@ -13,7 +13,9 @@ by `vmap(grad)` (`pergrad/`), each rule checked against `vmap(grad)` on the firs
 of any framework meet here through `model_form.from_pair` (Linen, NNX, plain functions). Refused
 with a one-line ValueError: integer images (unless `integer_inputs=True` says they are token
 ids), images that do not fit the model (`image_fit.py`), and models whose logits for one example
-depend on the rest of its batch (`batch_check.py`).
+depend on the rest of its batch (`batch_check.py`). The fixed costs before the first scored
+batch (that check, GraNd's guard and its choice of program) are paid once per process and
+signature (`decisions.py`); the end-of-call log line gives them apart from the total.
 
 Usage:
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 from typing import Any
 
 import flax.linen as nn
@@ -38,7 +41,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from datadiet_jax.scores import batch_check, batches, grand_setup, inputs, programs, uncertainty
+from datadiet_jax.scores import (
+    batch_check,
+    batches,
+    decisions,
+    grand_setup,
+    inputs,
+    programs,
+    uncertainty,
+)
 from datadiet_jax.scores import model_form as model_form_lib
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 from datadiet_jax.scores.progress import Progress
@@ -74,10 +85,26 @@ def model_check(form, packed):
     return functools.partial(model_form_lib.check_pure, form, packed)
 
 
+def _runner(kind, model, seed_axis, place, given, placed, head, total):
+    """The call's checks, then its batch runner (`programs.Runner`) and the seconds of its fixed
+    costs (the batch check; GraNd's site finder and guard), each decided once per process where
+    it can be (`decisions.py`)."""
+    start = time.perf_counter()
+    batch_check.check_once(kind, model, seed_axis, place, placed, head)
+    setup = time.perf_counter() - start
+    if kind != "grand":
+        fn = programs.batch_program(model, kind, seed_axis, place.mesh)
+        return programs.Runner(place, placed, fn), setup
+    runner, seconds = grand_setup.plan(model, seed_axis, place, given, placed, head, total)
+    return runner, setup + seconds
+
+
 def _scores(kind, model, variables, inputs, labels, options: dict) -> np.ndarray:
     """Streams padded batches through the compiled [K, B] function; returns [K, N] float32.
 
-    options: the call's `batch_size`, `mesh`, `seed_axis` and `integer_inputs`.
+    options: the call's `batch_size`, `mesh`, `seed_axis` and `integer_inputs`. The fixed costs
+    (checks, guard, the race's extra seconds) are logged apart from the total and added to
+    `decisions.stats()['setup_seconds']`.
     """
     seed_axis = seed_axis_lib.resolve(options["seed_axis"])
     batch_size, place = options["batch_size"], Placement(options["mesh"])
@@ -86,31 +113,24 @@ def _scores(kind, model, variables, inputs, labels, options: dict) -> np.ndarray
         model_check(model, given), inputs, labels, batch_size, seed_axis, options["integer_inputs"]
     )
     placed = place.put_variables(given, num_seeds, batch_size)
+    progress = Progress(kind, total, unit="example")
     source = iter(source)
     head = next(source)  # every input has at least one example (checked)
-    batch_check.check(kind, model, seed_axis, place, placed, head)
-    exclude, first, method = frozenset(), None, None
-    if kind == "grand":
-        method, exclude, first = grand_setup.choose_method(
-            model, seed_axis, place, given, placed, head, total
-        )
-    fn = programs.batch_program(model, kind, seed_axis, place.mesh, exclude, method)
+    run, setup = _runner(kind, model, seed_axis, place, given, placed, head, total)
     out = batches.ResultBuffer(num_seeds, total)
-    progress = Progress(kind, total, unit="example")
     seeds_note = f"x {num_seeds} seeds"
     pending, done = None, 0
-    for i, (x, y, mask, count) in enumerate(itertools.chain([head], source)):
-        if i == 0 and first is not None:  # the guard's run of the first batch
-            result = first[0]
-        else:  # dispatched asynchronously
-            result = fn(placed, place.put(x), place.put(y), place.put(mask))[0]
+    for i, batch in enumerate(itertools.chain([head], source)):
+        result = run(i, batch)[0]
         if pending is not None:
             out.append(place.fetch(pending[1])[:, : pending[0]])
-        pending = (count, result)
-        done += count
+        pending = (batch[3], result)
+        done += batch[3]
         progress.update(done, seeds_note, pending=result)
     out.append(place.fetch(pending[1])[:, : pending[0]])
-    progress.finish(done, seeds_note)
+    setup += run.overhead()
+    decisions.add_setup_seconds(setup)
+    progress.finish(done, seeds_note, setup=setup)
     out = out.result()
     seeds, idx = np.nonzero(~np.isfinite(out))
     if idx.size:
@@ -188,9 +208,12 @@ def grand_scores(
     and whose params are used nowhere else; for NNX models and functions, matrix products and
     convolutions of a param leaf and bias adds and scales of a broadcast param (which covers
     nnx.Linear, nnx.Conv and nnx.BatchNorm) in their jaxpr (`jaxpr_sites.py`). All other params
-    get `vmap(grad)`. On the first batch
-    of the call, each layer's rule is checked against `vmap(grad)` on a few examples per seed; a
-    layer that disagrees uses `vmap(grad)` for the rest of the call (an absl warning names it).
+    get `vmap(grad)`. On the first batch of the first call of a model and shapes in the
+    process (`decisions.py`), each layer's rule is checked against `vmap(grad)` on a few
+    examples per seed; a layer that disagrees uses `vmap(grad)` (an absl warning names it). The
+    first call on an array of at least `pergrad.method.MIN_BATCHES` batches also races the
+    rules' program against `vmap(grad)` of every param on its first batches (results kept) and
+    uses the faster from then on.
 
     Args:
       model, variables, inputs, labels, batch_size, mesh, seed_axis, integer_inputs: as in

@@ -11,12 +11,15 @@ Each kept example's logits must stay within `max_c |l' - l| <= ATOL + RTOL * max
 of one shape, over the seeds as the scores run them, so a batch-independent model differs at
 most by the rounding of kernels whose summation order depends on a row's position, which RTOL
 leaves room for. With batch size 1 nothing is checked; later batches are not checked (the model
-and its mode are the same for every batch).
+and its mode are the same for every batch). A call repeats no check that passed before in the
+process for the same model, shapes, variable values and first batch (`check_once`,
+`decisions.py`; the verdict depends on values: a param can gate the dependence on the batch).
 
 Usage:
 
     batch_check.check("el2n", form, "unroll", sharding.Placement(), placed, first_batch)
     # first_batch: (images [B, ...], labels [B], mask [B], count); ValueError if logits move
+    batch_check.check_once("el2n", form, "unroll", sharding.Placement(), placed, first_batch)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from datadiet_jax.scores import decisions
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 
 RTOL = 1e-3
@@ -135,6 +139,7 @@ def check(kind: str, model, seed_axis: str, place, variables, first_batch) -> No
     if len(images) < 2:  # one example alone in its batch depends on no other example
         return
     start = time.perf_counter()
+    decisions.count("batch_checks")
     fn, put, fetch = logits_program(model, seed_axis, place.mesh), place.put, place.fetch
     altered, kept, moved = altered_batch(images, count)
     before = fetch(fn(variables, put(images), put(labels), put(mask)))[:, kept]
@@ -159,3 +164,20 @@ def check(kind: str, model, seed_axis: str, place, variables, first_batch) -> No
             f"{scale:.2g}); the model likely uses batch statistics (a BatchNorm or similar "
             f"layer in training mode): {_FIX}."
         )
+
+
+def check_once(kind: str, model, seed_axis: str, place, variables, first_batch) -> None:
+    """`check`, unless the same check passed before in this process: the same signature
+    (`decisions.signature`), variable values (`decisions.values_digest`) and first batch.
+
+    Args and Raises: as `check`; a refusal is never remembered.
+    """
+    images = first_batch[0]
+    if len(images) < 2:  # nothing to check
+        return
+    sig = decisions.signature(model, variables, images, seed_axis, place.mesh)
+    key = decisions.batch_key(sig, variables, first_batch)
+    if decisions.batch_passed(key):
+        return
+    check(kind, model, seed_axis, place, variables, first_batch)
+    decisions.record_batch_pass(key)

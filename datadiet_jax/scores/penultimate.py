@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 from typing import Any
 
 import flax.linen as nn
@@ -28,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from datadiet_jax.scores import api, batch_check, batches, programs
+from datadiet_jax.scores import api, batch_check, batches, decisions, programs
 from datadiet_jax.scores import model_form as model_form_lib
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 from datadiet_jax.scores.pergrad import jaxpr_eval, jaxpr_sites, linen_sites
@@ -138,7 +139,9 @@ def penultimate_features(
     placed = jax.device_put(packed)
     source = iter(source)
     head = next(source)  # every input has at least one example (checked)
-    batch_check.check("features", adapted, seed_axis, Placement(), placed, head)
+    start = time.perf_counter()
+    batch_check.check_once("features", adapted, seed_axis, Placement(), placed, head)
+    decisions.add_setup_seconds(time.perf_counter() - start)
     one = jax.tree.map(lambda v: v[0], packed)
     spec = jax.ShapeDtypeStruct(head[0].shape, head[0].dtype)
     fn = _program(adapted, one, spec, seed_axis)

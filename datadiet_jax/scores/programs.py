@@ -1,4 +1,5 @@
-"""The compiled batch programs of the scores, cached per model form, kind, seed axis and mesh.
+"""The compiled batch programs of the scores, cached per model form, kind, seed axis and mesh,
+and the `Runner` that feeds a call's batches to them.
 
 A program maps `(variables [K, ...], images [B, ...], labels [B], mask [B])` to
 `([K, B] float32 scores, {site key: [K, B]} GraNd per-site squared norms)`; the kind is 'grand'
@@ -10,6 +11,8 @@ Usage:
 
     fn = programs.batch_program(form, "grand", "unroll", exclude=frozenset(), method=None)
     scores, per_site = fn(variables, images, labels, mask)
+    run = programs.Runner(placement, variables, fn)
+    scores, per_site = run(0, (images, labels, mask, count))  # host batch, put on the devices
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from datadiet_jax.scores import batch_check, uncertainty
+from datadiet_jax.scores import batch_check, decisions, uncertainty
 from datadiet_jax.scores import model_form as model_form_lib
 from datadiet_jax.scores import seed_axis as seed_axis_lib
 from datadiet_jax.scores.pergrad import fallback, guard, jaxpr_norms, linen_norms
@@ -135,7 +138,50 @@ def exact_program(model: model_form_lib.ModelForm, method=None):
 
 
 def clear_programs() -> None:
-    """Forgets every cached compiled program (e.g. after a rule was changed for a test)."""
+    """Forgets every cached compiled program and every decision made with them (`decisions`),
+    e.g. after a rule was changed for a test."""
     _build_cached.cache_clear()
     _exact_cached.cache_clear()
     batch_check.clear_programs()
+    decisions.clear()
+
+
+class Runner:
+    """Feeds a call's padded batches to its compiled programs: `runner(i, batch) -> result`.
+
+    Batch 0's result may come ready (GraNd's guard computed it); a `pergrad.method.Race` may
+    score the next batches, its programs taking turns, until it has a winner; then
+    `on_winner(name)` gives the program for the rest. Otherwise `program` scores every batch.
+
+    Args:
+      place: the call's `sharding.Placement`; placed: the stacked variables on the devices.
+      program: `(variables, images, labels, mask) -> result` (a `batch_program`), or None while
+        a race decides it.
+      first: batch 0's result, or None.
+      race: a `pergrad.method.Race` of programs, or None; on_winner: `name -> program`.
+
+    Usage:
+
+        run = Runner(place, placed, batch_program(form, "el2n", "unroll"))
+        for i, batch in enumerate(batches):  # (images [B, ...], labels [B], mask [B], count)
+            scores, per_site = run(i, batch)
+    """
+
+    def __init__(self, place, placed, program=None, *, first=None, race=None, on_winner=None):
+        self.place, self.placed, self.program = place, placed, program
+        self.first, self.race, self.on_winner = first, race, on_winner
+
+    def __call__(self, i: int, batch):
+        if i == 0 and self.first is not None:
+            return self.first
+        x, y, mask = (self.place.put(a) for a in batch[:3])
+        if self.race is None or self.program is not None:
+            return self.program(self.placed, x, y, mask)  # dispatched asynchronously
+        result = self.race.run((self.placed, x, y, mask))
+        if self.race.winner is not None:
+            self.program = self.on_winner(self.race.winner)
+        return result
+
+    def overhead(self) -> float:
+        """The race's seconds beyond the winner's (`Race.overhead`); 0 without a race."""
+        return 0.0 if self.race is None else self.race.overhead()

@@ -11,7 +11,7 @@ Usage:
 
     progress = Progress("grand", total=N, unit="example")
     progress.update(done, "x 4 seeds", pending=result)  # a line at most every `every_s` seconds
-    progress.finish(done, "x 4 seeds")
+    progress.finish(done, "x 4 seeds", setup=3.2)  # 3.2 s of it fixed costs (checks, ...)
 """
 
 from __future__ import annotations
@@ -99,15 +99,19 @@ class Progress:
             extra,
         )
 
-    def finish(self, done: int, extra: str = "", pending=None) -> None:
+    def finish(self, done: int, extra: str = "", pending=None, setup: float | None = None) -> None:
         """Logs the end: `done` units, the seconds since the start (the first unit included, its
-        own seconds in parentheses) and the mean rate over them."""
+        own seconds in parentheses) and the mean rate over them; with `setup`, the seconds of
+        fixed costs among them (checks, a guard, a method race) and the rest, the work."""
         jax.block_until_ready(pending)
         seconds = time.perf_counter() - self.t0
         first = "" if self.mark is None else f" (first {self.mark[0] - self.t0:.1f} s)"
         mean = (done - self.start) / max(seconds, 1e-9) * self.examples_per_unit
+        fixed = ""
+        if setup is not None:
+            fixed = f"; setup {setup:.1f} s (checks, guard, method), work {seconds - setup:.1f} s"
         logging.info(
-            "%s: %d %ss %s in %.1f s%s, %.1f examples/s",
+            "%s: %d %ss %s in %.1f s%s, %.1f examples/s%s",
             self.name,
             done,
             self.unit,
@@ -115,6 +119,7 @@ class Progress:
             seconds,
             first,
             mean,
+            fixed,
         )
 
     def _count(self, done: int) -> str:

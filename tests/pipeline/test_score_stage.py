@@ -1,5 +1,9 @@
-"""Score files of another run: the lookup of forgetting files, transfer needs permission."""
+"""Score files of another run: the lookup of forgetting files, transfer needs permission; the
+score epochs' fixed costs and their record."""
 
+import json
+
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -184,3 +188,42 @@ def test_provenance_from_the_score_spec_is_what_the_whole_config_gave(overrides)
     }
     spec = config_check.validate(config).score
     assert list(score_stage.provenance(spec, split, "el2n", 1).items()) == list(old.items())
+
+
+def _mlp(params, x):
+    return jnp.tanh(x @ params["w1"]) @ params["w2"]
+
+
+def test_score_epochs_pay_the_fixed_costs_once_and_record_them(tmp_path):
+    """Two score epochs of one run: the second runs no site finder, guard or race (only the
+    batch check, its values being new), and `timings.jsonl` gives each computation's fixed
+    costs beside its seconds; a line of an older run, without them, still reads."""
+    from datadiet_jax.report import methods
+    from datadiet_jax.scores import api, decisions
+
+    decisions.clear()
+    rng = np.random.default_rng(0)
+    images, labels = rng.normal(size=(40, 4)).astype(np.float32), rng.integers(0, 3, 40)
+    (tmp_path / "scores").mkdir()  # the stage makes it before scoring
+    files = score_stage._ScoreFiles(None, str(tmp_path), None, set())
+    counts = []
+    for epoch in (0, 1):  # 10 batches each: the first epoch races the two GraNd programs
+        params = {"w1": rng.normal(size=(2, 4, 5)), "w2": rng.normal(size=(2, 5, 3))}
+        params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+        before = decisions.stats()
+        files.timed("grand", epoch, api.grand_scores, _mlp, params, images, labels, batch_size=4)
+        counts.append({k: decisions.stats()[k] - before[k] for k in decisions.COUNTED})
+    fixed = ("site_finders", "guards", "races", "batch_checks")
+    assert [[c[k] for k in fixed] for c in counts] == [[1, 1, 1, 1], [0, 0, 0, 1]], counts
+    path = score_stage.timings_path(str(tmp_path))
+    lines = [json.loads(line) for line in open(path)]
+    assert [line["epoch"] for line in lines] == [0, 1]
+    assert all(0 < line["setup_seconds"] <= line["seconds"] for line in lines), lines
+    assert lines[1]["setup_seconds"] < lines[0]["setup_seconds"], lines
+    with open(path, "a") as f:  # an older run's line
+        f.write(json.dumps({"score": "el2n", "epoch": 1, "seconds": 2.0}) + "\n")
+    assert methods.score_seconds(str(tmp_path)) == {
+        "grand@0": lines[0]["seconds"],
+        "grand@1": lines[1]["seconds"],
+        "el2n@1": 2.0,
+    }

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from datadiet_jax.scores import api, model_form
+from datadiet_jax.scores import api, decisions, model_form
 from datadiet_jax.scores.pergrad import jaxpr_norms, jaxpr_sites, rules
 from datadiet_jax.scores.pergrad import method as method_lib
 from tests.references import function_grand_loop, guard_warnings, linen_grand_loop, seed
@@ -157,7 +157,8 @@ def test_planted_embedding_fault_is_caught_by_the_guard(monkeypatch, caplog):
 @pytest.mark.parametrize("winner", ["jaxpr_sites", "vmap_grad"])
 def test_a_call_of_several_batches_runs_the_faster_exact_program(monkeypatch, caplog, winner):
     """Both programs (the sites' plan, here with a tied param on the fallback, and vmap(grad))
-    are timed on the first batch, the choice is logged, and either one gives the exact scores."""
+    score the first batches in turns, the choice is logged once and used by the rest of the call
+    and by the next one, and either gives the exact scores."""
 
     def tied(params, x):
         h = jnp.tanh(x.reshape(len(x), -1) @ params["w"])
@@ -167,16 +168,16 @@ def test_a_call_of_several_batches_runs_the_faster_exact_program(monkeypatch, ca
     params = {"w": rng.normal(size=(2, 6, 6)), "head": rng.normal(size=(2, 6, 3))}
     params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params)
     x, y = rng.normal(size=(9, 6)).astype(np.float32), rng.integers(0, 3, 9)
-    faster = method_lib.faster
-
-    def rigged(programs, args, repeats=method_lib.REPEATS):
-        _, seconds, results = faster(programs, args, repeats=1)
-        return winner, seconds, results
-
-    monkeypatch.setattr(method_lib, "faster", rigged)
-    monkeypatch.setattr(method_lib, "MIN_BATCHES", 2)
+    monkeypatch.setattr(method_lib, "fastest", lambda seconds: winner)
+    monkeypatch.setattr(method_lib, "REPEATS", 1)
+    monkeypatch.setattr(method_lib, "MIN_BATCHES", 4)  # 2 programs x (1 + 1 timed run)
+    decisions.clear()
     with caplog.at_level(logging.INFO):
-        got = api.grand_scores(tied, params, x, y, batch_size=4)
-    logged = " ".join(r.getMessage() for r in caplog.records)
-    assert f"using {winner} for this call" in logged and "vmap_grad" in logged, logged
-    np.testing.assert_allclose(got, function_grand_loop(tied, params, x, y), rtol=1e-4)
+        got = api.grand_scores(tied, params, x, y, batch_size=2)  # 1 guard batch, 4 raced
+        again = api.grand_scores(tied, params, x, y, batch_size=2)
+    logged = [r.getMessage() for r in caplog.records if "raced on the first" in r.getMessage()]
+    assert len(logged) == 1 and f"using {winner} from now on" in logged[0], logged
+    assert "jaxpr_sites" in logged[0] and "vmap_grad" in logged[0], logged
+    want = function_grand_loop(tied, params, x, y)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    np.testing.assert_allclose(again, want, rtol=1e-4)

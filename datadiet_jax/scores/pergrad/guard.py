@@ -1,23 +1,33 @@
-"""First-batch guard: every fast rule checked against exact `vmap(grad)` in each GraNd call.
+"""First-batch guard: every fast rule checked against exact `vmap(grad)` before GraNd uses it.
 
 The site finders admit a layer to a fast rule by what they can see (type, configuration, call
 count, batch axis, parameter uses); what they cannot (a layer whose rows are examples in another
-order, a faulty rule) would give a plausible wrong number. So every `grand_scores` call checks,
-for every seed, each site's squared norm by its rule (from the call's own compiled program)
-against `vmap(grad)` restricted to that site's parameters, on the first batch's `NUM_EXAMPLES`
-valid examples of largest GraNd (`checked_examples`). `disagreeing_layers` flags a site where,
-for some example, `|fast - exact| > RTOL * exact + FLOOR * total`, `total` the example's squared
-norm over all parameters: RTOL sits far above the rules' float32 rounding and far below any
-structural error, and FLOOR ignores layers with a negligible share of the norm. A non-finite fast
-value with a finite exact one disagrees. The reference runs at `Precision.HIGHEST` (off CPU the
-checked batch too), so TF32 matmuls cannot trip the guard. A flagged layer goes to the exact
-fallback for the rest of the call, for all seeds, with an absl warning naming it.
+order, a faulty rule) would give a plausible wrong number. So a `grand_scores` call of a model
+and shapes not judged before in the process (`decisions.py`) checks, for every seed, each site's
+squared norm by its rule (from the call's own compiled program) against `vmap(grad)` restricted
+to that site's parameters, on the first batch's `NUM_EXAMPLES` valid examples of largest GraNd
+(`checked_examples`). `disagreeing_layers` flags a site where, for some example,
+`|fast - exact| > RTOL * exact + FLOOR * total`, `total` the example's squared norm over all
+parameters: RTOL sits far above the rules' float32 rounding and far below any structural error,
+and FLOOR ignores layers with a negligible share of the norm. A non-finite fast value with a
+finite exact one disagrees. The reference runs at `Precision.HIGHEST` (off CPU the checked batch
+too), so TF32 matmuls cannot trip the guard. A flagged layer goes to the exact fallback for all
+seeds, with an absl warning naming it.
+
+A verdict also holds at other values of the same model (`decisions.py` reuses it) when every site
+it passed was judged (`unjudged_sites`): its exact squared norm exceeded `JUDGED * total` (the
+floor) for some seed and checked example, so a rule off by as much as the site's own norm would
+have been flagged. A site with (nearly) zero gradient at these values (every layer below a
+zero-initialized head, a residual branch behind a zero-initialized scale) agrees with any rule;
+`verdict` names it, and the guard then reruns in every call.
 
 Usage:
 
     idx = guard.checked_examples(first_grand, count)  # [K, B] -> [m] int64, ascending
     excluded = guard.guard(exact_fn, fast, per_seed_variables, images[idx], labels[idx],
                            positions=idx)  # frozenset of site keys for the fallback
+    excluded, unjudged = guard.verdict(exact_fn, fast, per_seed_variables, images[idx],
+                                       labels[idx], positions=idx)
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from datadiet_jax.scores.pergrad import fallback, linen_sites
 RTOL = 1e-3
 FLOOR = 1e-6
 NUM_EXAMPLES = 4
+JUDGED = FLOOR  # the share of an example's squared norm above which a site was judged
 
 
 def exact_layer_sq_norms(apply_fn, variables, images, labels):
@@ -90,9 +101,26 @@ def disagreeing_layers(fast: dict, exact: dict, total) -> dict[str, tuple[int, f
     return bad
 
 
-def guard(
+def unjudged_sites(exact: dict, total) -> set:
+    """Sites whose exact squared norm stays at or under `JUDGED * total` on every checked example.
+
+    Args:
+      exact: {site key: [m]} exact squared norms of one seed; total: [m] squared norms over all
+      params.
+    """
+    total = np.asarray(total, np.float64)
+    out = set()
+    for key, e in exact.items():
+        with np.errstate(invalid="ignore"):
+            seen = np.asarray(e, np.float64) > JUDGED * total
+        if not np.any(seen & np.isfinite(total)):
+            out.add(key)
+    return out
+
+
+def verdict(
     exact_fn: Callable, fast: dict, seed_variables: Iterable, images, labels, positions=None
-) -> frozenset:
+) -> tuple[frozenset, frozenset]:
     """Compares the rules' first-batch norms with `exact_fn` for every seed.
 
     Args:
@@ -102,19 +130,21 @@ def guard(
       images: [m, ...], labels: [m]: the checked examples of the first batch.
       positions: [m] their positions in the batch, for the warnings (default 0 .. m - 1).
     Returns:
-      The union over seeds of the disagreeing site keys (each logged as an absl warning).
+      (the union over seeds of the disagreeing site keys, each logged as an absl warning; the
+      agreeing sites that no seed judged, `unjudged_sites`).
     """
-    excluded = set()
+    excluded, unjudged = set(), set(fast)
     positions = np.arange(len(labels)) if positions is None else np.asarray(positions)
     with jax.default_matmul_precision("highest"):
         for k, variables in enumerate(seed_variables):
             exact, total = jax.device_get(exact_fn(variables, images, labels))
+            unjudged &= unjudged_sites(exact, total)
             mine = {key: np.asarray(v)[k] for key, v in fast.items()}
             for key, (i, f, e) in disagreeing_layers(mine, exact, total).items():
                 logging.warning(
                     "GraNd guard: layer %s disagrees with exact vmap(grad) on the first batch "
                     "(seed %d, example %d: squared norm %.6g vs %.6g); its params use the exact "
-                    "fallback for this call.",
+                    "fallback.",
                     key,
                     k,
                     int(positions[i]),
@@ -122,4 +152,11 @@ def guard(
                     e,
                 )
                 excluded.add(key)
-    return frozenset(excluded)
+    return frozenset(excluded), frozenset(unjudged - excluded)
+
+
+def guard(
+    exact_fn: Callable, fast: dict, seed_variables: Iterable, images, labels, positions=None
+) -> frozenset:
+    """The site keys `verdict` sends to the exact fallback (arguments as `verdict`)."""
+    return verdict(exact_fn, fast, seed_variables, images, labels, positions)[0]

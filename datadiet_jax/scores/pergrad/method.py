@@ -14,17 +14,22 @@ params to the fallback; other models have only 'jaxpr_sites'. The sites are not 
 fallback params still need a per-example backward pass down to the deepest of them, and a Dense
 layer over T positions costs its rule as much as `vmap(grad)` pays (`T * I * O`, or
 `T^2 * (I + O)` by the Gram identity), while convolutions, which `vmap(grad)` runs one example
-at a time on CPU, gain most. So a call on an array of at least `MIN_BATCHES` batches times both
-compiled programs on its first batch (`choose`) and keeps the faster, logging the choice once; a
-shorter call or a stream keeps the sites (a stream's scores stay bit-identical to the same
-examples given as an array).
+at a time on CPU, gain most. So the first call of a model and shapes on an array of at least
+`MIN_BATCHES` batches races both compiled programs on its own first batches (`Race`): they take
+turns, batch by batch, every result kept in the scores (both are exact, so the batches agree
+with either program's to float rounding), each one's first run (its compilation) untimed, then
+`REPEATS` timed runs of each; the rest of the call, and later calls with the same signature
+(`scores/decisions.py`), use the faster, and the choice is logged once. A shorter call or a
+stream does not race: it uses the decision made earlier in the process, else the sites.
 
 Usage:
 
     from datadiet_jax.scores.pergrad import method as method_lib
     method = method_lib.sites_method(linen, form.logits, one, images)  # one seed's variables
     counts = method_lib.coverage(method, form.logits, one, images)  # {kind: n, 'fallback': n}
-    best, first_result = method_lib.choose({method: fn, "vmap_grad": vmap_fn}, args)
+    race = method_lib.Race({method: fn, "vmap_grad": vmap_fn})
+    for args in batches:  # (variables, images, labels, mask) of each batch, on the devices
+        result = race.run(args) if race.winner is None else race.programs[race.winner](*args)
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from datadiet_jax.scores.pergrad import jaxpr_sites, linen_norms
 SITES_METHODS = ("linen_sites", "jaxpr_sites")
 METHODS = (*SITES_METHODS, "vmap_grad")
 REPEATS = 3  # timed runs of each program, interleaved; the best of each is compared
-MIN_BATCHES = 8  # calls of fewer batches keep the sites' plan untimed
+MIN_BATCHES = 2 * (1 + REPEATS)  # the batches a race of two programs scores; shorter calls skip it
 
 
 def coverage(method: str, apply: Callable, variables, images, exclude=()) -> dict[str, int]:
@@ -96,40 +101,62 @@ def sites_method(linen: bool, apply: Callable, variables, images, sharded: bool 
     return method
 
 
-def faster(programs: Mapping[str, Callable], args, repeats: int = REPEATS):
-    """Times each compiled program on the same arguments; returns the fastest.
-
-    Every program runs once untimed (compilation, warm-up), then `repeats` times each,
-    interleaved, so load from other processes falls on all of them alike; the best run counts.
-
-    Args:
-      programs: {name: fn}, fn(*args) -> arrays.
-      args: the arguments of every program (e.g. the first batch).
-    Returns:
-      (name of the fastest, {name: best seconds}, {name: the first run's result}).
-    """
-    results = {name: jax.block_until_ready(fn(*args)) for name, fn in programs.items()}
-    best = dict.fromkeys(programs, math.inf)
-    for _ in range(repeats):
-        for name, fn in programs.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            best[name] = min(best[name], time.perf_counter() - start)
-    return min(best, key=best.get), best, results
+def fastest(seconds: Mapping[str, float]) -> str:
+    """The name with the fewest seconds (the first one on a tie)."""
+    return min(seconds, key=seconds.get)
 
 
-def choose(programs: Mapping[str, Callable], args) -> tuple[str, object]:
-    """`faster`, logged once: (the fastest program's name, its result on `args`).
+class Race:
+    """Times compiled programs on successive real batches, every batch's result kept.
+
+    The programs take turns (the one with the fewest runs next, in the given order), each run
+    waited for. Each program's first run (compilation, warm-up) is untimed; once each has had
+    `repeats` timed runs, the best run of each counts and `winner` is `fastest` of them. Other
+    processes' load falls on all of them alike.
 
     Args:
-      programs: {method: compiled batch program}, the plan's first and 'vmap_grad'.
-      args: the first batch's arguments.
+      programs: {name: fn}, fn(*args) -> arrays, all computing the same values.
+      repeats: timed runs of each (default `REPEATS`).
+    Attributes:
+      winner: the fastest name once the race is over, else None.
+      best: {name: best timed seconds}.
     """
-    best, seconds, results = faster(programs, args)
-    logging.info(
-        "GraNd: first batch (compiled, best of %d) %s; using %s for this call.",
-        REPEATS,
-        ", ".join(f"{m} {t:.4g} s" for m, t in seconds.items()),
-        best,
-    )
-    return best, results[best]
+
+    def __init__(self, programs: Mapping[str, Callable], repeats: int | None = None):
+        self.programs = dict(programs)
+        self.repeats = REPEATS if repeats is None else int(repeats)
+        self.runs = dict.fromkeys(self.programs, 0)
+        self.best = dict.fromkeys(self.programs, math.inf)
+        self.spent = dict.fromkeys(self.programs, 0.0)  # every second, compilation included
+        self.winner: str | None = None
+
+    def run(self, args):
+        """Runs the next program on `args` (already on the devices) and returns its result."""
+        name = min(self.runs, key=self.runs.get)
+        jax.block_until_ready(args)
+        start = time.perf_counter()
+        result = jax.block_until_ready(self.programs[name](*args))
+        seconds = time.perf_counter() - start
+        if self.runs[name]:
+            self.best[name] = min(self.best[name], seconds)
+        self.runs[name] += 1
+        self.spent[name] += seconds
+        if min(self.runs.values()) > self.repeats:
+            self.winner = fastest(self.best)
+        return result
+
+    def timed_runs(self) -> int:
+        """The runs timed so far (first runs excluded)."""
+        return sum(max(0, n - 1) for n in self.runs.values())
+
+    def overhead(self) -> float:
+        """Seconds beyond what the winner would have taken on the others' batches: their runs
+        (compilation included) less the winner's best time for each; 0 before a winner."""
+        if self.winner is None:
+            return 0.0
+        per_batch = self.best[self.winner]
+        return sum(
+            max(0.0, self.spent[n] - self.runs[n] * per_batch)
+            for n in self.programs
+            if n != self.winner
+        )

@@ -46,7 +46,8 @@ def test_the_dict_form_reaches_the_model_check(tmp_path):
         ),
         (
             "--config.trian.batch_size=3",
-            "config has no key 'trian'; did you mean config.train or config.retrain or config.track?",
+            "config has no key 'trian'; did you mean config.train or config.retrain or "
+            "config.track?",
         ),
         ("--config.model.name=small_cnn", None),
     ],

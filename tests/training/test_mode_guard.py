@@ -137,11 +137,9 @@ def _cli_checkpoint_state(workdir):
     return _checkpoint_model_state(ckpt)
 
 
-# The command line resolves the flag with the same `model_form` code as the notebook path, where
-# every convention is trained above; from the command line, Flax's own `deterministic` flag, whose
-# train mode is the flag set to False.
-def test_flax_deterministic_flag_trains_in_train_mode_from_the_command_line(tmp_path):
-    done = _main(tmp_path, "tests.own_models:DeterministicNet", *_TRAIN_ONLY)
+@pytest.mark.parametrize("name", sorted(CONVENTIONS))
+def test_each_convention_trains_in_train_mode_from_the_command_line(name, tmp_path):
+    done = _main(tmp_path, f"tests.own_models:{name}", *_TRAIN_ONLY)
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_statistics_moved(_cli_checkpoint_state(tmp_path))
 

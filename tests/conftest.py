@@ -201,6 +201,7 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook; the suite also runs without it
 def pytest_xdist_node_collection_finished(node, ids):
     """Stops a `--dist loadgroup` run whose test ids came back without their groups: every
     shared run would then be made once per worker, the suite taking minutes longer."""

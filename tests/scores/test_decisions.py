@@ -93,6 +93,18 @@ def test_a_second_call_reuses_every_decision(fresh):
     assert decisions.stats()["setup_seconds"] > 0
 
 
+@pytest.mark.parametrize("batches", [method_lib.MIN_BATCHES - 1, method_lib.MIN_BATCHES])
+def test_a_call_of_min_batches_races_and_a_shorter_one_does_not(fresh, batches):
+    """On CPU the guard's run of batch 0 is the sites program's untimed first run, so a call of
+    exactly MIN_BATCHES batches has enough for the race, and one batch fewer has not."""
+    images, labels = _data(4 * batches)
+    _, counts = _delta(
+        lambda: api.grand_scores(pooled_mlp, _params(), images, labels, batch_size=4)
+    )
+    assert counts["races"] == int(batches >= method_lib.MIN_BATCHES)
+    assert counts["timed_runs"] == 2 * method_lib.REPEATS * counts["races"]
+
+
 def test_raced_batches_equal_an_untimed_call_and_the_grad_loop(fresh, caplog):
     params = _params(seed=3)
     images, labels = _data(40, seed=3)

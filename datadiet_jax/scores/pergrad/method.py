@@ -18,8 +18,9 @@ at a time on CPU, gain most. So the first call of a model and shapes on an array
 `MIN_BATCHES` batches races both compiled programs on its own first batches (`Race`): they take
 turns, batch by batch, every result kept in the scores (both are exact, so the batches agree
 with either program's to float rounding), each one's first run (its compilation) untimed, then
-`REPEATS` timed runs of each; the rest of the call, and later calls with the same signature
-(`scores/decisions.py`), use the faster, and the choice is logged once. A shorter call or a
+`REPEATS` timed runs of each (on CPU the guard's run of batch 0 is the sites' untimed first run);
+the rest of the call, and later calls with the same signature (`scores/decisions.py`), use the
+faster, and the choice is logged once. A shorter call or a
 stream does not race: it uses the decision made earlier in the process, else the sites.
 
 Usage:
@@ -117,15 +118,18 @@ class Race:
     Args:
       programs: {name: fn}, fn(*args) -> arrays, all computing the same values.
       repeats: timed runs of each (default `REPEATS`).
+      warm: names whose untimed first run happened before the race (their compilation).
     Attributes:
       winner: the fastest name once the race is over, else None.
       best: {name: best timed seconds}.
     """
 
-    def __init__(self, programs: Mapping[str, Callable], repeats: int | None = None):
+    def __init__(self, programs: Mapping[str, Callable], repeats: int | None = None, warm=()):
         self.programs = dict(programs)
         self.repeats = REPEATS if repeats is None else int(repeats)
-        self.runs = dict.fromkeys(self.programs, 0)
+        # A program in `warm` has had its untimed first run (e.g. the guard's run of batch 0).
+        self.runs = {name: int(name in warm) for name in self.programs}
+        self.ran = dict.fromkeys(self.programs, 0)  # runs in this race
         self.best = dict.fromkeys(self.programs, math.inf)
         self.spent = dict.fromkeys(self.programs, 0.0)  # every second, compilation included
         self.winner: str | None = None
@@ -140,6 +144,7 @@ class Race:
         if self.runs[name]:
             self.best[name] = min(self.best[name], seconds)
         self.runs[name] += 1
+        self.ran[name] += 1
         self.spent[name] += seconds
         if min(self.runs.values()) > self.repeats:
             self.winner = fastest(self.best)
@@ -156,7 +161,7 @@ class Race:
             return 0.0
         per_batch = self.best[self.winner]
         return sum(
-            max(0.0, self.spent[n] - self.runs[n] * per_batch)
+            max(0.0, self.spent[n] - self.ran[n] * per_batch)
             for n in self.programs
             if n != self.winner
         )

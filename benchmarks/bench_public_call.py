@@ -45,7 +45,7 @@ FLAGS = flags.FLAGS
 MODELS = ("small_cnn", "resnet18", "nnx_small_cnn", "vit", "text_classifier", "wide_text")
 flags.DEFINE_string("out", "bench", "Output folder for public_call.json and public_call.md.")
 flags.DEFINE_list("models", list(MODELS), f"Models, of {', '.join(MODELS)}.")
-flags.DEFINE_bool("quick", False, "Smoke test: every model at small sizes (about a minute).")
+flags.DEFINE_bool("quick", False, "Smoke test: every model at small sizes (mostly compilation).")
 flags.DEFINE_integer("repeats", 3, "Warm calls and vmap_grad passes, interleaved; best of each.")
 flags.DEFINE_bool("merge", False, "Keep the rows of OUT/public_call.json for models not run.")
 flags.DEFINE_string("child", None, "Internal: measure one model in this process.")

@@ -34,6 +34,7 @@ TABLES = {
     "bench_loop.md": "bench_loop.md",
     "bench_backward.md": "bench_backward.md",
     "mesh_memory.md": "mesh_memory.md",
+    "public_call.md": "public_call.md",
 }
 
 BLOCK = re.compile(r"(<!-- table: (bench/[\w.]+) -->\n)(.*?)(<!-- end table -->)", re.S)

@@ -67,8 +67,9 @@ class PruneSchedule:
       fraction: RS2: the share of the examples in each round.
       at_epoch: prune_continue: the full-data rounds before it scores and prunes (>= 1).
       score: prune_continue: the seed's own score, one of `SCORES`.
-      strategy: prune_continue: a strategy of `scores.pruning.STRATEGIES` (not the feature
-        strategies or 'dual_sampling', which need more than one score).
+      strategy: prune_continue: a strategy of `scores.pruning.STRATEGIES` that needs only the
+        seed's score and the labels (not the feature strategies, 'dual_sampling', 'offset' or
+        'ccs').
       seed: the seed of the strategy's random choices (the run seed, as the static path).
     """
 
@@ -110,7 +111,9 @@ def check(cfg, where: str = "config.train.prune") -> None:
     if cfg.get("score", "el2n") not in SCORES:
         raise ValueError(f"{where}.score is {cfg.get('score')!r}; use one of {SCORES}.")
     strategy = cfg.get("strategy", "hardest")
-    refused = (*pruning.FEATURE_STRATEGIES, "dual_sampling")
+    # Strategies that need more than the seed's one score (features, mean predictions) or
+    # settings of the static plan (prune.offsets, prune.ccs_beta).
+    refused = (*pruning.FEATURE_STRATEGIES, "dual_sampling", "offset", "ccs")
     if strategy not in pruning.STRATEGIES or strategy in refused:
         valid = sorted(s for s in pruning.STRATEGIES if s not in refused)
         raise ValueError(f"{where}.strategy is {strategy!r}; use one of {valid}.")

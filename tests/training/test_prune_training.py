@@ -1,0 +1,167 @@
+"""Pruning inside the K-seed loop: the rounds each seed trains on, resuming, prune and continue.
+
+Every round the feed plans is recorded (`PruneFeed.next_round` wrapped) and replayed by plain
+numpy references written here, with the keys derived by hand from (seed, purpose, 0x9E, seed
+index, round).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from datadiet_jax.pipeline import config_check, plan
+from datadiet_jax.scores import api
+from datadiet_jax.scores.model_form import model_form
+from datadiet_jax.training import k_step, keys, prune_feed, train
+from datadiet_jax.training import prune_schedules as ps
+from tests.conftest import smoke_config, tiny_model, train_tiny
+
+STEPS = 16  # 4 full-data epochs of the 64 synthetic examples at batch 16
+SCHEDULES = {
+    "infobatch": ps.PruneSchedule("infobatch", ratio=0.5, delta=0.875),
+    "rs2": ps.PruneSchedule("rs2", fraction=0.3),
+    "prune_continue": ps.PruneSchedule("prune_continue", at_epoch=1, ratio=0.5),
+}
+
+
+def _rng(seed_index, rnd):
+    return np.random.default_rng([0, 1, 0x9E, seed_index, rnd])  # tiny_spec: seed 0, purpose 1
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """[(step, state before, state after)] of every round planned."""
+    rounds, original = [], prune_feed.PruneFeed.next_round
+
+    def next_round(self, prune, step, state):
+        new = original(self, prune, step, state)
+        rounds.append((step, {k: np.array(v) for k, v in prune.items()}, new))
+        return new
+
+    monkeypatch.setattr(prune_feed.PruneFeed, "next_round", next_round)
+    return rounds
+
+
+def _reference_order(name, sched, before, after, k, rnd, start, kept, rs2_pass):
+    """Seed k's round from the recorded state before it (plain numpy, this file's own)."""
+    rng = _rng(k, rnd)
+    if name == "infobatch":
+        loss = before["loss"][k][kept]
+        if start < sched.delta * STEPS:
+            low = loss < loss.mean()
+            chosen = rng.choice(kept[low], int((1 - sched.ratio) * low.sum()), replace=False)
+            return rng.permutation(np.concatenate([kept[~low], chosen]))
+        return rng.permutation(kept)
+    if name == "rs2":
+        size = round(sched.fraction * len(kept))
+        if not rs2_pass or rs2_pass[-1] >= len(kept):
+            rs2_pass[:] = [rng.permutation(kept), 0]
+        perm, pos = rs2_pass
+        rs2_pass[1] = pos + len(perm[pos : pos + size])
+        return perm[pos : pos + size]
+    members = kept if rnd < sched.at_epoch else kept[after["keep"][k][kept]]
+    return rng.permutation(members)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_each_seeds_rounds_equal_a_numpy_replay(synthetic_split, tmp_path, recorded, name):
+    sched, kept = SCHEDULES[name], synthetic_split.index
+    _, stats, step = train_tiny(
+        synthetic_split, tmp_path / "ckpt", prune=sched, num_steps=STEPS, schedule_steps=STEPS
+    )
+    assert step == STEPS and len(recorded) >= 3
+    presented = np.zeros((2, len(kept)), np.int64)
+    passes = [[], []]
+    for rnd, (start, before, after) in enumerate(recorded):
+        assert (after["round"] == rnd).all() and (after["start"] == start).all()
+        ran = min(int(after["length"][0]), STEPS - start) * 16  # slots trained this round
+        for k in range(2):
+            ref = _reference_order(name, sched, before, after, k, rnd, start, kept, passes[k])
+            order = after["order"][k][: after["count"][k]]
+            np.testing.assert_array_equal(order, ref)
+            np.add.at(presented[k], order[:ran], 1)
+            if name == "infobatch" and rnd:  # the step recorded each presented example's loss
+                last = recorded[rnd - 1][2]
+                shown = last["order"][k][: last["count"][k]]
+                assert (before["loss"][k][shown] != ps.INITIAL_LOSS).all()
+                unseen = np.setdiff1d(kept, shown)  # not presented: keeps its last loss
+                np.testing.assert_array_equal(
+                    before["loss"][k][unseen], recorded[rnd - 1][1]["loss"][k][unseen]
+                )
+    # The masks reached the step: each example was presented as often as the rounds say.
+    np.testing.assert_array_equal(np.asarray(stats["forgetting"]["seen"]), presented)
+    if name != "prune_continue":
+        assert presented.sum() < 2 * STEPS * 16  # fewer examples than full-data steps hold
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_stopped_and_resumed_pruned_training_is_bit_identical(synthetic_split, tmp_path, name):
+    kw = dict(prune=SCHEDULES[name], num_steps=STEPS, schedule_steps=STEPS)
+    full = train_tiny(synthetic_split, tmp_path / "full" / "ckpt", **kw)
+    _, _, step = train_tiny(synthetic_split, tmp_path / "resumed" / "ckpt", max_steps=6, **kw)
+    assert step == 6  # inside a round for every schedule
+    resumed = train_tiny(synthetic_split, tmp_path / "resumed" / "ckpt", **kw)
+    assert resumed[2] == full[2] == STEPS
+    leaves = jax.tree.leaves(full[:2]), jax.tree.leaves(resumed[:2])
+    assert len(leaves[0]) == len(leaves[1])
+    for a, b in zip(*leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert set(full[1]["prune"]) >= {"loss", "weight", "order", "count", "keep"}
+
+
+def test_prune_continue_keeps_the_static_selection_of_its_own_scores(synthetic_split, tmp_path):
+    split, sched = synthetic_split, SCHEDULES["prune_continue"]
+    seen = {}
+
+    def hook(state, stats):  # epoch 1: the state the schedule scores
+        variables = {"params": state.params, "state": state.model_state}
+        inputs = (split.inputs.astype(np.float32) / 255 - split.mean) / split.std
+        model = model_form(tiny_model(split))
+        seen["el2n"] = api.el2n_scores(model, variables, inputs, split.labels)
+
+    _, stats, _ = train_tiny(
+        split, tmp_path / "ckpt", prune=sched, num_steps=8, schedule_steps=8, hooks={1: hook}
+    )
+    config = smoke_config(**{"prune.strategy": "hardest"})
+    spec = config_check.prune_spec(config)
+    run = plan.PlannedRun("el2n-1_hardest_f0.50", "el2n@1", "hardest", sched.ratio)
+    keep = np.asarray(stats["prune"]["keep"])
+    for k in range(2):
+        static = plan.select_run(spec, run, split, {"el2n@1": seen["el2n"][k]})
+        np.testing.assert_array_equal(np.flatnonzero(keep[k]), static)
+        assert len(static) == 32
+    assert not np.array_equal(keep[0], keep[1])  # each seed chose by its own network
+
+
+def test_weighted_step_and_an_empty_batch_leaves_the_seed_unchanged(synthetic_split):
+    model = tiny_model(synthetic_split)
+    cfg = smoke_config().train
+    init_fn, step_fn = k_step.programs(model, cfg, 10)
+    state = init_fn(keys.init_keys(0, 1, 2), np.zeros((1, 28, 28, 1), np.float32))
+    x = (synthetic_split.inputs[:4].astype(np.float32) / 255 - 0.4) / 0.25
+    batch = {
+        "image": np.stack([x, x]),
+        "label": np.stack([synthetic_split.labels[:4]] * 2),
+        "index": np.array([[0, 1, 2, 3], [0, 1, 2, 3]]),
+        "mask": np.array([[1, 1, 1, 0], [0, 0, 0, 0]], np.float32),
+    }
+    stats = k_step.init_stats(2, 64)
+    prune = ps.init_state(2, 64, np.arange(64))
+    prune["weight"][0, :2] = 2.0
+    stats["prune"] = prune_feed.jax_arrays(prune)
+    before = jax.tree.map(np.array, state)
+    one = jax.tree.map(lambda a: a[0], before)
+    after, stats, loss = step_fn(state, stats, batch)
+    # Seed 0: the loss is sum(weight * mask * ce) / sum(mask), InfoBatch's weighted mean.
+    b0 = {k: v[0] for k, v in batch.items()}
+    _, metrics = train.train_step(model, train.make_optimizer(cfg, 10), one, b0)
+    ce = np.asarray(metrics["losses"])
+    np.testing.assert_allclose(float(loss[0]), (2 * ce[0] + 2 * ce[1] + ce[2]) / 3, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(stats["prune"]["loss"][0, :3]), ce[:3], rtol=1e-5)
+    assert float(stats["prune"]["loss"][0, 3]) == ps.INITIAL_LOSS  # padding records nothing
+    # Seed 1, all padding: no step at all (no weight decay, momentum or step count).
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        np.testing.assert_array_equal(np.asarray(b)[1], np.asarray(a)[1])
+    assert int(after.step[0]) == 1 and int(after.step[1]) == 0
+    assert jnp.all(stats["prune"]["loss"][1] == ps.INITIAL_LOSS)

@@ -1,7 +1,10 @@
 """The jitted K-seed step: the K seeds' train steps and per-example statistics as one program.
 
 The statistics updated inside the step are forgetting, AUM, the first non-finite step of each
-seed and, when asked, the trajectory scores (`init_stats`). `programs` is shared by every training
+seed and, when asked, the trajectory scores (`init_stats`). With a pruning schedule the
+statistics also hold its state (`stats['prune']`, `prune_schedules`): the step then weighs each
+example's loss by its weight there, records each presented example's unweighted loss, and
+leaves a seed whose batch is all padding unchanged. `programs` is shared by every training
 with the same model, optimizer, schedule and mesh (the score training and all retrainings of a
 run), so each compiles once; the step donates its state and statistics.
 

@@ -291,6 +291,9 @@ class _Training:
             # a start or resume includes compilation; hooks and epoch-end saves are not counted).
             seconds = time.perf_counter() - self.epoch_clock
             record["seconds"] = round(seconds, 3)
+            if "prune" in stats:  # a pruning schedule: each seed's presentations so far
+                seen = jnp.sum(stats["forgetting"]["seen"], axis=1)
+                record["examples"] = train_mesh.to_host(seen).tolist()
             _append_jsonl(self.metrics_path, record)
             self.track(record, stats, seconds)
         if must_save:

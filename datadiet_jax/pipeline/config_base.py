@@ -51,6 +51,8 @@ ADDED_FIELDS = {
         "at_epoch": 1,
         "score": "el2n",
         "strategy": "hardest",
+        "num_groups": 10,
+        "window_scale": 0.5,
     },
     "track": {"writers": ["tensorboard", "jsonl"]},
 }
@@ -251,14 +253,16 @@ def _train_prune() -> ml_collections.ConfigDict:
     """A pruning schedule inside each retraining (`training/prune_schedules.py`,
     docs/pipeline.md#pruning-during-training); the score training always sees every example."""
     d = ml_collections.ConfigDict()
-    # '' (off), 'infobatch', 'rs2' or 'prune_continue'. Each seed prunes by its own state; the
-    # retraining keeps its step budget (retrain.budget).
+    # '' (off), 'infobatch', 'rs2', 'seta' or 'prune_continue'. Each seed prunes by its own
+    # state; the retraining keeps its step budget (retrain.budget).
     d.schedule = ""
     # InfoBatch: the share r of the below-mean-loss examples dropped each round (their kept
-    # ones weigh 1 / (1 - r)), in [0, 0.9]; prune_continue: the share of the examples pruned,
+    # ones weigh 1 / (1 - r)), in [0, 0.9]; SeTa: 1 - r is the share drawn each round (at most
+    # 0.9); prune_continue: the share of the examples pruned,
     # in [0, 1) (as prune.fractions).
     d.ratio = 0.5
-    # InfoBatch: rounds starting at or after this share of the step budget use all examples.
+    # InfoBatch: rounds starting at or after this share of the step budget use all examples
+    # (SeTa: a random share 1 - ratio of all examples).
     d.delta = 0.875
     # RS2: the share of the examples in each round, in (0, 1].
     d.fraction = 0.5
@@ -268,6 +272,9 @@ def _train_prune() -> ml_collections.ConfigDict:
     d.score = "el2n"
     # prune_continue: the selection strategy (prune.strategy's names, not the feature ones).
     d.strategy = "hardest"
+    # SeTa: the loss groups of each round, and the share of them in its sliding window.
+    d.num_groups = 10
+    d.window_scale = 0.5
     return d
 
 

@@ -96,9 +96,10 @@ def train_seeds(
       train_arg: a Linen model's mode flag when no convention names it: 'name' (train mode
         when true) or 'not name' (train mode when false).
       prune: a pruning schedule inside the training, the fields of `config.train.prune`, e.g.
-        `{'schedule': 'infobatch', 'ratio': 0.5}`, `{'schedule': 'rs2', 'fraction': 0.3}` or
-        `{'schedule': 'prune_continue', 'at_epoch': 2, 'ratio': 0.5}`; each seed prunes by
-        its own state (`stats['prune']`) for the same steps; None trains on every example.
+        `{'schedule': 'infobatch', 'ratio': 0.5}`, `{'schedule': 'rs2', 'fraction': 0.3}`,
+        `{'schedule': 'seta', 'ratio': 0.3}` or `{'schedule': 'prune_continue', 'at_epoch': 2,
+        'ratio': 0.5}`; each seed prunes by its own state (`stats['prune']`) for the same
+        steps; None trains on every example.
       **options: the run's `seed` (default 0: inits and data orders derive from (seed,
         purpose, seed index)); `purpose` (`keys.Purpose`, separating independent trainings of
         one seed; default SCORE without `kept`, RETRAIN with it, as the pipeline does);

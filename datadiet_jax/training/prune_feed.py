@@ -92,7 +92,7 @@ class PruneFeed:
             new["keep"] = self.continue_keep(state)
         for k in range(self.kept.shape[0]):
             rng = keys.prune_rng(*self.ids, self.index[k], rnd)
-            order = self.seed_round(new, k, rng, step)
+            order = self.seed_round(new, k, rng, step, rnd)
             new["order"][k, : len(order)] = order
             new["count"][k] = len(order)
         new["round"][:] = rnd
@@ -100,8 +100,8 @@ class PruneFeed:
         new["length"][:] = max(1, math.ceil(int(new["count"].max()) / self.stream.batch_size))
         return new
 
-    def seed_round(self, new: dict, k: int, rng: np.random.Generator, step: int) -> np.ndarray:
-        """Seed k's order of the round (updating its rows of `new`)."""
+    def seed_round(self, new: dict, k: int, rng, step: int, rnd: int) -> np.ndarray:
+        """Seed k's order of round `rnd`, starting at `step` (updating its rows of `new`)."""
         sched, kept = self.sched, self.kept[k]
         if sched.schedule == "infobatch":
             prunes = ps.prunes_round(sched, step, self.budget)
@@ -109,6 +109,9 @@ class PruneFeed:
                 new["loss"][k], kept, sched.ratio, prunes, rng
             )
             return order
+        if sched.schedule == "seta":
+            prunes = ps.prunes_round(sched, step, self.budget)
+            return ps.seta_round(new["loss"][k], kept, sched, rnd, prunes, rng)
         if sched.schedule == "rs2":
             order, new["perm"][k], new["pos"][k] = ps.rs2_round(
                 new["perm"][k], int(new["pos"][k]), kept, sched.fraction, rng

@@ -13,6 +13,14 @@ schedule's epochs (shorter than the budget's full-data epochs when they prune). 
   rs2             RS2 without replacement (Okanovic et al., 2023): each round a fresh share
                   `fraction` of the examples, taken in turn from a random permutation until it
                   is used up (the last round of a pass takes what is left), then a new one.
+  seta            SeTa (Zhou et al., CVPR 2025), as its official code does: a random share
+                  keep = 1 - ratio of the examples, split into `num_groups` groups by 1-D
+                  k-means of their last losses, sorted from easy to hard; round r keeps the
+                  window of round(num_groups * window_scale) groups starting at group
+                  r mod (groups - window + 1) (round 0 keeps every group); weights stay 1.
+                  Rounds after `delta` of the budget keep a random share keep of all (its
+                  partial annealing). The code clusters with scikit-learn's KMeans; here a
+                  deterministic Lloyd's k-means from quantile centres (`loss_groups`).
   prune_continue  `at_epoch` full-data rounds; then the seed's own network scores the
                   examples ('el2n', 'loss' or 'grand') and `scores.pruning.kept_indices` prunes
                   the share `ratio` by `strategy`, the call the static path makes for a prune
@@ -46,7 +54,7 @@ import numpy as np
 
 from datadiet_jax.scores import pruning
 
-SCHEDULES = ("infobatch", "rs2", "prune_continue")
+SCHEDULES = ("infobatch", "rs2", "seta", "prune_continue")
 SCORES = ("el2n", "loss", "grand")
 # The InfoBatch code's loss of an example never presented: equal for all, so none is below the
 # mean and the first round keeps every example.
@@ -70,6 +78,8 @@ class PruneSchedule:
       strategy: prune_continue: a strategy of `scores.pruning.STRATEGIES` that needs only the
         seed's score and the labels (not the feature strategies, 'dual_sampling', 'offset' or
         'ccs').
+      num_groups: SeTa: the loss groups of a round.
+      window_scale: SeTa: the share of the groups in the sliding window.
       seed: the seed of the strategy's random choices (the run seed, as the static path).
     """
 
@@ -80,6 +90,8 @@ class PruneSchedule:
     at_epoch: int = 1
     score: str = "el2n"
     strategy: str = "hardest"
+    num_groups: int = 10
+    window_scale: float = 0.5
     seed: int = 0
 
 
@@ -97,14 +109,22 @@ def check(cfg, where: str = "config.train.prune") -> None:
     ratio, delta = cfg.get("ratio", 0.5), cfg.get("delta", 0.875)
     fraction = cfg.get("fraction", 0.5)
     # InfoBatch's code clips the kept share to >= 0.1: a larger ratio would be changed silently.
-    infobatch = name == "infobatch"
-    if not _real(ratio) or not (0 <= ratio <= 0.9 if infobatch else 0 <= ratio < 1):
-        span = "[0, 0.9]" if infobatch else "[0, 1)"
+    clipped = name in ("infobatch", "seta")
+    if not _real(ratio) or not (0 <= ratio <= 0.9 if clipped else 0 <= ratio < 1):
+        span = "[0, 0.9]" if clipped else "[0, 1)"
         raise ValueError(f"{where}.ratio is {ratio!r}; use a number in {span} for {name}.")
     if not _real(delta) or not 0 <= delta <= 1:
         raise ValueError(f"{where}.delta is {delta!r}; use a number in [0, 1].")
     if not _real(fraction) or not 0 < fraction <= 1:
         raise ValueError(f"{where}.fraction is {fraction!r}; use a number in (0, 1].")
+    groups, scale = cfg.get("num_groups", 10), cfg.get("window_scale", 0.5)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{where}.num_groups is {groups!r}; use an integer >= 1.")
+    if not _real(scale) or not 0 < scale <= 1 or round(groups * scale) < 1:
+        raise ValueError(
+            f"{where}.window_scale is {scale!r}; use a number in (0, 1] with "
+            "round(num_groups * window_scale) >= 1."
+        )
     at_epoch = cfg.get("at_epoch", 1)
     if isinstance(at_epoch, bool) or not isinstance(at_epoch, int) or at_epoch < 1:
         raise ValueError(f"{where}.at_epoch is {at_epoch!r}; use an integer >= 1.")
@@ -214,10 +234,52 @@ def continue_selection(scores: np.ndarray, kept: np.ndarray, labels, sched) -> n
     return kept[chosen]
 
 
+def seta_round(loss: np.ndarray, kept: np.ndarray, sched, rnd: int, prune: bool, rng):
+    """One seed's SeTa round (module docstring): `order [c] int64` in visiting order.
+
+    loss: [N] float32, the last recorded losses; kept: [M] int64; rnd: the round's number;
+    prune: False in the annealing rounds."""
+    keep = min(1.0, max(0.1, 1.0 - sched.ratio))
+    size = max(1, int(keep * len(kept)))
+    if not prune:
+        return rng.choice(kept, size, replace=False)
+    subset = kept[rng.permutation(len(kept))[:size]]
+    groups = loss_groups(loss[subset], min(sched.num_groups, size))
+    if rnd > 0:
+        window = max(1, round(len(groups) * sched.window_scale))
+        first = rnd % (len(groups) - window + 1)
+        groups = groups[first : first + window]
+    return rng.permutation(subset[np.concatenate(groups)])
+
+
+def loss_groups(values: np.ndarray, num_groups: int) -> list[np.ndarray]:
+    """Positions of `values [n]` in `num_groups` groups by 1-D k-means (Lloyd's, from the
+    quantile centres; deterministic), the groups sorted by centre (easy first). Equal values
+    are split in order into chunks of ceil(n / num_groups), as SeTa's code does."""
+    values = np.asarray(values, np.float64)
+    if num_groups == 1 or values.max() == values.min():
+        size = -(-len(values) // num_groups)
+        return np.array_split(np.arange(len(values)), np.arange(size, len(values), size))
+    centres = np.quantile(values, (np.arange(num_groups) + 0.5) / num_groups)
+    for _ in range(100):
+        label = np.argmin(np.abs(values[:, None] - centres[None]), axis=1)
+        new = np.array(
+            [
+                values[label == g].mean() if (label == g).any() else centres[g]
+                for g in range(num_groups)
+            ]
+        )
+        if np.array_equal(new, centres):
+            break
+        centres = new
+    label = np.argmin(np.abs(values[:, None] - centres[None]), axis=1)
+    return [np.flatnonzero(label == g) for g in np.argsort(centres, kind="stable")]
+
+
 def prunes_round(sched: PruneSchedule, start: int, num_steps: int) -> bool:
-    """Whether an InfoBatch round starting at step `start` prunes: before `delta` of the
-    budget's `num_steps` (later rounds anneal to the full data)."""
-    return sched.ratio > 0 and start < sched.delta * num_steps
+    """Whether an InfoBatch or SeTa round starting at step `start` prunes: before `delta` of
+    the budget's `num_steps` (later rounds anneal)."""
+    return start < sched.delta * num_steps and (sched.ratio > 0 or sched.schedule == "seta")
 
 
 def round_indices(order: np.ndarray, count: np.ndarray, batch_size: int):

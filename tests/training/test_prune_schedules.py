@@ -93,6 +93,23 @@ def test_rs2_draws_without_replacement_until_the_data_is_used_up():
     np.testing.assert_array_equal(np.sort(np.concatenate(seen[:4])), kept)  # one pass: all once
 
 
+def test_seta_groups_losses_and_slides_a_window_from_easy_to_hard():
+    values = np.array([5.0, 0.1, 9.0, 0.2, 5.2, 9.1, 0.0, 4.9])
+    groups = ps.loss_groups(values, 3)
+    assert [sorted(g.tolist()) for g in groups] == [[1, 3, 6], [0, 4, 7], [2, 5]]
+    equal = ps.loss_groups(np.full(7, 3.0), 3)  # SeTa's code: chunks of ceil(7 / 3) in order
+    assert [g.tolist() for g in equal] == [[0, 1, 2], [3, 4, 5], [6]]
+    kept, sched = np.arange(8), ps.PruneSchedule("seta", ratio=0.0, num_groups=3, window_scale=0.7)
+    rng = np.random.default_rng(0)
+    everything = ps.seta_round(values, kept, sched, 0, True, rng)  # round 0: every group
+    assert sorted(everything) == list(kept)
+    # ratio 0 keeps all 8; a window of round(3 * 0.7) = 2 groups starts at r mod 2.
+    assert sorted(ps.seta_round(values, kept, sched, 1, True, rng)) == [0, 2, 4, 5, 7]
+    assert sorted(ps.seta_round(values, kept, sched, 2, True, rng)) == [0, 1, 3, 4, 6, 7]
+    half = ps.PruneSchedule("seta", ratio=0.5)  # annealing: a random half of all, weight 1
+    assert len(set(ps.seta_round(values, kept, half, 9, False, rng))) == 4
+
+
 def test_round_indices_pad_each_seed_with_masked_repeats():
     order = np.array([[5, 6, 7, 8, 9], [1, 2, 3, 0, 0]])
     idx, mask = ps.round_indices(order, np.array([5, 3]), batch_size=2)
@@ -111,6 +128,8 @@ def test_round_indices_pad_each_seed_with_masked_repeats():
         ({"schedule": "prune_continue", "ratio": 1.0}, "config.train.prune.ratio"),
         ({"schedule": "infobatch", "delta": 1.5}, "config.train.prune.delta"),
         ({"schedule": "rs2", "fraction": 0.0}, "config.train.prune.fraction"),
+        ({"schedule": "seta", "num_groups": 0}, "config.train.prune.num_groups"),
+        ({"schedule": "seta", "window_scale": 0.01}, "config.train.prune.window_scale"),
         ({"schedule": "prune_continue", "at_epoch": 0}, "config.train.prune.at_epoch"),
         ({"schedule": "prune_continue", "score": "forgetting"}, "config.train.prune.score"),
         ({"schedule": "prune_continue", "strategy": "kcenter"}, "config.train.prune.strategy"),

@@ -21,6 +21,7 @@ STEPS = 16  # 4 full-data epochs of the 64 synthetic examples at batch 16
 SCHEDULES = {
     "infobatch": ps.PruneSchedule("infobatch", ratio=0.5, delta=0.875),
     "rs2": ps.PruneSchedule("rs2", fraction=0.3),
+    "seta": ps.PruneSchedule("seta", ratio=0.5, num_groups=4, window_scale=0.5),
     "prune_continue": ps.PruneSchedule("prune_continue", at_epoch=1, ratio=0.5),
 }
 
@@ -53,6 +54,15 @@ def _reference_order(name, sched, before, after, k, rnd, start, kept, rs2_pass):
             chosen = rng.choice(kept[low], int((1 - sched.ratio) * low.sum()), replace=False)
             return rng.permutation(np.concatenate([kept[~low], chosen]))
         return rng.permutation(kept)
+    if name == "seta":
+        size = int(0.5 * len(kept))
+        if start >= sched.delta * STEPS:  # partial annealing: a random half of all
+            return rng.choice(kept, size, replace=False)
+        subset = kept[rng.permutation(len(kept))[:size]]
+        groups = ps.loss_groups(before["loss"][k][subset], 4)
+        if rnd:  # a window of 2 of the 4 groups, sliding from easy to hard
+            groups = groups[rnd % 3 : rnd % 3 + 2]
+        return rng.permutation(subset[np.concatenate(groups)])
     if name == "rs2":
         size = round(sched.fraction * len(kept))
         if not rs2_pass or rs2_pass[-1] >= len(kept):
@@ -95,9 +105,10 @@ def test_rounds_equal_a_numpy_replay_and_a_resumed_run_is_bit_identical(
     np.testing.assert_array_equal(np.asarray(stats["forgetting"]["seen"]), presented)
     if name != "prune_continue":
         assert presented.sum() < 2 * STEPS * 16  # fewer examples than full-data steps hold
-    # Stopped inside a round (step 6, for every schedule) and resumed: the same end, bit for bit.
-    _, _, step = train_tiny(synthetic_split, tmp_path / "resumed" / "ckpt", max_steps=6, **kw)
-    assert step == 6
+    # Stopped inside a round and resumed: the same end, bit for bit.
+    stop = next(start + 1 for start, _, after in rounds if start >= 4 and after["length"][0] > 1)
+    _, _, step = train_tiny(synthetic_split, tmp_path / "resumed" / "ckpt", max_steps=stop, **kw)
+    assert step == stop
     resumed = train_tiny(synthetic_split, tmp_path / "resumed" / "ckpt", **kw)
     assert resumed[2] == STEPS
     leaves = jax.tree.leaves(full[:2]), jax.tree.leaves(resumed[:2])

@@ -164,24 +164,22 @@ def train_batches(split, kept: np.ndarray, stream: BatchStream) -> Iterator[dict
 
 
 def round_batches(
-    split, idx: np.ndarray, mask: np.ndarray, stream: BatchStream
+    make_batch, idx: np.ndarray, mask: np.ndarray, stream: BatchStream
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields the K-seed batches of given index lists (a pruning round, `prune_feed`), for
     steps `stream.start_step, ..., stream.start_step + L - 1`.
 
     Args:
-      split: as in `train_batches`.
+      make_batch: `round_batch_fn(split, stream)`, made once per training (it holds the split
+        as TF constants).
       idx: [L, K, B] int64 dataset indices of each step's batch; mask: [L, K, B] float32.
-      stream: the training's `BatchStream` (augmentations as `train_batches` draws them, by
-        seed index and step; `block` selects the local part).
+      stream: the training's `BatchStream` (`block` selects the local part).
 
     Yields:
       Dicts as `train_batches` does.
     """
     tf = _tf()
-    index = keys.seed_indices(stream.num_seeds, stream.streams)
     rows, cols = stream.block or (slice(0, stream.num_seeds), slice(0, stream.batch_size))
-    make_batch = _batch_fn(tf, split, index[rows], stream, cols)
     idx = np.asarray(idx, np.int64)[:, rows, cols]
     mask = np.asarray(mask, np.float32)[:, rows, cols]
     first = stream.start_step
@@ -191,6 +189,15 @@ def round_batches(
     )
     ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(2).as_numpy_iterator()
+
+
+def round_batch_fn(split, stream: BatchStream):
+    """The batch maker of `round_batches`: gathers, prepares and augments as `train_batches`
+    does (augmentations drawn by seed index and step), for `stream.block`'s part."""
+    tf = _tf()
+    index = keys.seed_indices(stream.num_seeds, stream.streams)
+    rows, cols = stream.block or (slice(0, stream.num_seeds), slice(0, stream.batch_size))
+    return _batch_fn(tf, split, index[rows], stream, cols)
 
 
 def _batch_fn(tf, split, index: np.ndarray, stream: BatchStream, cols: slice):

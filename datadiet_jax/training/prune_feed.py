@@ -64,6 +64,7 @@ class PruneFeed:
         k = self.stream.num_seeds
         self.kept = np.broadcast_to(np.asarray(self.kept, np.int64), (k, np.shape(self.kept)[-1]))
         self.index = keys.seed_indices(k, self.stream.streams)
+        self.make_batch = input_pipeline.round_batch_fn(self.split, self.stream)
 
     def batches(self, live: dict) -> Iterator[dict]:
         """Yields the batches of steps `stream.start_step` to `stream.num_steps - 1`, starting
@@ -80,7 +81,8 @@ class PruneFeed:
             start = int(prune["start"][0])
             part = slice(step - start, min(len(idx), stop - start))
             stream = dataclasses.replace(self.stream, start_step=step)
-            for batch in input_pipeline.round_batches(self.split, idx[part], mask[part], stream):
+            rounds = input_pipeline.round_batches(self.make_batch, idx[part], mask[part], stream)
+            for batch in rounds:
                 yield batch
                 step += 1
 

@@ -104,21 +104,27 @@ class PruneFeed:
 
     def seed_round(self, new: dict, k: int, rng, step: int, rnd: int) -> np.ndarray:
         """Seed k's order of round `rnd`, starting at `step` (updating its rows of `new`)."""
-        sched, kept = self.sched, self.kept[k]
-        if sched.schedule == "infobatch":
-            prunes = ps.prunes_round(sched, step, self.budget)
-            order, new["weight"][k] = ps.infobatch_round(
-                new["loss"][k], kept, sched.ratio, prunes, rng
-            )
-            return order
-        if sched.schedule == "seta":
-            prunes = ps.prunes_round(sched, step, self.budget)
-            return ps.seta_round(new["loss"][k], kept, sched, rnd, prunes, rng)
-        if sched.schedule == "rs2":
-            order, new["perm"][k], new["pos"][k] = ps.rs2_round(
-                new["perm"][k], int(new["pos"][k]), kept, sched.fraction, rng
-            )
-            return order
+        return _ROUNDS[self.sched.schedule](self, new, k, rng, step, rnd)
+
+    def _infobatch(self, new: dict, k: int, rng, step: int, rnd: int) -> np.ndarray:
+        prunes = ps.prunes_round(self.sched, step, self.budget)
+        order, new["weight"][k] = ps.infobatch_round(
+            new["loss"][k], self.kept[k], self.sched.ratio, prunes, rng
+        )
+        return order
+
+    def _seta(self, new: dict, k: int, rng, step: int, rnd: int) -> np.ndarray:
+        prunes = ps.prunes_round(self.sched, step, self.budget)
+        return ps.seta_round(new["loss"][k], self.kept[k], self.sched, rnd, prunes, rng)
+
+    def _rs2(self, new: dict, k: int, rng, step: int, rnd: int) -> np.ndarray:
+        order, new["perm"][k], new["pos"][k] = ps.rs2_round(
+            new["perm"][k], int(new["pos"][k]), self.kept[k], self.sched.fraction, rng
+        )
+        return order
+
+    def _continue(self, new: dict, k: int, rng, step: int, rnd: int) -> np.ndarray:
+        kept = self.kept[k]
         return rng.permutation(kept[new["keep"][k][kept]])
 
     def continue_keep(self, state) -> np.ndarray:
@@ -152,6 +158,15 @@ class PruneFeed:
         if name == "grand":
             return api.grand_scores(self.model, variables, items, **options)
         return api.logit_scores(name, self.model, variables, items, **options)
+
+
+# Each schedule's round of one seed (`PruneFeed.seed_round`); its names are `ps.SCHEDULES`.
+_ROUNDS = {
+    "infobatch": PruneFeed._infobatch,
+    "rs2": PruneFeed._rs2,
+    "seta": PruneFeed._seta,
+    "prune_continue": PruneFeed._continue,
+}
 
 
 def jax_arrays(prune: dict) -> dict:

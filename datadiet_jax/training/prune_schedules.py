@@ -31,18 +31,25 @@ State (K seeds, N examples of the split, M examples of the training's kept set),
 arrays, all with the seed axis first so that it is placed and checkpointed like the statistics:
   loss:   [K, N] float32, each example's last recorded training loss (unweighted).
   weight: [K, N] float32, the loss weight of each example in the current round.
-  order:  [K, M] int64, the current round's visiting order (dataset indices; the first
+  order:  [K, M] int, the current round's visiting order (dataset indices; the first
           `count` are the round's examples).
   count:  [K] int32, examples in the current round.
-  perm:   [K, M] int64, RS2's current permutation; `pos` [K] int32 its next position.
+  perm:   [K, M] int, RS2's current permutation; `pos` [K] int32 its next position.
   keep:   [K, N] bool, prune_continue's kept set (all True before it prunes).
   round, start, length: [K] int32, the current round's number (-1 before the first), its first
           step and its length in steps (equal over the seeds).
 
+The rounds are planned on the host, in numpy, one seed at a time (`prune_feed`); every draw
+comes from the round's generator (`keys.prune_rng`).
+
 Usage:
 
-    state = init_state(K, N, kept)                       # kept [K, M]
-    order, count, weight = plan_round(cfg, state, k, rnd, rng, ...)   # one seed, host numpy
+    sched = from_config(config.train.prune, seed=config.seed)   # None when off
+    state = init_state(K, N, kept)                               # kept [M] or [K, M]
+    order, weight = infobatch_round(state["loss"][k], kept, sched.ratio, True, rng)
+    order, perm, pos = rs2_round(state["perm"][k], state["pos"][k], kept, 0.3, rng)
+    order = seta_round(state["loss"][k], kept, sched, rnd, True, rng)
+    chosen = continue_selection(scores[k], kept, labels, sched)     # prune and continue
 """
 
 from __future__ import annotations

@@ -142,6 +142,9 @@ def test_bad_settings_are_one_line_naming_the_setting(fields, setting):
 
 
 def test_off_is_no_schedule():
+    from datadiet_jax.training import prune_feed
+
+    assert set(prune_feed._ROUNDS) == set(ps.SCHEDULES)  # the feed plans every schedule
     assert ps.from_config({"schedule": ""}) is None and ps.from_config(None) is None
     sched = ps.from_config({"schedule": "rs2", "fraction": 0.3}, seed=4)
     assert sched == ps.PruneSchedule("rs2", fraction=0.3, seed=4)

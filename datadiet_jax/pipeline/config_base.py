@@ -43,6 +43,17 @@ ADDED_FIELDS = {
     "score.dynamics_window": 10,
     "prune.features": "",
     "retrain.stack": "auto",
+    "train.prune": {
+        "schedule": "",
+        "ratio": 0.5,
+        "delta": 0.875,
+        "fraction": 0.5,
+        "at_epoch": 1,
+        "score": "el2n",
+        "strategy": "hardest",
+        "num_groups": 10,
+        "window_scale": 0.5,
+    },
     "track": {"writers": ["tensorboard", "jsonl"]},
 }
 
@@ -234,6 +245,36 @@ def _train() -> ml_collections.ConfigDict:
     # Examples per evaluation batch (test accuracy, the fit check of every retraining). A rerun
     # may change it (`NEUTRAL_FIELDS`), e.g. to fit memory.
     d.eval_batch_size = 500
+    d.prune = _train_prune()
+    return d
+
+
+def _train_prune() -> ml_collections.ConfigDict:
+    """A pruning schedule inside each retraining (`training/prune_schedules.py`,
+    docs/pipeline.md#pruning-during-training); the score training always sees every example."""
+    d = ml_collections.ConfigDict()
+    # '' (off), 'infobatch', 'rs2', 'seta' or 'prune_continue'. Each seed prunes by its own
+    # state; the retraining keeps its step budget (retrain.budget).
+    d.schedule = ""
+    # InfoBatch: the share r of the below-mean-loss examples dropped each round (their kept
+    # ones weigh 1 / (1 - r)), in [0, 0.9]; SeTa: 1 - r is the share drawn each round (at most
+    # 0.9); prune_continue: the share of the examples pruned,
+    # in [0, 1) (as prune.fractions).
+    d.ratio = 0.5
+    # InfoBatch: rounds starting at or after this share of the step budget use all examples
+    # (SeTa: a random share 1 - ratio of all examples).
+    d.delta = 0.875
+    # RS2: the share of the examples in each round, in (0, 1].
+    d.fraction = 0.5
+    # prune_continue: full-data epochs before the seed scores its examples and prunes.
+    d.at_epoch = 1
+    # prune_continue: the seed's own score, 'el2n', 'loss' or 'grand' (eval mode).
+    d.score = "el2n"
+    # prune_continue: the selection strategy (prune.strategy's names, not the feature ones).
+    d.strategy = "hardest"
+    # SeTa: the loss groups of each round, and the share of them in its sliding window.
+    d.num_groups = 10
+    d.window_scale = 0.5
     return d
 
 

@@ -23,7 +23,7 @@ from datadiet_jax import models
 from datadiet_jax.pipeline import data, fingerprint, hf_source, plan, specs, workdir
 from datadiet_jax.pipeline.config_base import config_to_dict
 from datadiet_jax.scores import pruning, seed_axis
-from datadiet_jax.training import tracking, train, train_mesh
+from datadiet_jax.training import prune_schedules, tracking, train, train_mesh
 
 _MISSING = object()
 
@@ -304,9 +304,23 @@ def validate(config) -> specs.Specs:
         )
     if config.data.augment not in ("auto", "on", "off"):
         raise ValueError("config.data.augment must be 'auto', 'on' or 'off'.")
+    check_train_prune(config.train)
     check_source(config.data)
     tracking.check_writers(track_writers(config))
     return specs.Specs(score_spec(config), prune_spec(config), retrain_spec(config))
+
+
+def check_train_prune(train_cfg) -> None:
+    """Checks `config.train.prune` (absent in older configs: off); one line naming the field."""
+    prune = train_cfg.get("prune")
+    if prune is None:
+        return
+    prune_schedules.check(prune)
+    if prune.get("schedule") == "prune_continue" and prune.at_epoch >= train_cfg.num_epochs:
+        raise ValueError(
+            f"config.train.prune.at_epoch is {prune.at_epoch}, but training lasts "
+            f"config.train.num_epochs = {train_cfg.num_epochs} epochs; prune before the end."
+        )
 
 
 def track_writers(config) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ from datadiet_jax.pipeline.config_base import base_config
 from datadiet_jax.scores import notebook_logs
 from datadiet_jax.scores.model_form import ModelForm, model_form
 from datadiet_jax.scores.progress import Progress
-from datadiet_jax.training import input_pipeline, keys, loop, train
+from datadiet_jax.training import input_pipeline, keys, loop, prune_schedules, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,7 @@ def train_seeds(
     num_steps: int | None = None,
     workdir: str | None = None,
     train_arg: str | None = None,
+    prune: dict | None = None,
     **options,
 ) -> Trained:
     """Trains K seeds of `model` on `split` (or its `kept` examples) with the pipeline's loop.
@@ -94,6 +95,11 @@ def train_seeds(
         them in a temporary folder removed at the end.
       train_arg: a Linen model's mode flag when no convention names it: 'name' (train mode
         when true) or 'not name' (train mode when false).
+      prune: a pruning schedule inside the training, the fields of `config.train.prune`, e.g.
+        `{'schedule': 'infobatch', 'ratio': 0.5}`, `{'schedule': 'rs2', 'fraction': 0.3}`,
+        `{'schedule': 'seta', 'ratio': 0.3}` or `{'schedule': 'prune_continue', 'at_epoch': 2,
+        'ratio': 0.5}`; each seed prunes by its own state (`stats['prune']`) for the same
+        steps; None trains on every example.
       **options: the run's `seed` (default 0: inits and data orders derive from (seed,
         purpose, seed index)); `purpose` (`keys.Purpose`, separating independent trainings of
         one seed; default SCORE without `kept`, RETRAIN with it, as the pipeline does);
@@ -140,9 +146,23 @@ def train_seeds(
             name="train_seeds",
             on_diverge="raise",
             dynamics_window=run["dynamics_window"],
+            prune=_prune_schedule(prune, run["seed"]),
         )
         state, stats, step = loop.fit(model, split, kept, spec)
     return Trained(model, state, stats, step)
+
+
+def _prune_schedule(prune, seed: int):
+    """The checked schedule of `train_seeds(prune=...)`; None when off."""
+    if prune is None:
+        return None
+    fields = base_config().train.prune.to_dict()
+    unknown = sorted(set(prune) - set(fields))
+    if unknown:
+        raise ValueError(f"train_seeds prune has unknown fields {unknown}; use {sorted(fields)}.")
+    cfg = {**fields, **dict(prune)}
+    prune_schedules.check(cfg, where="train_seeds prune")
+    return prune_schedules.from_config(cfg, seed=seed)
 
 
 def _options(caller: str, options: dict, train_cfg=None) -> tuple[dict, object]:

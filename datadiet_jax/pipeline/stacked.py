@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
-from datadiet_jax.training import input_pipeline, keys, loop
+from datadiet_jax.training import input_pipeline, keys, loop, prune_schedules
 
 if TYPE_CHECKING:
     from datadiet_jax.pipeline.specs import RetrainSpec
@@ -65,6 +65,7 @@ def train_spec(spec: RetrainSpec, split, num_kept: int, ckpt_dir: str, name: str
         augment=input_pipeline.augments(spec.data_cfg, split.inputs.shape),
         name=name,
         streams=tuple(range(spec.num_seeds)) * copies if copies > 1 else (),
+        prune=prune_schedules.from_config(spec.train_cfg.get("prune"), seed=spec.seed),
     )
 
 

@@ -60,8 +60,9 @@ def _quiet_closed_loops() -> None:
 class Checkpoints:
     """Orbax checkpoints of the stacked state and the training statistics, keyed by step.
 
-    `stats` is the loop's dict of per-example statistics (forgetting and AUM), saved with the state
-    so that a resumed run ends with the same statistics as an uninterrupted one.
+    `stats` is the loop's dict of per-example statistics (forgetting and AUM, and a pruning
+    schedule's state), saved with the state so that a resumed run ends with the same statistics
+    and pruning rounds as an uninterrupted one.
 
     Keeps the latest two and every step in `keep_steps` (the epochs that scores need, the end).
     """

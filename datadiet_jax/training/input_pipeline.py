@@ -140,9 +140,8 @@ def train_batches(split, kept: np.ndarray, stream: BatchStream) -> Iterator[dict
       Dicts with `image [K, B, H, W, C] float32`, `label [K, B] int32`, `index [K, B] int64`,
       `mask [K, B] float32` (`[k, b, ...]` with `stream.block`).
     """
-    images, labels, mean, std = split.inputs, split.labels, split.mean, split.std
     num_seeds, batch_size, seed = stream.num_seeds, stream.batch_size, stream.seed
-    num_steps, start_step, augment = stream.num_steps, stream.start_step, stream.augment
+    num_steps, start_step = stream.num_steps, stream.start_step
     streams, block = stream.streams, stream.block
     tf = _tf()
     kept = np.asarray(kept, np.int64)
@@ -154,24 +153,7 @@ def train_batches(split, kept: np.ndarray, stream: BatchStream) -> Iterator[dict
     kept, index = kept[rows], index[rows]
     spe = steps_per_epoch(kept.shape[1], batch_size)
     epoch_indices = _epoch_orders(tf, kept, index, batch_size, seed, cols)
-    aug = keys.STREAMS["augment"]
-    aug_seeds = tf.constant(np.stack([seed_pair(seed, aug, int(k)) for k in index]))
-    images_t = tf.constant(images)
-    labels_t = tf.constant(np.asarray(labels, np.int32))
-    mean_t = tf.constant(np.asarray(mean, np.float32))
-    std_t = tf.constant(np.asarray(std, np.float32))
-
-    def make_batch(step, idx_mask):
-        idx, mask = idx_mask
-        x = _prepare(tf, tf.gather(images_t, idx), mean_t, std_t)
-        if augment:
-            per_seed = []
-            for k in range(len(index)):
-                s = tf.random.experimental.stateless_fold_in(aug_seeds[k], step)
-                per_seed.append(augment_crop_flip(tf, x[k], s, cols, batch_size))
-            x = tf.stack(per_seed)
-        return {"image": x, "label": tf.gather(labels_t, idx), "index": idx, "mask": mask}
-
+    make_batch = _batch_fn(tf, split, index, stream, cols)
     start_epoch = start_step // spe
     num_epochs = math.ceil(num_steps / spe)
     ds = tf.data.Dataset.range(start_epoch, num_epochs).flat_map(epoch_indices)
@@ -179,6 +161,67 @@ def train_batches(split, kept: np.ndarray, stream: BatchStream) -> Iterator[dict
     ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, num_steps), ds)
     ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(2).as_numpy_iterator()
+
+
+def round_batches(
+    make_batch, idx: np.ndarray, mask: np.ndarray, stream: BatchStream
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yields the K-seed batches of given index lists (a pruning round, `prune_feed`), for
+    steps `stream.start_step, ..., stream.start_step + L - 1`.
+
+    Args:
+      make_batch: `round_batch_fn(split, stream)`, made once per training (it holds the split
+        as TF constants).
+      idx: [L, K, B] int64 dataset indices of each step's batch; mask: [L, K, B] float32.
+      stream: the training's `BatchStream` (`block` selects the local part).
+
+    Yields:
+      Dicts as `train_batches` does.
+    """
+    tf = _tf()
+    rows, cols = stream.block or (slice(0, stream.num_seeds), slice(0, stream.batch_size))
+    idx = np.asarray(idx, np.int64)[:, rows, cols]
+    mask = np.asarray(mask, np.float32)[:, rows, cols]
+    first = stream.start_step
+    ds = tf.data.Dataset.zip(
+        tf.data.Dataset.range(first, first + len(idx)),
+        tf.data.Dataset.from_tensor_slices((idx, mask)),
+    )
+    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(2).as_numpy_iterator()
+
+
+def round_batch_fn(split, stream: BatchStream):
+    """The batch maker of `round_batches`: gathers, prepares and augments as `train_batches`
+    does (augmentations drawn by seed index and step), for `stream.block`'s part."""
+    tf = _tf()
+    index = keys.seed_indices(stream.num_seeds, stream.streams)
+    rows, cols = stream.block or (slice(0, stream.num_seeds), slice(0, stream.batch_size))
+    return _batch_fn(tf, split, index[rows], stream, cols)
+
+
+def _batch_fn(tf, split, index: np.ndarray, stream: BatchStream, cols: slice):
+    """`(step, (idx [K, b], mask [K, b])) -> batch`: gathers, prepares and (with
+    `stream.augment`) augments the examples, seed k with the augmentation stream of `index[k]`."""
+    images_t = tf.constant(split.inputs)
+    labels_t = tf.constant(np.asarray(split.labels, np.int32))
+    mean_t = tf.constant(np.asarray(split.mean, np.float32))
+    std_t = tf.constant(np.asarray(split.std, np.float32))
+    aug = keys.STREAMS["augment"]
+    aug_seeds = tf.constant(np.stack([seed_pair(stream.seed, aug, int(k)) for k in index]))
+
+    def make_batch(step, idx_mask):
+        idx, mask = idx_mask
+        x = _prepare(tf, tf.gather(images_t, idx), mean_t, std_t)
+        if stream.augment:
+            per_seed = []
+            for k in range(len(index)):
+                s = tf.random.experimental.stateless_fold_in(aug_seeds[k], step)
+                per_seed.append(augment_crop_flip(tf, x[k], s, cols, stream.batch_size))
+            x = tf.stack(per_seed)
+        return {"image": x, "label": tf.gather(labels_t, idx), "index": idx, "mask": mask}
+
+    return make_batch
 
 
 def _epoch_orders(

@@ -1,7 +1,10 @@
 """The jitted K-seed step: the K seeds' train steps and per-example statistics as one program.
 
 The statistics updated inside the step are forgetting, AUM, the first non-finite step of each
-seed and, when asked, the trajectory scores (`init_stats`). `programs` is shared by every training
+seed and, when asked, the trajectory scores (`init_stats`). With a pruning schedule the
+statistics also hold its state (`stats['prune']`, `prune_schedules`): the step then weighs each
+example's loss by its weight there, records each presented example's unweighted loss, and
+leaves a seed whose batch is all padding unchanged. `programs` is shared by every training
 with the same model, optimizer, schedule and mesh (the score training and all retrainings of a
 run), so each compiles once; the step donates its state and statistics.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from datadiet_jax.scores import aum, forgetting, trajectory
@@ -86,8 +90,15 @@ def _programs(
 
 def _k_step(model, tx, seed_axis, fast, state, stats, batch):
     step = over_seeds(functools.partial(train.train_step, model, tx, fast=fast), seed_axis)
+    pruned = "prune" in stats  # static: a pruning schedule's state rides with the statistics
+    if pruned:
+        rows = jnp.arange(batch["index"].shape[0])[:, None]
+        batch = {**batch, "weight": stats["prune"]["weight"][rows, batch["index"]]}
+    before = state
     state, metrics = step(state, batch)
     index, mask, old = batch["index"], batch["mask"], stats
+    if pruned:
+        state = _keep_idle(before, state, mask)
     stats = {
         "forgetting": forgetting.update_forgetting(
             stats["forgetting"], index, metrics["correct"], mask
@@ -97,8 +108,31 @@ def _k_step(model, tx, seed_axis, fast, state, stats, batch):
             stats["nonfinite_step"], metrics["loss"], state.step
         ),
     }
+    if pruned:
+        stats["prune"] = record_losses(old["prune"], index, metrics["losses"], mask)
     if "dynamics" in old:  # the pytree's structure is static: decided when the step is traced
         stats["dynamics"] = trajectory.update_dynamics(
             old["dynamics"], index, metrics["probs"], batch["label"], mask
         )
     return state, stats, metrics["loss"]
+
+
+def _keep_idle(before, after, mask):
+    """`after`, except for the seeds whose batch is all padding (a pruning round's last steps
+    of a seed with fewer examples than another): they keep `before`, so the step is none for
+    them (no weight decay, momentum or step count)."""
+    active = mask.sum(axis=-1) > 0  # [K]
+
+    def pick(old, new):
+        return jnp.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+    return jax.tree.map(pick, before, after)
+
+
+def record_losses(prune: dict, index, losses, mask) -> dict:
+    """The pruning state with each presented example's unweighted loss recorded (the last one
+    counts; InfoBatch's scores). index, losses, mask: [K, B]; padding is dropped."""
+    n = prune["loss"].shape[1]
+    rows = jnp.arange(index.shape[0])[:, None]
+    idx = jnp.where(mask > 0, index, n)
+    return {**prune, "loss": prune["loss"].at[rows, idx].set(losses, mode="drop")}

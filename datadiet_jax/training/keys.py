@@ -9,6 +9,8 @@ initializations and K data orders never coincide with another training's:
   data order of seed k   stateless TF seeds from (seed * 1000 + purpose, stream, k), one stream
                          for the shuffles and one for the augmentations (`data_seed`, `STREAMS`;
                          `input_pipeline.seed_pair`), folded with the epoch or the step
+  pruning rounds         numpy default_rng([seed, purpose, PRUNE, seed index, round])
+                         (`prune_rng`: InfoBatch's and RS2's draws, every pruned round's order)
   label noise            numpy SeedSequence([data.label_noise.seed, LABEL_NOISE])
   random subsets         numpy default_rng(seed) (the random baseline; CCS and the balanced
                          strategies per class); Figure 4's random subset [seed, FIG4_SUBSET]
@@ -46,6 +48,7 @@ LABEL_NOISE = 0x4E015E
 FIG4_SUBSET = 4
 FIG4_BN_ORDER = 5
 DROPOUT = 0xD0
+PRUNE = 0x9E
 
 
 def seed_indices(num_seeds: int, streams=()) -> np.ndarray:
@@ -77,3 +80,9 @@ def dropout_keys(seed: int, purpose: int, num_seeds: int, streams=()) -> np.ndar
     inits = init_keys(seed, purpose, num_seeds, streams)
     folded = jax.vmap(lambda k: jax.random.fold_in(k, DROPOUT))(inits)
     return np.asarray(jax.random.key_data(folded))
+
+
+def prune_rng(seed: int, purpose: int, seed_index: int, round_index: int) -> np.random.Generator:
+    """The numpy generator of one seed's pruning round (`prune_schedules`, `prune_feed`):
+    from (config seed, purpose, PRUNE, seed index, round), so a resumed run draws the same."""
+    return np.random.default_rng([seed, purpose, PRUNE, int(seed_index), int(round_index)])

@@ -39,6 +39,8 @@ from datadiet_jax.training import (
     k_step,
     keys,
     mode_guard,
+    prune_feed,
+    prune_schedules,
     tracking,
     train,
     train_mesh,
@@ -74,6 +76,10 @@ class TrainSpec:
       streams: the seed index each of the K seeds stands for (its init, Dropout and data
         streams, `keys.seed_indices`); () is 0..K-1. A stacked training of S runs of R seeds
         gives (0..R-1) S times, so each member trains as in its own run.
+      prune: a pruning schedule (`prune_schedules.PruneSchedule`, e.g. from
+        `prune_schedules.from_config(config.train.prune)`): each seed trains on the kept sets
+        its schedule plans round by round (`prune_feed`), for the same `num_steps`; its state
+        is `stats['prune']`. None (the default) trains on every kept example each epoch.
     """
 
     train_cfg: Any
@@ -90,6 +96,7 @@ class TrainSpec:
     on_diverge: str = "mark"
     dynamics_window: int = 0
     streams: tuple[int, ...] = ()
+    prune: prune_schedules.PruneSchedule | None = None
 
     def steps_per_epoch(self, num_kept: int) -> int:
         return input_pipeline.steps_per_epoch(num_kept, self.train_cfg.batch_size)
@@ -196,12 +203,16 @@ class _Training:
         """The statistics at step 0 (`init_stats`)."""
         spec, split = self.spec, self.split
         width = num_outputs(self.model, split) if spec.dynamics_window else 0
-        return k_step.init_stats(
+        stats = k_step.init_stats(
             spec.num_seeds,
             split.num_examples,
             num_classes=width,
             dynamics_window=spec.dynamics_window,
         )
+        if spec.prune is not None:
+            state = prune_schedules.init_state(spec.num_seeds, split.num_examples, self.kept)
+            stats["prune"] = prune_feed.jax_arrays(state)
+        return stats
 
     def past_hooks(self, start: int, state, stats, init_state) -> None:
         """Calls the hooks of steps before `start`, each on the state saved at its step."""
@@ -233,7 +244,14 @@ class _Training:
             streams=spec.streams,
             block=train_mesh.local_block(self.mesh, spec.num_seeds, spec.train_cfg.batch_size),
         )
-        batches = input_pipeline.train_batches(split, self.kept, stream)
+        live = {"state": state, "stats": stats}
+        if spec.prune is None:
+            batches = input_pipeline.train_batches(split, self.kept, stream)
+        else:
+            ids = (spec.seed, spec.purpose)
+            batches = prune_feed.PruneFeed(
+                self.model, split, self.kept, spec.prune, stream, ids, spec.num_steps, self.mesh
+            ).batches(live)
         per_step = spec.num_seeds * spec.train_cfg.batch_size
         rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
@@ -241,10 +259,12 @@ class _Training:
         self.epoch_clock, self.epoch_step = time.perf_counter(), start
         before = mode_guard.host_state(state.model_state)
         for batch in batches:
+            state, stats = live["state"], live["stats"]  # a new round's state (`prune_feed`)
             batch = train_mesh.place_batch(
                 {**batch, "rng": rng}, self.mesh, spec.num_seeds, spec.train_cfg.batch_size
             )
             state, stats, loss = step_fn(state, stats, batch)
+            live["state"], live["stats"] = state, stats
             if step == start:  # the first step of this process: was it a train-mode step?
                 mode_guard.check(self.model, before, state, batch, spec.name)
             step += 1
@@ -271,6 +291,9 @@ class _Training:
             # a start or resume includes compilation; hooks and epoch-end saves are not counted).
             seconds = time.perf_counter() - self.epoch_clock
             record["seconds"] = round(seconds, 3)
+            if "prune" in stats:  # a pruning schedule: each seed's presentations so far
+                seen = jnp.sum(stats["forgetting"]["seen"], axis=1)
+                record["examples"] = train_mesh.to_host(seen).tolist()
             _append_jsonl(self.metrics_path, record)
             self.track(record, stats, seconds)
         if must_save:

@@ -132,28 +132,34 @@ def train_step(model: ModelForm, tx, state: TrainState, batch: dict, *, fast: bo
       model: the model's `ModelForm`.
       batch: `image [B, ...]`, `label [B]`, `mask [B]` (0 for padding), and optionally `rng`
         (the seed's key data, `keys.dropout_keys`; the step's Dropout key is `step_rng(rng,
-        step)`; without it a model that draws random numbers in training fails).
+        step)`; without it a model that draws random numbers in training fails) and `weight
+        [B]` (each example's loss weight, a pruning schedule's rescaling: the loss is then
+        `sum(weight * mask * ce) / sum(mask)`, as InfoBatch's code weighs a batch's mean).
       fast: differentiate with the fast max-pool gradient (`fast_backward`); the gradients are
         the same (the first maximum of each window gets it, as in `jax.grad`).
 
     Returns:
-      (new state, metrics) with metrics `loss` (masked mean), `correct [B]` bool, `margin [B]`
-      float32 (assigned-label logit minus the largest other logit) and `probs [B, C]` float32
+      (new state, metrics) with metrics `loss` (masked mean), `losses [B]` float32 (each
+      example's unweighted cross-entropy), `correct [B]` bool, `margin [B]` float32
+      (assigned-label logit minus the largest other logit) and `probs [B, C]` float32
       (softmax), per example in train mode, for the forgetting, AUM and dynamics statistics.
     """
     model, mask = model_form(model), batch["mask"]
+    weighted = mask * batch["weight"] if "weight" in batch else mask
     rng = step_rng(batch["rng"], state.step) if "rng" in batch else None
 
     def loss_fn(params):
         logits, model_state = model.apply(
             params, state.model_state, batch["image"], train=True, rng=rng
         )
-        loss = jnp.sum(cross_entropy(logits, batch["label"]) * mask) / jnp.maximum(mask.sum(), 1)
-        return loss, (logits, model_state)
+        losses = cross_entropy(logits, batch["label"])
+        loss = jnp.sum(losses * weighted) / jnp.maximum(mask.sum(), 1)
+        return loss, (logits, model_state, losses)
 
     if fast:
         loss_fn = fast_pools.with_fast_pools(loss_fn)
-    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (logits, model_state, losses)), grads = grad_fn(state.params)
     deltas, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1,
@@ -164,6 +170,7 @@ def train_step(model: ModelForm, tx, state: TrainState, batch: dict, *, fast: bo
     correct = jnp.argmax(logits, -1) == batch["label"]
     return new_state, {
         "loss": loss,
+        "losses": losses.astype(jnp.float32),
         "correct": correct,
         "margin": aum.margins(logits, batch["label"]),
         "probs": jax.nn.softmax(logits.astype(jnp.float32), axis=-1),

@@ -1,0 +1,80 @@
+"""config.train.prune from the config check, the notebook helper and the command line."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from datadiet_jax.pipeline import config_check, notebook
+from datadiet_jax.pipeline.config_base import base_config
+from tests.conftest import SMOKE_ARGS, run_main, smoke_config, tiny_model
+from tests.references import make_split
+
+
+@pytest.mark.parametrize(
+    "overrides, setting",
+    [
+        ({"train.prune.schedule": "infobach"}, "config.train.prune.schedule"),
+        (
+            {"train.prune.schedule": "rs2", "train.prune.fraction": 1.5},
+            "config.train.prune.fraction",
+        ),
+        ({"train.prune.schedule": "prune_continue", "train.prune.at_epoch": 2}, "at_epoch"),
+    ],
+)
+def test_bad_schedule_is_one_line_naming_the_setting(overrides, setting):
+    with pytest.raises(ValueError) as err:
+        config_check.validate(smoke_config(**overrides))
+    assert setting in str(err.value) and "\n" not in str(err.value)
+
+
+def test_default_is_off_and_a_schedule_reaches_the_retrainings():
+    from datadiet_jax.pipeline import stacked
+
+    assert base_config().train.prune.schedule == ""
+    specs = config_check.validate(smoke_config(**{"train.prune.schedule": "rs2"}))
+    spec = stacked.train_spec(specs.retrain, make_split(), 64, "/tmp/unused", "run")
+    assert spec.prune.schedule == "rs2" and spec.prune.fraction == 0.5
+    assert specs.retrain.settings["train"]["prune"]["schedule"] == "rs2"  # in the record
+    plain = config_check.validate(smoke_config())
+    assert stacked.train_spec(plain.retrain, make_split(), 64, "/tmp/unused", "run").prune is None
+
+
+def test_train_seeds_takes_a_schedule(tmp_path):
+    split = make_split()
+    out = notebook.train_seeds(
+        tiny_model(split),
+        split,
+        num_seeds=2,
+        num_steps=8,
+        batch_size=16,
+        prune={"schedule": "infobatch", "ratio": 0.5},
+        workdir=str(tmp_path),
+    )
+    assert out.stats["prune"]["loss"].shape == (2, 64)
+    assert int(np.asarray(out.stats["prune"]["round"])[0]) >= 1
+    with pytest.raises(ValueError, match="unknown fields"):
+        notebook.train_seeds(tiny_model(split), split, num_steps=1, prune={"schedul": "rs2"})
+    with pytest.raises(ValueError, match="train_seeds prune.ratio"):
+        notebook.train_seeds(
+            tiny_model(split), split, num_steps=1, prune={"schedule": "infobatch", "ratio": 2}
+        )
+
+
+def test_command_line_retrains_with_a_schedule(smoke_run, tmp_path):
+    workdir = str(tmp_path / "run")
+    proc = run_main(
+        *SMOKE_ARGS,
+        f"--workdir={workdir}",
+        f"--config.score.workdir={smoke_run[0]}",
+        "--config.train.prune.schedule=rs2",
+        "--config.train.prune.fraction=0.5",
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    assert {r["status"][0] for r in results["runs"]} == {"ok"}
+    # The full-data run's retraining saw half of its 128 examples per round, for the same steps.
+    lines = open(os.path.join(workdir, "retrain", "full", "metrics.jsonl")).read().splitlines()
+    last = json.loads(lines[-1])
+    assert last["step"] == 8 and last["examples"] == [8 * 32]  # 4 rounds of 2 full batches

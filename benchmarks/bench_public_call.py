@@ -41,6 +41,8 @@ import time
 
 from absl import app, flags, logging
 
+from benchmarks import timing
+
 FLAGS = flags.FLAGS
 MODELS = ("small_cnn", "resnet18", "nnx_small_cnn", "vit", "text_classifier", "wide_text")
 flags.DEFINE_string("out", "bench", "Output folder for public_call.json and public_call.md.")
@@ -79,8 +81,7 @@ def build(model_name: str, num_examples: int):
     import jax
     import numpy as np
 
-    from benchmarks import score_cases, transformer_models
-    from datadiet_jax.models import get_model
+    from benchmarks import score_cases
     from datadiet_jax.scores import api
 
     rng = np.random.default_rng(0)
@@ -94,13 +95,7 @@ def build(model_name: str, num_examples: int):
         )
         images = rng.normal(size=(num_examples, 28, 28, 1)).astype(np.float32)
         return graphdef, state, images, labels
-    if model_name in transformer_models.MODELS:
-        model = transformer_models.MODELS[model_name](num_classes=10)
-        images = transformer_models.inputs(model_name, num_examples, rng)
-    else:
-        model = get_model(model_name, 10)
-        shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
-        images = rng.normal(size=(num_examples, *shape)).astype(np.float32)
+    model, images = score_cases.model_and_inputs(model_name, num_examples, rng)
     return model, api.init_variables(model, jax.random.key(0), 1, images[:1]), images, labels
 
 
@@ -205,12 +200,7 @@ def machine() -> dict:
     """The CPU model (/proc/cpuinfo), cores, XLA_FLAGS, jax version and backend."""
     import jax
 
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = timing.cpu_model()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

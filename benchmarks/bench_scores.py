@@ -46,7 +46,7 @@ import time
 
 from absl import app, flags, logging
 
-from benchmarks import score_cases, score_methods
+from benchmarks import score_cases, score_methods, timing
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench", "Output folder for bench.json and bench.md.")
@@ -94,12 +94,7 @@ STREAM_SIZES_QUICK = (2_000, 20_000)
 def _machine() -> dict:
     import jax
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = timing.cpu_model(platform.processor())
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -108,3 +108,19 @@ def run_nnx(method: str, cfg: dict) -> dict:
         )
     result["peak_mb"] = peak_mb()
     return result
+
+
+def model_and_inputs(model_name: str, num_examples: int, rng):
+    """A bench model (`datadiet_jax.models` or `transformer_models.MODELS`) with 10 classes and
+    `num_examples` synthetic inputs of its shape: (model, images [N, ...] or token ids [N, T])."""
+    import numpy as np
+
+    from benchmarks import transformer_models
+    from datadiet_jax.models import get_model
+
+    if model_name in transformer_models.MODELS:
+        model = transformer_models.MODELS[model_name](num_classes=10)
+        return model, transformer_models.inputs(model_name, num_examples, rng)
+    model = get_model(model_name, 10)
+    shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
+    return model, rng.normal(size=(num_examples, *shape)).astype(np.float32)

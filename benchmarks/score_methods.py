@@ -32,20 +32,13 @@ def run_method(model_name: str, method: str, cfg: dict) -> dict:
     import jax
     import numpy as np
 
-    from benchmarks import transformer_models
-    from datadiet_jax.models import get_model
+    from benchmarks import score_cases
     from datadiet_jax.scores import api
 
     bsz, iters = _sizes(method, cfg)
     n = bsz * iters
     rng = np.random.default_rng(0)
-    if model_name in transformer_models.MODELS:
-        model = transformer_models.MODELS[model_name](num_classes=10)
-        images = transformer_models.inputs(model_name, n, rng)
-    else:
-        model = get_model(model_name, 10)
-        shape = (28, 28, 1) if model_name == "small_cnn" else (32, 32, 3)
-        images = rng.normal(size=(n, *shape)).astype(np.float32)
+    model, images = score_cases.model_and_inputs(model_name, n, rng)
     labels = rng.integers(0, 10, n)
     case = _Case(
         model, api.init_variables(model, jax.random.key(0), 1, images[:1]), images, labels, bsz, cfg

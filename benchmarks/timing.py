@@ -37,3 +37,12 @@ def timed(fn, num_examples: int) -> float:
 
     jax.block_until_ready(fn())
     return timed_once(fn, num_examples)
+
+
+def cpu_model(default: str = "unknown") -> str:
+    """The processor's model name from /proc/cpuinfo, else `default`."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        return default

@@ -189,6 +189,7 @@ def pytest_collection_modifyitems(config, items):
     """Groups the tests for `pytest -n N --dist loadgroup` (`make test`): the users of a
     session-wide run (`smoke_run`, `smoke_figures`) in one group each, every other module in its
     own, so that each shared run and module fixture is made once, by one worker."""
+    groups = {}
     for item in items:
         names = item.fixturenames
         group = (
@@ -199,6 +200,10 @@ def pytest_collection_modifyitems(config, items):
             else item.module.__name__
         )
         item.add_marker(pytest.mark.xdist_group(group))
+        groups[item.nodeid] = group
+    # The shared runs' groups, the largest, first: the workers take groups in this order, so
+    # the small modules fill in at the end instead of one large group running alone.
+    items.sort(key=lambda item: groups[item.nodeid] not in ("smoke_run", "figures"))
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook; the suite also runs without it

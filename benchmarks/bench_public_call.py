@@ -45,17 +45,9 @@ from benchmarks import timing
 
 FLAGS = flags.FLAGS
 MODELS = ("small_cnn", "resnet18", "nnx_small_cnn", "vit", "text_classifier", "wide_text")
-flags.DEFINE_string("out", "bench", "Output folder for public_call.json and public_call.md.")
-flags.DEFINE_list("models", list(MODELS), f"Models, of {', '.join(MODELS)}.")
-flags.DEFINE_bool("quick", False, "Smoke test: every model at small sizes (mostly compilation).")
-flags.DEFINE_integer("repeats", 3, "Warm calls and vmap_grad passes, interleaved; best of each.")
-flags.DEFINE_bool("merge", False, "Keep the rows of OUT/public_call.json for models not run.")
-flags.DEFINE_string("child", None, "Internal: measure one model in this process.")
-flags.DEFINE_string("child_out", None, "Internal: where the child writes its JSON record.")
 
-# num_examples: N; batch: the batch size of every call. N / batch = 10 batches: the cold call
-# reuses the guard's first batch and races on the next `pergrad.method.MIN_BATCHES` (8), so it
-# needs at least 9 to race (with 8, the race falls on the second call).
+# num_examples: N; batch: the batch size of every call. N / batch = 10 batches, more than the
+# `pergrad.method.MIN_BATCHES` (8) a race needs, so the cold call races.
 # fmt: off
 SETTINGS = {
     "small_cnn": dict(num_examples=2560, batch=256),
@@ -293,5 +285,22 @@ def main(argv):
     logging.info("public call against vmap(grad):\n%s", text)
 
 
+def define_flags() -> None:
+    """The command line's flags, defined only when this module runs as a program: tests import
+    it beside other scripts that define flags of the same names."""
+    flags.DEFINE_string("out", "bench", "Output folder for public_call.json and public_call.md.")
+    flags.DEFINE_list("models", list(MODELS), f"Models, of {', '.join(MODELS)}.")
+    flags.DEFINE_bool(
+        "quick", False, "Smoke test: every model at small sizes (mostly compilation)."
+    )
+    flags.DEFINE_integer(
+        "repeats", 3, "Warm calls and vmap_grad passes, interleaved; best of each."
+    )
+    flags.DEFINE_bool("merge", False, "Keep the rows of OUT/public_call.json for models not run.")
+    flags.DEFINE_string("child", None, "Internal: measure one model in this process.")
+    flags.DEFINE_string("child_out", None, "Internal: where the child writes its JSON record.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

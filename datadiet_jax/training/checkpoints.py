@@ -16,8 +16,10 @@ Usage:
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Iterable
 
@@ -37,16 +39,31 @@ class CheckpointUnreadable(ValueError):
     """A checkpoint that cannot be read (cut short, damaged): one line naming it."""
 
 
+class OrbaxTaskNoise(std_logging.Filter):
+    """Drops asyncio's 'Task exception was never retrieved' records whose exception was raised
+    in orbax: the other reads of a failed restore, logged with a traceback when their tasks are
+    collected (at exit), after the restore's own error has been raised and reported once."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Task exception was never retrieved"):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        frames = traceback.extract_tb(error.__traceback__) if error is not None else []
+        return not any(f"orbax{os.sep}checkpoint" in frame.filename for frame in frames)
+
+
 def _quiet_closed_loops() -> None:
     """Drops the 'Event loop is closed' errors that TensorStore's callbacks raise, during a
     failed save or restore (a full disk, a damaged file), on the event loop orbax closed (each
-    printed a traceback through `sys.unraisablehook`) and the warnings of its coroutines that
-    never ran; every other unraisable error goes to the hook installed before."""
+    printed a traceback through `sys.unraisablehook`), the warnings of its coroutines that
+    never ran and the never-retrieved errors of its other tasks (`OrbaxTaskNoise`); every other
+    unraisable error goes to the hook installed before."""
     previous = sys.unraisablehook
     if getattr(previous, "drops_closed_loops", False):
         return
     # The coroutines of the failed operation that never ran warn when collected, at exit.
     warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
+    std_logging.getLogger("asyncio").addFilter(OrbaxTaskNoise())
 
     def hook(unraisable):
         error = unraisable.exc_value

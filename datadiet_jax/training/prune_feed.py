@@ -146,18 +146,15 @@ class PruneFeed:
 
     def scores(self, state) -> np.ndarray:
         """`[K, N]` float32: the schedule's score of every example of the split under each
-        seed's network, in eval mode, on the un-augmented inputs."""
+        seed's network, in eval mode, on the un-augmented inputs (as the score stage has them,
+        `Split.model_inputs`)."""
         split, name = self.split, self.sched.score
         variables = {"params": state.params, "state": state.model_state}
-        batches = input_pipeline.eval_batches(
-            split.inputs, split.labels, mean=split.mean, std=split.std,
-            batch_size=self.score_batch_size,
-        )  # fmt: skip
-        items = ((b["image"][b["mask"] > 0], b["label"][b["mask"] > 0]) for b in batches)
-        options = {"integer_inputs": split.kind == "tokens"}
+        inputs = (self.model, variables, split.model_inputs(), split.labels)
+        options = {"batch_size": self.score_batch_size, "integer_inputs": split.kind == "tokens"}
         if name == "grand":
-            return api.grand_scores(self.model, variables, items, **options)
-        return api.logit_scores(name, self.model, variables, items, **options)
+            return api.grand_scores(*inputs, **options)
+        return api.logit_scores(name, *inputs, **options)
 
 
 # Each schedule's round of one seed (`PruneFeed.seed_round`); its names are `ps.SCHEDULES`.

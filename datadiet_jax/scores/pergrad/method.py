@@ -128,8 +128,8 @@ class Race:
         self.programs = dict(programs)
         self.repeats = REPEATS if repeats is None else int(repeats)
         # A program in `warm` has had its untimed first run (e.g. the guard's run of batch 0).
-        self.runs = {name: int(name in warm) for name in self.programs}
-        self.ran = dict.fromkeys(self.programs, 0)  # runs in this race
+        self.warm = frozenset(warm)
+        self.runs = {name: int(name in self.warm) for name in self.programs}
         self.best = dict.fromkeys(self.programs, math.inf)
         self.spent = dict.fromkeys(self.programs, 0.0)  # every second, compilation included
         self.winner: str | None = None
@@ -144,7 +144,6 @@ class Race:
         if self.runs[name]:
             self.best[name] = min(self.best[name], seconds)
         self.runs[name] += 1
-        self.ran[name] += 1
         self.spent[name] += seconds
         if min(self.runs.values()) > self.repeats:
             self.winner = fastest(self.best)
@@ -161,7 +160,7 @@ class Race:
             return 0.0
         per_batch = self.best[self.winner]
         return sum(
-            max(0.0, self.spent[n] - self.ran[n] * per_batch)
+            max(0.0, self.spent[n] - (self.runs[n] - (n in self.warm)) * per_batch)
             for n in self.programs
             if n != self.winner
         )

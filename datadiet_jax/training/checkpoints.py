@@ -40,16 +40,23 @@ class CheckpointUnreadable(ValueError):
 
 
 class OrbaxTaskNoise(std_logging.Filter):
-    """Drops asyncio's 'Task exception was never retrieved' records whose exception was raised
-    in orbax: the other reads of a failed restore, logged with a traceback when their tasks are
-    collected (at exit), after the restore's own error has been raised and reported once."""
+    """Drops asyncio's 'Task (or Future) exception was never retrieved' records of a failed
+    orbax restore: the other reads, logged when their tasks and TensorStore futures are
+    collected (at exit), after the restore's own error has been raised and reported once. A
+    record is dropped when its exception was raised in orbax, or is TensorStore's own (its
+    message carries the TensorStore spec); every other is kept."""
+
+    NEVER_RETRIEVED = ("Task exception was never retrieved", "Future exception was never retrieved")
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        if not record.getMessage().startswith("Task exception was never retrieved"):
+        if not record.getMessage().startswith(self.NEVER_RETRIEVED):
             return True
         error = record.exc_info[1] if record.exc_info else None
-        frames = traceback.extract_tb(error.__traceback__) if error is not None else []
-        return not any(f"orbax{os.sep}checkpoint" in frame.filename for frame in frames)
+        if error is None:
+            return True
+        frames = traceback.extract_tb(error.__traceback__)
+        in_orbax = any(f"orbax{os.sep}checkpoint" in frame.filename for frame in frames)
+        return not (in_orbax or "tensorstore_spec" in str(error))
 
 
 def _quiet_closed_loops() -> None:

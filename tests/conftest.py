@@ -131,11 +131,11 @@ def split_shape(n=128):
 
 def restore_checkpoint(model, split, spec, step):
     """The stacked state a training of `spec` saved at `step` (its checkpoint, read back)."""
-    from datadiet_jax.training import checkpoints, k_step, loop
+    from datadiet_jax.training import checkpoints, initial, k_step
 
-    template = loop.initial_states(model, split, spec)
+    template = initial.initial_states(model, split, spec)
     ckpts = checkpoints.Checkpoints(spec.ckpt_dir)
-    width = loop.num_outputs(model, split) if spec.dynamics_window else 0
+    width = initial.num_outputs(model, split) if spec.dynamics_window else 0
     stats = k_step.init_stats(
         spec.num_seeds, split.num_examples, num_classes=width, dynamics_window=spec.dynamics_window
     )

@@ -43,6 +43,8 @@ ADDED_FIELDS = {
     "score.dynamics_window": 10,
     "prune.features": "",
     "retrain.stack": "auto",
+    "retrain.curve": False,
+    "retrain.target_accuracy": 0.0,
     "train.prune": {
         "schedule": "",
         "ratio": 0.5,
@@ -85,6 +87,8 @@ NEUTRAL_FIELDS = (
     "train.checkpoint_every_epochs",
     # Whether runs of equal-size kept sets train as one stacked training (each as on its own).
     "retrain.stack",
+    # Whether each retraining's test accuracy is logged after every epoch (nothing it trains).
+    "retrain.curve",
     # Where the run's scalars and histograms are written besides its own files.
     "track.writers",
 )
@@ -254,7 +258,8 @@ def _train_prune() -> ml_collections.ConfigDict:
     docs/pipeline.md#pruning-during-training); the score training always sees every example."""
     d = ml_collections.ConfigDict()
     # '' (off), 'infobatch', 'rs2', 'seta' or 'prune_continue'. Each seed prunes by its own
-    # state; the retraining keeps its step budget (retrain.budget).
+    # state. retrain.budget 'steps' keeps the step budget (more, shorter rounds); 'epochs'
+    # trains num_epochs rounds, so the training ends early: the wall-clock saving.
     d.schedule = ""
     # InfoBatch: the share r of the below-mean-loss examples dropped each round (their kept
     # ones weigh 1 / (1 - r)), in [0, 0.9]; SeTa: 1 - r is the share drawn each round (at most
@@ -353,8 +358,15 @@ def _retrain() -> ml_collections.ConfigDict:
     # R fresh seeds trained on each kept subset.
     d.num_seeds = 4
     # 'steps' (as many steps as full-data training, the paper's protocol) or 'epochs' (as many
-    # epochs of the kept subset).
+    # epochs of the kept subset; with train.prune.schedule, as many rounds of the schedule, so
+    # a pruned training ends early and its learning rate follows the rounds).
     d.budget = "steps"
+    # Test accuracy of every seed after every epoch, in each run's metrics.jsonl (a learning
+    # curve; evaluation time is not counted in the epoch's seconds).
+    d.curve = False
+    # > 0: a retraining ends at the first epoch end where every seed's test accuracy reaches
+    # this (a time-to-accuracy budget; the budget above stays its limit). 0: train the budget.
+    d.target_accuracy = 0.0
     # Train the runs whose kept sets have one size as one stacked training on the seed axis
     # (each member with its own kept set, init and data order, as in its own run): 'on', 'off',
     # or 'auto' (on with an accelerator; off on CPU, where it measured no faster).

@@ -297,6 +297,12 @@ def validate(config) -> specs.Specs:
         raise ValueError("config.prune.num_score_seeds must be >= 0 (0 averages all seeds).")
     if config.retrain.budget not in ("steps", "epochs"):
         raise ValueError("config.retrain.budget must be 'steps' or 'epochs'.")
+    target = config.retrain.get("target_accuracy", 0.0)
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 <= target <= 1:
+        raise ValueError(
+            f"config.retrain.target_accuracy is {target!r}; use a test accuracy in (0, 1], or "
+            "0 to train the whole budget."
+        )
     if config.retrain.get("stack", "auto") not in ("auto", "on", "off"):
         raise ValueError(
             f"config.retrain.stack is {config.retrain.stack!r}; set --config.retrain.stack to "
@@ -385,6 +391,8 @@ def retrain_spec(config) -> specs.RetrainSpec:
         data_cfg=config.data,
         label_noise=config.data.label_noise.fraction,
         settings=training_settings(config),
+        curve=bool(config.retrain.get("curve", False)),
+        target_accuracy=float(config.retrain.get("target_accuracy", 0.0)),
     )
 
 

@@ -98,8 +98,10 @@ def train_seeds(
       prune: a pruning schedule inside the training, the fields of `config.train.prune`, e.g.
         `{'schedule': 'infobatch', 'ratio': 0.5}`, `{'schedule': 'rs2', 'fraction': 0.3}`,
         `{'schedule': 'seta', 'ratio': 0.3}` or `{'schedule': 'prune_continue', 'at_epoch': 2,
-        'ratio': 0.5}`; each seed prunes by its own state (`stats['prune']`) for the same
-        steps; None trains on every example.
+        'ratio': 0.5}`; each seed prunes by its own state (`stats['prune']`). With
+        `num_epochs` (a whole number) the training runs that many rounds of the schedule, so
+        it ends early (the learning rate follows the rounds); with `num_steps`, that many
+        steps. None trains on every example.
       **options: the run's `seed` (default 0: inits and data orders derive from (seed,
         purpose, seed index)); `purpose` (`keys.Purpose`, separating independent trainings of
         one seed; default SCORE without `kept`, RETRAIN with it, as the pipeline does);
@@ -129,6 +131,16 @@ def train_seeds(
     if steps < 1:
         raise ValueError(f"train_seeds would train {steps} steps; give at least one.")
     cfg.num_epochs = max(1, math.ceil(steps / spe))  # the warm-up's share of the schedule
+    schedule = _prune_schedule(prune, run["seed"])
+    rounds = 0
+    if schedule is not None and num_steps is None:  # a budget in rounds of the schedule
+        rounds = num_epochs or 1
+        if rounds != int(rounds):
+            raise ValueError(
+                f"train_seeds num_epochs={num_epochs} with a pruning schedule: give a whole "
+                "number of rounds, or num_steps."
+            )
+        rounds = int(rounds)
     purpose = run["purpose"]
     if purpose is None:
         purpose = keys.Purpose.SCORE if len(kept) == split.num_examples else keys.Purpose.RETRAIN
@@ -146,7 +158,8 @@ def train_seeds(
             name="train_seeds",
             on_diverge="raise",
             dynamics_window=run["dynamics_window"],
-            prune=_prune_schedule(prune, run["seed"]),
+            prune=schedule,
+            num_rounds=rounds,
         )
         state, stats, step = loop.fit(model, split, kept, spec)
     return Trained(model, state, stats, step)

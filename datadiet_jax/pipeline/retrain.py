@@ -28,7 +28,7 @@ from absl import logging
 
 from datadiet_jax.pipeline import artifacts, fingerprint, interrupts, stacked
 from datadiet_jax.pipeline.specs import RetrainSpec
-from datadiet_jax.training import files, health, loop, multihost, train
+from datadiet_jax.training import files, health, initial, loop, multihost, train
 
 # What to do about a damaged file of a retraining: what deleting it redoes.
 KEPT_FIX = (
@@ -77,7 +77,7 @@ def retrain_stage(spec: RetrainSpec, workdir: str, model, split, test_split, run
                 health.warn_if_small(run.name, len(kept), spec.train_cfg.batch_size)
             _log_start(group, done, len(runs))
             if len(group) == 1:
-                trained = [_train_one(spec, model, split, group[0])]
+                trained = [_train_one(spec, model, (split, test_split), group[0])]
             else:
                 members = [(run, kept, made_from) for _, run, kept, _, made_from in group]
                 trained = stacked.train_group(spec, workdir, model, split, members)
@@ -112,12 +112,20 @@ def _log_start(group: list, done: int, num_runs: int) -> None:
         )
 
 
-def _train_one(spec: RetrainSpec, model, split, item) -> tuple:
-    """(init state, final state, non-finite steps) of one pending run trained on its own."""
-    _, run, kept, run_dir, _ = item
-    train_spec = stacked.train_spec(spec, split, len(kept), os.path.join(run_dir, "ckpt"), run.name)
-    state, stats, _ = loop.fit(model, split, kept, train_spec)
-    return loop.initial_states(model, split, train_spec), state, stats["nonfinite_step"]
+def _train_one(spec: RetrainSpec, model, splits: tuple, item) -> tuple:
+    """(init state, final state, non-finite steps, steps trained) of one pending run trained
+    on its own.
+    splits: (training split, test split); the test split gives the learning curve and the
+    target accuracy's check (`spec.curve`, `spec.target_accuracy`)."""
+    (split, test_split), (_, run, kept, run_dir, _) = splits, item
+    evaluate = None
+    if spec.curve or spec.target_accuracy > 0:
+        args = dict(batch_size=spec.train_cfg.eval_batch_size, seed_axis=spec.train_cfg.seed_axis)
+        evaluate = lambda state: train.evaluate(model, state, test_split, **args)[0]  # noqa: E731
+    ckpt_dir = os.path.join(run_dir, "ckpt")
+    train_spec = stacked.train_spec(spec, split, len(kept), ckpt_dir, run.name, evaluate=evaluate)
+    state, stats, step = loop.fit(model, split, kept, train_spec)
+    return initial.initial_states(model, split, train_spec), state, stats["nonfinite_step"], step
 
 
 def run_result(spec: RetrainSpec, model, splits: tuple, run, kept, trained: tuple) -> dict:
@@ -129,16 +137,17 @@ def run_result(spec: RetrainSpec, model, splits: tuple, run, kept, trained: tupl
       splits: (training split, test split).
       run: the `plan.PlannedRun`.
       kept: its [M] kept indices.
-      trained: (init state, final state, non-finite steps) of its R seeds.
+      trained: (init state, final state, non-finite steps, steps trained) of its R seeds.
     """
     split, test_split = splits
-    init, state, nonfinite = trained
+    init, state, nonfinite, steps = trained
     train_cfg = spec.train_cfg
     eval_args = dict(batch_size=train_cfg.eval_batch_size, seed_axis=train_cfg.seed_axis)
     acc, loss = train.evaluate(model, state, test_split, **eval_args)
     fit = fit_check(model, init, state, split, kept, **eval_args)
     result = dataclasses.asdict(run)
-    steps = stacked.retrain_steps(spec, split.num_examples, len(kept))
+    # The steps trained: the budget's, or fewer for a pruned training by rounds or one that
+    # reached its target accuracy.
     result.update(num_kept=len(kept), steps=steps)
     result.update(_health_fields(run.name, acc, loss, fit, nonfinite))
     result["label_noise"] = spec.label_noise

@@ -41,7 +41,7 @@ from datadiet_jax.pipeline import (
 from datadiet_jax.pipeline import workdir as workdir_lib
 from datadiet_jax.pipeline.config_base import NEUTRAL_FIELDS, config_to_dict
 from datadiet_jax.scores import model_form
-from datadiet_jax.training import files, loop, tracking
+from datadiet_jax.training import files, initial, tracking
 
 
 def run(config, workdir: str, *, wait: bool = False) -> dict:
@@ -61,7 +61,7 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
     with interrupts.stage("data loading"):  # bad data fail here, before anything is written
         split, test_split = data.load_splits(config.data)
     model = models.build(config.model, split.num_classes)  # a model that does not fit: here too
-    model_form.check_outputs(model, loop.sample_input(split), split.num_classes)
+    model_form.check_outputs(model, initial.sample_input(split), split.num_classes)
     track = tracking.session(os.path.join(workdir, "tracking"), config_check.track_writers(config))
     with workdir_lib.hold(workdir, wait=wait), interrupts.stage("setting up"), track:
         workdir_lib.check_config(workdir, config_to_dict(config))

@@ -113,6 +113,9 @@ class RetrainSpec:
       settings: the config sections that decide a retraining besides its kept set, as plain dicts
         without the fields that change no result (`fingerprint.TRAINING_SECTIONS` less
         `workdir.NEUTRAL_FIELDS`).
+      curve: record each seed's test accuracy after every epoch (`config.retrain.curve`).
+      target_accuracy: > 0 ends a retraining once every seed reaches this test accuracy
+        (`config.retrain.target_accuracy`).
     """
 
     seed: int
@@ -123,6 +126,8 @@ class RetrainSpec:
     data_cfg: Any
     label_noise: float
     settings: dict
+    curve: bool = False
+    target_accuracy: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ Usage:
         for group in stacked.groups(spec, split.num_examples, pending):
             members = [(run, kept, made_from) for _, run, kept, _, made_from in group]
             trained = stacked.train_group(spec, workdir, model, split, members)
-            # one (init_state, state, nonfinite_step) per member, as its own run ends
+            # one (init_state, state, nonfinite_step, steps) per member, as its own run ends
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
-from datadiet_jax.training import input_pipeline, keys, loop, prune_schedules
+from datadiet_jax.training import initial, input_pipeline, keys, loop, prune_schedules
 
 if TYPE_CHECKING:
     from datadiet_jax.pipeline.specs import RetrainSpec
@@ -37,7 +37,13 @@ STACK_MODES = ("auto", "on", "off")
 
 
 def enabled(spec: RetrainSpec) -> bool:
-    """Whether retraining stacks: `spec.stack` 'on', or 'auto' on an accelerator."""
+    """Whether retraining stacks: `spec.stack` 'on', or 'auto' on an accelerator. Never with a
+    pruning schedule (a round lasts as long as its largest per-seed set, so members would share
+    their rounds), a learning curve or a target accuracy (judged per run): each run trains on
+    its own then."""
+    prune = spec.train_cfg.get("prune")
+    if (prune is not None and prune.get("schedule", "")) or spec.curve or spec.target_accuracy:
+        return False
     if spec.stack == "auto":
         return jax.default_backend() != "cpu"
     return spec.stack == "on"
@@ -50,10 +56,16 @@ def retrain_steps(spec: RetrainSpec, num_examples: int, num_kept: int) -> int:
     return spec.train_cfg.num_epochs * steps_per_epoch
 
 
-def train_spec(spec: RetrainSpec, split, num_kept: int, ckpt_dir: str, name: str, copies: int = 1):
+def train_spec(
+    spec: RetrainSpec, split, num_kept: int, ckpt_dir: str, name: str, copies=1, evaluate=None
+):
     """The `loop.TrainSpec` of a retraining on `num_kept` examples of `split`: R seeds, or
-    `copies` runs' R seeds stacked (seed s*R + r stands for seed r of its run)."""
+    `copies` runs' R seeds stacked (seed s*R + r stands for seed r of its run). A pruning
+    schedule with the 'epochs' budget trains `num_epochs` rounds; `evaluate` (`fn(state) ->
+    [K]` test accuracies) logs a learning curve and stops at `spec.target_accuracy`."""
     steps = retrain_steps(spec, split.num_examples, num_kept)
+    prune = prune_schedules.from_config(spec.train_cfg.get("prune"), seed=spec.seed)
+    rounds = spec.train_cfg.num_epochs if prune is not None and spec.budget == "epochs" else 0
     return loop.TrainSpec(
         train_cfg=spec.train_cfg,
         num_seeds=spec.num_seeds * copies,
@@ -65,7 +77,10 @@ def train_spec(spec: RetrainSpec, split, num_kept: int, ckpt_dir: str, name: str
         augment=input_pipeline.augments(spec.data_cfg, split.inputs.shape),
         name=name,
         streams=tuple(range(spec.num_seeds)) * copies if copies > 1 else (),
-        prune=prune_schedules.from_config(spec.train_cfg.get("prune"), seed=spec.seed),
+        prune=prune,
+        num_rounds=rounds,
+        evaluate=evaluate,
+        target_accuracy=spec.target_accuracy,
     )
 
 
@@ -89,8 +104,9 @@ def train_group(spec: RetrainSpec, workdir: str, model, split, members: list) ->
     """Trains the S `members` `(run, kept [M], made_from)` as one K = S*R training.
 
     Returns:
-      [(init_state, state, nonfinite_step)] per member: its R seeds' stacked initial and final
-      `TrainState`s and their non-finite steps, as `loop.fit` of its own run gives them.
+      [(init_state, state, nonfinite_step, steps)] per member: its R seeds' stacked initial and
+      final `TrainState`s, their non-finite steps and the steps trained, as `loop.fit` of its
+      own run gives them.
     """
     r = spec.num_seeds
     names = [run.name for run, _, _ in members]
@@ -98,14 +114,14 @@ def train_group(spec: RetrainSpec, workdir: str, model, split, members: list) ->
     name = f"stacked retraining of {len(members)} runs ({names[0]}, ...)"
     train = train_spec(spec, split, len(members[0][1]), ckpt_dir, name, copies=len(members))
     kept = np.repeat(np.stack([np.asarray(k, np.int64) for _, k, _ in members]), r, axis=0)
-    state, stats, _ = loop.fit(model, split, kept, train)
-    init = loop.initial_states(model, split, train)
+    state, stats, step = loop.fit(model, split, kept, train)
+    init = initial.initial_states(model, split, train)
 
     def member(tree, s):
         return jax.tree.map(lambda x: x[s * r : (s + 1) * r], tree)
 
     nonfinite = np.asarray(stats["nonfinite_step"])
     return [
-        (member(init, s), member(state, s), nonfinite[s * r : (s + 1) * r])
+        (member(init, s), member(state, s), nonfinite[s * r : (s + 1) * r], step)
         for s in range(len(members))
     ]

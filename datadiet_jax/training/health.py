@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from datadiet_jax.scores import sharding
+
 OK, COLLAPSED, DIVERGED = "ok", "collapsed", "diverged"
 # Training accuracy on the kept set must beat max(initial, majority share) by this much.
 COLLAPSE_MARGIN = 0.02
@@ -183,3 +185,21 @@ def score_summary(per_seed) -> str:
     return (
         f"mean {per_seed[finite].mean():.4f} over {int(finite.sum())} finite values, {pos_inf} +inf"
     )
+
+
+def report_diverged(stats, reported: set, spec, spe: int) -> set:
+    """Reports the seeds whose loss became non-finite since the last check (`spec`: the
+    `loop.TrainSpec`; `spe`: its steps per epoch); returns all reported. `spec.on_diverge`
+    'raise' raises one ValueError naming the seed and step; 'mark' logs one error line."""
+    steps = np.asarray(sharding.fetch(stats["nonfinite_step"]))  # multi-process too
+    new = [k for k in np.flatnonzero(steps >= 0) if k not in reported]
+    for k in new:
+        message = (
+            f"{spec.name}: seed {k} diverged (non-finite loss at step {steps[k]}, epoch "
+            f"{steps[k] / spe:.2f}); lower config.train.learning_rate or set "
+            "config.train.warmup_epochs"
+        )
+        if spec.on_diverge == "raise":
+            raise ValueError(message + ".")
+        logging.error("%s; its result is marked 'diverged'.", message)
+    return reported | set(new)

@@ -61,35 +61,40 @@ _OPTIMIZER_FIELDS = (
 )
 
 
-def programs(model, train_cfg, schedule_steps: int, mesh=None):
+def programs(model, train_cfg, schedule_steps: int, mesh=None, *, rate_per_batch: bool = False):
     """The jitted K-seed init `(keys [K], sample) -> state` and step `(state, stats, batch) ->
     (state, stats, loss [K])`, shared by every training with the same model, optimizer,
     schedule and mesh (the score training and all retrainings of a run), so each compiles once.
 
     The step donates its state and statistics; `train_cfg.fast_backward` chooses its gradient
     program (`train.fast_backward`). With a ('seed', 'data') `mesh` the step takes and returns
-    mesh-placed arrays (`train_mesh.sharded_step`); the init stays on one device.
+    mesh-placed arrays (`train_mesh.sharded_step`); the init stays on one device. With
+    `rate_per_batch` the step's rate is the schedule at each batch's `rate_step` [K]
+    (`train.make_optimizer`).
     """
     model = model_form(model)
     fields = tuple((k, train_cfg[k]) for k in _OPTIMIZER_FIELDS if k in train_cfg)
     fast = train.fast_backward(train_cfg.get("fast_backward", "auto"))
-    return _programs(model, fields, schedule_steps, train_cfg.seed_axis, fast, mesh)
+    steps = (schedule_steps, rate_per_batch)
+    return _programs(model, fields, steps, train_cfg.seed_axis, fast, mesh)
 
 
 @functools.lru_cache(maxsize=8)
-def _programs(
-    model, optimizer_fields: tuple, schedule_steps: int, seed_axis: str, fast: bool, mesh
-):
-    tx = train.make_optimizer(ml_collections.ConfigDict(dict(optimizer_fields)), schedule_steps)
+def _programs(model, optimizer_fields: tuple, steps: tuple, seed_axis: str, fast: bool, mesh):
+    cfg = ml_collections.ConfigDict(dict(optimizer_fields))
+    schedule_steps, per_batch = steps
+    tx = train.make_optimizer(cfg, schedule_steps, rate_per_batch=per_batch)
     init = functools.partial(train.init_states, model, tx, seed_axis=seed_axis)
-    body = functools.partial(_k_step, model, tx, train_mesh.step_seed_axis(seed_axis, mesh), fast)
+    rate = train.learning_rate_fn(cfg, schedule_steps) if per_batch else None
+    step = functools.partial(train.train_step, model, tx, fast=fast, rate=rate)
+    body = functools.partial(_k_step, step, train_mesh.step_seed_axis(seed_axis, mesh))
     if mesh is None:
         return jax.jit(init), jax.jit(body, donate_argnums=(0, 1))
     return jax.jit(init), train_mesh.sharded_step(body, mesh)
 
 
-def _k_step(model, tx, seed_axis, fast, state, stats, batch):
-    step = over_seeds(functools.partial(train.train_step, model, tx, fast=fast), seed_axis)
+def _k_step(one_seed, seed_axis, state, stats, batch):
+    step = over_seeds(one_seed, seed_axis)
     pruned = "prune" in stats  # static: a pruning schedule's state rides with the statistics
     if pruned:
         rows = jnp.arange(batch["index"].shape[0])[:, None]

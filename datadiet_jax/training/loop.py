@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
@@ -34,7 +33,10 @@ from absl import logging
 from datadiet_jax.scores.model_form import model_form
 from datadiet_jax.scores.progress import Progress
 from datadiet_jax.training import (
+    budget,
     files,
+    health,
+    initial,
     input_pipeline,
     k_step,
     keys,
@@ -78,8 +80,16 @@ class TrainSpec:
         gives (0..R-1) S times, so each member trains as in its own run.
       prune: a pruning schedule (`prune_schedules.PruneSchedule`, e.g. from
         `prune_schedules.from_config(config.train.prune)`): each seed trains on the kept sets
-        its schedule plans round by round (`prune_feed`), for the same `num_steps`; its state
-        is `stats['prune']`. None (the default) trains on every kept example each epoch.
+        its schedule plans round by round (`prune_feed`); its state is `stats['prune']`. None
+        (the default) trains on every kept example each epoch.
+      num_rounds: with `prune`, the budget in rounds: the training ends after this many rounds
+        (its epochs; each as long as its pruned sets need, so a pruned training takes fewer
+        steps than `num_steps`, its upper bound), and the learning rate follows the rounds
+        (`prune_feed`). 0 (the default): the budget is `num_steps` steps.
+      evaluate: `fn(state) -> [K]` test accuracies, called at each epoch end (outside the
+        epoch's timed seconds); recorded in metrics.jsonl as `test_accuracy`.
+      target_accuracy: with `evaluate`, > 0 ends the training at the first epoch end where
+        every seed's accuracy reaches it (a time-to-accuracy budget); 0 (the default) does not.
     """
 
     train_cfg: Any
@@ -97,6 +107,9 @@ class TrainSpec:
     dynamics_window: int = 0
     streams: tuple[int, ...] = ()
     prune: prune_schedules.PruneSchedule | None = None
+    num_rounds: int = 0
+    evaluate: Callable | None = None
+    target_accuracy: float = 0.0
 
     def steps_per_epoch(self, num_kept: int) -> int:
         return input_pipeline.steps_per_epoch(num_kept, self.train_cfg.batch_size)
@@ -146,7 +159,7 @@ def fit(
         run.past_hooks(start, state, stats, init_state)
     if start in run.hook_steps:
         run.hook_steps[start](state, stats)
-    if start < run.stop:
+    if start < run.stop and not run.reached(start, state, stats):
         state, stats, start = run.steps(state, stats, start)
     run.ckpts.close()
     return run.gathered(state, stats) + (start,)
@@ -158,6 +171,10 @@ class _Training:
     def __init__(self, model, split, kept, spec: TrainSpec, hooks: dict):
         self.model, self.split, self.kept, self.spec = model, split, kept, spec
         self.spe = spec.steps_per_epoch(np.shape(kept)[-1])
+        self.rounds = spec.prune is not None and spec.num_rounds > 0
+        if self.rounds and hooks:
+            raise ValueError(f"{spec.name}: epoch hooks need a step budget (num_rounds=0).")
+        self.feed = None
         self.keep_steps = {e * self.spe for e in spec.keep_epochs} | {spec.num_steps}
         self.hook_steps = {e * self.spe: fn for e, fn in hooks.items()}
         self.stop = (
@@ -188,21 +205,21 @@ class _Training:
         spec, first = self.spec, 0
         files.read_jsonl(self.metrics_path, fix=metrics_fix(spec.ckpt_dir))  # refused if damaged
         if init_state is None:
-            state = initial_states(self.model, self.split, spec)
+            state = initial.initial_states(self.model, self.split, spec)
         else:
-            state, first = _copy_init_state(init_state, spec.num_seeds, spec.num_steps)
+            state, first = initial.copy_init_state(init_state, spec.num_seeds, spec.num_steps)
         stats = self.empty_stats()
         state, stats = train_mesh.place(state, self.mesh), train_mesh.place(stats, self.mesh)
         latest, state, stats = self.ckpts.restore_latest(state, stats)
         if latest:
             logging.info("Resumed %s at step %d/%d", spec.ckpt_dir, latest, spec.num_steps)
-        self.reported = _check_finite(stats, self.reported, spec, self.spe)
+        self.reported = health.report_diverged(stats, self.reported, spec, self.spe)
         return state, stats, latest or first
 
     def empty_stats(self) -> dict:
         """The statistics at step 0 (`init_stats`)."""
         spec, split = self.spec, self.split
-        width = num_outputs(self.model, split) if spec.dynamics_window else 0
+        width = initial.num_outputs(self.model, split) if spec.dynamics_window else 0
         stats = k_step.init_stats(
             spec.num_seeds,
             split.num_examples,
@@ -221,7 +238,8 @@ class _Training:
             if step in saved:
                 at_step = self.ckpts.restore(step, state, stats)
             elif step == 0 and init_state is None:
-                at_step = (initial_states(self.model, self.split, self.spec), self.empty_stats())
+                fresh = initial.initial_states(self.model, self.split, self.spec)
+                at_step = (fresh, self.empty_stats())
             else:
                 raise ValueError(
                     f"{self.spec.name}: the checkpoint of step {step} (epoch {step // self.spe}) "
@@ -233,7 +251,9 @@ class _Training:
     def steps(self, state, stats, start: int):
         """Trains from `start` to the stop step; returns (state, stats, last step)."""
         spec, split = self.spec, self.split
-        _, step_fn = k_step.programs(self.model, spec.train_cfg, spec.schedule_steps, self.mesh)
+        _, step_fn = k_step.programs(
+            self.model, spec.train_cfg, spec.schedule_steps, self.mesh, rate_per_batch=self.rounds
+        )
         stream = input_pipeline.BatchStream(
             num_seeds=spec.num_seeds,
             batch_size=spec.train_cfg.batch_size,
@@ -248,10 +268,11 @@ class _Training:
         if spec.prune is None:
             batches = input_pipeline.train_batches(split, self.kept, stream)
         else:
-            ids = (spec.seed, spec.purpose)
-            batches = prune_feed.PruneFeed(
-                self.model, split, self.kept, spec.prune, stream, ids, spec.num_steps, self.mesh
-            ).batches(live)
+            ids, budget = (spec.seed, spec.purpose), (spec.num_steps, spec.num_rounds)
+            self.feed = prune_feed.PruneFeed(
+                self.model, split, self.kept, spec.prune, stream, ids, budget, self.mesh
+            )
+            batches = self.feed.batches(live)
         per_step = spec.num_seeds * spec.train_cfg.batch_size
         rng = keys.dropout_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
         progress = Progress(spec.name, self.stop, start=start, examples_per_unit=per_step)
@@ -268,32 +289,51 @@ class _Training:
             if step == start:  # the first step of this process: was it a train-mode step?
                 mode_guard.check(self.model, before, state, batch, spec.name)
             step += 1
-            progress.update(step, f"(epoch {step / self.spe:.2f})", pending=loss)
+            progress.update(step, f"(epoch {self.epoch(step)[1]:.2f})", pending=loss)
             if not self.end_of_step(step, state, stats, loss):
                 break
-        progress.finish(step, f"(epoch {step / self.spe:.2f})", pending=loss)
+        progress.finish(step, f"(epoch {self.epoch(step)[1]:.2f})", pending=loss)
         return state, stats, step
 
+    def reached(self, start: int, state, stats) -> bool:
+        """Whether a resumed training had reached `spec.target_accuracy` when it stopped."""
+        spec = self.spec
+        if spec.evaluate is None or spec.target_accuracy <= 0 or start == 0:
+            return False
+        return budget.test_accuracy(spec, self.gathered(state, stats)[0])[1]
+
+    def epoch(self, step: int) -> tuple[bool, float, bool]:
+        """(whether `step` ends an epoch, the epochs done, whether it ends the budget)."""
+        rounds = self.spec.num_rounds if self.rounds else 0
+        return budget.position(step, self.spe, self.stop, self.feed, rounds)
+
     def end_of_step(self, step: int, state, stats, loss) -> bool:
-        """At an epoch end or a save: the non-finite check, a metrics line, the checkpoint, the
-        epoch's hook. Returns False once every seed diverged (training stops)."""
-        at_epoch_end = step % self.spe == 0 or step == self.stop
-        must_save = step % self.save_every == 0 or step == self.stop or step in self.keep_steps
+        """At an epoch end or a save: the non-finite check, a metrics line (and the test
+        accuracy with `spec.evaluate`), the checkpoint, the epoch's hook. Returns False once
+        every seed diverged or reached `spec.target_accuracy` (training stops)."""
+        at_epoch_end, epoch, last = self.epoch(step)
+        every = max(1, self.spec.train_cfg.checkpoint_every_epochs)
+        if self.rounds:  # every `every` rounds
+            periodic = at_epoch_end and round(epoch) % every == 0
+        else:
+            periodic = step % self.save_every == 0
+        must_save = periodic or last or step == self.stop or step in self.keep_steps
+        reached = False
         if at_epoch_end or must_save:
-            self.reported = _check_finite(stats, self.reported, self.spec, self.spe)
+            self.reported = health.report_diverged(stats, self.reported, self.spec, self.spe)
         if at_epoch_end:
-            record = {
-                "step": step,
-                "epoch": step / self.spe,
-                "loss": train_mesh.to_host(loss).tolist(),
-            }
+            record = {"step": step, "epoch": epoch, "loss": train_mesh.to_host(loss).tolist()}
             # Wall seconds of the epoch's training steps in this process (the first epoch after
-            # a start or resume includes compilation; hooks and epoch-end saves are not counted).
+            # a start or resume includes compilation; hooks, evaluation and saves are not).
             seconds = time.perf_counter() - self.epoch_clock
             record["seconds"] = round(seconds, 3)
-            if "prune" in stats:  # a pruning schedule: each seed's presentations so far
-                seen = jnp.sum(stats["forgetting"]["seen"], axis=1)
+            if "prune" in stats or self.spec.evaluate is not None:
+                seen = jnp.sum(stats["forgetting"]["seen"], axis=1)  # presentations so far
                 record["examples"] = train_mesh.to_host(seen).tolist()
+            if self.spec.evaluate is not None:
+                state_here = self.gathered(state, stats)[0]
+                record["test_accuracy"], reached = budget.test_accuracy(self.spec, state_here)
+                must_save = must_save or reached
             _append_jsonl(self.metrics_path, record)
             self.track(record, stats, seconds)
         if must_save:
@@ -307,7 +347,7 @@ class _Training:
                 "%s: every seed diverged; training stopped at step %d.", self.spec.name, step
             )
             return False
-        return True
+        return not reached and not last
 
     def track(self, record: dict, stats, seconds: float) -> None:
         """The epoch's scalars to the open tracker (`tracking.current`): each seed's last loss
@@ -329,63 +369,6 @@ class _Training:
             values[f"loss/seed{k}"] = record["loss"][k]
             values[f"accuracy/seed{k}"] = accuracy[k]
         tracker.scalars(tracker.run_name(os.path.dirname(self.metrics_path)), step, values)
-
-
-def _check_finite(stats, reported: set, spec: TrainSpec, spe: int) -> set:
-    """Reports seeds whose loss became non-finite since the last check; returns all reported."""
-    steps = train_mesh.to_host(stats["nonfinite_step"])
-    new = [k for k in np.flatnonzero(steps >= 0) if k not in reported]
-    for k in new:
-        message = (
-            f"{spec.name}: seed {k} diverged (non-finite loss at step {steps[k]}, epoch "
-            f"{steps[k] / spe:.2f}); lower config.train.learning_rate or set "
-            "config.train.warmup_epochs"
-        )
-        if spec.on_diverge == "raise":
-            raise ValueError(message + ".")
-        logging.error("%s; its result is marked 'diverged'.", message)
-    return reported | set(new)
-
-
-def num_outputs(model, split) -> int:
-    """C, the width of the model's logits on `split`'s inputs (abstractly, without compiling)."""
-    model, sample = model_form(model), sample_input(split)
-    params, state = jax.eval_shape(model.init, jax.random.key(0), sample)
-    logits, _ = jax.eval_shape(
-        functools.partial(model.apply, train=True, rng=jax.random.key(1)), params, state, sample
-    )
-    return int(logits.shape[-1])
-
-
-def initial_states(model, split, spec: TrainSpec) -> train.TrainState:
-    """The K stacked initial states `fit` starts a fresh `spec` from."""
-    init_fn, _ = k_step.programs(model, spec.train_cfg, spec.schedule_steps)
-    inits = keys.init_keys(spec.seed, spec.purpose, spec.num_seeds, spec.streams)
-    return init_fn(inits, sample_input(split))
-
-
-def sample_input(split) -> np.ndarray:
-    """One zero input `[1, ...]` of the shape and dtype the model gets from `split` (int32 for
-    token ids, an embedding's input; float32 otherwise)."""
-    dtype = np.int32 if split.kind == "tokens" else np.float32
-    return np.zeros((1, *split.inputs.shape[1:]), dtype)
-
-
-def _copy_init_state(init_state, num_seeds: int, num_steps: int):
-    """A private copy of `init_state` (the step donates its input) and its step counter."""
-    lead = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(init_state)}
-    if lead != {num_seeds}:
-        raise ValueError(
-            f"init_state has leading axes {sorted(lead, key=str)}, expected {num_seeds} (one per "
-            "seed); stack one state per seed, e.g. K copies of the parent."
-        )
-    steps = np.unique(np.asarray(init_state.step))
-    if steps.size != 1 or not 0 <= int(steps[0]) <= num_steps:
-        raise ValueError(
-            f"init_state steps {steps.tolist()} must be one value in [0, {num_steps}]; start "
-            "all seeds from the same step of the schedule."
-        )
-    return jax.tree.map(lambda x: jnp.array(x, copy=True), init_state), int(steps[0])
 
 
 def metrics_fix(ckpt_dir: str) -> str:

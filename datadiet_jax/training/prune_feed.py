@@ -45,7 +45,14 @@ class PruneFeed:
       sched: the `prune_schedules.PruneSchedule`.
       stream: the training's `input_pipeline.BatchStream` (num_steps: the budget's stop).
       ids: (run seed, purpose) of the round keys.
-      budget: the step budget InfoBatch's annealing is a share of (`TrainSpec.num_steps`).
+      budget: (steps, rounds), `TrainSpec.num_steps` and `num_rounds`. With rounds > 0 the
+        feed ends after that many rounds, InfoBatch's and SeTa's annealing starts at a share
+        `delta` of them, and each batch carries `rate_step` [K]: the step of the full-data
+        training at the same point of its epoch (step j of round r, L steps long, gets
+        r * S + floor(j * S / L), S = the kept set's steps per epoch), so the learning rate
+        follows the rounds as InfoBatch's code does (it rebuilds its schedule every epoch
+        with that epoch's length). With rounds 0 the budget is the steps, which annealing
+        is a share of.
       mesh: the training's mesh, or None.
       score_batch_size: examples per scoring batch (prune and continue).
     """
@@ -56,7 +63,7 @@ class PruneFeed:
     sched: ps.PruneSchedule
     stream: input_pipeline.BatchStream
     ids: tuple[int, int]
-    budget: int
+    budget: tuple[int, int]
     mesh: object = None
     score_batch_size: int = 256
 
@@ -65,6 +72,9 @@ class PruneFeed:
         self.kept = np.broadcast_to(np.asarray(self.kept, np.int64), (k, np.shape(self.kept)[-1]))
         self.index = keys.seed_indices(k, self.stream.streams)
         self.make_batch = input_pipeline.round_batch_fn(self.split, self.stream)
+        self.num_rounds = self.budget[1]
+        self.full_steps = input_pipeline.steps_per_epoch(self.kept.shape[1], self.stream.batch_size)
+        self.current = (0, 0, -1)  # the round being fed: (first step, length, number)
 
     def batches(self, live: dict) -> Iterator[dict]:
         """Yields the batches of steps `stream.start_step` to `stream.num_steps - 1`, starting
@@ -74,17 +84,28 @@ class PruneFeed:
         while step < stop:
             prune = {k: train_mesh.to_host(v) for k, v in live["stats"]["prune"].items()}
             if step >= int(prune["start"][0]) + int(prune["length"][0]):
+                if self.num_rounds and int(prune["round"][0]) + 1 >= self.num_rounds:
+                    return  # the budget's rounds are done
                 prune = self.next_round(prune, step, live["state"])
                 placed = train_mesh.place(jax_arrays(prune), self.mesh)
                 live["stats"] = {**live["stats"], "prune": placed}
             idx, mask = ps.round_indices(prune["order"], prune["count"], size)
-            start = int(prune["start"][0])
+            start, rnd = int(prune["start"][0]), int(prune["round"][0])
+            self.current = (start, len(idx), rnd)
             part = slice(step - start, min(len(idx), stop - start))
             stream = dataclasses.replace(self.stream, start_step=step)
             rounds = input_pipeline.round_batches(self.make_batch, idx[part], mask[part], stream)
             for batch in rounds:
+                if self.num_rounds:
+                    batch["rate_step"] = self.rate_step(rnd, step - start, len(idx))
                 yield batch
                 step += 1
+
+    def rate_step(self, rnd: int, j: int, length: int) -> np.ndarray:
+        """`[K] int32`: the full-data step whose learning rate step j of round `rnd` (of
+        `length` steps) takes (see `budget`)."""
+        s = self.full_steps
+        return np.full(self.stream.num_seeds, rnd * s + (j * s) // length, np.int32)
 
     def next_round(self, prune: dict, step: int, state) -> dict:
         """The pruning state of the round starting at `step` (host numpy, all K seeds)."""
@@ -106,15 +127,22 @@ class PruneFeed:
         """Seed k's order of round `rnd`, starting at `step` (updating its rows of `new`)."""
         return _ROUNDS[self.sched.schedule](self, new, k, rng, step, rnd)
 
+    def prunes(self, step: int, rnd: int) -> bool:
+        """Whether InfoBatch's or SeTa's round `rnd`, starting at `step`, prunes: before
+        `delta` of the budget's rounds, or of its steps (later rounds anneal)."""
+        if self.num_rounds:
+            return ps.prunes_round(self.sched, rnd, self.num_rounds)
+        return ps.prunes_round(self.sched, step, self.budget[0])
+
     def _infobatch(self, new: dict, k: int, rng, step: int, rnd: int) -> np.ndarray:
-        prunes = ps.prunes_round(self.sched, step, self.budget)
+        prunes = self.prunes(step, rnd)
         order, new["weight"][k] = ps.infobatch_round(
             new["loss"][k], self.kept[k], self.sched.ratio, prunes, rng
         )
         return order
 
     def _seta(self, new: dict, k: int, rng, step: int, rnd: int) -> np.ndarray:
-        prunes = ps.prunes_round(self.sched, step, self.budget)
+        prunes = self.prunes(step, rnd)
         return ps.seta_round(new["loss"][k], self.kept[k], self.sched, rnd, prunes, rng)
 
     def _rs2(self, new: dict, k: int, rng, step: int, rnd: int) -> np.ndarray:

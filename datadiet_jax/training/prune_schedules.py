@@ -283,10 +283,11 @@ def loss_groups(values: np.ndarray, num_groups: int) -> list[np.ndarray]:
     return [np.flatnonzero(label == g) for g in np.argsort(centres, kind="stable")]
 
 
-def prunes_round(sched: PruneSchedule, start: int, num_steps: int) -> bool:
-    """Whether an InfoBatch or SeTa round starting at step `start` prunes: before `delta` of
-    the budget's `num_steps` (later rounds anneal)."""
-    return start < sched.delta * num_steps and (sched.ratio > 0 or sched.schedule == "seta")
+def prunes_round(sched: PruneSchedule, start: int, total: int) -> bool:
+    """Whether an InfoBatch or SeTa round starting at `start` prunes: before `delta` of the
+    budget's `total` (later rounds anneal). Both count steps, or both rounds (InfoBatch's code:
+    epoch < delta * num_epochs)."""
+    return start < sched.delta * total and (sched.ratio > 0 or sched.schedule == "seta")
 
 
 def round_indices(order: np.ndarray, count: np.ndarray, batch_size: int):

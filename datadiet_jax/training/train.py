@@ -75,11 +75,19 @@ def warmup_steps(cfg, total_steps: int) -> int:
     return max(1, round(epochs / float(cfg.num_epochs) * total_steps))
 
 
-def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
-    """SGD with Nesterov momentum and L2 weight decay on all parameters."""
+def make_optimizer(
+    cfg, total_steps: int, *, rate_per_batch: bool = False
+) -> optax.GradientTransformation:
+    """SGD with Nesterov momentum and L2 weight decay on all parameters.
+
+    With `rate_per_batch` the optimizer's rate is 1 and `train_step` scales its update by the
+    schedule at the batch's `rate_step` instead of the optimizer's own step count: the same
+    update, bit for bit, when the two are equal (optax applies the rate after the momentum).
+    """
+    rate = 1.0 if rate_per_batch else learning_rate_fn(cfg, total_steps)
     return optax.chain(
         optax.add_decayed_weights(cfg.weight_decay),
-        optax.sgd(learning_rate_fn(cfg, total_steps), momentum=cfg.momentum, nesterov=cfg.nesterov),
+        optax.sgd(rate, momentum=cfg.momentum, nesterov=cfg.nesterov),
     )
 
 
@@ -125,7 +133,9 @@ def step_rng(rng_data: jax.Array, step: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.wrap_key_data(rng_data), step)
 
 
-def train_step(model: ModelForm, tx, state: TrainState, batch: dict, *, fast: bool = False):
+def train_step(
+    model: ModelForm, tx, state: TrainState, batch: dict, *, fast: bool = False, rate=None
+):
     """One SGD step of one seed on a masked batch.
 
     Args:
@@ -137,6 +147,8 @@ def train_step(model: ModelForm, tx, state: TrainState, batch: dict, *, fast: bo
         `sum(weight * mask * ce) / sum(mask)`, as InfoBatch's code weighs a batch's mean).
       fast: differentiate with the fast max-pool gradient (`fast_backward`); the gradients are
         the same (the first maximum of each window gets it, as in `jax.grad`).
+      rate: the schedule of an optimizer made with `rate_per_batch`: the update is scaled by
+        `rate(batch['rate_step'])` (a pruned training's rate follows its rounds, `prune_feed`).
 
     Returns:
       (new state, metrics) with metrics `loss` (masked mean), `losses [B]` float32 (each
@@ -161,6 +173,8 @@ def train_step(model: ModelForm, tx, state: TrainState, batch: dict, *, fast: bo
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (logits, model_state, losses)), grads = grad_fn(state.params)
     deltas, opt_state = tx.update(grads, state.opt_state, state.params)
+    if rate is not None:
+        deltas = jax.tree.map(lambda d: d * rate(batch["rate_step"]).astype(d.dtype), deltas)
     new_state = state.replace(
         step=state.step + 1,
         params=optax.apply_updates(state.params, deltas),

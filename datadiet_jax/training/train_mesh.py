@@ -191,19 +191,34 @@ def sharded_step(body, mesh: Mesh):
 
     Returns:
       `(state [K, ...], stats [K, ...], batch) -> (state, stats, loss [K])`, with batch arrays
-      `[K, B, ...]` and the Dropout keys `rng [K, 2]`.
+      `[K, B, ...]` and per-seed fields (the Dropout keys `rng [K, 2]`, a pruned training's
+      `rate_step [K]`) split over 'seed'; one program per set of batch fields.
     """
     seed_spec = NamedSharding(mesh, P("seed"))
     local = jax.shard_map(
         body, mesh=mesh, in_specs=P("seed"), out_specs=P("seed"), axis_names={"seed"}
     )
-    batch_specs = {k: NamedSharding(mesh, P("seed", "data")) for k in _PER_EXAMPLE}
-    return jax.jit(
-        local,
-        in_shardings=(seed_spec, seed_spec, {**batch_specs, "rng": seed_spec}),
-        out_shardings=seed_spec,
-        donate_argnums=(0, 1),
+
+    @functools.lru_cache(maxsize=4)
+    def program(fields: tuple):
+        batch_specs = {
+            k: NamedSharding(mesh, P("seed", "data")) if k in _PER_EXAMPLE else seed_spec
+            for k in fields
+        }
+        return jax.jit(
+            local,
+            in_shardings=(seed_spec, seed_spec, batch_specs),
+            out_shardings=seed_spec,
+            donate_argnums=(0, 1),
+        )
+
+    def step(state, stats, batch):
+        return program(tuple(sorted(batch)))(state, stats, batch)
+
+    step.lower = lambda state, stats, batch: program(tuple(sorted(batch))).lower(
+        state, stats, batch
     )
+    return step
 
 
 def place(tree, mesh: Mesh | None):

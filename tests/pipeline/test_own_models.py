@@ -10,7 +10,7 @@ import pytest
 from datadiet_jax import models
 from datadiet_jax.pipeline import artifacts, data, run
 from datadiet_jax.scores import model_form
-from datadiet_jax.training import input_pipeline, keys, loop
+from datadiet_jax.training import initial, input_pipeline, keys, loop
 from tests.conftest import restore_checkpoint, smoke_config
 from tests.references import grad_norm_loop, seed
 
@@ -85,7 +85,7 @@ def test_grand_of_an_own_model_is_the_per_example_gradient_norm(own_run):
             labels,
         )
         np.testing.assert_allclose(saved["per_seed"][k], want, rtol=2e-4, atol=1e-6)
-    start = loop.initial_states(model, split, spec).params
+    start = initial.initial_states(model, split, spec).params
     moved = jax.tree.leaves(
         jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state.params, start)
     )

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from datadiet_jax.pipeline import config_check, stacked
-from datadiet_jax.training import loop
+from datadiet_jax.training import initial, loop
 from tests.conftest import SMOKE_ARGS, run_main, smoke_config, tiny_model, tiny_spec
 from tests.references import make_split
 
@@ -40,7 +40,7 @@ def test_stacked_members_equal_their_own_trainings(tmp_path):
         np.testing.assert_array_equal(seen, np.asarray(own_stats["forgetting"]["seen"]))
         assert np.all(seen[:, np.setdiff1d(np.arange(48), kept[s])] == 0)
     # The two seeds of a member differ; the same seed of the two members starts alike.
-    leaves = jax.tree.leaves(loop.initial_states(model, split, spec).params)
+    leaves = jax.tree.leaves(initial.initial_states(model, split, spec).params)
     first = max(leaves, key=np.size)  # a kernel (biases start at zero)
     np.testing.assert_array_equal(first[0], first[2])
     assert not np.allclose(first[0], first[1])

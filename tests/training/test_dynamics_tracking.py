@@ -7,7 +7,7 @@ import numpy as np
 
 from datadiet_jax.scores import trajectory
 from datadiet_jax.scores.seed_axis import over_seeds
-from datadiet_jax.training import input_pipeline, keys, loop, train
+from datadiet_jax.training import initial, input_pipeline, keys, train
 from tests.conftest import tiny_model, tiny_spec, train_tiny
 from tests.references import make_split
 
@@ -16,7 +16,7 @@ def _replayed_true_probs(split, spec):
     """[K, N, T] train-mode probability of each example's label at its t-th presentation,
     from the same batches and steps run one at a time outside the loop."""
     model = tiny_model(split)
-    state = loop.initial_states(model, split, spec)
+    state = initial.initial_states(model, split, spec)
     tx = train.make_optimizer(spec.train_cfg, spec.schedule_steps)
     step = jax.jit(
         over_seeds(functools.partial(train.train_step, model, tx), spec.train_cfg.seed_axis)

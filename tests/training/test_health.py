@@ -9,7 +9,7 @@ import pytest
 from datadiet_jax import models
 from datadiet_jax.pipeline import retrain
 from datadiet_jax.report import summary
-from datadiet_jax.training import health, loop
+from datadiet_jax.training import health, initial, loop
 from tests.conftest import tiny_spec, train_cfg, train_tiny
 
 
@@ -80,7 +80,7 @@ def test_untrained_network_is_flagged_collapsed_and_trained_one_ok(synthetic_spl
         tmp_path / "ckpt", train_cfg=train_cfg(learning_rate=0.05), num_steps=40, schedule_steps=40
     )
     state, stats, _ = loop.fit(model, synthetic_split, synthetic_split.index, spec)
-    init = loop.initial_states(model, synthetic_split, spec)
+    init = initial.initial_states(model, synthetic_split, spec)
     kept = synthetic_split.index
     eval_args = dict(batch_size=32, seed_axis="auto")
     # The planted fault: the "final" network is the initial one, which never trained.

@@ -361,7 +361,11 @@ class _Training:
         correct = train_mesh.to_host(stats["forgetting"]["previous"])
         kept = np.broadcast_to(np.asarray(self.kept), (spec.num_seeds, np.shape(self.kept)[-1]))
         accuracy = np.take_along_axis(correct, kept, axis=1).mean(axis=1)
-        rate = train.learning_rate_fn(spec.train_cfg, spec.schedule_steps)(step - 1)
+        last = step - 1  # the schedule step of the epoch's last step (of its round's, by rounds)
+        if self.rounds:
+            start, length, rnd = self.feed.current
+            last = int(self.feed.rate_step(rnd, length - 1, length)[0])
+        rate = train.learning_rate_fn(spec.train_cfg, spec.schedule_steps)(last)
         examples = (step - self.epoch_step) * spec.num_seeds * spec.train_cfg.batch_size
         values = {"learning_rate": float(rate)}
         values["examples_per_second"] = examples / max(seconds, 1e-9)

@@ -124,23 +124,8 @@ def train_seeds(
     kept = (
         np.arange(split.num_examples, dtype=np.int64) if kept is None else checked_kept(kept, split)
     )
-    spe = input_pipeline.steps_per_epoch(len(kept), cfg.batch_size)
-    if num_steps is not None and num_epochs is not None:
-        raise ValueError("give train_seeds num_epochs or num_steps, not both.")
-    steps = num_steps if num_steps is not None else math.ceil((num_epochs or 1) * spe)
-    if steps < 1:
-        raise ValueError(f"train_seeds would train {steps} steps; give at least one.")
-    cfg.num_epochs = max(1, math.ceil(steps / spe))  # the warm-up's share of the schedule
     schedule = _prune_schedule(prune, run["seed"])
-    rounds = 0
-    if schedule is not None and num_steps is None:  # a budget in rounds of the schedule
-        rounds = num_epochs or 1
-        if rounds != int(rounds):
-            raise ValueError(
-                f"train_seeds num_epochs={num_epochs} with a pruning schedule: give a whole "
-                "number of rounds, or num_steps."
-            )
-        rounds = int(rounds)
+    steps, rounds = _budget(len(kept), cfg, (num_epochs, num_steps), schedule is not None)
     purpose = run["purpose"]
     if purpose is None:
         purpose = keys.Purpose.SCORE if len(kept) == split.num_examples else keys.Purpose.RETRAIN
@@ -163,6 +148,29 @@ def train_seeds(
         )
         state, stats, step = loop.fit(model, split, kept, spec)
     return Trained(model, state, stats, step)
+
+
+def _budget(num_kept: int, cfg, lengths, pruned: bool) -> tuple[int, int]:
+    """`train_seeds`' (steps, rounds) from its (num_epochs, num_steps); sets cfg.num_epochs
+    (the warm-up's share of the schedule). Rounds are 0 unless a pruning schedule trains by
+    epochs."""
+    num_epochs, num_steps = lengths
+    if num_steps is not None and num_epochs is not None:
+        raise ValueError("give train_seeds num_epochs or num_steps, not both.")
+    spe = input_pipeline.steps_per_epoch(num_kept, cfg.batch_size)
+    steps = num_steps if num_steps is not None else math.ceil((num_epochs or 1) * spe)
+    if steps < 1:
+        raise ValueError(f"train_seeds would train {steps} steps; give at least one.")
+    cfg.num_epochs = max(1, math.ceil(steps / spe))
+    if not pruned or num_steps is not None:
+        return steps, 0
+    rounds = num_epochs or 1  # a budget in rounds of the schedule
+    if rounds != int(rounds):
+        raise ValueError(
+            f"train_seeds num_epochs={num_epochs} with a pruning schedule: give a whole "
+            "number of rounds, or num_steps."
+        )
+    return steps, int(rounds)
 
 
 def _prune_schedule(prune, seed: int):

@@ -65,6 +65,7 @@ format: install
 bench: data
 	$(PY) -m benchmarks.bench_scores --out=bench
 	$(PY) -m benchmarks.bench_loop --out=bench
+	$(PY) -m benchmarks.bench_prune --out=bench
 	$(PY) -m benchmarks.bench_backward --out=bench
 	$(PY) -m benchmarks.bench_selectors --out=bench
 	$(PY) -m benchmarks.bench_stacked --out=bench

@@ -3,8 +3,8 @@
     python -m benchmarks.bench_loop --out=bench [--quick]
 
 Three rates, in examples/s (K seeds x batch per step), for the small CNN on Fashion-MNIST-shaped
-synthetic data (20,000 uint8 images, K=1, batch 128, no augmentation), each the best of `repeats`
-timed runs after a warm-up (compilation) run:
+synthetic data (`synthetic.setup`: 20,000 uint8 images, K=1, batch 128, no augmentation), each
+the best of `repeats` timed runs after a warm-up (compilation) run:
 
 - 'bare': the jitted K-seed step alone (the loop's own compiled program, forgetting and the
   non-finite check included) on one batch already on the device;
@@ -31,42 +31,15 @@ flags.DEFINE_bool("quick", False, "Smoke test: fewer steps (seconds).")
 flags.DEFINE_integer("repeats", 3, "Timed runs per method; the best is reported.")
 
 
-def _setup(num_examples: int, num_seeds: int, batch_size: int):
-    import ml_collections
-    import numpy as np
-
-    from configs import fashion_mnist
-    from datadiet_jax import models
-    from datadiet_jax.pipeline import data
-
-    rng = np.random.default_rng(0)
-    split = data.Split(
-        name="synthetic",
-        split="train",
-        inputs=rng.integers(0, 256, (num_examples, 28, 28, 1), dtype=np.uint8),
-        labels=rng.integers(0, 10, num_examples).astype(np.int32),
-        index=np.arange(num_examples, dtype=np.int64),
-        num_classes=10,
-        mean=np.array([0.286], np.float32),
-        std=np.array([0.353], np.float32),
-        clean_labels=rng.integers(0, 10, num_examples).astype(np.int32),
-        noisy_index=np.zeros((0,), np.int64),
-    )
-    cfg = fashion_mnist.get_config().train
-    cfg = ml_collections.ConfigDict(cfg.to_dict())
-    cfg.batch_size = batch_size
-    cfg.checkpoint_every_epochs = 1000
-    return split, cfg, models.get_model("small_cnn", 10)
-
-
 def _rates(num_steps: int, repeats: int) -> dict:
     import jax
     import numpy as np
 
+    from benchmarks import synthetic
     from datadiet_jax.training import input_pipeline, k_step, keys, loop
 
     num_seeds, batch_size, n = 1, 128, 20_000
-    split, cfg, model = _setup(n, num_seeds, batch_size)
+    split, cfg, model = synthetic.setup(n, batch_size)
     per_step = num_seeds * batch_size
     schedule = 10 * num_steps
     init_fn, step_fn = k_step.programs(model, cfg, schedule)

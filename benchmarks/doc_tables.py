@@ -32,6 +32,7 @@ DOCS = os.path.join(ROOT, "docs")
 TABLES = {
     "bench_cpu.md": "bench.md",
     "bench_loop.md": "bench_loop.md",
+    "prune.md": "prune.md",
     "bench_backward.md": "bench_backward.md",
     "mesh_memory.md": "mesh_memory.md",
     "public_call.md": "public_call.md",

@@ -81,8 +81,13 @@ def _expected_steps(arm, n, batch, epochs):
     full = math.ceil(n / batch)
     if arm.kind == study.FULL:
         return epochs * full
-    if arm.kind == "rs2":
-        return epochs * math.ceil(round(arm.level * n) / batch)
+    if arm.kind == "rs2":  # rounds of round(f * N), the last of a pass what is left
+        size, left, steps = round(arm.level * n), 0, 0
+        for _ in range(epochs):
+            left = left or n
+            steps += math.ceil(min(size, left) / batch)
+            left -= min(size, left)
+        return steps
     if arm.kind == study.STATIC:
         return epochs * math.ceil(pruning.num_to_keep(n, arm.level) / batch)
     if arm.kind == "prune_continue":

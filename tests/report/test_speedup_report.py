@@ -64,11 +64,23 @@ def test_savings_accuracy_lost_and_reaching_full_accuracy():
     low = out["low"]
     assert low["accuracy_lost"] == pytest.approx(0.05)
     assert low["reaches_full"] is None and low["wall_saved_at_full"] is None
+    assert low["reaches_range"] is None  # 0.85 < 0.9, the full data's lowest seed
     lossy = out["lossy"]
     assert lossy["seeds"] == 1 and lossy["left_out"] == 1
     assert lossy["accuracy"] == pytest.approx(0.88)
     assert lossy["wall_saved"] == pytest.approx(1 - 50 / 40)  # slower than the full data
     assert lossy["examples"] == 250.0
+
+
+def test_full_seed_range_is_reached_below_the_full_mean():
+    # Full seeds end at 0.88 and 0.92 (mean 0.90); the arm ends at 0.89: within the range.
+    full = _rows("full", "full", [10, 20], [10.0, 20.0], [[0.7, 0.88], [0.7, 0.92]])
+    near = _rows("near", "rs2", [5, 10], [4.0, 8.0], [[0.88, 0.89], [0.88, 0.89]])
+    (_, r) = speedup_summary.summary_rows(full + near)
+    assert r["reaches_full"] is None
+    assert r["reaches_range"] == 1.0
+    assert r["steps_saved_at_range"] == pytest.approx(1 - 5 / 20)
+    assert r["wall_saved_at_range"] == pytest.approx(1 - 4 / 20)
 
 
 def test_tolerance_lets_a_near_arm_reach():
@@ -96,9 +108,8 @@ def test_written_summary_and_figure(tmp_path):
     table = speedup_summary.summary_rows(_table())
     path = speedup_summary.write_summary(str(tmp_path / "s.md"), "Speedup", table)
     text = open(path).read()
-    assert (
-        "| fast | 18 | 40.0% | 24.0 | 40.0% | 0.9100 (0.9000-0.9200) | -1.00 pt | epoch 2 |" in text
-    )
+    cost = "| fast | 18 | 40.0% | 24.0 | 40.0% | 0.9100 (0.9000-0.9200) | -1.00 pt |"
+    assert f"{cost} epoch 2: 60.0% / 60.0% | epoch 2: 60.0% / 60.0% |" in text
     assert "| low |" in text and "does not" in text
     assert "1 collapsed or diverged seeds left out" in text
     paths = speedup.plot_speedup(_table(), str(tmp_path / "speedup"))

@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install constraints data run test lint format bench reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-fig4 \
-	reproduce-transfer reproduce-seedcount reproduce-methods clean
+	reproduce-transfer reproduce-seedcount reproduce-methods reproduce-speedup clean
 
 # Every extra, at the exact versions of constraints.txt (setup.cfg holds the compatible ranges).
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -95,6 +95,9 @@ reproduce-seedcount: data
 
 reproduce-methods: data
 	$(PY) -m experiments.methods --scale=$(SCALE)
+
+reproduce-speedup: data
+	$(PY) -m experiments.speedup --scale=$(SCALE)
 
 clean:
 	rm -rf $(VENV) runs figures bench .pytest_cache .ruff_cache .jax_cache *.egg-info

@@ -6,6 +6,8 @@
                   image grids (PNG and PDF, written atomically)
   dynamics_plots  the figures of the dynamics studies (Figures 3 and 4, seed count)
   methods         the cross-method comparison: accuracy against random, scoring cost
+  speedup         the speedup study's figure: accuracy against seconds and examples seen
+  speedup_summary the speedup study's table: savings, accuracy lost, time to full accuracy
   run_reports     the reports of a figure's saved runs (histograms, Spearman, grids, counts)
   summary         tables of the plotted numbers over healthy runs, Markdown summaries
   run_summary     the summary of one finished or partial run

@@ -163,12 +163,12 @@ class PruneFeed:
             chosen = ps.continue_selection(scores[k], self.kept[k], self.split.labels, self.sched)
             keep[k, chosen] = True
         logging.info(
-            "prune_continue: kept %s of %d examples per seed (%s, %s, fraction %g)",
+            "prune_continue: kept %s of %d examples per seed (%s, %s, ratio %g)",
             keep.sum(1).tolist(),
             self.kept.shape[1],
             self.sched.score,
             self.sched.strategy,
-            self.sched.fraction,
+            self.sched.ratio,
         )
         return keep
 

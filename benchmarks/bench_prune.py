@@ -35,9 +35,6 @@ import numpy as np
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", "bench", "Output folder for prune.json and prune.md.")
-flags.DEFINE_bool("quick", False, "Smoke test: fewer examples, one repeat (seconds).")
-flags.DEFINE_integer("repeats", 3, "Timed runs per case; the fastest is reported.")
 
 # Each case's `config.train.prune` (None: no schedule).
 CASES = {
@@ -234,5 +231,14 @@ def main(argv):
     logging.info("\n%s", text)
 
 
+def define_flags() -> None:
+    """The command line's flags, defined only when this module runs as a program: tests import
+    it beside other scripts that define flags of the same names."""
+    flags.DEFINE_string("out", "bench", "Output folder for prune.json and prune.md.")
+    flags.DEFINE_bool("quick", False, "Smoke test: fewer examples, one repeat (seconds).")
+    flags.DEFINE_integer("repeats", 3, "Timed runs per case; the fastest is reported.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -13,7 +13,9 @@ process measures, on synthetic inputs (random normal images, random labels, K = 
   (fewer than 8 batches, so GraNd's method race never runs and every candidate runs the same
   method);
 - 'ynn_fusions': how many YNNPACK fusions XLA put in the model's compiled eval forward program
-  (evidence that a candidate's flags took effect; not timed).
+  at the EL2N batch size (evidence that a candidate's flags took effect; not timed). A fusion
+  may be one dot or a whole subgraph: by default XLA hands YNNPACK convolutions with their
+  element-wise and pooling neighbours (the small CNN's whole forward pass at batch 256 is one).
 
 Every workload is called once untimed (compilation, warm-up), then `--repeats` timed calls, and
 the fastest counts (all are kept in the JSON). `--rounds=2` measures every candidate again in
@@ -25,6 +27,8 @@ rounding (which kernels run, not what they compute; no fast-math flag):
 - 'default': `XLA_FLAGS` unset;
 - 'ynn_off': `--xla_cpu_experimental_ynn_fusion_type=` (no YNNPACK fusions: the dots and
   convolutions XLA gives YNNPACK by default run on XLA's other kernels);
+- 'ynn_dots': YNNPACK for single dots only (`individual_dot`): the subgraphs of convolutions
+  and their neighbours that XLA gives it by default run on XLA's other kernels;
 - 'ynn_convs': every convolution YNNPACK supports given to it, besides the dots;
 - 'vector512': `--xla_cpu_prefer_vector_width=512` (512-bit vectors in XLA's own loops, for
   AVX-512 processors; the default is 256).
@@ -53,6 +57,7 @@ FLAGS = flags.FLAGS
 CANDIDATES = {
     "default": "",
     "ynn_off": "--xla_cpu_experimental_ynn_fusion_type=",
+    "ynn_dots": "--xla_cpu_experimental_ynn_fusion_type=individual_dot",
     "ynn_convs": "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution",
     "vector512": "--xla_cpu_prefer_vector_width=512",
 }
@@ -111,11 +116,11 @@ def _call(name: str, model, variables, images, labels, batch_size: int):
 
 
 def _ynn_fusions(model, variables, images) -> int:
-    """YNNPACK fusions in the compiled eval forward program of `model` on `images[:2]`."""
+    """YNNPACK fusions in the compiled eval forward program of `model` on `images` (one batch)."""
     import jax
 
     one = jax.tree.map(lambda v: v[0], variables)
-    text = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(one, images[:2])
+    text = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(one, images)
     lines = text.compile().as_text().splitlines()
     return sum(1 for line in lines if "__ynn_fusion" in line and " fusion(" in line)
 
@@ -137,6 +142,7 @@ def measure(model_name: str, settings: dict, workloads, repeats: int) -> dict:
     from datadiet_jax.scores import api
 
     record = {"machine": timing.machine()}
+    probe = "el2n" if "el2n" in workloads else workloads[0]  # its batch: the fusions counted
     for name in workloads:
         batch_size, batches = settings[name]
         n = batch_size * batches
@@ -144,8 +150,8 @@ def measure(model_name: str, settings: dict, workloads, repeats: int) -> dict:
         model, images = score_cases.model_and_inputs(model_name, n, rng)
         labels = rng.integers(0, 10, n).astype(np.int32)
         variables = api.init_variables(model, jax.random.key(0), 1, images[:1])
-        if "ynn_fusions" not in record:
-            record["ynn_fusions"] = _ynn_fusions(model, variables, images)
+        if name == probe:
+            record["ynn_fusions"] = _ynn_fusions(model, variables, images[:batch_size])
         call = _call(name, model, variables, images, labels, batch_size)
         jax.block_until_ready(call())  # compilation, warm-up
         rates = [timing.timed_once(call, n) for _ in range(repeats)]
@@ -260,7 +266,8 @@ def table(result: dict) -> str:
         "",
         f"Examples/s (ratio to default), the fastest of {result['settings']['repeats']} timed "
         f"calls after an untimed first one, best of {result['settings']['rounds']} round(s); "
-        f"each candidate and model in a fresh process with XLA_FLAGS: {flag_text}. "
+        f"each candidate and model in a fresh process with XLA_FLAGS: {flag_text}. YNNPACK "
+        "fusions: those of the compiled eval forward program at the EL2N batch size. "
         f"Consistent win (every workload within {NOISE:.0%} or faster, EL2N and GraNd faster by "
         f"more): {', '.join(wins) or 'none'}. Machine: {m['cpu']}, {m['cores']} cores, jax "
         f"{m['jax']} on {m['backend']}; 1-minute load average {m['load_before']:.1f} before, "

@@ -70,6 +70,7 @@ bench: data
 	$(PY) -m benchmarks.bench_selectors --out=bench
 	$(PY) -m benchmarks.bench_stacked --out=bench
 	$(PY) -m benchmarks.bench_public_call --out=bench
+	$(PY) -m benchmarks.bench_xla_flags --out=bench
 	$(PY) -m benchmarks.bench_memory --model=resnet18 --batch=32 > bench/memory.jsonl
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m benchmarks.bench_mesh_memory --out=bench
 	# The measured tables of the docs are the files written here (benchmarks/doc_tables.py).

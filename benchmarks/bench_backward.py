@@ -30,6 +30,8 @@ import time
 
 from absl import app, flags, logging
 
+from benchmarks import timing
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench", "Output folder for bench_backward.json and .md.")
 flags.DEFINE_bool("quick", False, "Smoke test: the small CNN at batch 16 (seconds).")
@@ -208,13 +210,15 @@ def _table(results: dict) -> str:
     for model, r in results["models"].items():
         out += [f"| {model} | {kind} | {ms:.1f} |" for kind, ms in r["profile_ms"].items()]
     out += ["", f"Matmul rate of this machine (2048^3 float32): {peak:.1f} GFLOP/s."]
+    if "machine" in results:
+        out += ["", timing.machine_line(results["machine"])]
     return "\n".join(out) + "\n"
 
 
 def main(argv):
     del argv
     settings = QUICK if FLAGS.quick else SETTINGS
-    results = {"matmul_gflops": _matmul_gflops(), "models": {}}
+    results = {"machine": timing.machine(), "matmul_gflops": _matmul_gflops(), "models": {}}
     for model_name, (shape, batch, repeats) in settings.items():
         results["models"][model_name] = measure(model_name, shape, batch, repeats)
     os.makedirs(FLAGS.out, exist_ok=True)

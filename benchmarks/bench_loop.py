@@ -25,6 +25,8 @@ import time
 
 from absl import app, flags, logging
 
+from benchmarks import timing
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench", "Output folder for bench_loop.json and bench_loop.md.")
 flags.DEFINE_bool("quick", False, "Smoke test: fewer steps (seconds).")
@@ -92,20 +94,13 @@ def _rates(num_steps: int, repeats: int) -> dict:
 
 def main(argv):
     del argv
-    import jax
-
     from datadiet_jax.pipeline import logs
 
     logs.quiet_library_logs()
     num_steps = 20 if FLAGS.quick else 150
     rates = _rates(num_steps, 1 if FLAGS.quick else FLAGS.repeats)
     result = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "jax": jax.__version__,
-            "backend": jax.default_backend(),
-        },
+        "machine": timing.machine() | {"platform": platform.platform()},
         "settings": {"model": "small_cnn", "num_seeds": 1, "batch_size": 128, "steps": num_steps},
         "examples_per_s": rates,
     }
@@ -114,6 +109,8 @@ def main(argv):
         "|---|---|",
         *(f"| {k} | {rates[k]:.1f} |" for k in ("bare", "pipeline", "loop")),
         f"| loop / bare | {rates['loop_vs_bare']:.3f} |",
+        "",
+        timing.machine_line(result["machine"]),
     ]
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "bench_loop.json"), "w") as f:

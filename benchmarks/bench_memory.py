@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from benchmarks import timing
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "resnet18", "A model of datadiet_jax.models.")
 flags.DEFINE_integer("batch", 32, "Batch size of every program.")
@@ -164,6 +166,7 @@ def main(argv) -> None:
             labels,
         ),
     }
+    info = timing.machine()
     for name, row in rows.items():
         ratio = row["total"] / rows["train"]["total"]
         print(
@@ -174,6 +177,8 @@ def main(argv) -> None:
                     "program": name,
                     **row,
                     "vs_train": round(ratio, 2),
+                    "cpu": info["cpu"],
+                    "xla_flags": info["xla_flags"],
                 }
             )
         )

@@ -23,6 +23,8 @@ import re
 
 from absl import app, flags, logging
 
+from benchmarks import timing
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "resnet18", "Model of the step.")
 flags.DEFINE_integer("batch", 128, "Batch size per seed.")
@@ -100,12 +102,13 @@ def main(argv):
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
         "cases": rows,
+        "machine": timing.machine(),
     }
     path = os.path.join(FLAGS.out, "mesh_memory.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=2)
     with open(os.path.join(FLAGS.out, "mesh_memory.md"), "w") as f:
-        f.write(_table(rows))
+        f.write(_table(rows) + "\n" + timing.machine_line(out["machine"]) + "\n")
     logging.info("wrote %s and mesh_memory.md", path)
 
 

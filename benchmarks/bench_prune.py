@@ -34,6 +34,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+from benchmarks import timing
+
 FLAGS = flags.FLAGS
 
 # Each case's `config.train.prune` (None: no schedule).
@@ -179,7 +181,8 @@ def table(result: dict) -> str:
     m = result["machine"]
     lines += [
         "",
-        f"Machine: {m['platform']}, {m['cpus']} CPUs, jax {m['jax']} on {m['backend']}; load "
+        f"Machine: {m.get('cpu', m['platform'])}, {m['cpus']} CPUs, jax {m['jax']} on "
+        f"{m['backend']}; XLA_FLAGS={m.get('xla_flags') or '(unset)'}; load "
         f"average {m['load_before']:.2f} before, {m['load_after']:.2f} after. {s['model']}, "
         f"K = 1, batch {s['batch_size']}, N = {s['num_examples']}, {s['num_epochs']} epochs or "
         f"rounds, best of {s['repeats']}; per epoch or round: the mean over those after the "
@@ -189,14 +192,11 @@ def table(result: dict) -> str:
 
 
 def machine() -> dict:
-    """The platform, CPU count, jax version and backend, and the 1-minute load average."""
-    import jax
-
-    return {
+    """The CPU model, XLA_FLAGS, platform, CPU count, jax version and backend, and the 1-minute
+    load average."""
+    return timing.machine() | {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
         "load_before": os.getloadavg()[0],
     }
 

@@ -190,17 +190,7 @@ def measure(model, variables, images, labels, batch_size: int, repeats: int = 1)
 
 def machine() -> dict:
     """The CPU model (/proc/cpuinfo), cores, XLA_FLAGS, jax version and backend."""
-    import jax
-
-    cpu = timing.cpu_model()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "compilation_cache_dir": jax.config.jax_compilation_cache_dir or None,
-    }
+    return timing.machine()
 
 
 def _spawn(model_name: str) -> dict:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -94,14 +93,7 @@ STREAM_SIZES_QUICK = (2_000, 20_000)
 def _machine() -> dict:
     import jax
 
-    cpu = timing.cpu_model(platform.processor())
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "jax": jax.__version__,
-    }
+    return timing.machine() | {"devices": [str(d) for d in jax.devices()]}
 
 
 def _spawn(model_name: str, method: str) -> dict:
@@ -162,7 +154,7 @@ def _table(results: dict) -> str:
     at = 2 + sum(len(v) for v in results["results"].values())  # after the method rows
     rows[at:at] = stream_rows
     m = results["machine"]
-    rows += ["", f"Machine: {m['cpu']}, {m['cores']} cores, jax {m['jax']} on {m['backend']}."]
+    rows += ["", timing.machine_line(m)]
     return "\n".join(rows)
 
 

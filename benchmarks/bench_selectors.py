@@ -20,6 +20,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks import timing
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench", "Output folder for bench_selectors.json and .md.")
 flags.DEFINE_bool("quick", False, "Smoke test: 6,000 examples, one repeat.")
@@ -79,6 +81,7 @@ def main(argv):
         "backend": jax.default_backend(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
+        "machine": timing.machine(),
     }
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "bench_selectors.json"), "w") as f:
@@ -86,7 +89,7 @@ def main(argv):
     lines = [
         f"Selectors on {n} features of width {feats.shape[1]}, 10 classes "
         f"({result['backend']}, {result['cpus']} CPUs); best of {repeats} in seconds "
-        "(first call, with compilation, in parentheses).",
+        "(first call, with compilation, in parentheses). " + timing.machine_line(result["machine"]),
         "",
         "| strategy | " + " | ".join(f"prune {f}" for f in FRACTIONS) + " |",
         "|---|" + "---|" * len(FRACTIONS),

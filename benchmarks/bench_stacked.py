@@ -17,6 +17,8 @@ import time
 
 from absl import app, flags, logging
 
+from benchmarks import timing
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("runs", 3, "S, runs of equal-size kept sets.")
 flags.DEFINE_integer("seeds", 2, "R, seeds of each run.")
@@ -98,6 +100,7 @@ def main(argv):
         "steps": steps,
         "modes": rows,
         "max_param_difference": diff,
+        "machine": timing.machine(),
     }
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "stacked.json"), "w") as f:

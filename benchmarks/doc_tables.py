@@ -36,6 +36,7 @@ TABLES = {
     "bench_backward.md": "bench_backward.md",
     "mesh_memory.md": "mesh_memory.md",
     "public_call.md": "public_call.md",
+    "xla_flags.md": "xla_flags.md",
 }
 
 BLOCK = re.compile(r"(<!-- table: (bench/[\w.]+) -->\n)(.*?)(<!-- end table -->)", re.S)

@@ -1,14 +1,18 @@
-"""Timing and peak memory of the benchmark processes: examples/s of a call, the process's peak.
+"""Timing and peak memory of the benchmark processes: examples/s of a call, the process's peak,
+and the machine a benchmark ran on (CPU model, XLA_FLAGS, jax version) for its JSON and table.
 
 Usage:
 
     from benchmarks import timing
     rate = timing.timed(lambda: step(state, batch), num_examples=128)  # examples/s, warmed up
     peak = timing.peak_mb()  # the device's peak (accelerators) or the process's peak RSS (CPU)
+    info = timing.machine()  # {'cpu', 'cores', 'xla_flags', 'jax', 'backend', ...}
+    line = timing.machine_line(info)  # 'Machine: <CPU>, 2 cores, jax 0.10.2 on cpu; XLA_FLAGS=...'
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 
@@ -46,3 +50,30 @@ def cpu_model(default: str = "unknown") -> str:
             return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         return default
+
+
+def machine() -> dict:
+    """The CPU model (/proc/cpuinfo), cores, XLA_FLAGS, jax version and backend of this process.
+
+    XLA_FLAGS is read once, when JAX's backend starts: what this process's environment holds is
+    what its programs were compiled with (a child process started with other flags records its
+    own).
+    """
+    import jax
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "compilation_cache_dir": jax.config.jax_compilation_cache_dir or None,
+    }
+
+
+def machine_line(info: dict) -> str:
+    """One line for a benchmark table's caption: CPU model, cores, jax, backend, XLA_FLAGS."""
+    return (
+        f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']} on "
+        f"{info['backend']}; XLA_FLAGS={info['xla_flags'] or '(unset)'}."
+    )

@@ -12,6 +12,7 @@
   stacked         retraining runs of equal-size kept sets as one stacked training
   notebook        the notebook path: `train_seeds`, `pruned_dataset`
   artifacts       score files (checked on load), results
+  machine         the processor, backend, jax version and XLA_FLAGS of a run (provenance)
   fingerprint     what each kept set, retraining and results table was made from
   workdir         the work directory: writable, locked by one process, its config.json
   interrupts      Ctrl-C and SIGTERM: one line naming the stage, exit 130 / 143
@@ -41,6 +42,7 @@ __all__ = [
     "hf_source",
     "interrupts",
     "logs",
+    "machine",
     "notebook",
     "plan",
     "prepare_data",

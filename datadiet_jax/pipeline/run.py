@@ -12,7 +12,8 @@ after it. One process works in a work directory at a time (`workdir.hold`).
   WORKDIR/retrain/<run>/              kept.npz (with its record), ckpt/, metrics.jsonl, result.json
   WORKDIR/tracking/                   TensorBoard event files, records.jsonl (`config.track`)
   WORKDIR/results.json, results.csv   every retraining run (CSV: one row per seed); the paths in
-                                      results.json are relative to the work directory
+                                      results.json are relative to the work directory; its
+                                      'environment': the processor and XLA_FLAGS (`machine`)
 
 Usage:
 
@@ -34,6 +35,7 @@ from datadiet_jax.pipeline import (
     data,
     fingerprint,
     interrupts,
+    machine,
     plan,
     retrain,
     score_stage,
@@ -93,6 +95,7 @@ def run(config, workdir: str, *, wait: bool = False) -> dict:
             out = {
                 "scores": {name: entry["file"] for name, entry in hashes.items()},
                 "made_from": {"scores": hashes},
+                "environment": machine.environment(),  # this process's processor and XLA_FLAGS
                 "runs": results,
             }
             files.write_csv(os.path.join(workdir, "results.csv"), retrain.result_rows(results))

@@ -27,7 +27,7 @@ import time
 import numpy as np
 from absl import logging
 
-from datadiet_jax.pipeline import artifacts, config_check, interrupts, plan
+from datadiet_jax.pipeline import artifacts, config_check, interrupts, machine, plan
 from datadiet_jax.pipeline.specs import PruneSpec, ScoreSpec
 from datadiet_jax.scores import (
     api,
@@ -184,7 +184,8 @@ class _ScoreFiles:
             path,
             per_seed,
             self.split.index,
-            provenance(self.spec, self.split, kind, epoch),
+            # The processor and XLA_FLAGS the scores were computed with (`machine`).
+            provenance(self.spec, self.split, kind, epoch) | {"environment": machine.environment()},
             tfds_id=self.split.tfds_id,
         )
         logging.info("Wrote %s scores at epoch %d: %s", kind, epoch, health.score_summary(per_seed))

@@ -53,9 +53,12 @@ class BasicBlock(nn.Module):
             if stride == 1 and cin == cout
             else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
         )
+        # A module, not torch.relu: BackPACK's converter (backpack_reference.py) fails on a
+        # function called in several blocks.
+        self.relu = nn.ReLU()
 
     def forward(self, x):
-        return torch.relu(self.body(x) + self.skip(x))
+        return self.relu(self.body(x) + self.skip(x))
 
 
 def resnet18() -> nn.Module:

@@ -221,13 +221,7 @@ def main(argv):
     results = {"machine": timing.machine(), "matmul_gflops": _matmul_gflops(), "models": {}}
     for model_name, (shape, batch, repeats) in settings.items():
         results["models"][model_name] = measure(model_name, shape, batch, repeats)
-    os.makedirs(FLAGS.out, exist_ok=True)
-    with open(os.path.join(FLAGS.out, "bench_backward.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    table = _table(results)
-    with open(os.path.join(FLAGS.out, "bench_backward.md"), "w") as f:
-        f.write(table)
-    logging.info("\n%s", table)
+    timing.write_outputs(FLAGS.out, "bench_backward", results, _table(results))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Writes OUT/bench_loop.json and OUT/bench_loop.md; the ratio loop/bare is the loo
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -112,12 +111,7 @@ def main(argv):
         "",
         timing.machine_line(result["machine"]),
     ]
-    os.makedirs(FLAGS.out, exist_ok=True)
-    with open(os.path.join(FLAGS.out, "bench_loop.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(FLAGS.out, "bench_loop.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    logging.info("\n%s", "\n".join(lines))
+    timing.write_outputs(FLAGS.out, "bench_loop", result, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ Writes OUT/prune.json (machine, settings, numbers) and OUT/prune.md (the tables)
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -181,7 +180,7 @@ def table(result: dict) -> str:
     m = result["machine"]
     lines += [
         "",
-        f"Machine: {m.get('cpu', m['platform'])}, {m['cpus']} CPUs, jax {m['jax']} on "
+        f"Machine: {m.get('cpu', m['platform'])}, {m['cores']} CPUs, jax {m['jax']} on "
         f"{m['backend']}; XLA_FLAGS={m.get('xla_flags') or '(unset)'}; load "
         f"average {m['load_before']:.2f} before, {m['load_after']:.2f} after. {s['model']}, "
         f"K = 1, batch {s['batch_size']}, N = {s['num_examples']}, {s['num_epochs']} epochs or "
@@ -192,13 +191,8 @@ def table(result: dict) -> str:
 
 
 def machine() -> dict:
-    """The CPU model, XLA_FLAGS, platform, CPU count, jax version and backend, and the 1-minute
-    load average."""
-    return timing.machine() | {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_before": os.getloadavg()[0],
-    }
+    """`timing.machine()`, the platform and the 1-minute load average."""
+    return timing.machine() | {"platform": platform.platform(), "load_before": os.getloadavg()[0]}
 
 
 def main(argv):
@@ -222,13 +216,7 @@ def main(argv):
     }
     result["results"] = measure(model, split, cfg, num_epochs, repeats)
     result["machine"]["load_after"] = os.getloadavg()[0]
-    os.makedirs(FLAGS.out, exist_ok=True)
-    with open(os.path.join(FLAGS.out, "prune.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    text = table(result)
-    with open(os.path.join(FLAGS.out, "prune.md"), "w") as f:
-        f.write(text)
-    logging.info("\n%s", text)
+    timing.write_outputs(FLAGS.out, "prune", result, table(result))
 
 
 def define_flags() -> None:

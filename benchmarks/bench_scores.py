@@ -235,13 +235,7 @@ def main(argv):
         results["ratios"].setdefault("small_cnn", {})[
             "stream_peak_memory_largest_vs_smallest_n"
         ] = _ratio(peaks[-1], peaks[0])
-    os.makedirs(FLAGS.out, exist_ok=True)
-    with open(os.path.join(FLAGS.out, "bench.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    table = _table(results)
-    with open(os.path.join(FLAGS.out, "bench.md"), "w") as f:
-        f.write(table + "\n")
-    logging.info("\n%s", table)
+    timing.write_outputs(FLAGS.out, "bench", results, _table(results) + "\n")
 
 
 if __name__ == "__main__":

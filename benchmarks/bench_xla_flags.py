@@ -315,13 +315,7 @@ def main(argv):
                 )
     result["machine"]["load_after"] = os.getloadavg()[0]
     result["verdicts"] = verdicts(result["results"])
-    os.makedirs(FLAGS.out, exist_ok=True)
-    with open(os.path.join(FLAGS.out, "xla_flags.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    text = table(result)
-    with open(os.path.join(FLAGS.out, "xla_flags.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    logging.info("XLA CPU configurations:\n%s", text)
+    timing.write_outputs(FLAGS.out, "xla_flags", result, table(result))
 
 
 def define_flags() -> None:

@@ -8,13 +8,17 @@ Usage:
     peak = timing.peak_mb()  # the device's peak (accelerators) or the process's peak RSS (CPU)
     info = timing.machine()  # {'cpu', 'cores', 'xla_flags', 'jax', 'backend', ...}
     line = timing.machine_line(info)  # 'Machine: <CPU>, 2 cores, jax 0.10.2 on cpu; XLA_FLAGS=...'
+    timing.write_outputs('bench', 'prune', result, text)  # prune.json, prune.md, logged
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import time
+
+from absl import logging
 
 
 def peak_mb() -> float:
@@ -43,17 +47,9 @@ def timed(fn, num_examples: int) -> float:
     return timed_once(fn, num_examples)
 
 
-def cpu_model(default: str = "unknown") -> str:
-    """The processor's model name from /proc/cpuinfo, else `default`."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        return default
-
-
 def machine() -> dict:
-    """The CPU model (/proc/cpuinfo), cores, XLA_FLAGS, jax version and backend of this process.
+    """The run's environment (`pipeline.machine.environment`: CPU model, backend, jax version,
+    XLA_FLAGS), the core count and the compilation cache of this process.
 
     XLA_FLAGS is read once, when JAX's backend starts: what this process's environment holds is
     what its programs were compiled with (a child process started with other flags records its
@@ -61,12 +57,10 @@ def machine() -> dict:
     """
     import jax
 
-    return {
-        "cpu": cpu_model(),
+    from datadiet_jax.pipeline import machine as run_machine
+
+    return run_machine.environment() | {
         "cores": os.cpu_count(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir or None,
     }
 
@@ -77,3 +71,14 @@ def machine_line(info: dict) -> str:
         f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']} on "
         f"{info['backend']}; XLA_FLAGS={info['xla_flags'] or '(unset)'}."
     )
+
+
+def write_outputs(out_dir: str, name: str, result: dict, text: str) -> None:
+    """Writes OUT_DIR/NAME.json (`result`) and OUT_DIR/NAME.md (`text`, a benchmark's tables),
+    and logs the tables."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(out_dir, f"{name}.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    logging.info("%s:\n%s", name, text)

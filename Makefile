@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install constraints data run test lint format bench reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-fig4 \
-	reproduce-transfer reproduce-seedcount reproduce-methods reproduce-speedup clean
+	reproduce-transfer reproduce-seedcount reproduce-methods reproduce-speedup reproduce-crossover clean
 
 # Every extra, at the exact versions of constraints.txt (setup.cfg holds the compatible ranges).
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -99,6 +99,9 @@ reproduce-methods: data
 
 reproduce-speedup: data
 	$(PY) -m experiments.speedup --scale=$(SCALE)
+
+reproduce-crossover: data
+	$(PY) -m experiments.crossover --scale=$(SCALE)
 
 clean:
 	rm -rf $(VENV) runs figures bench .pytest_cache .ruff_cache .jax_cache *.egg-info

@@ -1,0 +1,231 @@
+"""The crossover study's numbers from its rows: points, the phase diagram, the crossover, summary.
+
+Nothing here trains. A point is one (data size N, score, strategy, pruned fraction) with the
+mean, sample std and number n of its healthy retraining seeds (collapsed and diverged runs are
+left out and counted, `training.health`). At each (N, score, fraction) the better of hardest and
+easiest is the one with the higher mean; its margin over the random subset's mean is also given
+in units of the seeds' spread, the root mean square of the two stds.
+
+The crossover of a score at a size is where the better strategy turns from hardest to easiest as
+the pruned fraction grows. Sorscher et al. (NeurIPS 2022, "Beyond neural scaling laws") predict
+from a teacher-student perceptron that keeping the hardest examples pays when data is abundant
+and keeping the easiest when it is scarce, so the crossover moves to larger pruned fractions as N
+grows (and at a fixed fraction the better strategy turns from easiest to hardest).
+
+Usage:
+
+    from datadiet_jax.report import crossover
+    points = crossover.points(rows)                     # rows: one per (run, seed), the CSV's
+    phase = crossover.phase(points, "el2n@1")            # one dict per (N, fraction)
+    found = crossover.crossovers(phase)                  # one dict per N: where it lies
+    crossover.write_summary("out/crossover_summary.md", "Crossover (cpu)", points, ["el2n@1"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from datadiet_jax.report import crossover_plots, summary
+from datadiet_jax.training import files, health
+
+STRATEGIES = ("hardest", "easiest", "random")
+plot_phase = crossover_plots.plot_phase
+plot_curves = crossover_plots.plot_curves
+
+
+def points(rows: Sequence[Mapping]) -> list[dict]:
+    """Mean, std and n of the healthy seeds of every point.
+
+    Args:
+      rows: one dict per (run, seed) with 'num_examples', 'score' ('random' and 'full' for the
+        baselines), 'strategy', 'prune_fraction', 'num_kept', 'test_accuracy' and 'status'
+        (CSV strings or numbers).
+
+    Returns:
+      One dict per point, in first-seen order: 'num_examples' int, 'score', 'strategy',
+      'prune_fraction' float, 'num_kept' int, 'n' (healthy seeds), 'left_out', 'mean' and
+      'std' (None without healthy seeds; std None with fewer than 2).
+    """
+    groups: dict[tuple, list[Mapping]] = {}
+    for r in rows:
+        key = (int(r["num_examples"]), str(r["score"]), str(r["strategy"]))
+        key += (round(float(r["prune_fraction"]), 6), int(r["num_kept"]))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (n_examples, score, strategy, fraction, kept), members in groups.items():
+        ok, left_out = health.healthy(members)
+        acc = np.array([float(r["test_accuracy"]) for r in ok], np.float64)
+        out.append(
+            dict(
+                num_examples=n_examples,
+                score=score,
+                strategy=strategy,
+                prune_fraction=fraction,
+                num_kept=kept,
+                n=len(acc),
+                left_out=left_out,
+                mean=float(acc.mean()) if len(acc) else None,
+                std=float(acc.std(ddof=1)) if len(acc) > 1 else None,
+            )
+        )
+    return out
+
+
+def _lookup(pts: Sequence[Mapping]) -> dict[tuple, Mapping]:
+    return {(p["num_examples"], p["score"], p["prune_fraction"]): p for p in pts}
+
+
+def phase(pts: Sequence[Mapping], score: str) -> list[dict]:
+    """The phase diagram of `score`: one dict per (N, fraction) where it was ranked.
+
+    Returns:
+      Dicts sorted by N then fraction: 'num_examples', 'prune_fraction', 'hardest', 'easiest',
+      'random' (the points), 'better' ('hardest', 'easiest' or 'tie'), 'margin' (the better
+      mean minus random's), 'spread' (root mean square of the better's and random's stds) and
+      'margin_in_spread' (margin / spread; None where either has fewer than 2 seeds or the
+      spread is 0).
+    """
+    by_strategy = {s: _lookup([p for p in pts if p["strategy"] == s]) for s in STRATEGIES[:2]}
+    randoms = {(p["num_examples"], p["prune_fraction"]): p for p in pts if p["score"] == "random"}
+    out = []
+    for (n_examples, name, fraction), hard in sorted(by_strategy["hardest"].items()):
+        easy = by_strategy["easiest"].get((n_examples, name, fraction))
+        rand = randoms.get((n_examples, fraction))
+        if name != score or easy is None or rand is None or None in (hard["mean"], easy["mean"]):
+            continue
+        better = _better(hard["mean"], easy["mean"])
+        best = easy if better == "easiest" else hard
+        row = dict(num_examples=n_examples, prune_fraction=fraction, hardest=hard, easiest=easy)
+        row |= dict(random=rand, better=better, margin=None, spread=None, margin_in_spread=None)
+        if rand["mean"] is not None:
+            row["margin"] = best["mean"] - rand["mean"]
+        if best["std"] is not None and rand["std"] is not None:
+            row["spread"] = float(np.sqrt((best["std"] ** 2 + rand["std"] ** 2) / 2))
+            if row["spread"] > 0 and row["margin"] is not None:
+                row["margin_in_spread"] = row["margin"] / row["spread"]
+        out.append(row)
+    return out
+
+
+def _better(hard: float, easy: float) -> str:
+    return "hardest" if hard > easy else "easiest" if easy > hard else "tie"
+
+
+def crossovers(phase_rows: Sequence[Mapping]) -> list[dict]:
+    """Where the better strategy turns from hardest to easiest, per data size.
+
+    Returns:
+      One dict per N (ascending): 'num_examples', 'hardest_at' and 'easiest_at' (the fractions
+      where each is better), 'low' and 'high' (the crossover lies between these pruned
+      fractions: 0.0 when easiest is better at every fraction, 1.0 when hardest is) and 'text'
+      ('between 0.5 and 0.7', 'above 0.9', 'below 0.3', or 'none: mixed' when easiest is better
+      below a fraction where hardest is, or at a tie).
+    """
+    out = []
+    for n_examples in sorted({r["num_examples"] for r in phase_rows}):
+        mine = sorted(
+            (r for r in phase_rows if r["num_examples"] == n_examples),
+            key=lambda r: r["prune_fraction"],
+        )
+        fractions = [r["prune_fraction"] for r in mine]
+        winners = [r["better"] for r in mine]
+        hard = [f for f, w in zip(fractions, winners, strict=True) if w == "hardest"]
+        easy = [f for f, w in zip(fractions, winners, strict=True) if w == "easiest"]
+        monotone = winners == ["hardest"] * len(hard) + ["easiest"] * len(easy)
+        low, high = (max(hard) if hard else 0.0), (min(easy) if easy else 1.0)
+        if not monotone:
+            low, high, text = None, None, "none: mixed"
+        elif not easy:
+            text = f"above {low:g}"
+        elif not hard:
+            text = f"below {high:g}"
+        else:
+            text = f"between {low:g} and {high:g}"
+        out.append(
+            dict(num_examples=n_examples, hardest_at=hard, easiest_at=easy, low=low, high=high)
+            | dict(text=text)
+        )
+    return out
+
+
+def agrees_with_theory(found: Sequence[Mapping]) -> tuple[bool, str]:
+    """Whether the crossover never moves to smaller fractions as N grows (Sorscher et al.).
+
+    Returns:
+      (agrees, one sentence): sizes with a mixed ordering count against it; so does a
+      crossover interval that lies wholly below the one of a smaller size.
+    """
+    mixed = [f["num_examples"] for f in found if f["low"] is None]
+    if mixed:
+        return False, f"no single crossover at N = {', '.join(f'{n:,}' for n in mixed)}"
+    for a, b in zip(found, found[1:], strict=False):
+        if b["high"] <= a["low"]:
+            return False, (
+                f"the crossover moves to smaller fractions from N = {a['num_examples']:,} "
+                f"({a['text']}) to N = {b['num_examples']:,} ({b['text']})"
+            )
+    return True, "the crossover never moves to smaller pruned fractions as N grows"
+
+
+def _cell(p: Mapping | None) -> str:
+    if p is None or p["mean"] is None:
+        return "-"
+    std = "" if p["std"] is None else f" ± {p['std']:.4f}"
+    return f"{p['mean']:.4f}{std} (n={p['n']})"
+
+
+def _number(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def phase_table(phase_rows: Sequence[Mapping]) -> list[dict]:
+    """`phase` as table rows: every strategy's mean ± std (n), the better one and its margin."""
+    return [
+        {
+            "N": r["num_examples"],
+            "pruned": f"{r['prune_fraction']:g}",
+            "kept": r["hardest"]["num_kept"],
+            **{s: _cell(r[s]) for s in STRATEGIES},
+            "better": r["better"],
+            "margin over random": _number(r["margin"], "+.4f"),
+            "in seed spreads": _number(r["margin_in_spread"], "+.1f"),
+        }
+        for r in phase_rows
+    ]
+
+
+def crossover_table(found: Sequence[Mapping]) -> list[dict]:
+    """`crossovers` as table rows (the test of the study reads these columns back)."""
+    return [
+        {
+            "N": f["num_examples"],
+            "hardest better at": " ".join(f"{x:g}" for x in f["hardest_at"]) or "-",
+            "easiest better at": " ".join(f"{x:g}" for x in f["easiest_at"]) or "-",
+            "crossover": f["text"],
+        }
+        for f in found
+    ]
+
+
+def write_summary(path: str, title: str, pts: Sequence[Mapping], scores: Sequence[str]) -> str:
+    """Writes the study's summary: per score, where the crossover lies at each size against the
+    prediction, then the phase diagram's table; last, the full data at each size."""
+    parts = [f"# {title}", ""]
+    for score in scores:
+        rows = phase(pts, score)
+        if not rows:
+            continue
+        found = crossovers(rows)
+        agrees, why = agrees_with_theory(found)
+        verdict = "agrees with" if agrees else "departs from"
+        parts += [f"## {score}", "", f"Crossover by data size ({verdict} the prediction: {why}):"]
+        parts += ["", summary.markdown_table(crossover_table(found)), ""]
+        parts += [summary.markdown_table(phase_table(rows)), ""]
+    full = [p for p in pts if p["strategy"] == "full"]
+    if full:
+        table = [{"N": p["num_examples"], "full data": _cell(p)} for p in full]
+        parts += ["## Full data", "", summary.markdown_table(table), ""]
+    files.atomic_write_bytes(path, "\n".join(parts).encode())
+    return path

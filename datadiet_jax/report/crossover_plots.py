@@ -1,0 +1,105 @@
+"""The crossover study's figures: the phase diagram and the accuracy-against-kept curves.
+
+Both read the points of `report.crossover.points` (nothing trains).
+
+Usage:
+
+    from datadiet_jax.report import crossover
+    pts = crossover.points(rows)
+    crossover.plot_phase(pts, ["el2n@1", "grand@1"], "out/crossover_phase")    # .png, .pdf
+    crossover.plot_curves(pts, ["el2n@1", "grand@1"], "out/crossover_curves")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from datadiet_jax.report import plots
+
+COLORS = {"hardest": "tab:red", "easiest": "tab:blue", "random": "tab:gray", "tie": "white"}
+# Margins over random of this many seed spreads or more get the full colour.
+FULL_COLOUR_SPREADS = 4.0
+
+
+def plot_phase(pts: Sequence[Mapping], scores: Sequence[str], out_stem) -> list[str]:
+    """The phase diagram: a panel per score, data size (rows) against fraction pruned (columns).
+
+    Each cell is coloured by the better of hardest (red) and easiest (blue), paler the smaller
+    its margin over random in seed spreads, and says that margin ('+2.1s'; 'n/a' without a
+    spread). Writes `out_stem`.png and .pdf and returns their paths.
+    """
+    from datadiet_jax.report import crossover
+
+    panels = [(s, crossover.phase(pts, s)) for s in scores]
+    panels = [(s, rows) for s, rows in panels if rows]
+    fig = Figure(figsize=(4.2 * max(1, len(panels)), 3.6))
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    for ax, (score, rows) in zip(axes, panels, strict=False):
+        sizes = sorted({r["num_examples"] for r in rows})
+        fractions = sorted({r["prune_fraction"] for r in rows})
+        for r in rows:
+            x, y = fractions.index(r["prune_fraction"]), sizes.index(r["num_examples"])
+            m = r["margin_in_spread"]
+            strength = 1.0 if m is None else min(1.0, max(0.15, abs(m) / FULL_COLOUR_SPREADS))
+            ax.add_patch(_square(x, y, COLORS[r["better"]], strength))
+            label = "n/a" if m is None else f"{m:+.1f}s"
+            ax.text(x, y, f"{r['better'][0].upper()}\n{label}", ha="center", va="center", size=8)
+        ax.set_xlim(-0.5, len(fractions) - 0.5)
+        ax.set_ylim(-0.5, len(sizes) - 0.5)
+        ax.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
+        ax.set_yticks(range(len(sizes)), [f"{n:,}" for n in sizes])
+        ax.set_xlabel("fraction pruned")
+        ax.set_ylabel("training examples N")
+        ax.set_title(f"{score}: better of hardest (H) / easiest (E)", size=9)
+    fig.suptitle("margin over random in seed spreads (s)", size=9)
+    return plots.save_figure(fig, out_stem)
+
+
+def _square(x: float, y: float, color: str, alpha: float):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.5, y - 0.5), 1.0, 1.0, facecolor=color, alpha=alpha, edgecolor="k")
+
+
+def plot_curves(pts: Sequence[Mapping], scores: Sequence[str], out_stem) -> list[str]:
+    """Test accuracy against examples kept: a row of panels per score, a panel per data size,
+    hardest, easiest and random as means with the seeds' std as error bars, and the full data
+    as a dashed line. Writes `out_stem`.png and .pdf and returns their paths."""
+    sizes = sorted({p["num_examples"] for p in pts})
+    rows = [s for s in scores if any(p["score"] == s for p in pts)]
+    fig = Figure(figsize=(3.0 * len(sizes), 2.6 * max(1, len(rows))))
+    axes = fig.subplots(max(1, len(rows)), len(sizes), squeeze=False)
+    for i, score in enumerate(rows):
+        for j, n_examples in enumerate(sizes):
+            ax = axes[i][j]
+            here = [p for p in pts if p["num_examples"] == n_examples and p["mean"] is not None]
+            for strategy in ("hardest", "easiest", "random"):
+                line = [
+                    p
+                    for p in here
+                    if p["strategy"] == strategy and p["score"] in (score, "random")
+                ]
+                _errorbar(ax, line, strategy)
+            for p in (p for p in here if p["strategy"] == "full"):
+                ax.axhline(p["mean"], color="k", linestyle="--", linewidth=1, label="full")
+            ax.set_xscale("log")
+            ax.set_title(f"{score}, N = {n_examples:,}", size=9)
+            ax.set_xlabel("examples kept")
+            if j == 0:
+                ax.set_ylabel("test accuracy")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return plots.save_figure(fig, out_stem)
+
+
+def _errorbar(ax, line: Sequence[Mapping], strategy: str) -> None:
+    line = sorted(line, key=lambda p: p["num_kept"])
+    if not line:
+        return
+    kept = np.array([p["num_kept"] for p in line], np.float64)
+    mean = np.array([p["mean"] for p in line], np.float64)
+    std = np.array([p["std"] or 0.0 for p in line], np.float64)
+    ax.errorbar(kept, mean, yerr=std, color=COLORS[strategy], marker="o", ms=3, label=strategy)

@@ -1,0 +1,146 @@
+"""The crossover study at smoke scale, and its committed CPU-scale results: every point has its
+seeds, each kept set is the hardest or easiest of its score file, every run trains the full
+data's steps, and the crossover each summary states is the one its CSV shows (recomputed here
+from the CSV's rows alone)."""
+
+import os
+import re
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from configs.studies.crossover import CROSSOVER_SCALES
+from datadiet_jax.pipeline import artifacts, plan
+from experiments import crossover, sweeps
+from tests.conftest import figure_dirs, read_rows
+
+SETTINGS = CROSSOVER_SCALES["smoke"]
+DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "figures")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    runs, out = figure_dirs(tmp_path_factory, "crossover")
+    outputs = crossover.reproduce("smoke", runs, out)
+    return dict(runs=runs, out=out, outputs=outputs, scale=crossover.crossover_scale("smoke"))
+
+
+def test_every_point_has_its_seeds(smoke):
+    rows = read_rows(os.path.join(smoke["out"], "crossover.csv"))
+    count = defaultdict(int)
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert 0.0 < float(r["test_accuracy"]) <= 1.0
+        count[(int(r["num_examples"]), r["score"], r["strategy"], float(r["prune_fraction"]))] += 1
+    want = {}
+    for size in SETTINGS.sizes:
+        n = size.num_examples
+        want[(n, "full", "full", 0.0)] = SETTINGS.num_retrain_seeds
+        for f in SETTINGS.prune_fractions:
+            want[(n, "random", "random", f)] = SETTINGS.num_retrain_seeds
+            for score in SETTINGS.size_scores(size):
+                for strategy in ("hardest", "easiest"):
+                    want[(n, score, strategy, f)] = SETTINGS.num_retrain_seeds
+    assert dict(count) == want
+    assert all(os.path.exists(p) for p in smoke["outputs"]["figure"])
+
+
+def test_every_run_trains_the_full_data_steps(smoke):
+    rows = read_rows(os.path.join(smoke["out"], "crossover.csv"))
+    batch = smoke["scale"].base_config().train.batch_size
+    for r in rows:
+        n, epochs = int(r["num_examples"]), int(r["num_epochs"])
+        assert int(r["steps"]) == epochs * -(-n // batch), r  # ceil(N / batch) batches an epoch
+
+
+def test_kept_sets_are_the_hardest_or_easiest_of_the_score_file(smoke):
+    scale, checked = smoke["scale"], 0
+    for size in SETTINGS.sizes:
+        folder = os.path.join(smoke["runs"], "smoke", f"{crossover.size_tag(size)}_scores", "scores")
+        for score in SETTINGS.size_scores(size):
+            kind, _, epoch = score.partition("@")
+            names = [f for f in os.listdir(folder) if f.startswith(f"{kind}_epoch")]
+            if epoch:
+                names = [f"{kind}_epoch{int(epoch):03d}.npz"]
+            mean = artifacts.load_scores(os.path.join(folder, names[0]))["per_seed"].mean(0)
+            assert mean.shape == (size.num_examples,)
+            for strategy in ("hardest", "easiest"):
+                item = {"name": f"{crossover.size_tag(size)}_{strategy}_noise00"}
+                for f in SETTINGS.prune_fractions:
+                    run = plan.run_name(score, strategy, f)
+                    path = os.path.join(sweeps.workdir(smoke["runs"], scale, item), "retrain", run)
+                    with np.load(os.path.join(path, "kept.npz")) as k:
+                        kept = k["index"]
+                    assert len(kept) == round(size.num_examples * (1 - f))
+                    left = np.setdiff1d(np.arange(size.num_examples), kept)
+                    if strategy == "hardest":
+                        assert mean[kept].min() >= mean[left].max()
+                    else:
+                        assert mean[kept].max() <= mean[left].min()
+                    checked += 1
+    assert checked == 2 * len(SETTINGS.prune_fractions) * sum(
+        len(SETTINGS.size_scores(s)) for s in SETTINGS.sizes
+    )
+
+
+def _stated(summary: str) -> dict:
+    """{(score, N): (hardest_at, easiest_at, crossover)} from a summary's crossover tables."""
+    out, score = {}, None
+    for line in summary.splitlines():
+        if line.startswith("## "):
+            score = line[3:].strip()
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"\d+", cells[0]):
+            out[(score, int(cells[0]))] = tuple(cells[1:])
+    return out
+
+
+def _from_csv(rows) -> dict:
+    """The same crossover tables, recomputed from the CSV rows with plain arithmetic."""
+    acc = defaultdict(list)
+    for r in rows:
+        if r["status"] == "ok" and r["strategy"] in ("hardest", "easiest"):
+            key = (r["score"], int(r["num_examples"]), float(r["prune_fraction"]), r["strategy"])
+            acc[key].append(float(r["test_accuracy"]))
+    winners = defaultdict(list)
+    for (score, n, f, strategy), values in sorted(acc.items()):
+        if strategy == "hardest":
+            easy = acc[(score, n, f, "easiest")]
+            hard_mean, easy_mean = sum(values) / len(values), sum(easy) / len(easy)
+            winners[(score, n)].append((f, "hardest" if hard_mean > easy_mean else "easiest"))
+    out = {}
+    for key, won in winners.items():
+        hard = [f for f, w in won if w == "hardest"]
+        easy = [f for f, w in won if w == "easiest"]
+        if [w for _, w in won] != ["hardest"] * len(hard) + ["easiest"] * len(easy):
+            text = "none: mixed"
+        elif not easy:
+            text = f"above {max(hard):g}"
+        elif not hard:
+            text = f"below {min(easy):g}"
+        else:
+            text = f"between {max(hard):g} and {min(easy):g}"
+        fmt = lambda fs: " ".join(f"{x:g}" for x in fs) or "-"  # noqa: E731
+        out[key] = (fmt(hard), fmt(easy), text)
+    return out
+
+
+def _check_summary(csv_path, summary_path):
+    rows = read_rows(csv_path)
+    with open(summary_path) as f:
+        stated = _stated(f.read())
+    assert stated and stated == _from_csv(rows)
+
+
+def test_smoke_summary_states_the_crossover_of_its_csv(smoke):
+    _check_summary(
+        os.path.join(smoke["out"], "crossover.csv"),
+        os.path.join(smoke["out"], "crossover_summary.md"),
+    )
+
+
+def test_committed_summary_states_the_crossover_of_its_csv():
+    _check_summary(
+        os.path.join(DOCS, "crossover.csv"), os.path.join(DOCS, "crossover_summary.md")
+    )

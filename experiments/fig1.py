@@ -20,8 +20,8 @@ Scales (see `configs/studies/scales.py`):
   smoke: the same stages on 256 examples, about a minute.
 
 Outputs: OUT/fig1_pruning.{png,pdf}, OUT/fig1_epochs.{png,pdf}, OUT/fig1.csv (one row per
-retraining seed and panel; a run used by both panels appears in both), OUT/fig1_summary.md and
-OUT/reports/fig1_*.
+retraining seed and panel; a run used by both panels appears in both), OUT/fig1_summary.md (the
+protocol, `report.protocol`, then both panels) and OUT/reports/fig1_*.
 """
 
 from __future__ import annotations
@@ -131,7 +131,9 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
     epochs = [r for r in rows if r["panel"] == "epochs"]
     figure = plots.plot_pruning_curves(pruning, os.path.join(out_dir, "fig1_pruning"))
     figure += plots.plot_score_epoch_curves(epochs, os.path.join(out_dir, "fig1_epochs"))
+    score = sweeps.score_item(0.0)
     sections = [
+        sweeps.protocol_section(scale, sweeps.baseline_item(scale, 0.0), runs_dir, [score]),
         ("Pruning panel", summary.summary_table(pruning, ("method", "prune_fraction", "num_kept"))),
         (
             f"Epoch panel ({scale.fig1_epoch_prune_fraction:.0%} pruned)",
@@ -143,7 +145,7 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         f"Figure 1 ({scale.name}): test accuracy",
         sections,
     )
-    score_dir = sweeps.workdir(runs_dir, scale, sweeps.score_item(0.0))
+    score_dir = sweeps.workdir(runs_dir, scale, score)
     train_dirs = sweeps.train_dirs(scale, items, runs_dir)
     written = run_reports.write_reports(
         "fig1", {sweeps.noise_tag(0.0): score_dir}, train_dirs, scale.fig1_methods, out_dir

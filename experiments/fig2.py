@@ -16,8 +16,9 @@ Scales (see `configs/studies/scales.py`):
     minutes, then 16 retrainings of about 65 s each, each tested on the 10,000 test images).
   smoke: the same stages on 256 examples, about a minute.
 
-Outputs: OUT/fig2.{png,pdf}, OUT/fig2.csv (one row per retraining seed), OUT/fig2_summary.md and
-OUT/reports/fig2_*. Runs live in RUNS/<scale>/ and are resumed or skipped when run again.
+Outputs: OUT/fig2.{png,pdf}, OUT/fig2.csv (one row per retraining seed), OUT/fig2_summary.md (the
+protocol, `report.protocol`, then one table per noise level) and OUT/reports/fig2_*. Runs live
+in RUNS/<scale>/ and are resumed or skipped when run again.
 """
 
 from __future__ import annotations
@@ -97,7 +98,15 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         os.path.join(out_dir, "fig2_summary.md"),
         f"Figure 2 ({scale.name}): test accuracy of offset windows, "
         f"{scale.fig2_keep_fraction:.0%} kept, ordered by {scale.fig2_score}",
-        summary_sections(rows),
+        [
+            sweeps.protocol_section(
+                scale,
+                sweeps.baseline_item(scale, 0.0),
+                runs_dir,
+                [it for it in items if it["kind"] == "score"],
+            ),
+            *summary_sections(rows),
+        ],
     )
     score_dirs = {
         sweeps.noise_tag(it["noise"]): sweeps.workdir(runs_dir, scale, it)

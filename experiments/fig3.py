@@ -19,7 +19,7 @@ Scales (`configs/studies/fig3.py`, on top of `configs/studies/scales.py`):
   smoke: the same stages on 256 examples, 2 seeds, t in (0, 1), 4 windows of 32 (10-30 s).
 
 Outputs: OUT/fig3.{png,pdf}, OUT/fig3.csv (one row per noise level, epoch, seed and window),
-OUT/fig3_summary.md.
+OUT/fig3_summary.md (the protocol, `report.protocol`, first).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from datadiet_jax import models
 from datadiet_jax.dynamics import kernel_velocity
 from datadiet_jax.pipeline import config_check, data
 from datadiet_jax.pipeline.config_base import config_to_dict
-from datadiet_jax.report import dynamics_plots, numbers, summary
+from datadiet_jax.report import dynamics_plots, numbers, protocol, summary
 from datadiet_jax.training import input_pipeline
 from experiments import cli, sweeps
 
@@ -152,6 +152,20 @@ def summary_sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     return [(trend_title, trend), *sections]
 
 
+def protocol_section(scale: Scale, runs_dir: str) -> tuple[str, list[dict]]:
+    """The summary's protocol section (`report.protocol`): one K-seed training per noise level,
+    no retraining and no score run."""
+    settings = FIG3[scale.name]
+    config = velocity_config(scale, settings.noise_fractions[0], runs_dir)
+    _, needed = kernel_velocity.measured_epochs(settings.epochs)
+    training = (
+        f"one training of K={config.score.num_seeds} seeds per noise level, up to epoch "
+        f"{needed[-1]} of a {config.train.num_epochs}-epoch schedule"
+    )
+    fields = protocol.fields(config, sweeps.num_train_examples(config), retraining=False)
+    return protocol.section(fields, training=training)
+
+
 def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
     """Runs (or resumes) every noise level; writes the figure, CSV and summary.
 
@@ -171,7 +185,7 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         dynamics_plots.plot_kernel_velocity,
         f"Figure 3 ({scale.name}): kernel velocity of windows of {settings.window_size} "
         "examples ranked by EL2N (NTK trace over logits, cosine distance from t to t + 1)",
-        summary_sections(rows),
+        [protocol_section(scale, runs_dir), *summary_sections(rows)],
     )
 
 

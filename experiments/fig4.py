@@ -21,7 +21,8 @@ Scales (`configs/studies/fig4.py`, on top of `configs/studies/scales.py`):
   smoke: the same stages on 256 examples, about a minute.
 
 Outputs: OUT/fig4.{png,pdf}, OUT/fig4.csv (one row per spawning time, BatchNorm mode, subset and
-alpha), OUT/fig4_summary.md. The run lives in RUNS/<scale>/fig4_noise00/ and resumes.
+alpha), OUT/fig4_summary.md (the protocol, `report.protocol`, first). The run lives in
+RUNS/<scale>/fig4_noise00/ and resumes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from datadiet_jax import models
 from datadiet_jax.dynamics import barriers, connectivity
 from datadiet_jax.pipeline import artifacts, config_check, data, score_stage
 from datadiet_jax.pipeline.config_base import config_to_dict
-from datadiet_jax.report import dynamics_plots, summary
+from datadiet_jax.report import dynamics_plots, protocol, summary
 from datadiet_jax.training import input_pipeline
 from experiments import cli, sweeps
 
@@ -157,6 +158,21 @@ def summary_sections(scale: Scale, rows: list[dict]) -> list[tuple[str, list[dic
     ]
 
 
+def protocol_section(scale: Scale, runs_dir: str) -> tuple[str, list[dict]]:
+    """The summary's protocol section (`report.protocol`): the parent and children's training
+    and the cost of the clean score run whose EL2N ranks the subsets."""
+    config = spawning_config(scale, runs_dir)
+    training = (
+        f"a parent (one seed) and {connectivity.NUM_CHILDREN} children per spawning time, each "
+        f"trained to the end of the {config.train.num_epochs}-epoch schedule"
+    )
+    fields = protocol.fields(config, sweeps.num_train_examples(config), retraining=False)
+    score = sweeps.score_item(0.0)
+    return protocol.section(
+        fields, {score["name"]: sweeps.workdir(runs_dir, scale, score)}, training
+    )
+
+
 def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
     """Runs (or resumes) the score run, the parent and the children; writes the figure, CSV and
     summary.
@@ -176,7 +192,7 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         dynamics_plots.plot_barriers,
         f"Figure 4 ({scale.name}): error barriers between children spawned at t*, on the "
         f"{settings.subset_size} highest-, lowest- and random-{settings.score} examples",
-        summary_sections(scale, rows),
+        [protocol_section(scale, runs_dir), *summary_sections(scale, rows)],
     )
 
 

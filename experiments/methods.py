@@ -12,12 +12,15 @@ Scales:
   paper: CIFAR-10, ResNet18, 10 score seeds, scores at epoch 20, fractions 0.3, 0.5, 0.7, 4 runs
     per point (GPU).
   cpu: Fashion-MNIST (first 5,000 training images), small CNN, 4 score seeds, scores at epoch 1
-    of 6, fractions 0.3, 0.5, 0.7, 2 runs per point.
+    of 6, fractions 0.3, 0.5, 0.7, 3 runs per point.
   smoke: 256 examples, fraction 0.5, one run per point, for tests.
 
 Outputs: OUT/methods.{png,pdf} (a panel per family of methods), OUT/methods.csv (one row per
-retraining run and seed), OUT/methods_costs.csv and OUT/methods_summary.md (accuracy per method
-and fraction against random, and each method's scoring cost as a fraction of one full training).
+retraining run and seed), OUT/methods_costs.csv and OUT/methods_summary.md: the protocol
+(`report.protocol`: fixed steps, epochs and steps of a full training, batch size, seeds, the score
+run's cost), accuracy per method and fraction against random (mean ± std (n) of the healthy
+retraining seeds beside the 16th-84th percentile band and the verdict), and each method's scoring
+cost as a fraction of one full training.
 """
 
 from __future__ import annotations
@@ -204,6 +207,7 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         f"Pruning methods ({scale.name}): test accuracy against random, and scoring cost",
         report.against_random(table),
         costs,
+        sweeps.protocol_section(scale, items[-1], runs_dir, items[:1]),
     )
     return {"figure": figure, "csv": [csv_path, costs_path], "summary": [summary_path]}
 

@@ -20,7 +20,8 @@ Scales (`configs/studies/seedcount.py`; the pruned fraction is Figure 2's):
   smoke: the same stages on 256 examples, K = 2, under a minute.
 
 Outputs: OUT/seedcount.{png,pdf}, OUT/seedcount.csv (one row per retraining seed),
-OUT/seedcount_spearman.csv (one row per score file and comparison) and OUT/seedcount_summary.md.
+OUT/seedcount_spearman.csv (one row per score file and comparison) and OUT/seedcount_summary.md
+(the protocol, `report.protocol`, first).
 """
 
 from __future__ import annotations
@@ -140,7 +141,10 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         os.path.join(out_dir, "seedcount_summary.md"),
         f"Seed count ({scale.name}): pruning with {SEEDCOUNT[scale.name].score} averaged over "
         f"the first k seeds, {sweeps.fig2_prune_fraction(scale):.0%} pruned",
-        summary_sections(rows, spearman),
+        [
+            sweeps.protocol_section(scale, items[1], runs_dir, [items[0]]),
+            *summary_sections(rows, spearman),
+        ],
     )
     return {"figure": figure, "csv": [csv_path, spearman_path], "summary": [summary_path]}
 

@@ -22,8 +22,8 @@ Scales (`configs/studies/speedup.py`):
 
 Outputs: OUT/speedup.{png,pdf} (test accuracy against seconds and against examples seen, the
 seeds' mean with their min-max range), OUT/speedup.csv (one row per arm, seed and epoch) and
-OUT/speedup_summary.md (steps and wall time saved against the full data, final accuracy, the
-cost at the full data's accuracy).
+OUT/speedup_summary.md (the protocol, `report.protocol`; then steps and wall time saved against
+the full data, final accuracy, the cost at the full data's accuracy).
 """
 
 from __future__ import annotations
@@ -197,6 +197,7 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         os.path.join(out_dir, "speedup_summary.md"),
         f"Pruning during training ({scale.name}): time and examples to accuracy",
         speedup_summary.summary_rows(rows),
+        sweeps.protocol_section(scale, items[1], runs_dir, items[:1]),
     )
     return {"figure": figure, "csv": [csv_path], "summary": [summary_path]}
 

@@ -32,6 +32,7 @@ from absl import logging
 from configs.studies.scales import Scale, get_scale
 from datadiet_jax.pipeline import artifacts, config_check, data, plan, retrain, run, score_stage
 from datadiet_jax.pipeline import workdir as workdir_lib
+from datadiet_jax.report import protocol
 from datadiet_jax.training import files
 
 
@@ -265,6 +266,17 @@ def run_and_collect(scale_name, runs_dir: str, out_dir: str, fig: str, sweep_fn,
     csv_path = os.path.join(out_dir, f"{fig}.csv")
     files.write_csv(csv_path, rows)
     return scale, items, rows, csv_path
+
+
+def protocol_section(
+    scale: Scale, it: Mapping, runs_dir: str, score_items: Sequence[Mapping] = ()
+) -> tuple[str, list[dict]]:
+    """The protocol section of a sweep's summary (`report.protocol`): the retraining of
+    training item `it` and the scoring cost of each of `score_items`, labelled by its name."""
+    config = make_config(scale, it, runs_dir)
+    fields = protocol.fields(config, num_train_examples(config))
+    score_dirs = {s["name"]: workdir(runs_dir, scale, s) for s in score_items}
+    return protocol.section(fields, score_dirs)
 
 
 def columns_first(rows, columns) -> list[dict]:

@@ -21,7 +21,8 @@ Scales (`configs/studies/transfer.py`):
   smoke: the same stages on 256 examples (width 4 prunes for width 8), about a minute.
 
 Outputs: OUT/transfer.{png,pdf}, OUT/transfer.csv (one row per retraining seed) and
-OUT/transfer_summary.md.
+OUT/transfer_summary.md (the protocol of the target's retraining and both score runs' costs,
+`report.protocol`, first).
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         f"Score transfer ({scale.name}): {s.score} of {model_label(scale, s.source)} prunes "
         f"the data for {model_label(scale, s.target)}",
         [
+            sweeps.protocol_section(scale, items[-1], runs_dir, items[:2]),
             (
                 "Test accuracy",
                 summary.summary_table(rows, ("method", "prune_fraction", "num_kept")),

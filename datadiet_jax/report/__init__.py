@@ -10,6 +10,8 @@
   speedup_summary the speedup study's table: savings, accuracy lost, time to full accuracy
   run_reports     the reports of a figure's saved runs (histograms, Spearman, grids, counts)
   summary         tables of the plotted numbers over healthy runs, Markdown summaries
+  protocol        the protocol section opening every study summary (budget, steps, batch size,
+                  seeds, scoring cost)
   run_summary     the summary of one finished or partial run
   score_export    the per-example scores of a run as one CSV
 

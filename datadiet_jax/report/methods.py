@@ -9,6 +9,7 @@ Usage:
     from datadiet_jax.report import methods, summary
     table = summary.summary_table(rows, ("method", "prune_fraction"))   # rows: one per seed
     compared = methods.against_random(table)       # adds 'vs_random' and 'verdict'
+    shown = methods.display_rows(compared)         # 'mean ± std (n)' beside the verdicts
     methods.plot_methods(rows, {"el2n@1": "scores", "herding": "geometry"}, "out/methods")
 """
 
@@ -166,13 +167,46 @@ def plot_methods(rows: Sequence[Mapping], families: Mapping[str, str], out_stem)
     return plots.save_figure(fig, out_stem)
 
 
-def write_summary(path: str, title: str, accuracy: list[dict], costs: list[dict]) -> str:
-    """The Markdown summary: accuracy per method and fraction against random, then costs."""
+# The column of the summary's accuracy table that quotes each mean with its spread.
+MEAN_STD_N = "mean ± std (n)"
+
+
+def display_rows(compared: Sequence[Mapping]) -> list[dict]:
+    """`against_random` rows as the summary shows them: the mean as 'mean ± std (n)'
+    (`summary.mean_std_n`) in place of the 'mean', 'std' and 'runs' columns; the band (p16,
+    p84), 'vs_random' and the verdict beside it."""
+    out = []
+    for r in compared:
+        row = {}
+        for k, v in r.items():
+            if k == "mean":
+                row[MEAN_STD_N] = summary.mean_std_n(r)
+            elif k not in ("std", "runs"):
+                row[k] = v
+        out.append(row)
+    return out
+
+
+def write_summary(
+    path: str,
+    title: str,
+    accuracy: list[dict],
+    costs: list[dict],
+    protocol: tuple[str, list[dict]] | None = None,
+) -> str:
+    """The Markdown summary: the protocol (`report.protocol.section`, when given), accuracy
+    per method and fraction against random (`against_random` rows), then costs."""
+    heading = (
+        "Test accuracy: mean ± sample std (n healthy retraining seeds), the 16th-84th "
+        "percentile band the verdict compares with random's"
+    )
+    sections = [protocol] if protocol else []
     return summary.write_summary(
         path,
         title,
-        [
-            ("Test accuracy (mean, 16th-84th percentile of the retraining seeds)", accuracy),
+        sections
+        + [
+            (heading, display_rows(accuracy)),
             ("Scoring cost, as a fraction of one full training of one seed", costs),
         ],
     )

@@ -185,8 +185,14 @@ def markdown_rows(table: Sequence[Mapping]) -> list[dict]:
     return [{k: r.get(k, "") for k in columns} for r in out]
 
 
-def write_summary(path: str, title: str, table: Sequence[Mapping]) -> str:
-    """Writes the Markdown summary of `summary_rows`' table; returns `path`."""
+def write_summary(
+    path: str,
+    title: str,
+    table: Sequence[Mapping],
+    protocol: tuple[str, list[dict]] | None = None,
+) -> str:
+    """Writes the Markdown summary of `summary_rows`' table, after the protocol section
+    (`report.protocol.section`, when given); returns `path`."""
     seeds = max((r.get("seeds", 0) for r in table), default=0)
     left_out = sum(r.get("left_out", 0) for r in table)
     note = (
@@ -197,6 +203,10 @@ def write_summary(path: str, title: str, table: Sequence[Mapping]) -> str:
         "shares of steps and wall time saved up to it against the full data's whole training. "
         "A static arm's steps, seconds and examples include its score run's."
     )
-    parts = [f"# {title}", "", note, "", summary.markdown_table(markdown_rows(table)), ""]
+    parts = [f"# {title}", ""]
+    if protocol:
+        heading, rows = protocol
+        parts += [f"## {heading}", "", summary.markdown_table(rows), "", "## Time to accuracy", ""]
+    parts += [note, "", summary.markdown_table(markdown_rows(table)), ""]
     files.atomic_write_bytes(path, "\n".join(parts).encode())
     return path

@@ -6,7 +6,8 @@ Collapsed and diverged runs are left out of every mean and counted in 'left_out'
 Usage:
 
     from datadiet_jax.report import plots, summary
-    table = summary.summary_table(rows, ("method", "prune_fraction"))   # mean, p16, p84, runs
+    table = summary.summary_table(rows, ("method", "prune_fraction"))   # mean, std, p16, p84, runs
+    summary.mean_std_n(table[0])                                          # '0.8848 ± 0.0005 (n=2)'
     summary.write_outputs("out", "fig1", rows, plots.plot_pruning_curves, "Figure 1",
                           [("Test accuracy", table)])   # out/fig1.csv, .png, .pdf, _summary.md
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from datadiet_jax.report import plots
 from datadiet_jax.training import files, health
@@ -28,9 +31,10 @@ def summary_table(rows: Sequence[Mapping], keys: Sequence[str]) -> list[dict]:
       keys: grouping columns, in output order.
 
     Returns:
-      One dict per group (in first-seen order) with `keys`, 'runs' (healthy runs averaged),
-      'left_out' (collapsed or diverged runs), 'mean', 'p16' and 'p84' (None when no run of the
-      group is healthy).
+      One dict per group (in first-seen order) with `keys`, 'runs' (healthy runs averaged, the
+      n of the mean), 'left_out' (collapsed or diverged runs), 'mean', 'std' (the sample standard
+      deviation of the healthy runs, ddof=1; None with fewer than two), 'p16' and 'p84' (None
+      when no run of the group is healthy).
     """
     groups: dict[tuple, list[Mapping]] = {}
     for row in rows:
@@ -38,14 +42,25 @@ def summary_table(rows: Sequence[Mapping], keys: Sequence[str]) -> list[dict]:
     out = []
     for group, members in groups.items():
         ok, left_out = health.healthy(members)
-        stats = dict(mean=None, p16=None, p84=None)
+        stats = dict(mean=None, std=None, p16=None, p84=None)
         if ok:
-            mean, p16, p84 = plots.summarize([float(r["test_accuracy"]) for r in ok])
-            stats = dict(mean=mean, p16=p16, p84=p84)
+            values = [float(r["test_accuracy"]) for r in ok]
+            mean, p16, p84 = plots.summarize(values)
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            stats = dict(mean=mean, std=std, p16=p16, p84=p84)
         out.append(
             dict(zip(keys, group, strict=True)) | dict(runs=len(ok), left_out=left_out) | stats
         )
     return out
+
+
+def mean_std_n(row: Mapping) -> str:
+    """A `summary_table` row's mean as a reader quotes it: '0.8848 ± 0.0005 (n=2)',
+    '0.8800 (n=1)' (no spread from one run), or '-' without a healthy run."""
+    if row["mean"] is None:
+        return "-"
+    spread = "" if row["std"] is None else f" ± {row['std']:.4f}"
+    return f"{row['mean']:.4f}{spread} (n={row['runs']})"
 
 
 def markdown_table(table: Sequence[Mapping]) -> str:

@@ -68,6 +68,12 @@ def test_rows_figure_and_summary(smoke):
         assert os.path.getsize(os.path.join(smoke["out"], name)) > 0
     summary = open(os.path.join(smoke["out"], "fig3_summary.md")).read()
     assert "Spearman(rank, velocity)" in summary and "10% random labels" in summary
+    # The protocol opens it: no retraining, the K-seed training, 256 examples in batches of 32.
+    assert summary.index("## Protocol") < summary.index("## Does velocity rise")
+    assert (
+        "| retraining budget | none |" in summary and "| training | one training of K=2" in summary
+    )
+    assert "epochs x 8 steps" in summary and "| batch size | 32 |" in summary
 
 
 def test_windows_follow_the_el2n_ranking_at_t(smoke):

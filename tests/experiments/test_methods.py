@@ -104,3 +104,20 @@ def test_every_method_has_its_cost(smoke):
     assert timings and float(rows["kcenter"]["compute_seconds"]) >= timings[-1]["seconds"]
     summary = open(smoke["outputs"]["summary"][0]).read()
     assert all(m.name in summary for m in METHODS)
+
+
+def test_summary_opens_with_the_protocol(smoke):
+    config = smoke["scale"].base_config()
+    summary = open(smoke["outputs"]["summary"][0]).read()
+    assert summary.index("## Protocol") < summary.index("## Test accuracy")
+    # 256 examples in batches of the smoke config: the padded last batch counts as a step.
+    steps = -(-sweeps.num_train_examples(config) // config.train.batch_size)
+    epochs = config.train.num_epochs
+    assert f"| full-data training | {epochs} epochs x {steps} steps = {epochs * steps} steps |" in (
+        summary
+    )
+    assert f"| batch size | {config.train.batch_size} |" in summary
+    assert "| retraining budget | fixed steps" in summary
+    assert f"| retraining seeds per point | {SETTINGS.num_retrain_seeds} |" in summary
+    assert f"| scoring cost ({methods.SCORE_ITEM}) |" in summary
+    assert "mean ± std (n)" in summary and "(n=1)" in summary

@@ -1,11 +1,13 @@
 """The cross-method report: verdicts against random, scoring costs and recorded times, by hand."""
 
 import json
+import math
 import os
 
+import numpy as np
 import pytest
 
-from datadiet_jax.report import methods
+from datadiet_jax.report import methods, summary
 
 
 def _row(method, fraction, mean, p16, p84, runs=2):
@@ -33,6 +35,50 @@ def test_verdicts_compare_bands_with_random_at_the_same_fraction():
     assert out[("full", 0.0)]["verdict"] == "" and out[("full", 0.0)]["vs_random"] is None
     assert out[("random", 0.3)]["verdict"] == ""
     assert out[("c", 0.3)]["vs_random"] is None
+
+
+def _seed_rows():
+    """Hand-made retraining rows: 3 healthy seeds and a collapsed one for 'a', one for random."""
+    rows = [
+        dict(method="a", prune_fraction=0.3, test_accuracy=v, status="ok")
+        for v in (0.81, 0.83, 0.86)
+    ]
+    rows.append(dict(method="a", prune_fraction=0.3, test_accuracy=0.1, status="collapsed"))
+    rows.append(dict(method="random", prune_fraction=0.3, test_accuracy=0.80, status="ok"))
+    return rows
+
+
+def test_std_and_n_of_the_healthy_seeds():
+    table = {
+        r["method"]: r for r in summary.summary_table(_seed_rows(), ("method", "prune_fraction"))
+    }
+    a = table["a"]
+    # Sample std by hand: mean 0.8333..., squared deviations summed over n - 1 = 2.
+    mean = (0.81 + 0.83 + 0.86) / 3
+    by_hand = math.sqrt(sum((v - mean) ** 2 for v in (0.81, 0.83, 0.86)) / 2)
+    assert a["std"] == pytest.approx(by_hand) == pytest.approx(0.025166, abs=1e-6)
+    assert a["std"] == pytest.approx(np.std(np.array([0.81, 0.83, 0.86]), ddof=1))
+    assert a["runs"] == 3 and a["left_out"] == 1 and a["mean"] == pytest.approx(mean)
+    assert table["random"]["std"] is None and table["random"]["runs"] == 1
+    assert summary.mean_std_n(a) == f"{mean:.4f} ± {by_hand:.4f} (n=3)" == "0.8333 ± 0.0252 (n=3)"
+    assert summary.mean_std_n(table["random"]) == "0.8000 (n=1)"
+    assert summary.mean_std_n(dict(mean=None, std=None, runs=0)) == "-"
+
+
+def test_summary_shows_mean_std_n_beside_the_verdict_after_the_protocol(tmp_path):
+    table = summary.summary_table(_seed_rows(), ("method", "prune_fraction"))
+    shown = methods.display_rows(methods.against_random(table))
+    a = next(r for r in shown if r["method"] == "a")
+    assert a[methods.MEAN_STD_N] == "0.8333 ± 0.0252 (n=3)" and a["verdict"] == "one run"
+    assert "std" not in a and "runs" not in a and {"p16", "p84", "left_out"} <= set(a)
+    columns = list(a)
+    assert columns.index(methods.MEAN_STD_N) < columns.index("verdict")
+    protocol = ("Protocol", [{"setting": "batch size", "value": "128"}])
+    compared = methods.against_random(table)
+    path = methods.write_summary(str(tmp_path / "m.md"), "Methods", compared, [], protocol)
+    text = open(path).read()
+    assert text.index("## Protocol") < text.index("## Test accuracy")
+    assert "| 0.8333 ± 0.0252 (n=3) |" in text
 
 
 def _score_run(tmp_path, epochs, timings):

@@ -115,3 +115,13 @@ def test_written_summary_and_figure(tmp_path):
     paths = speedup.plot_speedup(_table(), str(tmp_path / "speedup"))
     assert [os.path.basename(p) for p in paths] == ["speedup.png", "speedup.pdf"]
     assert all(os.path.getsize(p) > 1000 for p in paths)
+
+
+def test_written_summary_opens_with_the_protocol(tmp_path):
+    protocol = ("Protocol", [{"setting": "batch size", "value": "128"}])
+    table = speedup_summary.summary_rows(_table())
+    path = speedup_summary.write_summary(str(tmp_path / "s.md"), "Speedup", table, protocol)
+    text = open(path).read()
+    assert "## Protocol" in text and "| batch size | 128 |" in text
+    assert text.index("| batch size | 128 |") < text.index("## Time to accuracy")
+    assert text.index("## Time to accuracy") < text.index("| fast | 18 |")

@@ -27,6 +27,18 @@ flags.DEFINE_integer("steps", 100, "Training steps of each run.")
 flags.DEFINE_string("out", "bench", "Folder of stacked.json.")
 
 
+def _largest_difference(separate, stacked) -> float:
+    """The largest absolute difference between the parameters of matching runs."""
+    import jax
+    import numpy as np
+
+    return max(
+        float(np.abs(np.asarray(a) - np.asarray(b)).max())
+        for one, other in zip(separate, stacked, strict=True)
+        for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(other.params), strict=True)
+    )
+
+
 def main(argv):
     del argv
     import jax
@@ -82,15 +94,7 @@ def main(argv):
         seconds = time.perf_counter() - start
         rows[name] = {"seconds": round(seconds, 2), "examples_per_s": round(examples / seconds, 1)}
         logging.info("%s: %.1f s, %.0f examples/s", name, seconds, examples / seconds)
-    diff = max(
-        float(np.abs(np.asarray(a) - np.asarray(b)).max())
-        for s in range(FLAGS.runs)
-        for a, b in zip(
-            jax.tree.leaves(states["separate"][s].params),
-            jax.tree.leaves(states["stacked"][s].params),
-            strict=True,
-        )
-    )
+    diff = _largest_difference(states["separate"], states["stacked"])
     out = {
         "backend": jax.default_backend(),
         "jax": jax.__version__,

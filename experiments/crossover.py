@@ -31,11 +31,14 @@ import dataclasses
 import os
 import time
 
+import numpy as np
 from absl import app, logging
 
 from configs.studies.crossover import CROSSOVER_SCALES, CrossoverScale, Size
 from configs.studies.scales import Scale, scale_settings
+from datadiet_jax.pipeline import data
 from datadiet_jax.report import crossover as report
+from datadiet_jax.report import protocol
 from datadiet_jax.training import files
 from experiments import cli, sweeps
 
@@ -50,6 +53,8 @@ CSV_COLUMNS = (
     "status",
     "num_epochs",
     "steps",
+    "classes_kept",
+    "smallest_class_share",
     "scale",
 )
 STRATEGIES = ("hardest", "easiest")
@@ -106,11 +111,12 @@ def sweep(scale: Scale, runs_dir: str) -> list[dict]:
 
 
 def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
-    """One row per (retraining run, seed), with its data size and epochs (`CSV_COLUMNS`)."""
+    """One row per (retraining run, seed), with its data size, epochs and the class balance of
+    its kept set (`CSV_COLUMNS`)."""
+    train = [it for it in items if it["kind"] == "train"]
+    labels = _labels(scale, train, runs_dir)
     rows = []
-    for it in items:
-        if it["kind"] != "train":
-            continue
+    for it in train:
         config = sweeps.make_config(scale, it, runs_dir)
         size = {
             "num_examples": int(config.data.num_train_examples),
@@ -119,8 +125,59 @@ def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
         for r in sweeps.seed_rows(scale, it, sweeps.load_results(scale, it, runs_dir)):
             if r["strategy"] in ("random", "full"):
                 r["score"] = r["strategy"]
-            rows.append(r | size)
+            kept = os.path.join(sweeps.workdir(runs_dir, scale, it), "retrain", r["run"])
+            rows.append(r | size | class_balance(kept, labels))
     return sweeps.columns_first(rows, CSV_COLUMNS)
+
+
+def _labels(scale: Scale, train_items, runs_dir: str) -> np.ndarray:
+    """The training labels of the largest size (every size is a prefix of them), [N] int."""
+    configs = [sweeps.make_config(scale, it, runs_dir) for it in train_items]
+    largest = max(configs, key=lambda c: c.data.num_train_examples)
+    return np.asarray(data.load_splits(largest.data)[0].labels)
+
+
+def class_balance(run_dir: str, labels: np.ndarray) -> dict:
+    """How evenly a run's kept set (`run_dir/kept.npz`) covers the classes.
+
+    Returns:
+      {'classes_kept': classes with at least one kept example, 'smallest_class_share': the
+      smallest class's count over an even share, M / C, of the M kept examples (1.0: even;
+      0.0: a class missing)}.
+    """
+    with np.load(os.path.join(run_dir, "kept.npz")) as k:
+        kept = k["index"]
+    num_classes = int(labels.max()) + 1
+    counts = np.bincount(labels[kept], minlength=num_classes)
+    share = counts.min() / (len(kept) / num_classes)
+    return {"classes_kept": int((counts > 0).sum()), "smallest_class_share": round(float(share), 4)}
+
+
+def protocol_table(scale: Scale, items, runs_dir: str) -> list[dict]:
+    """The protocol of every size (`report.protocol`): its budget, epochs and steps of a full
+    training, batch size, seeds, and its score run's cost as a share of one training."""
+    by_name = {it["name"]: it for it in items}
+    table = []
+    for size in _settings(scale).sizes:
+        tag = size_tag(size)
+        config = sweeps.make_config(scale, by_name[f"{tag}_baselines_noise00"], runs_dir)
+        p = protocol.fields(config, size.num_examples)
+        cost = protocol.score_run_cost(sweeps.workdir(runs_dir, scale, by_name[f"{tag}_scores"]))
+        table.append(
+            {
+                "N": size.num_examples,
+                "protocol": p["protocol"],
+                "full-data training": f"{p['num_epochs']} epochs, {p['num_steps']} steps",
+                "batch size": p["batch_size"],
+                "retraining seeds": p["retrain_seeds"],
+                "score seeds K": cost["score_seeds"],
+                "scoring cost (share of one training)": (
+                    f"{cost['cost_k_seeds']:.2f} for K seeds, {cost['cost_one_seed']:.2f} a seed"
+                    + ("" if cost["basis"] == "measured" else " (epochs only)")
+                ),
+            }
+        )
+    return table
 
 
 def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str, list[str]]:
@@ -153,6 +210,7 @@ def reproduce(scale_name: str | Scale, runs_dir: str, out_dir: str) -> dict[str,
         f"The crossover ({scale.name}): hardest, easiest and random subsets across data sizes",
         points,
         settings.scores,
+        [(protocol.HEADING, protocol_table(scale, items, runs_dir))],
     )
     return {"figure": figure, "csv": [csv_path], "summary": [summary_path]}
 

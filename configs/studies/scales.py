@@ -1,9 +1,9 @@
 """The sizes of the paper's studies: paper (GPU), cpu (a 2-core CPU in about an hour), smoke.
 
 `SCALES` holds each scale's base config and the settings of Figures 1 and 2; the other studies'
-per-scale settings are `fig3.FIG3`, `fig4.FIG4`, `seedcount.SEEDCOUNT` and `transfer.TRANSFER`
-beside this file. The figure scripts (`experiments/`) read them; `make reproduce-<fig>
-SCALE=...` picks one.
+per-scale settings are `fig3.FIG3`, `fig4.FIG4`, `seedcount.SEEDCOUNT`, `transfer.TRANSFER`,
+`methods.METHODS_SCALES`, `speedup.SPEEDUP_SCALES` and `crossover.CROSSOVER_SCALES` beside this
+file. The figure scripts (`experiments/`) read them; `make reproduce-<fig> SCALE=...` picks one.
 """
 
 from __future__ import annotations

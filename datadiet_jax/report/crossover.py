@@ -46,7 +46,9 @@ def points(rows: Sequence[Mapping]) -> list[dict]:
     Returns:
       One dict per point, in first-seen order: 'num_examples' int, 'score', 'strategy',
       'prune_fraction' float, 'num_kept' int, 'n' (healthy seeds), 'left_out', 'mean' and
-      'std' (None without healthy seeds; std None with fewer than 2).
+      'std' (None without healthy seeds; std None with fewer than 2), 'smallest_class_share'
+      (of the kept set, where the rows give it: the smallest class's count over an even share;
+      None otherwise).
     """
     groups: dict[tuple, list[Mapping]] = {}
     for r in rows:
@@ -68,9 +70,16 @@ def points(rows: Sequence[Mapping]) -> list[dict]:
                 left_out=left_out,
                 mean=float(acc.mean()) if len(acc) else None,
                 std=float(acc.std(ddof=1)) if len(acc) > 1 else None,
+                smallest_class_share=_smallest_share(members),
             )
         )
     return out
+
+
+def _smallest_share(members: Sequence[Mapping]) -> float | None:
+    shares = [r.get("smallest_class_share") for r in members]
+    shares = [float(v) for v in shares if v is not None and v != ""]
+    return min(shares) if shares else None
 
 
 def _lookup(pts: Sequence[Mapping]) -> dict[tuple, Mapping]:
@@ -181,7 +190,8 @@ def _number(value, fmt: str) -> str:
 
 
 def phase_table(phase_rows: Sequence[Mapping]) -> list[dict]:
-    """`phase` as table rows: every strategy's mean ± std (n), the better one and its margin."""
+    """`phase` as table rows: every strategy's mean ± std (n), the better one, its margin, and
+    the smallest class of the hardest and easiest kept sets as a share of an even split."""
     return [
         {
             "N": r["num_examples"],
@@ -191,6 +201,9 @@ def phase_table(phase_rows: Sequence[Mapping]) -> list[dict]:
             "better": r["better"],
             "margin over random": _number(r["margin"], "+.4f"),
             "in seed spreads": _number(r["margin_in_spread"], "+.1f"),
+            "smallest class (H / E)": " / ".join(
+                _number(r[s]["smallest_class_share"], ".2f") for s in STRATEGIES[:2]
+            ),
         }
         for r in phase_rows
     ]
@@ -204,15 +217,33 @@ def crossover_table(found: Sequence[Mapping]) -> list[dict]:
             "hardest better at": " ".join(f"{x:g}" for x in f["hardest_at"]) or "-",
             "easiest better at": " ".join(f"{x:g}" for x in f["easiest_at"]) or "-",
             "crossover": f["text"],
+            "examples kept there": _kept_between(f),
         }
         for f in found
     ]
 
 
-def write_summary(path: str, title: str, pts: Sequence[Mapping], scores: Sequence[str]) -> str:
-    """Writes the study's summary: per score, where the crossover lies at each size against the
-    prediction, then the phase diagram's table; last, the full data at each size."""
+def _kept_between(found: Mapping) -> str:
+    """The examples kept at the crossover's two fractions ('1,500 to 2,500'), or '-'."""
+    n, low, high = found["num_examples"], found["low"], found["high"]
+    if low is None:
+        return "-"
+    if low == 0.0:  # easiest better everywhere: the crossover keeps more than at `high`
+        return f"more than {round(n * (1 - high)):,}"
+    if high == 1.0:  # hardest better everywhere: it keeps fewer than at `low`
+        return f"fewer than {round(n * (1 - low)):,}"
+    return f"{round(n * (1 - high)):,} to {round(n * (1 - low)):,}"
+
+
+def write_summary(
+    path: str, title: str, pts: Sequence[Mapping], scores: Sequence[str], first=()
+) -> str:
+    """Writes the study's summary: the sections `first` ((heading, table) pairs, e.g. the
+    protocol), then per score where the crossover lies at each size against the prediction and
+    the phase diagram's table; last, the full data at each size."""
     parts = [f"# {title}", ""]
+    for heading, table in first:
+        parts += [f"## {heading}", "", summary.markdown_table(table), ""]
     for score in scores:
         rows = phase(pts, score)
         if not rows:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import matplotlib.colors
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -28,25 +29,31 @@ def plot_phase(pts: Sequence[Mapping], scores: Sequence[str], out_stem) -> list[
     """The phase diagram: a panel per score, data size (rows) against fraction pruned (columns).
 
     Each cell is coloured by the better of hardest (red) and easiest (blue), paler the smaller
-    its margin over random in seed spreads, and says that margin ('+2.1s'; 'n/a' without a
+    its margin over random in seed spreads, hatched where it falls below random, and says that
+    margin ('H +2.1σ'; 'n/a' without a
     spread). Writes `out_stem`.png and .pdf and returns their paths.
     """
     from datadiet_jax.report import crossover
 
     panels = [(s, crossover.phase(pts, s)) for s in scores]
     panels = [(s, rows) for s, rows in panels if rows]
-    fig = Figure(figsize=(4.2 * max(1, len(panels)), 3.6))
+    # Every panel on the same grid: a size or fraction a score was not ranked at stays grey.
+    sizes = sorted({r["num_examples"] for _, rows in panels for r in rows})
+    fractions = sorted({r["prune_fraction"] for _, rows in panels for r in rows})
+    fig = Figure(figsize=(4.2 * max(1, len(panels)), 1.2 + 0.6 * max(1, len(sizes))))
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
     for ax, (score, rows) in zip(axes, panels, strict=False):
-        sizes = sorted({r["num_examples"] for r in rows})
-        fractions = sorted({r["prune_fraction"] for r in rows})
+        ax.set_facecolor("0.85")
         for r in rows:
             x, y = fractions.index(r["prune_fraction"]), sizes.index(r["num_examples"])
             m = r["margin_in_spread"]
-            strength = 1.0 if m is None else min(1.0, max(0.15, abs(m) / FULL_COLOUR_SPREADS))
-            ax.add_patch(_square(x, y, COLORS[r["better"]], strength))
-            label = "n/a" if m is None else f"{m:+.1f}s"
-            ax.text(x, y, f"{r['better'][0].upper()}\n{label}", ha="center", va="center", size=8)
+            below = r["margin"] is not None and r["margin"] < 0
+            strength = 0.5 if m is None else min(1.0, max(0.15, m / FULL_COLOUR_SPREADS))
+            ax.add_patch(_square(x, y, COLORS[r["better"]], strength, hatch="//" if below else ""))
+            label = "n/a" if m is None else f"{m:+.1f}\N{GREEK SMALL LETTER SIGMA}"
+            box = dict(facecolor="white", alpha=0.85, edgecolor="none", pad=1.5)
+            text = f"{r['better'][0].upper()} {label}"
+            ax.text(x, y, text, ha="center", va="center", size=8, bbox=box)
         ax.set_xlim(-0.5, len(fractions) - 0.5)
         ax.set_ylim(-0.5, len(sizes) - 0.5)
         ax.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
@@ -54,14 +61,20 @@ def plot_phase(pts: Sequence[Mapping], scores: Sequence[str], out_stem) -> list[
         ax.set_xlabel("fraction pruned")
         ax.set_ylabel("training examples N")
         ax.set_title(f"{score}: better of hardest (H) / easiest (E)", size=9)
-    fig.suptitle("margin over random in seed spreads (s)", size=9)
+    fig.suptitle(
+        "margin of the better over random, in seed spreads \N{GREEK SMALL LETTER SIGMA} "
+        "(paler: a smaller margin; hatched: below random; grey: not ranked)",
+        size=9,
+    )
+    fig.tight_layout()
     return plots.save_figure(fig, out_stem)
 
 
-def _square(x: float, y: float, color: str, alpha: float):
+def _square(x: float, y: float, color: str, alpha: float, hatch: str = ""):
     from matplotlib.patches import Rectangle
 
-    return Rectangle((x - 0.5, y - 0.5), 1.0, 1.0, facecolor=color, alpha=alpha, edgecolor="k")
+    corner, face = (x - 0.5, y - 0.5), matplotlib.colors.to_rgba(color, alpha)
+    return Rectangle(corner, 1.0, 1.0, facecolor=face, edgecolor="0.45", hatch=hatch)
 
 
 def plot_curves(pts: Sequence[Mapping], scores: Sequence[str], out_stem) -> list[str]:
@@ -78,14 +91,13 @@ def plot_curves(pts: Sequence[Mapping], scores: Sequence[str], out_stem) -> list
             here = [p for p in pts if p["num_examples"] == n_examples and p["mean"] is not None]
             for strategy in ("hardest", "easiest", "random"):
                 line = [
-                    p
-                    for p in here
-                    if p["strategy"] == strategy and p["score"] in (score, "random")
+                    p for p in here if p["strategy"] == strategy and p["score"] in (score, "random")
                 ]
                 _errorbar(ax, line, strategy)
             for p in (p for p in here if p["strategy"] == "full"):
                 ax.axhline(p["mean"], color="k", linestyle="--", linewidth=1, label="full")
-            ax.set_xscale("log")
+            if not any(p["score"] == score for p in here):
+                ax.text(0.5, 0.5, "not ranked at this N", transform=ax.transAxes, ha="center")
             ax.set_title(f"{score}, N = {n_examples:,}", size=9)
             ax.set_xlabel("examples kept")
             if j == 0:

@@ -52,12 +52,20 @@ def test_every_run_trains_the_full_data_steps(smoke):
     for r in rows:
         n, epochs = int(r["num_examples"]), int(r["num_epochs"])
         assert int(r["steps"]) == epochs * -(-n // batch), r  # ceil(N / batch) batches an epoch
+    with open(os.path.join(smoke["out"], "crossover_summary.md")) as f:
+        text = f.read()
+    assert text.index("## Protocol") < text.index("## el2n@1")
+    for size in SETTINGS.sizes:
+        steps = size.num_epochs * -(-size.num_examples // batch)
+        row = f"| {size.num_examples} | fixed steps | {size.num_epochs} epochs, {steps} steps |"
+        assert row in text
 
 
 def test_kept_sets_are_the_hardest_or_easiest_of_the_score_file(smoke):
     scale, checked = smoke["scale"], 0
     for size in SETTINGS.sizes:
-        folder = os.path.join(smoke["runs"], "smoke", f"{crossover.size_tag(size)}_scores", "scores")
+        tag = crossover.size_tag(size)
+        folder = os.path.join(smoke["runs"], "smoke", f"{tag}_scores", "scores")
         for score in SETTINGS.size_scores(size):
             kind, _, epoch = score.partition("@")
             names = [f for f in os.listdir(folder) if f.startswith(f"{kind}_epoch")]
@@ -73,6 +81,7 @@ def test_kept_sets_are_the_hardest_or_easiest_of_the_score_file(smoke):
                     with np.load(os.path.join(path, "kept.npz")) as k:
                         kept = k["index"]
                     assert len(kept) == round(size.num_examples * (1 - f))
+                    _check_class_balance(smoke, size, score, strategy, f, kept)
                     left = np.setdiff1d(np.arange(size.num_examples), kept)
                     if strategy == "hardest":
                         assert mean[kept].min() >= mean[left].max()
@@ -84,6 +93,26 @@ def test_kept_sets_are_the_hardest_or_easiest_of_the_score_file(smoke):
     )
 
 
+def _check_class_balance(smoke, size, score, strategy, fraction, kept):
+    """The CSV's class columns of a run, against a count of the kept set's labels."""
+    from datadiet_jax.pipeline import data
+
+    config = smoke["scale"].base_config()
+    config.data.num_train_examples = size.num_examples
+    labels = data.load_splits(config.data)[0].labels
+    counts = np.bincount(labels[kept], minlength=10)
+    rows = read_rows(os.path.join(smoke["out"], "crossover.csv"))
+    (got,) = {
+        (r["classes_kept"], r["smallest_class_share"])
+        for r in rows
+        if (int(r["num_examples"]), r["score"], r["strategy"])
+        == (size.num_examples, score, strategy)
+        and float(r["prune_fraction"]) == fraction
+    }
+    assert int(got[0]) == (counts > 0).sum()
+    assert float(got[1]) == pytest.approx(counts.min() / (len(kept) / 10), abs=1e-4)
+
+
 def _stated(summary: str) -> dict:
     """{(score, N): (hardest_at, easiest_at, crossover)} from a summary's crossover tables."""
     out, score = {}, None
@@ -91,8 +120,8 @@ def _stated(summary: str) -> dict:
         if line.startswith("## "):
             score = line[3:].strip()
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and re.fullmatch(r"\d+", cells[0]):
-            out[(score, int(cells[0]))] = tuple(cells[1:])
+        if len(cells) == 5 and re.fullmatch(r"\d+", cells[0]):
+            out[(score, int(cells[0]))] = tuple(cells[1:4])
     return out
 
 
@@ -141,6 +170,4 @@ def test_smoke_summary_states_the_crossover_of_its_csv(smoke):
 
 
 def test_committed_summary_states_the_crossover_of_its_csv():
-    _check_summary(
-        os.path.join(DOCS, "crossover.csv"), os.path.join(DOCS, "crossover_summary.md")
-    )
+    _check_summary(os.path.join(DOCS, "crossover.csv"), os.path.join(DOCS, "crossover_summary.md"))

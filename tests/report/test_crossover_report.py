@@ -44,7 +44,10 @@ def test_points_leave_unhealthy_seeds_out_and_give_the_sample_std():
     assert p["mean"] == pytest.approx(0.85)
     assert p["std"] == pytest.approx(np.sqrt(((0.05) ** 2 * 2) / 1))  # ddof=1 by hand
     (one,) = crossover.points(_rows(1000, "el2n@1", "hardest", 0.5, [0.8]))
-    assert one["std"] is None and one["n"] == 1
+    assert one["std"] is None and one["n"] == 1 and one["smallest_class_share"] is None
+    shares = _rows(1000, "el2n@1", "hardest", 0.5, [0.8, 0.9])
+    shares[0]["smallest_class_share"], shares[1]["smallest_class_share"] = "0.0", "0.5"
+    assert crossover.points(shares)[0]["smallest_class_share"] == 0.0
 
 
 def test_phase_names_the_better_strategy_and_its_margin_in_spreads():
@@ -62,19 +65,29 @@ def test_phase_names_the_better_strategy_and_its_margin_in_spreads():
 
 
 @pytest.mark.parametrize(
-    "winners, text, low, high",
+    "winners, text, low, high, kept",
     [
-        (("hardest", "hardest", "easiest", "easiest"), "between 0.5 and 0.7", 0.5, 0.7),
-        (("hardest",) * 4, "above 0.9", 0.9, 1.0),
-        (("easiest",) * 4, "below 0.3", 0.0, 0.3),
-        (("easiest", "hardest", "easiest", "easiest"), "none: mixed", None, None),
+        (
+            ("hardest", "hardest", "easiest", "easiest"),
+            "between 0.5 and 0.7",
+            0.5,
+            0.7,
+            "1,500 to 2,500",
+        ),
+        (("hardest",) * 4, "above 0.9", 0.9, 1.0, "fewer than 500"),
+        (("easiest",) * 4, "below 0.3", 0.0, 0.3, "more than 3,500"),
+        (("easiest", "hardest", "easiest", "easiest"), "none: mixed", None, None, "-"),
     ],
 )
-def test_crossover_lies_where_the_better_strategy_turns(winners, text, low, high):
+def test_crossover_lies_where_the_better_strategy_turns(winners, text, low, high, kept):
     phase = crossover.phase(crossover.points(_grid(5000, winners)), "el2n@1")
     (found,) = crossover.crossovers(phase)
     assert (found["text"], found["low"], found["high"]) == (text, low, high)
-    assert found["hardest_at"] == [f for f, w in zip((0.3, 0.5, 0.7, 0.9), winners) if w[0] == "h"]
+    (row,) = crossover.crossover_table([found])
+    assert row["examples kept there"] == kept
+    fractions = (0.3, 0.5, 0.7, 0.9)
+    hard = [f for f, w in zip(fractions, winners, strict=True) if w == "hardest"]
+    assert found["hardest_at"] == hard
 
 
 def test_theory_check_refuses_a_crossover_that_moves_down_with_more_data():
@@ -99,7 +112,7 @@ def test_summary_and_figures_are_written(tmp_path):
     pts = crossover.points(rows)
     path = crossover.write_summary(str(tmp_path / "s.md"), "T", pts, ["el2n@1", "grand@1"])
     text = open(path).read()
-    assert "| 1000 | 0.3 | 0.5 0.7 0.9 | between 0.3 and 0.5 |" in text
+    assert "| 1000 | 0.3 | 0.5 0.7 0.9 | between 0.3 and 0.5 | 500 to 700 |" in text
     assert "grand@1" not in text  # never ranked: no section
     assert "| 1000 | 0.9050 ± 0.0071 (n=2) |" in text
     for stem in ("phase", "curves"):

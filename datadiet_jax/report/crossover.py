@@ -31,6 +31,12 @@ from datadiet_jax.report import crossover_plots, summary
 from datadiet_jax.training import files, health
 
 STRATEGIES = ("hardest", "easiest", "random")
+PREDICTION = (
+    "Prediction (Sorscher et al., NeurIPS 2022): keeping the hardest examples pays when data is "
+    "abundant and keeping the easiest when it is scarce, so the pruned fraction where the better "
+    "of the two turns from hardest to easiest grows with N, and so does the range of fractions "
+    "where keeping the hardest beats random."
+)
 plot_phase = crossover_plots.plot_phase
 plot_curves = crossover_plots.plot_curves
 
@@ -130,7 +136,9 @@ def crossovers(phase_rows: Sequence[Mapping]) -> list[dict]:
       where each is better), 'low' and 'high' (the crossover lies between these pruned
       fractions: 0.0 when easiest is better at every fraction, 1.0 when hardest is) and 'text'
       ('between 0.5 and 0.7', 'above 0.9', 'below 0.3', or 'none: mixed' when easiest is better
-      below a fraction where hardest is, or at a tie).
+      below a fraction where hardest is, or at a tie); 'hardest_beats_random_at' and
+      'easiest_beats_random_at' (the fractions where each beats random by more than the seed
+      spread, `beats_random`).
     """
     out = []
     for n_examples in sorted({r["num_examples"] for r in phase_rows}):
@@ -154,9 +162,24 @@ def crossovers(phase_rows: Sequence[Mapping]) -> list[dict]:
             text = f"between {low:g} and {high:g}"
         out.append(
             dict(num_examples=n_examples, hardest_at=hard, easiest_at=easy, low=low, high=high)
-            | dict(text=text)
+            | dict(text=text, hardest_beats_random_at=beats_random_at(mine, "hardest"))
+            | dict(easiest_beats_random_at=beats_random_at(mine, "easiest"))
         )
     return out
+
+
+def beats_random(p: Mapping, rand: Mapping) -> bool:
+    """Whether point `p`'s mean exceeds random's by more than one seed spread (the root mean
+    square of their stds); never with fewer than 2 healthy seeds on either side."""
+    if p["std"] is None or rand["std"] is None:
+        return False
+    spread = np.sqrt((p["std"] ** 2 + rand["std"] ** 2) / 2)
+    return p["mean"] - rand["mean"] > spread
+
+
+def beats_random_at(phase_rows: Sequence[Mapping], strategy: str) -> list[float]:
+    """The fractions of `phase_rows` (one size) where `strategy` beats random (`beats_random`)."""
+    return [r["prune_fraction"] for r in phase_rows if beats_random(r[strategy], r["random"])]
 
 
 def agrees_with_theory(found: Sequence[Mapping]) -> tuple[bool, str]:
@@ -176,6 +199,21 @@ def agrees_with_theory(found: Sequence[Mapping]) -> tuple[bool, str]:
                 f"({a['text']}) to N = {b['num_examples']:,} ({b['text']})"
             )
     return True, "the crossover never moves to smaller pruned fractions as N grows"
+
+
+def hardest_reach(found: Sequence[Mapping]) -> str:
+    """One sentence: the largest pruned fraction at which keeping the hardest beats random by
+    more than the seed spread, per size, and whether it grows with N as predicted."""
+    reach = [max(f["hardest_beats_random_at"], default=0.0) for f in found]
+    cells = ", ".join(
+        f"{r:g} at N = {f['num_examples']:,}" if r else f"none at N = {f['num_examples']:,}"
+        for r, f in zip(reach, found, strict=True)
+    )
+    grows = all(a <= b for a, b in zip(reach, reach[1:], strict=False))
+    verdict = "never shrinks as N grows, as predicted" if grows else "shrinks as N grows somewhere"
+    return (
+        f"Keeping the hardest beats random by more than the seed spread up to: {cells} ({verdict})."
+    )
 
 
 def _cell(p: Mapping | None) -> str:
@@ -214,13 +252,19 @@ def crossover_table(found: Sequence[Mapping]) -> list[dict]:
     return [
         {
             "N": f["num_examples"],
-            "hardest better at": " ".join(f"{x:g}" for x in f["hardest_at"]) or "-",
-            "easiest better at": " ".join(f"{x:g}" for x in f["easiest_at"]) or "-",
+            "hardest better at": _fractions(f["hardest_at"]),
+            "easiest better at": _fractions(f["easiest_at"]),
             "crossover": f["text"],
             "examples kept there": _kept_between(f),
+            "hardest beats random at": _fractions(f["hardest_beats_random_at"]),
+            "easiest beats random at": _fractions(f["easiest_beats_random_at"]),
         }
         for f in found
     ]
+
+
+def _fractions(fractions: Sequence[float]) -> str:
+    return " ".join(f"{x:g}" for x in fractions) or "-"
 
 
 def _kept_between(found: Mapping) -> str:
@@ -241,7 +285,7 @@ def write_summary(
     """Writes the study's summary: the sections `first` ((heading, table) pairs, e.g. the
     protocol), then per score where the crossover lies at each size against the prediction and
     the phase diagram's table; last, the full data at each size."""
-    parts = [f"# {title}", ""]
+    parts = [f"# {title}", "", PREDICTION, ""]
     for heading, table in first:
         parts += [f"## {heading}", "", summary.markdown_table(table), ""]
     for score in scores:
@@ -251,7 +295,13 @@ def write_summary(
         found = crossovers(rows)
         agrees, why = agrees_with_theory(found)
         verdict = "agrees with" if agrees else "departs from"
-        parts += [f"## {score}", "", f"Crossover by data size ({verdict} the prediction: {why}):"]
+        parts += [
+            f"## {score}",
+            "",
+            f"Crossover by data size ({verdict} the prediction: {why}).",
+            "",
+        ]
+        parts += [hardest_reach(found), ""]
         parts += ["", summary.markdown_table(crossover_table(found)), ""]
         parts += [summary.markdown_table(phase_table(rows)), ""]
     full = [p for p in pts if p["strategy"] == "full"]

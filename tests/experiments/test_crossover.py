@@ -114,35 +114,49 @@ def _check_class_balance(smoke, size, score, strategy, fraction, kept):
 
 
 def _stated(summary: str) -> dict:
-    """{(score, N): (hardest_at, easiest_at, crossover)} from a summary's crossover tables."""
-    out, score = {}, None
+    """{(score, N): (hardest_at, easiest_at, crossover, hardest_beats_random_at,
+    easiest_beats_random_at)} from a summary's crossover tables, and {score: reach sentence}."""
+    out, reach, score, table = {}, {}, None, False
     for line in summary.splitlines():
         if line.startswith("## "):
             score = line[3:].strip()
+        if line.startswith("Keeping the hardest beats random"):
+            reach[score] = line
+        table = line.startswith("| N | hardest better at |") or (table and line.startswith("|"))
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and re.fullmatch(r"\d+", cells[0]):
-            out[(score, int(cells[0]))] = tuple(cells[1:4])
-    return out
+        if table and re.fullmatch(r"\d+", cells[0]):
+            out[(score, int(cells[0]))] = (*cells[1:4], *cells[5:7])
+    return out, reach
 
 
-def _from_csv(rows) -> dict:
-    """The same crossover tables, recomputed from the CSV rows with plain arithmetic."""
+def _stats(values):
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return mean, std
+
+
+def _from_csv(rows) -> tuple[dict, dict]:
+    """The same tables and sentences, recomputed from the CSV rows with plain arithmetic."""
     acc = defaultdict(list)
     for r in rows:
-        if r["status"] == "ok" and r["strategy"] in ("hardest", "easiest"):
-            key = (r["score"], int(r["num_examples"]), float(r["prune_fraction"]), r["strategy"])
+        if r["status"] == "ok":
+            score = "random" if r["strategy"] == "random" else r["score"]
+            key = (score, int(r["num_examples"]), float(r["prune_fraction"]), r["strategy"])
             acc[key].append(float(r["test_accuracy"]))
-    winners = defaultdict(list)
-    for (score, n, f, strategy), values in sorted(acc.items()):
-        if strategy == "hardest":
-            easy = acc[(score, n, f, "easiest")]
-            hard_mean, easy_mean = sum(values) / len(values), sum(easy) / len(easy)
-            winners[(score, n)].append((f, "hardest" if hard_mean > easy_mean else "easiest"))
-    out = {}
-    for key, won in winners.items():
-        hard = [f for f, w in won if w == "hardest"]
-        easy = [f for f, w in won if w == "easiest"]
-        if [w for _, w in won] != ["hardest"] * len(hard) + ["easiest"] * len(easy):
+    found = defaultdict(list)
+    for (score, n, f, strategy), hard in sorted(acc.items()):
+        if strategy != "hardest":
+            continue
+        (hm, hs), (em, es) = _stats(hard), _stats(acc[(score, n, f, "easiest")])
+        rm, rs = _stats(acc[("random", n, f, "random")])
+        beats = (hm - rm > ((hs**2 + rs**2) / 2) ** 0.5, em - rm > ((es**2 + rs**2) / 2) ** 0.5)
+        found[(score, n)].append((f, "hardest" if hm > em else "easiest", *beats))
+    out, reach = {}, defaultdict(list)
+    fmt = lambda fs: " ".join(f"{x:g}" for x in fs) or "-"  # noqa: E731
+    for (score, n), won in found.items():
+        hard = [f for f, w, _, _ in won if w == "hardest"]
+        easy = [f for f, w, _, _ in won if w == "easiest"]
+        if [w for _, w, _, _ in won] != ["hardest"] * len(hard) + ["easiest"] * len(easy):
             text = "none: mixed"
         elif not easy:
             text = f"above {max(hard):g}"
@@ -150,16 +164,24 @@ def _from_csv(rows) -> dict:
             text = f"below {min(easy):g}"
         else:
             text = f"between {max(hard):g} and {min(easy):g}"
-        fmt = lambda fs: " ".join(f"{x:g}" for x in fs) or "-"  # noqa: E731
-        out[key] = (fmt(hard), fmt(easy), text)
-    return out
+        hard_beats = [f for f, _, h, _ in won if h]
+        easy_beats = [f for f, _, _, e in won if e]
+        out[(score, n)] = (fmt(hard), fmt(easy), text, fmt(hard_beats), fmt(easy_beats))
+        reach[score].append(
+            f"{max(hard_beats):g} at N = {n:,}" if hard_beats else f"none at N = {n:,}"
+        )
+    return out, reach
 
 
 def _check_summary(csv_path, summary_path):
     rows = read_rows(csv_path)
     with open(summary_path) as f:
-        stated = _stated(f.read())
-    assert stated and stated == _from_csv(rows)
+        stated, sentences = _stated(f.read())
+    want, reach = _from_csv(rows)
+    assert stated and stated == want
+    assert set(sentences) == set(reach)
+    for score, cells in reach.items():
+        assert "up to: " + ", ".join(cells) + " (" in sentences[score]
 
 
 def test_smoke_summary_states_the_crossover_of_its_csv(smoke):
@@ -171,3 +193,17 @@ def test_smoke_summary_states_the_crossover_of_its_csv(smoke):
 
 def test_committed_summary_states_the_crossover_of_its_csv():
     _check_summary(os.path.join(DOCS, "crossover.csv"), os.path.join(DOCS, "crossover_summary.md"))
+
+
+def test_a_misstated_crossover_is_caught(tmp_path):
+    """The check above fails on a summary that states another crossover than its CSV shows."""
+    with open(os.path.join(DOCS, "crossover_summary.md")) as f:
+        text = f.read()
+    row = re.search(r"^\| \d+ \| [^|]+\| [^|]+\| (between|above|below) [^|]+\|", text, re.M)
+    wrong = text.replace(row.group(0), row.group(0).replace(row.group(1), "above", 1), 1)
+    if wrong == text:  # the row said 'above' already
+        wrong = text.replace(row.group(0), row.group(0).replace("above", "below", 1), 1)
+    path = tmp_path / "summary.md"
+    path.write_text(wrong)
+    with pytest.raises(AssertionError):
+        _check_summary(os.path.join(DOCS, "crossover.csv"), str(path))

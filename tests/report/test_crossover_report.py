@@ -112,10 +112,38 @@ def test_summary_and_figures_are_written(tmp_path):
     pts = crossover.points(rows)
     path = crossover.write_summary(str(tmp_path / "s.md"), "T", pts, ["el2n@1", "grand@1"])
     text = open(path).read()
-    assert "| 1000 | 0.3 | 0.5 0.7 0.9 | between 0.3 and 0.5 | 500 to 700 |" in text
+    row = "| 1000 | 0.3 | 0.5 0.7 0.9 | between 0.3 and 0.5 | 500 to 700 | 0.3 | 0.5 0.7 0.9 |"
+    assert row in text
+    assert (
+        "Keeping the hardest beats random by more than the seed spread up to: 0.3 at N = 1,000"
+        in text
+    )
     assert "grand@1" not in text  # never ranked: no section
     assert "| 1000 | 0.9050 ± 0.0071 (n=2) |" in text
     for stem in ("phase", "curves"):
         plot = getattr(crossover, f"plot_{stem}")
         paths = plot(pts, ["el2n@1"], str(tmp_path / stem))
         assert sorted(p.rsplit(".", 1)[1] for p in paths) == ["pdf", "png"]
+
+
+def test_beating_random_needs_more_than_the_seed_spread():
+    rand = dict(mean=0.80, std=0.02)
+    # spread sqrt((0.01^2 + 0.02^2) / 2) = 0.0158: a margin of 0.015 is within it, 0.017 beyond.
+    assert not crossover.beats_random(dict(mean=0.815, std=0.01), rand)
+    assert crossover.beats_random(dict(mean=0.817, std=0.01), rand)
+    assert not crossover.beats_random(dict(mean=0.9, std=None), rand)  # one seed: no spread
+
+
+def test_hardest_reach_says_whether_it_grows_with_n():
+    small = _grid(1000, ("hardest", "easiest", "easiest", "easiest"))
+    large = _grid(10000, ("hardest", "hardest", "hardest", "easiest"))
+    found = crossover.crossovers(crossover.phase(crossover.points(small + large), "el2n@1"))
+    # hardest gets 0.8 +- 0.01 where it is better, random 0.75 +- 0.01: it beats random there.
+    assert crossover.hardest_reach(found) == (
+        "Keeping the hardest beats random by more than the seed spread up to: 0.3 at N = 1,000, "
+        "0.7 at N = 10,000 (never shrinks as N grows, as predicted)."
+    )
+    found[1]["hardest_beats_random_at"] = []
+    assert crossover.hardest_reach(found).endswith(
+        "none at N = 10,000 (shrinks as N grows somewhere)."
+    )

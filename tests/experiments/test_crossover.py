@@ -3,6 +3,7 @@ seeds, each kept set is the hardest or easiest of its score file, every run trai
 data's steps, and the crossover each summary states is the one its CSV shows (recomputed here
 from the CSV's rows alone)."""
 
+import functools
 import os
 import re
 from collections import defaultdict
@@ -93,13 +94,18 @@ def test_kept_sets_are_the_hardest_or_easiest_of_the_score_file(smoke):
     )
 
 
-def _check_class_balance(smoke, size, score, strategy, fraction, kept):
-    """The CSV's class columns of a run, against a count of the kept set's labels."""
+@functools.cache
+def _labels(num_examples):
     from datadiet_jax.pipeline import data
 
-    config = smoke["scale"].base_config()
-    config.data.num_train_examples = size.num_examples
-    labels = data.load_splits(config.data)[0].labels
+    config = crossover.crossover_scale("smoke").base_config()
+    config.data.num_train_examples = num_examples
+    return data.load_splits(config.data)[0].labels
+
+
+def _check_class_balance(smoke, size, score, strategy, fraction, kept):
+    """The CSV's class columns of a run, against a count of the kept set's labels."""
+    labels = _labels(size.num_examples)
     counts = np.bincount(labels[kept], minlength=10)
     rows = read_rows(os.path.join(smoke["out"], "crossover.csv"))
     (got,) = {

@@ -102,8 +102,8 @@ METHODS_SCALES = {
     # CIFAR-10, ResNet18, 200 epochs, 10 score seeds, 4 retraining seeds (GPU).
     "paper": MethodsScale(score_epoch=20, prune_fractions=(0.3, 0.5, 0.7), num_retrain_seeds=4),
     # Fashion-MNIST, small CNN, 6 epochs, 4 score seeds, on the first 5,000 training images: each
-    # retraining (3 seeds, as many steps as the full data; 2 seeds took about 70 s on 2 cores)
-    # gives a mean ± std over 3 runs per point.
+    # retraining (3 seeds, as many steps as the full data) takes about 55 s on 2 cores and gives
+    # a mean ± std over 3 runs per point.
     # Windows of 3 epochs: 4 of them in the 6 epochs of score training (3 for Dyn-Unc, which
     # needs an epoch after each window).
     "cpu": MethodsScale(

@@ -113,11 +113,14 @@ def sweep(scale: Scale, runs_dir: str) -> list[dict]:
 def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
     """One row per (retraining run, seed), with its data size, epochs and the class balance of
     its kept set (`CSV_COLUMNS`)."""
-    train = [it for it in items if it["kind"] == "train"]
-    labels = _labels(scale, train, runs_dir)
+    train = {it["name"]: it for it in items if it["kind"] == "train"}
+    configs = {name: sweeps.make_config(scale, it, runs_dir) for name, it in train.items()}
+    # Every size is a prefix of the split: the largest size's labels serve them all.
+    largest = max(configs.values(), key=lambda c: c.data.num_train_examples)
+    labels = np.asarray(data.load_splits(largest.data)[0].labels)
     rows = []
-    for it in train:
-        config = sweeps.make_config(scale, it, runs_dir)
+    for name, it in train.items():
+        config, balance = configs[name], {}  # one kept set per run, read once for its seeds
         size = {
             "num_examples": int(config.data.num_train_examples),
             "num_epochs": int(config.train.num_epochs),
@@ -125,16 +128,11 @@ def collect(scale: Scale, items, runs_dir: str) -> list[dict]:
         for r in sweeps.seed_rows(scale, it, sweeps.load_results(scale, it, runs_dir)):
             if r["strategy"] in ("random", "full"):
                 r["score"] = r["strategy"]
-            kept = os.path.join(sweeps.workdir(runs_dir, scale, it), "retrain", r["run"])
-            rows.append(r | size | class_balance(kept, labels))
+            if r["run"] not in balance:
+                run_dir = os.path.join(sweeps.workdir(runs_dir, scale, it), "retrain", r["run"])
+                balance[r["run"]] = class_balance(run_dir, labels)
+            rows.append(r | size | balance[r["run"]])
     return sweeps.columns_first(rows, CSV_COLUMNS)
-
-
-def _labels(scale: Scale, train_items, runs_dir: str) -> np.ndarray:
-    """The training labels of the largest size (every size is a prefix of them), [N] int."""
-    configs = [sweeps.make_config(scale, it, runs_dir) for it in train_items]
-    largest = max(configs, key=lambda c: c.data.num_train_examples)
-    return np.asarray(data.load_splits(largest.data)[0].labels)
 
 
 def class_balance(run_dir: str, labels: np.ndarray) -> dict:

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from datadiet_jax.report import crossover_plots, summary
-from datadiet_jax.training import files, health
+from datadiet_jax.training import files
 
 STRATEGIES = ("hardest", "easiest", "random")
 PREDICTION = (
@@ -37,8 +37,14 @@ PREDICTION = (
     "of the two turns from hardest to easiest grows with N, and so does the range of fractions "
     "where keeping the hardest beats random."
 )
-plot_phase = crossover_plots.plot_phase
+POINT_KEYS = ("num_examples", "score", "strategy", "prune_fraction", "num_kept")
 plot_curves = crossover_plots.plot_curves
+
+
+def plot_phase(pts: Sequence[Mapping], scores: Sequence[str], out_stem) -> list[str]:
+    """The phase diagram of `scores` (`crossover_plots.plot_phase` of each score's `phase`);
+    writes `out_stem`.png and .pdf and returns their paths."""
+    return crossover_plots.plot_phase([(s, phase(pts, s)) for s in scores], out_stem)
 
 
 def points(rows: Sequence[Mapping]) -> list[dict]:
@@ -56,30 +62,26 @@ def points(rows: Sequence[Mapping]) -> list[dict]:
       (of the kept set, where the rows give it: the smallest class's count over an even share;
       None otherwise).
     """
-    groups: dict[tuple, list[Mapping]] = {}
-    for r in rows:
-        key = (int(r["num_examples"]), str(r["score"]), str(r["strategy"]))
-        key += (round(float(r["prune_fraction"]), 6), int(r["num_kept"]))
-        groups.setdefault(key, []).append(r)
-    out = []
-    for (n_examples, score, strategy, fraction, kept), members in groups.items():
-        ok, left_out = health.healthy(members)
-        acc = np.array([float(r["test_accuracy"]) for r in ok], np.float64)
-        out.append(
-            dict(
-                num_examples=n_examples,
-                score=score,
-                strategy=strategy,
-                prune_fraction=fraction,
-                num_kept=kept,
-                n=len(acc),
-                left_out=left_out,
-                mean=float(acc.mean()) if len(acc) else None,
-                std=float(acc.std(ddof=1)) if len(acc) > 1 else None,
-                smallest_class_share=_smallest_share(members),
-            )
+    typed = [
+        dict(r)
+        | dict(
+            num_examples=int(r["num_examples"]),
+            score=str(r["score"]),
+            strategy=str(r["strategy"]),
+            prune_fraction=round(float(r["prune_fraction"]), 6),
+            num_kept=int(r["num_kept"]),
         )
-    return out
+        for r in rows
+    ]
+    shares: dict[tuple, list[Mapping]] = {}
+    for r in typed:
+        shares.setdefault(tuple(r[k] for k in POINT_KEYS), []).append(r)
+    return [
+        {k: p[k] for k in POINT_KEYS}
+        | dict(n=p["runs"], left_out=p["left_out"], mean=p["mean"], std=p["std"])
+        | dict(smallest_class_share=_smallest_share(shares[tuple(p[k] for k in POINT_KEYS)]))
+        for p in summary.summary_table(typed, POINT_KEYS)
+    ]
 
 
 def _smallest_share(members: Sequence[Mapping]) -> float | None:
@@ -116,12 +118,18 @@ def phase(pts: Sequence[Mapping], score: str) -> list[dict]:
         row |= dict(random=rand, better=better, margin=None, spread=None, margin_in_spread=None)
         if rand["mean"] is not None:
             row["margin"] = best["mean"] - rand["mean"]
-        if best["std"] is not None and rand["std"] is not None:
-            row["spread"] = float(np.sqrt((best["std"] ** 2 + rand["std"] ** 2) / 2))
-            if row["spread"] > 0 and row["margin"] is not None:
-                row["margin_in_spread"] = row["margin"] / row["spread"]
+        row["spread"] = seed_spread(best, rand)
+        if row["spread"] and row["margin"] is not None:
+            row["margin_in_spread"] = row["margin"] / row["spread"]
         out.append(row)
     return out
+
+
+def seed_spread(a: Mapping, b: Mapping) -> float | None:
+    """The seed spread of two points: the root mean square of their stds (None without both)."""
+    if a["std"] is None or b["std"] is None:
+        return None
+    return float(np.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2))
 
 
 def _better(hard: float, easy: float) -> str:
@@ -171,10 +179,8 @@ def crossovers(phase_rows: Sequence[Mapping]) -> list[dict]:
 def beats_random(p: Mapping, rand: Mapping) -> bool:
     """Whether point `p`'s mean exceeds random's by more than one seed spread (the root mean
     square of their stds); never with fewer than 2 healthy seeds on either side."""
-    if p["std"] is None or rand["std"] is None:
-        return False
-    spread = np.sqrt((p["std"] ** 2 + rand["std"] ** 2) / 2)
-    return p["mean"] - rand["mean"] > spread
+    spread = seed_spread(p, rand)
+    return spread is not None and p["mean"] - rand["mean"] > spread
 
 
 def beats_random_at(phase_rows: Sequence[Mapping], strategy: str) -> list[float]:
@@ -217,10 +223,7 @@ def hardest_reach(found: Sequence[Mapping]) -> str:
 
 
 def _cell(p: Mapping | None) -> str:
-    if p is None or p["mean"] is None:
-        return "-"
-    std = "" if p["std"] is None else f" ± {p['std']:.4f}"
-    return f"{p['mean']:.4f}{std} (n={p['n']})"
+    return "-" if p is None else summary.mean_std_n(dict(p, runs=p["n"]))
 
 
 def _number(value, fmt: str) -> str:

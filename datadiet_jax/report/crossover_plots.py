@@ -1,13 +1,14 @@
 """The crossover study's figures: the phase diagram and the accuracy-against-kept curves.
 
-Both read the points of `report.crossover.points` (nothing trains).
+The phase diagram reads `report.crossover.phase` rows, the curves `report.crossover.points`
+(nothing trains); `report.crossover.plot_phase` computes the rows of each score and calls it.
 
 Usage:
 
-    from datadiet_jax.report import crossover
+    from datadiet_jax.report import crossover, crossover_plots
     pts = crossover.points(rows)
-    crossover.plot_phase(pts, ["el2n@1", "grand@1"], "out/crossover_phase")    # .png, .pdf
-    crossover.plot_curves(pts, ["el2n@1", "grand@1"], "out/crossover_curves")
+    crossover_plots.plot_phase([("el2n@1", crossover.phase(pts, "el2n@1"))], "out/phase")
+    crossover_plots.plot_curves(pts, ["el2n@1", "grand@1"], "out/crossover_curves")
 """
 
 from __future__ import annotations
@@ -25,17 +26,15 @@ COLORS = {"hardest": "tab:red", "easiest": "tab:blue", "random": "tab:gray", "ti
 FULL_COLOUR_SPREADS = 4.0
 
 
-def plot_phase(pts: Sequence[Mapping], scores: Sequence[str], out_stem) -> list[str]:
-    """The phase diagram: a panel per score, data size (rows) against fraction pruned (columns).
+def plot_phase(panels: Sequence[tuple[str, Sequence[Mapping]]], out_stem) -> list[str]:
+    """The phase diagram: a panel per (score, its `crossover.phase` rows), data size (rows)
+    against fraction pruned (columns).
 
     Each cell is coloured by the better of hardest (red) and easiest (blue), paler the smaller
     its margin over random in seed spreads, hatched where it falls below random, and says that
     margin ('H +2.1σ'; 'n/a' without a
     spread). Writes `out_stem`.png and .pdf and returns their paths.
     """
-    from datadiet_jax.report import crossover
-
-    panels = [(s, crossover.phase(pts, s)) for s in scores]
     panels = [(s, rows) for s, rows in panels if rows]
     # Every panel on the same grid: a size or fraction a score was not ranked at stays grey.
     sizes = sorted({r["num_examples"] for _, rows in panels for r in rows})
